@@ -1,0 +1,27 @@
+// Bundles the TypeScript sources into dist/ with esbuild (one file per entry point).
+// Entry points are listed here; an entry whose source does not exist yet is reported and skipped.
+import { build } from 'esbuild';
+import { existsSync } from 'node:fs';
+
+const entries = {
+  cli: 'src/cli/main.ts',           // bin/vmctl loads this
+  'vm-worker': 'src/vm/worker.ts',  // one per running VM (worker thread)
+  bench: 'src/bench/main.ts',       // npm run bench
+};
+
+const present = Object.fromEntries(Object.entries(entries).filter(([, src]) => existsSync(src)));
+for (const [name, src] of Object.entries(entries)) {
+  if (!(name in present)) console.error(`build: skipping ${name} (${src} does not exist)`);
+}
+await build({
+  entryPoints: present,
+  outdir: 'dist',
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  sourcemap: true,
+  packages: 'external',
+  logLevel: 'warning',
+  banner: { js: "import { createRequire as __vmctlCreateRequire } from 'node:module'; const require = __vmctlCreateRequire(import.meta.url);" },
+});
