@@ -1,0 +1,124 @@
+// Guest RAM, made of fixed-size chunks backed by SharedArrayBuffers.
+//
+// Why chunks: untouched memory costs nothing (a chunk is allocated on first touch), harts on
+// other threads can share the same buffers, and a balloon can give a chunk back (Node cannot
+// return pages of a live ArrayBuffer to the OS, but it can drop a whole buffer).
+// The soft TLB maps a guest page straight to (chunk, offset), so the hart never goes through
+// this class on its fast path; loaders, DMA (virtio) and slow paths do.
+
+export const CHUNK_SHIFT = 21;               // 2 MiB per chunk
+export const CHUNK_SIZE = 1 << CHUNK_SHIFT;
+export const CHUNK_MASK = CHUNK_SIZE - 1;
+export const MAX_RAM_BYTES = 16 * 1024 * 1024 * 1024;
+
+export class GuestRam {
+  /** Lazily allocated chunk byte views; `undefined` until first touched. */
+  readonly chunks: (Uint8Array | undefined)[];
+  readonly chunkCount: number;
+
+  constructor(readonly base: number, readonly size: number, buffers?: (SharedArrayBuffer | undefined)[]) {
+    if (!Number.isInteger(size) || size <= 0 || size % CHUNK_SIZE !== 0 || size > MAX_RAM_BYTES) {
+      throw new RangeError(`guest RAM size ${size} must be a positive multiple of ${CHUNK_SIZE} bytes, at most 16 GiB`);
+    }
+    this.chunkCount = size / CHUNK_SIZE;
+    this.chunks = new Array(this.chunkCount).fill(undefined);
+    if (buffers) buffers.forEach((b, i) => { if (b) this.chunks[i] = new Uint8Array(b); });
+  }
+
+  /** True when [paddr, paddr+len) lies entirely inside RAM. */
+  contains(paddr: number, len = 1): boolean {
+    return paddr >= this.base && paddr + len <= this.base + this.size;
+  }
+
+  /** The chunk holding RAM offset `index << CHUNK_SHIFT`, allocated (zeroed) on first use. */
+  chunk(index: number): Uint8Array {
+    let c = this.chunks[index];
+    if (c === undefined) {
+      c = new Uint8Array(new SharedArrayBuffer(CHUNK_SIZE));
+      this.chunks[index] = c;
+    }
+    return c;
+  }
+
+  /** The shared buffers, for handing RAM to another thread (undefined = never touched). */
+  buffers(): (SharedArrayBuffer | undefined)[] {
+    return this.chunks.map((c) => c?.buffer as SharedArrayBuffer | undefined);
+  }
+
+  /** Drops a chunk (balloon); it reads as zeros and is allocated again when touched. */
+  release(index: number): void {
+    this.chunks[index] = undefined;
+  }
+
+  /** Host bytes actually allocated for guest RAM. */
+  allocatedBytes(): number {
+    let n = 0;
+    for (const c of this.chunks) if (c !== undefined) n += CHUNK_SIZE;
+    return n;
+  }
+
+  /** Copies guest physical memory into `dst`. Throws RangeError outside RAM. */
+  read(paddr: number, dst: Uint8Array): void {
+    this.check(paddr, dst.length);
+    let off = paddr - this.base;
+    let done = 0;
+    while (done < dst.length) {
+      const idx = Math.floor(off / CHUNK_SIZE);
+      const inChunk = off % CHUNK_SIZE;
+      const n = Math.min(CHUNK_SIZE - inChunk, dst.length - done);
+      const c = this.chunks[idx];
+      if (c === undefined) dst.fill(0, done, done + n);
+      else dst.set(c.subarray(inChunk, inChunk + n), done);
+      done += n;
+      off += n;
+    }
+  }
+
+  /** Copies `src` into guest physical memory. Throws RangeError outside RAM. */
+  write(paddr: number, src: Uint8Array): void {
+    this.check(paddr, src.length);
+    let off = paddr - this.base;
+    let done = 0;
+    while (done < src.length) {
+      const idx = Math.floor(off / CHUNK_SIZE);
+      const inChunk = off % CHUNK_SIZE;
+      const n = Math.min(CHUNK_SIZE - inChunk, src.length - done);
+      this.chunk(idx).set(src.subarray(done, done + n), inChunk);
+      done += n;
+      off += n;
+    }
+  }
+
+  /** Fills guest physical memory with zeros. */
+  zero(paddr: number, len: number): void {
+    this.check(paddr, len);
+    let off = paddr - this.base;
+    let left = len;
+    while (left > 0) {
+      const idx = Math.floor(off / CHUNK_SIZE);
+      const inChunk = off % CHUNK_SIZE;
+      const n = Math.min(CHUNK_SIZE - inChunk, left);
+      const c = this.chunks[idx];
+      if (c !== undefined) c.fill(0, inChunk, inChunk + n);
+      left -= n;
+      off += n;
+    }
+  }
+
+  // Little-endian scalar accessors for device models (virtqueues, SBI, loaders). Not for the hart's hot path.
+  readU8(paddr: number): number { this.check(paddr, 1); const o = paddr - this.base; const c = this.chunks[Math.floor(o / CHUNK_SIZE)]; return c === undefined ? 0 : c[o % CHUNK_SIZE]; }
+  readU16(paddr: number): number { return this.readU8(paddr) | (this.readU8(paddr + 1) << 8); }
+  readU32(paddr: number): number { return (this.readU16(paddr) | (this.readU16(paddr + 2) << 16)) >>> 0; }
+  /** 64-bit read as a JS number; exact up to 2^53 (guest physical addresses and lengths). */
+  readU64(paddr: number): number { return this.readU32(paddr) + this.readU32(paddr + 4) * 0x1_0000_0000; }
+  writeU8(paddr: number, v: number): void { this.check(paddr, 1); const o = paddr - this.base; this.chunk(Math.floor(o / CHUNK_SIZE))[o % CHUNK_SIZE] = v; }
+  writeU16(paddr: number, v: number): void { this.writeU8(paddr, v & 0xff); this.writeU8(paddr + 1, (v >>> 8) & 0xff); }
+  writeU32(paddr: number, v: number): void { this.writeU16(paddr, v & 0xffff); this.writeU16(paddr + 2, (v >>> 16) & 0xffff); }
+  writeU64(paddr: number, v: number): void { this.writeU32(paddr, v % 0x1_0000_0000 >>> 0); this.writeU32(paddr + 4, Math.floor(v / 0x1_0000_0000) >>> 0); }
+
+  private check(paddr: number, len: number): void {
+    if (!this.contains(paddr, len)) {
+      throw new RangeError(`guest physical range 0x${paddr.toString(16)}+${len} is outside RAM 0x${this.base.toString(16)}..0x${(this.base + this.size).toString(16)}`);
+    }
+  }
+}
