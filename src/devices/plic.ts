@@ -1,0 +1,163 @@
+// PLIC (RISC-V Platform-Level Interrupt Controller, "sifive,plic-1.0.0") at 0xc000000 on virt.
+// Layout from the RISC-V PLIC specification (riscv-plic-spec, "Memory Map"):
+//   0x000000 + 4*src            priority of source src (1..ndev; source 0 does not exist)
+//   0x001000 + 4*word           pending bits (read-only)
+//   0x002000 + 0x80*ctx + 4*w   enable bits of context ctx
+//   0x200000 + 0x1000*ctx       priority threshold of ctx
+//   0x200004 + 0x1000*ctx       claim (read) / complete (write)
+// QEMU virt: 96 sources (riscv,ndev = 0x60 counts 1..95 plus the reserved 0), 7 priority
+// levels, two contexts per hart: 2h = hart h M-mode (MEIP), 2h+1 = hart h S-mode (SEIP).
+// Sources are level-triggered through a gateway (PLIC spec "Interrupt Gateways"): a high level
+// makes the source pending; once claimed it is not forwarded again until the completion, after
+// which a still-high level makes it pending again.
+
+import type { MmioDevice } from '../memory/bus.js';
+import type { HartIrqSink } from './clint.js';
+
+export const PLIC_SIZE = 0x600000;
+export const PLIC_NUM_SOURCES = 96;
+export const MIP_SEIP_BIT = 9;
+export const MIP_MEIP_BIT = 11;
+const PRIORITY_MASK = 7;
+const WORDS = PLIC_NUM_SOURCES / 32;
+const PENDING_BASE = 0x1000;
+const ENABLE_BASE = 0x2000;
+const ENABLE_STRIDE = 0x80;
+const CONTEXT_BASE = 0x200000;
+const CONTEXT_STRIDE = 0x1000;
+
+export class Plic implements MmioDevice {
+  private readonly priority = new Uint32Array(PLIC_NUM_SOURCES);
+  private readonly level = new Uint8Array(PLIC_NUM_SOURCES);
+  private readonly pending = new Uint8Array(PLIC_NUM_SOURCES);
+  /** Claimed and not yet completed: the gateway holds further requests back. */
+  private readonly inFlight = new Uint8Array(PLIC_NUM_SOURCES);
+  private readonly enable: Uint32Array;   // [ctx * WORDS + word]
+  private readonly threshold: Uint32Array;
+  private readonly output: Uint8Array;    // current MEIP/SEIP level per context
+  readonly contexts: number;
+
+  constructor(private readonly harts: number, private readonly irq: HartIrqSink) {
+    this.contexts = 2 * harts;
+    this.enable = new Uint32Array(this.contexts * WORDS);
+    this.threshold = new Uint32Array(this.contexts);
+    this.output = new Uint8Array(this.contexts);
+  }
+
+  /** A device's interrupt line changed level. */
+  setLevel(source: number, high: boolean): void {
+    if (source <= 0 || source >= PLIC_NUM_SOURCES) return;
+    this.level[source] = high ? 1 : 0;
+    if (high) {
+      if (!this.inFlight[source]) this.pending[source] = 1;
+    } else {
+      // A level-triggered request that goes away before being claimed is withdrawn (as in QEMU).
+      this.pending[source] = 0;
+    }
+    this.update();
+  }
+
+  read(offset: number, size: 1 | 2 | 4): number {
+    if (size !== 4 || (offset & 3) !== 0) return 0;
+    if (offset < PENDING_BASE) {
+      return offset >>> 2 < PLIC_NUM_SOURCES ? this.priority[offset >>> 2] : 0;
+    }
+    if (offset < ENABLE_BASE) {
+      const word = (offset - PENDING_BASE) >>> 2;
+      if (word >= WORDS) return 0;
+      let v = 0;
+      for (let b = 0; b < 32; b++) if (this.pending[word * 32 + b]) v |= 1 << b;
+      return v >>> 0;
+    }
+    if (offset < CONTEXT_BASE) {
+      const ctx = Math.floor((offset - ENABLE_BASE) / ENABLE_STRIDE);
+      const word = ((offset - ENABLE_BASE) % ENABLE_STRIDE) >>> 2;
+      if (ctx >= this.contexts || word >= WORDS) return 0;
+      return this.enable[ctx * WORDS + word];
+    }
+    const ctx = Math.floor((offset - CONTEXT_BASE) / CONTEXT_STRIDE);
+    const reg = (offset - CONTEXT_BASE) % CONTEXT_STRIDE;
+    if (ctx >= this.contexts) return 0;
+    if (reg === 0) return this.threshold[ctx];
+    if (reg === 4) return this.claim(ctx);
+    return 0;
+  }
+
+  write(offset: number, size: 1 | 2 | 4, value: number): void {
+    if (size !== 4 || (offset & 3) !== 0) return;
+    value >>>= 0;
+    if (offset < PENDING_BASE) {
+      const src = offset >>> 2;
+      if (src > 0 && src < PLIC_NUM_SOURCES) {
+        this.priority[src] = value & PRIORITY_MASK;
+        this.update();
+      }
+      return;
+    }
+    if (offset < ENABLE_BASE) return; // pending bits are read-only
+    if (offset < CONTEXT_BASE) {
+      const ctx = Math.floor((offset - ENABLE_BASE) / ENABLE_STRIDE);
+      const word = ((offset - ENABLE_BASE) % ENABLE_STRIDE) >>> 2;
+      if (ctx >= this.contexts || word >= WORDS) return;
+      // Source 0 does not exist: its enable bit is hardwired to 0.
+      this.enable[ctx * WORDS + word] = word === 0 ? value & ~1 : value;
+      this.update();
+      return;
+    }
+    const ctx = Math.floor((offset - CONTEXT_BASE) / CONTEXT_STRIDE);
+    const reg = (offset - CONTEXT_BASE) % CONTEXT_STRIDE;
+    if (ctx >= this.contexts) return;
+    if (reg === 0) {
+      this.threshold[ctx] = value & PRIORITY_MASK;
+      this.update();
+    } else if (reg === 4) {
+      this.complete(ctx, value);
+    }
+  }
+
+  private enabled(ctx: number, src: number): boolean {
+    return ((this.enable[ctx * WORDS + (src >>> 5)] >>> (src & 31)) & 1) !== 0;
+  }
+
+  /** The pending, enabled source with the highest priority above the threshold (lowest ID
+   *  wins ties; PLIC spec "Interrupt Priorities"), or 0. */
+  private best(ctx: number): number {
+    let best = 0;
+    let bestPrio = this.threshold[ctx];
+    for (let src = 1; src < PLIC_NUM_SOURCES; src++) {
+      if (this.pending[src] && this.priority[src] > bestPrio && this.enabled(ctx, src)) {
+        best = src;
+        bestPrio = this.priority[src];
+      }
+    }
+    return best;
+  }
+
+  private claim(ctx: number): number {
+    const src = this.best(ctx);
+    if (src !== 0) {
+      this.pending[src] = 0;
+      this.inFlight[src] = 1;
+      this.update();
+    }
+    return src;
+  }
+
+  private complete(ctx: number, src: number): void {
+    // PLIC spec "Interrupt Completion": an ID that is not enabled for this context is ignored.
+    if (src <= 0 || src >= PLIC_NUM_SOURCES || !this.enabled(ctx, src)) return;
+    this.inFlight[src] = 0;
+    if (this.level[src]) this.pending[src] = 1;
+    this.update();
+  }
+
+  private update(): void {
+    for (let ctx = 0; ctx < this.contexts; ctx++) {
+      const level = this.best(ctx) !== 0 ? 1 : 0;
+      if (level !== this.output[ctx]) {
+        this.output[ctx] = level;
+        this.irq(ctx >>> 1, (ctx & 1) ? MIP_SEIP_BIT : MIP_MEIP_BIT, level === 1);
+      }
+    }
+  }
+}
