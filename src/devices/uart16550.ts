@@ -73,7 +73,7 @@ export class Uart16550 implements MmioDevice {
 
   /** Bytes waiting on the host side (not yet in the FIFO). */
   pendingInput(): number {
-    let n = -this.hostPos;
+    let n = this.hostQueue.length === 0 ? 0 : -this.hostPos;
     for (const c of this.hostQueue) n += c.length;
     return n;
   }
