@@ -1,0 +1,40 @@
+// Small helpers shared by the command groups.
+
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { ConfigErrors } from '../config/errors.js';
+import { parseDuration } from '../config/units.js';
+import { loadVmDefinition, type VmDefinition } from '../config/vm-definition.js';
+import { CliError, EXIT } from './exit-codes.js';
+
+/** Parses a --timeout-style option; usage error (exit 2) when malformed. */
+export function durationOption(text: string | undefined, option: string): number | undefined {
+  if (text === undefined) return undefined;
+  const ms = parseDuration(text);
+  if (ms === null) throw new CliError(EXIT.usage, `${option}: ${JSON.stringify(text)} is not a duration; expected something like 500ms, 30s or 5m`);
+  return ms;
+}
+
+/** Loads and validates a VM file locally, so config errors never need a daemon. */
+export function loadDefinitionOrExit(file: string, nameOverride?: string): { def: VmDefinition; abs: string; text: string } {
+  const abs = resolve(file);
+  try {
+    const def = loadVmDefinition(file, { nameOverride });
+    return { def, abs, text: readFileSync(abs, 'utf8') };
+  } catch (e) {
+    if (e instanceof ConfigErrors) throw new CliError(EXIT.usage, e.message, true);
+    throw e;
+  }
+}
+
+export function b64(bytes: Uint8Array | string): string {
+  return Buffer.from(bytes).toString('base64');
+}
+
+export function unb64(s: string): Buffer {
+  return Buffer.from(s, 'base64');
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,87 @@
+// list, info, dtb.
+
+import { writeFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import Table from 'cli-table3';
+import { humanDuration, humanSize } from '../../config/units.js';
+import type { VmInfo } from '../../protocol/messages.js';
+import { unb64 } from '../cli-helpers.js';
+import { connectDaemon } from '../daemon-link.js';
+import { out, printJson, stateColor } from '../output.js';
+
+export function register(program: Command): void {
+  program
+    .command('list')
+    .alias('ls')
+    .description('list VMs')
+    .option('--json', 'print a JSON array')
+    .option('-q, --quiet', 'print names only')
+    .action(async (o: { json?: boolean; quiet?: boolean }) => {
+      const c = await connectDaemon();
+      const vms = await c.request<VmInfo[]>('vm.list');
+      c.close();
+      if (o.json) return printJson(vms);
+      if (o.quiet) {
+        for (const v of vms) process.stdout.write(`${v.name}\n`);
+        return;
+      }
+      const table = new Table({
+        head: ['NAME', 'STATE', 'CPUS', 'MEMORY', 'UPTIME'].map((h) => out.bold(h)),
+        style: { head: [], border: [] },
+        chars: { top: '', 'top-mid': '', 'top-left': '', 'top-right': '', bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '', left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: '  ' },
+      });
+      for (const v of vms) {
+        table.push([v.name, stateColor(v.state), String(v.cpus), humanSize(v.memoryBytes), v.uptimeSeconds > 0 ? humanDuration(v.uptimeSeconds) : '-']);
+      }
+      process.stdout.write(vms.length === 0 ? 'No VMs. Create one with: vmctl create -f vm.yaml\n' : `${table.toString().split('\n').map((l) => l.trimEnd()).join('\n')}\n`);
+    });
+
+  program
+    .command('info <NAME>')
+    .description('show one VM')
+    .option('--json', 'print a JSON object')
+    .action(async (name: string, o: { json?: boolean }) => {
+      const c = await connectDaemon();
+      const v = await c.request<VmInfo>('vm.info', { name });
+      c.close();
+      if (o.json) return printJson(v);
+      const rows: [string, string][] = [
+        ['Name', out.bold(v.name)],
+        ['State', stateColor(v.state)],
+        ['CPUs', String(v.cpus)],
+        ['Memory', `${humanSize(v.memoryBytes)} (${v.memoryBytes} bytes)`],
+        ['Uptime', v.uptimeSeconds > 0 ? humanDuration(v.uptimeSeconds) : '-'],
+        ['Boots', String(v.bootId)],
+        ['Firmware', v.firmware],
+        ['Kernel', v.kernel ?? '-'],
+      ];
+      if (v.initrd) rows.push(['Initrd', v.initrd]);
+      if (v.cmdline) rows.push(['Cmdline', v.cmdline]);
+      for (const d of v.disks) rows.push([`Disk ${d.name}`, `${d.path}${d.readonly ? ' (read-only)' : ''}${d.createdByVmctl ? ' (created by vmctl)' : ''}`]);
+      if (v.shutdownConsole) rows.push(['Shutdown', `types ${JSON.stringify(v.shutdownConsole)}`]);
+      if (v.lastPower) rows.push(['Last power', v.lastPower.kind === 'poweroff' ? `poweroff code ${v.lastPower.code}${v.lastPower.failed ? ' (failure)' : ''} via ${v.lastPower.source} at ${v.lastPower.at}` : `reset via ${v.lastPower.source} at ${v.lastPower.at}`]);
+      if (v.lastError) rows.push(['Last error', out.red(v.lastError.split('\n')[0])]);
+      if (v.instructionsRetired !== null) rows.push(['Instructions', v.instructionsRetired.toLocaleString('en-US')]);
+      rows.push(['Created', v.createdAt]);
+      rows.push(['Folder', v.directory]);
+      const w = Math.max(...rows.map((r) => r[0].length));
+      for (const [k, val] of rows) process.stdout.write(`${`${k}:`.padEnd(w + 2)}${val}\n`);
+    });
+
+  program
+    .command('dtb <NAME>')
+    .description("write the VM's flattened device tree (decompile with: dtc -I dtb -O dts)")
+    .option('-o, --output <FILE>', 'file to write ("-" for stdout)', '')
+    .action(async (name: string, o: { output: string }) => {
+      const c = await connectDaemon();
+      const r = await c.request<{ data: string }>('vm.dtb', { name });
+      c.close();
+      const bytes = unb64(r.data);
+      const file = o.output === '' ? `${name}.dtb` : o.output;
+      if (file === '-') process.stdout.write(bytes);
+      else {
+        writeFileSync(file, bytes);
+        process.stdout.write(`Wrote ${bytes.length} bytes of device tree to ${file}\n`);
+      }
+    });
+}

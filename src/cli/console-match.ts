@@ -1,0 +1,33 @@
+// Matching regular expressions against a VM's console stream (--wait-for, --expect, --until, ...).
+
+import { CliError, EXIT } from './exit-codes.js';
+
+/** The matching window: output older than this is forgotten (patterns match within one window). */
+const WINDOW_CHARS = 256 * 1024;
+
+export function compilePattern(src: string, option: string): RegExp {
+  try {
+    return new RegExp(src, 'm');
+  } catch (e) {
+    throw new CliError(EXIT.usage, `${option}: invalid regular expression ${JSON.stringify(src)}: ${(e as Error).message}`);
+  }
+}
+
+/** Accumulates console text (UTF-8 decoded across chunk borders) and tests patterns against it. */
+export class ConsoleText {
+  private readonly decoder = new TextDecoder('utf-8');
+  private text = '';
+
+  push(bytes: Uint8Array): void {
+    this.text += this.decoder.decode(bytes, { stream: true });
+    if (this.text.length > WINDOW_CHARS) this.text = this.text.slice(this.text.length - WINDOW_CHARS / 2);
+  }
+
+  test(re: RegExp): boolean {
+    return re.test(this.text);
+  }
+
+  reset(): void {
+    this.text = '';
+  }
+}

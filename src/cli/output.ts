@@ -1,0 +1,49 @@
+// Terminal output: colour only on a TTY and never with NO_COLOR (https://no-color.org), spinners
+// only on a TTY, JSON untouched by either.
+
+import { Chalk, type ChalkInstance } from 'chalk';
+import ora, { type Ora } from 'ora';
+
+function colorLevel(stream: NodeJS.WriteStream): 0 | 1 | 2 | 3 {
+  const noColor = process.env.NO_COLOR;
+  if (noColor !== undefined && noColor !== '') return 0;
+  if (!stream.isTTY) return 0;
+  const depth = typeof stream.getColorDepth === 'function' ? stream.getColorDepth() : 4;
+  return depth >= 24 ? 3 : depth >= 8 ? 2 : 1;
+}
+
+/** Colours for stdout and stderr, each decided by its own stream. */
+export const out: ChalkInstance = new Chalk({ level: colorLevel(process.stdout) });
+export const err: ChalkInstance = new Chalk({ level: colorLevel(process.stderr) });
+
+export interface Spinner {
+  text(t: string): void;
+  stop(): void;
+}
+
+/** An ora spinner on stderr when it is a TTY; otherwise nothing (the final line is printed by the caller). */
+export function spinner(text: string, enabled = true): Spinner {
+  if (!enabled || !process.stderr.isTTY) {
+    return { text() {}, stop() {} };
+  }
+  const s: Ora = ora({ text, stream: process.stderr, color: 'cyan', isEnabled: true, discardStdin: false }).start();
+  return {
+    text: (t) => { s.text = t; },
+    stop: () => { s.stop(); },
+  };
+}
+
+export function printJson(v: unknown): void {
+  process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
+}
+
+export function stateColor(state: string): string {
+  switch (state) {
+    case 'running': return out.green(state);
+    case 'paused': return out.yellow(state);
+    case 'aborted': return out.red(state);
+    case 'starting':
+    case 'stopping': return out.cyan(state);
+    default: return out.dim(state);
+  }
+}

@@ -1,0 +1,70 @@
+// Sizes and durations as people write them in VM files and on the command line.
+// Sizes are binary (KiB = 1024 B); a bare K/M/G is read as binary too, as most VM tools do.
+
+const SIZE_UNITS: Record<string, number> = {
+  B: 1,
+  K: 1024, KB: 1024, KIB: 1024,
+  M: 1024 ** 2, MB: 1024 ** 2, MIB: 1024 ** 2,
+  G: 1024 ** 3, GB: 1024 ** 3, GIB: 1024 ** 3,
+  T: 1024 ** 4, TB: 1024 ** 4, TIB: 1024 ** 4,
+};
+
+/** Parses "128MiB", "1G", "4096", "512B". Returns null when the text is not a size. */
+export function parseSize(text: string | number): number | null {
+  if (typeof text === 'number') return Number.isSafeInteger(text) && text >= 0 ? text : null;
+  const m = /^\s*(\d+)\s*([A-Za-z]*)\s*$/.exec(text);
+  if (!m) return null;
+  const unit = m[2] === '' ? 'B' : m[2].toUpperCase();
+  const mult = SIZE_UNITS[unit];
+  if (mult === undefined) return null;
+  const n = Number(m[1]) * mult;
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+/** The shortest exact binary spelling: 134217728 -> "128MiB", 1000 -> "1000B". */
+export function formatSize(bytes: number): string {
+  for (const [unit, mult] of [['TiB', 1024 ** 4], ['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) {
+    if (bytes >= mult && bytes % mult === 0) return `${bytes / mult}${unit}`;
+  }
+  return `${bytes}B`;
+}
+
+/** A human-friendly approximate size for tables: 1.5GiB, 128MiB. */
+export function humanSize(bytes: number): string {
+  for (const [unit, mult] of [['TiB', 1024 ** 4], ['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) {
+    if (bytes >= mult) {
+      const v = bytes / mult;
+      return `${Number.isInteger(v) ? v : v.toFixed(1)}${unit}`;
+    }
+  }
+  return `${bytes}B`;
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Parses "500ms", "30s", "5m", "1h", "1m30s"; a bare number is seconds. Returns milliseconds or null. */
+export function parseDuration(text: string | number): number | null {
+  if (typeof text === 'number') return Number.isFinite(text) && text >= 0 ? text * 1000 : null;
+  const s = text.trim();
+  if (/^\d+(\.\d+)?$/.test(s)) return Number(s) * 1000;
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
+  let total = 0;
+  let pos = 0;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(s)) !== null) {
+    total += Number(m[1]) * DURATION_UNITS[m[2]];
+    pos = re.lastIndex;
+  }
+  if (pos === 0 || pos !== s.length) return null;
+  return total;
+}
+
+/** "1h 2m 3s" style for tables. */
+export function humanDuration(seconds: number): string {
+  const s = Math.floor(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  const h = Math.floor(s / 3600);
+  if (h < 48) return `${h}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+  return `${Math.floor(h / 24)}d${h % 24}h`;
+}

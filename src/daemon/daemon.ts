@@ -1,0 +1,219 @@
+// The daemon process: one per VMCTL_HOME. Holds the pid-file lock, listens on the control socket,
+// hosts every VM, and shuts down cleanly on SIGTERM/SIGINT or `vmctl daemon stop`.
+
+import { appendFileSync, chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { DEFAULT_SETTINGS_TEXT, loadDaemonSettings } from '../config/daemon-settings.js';
+import { PROTOCOL_VERSION, type DaemonStatus } from '../protocol/messages.js';
+import { writeFileAtomic } from './atomic.js';
+import { ensureHome, homePaths, socketFits, type HomePaths } from './paths.js';
+import { Registry } from './registry.js';
+import { Connection } from './server.js';
+import type { VmEvent, VmInstance } from './vm-instance.js';
+
+export interface DaemonOptions {
+  readonly home: string;
+  /** dist/vm-worker.js */
+  readonly workerPath: string;
+  readonly version: string;
+  /** Also copy log lines to stderr (foreground `vmctl daemon run`; detached, stderr already is vmd.log). */
+  readonly echoToStderr: boolean;
+  /** Append log lines to vmd.log ourselves (false when stderr is redirected there). */
+  readonly writeLogFile: boolean;
+}
+
+export class AlreadyRunning extends Error {}
+
+/** Is a process with this pid alive? (EPERM: alive but not ours.) */
+export function pidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export function readPid(p: HomePaths): number | null {
+  try {
+    const n = Number.parseInt(readFileSync(p.pidFile, 'utf8').trim(), 10);
+    return Number.isInteger(n) ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Takes vmd.pid with O_EXCL; a pid file of a dead daemon is stale and replaced. */
+function takePidLock(p: HomePaths, log: (m: string) => void): void {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fd = openSync(p.pidFile, 'wx', 0o600);
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = readPid(p);
+      if (pid !== null && pid !== process.pid && pidAlive(pid)) throw new AlreadyRunning(`a daemon is already running for ${p.home} (pid ${pid})`);
+      log(`removing stale pid file (pid ${pid ?? '?'} is gone)`);
+      try { unlinkSync(p.pidFile); } catch { /* raced with another starter */ }
+    }
+  }
+  throw new AlreadyRunning(`could not take ${p.pidFile}`);
+}
+
+export async function runDaemon(opts: DaemonOptions): Promise<void> {
+  const paths = homePaths(opts.home);
+  ensureHome(paths);
+  const log = (msg: string): void => {
+    const line = `${new Date().toISOString()} [${process.pid}] ${msg}\n`;
+    if (opts.writeLogFile) {
+      try { appendFileSync(paths.logFile, line, { mode: 0o600 }); } catch { /* the log is best effort */ }
+    }
+    if (opts.echoToStderr) process.stderr.write(line);
+  };
+
+  takePidLock(paths, log);
+  const releaseLock = (): void => {
+    if (readPid(paths) === process.pid) try { unlinkSync(paths.pidFile); } catch { /* gone */ }
+  };
+
+  let server: Server | null = null;
+  let socketPath = paths.defaultSocket;
+  let shortDir: string | null = null;
+  try {
+    if (!existsSync(paths.settingsFile)) writeFileAtomic(paths.settingsFile, DEFAULT_SETTINGS_TEXT);
+    const settings = loadDaemonSettings(paths.settingsFile);
+
+    if (!socketFits(paths.defaultSocket)) {
+      // unix(7): sun_path holds 107 bytes. Use a private short folder and record where it is.
+      if (existsSync(paths.socketPathFile)) {
+        const old = readFileSync(paths.socketPathFile, 'utf8').trim();
+        if (old.startsWith(tmpdir()) && old.includes('vmctl-')) rmSync(dirname(old), { recursive: true, force: true });
+      }
+      shortDir = mkdtempSync(join(tmpdir(), 'vmctl-'));
+      chmodSync(shortDir, 0o700);
+      socketPath = join(shortDir, 'vmd.sock');
+      writeFileAtomic(paths.socketPathFile, `${socketPath}\n`);
+      log(`${paths.defaultSocket} is longer than ${107} bytes; listening on ${socketPath}`);
+    } else if (existsSync(paths.socketPathFile)) {
+      unlinkSync(paths.socketPathFile);
+    }
+    // We hold the pid lock, so a socket file left here belongs to a dead daemon.
+    if (existsSync(socketPath)) {
+      log(`removing stale socket ${socketPath}`);
+      unlinkSync(socketPath);
+    }
+
+    const workerEnv = {
+      workerPath: opts.workerPath,
+      serialLogMaxBytes: settings.serialLogMaxBytes,
+      consoleHistoryBytes: settings.consoleHistoryBytes,
+      log,
+    };
+    const connections = new Set<Connection>();
+    const wire = (vm: VmInstance): void => {
+      vm.listener = (e: VmEvent) => {
+        for (const c of connections) {
+          const sub = c.subscriptions.get(vm.name);
+          if (!sub) continue;
+          if (e.event === 'console' && !sub.console) continue;
+          c.event(e.event, vm.name, e.data as Record<string, unknown>);
+        }
+      };
+    };
+
+    const registry = new Registry(paths, workerEnv, (vm) => wire(vm));
+    registry.load();
+
+    const startedAt = Date.now();
+    let shuttingDown = false;
+
+    const status = (): DaemonStatus => ({
+      pid: process.pid,
+      version: opts.version,
+      protocol: PROTOCOL_VERSION,
+      home: paths.home,
+      socket: socketPath,
+      uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
+      vms: registry.vms.size,
+      runningVms: [...registry.vms.values()].filter((v) => v.active).length,
+    });
+
+    let resolveDone!: () => void;
+    const done = new Promise<void>((r) => { resolveDone = r; });
+
+    const shutdown = async (why: string): Promise<void> => {
+      if (shuttingDown) return;
+      shuttingDown = true;
+      log(`shutting down (${why})`);
+      server?.close();
+      // A clean daemon stop powers VMs off (disks flushed); they show `stopped`, not `aborted`.
+      await Promise.all([...registry.vms.values()].filter((v) => v.active).map((v) => v.powerOff().catch(() => {})));
+      for (const vm of [...registry.vms.values()]) if (vm.persisted.ephemeral) registry.delete(vm);
+      for (const c of connections) c.close();
+      try { unlinkSync(socketPath); } catch { /* gone */ }
+      if (shortDir) rmSync(shortDir, { recursive: true, force: true });
+      releaseLock();
+      log('stopped');
+      resolveDone();
+    };
+
+    const ctx = {
+      registry,
+      version: opts.version,
+      status,
+      shutdown: () => void shutdown('requested by a client'),
+      vmDeleted: (name: string) => {
+        for (const c of connections) {
+          if (c.subscriptions.delete(name)) c.event('deleted', name, {});
+        }
+      },
+      log,
+    };
+
+    server = createServer((sock) => {
+      if (shuttingDown) {
+        sock.destroy();
+        return;
+      }
+      const conn = new Connection(sock, ctx, (c) => {
+        connections.delete(c);
+        // A `vmctl run` client that went away (Ctrl-C, killed CI job) takes its VM with it.
+        for (const name of c.ephemeral) {
+          const vm = registry.vms.get(name);
+          if (!vm) continue;
+          vm.powerOff().then(() => {
+            if (registry.vms.get(name) === vm) {
+              registry.delete(vm);
+              ctx.vmDeleted(name);
+            }
+          }).catch((e) => log(`vm ${name}: cleanup failed: ${(e as Error).message}`));
+        }
+      });
+      connections.add(conn);
+    });
+
+    await new Promise<void>((resolve, reject) => {
+      server!.once('error', reject);
+      server!.listen(socketPath, () => resolve());
+    });
+    chmodSync(socketPath, 0o600);
+    log(`vmd ${opts.version} listening on ${socketPath} (home ${paths.home}, ${registry.vms.size} VMs)`);
+
+    process.on('SIGTERM', () => void shutdown('SIGTERM'));
+    process.on('SIGINT', () => void shutdown('SIGINT'));
+    process.on('SIGHUP', () => { /* detached daemons outlive their terminal */ });
+    process.on('uncaughtException', (e) => log(`uncaught exception (continuing): ${e.stack ?? e.message}`));
+    process.on('unhandledRejection', (e) => log(`unhandled rejection (continuing): ${(e as Error)?.stack ?? String(e)}`));
+
+    await done;
+  } catch (e) {
+    releaseLock();
+    if (shortDir) rmSync(shortDir, { recursive: true, force: true });
+    throw e;
+  }
+}

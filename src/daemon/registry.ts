@@ -1,0 +1,119 @@
+// The VMs a daemon knows: one folder per VM under VMCTL_HOME/vms, loaded at start-up.
+// VMs that were active when the previous daemon died are marked `aborted`.
+
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { loadVmDefinition, parseVmDefinition, serializeVmDefinition, VM_NAME_RE } from '../config/vm-definition.js';
+import { ProtocolFailure } from '../protocol/messages.js';
+import { writeFileAtomic } from './atomic.js';
+import { vmDir, type HomePaths } from './paths.js';
+import { VmInstance, type InstanceEnv, type PersistedState } from './vm-instance.js';
+
+export class Registry {
+  readonly vms = new Map<string, VmInstance>();
+
+  constructor(
+    private readonly paths: HomePaths,
+    private readonly env: InstanceEnv,
+    /** Called for every VM loaded or created (the daemon routes its events). */
+    private readonly onAdded: (vm: VmInstance) => void,
+  ) {}
+
+  load(): void {
+    if (!existsSync(this.paths.vmsDir)) return;
+    for (const name of readdirSync(this.paths.vmsDir)) {
+      if (!VM_NAME_RE.test(name)) continue;
+      const dir = vmDir(this.paths, name);
+      try {
+        const persisted = VmInstance.readPersisted(dir);
+        if (!persisted) {
+          this.env.log(`skipping ${dir}: no state.json (an interrupted create)`);
+          continue;
+        }
+        const def = loadVmDefinition(`${dir}/vm.yaml`, { skipFileChecks: true });
+        const vm = new VmInstance(def, dir, persisted, this.env);
+        if (persisted.ephemeral) {
+          // A `vmctl run` VM whose client and daemon are gone: nobody can use it any more.
+          this.env.log(`removing leftover ephemeral VM ${name}`);
+          this.removeFiles(vm);
+          continue;
+        }
+        if (['starting', 'running', 'paused', 'stopping'].includes(persisted.state)) {
+          this.env.log(`vm ${name}: was ${persisted.state} when the daemon died; now aborted`);
+          persisted.state = 'aborted';
+          persisted.lastError = 'the daemon ended while the VM ran';
+          vm.save();
+        }
+        this.vms.set(name, vm);
+        this.onAdded(vm);
+      } catch (e) {
+        this.env.log(`skipping ${dir}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  get(name: string): VmInstance {
+    const vm = this.vms.get(name);
+    if (!vm) throw new ProtocolFailure('NoSuchVm', `no VM named ${JSON.stringify(name)}`);
+    return vm;
+  }
+
+  /** Registers a VM from YAML text (validated again here: the daemon trusts no client). */
+  create(file: string, text: string, nameOverride: string | undefined, ephemeral: boolean): VmInstance {
+    const def = parseVmDefinition(text, file, dirname(file), { nameOverride });
+    if (this.vms.has(def.name)) throw new ProtocolFailure('AlreadyExists', `a VM named ${JSON.stringify(def.name)} already exists`);
+    const dir = vmDir(this.paths, def.name);
+    if (existsSync(dir)) rmSync(dir, { recursive: true, force: true }); // an interrupted create
+    mkdirSync(dir, { mode: 0o700 });
+    const created: string[] = [];
+    try {
+      for (const d of def.disks) {
+        if (d.sizeBytes === undefined) continue;
+        let fd: number;
+        try {
+          // 'wx' fails if the file appeared meanwhile: an existing image is never truncated.
+          fd = openSync(d.path, 'wx', 0o600);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
+          throw e;
+        }
+        // A sparse raw image: the size is reserved, no blocks are written.
+        ftruncateSync(fd, d.sizeBytes);
+        closeSync(fd);
+        created.push(d.path);
+      }
+      const persisted: PersistedState = {
+        state: 'stopped', bootId: 0, createdAt: new Date().toISOString(), startedAt: null,
+        lastPower: null, lastError: null, ephemeral, createdDisks: created, instructionsRetired: null,
+      };
+      writeFileAtomic(`${dir}/vm.yaml`, serializeVmDefinition(def));
+      const vm = new VmInstance(def, dir, persisted, this.env);
+      vm.save();
+      this.vms.set(def.name, vm);
+      this.onAdded(vm);
+      this.env.log(`vm ${def.name}: created from ${file}${created.length ? ` (new disks: ${created.join(', ')})` : ''}`);
+      return vm;
+    } catch (e) {
+      for (const c of created) try { unlinkSync(c); } catch { /* best effort */ }
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  delete(vm: VmInstance): void {
+    this.vms.delete(vm.name);
+    this.removeFiles(vm);
+    this.env.log(`vm ${vm.name}: deleted`);
+  }
+
+  private removeFiles(vm: VmInstance): void {
+    for (const p of vm.persisted.createdDisks) {
+      try {
+        unlinkSync(p);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.env.log(`vm ${vm.name}: cannot remove disk ${p}: ${(e as Error).message}`);
+      }
+    }
+    rmSync(vm.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,106 @@
+// The client side of the protocol: one connection, request/reply by id, events to a listener.
+
+import { connect, type Socket } from 'node:net';
+import { encodeFrame, LineDecoder } from './framing.js';
+import { PROTOCOL_VERSION, ProtocolFailure, type EventMessage, type Greeting, type MethodName, type Reply } from './messages.js';
+
+interface Pending { resolve: (v: unknown) => void; reject: (e: Error) => void }
+
+export class ProtocolClient {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private eventListeners: ((e: EventMessage) => void)[] = [];
+  private closeListeners: (() => void)[] = [];
+  private closed = false;
+  greeting: Greeting['hello'] | null = null;
+
+  private constructor(private readonly sock: Socket) {}
+
+  /** Connects, reads the greeting and says hello. Rejects with the socket error (ENOENT, ECONNREFUSED, ...). */
+  static connect(path: string, timeoutMs = 5000): Promise<ProtocolClient> {
+    return new Promise((resolve, reject) => {
+      const sock = connect(path);
+      const client = new ProtocolClient(sock);
+      let settled = false;
+      const timer = setTimeout(() => fail(Object.assign(new Error(`no greeting from the daemon within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })), timeoutMs);
+      const fail = (e: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        sock.destroy();
+        reject(e);
+      };
+      sock.once('error', fail);
+      const decoder = new LineDecoder((f) => {
+        if (!f.ok) {
+          fail(new ProtocolFailure('ProtocolError', `daemon sent ${f.detail}`));
+          return;
+        }
+        if (!client.greeting) {
+          const g = f.value as Greeting;
+          if (!g || typeof g !== 'object' || !g.hello || typeof g.hello.protocol !== 'number') {
+            fail(new ProtocolFailure('ProtocolError', 'the daemon did not greet with a hello'));
+            return;
+          }
+          client.greeting = g.hello;
+          client.request('hello', { protocol: PROTOCOL_VERSION, client: 'vmctl' }).then(() => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            sock.off('error', fail);
+            sock.on('error', () => { /* reported through close */ });
+            resolve(client);
+          }, fail);
+          return;
+        }
+        client.dispatch(f.value);
+      });
+      sock.on('data', (b) => decoder.push(b));
+      sock.on('close', () => {
+        client.closed = true;
+        const err = new ProtocolFailure('Internal', 'the daemon closed the connection');
+        for (const p of client.pending.values()) p.reject(err);
+        client.pending.clear();
+        if (!settled) fail(err);
+        for (const l of client.closeListeners) l();
+      });
+    });
+  }
+
+  private dispatch(v: unknown): void {
+    const m = v as Reply & Partial<EventMessage>;
+    if (m && typeof m === 'object' && typeof m.event === 'string') {
+      for (const l of this.eventListeners) l(m as EventMessage);
+      return;
+    }
+    if (!m || typeof m !== 'object' || typeof m.id !== 'number') return;
+    const p = this.pending.get(m.id);
+    if (!p) return;
+    this.pending.delete(m.id);
+    if (m.error) p.reject(new ProtocolFailure(m.error.class, m.error.message));
+    else p.resolve(m.result);
+  }
+
+  request<T = unknown>(method: MethodName, params: Record<string, unknown> = {}): Promise<T> {
+    if (this.closed) return Promise.reject(new ProtocolFailure('Internal', 'the connection to the daemon is closed'));
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.sock.write(encodeFrame({ id, method, params }));
+    });
+  }
+
+  onEvent(fn: (e: EventMessage) => void): void {
+    this.eventListeners.push(fn);
+  }
+
+  onClose(fn: () => void): void {
+    this.closeListeners.push(fn);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.sock.end();
+    this.sock.destroy();
+  }
+}
