@@ -1,0 +1,67 @@
+// What `vmctl create` and `vmctl delete` do to a VM's disks (called by the daemon).
+//
+// - A disk whose file does not exist is created sparse at its `size`; the daemon records which
+//   paths it created so `delete` removes those and never an image that existed before.
+// - An existing file is used as it is: its size wins, and a different `size` in the definition
+//   is reported as a warning.
+
+import { existsSync, statSync, unlinkSync } from 'node:fs';
+import { formatSize } from '../config/units.js';
+import { createRawImage } from './raw-image.js';
+import { DiskError } from './errors.js';
+import { lockPathFor, readDiskLock } from './lock.js';
+
+export interface DiskSpec {
+  readonly path: string;
+  readonly sizeBytes?: number;
+  readonly readonly: boolean;
+  readonly name: string;
+}
+
+export interface PreparedDisks {
+  /** Paths created by this call (the daemon stores them; `delete` removes exactly these). */
+  readonly created: string[];
+  /** Human-readable warnings (size mismatches), one per line. */
+  readonly warnings: string[];
+}
+
+export function prepareDisks(disks: readonly DiskSpec[]): PreparedDisks {
+  const created: string[] = [];
+  const warnings: string[] = [];
+  try {
+    for (const d of disks) {
+      if (!existsSync(d.path)) {
+        if (d.sizeBytes === undefined) {
+          throw new DiskError('NOT_FOUND', `disk ${d.name}: ${d.path} does not exist and no size was given to create it`);
+        }
+        createRawImage(d.path, d.sizeBytes);
+        created.push(d.path);
+        continue;
+      }
+      const st = statSync(d.path);
+      if (!st.isFile()) throw new DiskError('INVALID', `disk ${d.name}: ${d.path} is not a regular file`);
+      if (d.sizeBytes !== undefined && st.size !== d.sizeBytes) {
+        warnings.push(`disk ${d.name}: ${d.path} already exists with ${formatSize(st.size)}, not the ${formatSize(d.sizeBytes)} in the definition; using the file as it is`);
+      }
+      if (st.size % 512 !== 0) {
+        warnings.push(`disk ${d.name}: ${d.path} is ${st.size} bytes, not a multiple of 512; the guest sees ${Math.floor(st.size / 512)} sectors`);
+      }
+    }
+  } catch (e) {
+    deleteCreatedDisks(created);
+    throw e;
+  }
+  return { created, warnings };
+}
+
+/** Removes images vmctl created for a VM (on `delete`). Refuses one that a running VM holds. */
+export function deleteCreatedDisks(paths: readonly string[]): void {
+  for (const p of paths) {
+    const holder = readDiskLock(p);
+    if (holder) throw new DiskError('IN_USE', `disk ${p} is in use by VM ${holder.vm} (pid ${holder.pid} on ${holder.host}); not deleting it`);
+  }
+  for (const p of paths) {
+    try { unlinkSync(p); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e; }
+    try { unlinkSync(lockPathFor(p)); } catch { /* no stale lock left behind */ }
+  }
+}
