@@ -225,7 +225,7 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
           seenPaths.add(path);
           if (!opts.skipFileChecks) {
             if (!existsSync(path)) {
-              if (sizeBytes === undefined) r.fail(pp.value, `${where}.path: file ${JSON.stringify(path)} does not exist; give ${where}.size to have vmctl create it`, pp.key);
+              if (sizeBytes === undefined && !sp) r.fail(pp.value, `${where}.path: file ${JSON.stringify(path)} does not exist; give ${where}.size to have vmctl create it`, pp.key);
               else if (!existsSync(dirname(path))) r.fail(pp.value, `${where}.path: folder ${JSON.stringify(dirname(path))} does not exist`, pp.key);
               else if (ro) r.fail(rp?.value ?? item, `${where}.readonly: a new (empty) image cannot be read-only`);
             } else if (!statSync(path).isFile()) r.fail(pp.value, `${where}.path: ${JSON.stringify(path)} is not a regular file`, pp.key);

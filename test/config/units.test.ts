@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest';
+import { formatSize, parseDuration, parseSize } from '../../src/config/units.js';
+
+describe('sizes', () => {
+  it('reads binary units, with and without the i', () => {
+    expect(parseSize('128MiB')).toBe(128 * 1024 * 1024);
+    expect(parseSize('128M')).toBe(128 * 1024 * 1024);
+    expect(parseSize('1GiB')).toBe(1024 ** 3);
+    expect(parseSize('1g')).toBe(1024 ** 3);
+    expect(parseSize('4KiB')).toBe(4096);
+    expect(parseSize('512B')).toBe(512);
+    expect(parseSize('4096')).toBe(4096);
+    expect(parseSize(4096)).toBe(4096);
+  });
+  it('rejects what is not a size', () => {
+    for (const bad of ['', 'MiB', '12 parsecs', '1.5GiB', '-1M', '1XiB', '0x10']) expect(parseSize(bad), bad).toBeNull();
+    expect(parseSize(-5)).toBeNull();
+    expect(parseSize(1.5)).toBeNull();
+  });
+  it('formats the shortest exact binary unit', () => {
+    expect(formatSize(128 * 1024 * 1024)).toBe('128MiB');
+    expect(formatSize(1536 * 1024 * 1024)).toBe('1536MiB');
+    expect(formatSize(1000)).toBe('1000B');
+    expect(parseSize(formatSize(3 * 1024 ** 3))).toBe(3 * 1024 ** 3);
+  });
+});
+
+describe('durations', () => {
+  it('reads ms, s, m, h and bare seconds', () => {
+    expect(parseDuration('500ms')).toBe(500);
+    expect(parseDuration('30s')).toBe(30_000);
+    expect(parseDuration('5m')).toBe(300_000);
+    expect(parseDuration('1h')).toBe(3_600_000);
+    expect(parseDuration('1m30s')).toBe(90_000);
+    expect(parseDuration('2')).toBe(2000);
+    expect(parseDuration('0.5s')).toBe(500);
+  });
+  it('rejects what is not a duration', () => {
+    for (const bad of ['', 'soon', '5 minutes', '10x', 's', '5m junk']) expect(parseDuration(bad), bad).toBeNull();
+  });
+});
