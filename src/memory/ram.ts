@@ -15,6 +15,8 @@ export class GuestRam {
   /** Lazily allocated chunk byte views; `undefined` until first touched. */
   readonly chunks: (Uint8Array | undefined)[];
   readonly chunkCount: number;
+  /** Cached DataViews over the chunks (the hart's soft TLB points at these). */
+  private readonly views: (DataView | undefined)[];
 
   constructor(readonly base: number, readonly size: number, buffers?: (SharedArrayBuffer | undefined)[]) {
     if (!Number.isInteger(size) || size <= 0 || size % CHUNK_SIZE !== 0 || size > MAX_RAM_BYTES) {
@@ -22,6 +24,7 @@ export class GuestRam {
     }
     this.chunkCount = size / CHUNK_SIZE;
     this.chunks = new Array(this.chunkCount).fill(undefined);
+    this.views = new Array(this.chunkCount).fill(undefined);
     if (buffers) buffers.forEach((b, i) => { if (b) this.chunks[i] = new Uint8Array(b); });
   }
 
@@ -40,6 +43,18 @@ export class GuestRam {
     return c;
   }
 
+  /** A DataView over chunk `index` (allocated on first use). Harts cache these in their soft TLB,
+   *  so after `release()` every hart must `flushTlb()`. */
+  dataView(index: number): DataView {
+    let v = this.views[index];
+    if (v === undefined) {
+      const c = this.chunk(index);
+      v = new DataView(c.buffer, c.byteOffset, c.byteLength);
+      this.views[index] = v;
+    }
+    return v;
+  }
+
   /** The shared buffers, for handing RAM to another thread (undefined = never touched). */
   buffers(): (SharedArrayBuffer | undefined)[] {
     return this.chunks.map((c) => c?.buffer as SharedArrayBuffer | undefined);
@@ -48,6 +63,7 @@ export class GuestRam {
   /** Drops a chunk (balloon); it reads as zeros and is allocated again when touched. */
   release(index: number): void {
     this.chunks[index] = undefined;
+    this.views[index] = undefined;
   }
 
   /** Host bytes actually allocated for guest RAM. */

@@ -1,0 +1,1254 @@
+// One RV64IMAC hart (+ Zicsr, Zifencei, Sstc; F/D through src/riscv/fp/execute.ts) with M/S/U
+// privilege, Sv39 and PMP: the hot path of vmctl.
+//
+// Public interface (other layers build against it; keep it stable):
+//   new Hart(hartId, mem: PhysicalMemoryMap, clock: { mtime(): number }, reservations?: ReservationSet)
+//     clock.mtime() is the CLINT time base (10 MHz) as a JS number. The board creates ONE
+//     ReservationSet per machine and passes it to every hart (LR/SC across harts, see reservations.ts).
+//   run(maxInstructions): number   retired instructions; returns early when the hart waits in WFI
+//                                  with nothing pending (`waiting`), is `halted`, or `stopRequested`
+//                                  is set (the caller clears stopRequested).
+//   pc (number; Sv39 addresses are sign-extended, so kernel addresses are negative numbers),
+//   setPc(pc), setX(i, v), getX(i) -> bigint (unsigned 64-bit), xlo/xhi (Int32Array halves, x0..x31),
+//   mode (0 U, 1 S, 3 M), instret (number), flushTlb(),
+//   setInterruptLevel(bit, level): device lines MSIP(3) MTIP(7) SEIP(9) MEIP(11) (also SSIP(1)/STIP(5)).
+//     mip.SEIP reads as the line OR the software-writable bit (priv spec 3.1.9). A pending+enabled
+//     interrupt wakes a hart in WFI.
+//   nextTimerEvent(): mtime at which Sstc's stimecmp fires (Infinity when none) — for idle sleeping.
+//   ecallHook: an ECALL from S-mode calls it first; true = handled (pc advances, no trap).
+//   halted (HSM "stopped": run() returns 0), hsmStart(pc, opaque): start in S-mode, a0=hartid, a1=opaque.
+//   For the F/D unit (H4): fregs (Int32Array(64), register i = [2i] low word, [2i+1] high word, raw
+//     bits; singles NaN-boxed), fregsF64 (Float64Array view of the same buffer), fflags, frm,
+//     fpEnabled(), markFpDirty(), loadMem(lo, hi, f3) / storeMem(lo, hi, f3, vlo, vhi) (translation,
+//     PMP, faults; load result in memLo/memHi), illegalInstruction(), rawInsn (bits of the current
+//     instruction as fetched: 16-bit for compressed ones).
+//
+// Design (TinyEMU-like): registers are int32 hi/lo pairs; one loop with one switch on the opcode;
+// compressed instructions are expanded through a precomputed table (compressed.ts); a soft TLB of
+// 256 direct-mapped entries per access type maps a virtual page to a DataView of its RAM chunk and
+// the page's offset in it; instructions are fetched straight from the current RAM page. Interrupts,
+// Sstc and the budget are looked at between blocks: a block ends at SYSTEM instructions, traps and
+// after at most SLICE instructions.
+
+import { CHUNK_SIZE } from '../memory/ram.js';
+import type { PhysicalMemoryMap } from '../memory/bus.js';
+import { ReservationSet } from './reservations.js';
+import { CEXP } from './compressed.js';
+import { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } from './alu.js';
+import { execFp, FP_PRESENT } from './fp/execute.js';
+import {
+  MS_SIE, MS_MIE, MS_SPIE, MS_MPIE, MS_SPP, MS_MPP_SHIFT, MS_MPP, MS_FS, MS_MPRV, MS_SUM, MS_MXR, MS_TVM, MS_TW, MS_TSR,
+  MSTATUS_WMASK, SSTATUS_MASK, MSTATUS_HI, SSTATUS_HI, MIP_SSIP, MIP_STIP, MIP_SEIP, MIE_MASK, S_INTS, MEDELEG_MASK,
+  EXC_INSN_ACCESS, EXC_ILLEGAL, EXC_BREAKPOINT, EXC_LOAD_MISALIGNED, EXC_LOAD_ACCESS, EXC_STORE_MISALIGNED,
+  EXC_STORE_ACCESS, EXC_ECALL_U, EXC_INSN_PAGE, EXC_LOAD_PAGE, EXC_STORE_PAGE,
+} from './csr-names.js';
+
+export interface HartClock { mtime(): number }
+
+const TWO32 = 4294967296;
+const TLB_SIZE = 256;
+const TLB_MASK = TLB_SIZE - 1;
+/** An invalid TLB tag: real tags have the low 12 bits clear. */
+const TLB_INVALID = 1;
+/** Maximum instructions per block (interrupt/timer latency bound). */
+const SLICE = 8192;
+
+const ACC_READ = 0, ACC_WRITE = 1, ACC_FETCH = 2;
+const PAGE_FAULT = [EXC_LOAD_PAGE, EXC_STORE_PAGE, EXC_INSN_PAGE];
+const ACCESS_FAULT = [EXC_LOAD_ACCESS, EXC_STORE_ACCESS, EXC_INSN_ACCESS];
+
+/** Interrupt priority order (priv spec 3.1.9): MEI, MSI, MTI, SEI, SSI, STI. */
+const IRQ_ORDER = [11, 3, 7, 9, 1, 5];
+
+const MISA_LO_BASE = (1 << 0) | (1 << 2) | (1 << 8) | (1 << 12) | (1 << 18) | (1 << 20); // A C I M S U
+const MISA_FD = (1 << 3) | (1 << 5);
+
+const DUMMY_VIEW = new DataView(new ArrayBuffer(8));
+
+function newViews(): DataView[] {
+  const a: DataView[] = new Array(TLB_SIZE);
+  for (let i = 0; i < TLB_SIZE; i++) a[i] = DUMMY_VIEW;
+  return a;
+}
+
+/** Soft TLB for one access type. */
+class Tlb {
+  readonly tagLo = new Int32Array(TLB_SIZE).fill(TLB_INVALID);
+  readonly tagHi = new Int32Array(TLB_SIZE);
+  readonly view: DataView[] = newViews();
+  /** Byte offset of the page inside its chunk view. */
+  readonly off = new Int32Array(TLB_SIZE);
+  /** Physical address of the page. */
+  readonly pa = new Float64Array(TLB_SIZE);
+  flush(): void { this.tagLo.fill(TLB_INVALID); }
+}
+
+export class Hart {
+  // ---- architectural state ----
+  /** x registers as int32 halves; index 32 is a write sink so that writes to x0 vanish. */
+  readonly xlo = new Int32Array(33);
+  readonly xhi = new Int32Array(33);
+  pc = 0;
+  mode = 3;
+  readonly fregs = new Int32Array(64);
+  readonly fregsF64 = new Float64Array(this.fregs.buffer);
+  fflags = 0;
+  frm = 0;
+
+  /** mstatus low word (the high word is constant apart from SD, computed on read). */
+  mstatus = 0;
+  mie = 0;
+  /** Effective mip (recomputed whenever a source changes). */
+  mip = 0;
+  private mipSw = 0;      // SSIP, STIP, SEIP written by software
+  private mipLines = 0;   // levels driven by devices
+  private stipTimer = 0;  // Sstc comparator output (MIP_STIP or 0)
+  medeleg = 0;
+  mideleg = 0;
+  mcounteren = 0;
+  scounteren = 0;
+  menvcfgLo = 0;
+  menvcfgHi = 0;
+  senvcfg = 0;
+  mcountinhibit = 0;
+  /** Plain 64-bit CSRs (mtvec, mepc, mscratch, satp, stimecmp, ...) as lo/hi by CSR number. */
+  private readonly cLo = new Int32Array(4096);
+  private readonly cHi = new Int32Array(4096);
+  private satpSv39 = false;
+  private satpRoot = 0;    // physical address of the root page table
+  private stimecmp = Infinity;
+  readonly pmpcfg = new Uint8Array(16);
+  private readonly pmpAddrLo = new Int32Array(16);
+  private readonly pmpAddrHi = new Int32Array(16);
+  private readonly pmpStart = new Float64Array(16);
+  private readonly pmpEnd = new Float64Array(16);
+  private pmpActive = 0;
+
+  // counters: value = base + offset (numbers: exact below 2^53)
+  instret = 0;
+  private blockN = 0;       // instructions retired so far in the current block
+  private cycleOff = 0;
+  private instretOff = 0;
+  private cycleFrozen = 0;
+  private instretFrozen = 0;
+
+  // ---- run control ----
+  waiting = false;
+  halted = false;
+  stopRequested = false;
+  ecallHook: ((hart: Hart) => boolean) | null = null;
+  /** Bits of the current instruction (as fetched; 16-bit for compressed) for illegal-instruction mtval. */
+  rawInsn = 0;
+  /** Results of loadMem/physical reads. */
+  memLo = 0;
+  memHi = 0;
+  private csrLo = 0;
+  private csrHi = 0;
+
+  // ---- soft TLB and fetch page ----
+  private readonly tlbR = new Tlb();
+  private readonly tlbW = new Tlb();
+  private readonly tlbX = new Tlb();
+  private fVa = NaN;          // virtual address of the current fetch page (NaN = none)
+  private fView: DataView = DUMMY_VIEW;
+  private fOff = 0;
+  private readonly bytePa = new Float64Array(8);
+
+  readonly reservations: ReservationSet;
+
+  constructor(readonly hartId: number, readonly mem: PhysicalMemoryMap, readonly clock: HartClock, reservations?: ReservationSet) {
+    this.reservations = reservations ?? new ReservationSet();
+    this.xlo[10] = hartId;
+  }
+
+  // ================= public helpers (not hot) =================
+
+  setPc(pc: number | bigint): void {
+    this.pc = typeof pc === 'bigint' ? Number(BigInt.asIntN(64, pc)) : pc;
+  }
+
+  setX(i: number, v: bigint | number): void {
+    if (i === 0) return;
+    const b = BigInt.asUintN(64, BigInt(v));
+    this.xlo[i] = Number(BigInt.asIntN(32, b));
+    this.xhi[i] = Number(BigInt.asIntN(32, b >> 32n));
+  }
+
+  /** Register value as an unsigned 64-bit BigInt. */
+  getX(i: number): bigint {
+    return (BigInt(this.xhi[i] >>> 0) << 32n) | BigInt(this.xlo[i] >>> 0);
+  }
+
+  setInterruptLevel(bit: number, level: boolean): void {
+    const m = 1 << bit;
+    this.mipLines = level ? this.mipLines | m : this.mipLines & ~m;
+    this.updateMip();
+  }
+
+  /** HSM hart_start (SBI spec): S-mode at `pc`, satp = 0, SIE = 0, a0 = hartid, a1 = opaque. */
+  hsmStart(pc: number, opaque: bigint | number): void {
+    this.mode = 1;
+    this.setPc(pc);
+    this.cLo[0x180] = 0; this.cHi[0x180] = 0; this.satpSv39 = false;
+    this.mstatus &= ~MS_SIE;
+    this.setX(10, this.hartId);
+    this.setX(11, opaque);
+    this.halted = false;
+    this.waiting = false;
+    this.flushTlb();
+  }
+
+  /** mtime value at which stimecmp raises STIP (Infinity if Sstc is off or already pending). */
+  nextTimerEvent(): number {
+    if (!this.stce() || this.stipTimer !== 0) return Infinity;
+    return this.stimecmp;
+  }
+
+  flushTlb(): void {
+    this.tlbR.flush();
+    this.tlbW.flush();
+    this.tlbX.flush();
+    this.fVa = NaN;
+  }
+
+  fpEnabled(): boolean { return FP_PRESENT && (this.mstatus & MS_FS) !== 0; }
+  markFpDirty(): void { this.mstatus |= MS_FS; }
+
+  /** Raises illegal-instruction for the current instruction (mtval = its bits). */
+  illegalInstruction(): void {
+    this.trap(EXC_ILLEGAL, false, this.rawInsn, 0);
+  }
+
+  private stce(): boolean { return this.menvcfgHi < 0; }
+
+  private updateMip(): void {
+    this.mip = this.mipLines | this.mipSw | this.stipTimer;
+    if ((this.mip & this.mie) !== 0) this.waiting = false;
+  }
+
+  private updateTimer(): void {
+    const t = this.clock.mtime() >= this.stimecmp ? MIP_STIP : 0;
+    if (t !== this.stipTimer) { this.stipTimer = t; this.updateMip(); }
+  }
+
+  // ================= run loop =================
+
+  run(maxInstructions: number): number {
+    let left = maxInstructions, retired = 0;
+    while (left > 0) {
+      if (this.halted || this.stopRequested) break;
+      if (this.stce()) this.updateTimer();
+      if ((this.mip & this.mie) !== 0) {
+        this.waiting = false;
+        this.checkInterrupts();
+      }
+      if (this.waiting) break;
+      const n = this.execBlock(left < SLICE ? left : SLICE);
+      this.instret += n;
+      retired += n;
+      left -= n === 0 ? 1 : n;
+    }
+    return retired;
+  }
+
+  /** Takes the highest-priority pending and enabled interrupt, if any (priv spec 3.1.9). */
+  private checkInterrupts(): boolean {
+    const pend = this.mip & this.mie;
+    const mPend = pend & ~this.mideleg;
+    const mEnabled = this.mode < 3 || (this.mstatus & MS_MIE) !== 0;
+    let take = 0;
+    if (mPend !== 0 && mEnabled) take = mPend;
+    else {
+      const sPend = pend & this.mideleg;
+      const sEnabled = this.mode < 1 || (this.mode === 1 && (this.mstatus & MS_SIE) !== 0);
+      if (sPend !== 0 && sEnabled) take = sPend;
+    }
+    if (take === 0) return false;
+    for (const irq of IRQ_ORDER) {
+      if ((take >>> irq) & 1) { this.trap(irq, true, 0, 0); return true; }
+    }
+    return false;
+  }
+
+  /** Executes up to `budget` instructions; returns how many retired. */
+  private execBlock(budget: number): number {
+    const xl = this.xlo, xh = this.xhi;
+    const rTag = this.tlbR.tagLo, rTagH = this.tlbR.tagHi, rView = this.tlbR.view, rOff = this.tlbR.off;
+    const wTag = this.tlbW.tagLo, wTagH = this.tlbW.tagHi, wView = this.tlbW.view, wOff = this.tlbW.off, wPa = this.tlbW.pa;
+    const resv = this.reservations;
+    const cexp = CEXP;
+    let pc = this.pc;
+    let fVa = this.fVa, fView = this.fView, fOff = this.fOff;
+    let n = 0;
+    loop: for (;;) {
+      // ---- fetch ----
+      let raw: number;
+      const off = pc - fVa;
+      if (off >= 0 && off <= 4092) {
+        raw = fView.getInt32(fOff + off, true);
+        if ((raw & 3) !== 3) raw &= 0xffff;
+      } else {
+        this.pc = pc;
+        const r = this.fetchSlow(pc);
+        if (r < 0) break;
+        raw = r | 0;
+        fVa = this.fVa; fView = this.fView; fOff = this.fOff;
+      }
+      let insn: number, ilen: number;
+      if ((raw & 3) === 3) { insn = raw; ilen = 4; } else {
+        insn = cexp[raw]; ilen = 2;
+        if (insn === 0) { this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break; }
+      }
+      n++;
+      const rd0 = (insn >>> 7) & 31;
+      const rd = rd0 === 0 ? 32 : rd0;
+      const rs1 = (insn >>> 15) & 31, rs2 = (insn >>> 20) & 31;
+      switch (insn & 0x7f) {
+        case 0x13: { // OP-IMM
+          const imm = insn >> 20;
+          const al = xl[rs1], ah = xh[rs1];
+          switch ((insn >>> 12) & 7) {
+            case 0: { const l = (al + imm) | 0; xh[rd] = (ah + (imm >> 31) + ((l >>> 0) < (al >>> 0) ? 1 : 0)) | 0; xl[rd] = l; break; }
+            case 1: {
+              if ((insn >>> 26) !== 0) { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+              const s = imm & 63;
+              if (s & 32) { xh[rd] = al << (s & 31); xl[rd] = 0; } else if (s !== 0) { xh[rd] = (ah << s) | (al >>> (32 - s)); xl[rd] = al << s; } else { xh[rd] = ah; xl[rd] = al; }
+              break;
+            }
+            case 2: { const lt = ah < (imm >> 31) || (ah === (imm >> 31) && (al >>> 0) < (imm >>> 0)); xl[rd] = lt ? 1 : 0; xh[rd] = 0; break; }
+            case 3: { const ih = imm >> 31; const lt = (ah >>> 0) < (ih >>> 0) || (ah === ih && (al >>> 0) < (imm >>> 0)); xl[rd] = lt ? 1 : 0; xh[rd] = 0; break; }
+            case 4: xl[rd] = al ^ imm; xh[rd] = ah ^ (imm >> 31); break;
+            case 5: {
+              const top = insn >>> 26;
+              const s = imm & 63;
+              if (top === 0) {
+                if (s & 32) { xl[rd] = ah >>> (s & 31); xh[rd] = 0; } else if (s !== 0) { xl[rd] = (al >>> s) | (ah << (32 - s)); xh[rd] = ah >>> s; } else { xl[rd] = al; xh[rd] = ah; }
+              } else if (top === 0x10) {
+                if (s & 32) { xl[rd] = ah >> (s & 31); xh[rd] = ah >> 31; } else if (s !== 0) { xl[rd] = (al >>> s) | (ah << (32 - s)); xh[rd] = ah >> s; } else { xl[rd] = al; xh[rd] = ah; }
+              } else { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+              break;
+            }
+            case 6: xl[rd] = al | imm; xh[rd] = ah | (imm >> 31); break;
+            default: xl[rd] = al & imm; xh[rd] = ah & (imm >> 31); break;
+          }
+          pc += ilen;
+          break;
+        }
+        case 0x33: { // OP
+          const al = xl[rs1], ah = xh[rs1], bl = xl[rs2], bh = xh[rs2];
+          const f7 = insn >>> 25, f3 = (insn >>> 12) & 7;
+          if (f7 === 0) {
+            switch (f3) {
+              case 0: { const l = (al + bl) | 0; xh[rd] = (ah + bh + ((l >>> 0) < (al >>> 0) ? 1 : 0)) | 0; xl[rd] = l; break; }
+              case 1: {
+                const s = bl & 63;
+                if (s & 32) { xh[rd] = al << (s & 31); xl[rd] = 0; } else if (s !== 0) { xh[rd] = (ah << s) | (al >>> (32 - s)); xl[rd] = al << s; } else { xh[rd] = ah; xl[rd] = al; }
+                break;
+              }
+              case 2: { const lt = ah < bh || (ah === bh && (al >>> 0) < (bl >>> 0)); xl[rd] = lt ? 1 : 0; xh[rd] = 0; break; }
+              case 3: { const lt = (ah >>> 0) < (bh >>> 0) || (ah === bh && (al >>> 0) < (bl >>> 0)); xl[rd] = lt ? 1 : 0; xh[rd] = 0; break; }
+              case 4: xl[rd] = al ^ bl; xh[rd] = ah ^ bh; break;
+              case 5: {
+                const s = bl & 63;
+                if (s & 32) { xl[rd] = ah >>> (s & 31); xh[rd] = 0; } else if (s !== 0) { xl[rd] = (al >>> s) | (ah << (32 - s)); xh[rd] = ah >>> s; } else { xl[rd] = al; xh[rd] = ah; }
+                break;
+              }
+              case 6: xl[rd] = al | bl; xh[rd] = ah | bh; break;
+              default: xl[rd] = al & bl; xh[rd] = ah & bh; break;
+            }
+          } else if (f7 === 0x20 && f3 === 0) {
+            const l = (al - bl) | 0; xh[rd] = (ah - bh - ((al >>> 0) < (bl >>> 0) ? 1 : 0)) | 0; xl[rd] = l;
+          } else if (f7 === 0x20 && f3 === 5) {
+            const s = bl & 63;
+            if (s & 32) { xl[rd] = ah >> (s & 31); xh[rd] = ah >> 31; } else if (s !== 0) { xl[rd] = (al >>> s) | (ah << (32 - s)); xh[rd] = ah >> s; } else { xl[rd] = al; xh[rd] = ah; }
+          } else if (f7 === 1) {
+            switch (f3) {
+              case 0: mul64(al, ah, bl, bh); break;
+              case 1: mulh64(al, ah, bl, bh); break;
+              case 2: mulhsu64(al, ah, bl, bh); break;
+              case 3: mulhu64(al, ah, bl, bh); break;
+              case 4: div64(al, ah, bl, bh, false); break;
+              case 5: divu64(al, ah, bl, bh, false); break;
+              case 6: div64(al, ah, bl, bh, true); break;
+              default: divu64(al, ah, bl, bh, true); break;
+            }
+            xl[rd] = res[0]; xh[rd] = res[1];
+          } else { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+          pc += ilen;
+          break;
+        }
+        case 0x03: { // LOAD
+          const imm = insn >> 20;
+          const bl = xl[rs1];
+          const lo = (bl + imm) | 0;
+          const hi = (xh[rs1] + (imm >> 31) + ((lo >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
+          const f3 = (insn >>> 12) & 7;
+          const e = (lo >>> 12) & TLB_MASK, po = lo & 4095;
+          if (rTag[e] === (lo & -4096) && rTagH[e] === hi && po <= 4088 && f3 !== 7) {
+            const dv = rView[e], a = rOff[e] + po;
+            switch (f3) {
+              case 0: { const v = dv.getInt8(a); xl[rd] = v; xh[rd] = v >> 31; break; }
+              case 1: { const v = dv.getInt16(a, true); xl[rd] = v; xh[rd] = v >> 31; break; }
+              case 2: { const v = dv.getInt32(a, true); xl[rd] = v; xh[rd] = v >> 31; break; }
+              case 3: xl[rd] = dv.getInt32(a, true); xh[rd] = dv.getInt32(a + 4, true); break;
+              case 4: xl[rd] = dv.getUint8(a); xh[rd] = 0; break;
+              case 5: xl[rd] = dv.getUint16(a, true); xh[rd] = 0; break;
+              default: xl[rd] = dv.getInt32(a, true); xh[rd] = 0; break;
+            }
+          } else {
+            this.pc = pc;
+            if (f3 === 7) { n--; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+            if (!this.loadSlow(lo, hi, f3)) { n--; break loop; }
+            xl[rd] = this.memLo; xh[rd] = this.memHi;
+          }
+          pc += ilen;
+          break;
+        }
+        case 0x23: { // STORE
+          const imm = ((insn >> 25) << 5) | ((insn >>> 7) & 31);
+          const bl = xl[rs1];
+          const lo = (bl + imm) | 0;
+          const hi = (xh[rs1] + (imm >> 31) + ((lo >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
+          const f3 = (insn >>> 12) & 7;
+          const e = (lo >>> 12) & TLB_MASK, po = lo & 4095;
+          if (wTag[e] === (lo & -4096) && wTagH[e] === hi && po <= 4088 && f3 < 4) {
+            const dv = wView[e], a = wOff[e] + po;
+            switch (f3) {
+              case 0: dv.setInt8(a, xl[rs2]); break;
+              case 1: dv.setInt16(a, xl[rs2], true); break;
+              case 2: dv.setInt32(a, xl[rs2], true); break;
+              default: dv.setInt32(a, xl[rs2], true); dv.setInt32(a + 4, xh[rs2], true); break;
+            }
+            if (resv.active !== 0) resv.storeBy(this.hartId, wPa[e] + po, 1 << f3);
+          } else {
+            this.pc = pc;
+            if (f3 >= 4) { n--; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+            if (!this.storeSlow(lo, hi, f3, xl[rs2], xh[rs2])) { n--; break loop; }
+          }
+          pc += ilen;
+          break;
+        }
+        case 0x63: { // BRANCH
+          const al = xl[rs1], ah = xh[rs1], bl = xl[rs2], bh = xh[rs2];
+          let taken: boolean;
+          switch ((insn >>> 12) & 7) {
+            case 0: taken = al === bl && ah === bh; break;
+            case 1: taken = al !== bl || ah !== bh; break;
+            case 4: taken = ah < bh || (ah === bh && (al >>> 0) < (bl >>> 0)); break;
+            case 5: taken = !(ah < bh || (ah === bh && (al >>> 0) < (bl >>> 0))); break;
+            case 6: taken = (ah >>> 0) < (bh >>> 0) || (ah === bh && (al >>> 0) < (bl >>> 0)); break;
+            case 7: taken = !((ah >>> 0) < (bh >>> 0) || (ah === bh && (al >>> 0) < (bl >>> 0))); break;
+            default: n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop;
+          }
+          if (taken) {
+            pc += ((insn >> 31) << 12) | (((insn >>> 7) & 1) << 11) | (((insn >>> 25) & 63) << 5) | (((insn >>> 8) & 15) << 1);
+          } else pc += ilen;
+          break;
+        }
+        case 0x3b: { // OP-32
+          const a = xl[rs1], b = xl[rs2];
+          const f7 = insn >>> 25, f3 = (insn >>> 12) & 7;
+          let v: number;
+          if (f7 === 0) {
+            if (f3 === 0) v = (a + b) | 0;
+            else if (f3 === 1) v = a << (b & 31);
+            else if (f3 === 5) v = a >>> (b & 31);
+            else { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+          } else if (f7 === 0x20) {
+            if (f3 === 0) v = (a - b) | 0;
+            else if (f3 === 5) v = a >> (b & 31);
+            else { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+          } else if (f7 === 1) {
+            switch (f3) {
+              case 0: v = Math.imul(a, b); break;
+              case 4: v = div32(a, b, false, false); break;
+              case 5: v = div32(a, b, false, true); break;
+              case 6: v = div32(a, b, true, false); break;
+              case 7: v = div32(a, b, true, true); break;
+              default: n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop;
+            }
+          } else { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+          v |= 0;
+          xl[rd] = v; xh[rd] = v >> 31;
+          pc += ilen;
+          break;
+        }
+        case 0x1b: { // OP-IMM-32
+          const a = xl[rs1];
+          const f3 = (insn >>> 12) & 7;
+          let v: number;
+          if (f3 === 0) v = (a + (insn >> 20)) | 0;
+          else if (f3 === 1 && (insn >>> 25) === 0) v = a << rs2;
+          else if (f3 === 5 && (insn >>> 25) === 0) v = (a >>> rs2) | 0;
+          else if (f3 === 5 && (insn >>> 25) === 0x20) v = a >> rs2;
+          else { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+          xl[rd] = v; xh[rd] = v >> 31;
+          pc += ilen;
+          break;
+        }
+        case 0x37: { // LUI
+          const v = insn & 0xfffff000;
+          xl[rd] = v; xh[rd] = v >> 31;
+          pc += ilen;
+          break;
+        }
+        case 0x17: { // AUIPC
+          const v = pc + (insn & 0xfffff000);
+          xl[rd] = v | 0; xh[rd] = Math.floor(v / TWO32) | 0;
+          pc += ilen;
+          break;
+        }
+        case 0x6f: { // JAL
+          const link = pc + ilen;
+          pc += ((insn >> 31) << 20) | (insn & 0xff000) | (((insn >>> 20) & 1) << 11) | (((insn >>> 21) & 1023) << 1);
+          xl[rd] = link | 0; xh[rd] = Math.floor(link / TWO32) | 0;
+          break;
+        }
+        case 0x67: { // JALR
+          if (((insn >>> 12) & 7) !== 0) { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+          const imm = insn >> 20;
+          const bl = xl[rs1];
+          const lo = (bl + imm) & -2;
+          const hi = (xh[rs1] + (imm >> 31) + (((bl + imm) >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
+          const link = pc + ilen;
+          pc = hi * TWO32 + (lo >>> 0);
+          xl[rd] = link | 0; xh[rd] = Math.floor(link / TWO32) | 0;
+          break;
+        }
+        case 0x0f: { // MISC-MEM: FENCE (all variants, incl. PAUSE and TSO: ordering is trivial here), FENCE.I
+          const f3 = (insn >>> 12) & 7;
+          if (f3 > 1) { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+          pc += ilen;
+          break;
+        }
+        case 0x2f: { // AMO
+          this.pc = pc;
+          if (!this.execAmo(insn, raw, rd)) { n--; break loop; }
+          pc += ilen;
+          break;
+        }
+        case 0x73: { // SYSTEM: always ends the block (may change mode, translation or interrupt state)
+          this.pc = pc;
+          this.blockN = n - 1;
+          const r = this.execSystem(insn, raw, ilen);
+          if (r === 2) n--;
+          break loop;
+        }
+        case 0x07: case 0x27: case 0x43: case 0x47: case 0x4b: case 0x4f: case 0x53: { // F/D
+          this.pc = pc;
+          this.rawInsn = raw;
+          if (!execFp(this, insn)) { n--; break loop; }
+          pc += ilen;
+          break;
+        }
+        default:
+          n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop;
+      }
+      if (n >= budget) { this.pc = pc; return n; }
+    }
+    // Left through a trap or a SYSTEM instruction: this.pc is already current.
+    return n;
+  }
+
+  // ================= traps =================
+
+  /** Takes a trap at this.pc (priv spec 3.1.6.1, 3.3.1, 4.1.1). tval given as lo/hi words. */
+  trap(cause: number, interrupt: boolean, tvalLo: number, tvalHi: number): void {
+    const mode = this.mode;
+    const deleg = interrupt ? this.mideleg : this.medeleg;
+    const epc = this.pc;
+    const causeHi = interrupt ? 0x80000000 | 0 : 0;
+    this.waiting = false;
+    if (mode <= 1 && ((deleg >>> cause) & 1) !== 0) {
+      this.cLo[0x141] = epc | 0; this.cHi[0x141] = Math.floor(epc / TWO32) | 0;
+      this.cLo[0x142] = cause; this.cHi[0x142] = causeHi;
+      this.cLo[0x143] = tvalLo; this.cHi[0x143] = tvalHi;
+      let s = this.mstatus;
+      s = (s & MS_SIE) ? s | MS_SPIE : s & ~MS_SPIE;
+      s = mode === 1 ? s | MS_SPP : s & ~MS_SPP;
+      this.mstatus = s & ~MS_SIE;
+      this.setMode(1);
+      this.pc = this.vector(0x105, cause, interrupt);
+    } else {
+      this.cLo[0x341] = epc | 0; this.cHi[0x341] = Math.floor(epc / TWO32) | 0;
+      this.cLo[0x342] = cause; this.cHi[0x342] = causeHi;
+      this.cLo[0x343] = tvalLo; this.cHi[0x343] = tvalHi;
+      let s = this.mstatus;
+      s = (s & MS_MIE) ? s | MS_MPIE : s & ~MS_MPIE;
+      s = (s & ~MS_MPP) | (mode << MS_MPP_SHIFT);
+      this.mstatus = s & ~MS_MIE;
+      this.setMode(3);
+      this.pc = this.vector(0x305, cause, interrupt);
+    }
+  }
+
+  private vector(csr: number, cause: number, interrupt: boolean): number {
+    const lo = this.cLo[csr], hi = this.cHi[csr];
+    const base = hi * TWO32 + ((lo & ~3) >>> 0);
+    return (interrupt && (lo & 3) === 1) ? base + 4 * cause : base;
+  }
+
+  private setMode(m: number): void {
+    if (m !== this.mode) { this.mode = m; this.flushTlb(); }
+  }
+
+  private trapAddr(cause: number, lo: number, hi: number): void {
+    this.trap(cause, false, lo, hi);
+  }
+
+  // ================= SYSTEM =================
+
+  /** Returns 0/1 when the instruction retired (pc advanced), 2 when it trapped. */
+  private execSystem(insn: number, raw: number, ilen: number): number {
+    const f3 = (insn >>> 12) & 7;
+    if (f3 === 0) {
+      if (insn === 0x00000073) { // ECALL
+        if (this.mode === 1 && this.ecallHook !== null && this.ecallHook(this)) { this.pc += 4; return 1; }
+        this.trap(EXC_ECALL_U + this.mode, false, 0, 0);
+        return 2;
+      }
+      if (insn === 0x00100073) { // EBREAK: mtval = pc (as QEMU; priv spec 3.1.16 allows it)
+        const pc = this.pc;
+        this.trap(EXC_BREAKPOINT, false, pc | 0, Math.floor(pc / TWO32) | 0);
+        return 2;
+      }
+      if (insn === 0x30200073) { // MRET (priv spec 3.3.2)
+        if (this.mode !== 3) return this.illegal(raw);
+        let s = this.mstatus;
+        const mpp = (s >>> MS_MPP_SHIFT) & 3;
+        s = (s & MS_MPIE) ? s | MS_MIE : s & ~MS_MIE;
+        s |= MS_MPIE;
+        s &= ~MS_MPP;
+        if (mpp !== 3) s &= ~MS_MPRV;
+        this.mstatus = s;
+        this.pc = this.readEpc(0x341);
+        this.setMode(mpp);
+        this.flushTlb();
+        return 1;
+      }
+      if (insn === 0x10200073) { // SRET
+        if (this.mode === 0 || (this.mode === 1 && (this.mstatus & MS_TSR) !== 0)) return this.illegal(raw);
+        let s = this.mstatus;
+        const spp = (s & MS_SPP) ? 1 : 0;
+        s = (s & MS_SPIE) ? s | MS_SIE : s & ~MS_SIE;
+        s |= MS_SPIE;
+        s &= ~MS_SPP;
+        s &= ~MS_MPRV;
+        this.mstatus = s;
+        this.pc = this.readEpc(0x141);
+        this.setMode(spp);
+        this.flushTlb();
+        return 1;
+      }
+      if (insn === 0x10500073) { // WFI (priv spec 3.3.3; TW)
+        if (this.mode === 0 || (this.mode === 1 && (this.mstatus & MS_TW) !== 0)) return this.illegal(raw);
+        this.pc += ilen;
+        if ((this.mip & this.mie) === 0) this.waiting = true;
+        return 1;
+      }
+      if ((insn & 0xfe007fff) === 0x12000073) { // SFENCE.VMA
+        if (this.mode === 0 || (this.mode === 1 && (this.mstatus & MS_TVM) !== 0)) return this.illegal(raw);
+        this.flushTlb();
+        this.pc += ilen;
+        return 1;
+      }
+      return this.illegal(raw);
+    }
+    if (f3 === 4) return this.illegal(raw);
+    // Zicsr
+    const csr = insn >>> 20;
+    const rs1 = (insn >>> 15) & 31, rd = (insn >>> 7) & 31;
+    const op = f3 & 3;
+    const writes = op === 1 || rs1 !== 0;
+    if (((csr >>> 8) & 3) > this.mode) return this.illegal(raw);
+    if (writes && (csr >>> 10) === 3) return this.illegal(raw);
+    if (!this.csrRead(csr)) return this.illegal(raw);
+    const oldLo = this.csrLo, oldHi = this.csrHi;
+    if (writes) {
+      let sl: number, sh: number;
+      if (f3 & 4) { sl = rs1; sh = 0; } else { sl = this.xlo[rs1]; sh = this.xhi[rs1]; }
+      let bl = oldLo;
+      // mip/sip read-modify-write uses the software-writable SEIP bit, not the line (priv spec 3.1.9).
+      if (csr === 0x344) bl = (bl & ~MIP_SEIP) | (this.mipSw & MIP_SEIP);
+      let nl: number, nh: number;
+      if (op === 1) { nl = sl; nh = sh; } else if (op === 2) { nl = bl | sl; nh = oldHi | sh; } else { nl = bl & ~sl; nh = oldHi & ~sh; }
+      if (!this.csrWrite(csr, nl, nh)) return this.illegal(raw);
+    }
+    if (rd !== 0) { this.xlo[rd] = oldLo; this.xhi[rd] = oldHi; }
+    this.pc += ilen;
+    return writes ? 1 : 0;
+  }
+
+  private illegal(raw: number): number {
+    this.trap(EXC_ILLEGAL, false, raw, 0);
+    return 2;
+  }
+
+  private readEpc(csr: number): number {
+    return this.cHi[csr] * TWO32 + (this.cLo[csr] >>> 0);
+  }
+
+  // ================= CSRs =================
+
+  private setCsr(lo: number, hi: number): true { this.csrLo = lo; this.csrHi = hi; return true; }
+  private setCsrNum(v: number): true { this.csrLo = v | 0; this.csrHi = Math.floor(v / TWO32) | 0; return true; }
+
+  private counterAllowed(bit: number): boolean {
+    if (this.mode < 3 && ((this.mcounteren >>> bit) & 1) === 0) return false;
+    if (this.mode === 0 && ((this.scounteren >>> bit) & 1) === 0) return false;
+    return true;
+  }
+
+  private cycleValue(): number {
+    return (this.mcountinhibit & 1) ? this.cycleFrozen : this.instret + this.blockN + this.cycleOff;
+  }
+  private instretValue(): number {
+    return (this.mcountinhibit & 4) ? this.instretFrozen : this.instret + this.blockN + this.instretOff;
+  }
+
+  /** Reads a CSR into csrLo/csrHi; false = does not exist / not accessible (illegal instruction). */
+  private csrRead(csr: number): boolean {
+    switch (csr) {
+      case 0x001: if (!this.fpEnabled()) return false; return this.setCsr(this.fflags, 0);
+      case 0x002: if (!this.fpEnabled()) return false; return this.setCsr(this.frm, 0);
+      case 0x003: if (!this.fpEnabled()) return false; return this.setCsr((this.frm << 5) | this.fflags, 0);
+      case 0xc00: if (!this.counterAllowed(0)) return false; return this.setCsrNum(this.cycleValue());
+      case 0xc01: if (!this.counterAllowed(1)) return false; return this.setCsrNum(this.clock.mtime());
+      case 0xc02: if (!this.counterAllowed(2)) return false; return this.setCsrNum(this.instretValue());
+      case 0x100: {
+        const v = this.mstatus & SSTATUS_MASK;
+        return this.setCsr(v, SSTATUS_HI | (((v & MS_FS) === MS_FS) ? 0x80000000 | 0 : 0));
+      }
+      case 0x104: return this.setCsr(this.mie & this.mideleg, 0);
+      case 0x144: return this.setCsr(this.mip & this.mideleg, 0);
+      case 0x105: case 0x140: case 0x141: case 0x142: case 0x143:
+      case 0x305: case 0x340: case 0x341: case 0x342: case 0x343:
+        return this.setCsr(this.cLo[csr], this.cHi[csr]);
+      case 0x106: return this.setCsr(this.scounteren, 0);
+      case 0x10a: return this.setCsr(this.senvcfg, 0);
+      case 0x14d:
+        if (this.mode === 1 && (!this.stce() || (this.mcounteren & 2) === 0)) return false;
+        return this.setCsr(this.cLo[csr], this.cHi[csr]);
+      case 0x180:
+        if (this.mode === 1 && (this.mstatus & MS_TVM) !== 0) return false;
+        return this.setCsr(this.cLo[csr], this.cHi[csr]);
+      case 0xf11: case 0xf12: case 0xf13: case 0xf15: return this.setCsr(0, 0);
+      case 0xf14: return this.setCsrNum(this.hartId);
+      case 0x300: {
+        const v = this.mstatus;
+        return this.setCsr(v, MSTATUS_HI | (((v & MS_FS) === MS_FS) ? 0x80000000 | 0 : 0));
+      }
+      case 0x301: return this.setCsr(MISA_LO_BASE | (FP_PRESENT ? MISA_FD : 0), 0x80000000 | 0);
+      case 0x302: return this.setCsr(this.medeleg, 0);
+      case 0x303: return this.setCsr(this.mideleg, 0);
+      case 0x304: return this.setCsr(this.mie, 0);
+      case 0x306: return this.setCsr(this.mcounteren, 0);
+      case 0x30a: return this.setCsr(this.menvcfgLo, this.menvcfgHi);
+      case 0x320: return this.setCsr(this.mcountinhibit, 0);
+      case 0x344: return this.setCsr(this.mip, 0);
+      case 0x3a0: case 0x3a2: {
+        const b = (csr - 0x3a0) * 4;
+        const c = this.pmpcfg;
+        return this.setCsr(c[b] | (c[b + 1] << 8) | (c[b + 2] << 16) | (c[b + 3] << 24),
+          c[b + 4] | (c[b + 5] << 8) | (c[b + 6] << 16) | (c[b + 7] << 24));
+      }
+      case 0xb00: return this.setCsrNum(this.cycleValue());
+      case 0xb02: return this.setCsrNum(this.instretValue());
+      // Debug triggers (Sdtrig): tselect reads 0 whatever is written, tdata1 reads 0 ("no trigger"),
+      // so software that probes triggers sees none.
+      case 0x7a0: case 0x7a1: case 0x7a2: case 0x7a3: return this.setCsr(0, 0);
+      default:
+        if (csr >= 0x3b0 && csr <= 0x3bf) return this.setCsr(this.pmpAddrLo[csr - 0x3b0], this.pmpAddrHi[csr - 0x3b0]);
+        // hpmcounter3..31 / mhpmcounter3..31 / mhpmevent3..31: implemented as read-only zero (priv spec 3.1.10).
+        if (csr >= 0xc03 && csr <= 0xc1f) return this.counterAllowed(csr & 31) ? this.setCsr(0, 0) : false;
+        if ((csr >= 0xb03 && csr <= 0xb1f) || (csr >= 0x323 && csr <= 0x33f)) return this.setCsr(0, 0);
+        return false;
+    }
+  }
+
+  /** Writes a CSR (already known to exist and be writable at this privilege). */
+  private csrWrite(csr: number, lo: number, hi: number): boolean {
+    switch (csr) {
+      case 0x001: this.fflags = lo & 31; this.markFpDirty(); return true;
+      case 0x002: this.frm = lo & 7; this.markFpDirty(); return true;
+      case 0x003: this.fflags = lo & 31; this.frm = (lo >>> 5) & 7; this.markFpDirty(); return true;
+      case 0x100: this.writeMstatus((this.mstatus & ~SSTATUS_MASK) | (lo & SSTATUS_MASK)); return true;
+      case 0x300: this.writeMstatus(lo); return true;
+      case 0x104: this.mie = (this.mie & ~this.mideleg) | (lo & this.mideleg & S_INTS); this.updateMip(); return true;
+      case 0x304: this.mie = lo & MIE_MASK; this.updateMip(); return true;
+      case 0x144: { // sip: only SSIP is writable, and only when delegated
+        const m = MIP_SSIP & this.mideleg;
+        this.mipSw = (this.mipSw & ~m) | (lo & m);
+        this.updateMip();
+        return true;
+      }
+      case 0x344: {
+        const m = MIP_SSIP | MIP_SEIP | (this.stce() ? 0 : MIP_STIP);
+        this.mipSw = (this.mipSw & ~m) | (lo & m);
+        this.updateMip();
+        return true;
+      }
+      case 0x105: case 0x305: // xtvec: modes 0 (direct) and 1 (vectored); other modes are reserved: keep old value
+        if ((lo & 3) < 2) { this.cLo[csr] = lo; this.cHi[csr] = hi; }
+        return true;
+      case 0x141: case 0x341: this.cLo[csr] = lo & ~1; this.cHi[csr] = hi; return true; // IALIGN=16
+      case 0x140: case 0x142: case 0x143: case 0x340: case 0x342: case 0x343:
+        this.cLo[csr] = lo; this.cHi[csr] = hi; return true;
+      case 0x106: this.scounteren = lo; return true;
+      case 0x306: this.mcounteren = lo; return true;
+      case 0x10a: this.senvcfg = lo & 1; return true;                    // FIOM
+      case 0x30a: this.menvcfgLo = lo & 1; this.menvcfgHi = hi & (0x80000000 | 0); // FIOM, STCE
+        if (!this.stce()) { this.stipTimer = 0; this.updateMip(); }
+        return true;
+      case 0x14d:
+        this.cLo[csr] = lo; this.cHi[csr] = hi;
+        this.stimecmp = (hi >>> 0) * TWO32 + (lo >>> 0);
+        if (this.stce()) this.updateTimer();
+        return true;
+      case 0x180: { // satp: Bare or Sv39; other modes leave satp unchanged (priv spec 4.1.11)
+        const m = hi >>> 28;
+        if (m !== 0 && m !== 8) return true;
+        this.cLo[csr] = lo; this.cHi[csr] = hi;
+        this.satpSv39 = m === 8;
+        this.satpRoot = ((hi & 0xfff) * TWO32 + (lo >>> 0)) * 4096;
+        this.flushTlb();
+        return true;
+      }
+      case 0x302: this.medeleg = lo & MEDELEG_MASK; return true;
+      case 0x303: this.mideleg = lo & S_INTS; this.updateMip(); return true;
+      case 0x320: {
+        const v = lo & 5;
+        const cyc = this.cycleValue(), ir = this.instretValue();
+        if (v & 1) this.cycleFrozen = cyc; else this.cycleOff = cyc - (this.instret + this.blockN);
+        if (v & 4) this.instretFrozen = ir; else this.instretOff = ir - (this.instret + this.blockN);
+        this.mcountinhibit = v;
+        return true;
+      }
+      case 0xb00: { // the write replaces this instruction's increment (priv spec 2.1 / Zicsr)
+        const v = (hi >>> 0) * TWO32 + (lo >>> 0);
+        if (this.mcountinhibit & 1) this.cycleFrozen = v; else this.cycleOff = v - (this.instret + this.blockN + 1);
+        return true;
+      }
+      case 0xb02: {
+        const v = (hi >>> 0) * TWO32 + (lo >>> 0);
+        if (this.mcountinhibit & 4) this.instretFrozen = v; else this.instretOff = v - (this.instret + this.blockN + 1);
+        return true;
+      }
+      case 0x3a0: case 0x3a2: {
+        const b = (csr - 0x3a0) * 4;
+        for (let i = 0; i < 8; i++) {
+          if (this.pmpcfg[b + i] & 0x80) continue; // locked
+          this.pmpcfg[b + i] = ((i < 4 ? lo >>> (8 * i) : hi >>> (8 * (i - 4))) & 0x9f);
+        }
+        this.pmpUpdate();
+        return true;
+      }
+      case 0x301: case 0x7a0: case 0x7a1: case 0x7a2: case 0x7a3: return true; // WARL, read-only values
+      default:
+        if (csr >= 0x3b0 && csr <= 0x3bf) {
+          const i = csr - 0x3b0;
+          if (this.pmpcfg[i] & 0x80) return true;
+          if (i < 15 && (this.pmpcfg[i + 1] & 0x98) === 0x88) return true; // locked TOR above uses it
+          this.pmpAddrLo[i] = lo; this.pmpAddrHi[i] = hi & 0x3fffff;    // 54 bits
+          this.pmpUpdate();
+          return true;
+        }
+        if ((csr >= 0xb03 && csr <= 0xb1f) || (csr >= 0x323 && csr <= 0x33f)) return true;
+        return false;
+    }
+  }
+
+  private writeMstatus(v: number): void {
+    const old = this.mstatus;
+    let s = (old & ~MSTATUS_WMASK) | (v & MSTATUS_WMASK);
+    // MPP is WARL over {U, S, M}: 2 (reserved) keeps the previous value.
+    if (((s >>> MS_MPP_SHIFT) & 3) === 2) s = (s & ~MS_MPP) | (old & MS_MPP);
+    this.mstatus = s;
+    if (((old ^ s) & (MS_MPRV | MS_MPP | MS_SUM | MS_MXR)) !== 0) this.flushTlb();
+  }
+
+  // ================= PMP (priv spec 3.7) =================
+
+  private pmpUpdate(): void {
+    let prev = 0;
+    this.pmpActive = 0;
+    for (let i = 0; i < 16; i++) {
+      const a = (this.pmpcfg[i] >>> 3) & 3;
+      const addr = (this.pmpAddrHi[i] >>> 0) * TWO32 + (this.pmpAddrLo[i] >>> 0); // pmpaddr = PA >> 2
+      if (a === 1) { this.pmpStart[i] = prev * 4; this.pmpEnd[i] = addr * 4; }
+      else if (a === 2) { this.pmpStart[i] = addr * 4; this.pmpEnd[i] = addr * 4 + 4; }
+      else if (a === 3) {
+        // NAPOT: trailing ones t -> size 2^(t+3)
+        let t = 0;
+        let lo = this.pmpAddrLo[i], hi = this.pmpAddrHi[i];
+        while (t < 54 && (t < 32 ? (lo >>> t) & 1 : (hi >>> (t - 32)) & 1)) t++;
+        const size = Math.pow(2, t + 3);
+        const base = Math.floor(addr * 4 / size) * size;
+        this.pmpStart[i] = base; this.pmpEnd[i] = base + size;
+        lo = hi = 0;
+      }
+      if (a !== 0) this.pmpActive++;
+      prev = addr;
+    }
+    this.flushTlb();
+  }
+
+  /** Is [pa, pa+len) accessible for `acc` at privilege `mode`? */
+  private pmpOk(pa: number, len: number, acc: number, mode: number): boolean {
+    if (this.pmpActive === 0) return mode === 3;
+    for (let i = 0; i < 16; i++) {
+      const cfg = this.pmpcfg[i];
+      if ((cfg & 0x18) === 0) continue;
+      const s = this.pmpStart[i], e = this.pmpEnd[i];
+      if (pa >= s && pa + len <= e) {
+        if (mode === 3 && (cfg & 0x80) === 0) return true;
+        return ((cfg >>> acc) & 1) !== 0;
+      }
+      if (pa < e && pa + len > s) return false; // partial match fails (priv spec 3.7.1.3)
+    }
+    return mode === 3;
+  }
+
+  // ================= address translation (priv spec 4.3, 4.4) =================
+
+  private dataMode(): number {
+    return (this.mode === 3 && (this.mstatus & MS_MPRV) !== 0) ? (this.mstatus >>> MS_MPP_SHIFT) & 3 : this.mode;
+  }
+
+  /** Translates a virtual address; returns the physical address or -1 after raising the fault. */
+  private translate(lo: number, hi: number, acc: number): number {
+    const mode = acc === ACC_FETCH ? this.mode : this.dataMode();
+    if (mode === 3 || !this.satpSv39) {
+      // Bare: physical addresses beyond what RAM/devices decode end as access faults later.
+      return (hi >>> 0) * TWO32 + (lo >>> 0);
+    }
+    // Sv39: bits 63..39 must equal bit 38.
+    if (((hi << 25) >> 25) !== hi) { this.trapAddr(PAGE_FAULT[acc], lo, hi); return -1; }
+    const ram = this.mem.ram;
+    let a = this.satpRoot;
+    let level = 2;
+    let pteLo = 0, pteHi = 0, pteAddr = 0;
+    for (;;) {
+      const vpn = level === 2 ? (((hi & 0x7f) << 2) | (lo >>> 30)) : level === 1 ? (lo >>> 21) & 511 : (lo >>> 12) & 511;
+      pteAddr = a + vpn * 8;
+      if (!ram.contains(pteAddr, 8) || !this.pmpOk(pteAddr, 8, ACC_READ, 1)) {
+        this.trapAddr(ACCESS_FAULT[acc], lo, hi); return -1;
+      }
+      const ro = pteAddr - ram.base;
+      const ci = Math.floor(ro / CHUNK_SIZE);
+      const dv = ram.dataView(ci);
+      const co = ro - ci * CHUNK_SIZE;
+      pteLo = dv.getInt32(co, true); pteHi = dv.getInt32(co + 4, true);
+      if ((pteLo & 1) === 0 || (pteLo & 6) === 4 || (pteHi >>> 22) !== 0) { this.trapAddr(PAGE_FAULT[acc], lo, hi); return -1; }
+      if ((pteLo & 0xa) !== 0) break; // leaf (R or X)
+      if (level === 0) { this.trapAddr(PAGE_FAULT[acc], lo, hi); return -1; }
+      level--;
+      a = ((pteHi & 0x3fffff) * 4194304 + (pteLo >>> 10)) * 4096;
+    }
+    // Leaf checks.
+    const ppn = (pteHi & 0x3fffff) * 4194304 + (pteLo >>> 10);
+    if ((level === 2 && (ppn % 262144) !== 0) || (level === 1 && (ppn % 512) !== 0)) { this.trapAddr(PAGE_FAULT[acc], lo, hi); return -1; }
+    const u = (pteLo & 16) !== 0;
+    if (mode === 0 ? !u : (u && (acc === ACC_FETCH || (this.mstatus & MS_SUM) === 0))) { this.trapAddr(PAGE_FAULT[acc], lo, hi); return -1; }
+    let ok: boolean;
+    if (acc === ACC_READ) ok = (pteLo & 2) !== 0 || ((this.mstatus & MS_MXR) !== 0 && (pteLo & 8) !== 0);
+    else if (acc === ACC_WRITE) ok = (pteLo & 4) !== 0;
+    else ok = (pteLo & 8) !== 0;
+    if (!ok) { this.trapAddr(PAGE_FAULT[acc], lo, hi); return -1; }
+    // Hardware A/D update (priv spec 4.3.1 / Svade not required): set A, and D on writes.
+    const need = acc === ACC_WRITE ? 0xc0 : 0x40;
+    if ((pteLo & need) !== need) {
+      if (!this.pmpOk(pteAddr, 8, ACC_WRITE, 1)) { this.trapAddr(ACCESS_FAULT[acc], lo, hi); return -1; }
+      const ro = pteAddr - ram.base;
+      const ci = Math.floor(ro / CHUNK_SIZE);
+      ram.dataView(ci).setInt32(ro - ci * CHUNK_SIZE, pteLo | need, true);
+    }
+    let pageNum = ppn;
+    if (level >= 1) pageNum += (lo >>> 12) & 511;
+    if (level === 2) pageNum += ((lo >>> 21) & 511) * 512;
+    return pageNum * 4096 + (lo & 4095);
+  }
+
+  /** Fills the TLB entry of `tlb` for the page of (lo, hi) -> pa when the page is RAM and PMP
+   *  grants the whole page (otherwise every access keeps taking the slow path, which checks). */
+  private fill(tlb: Tlb, lo: number, hi: number, pa: number, acc: number, mode: number): void {
+    const ram = this.mem.ram;
+    const pagePa = pa - (lo & 4095);
+    if (!ram.contains(pagePa, 4096)) return;
+    if (!this.pmpOk(pagePa, 4096, acc, mode)) return;
+    if (acc === ACC_WRITE && this.mem.isPageWatched(pagePa / 4096)) return;
+    const ro = pagePa - ram.base;
+    const ci = Math.floor(ro / CHUNK_SIZE);
+    const e = (lo >>> 12) & TLB_MASK;
+    tlb.tagLo[e] = lo & -4096;
+    tlb.tagHi[e] = hi;
+    tlb.view[e] = ram.dataView(ci);
+    tlb.off[e] = ro - ci * CHUNK_SIZE;
+    tlb.pa[e] = pagePa;
+  }
+
+  // ================= physical access =================
+
+  /** Reads `size` bytes (1/2/4/8) at physical `pa` into memLo/memHi (zero-extended). False = nothing there. */
+  private physRead(pa: number, size: number): boolean {
+    const ram = this.mem.ram;
+    if (ram.contains(pa, size)) {
+      const ro = pa - ram.base;
+      const ci = Math.floor(ro / CHUNK_SIZE);
+      const co = ro - ci * CHUNK_SIZE;
+      if (co + size > CHUNK_SIZE) { // crosses a chunk: byte by byte
+        let l = 0, h = 0;
+        for (let i = 0; i < size; i++) {
+          const b = ram.readU8(pa + i);
+          if (i < 4) l |= b << (8 * i); else h |= b << (8 * (i - 4));
+        }
+        this.memLo = l; this.memHi = h;
+        return true;
+      }
+      const dv = ram.dataView(ci);
+      switch (size) {
+        case 1: this.memLo = dv.getUint8(co); this.memHi = 0; break;
+        case 2: this.memLo = dv.getUint16(co, true); this.memHi = 0; break;
+        case 4: this.memLo = dv.getInt32(co, true); this.memHi = 0; break;
+        default: this.memLo = dv.getInt32(co, true); this.memHi = dv.getInt32(co + 4, true); break;
+      }
+      return true;
+    }
+    const r = this.mem.findDevice(pa);
+    if (r === null || pa + size > r.base + r.size) return false;
+    const o = pa - r.base;
+    if (size === 8) {
+      this.memLo = r.device.read(o, 4) | 0;
+      this.memHi = r.device.read(o + 4, 4) | 0;
+    } else {
+      this.memLo = r.device.read(o, size as 1 | 2 | 4) | 0;
+      this.memHi = 0;
+    }
+    return true;
+  }
+
+  /** Writes `size` bytes at physical `pa`. False = nothing there. */
+  private physWrite(pa: number, size: number, lo: number, hi: number): boolean {
+    const ram = this.mem.ram;
+    if (ram.contains(pa, size)) {
+      const ro = pa - ram.base;
+      const ci = Math.floor(ro / CHUNK_SIZE);
+      const co = ro - ci * CHUNK_SIZE;
+      if (co + size > CHUNK_SIZE) {
+        for (let i = 0; i < size; i++) ram.writeU8(pa + i, (i < 4 ? lo >>> (8 * i) : hi >>> (8 * (i - 4))) & 0xff);
+      } else {
+        const dv = ram.dataView(ci);
+        switch (size) {
+          case 1: dv.setInt8(co, lo); break;
+          case 2: dv.setInt16(co, lo, true); break;
+          case 4: dv.setInt32(co, lo, true); break;
+          default: dv.setInt32(co, lo, true); dv.setInt32(co + 4, hi, true); break;
+        }
+      }
+      if (this.reservations.active !== 0) this.reservations.storeBy(this.hartId, pa, size);
+      if (this.mem.isPageWatched(Math.floor(pa / 4096)) || this.mem.isPageWatched(Math.floor((pa + size - 1) / 4096))) {
+        this.mem.notifyWrite(pa, size);
+      }
+      return true;
+    }
+    const r = this.mem.findDevice(pa);
+    if (r === null || pa + size > r.base + r.size) return false;
+    const o = pa - r.base;
+    if (size === 8) {
+      r.device.write(o, 4, lo >>> 0);
+      r.device.write(o + 4, 4, hi >>> 0);
+    } else {
+      r.device.write(o, size as 1 | 2 | 4, size === 4 ? lo >>> 0 : lo & (size === 1 ? 0xff : 0xffff));
+    }
+    return true;
+  }
+
+  // ================= loads / stores (slow paths; also used by the F/D unit) =================
+
+  /** Load with funct3 semantics (0 lb .. 6 lwu) at virtual (lo, hi); result in memLo/memHi. False = trapped. */
+  loadMem(lo: number, hi: number, f3: number): boolean {
+    const e = (lo >>> 12) & TLB_MASK, po = lo & 4095;
+    const t = this.tlbR;
+    if (t.tagLo[e] === (lo & -4096) && t.tagHi[e] === hi && po <= 4088) {
+      const dv = t.view[e], a = t.off[e] + po;
+      switch (f3) {
+        case 2: { const v = dv.getInt32(a, true); this.memLo = v; this.memHi = v >> 31; return true; }
+        case 3: this.memLo = dv.getInt32(a, true); this.memHi = dv.getInt32(a + 4, true); return true;
+        case 6: this.memLo = dv.getInt32(a, true); this.memHi = 0; return true;
+        default: break;
+      }
+    }
+    return this.loadSlow(lo, hi, f3);
+  }
+
+  /** Store of 1 << (f3 & 3) bytes; false = trapped. */
+  storeMem(lo: number, hi: number, f3: number, vlo: number, vhi: number): boolean {
+    return this.storeSlow(lo, hi, f3, vlo, vhi);
+  }
+
+  private loadSlow(lo: number, hi: number, f3: number): boolean {
+    const size = 1 << (f3 & 3);
+    let vl: number, vh: number;
+    if ((lo & 4095) + size > 4096) {
+      // Misaligned access crossing a page: byte by byte (mtval = address of the faulting byte).
+      vl = 0; vh = 0;
+      for (let i = 0; i < size; i++) {
+        const bl = (lo + i) | 0;
+        const bh = (hi + (((bl >>> 0) < (lo >>> 0)) ? 1 : 0)) | 0;
+        const pa = this.translate(bl, bh, ACC_READ);
+        if (pa < 0) return false;
+        if (!this.pmpOk(pa, 1, ACC_READ, this.dataMode()) || !this.physRead(pa, 1)) { this.trapAddr(EXC_LOAD_ACCESS, bl, bh); return false; }
+        if (i < 4) vl |= this.memLo << (8 * i); else vh |= this.memLo << (8 * (i - 4));
+      }
+    } else {
+      const pa = this.translate(lo, hi, ACC_READ);
+      if (pa < 0) return false;
+      const mode = this.dataMode();
+      if (!this.pmpOk(pa, size, ACC_READ, mode) || !this.physRead(pa, size)) { this.trapAddr(EXC_LOAD_ACCESS, lo, hi); return false; }
+      this.fill(this.tlbR, lo, hi, pa, ACC_READ, mode);
+      vl = this.memLo; vh = this.memHi;
+    }
+    switch (f3) {
+      case 0: vl = (vl << 24) >> 24; vh = vl >> 31; break;
+      case 1: vl = (vl << 16) >> 16; vh = vl >> 31; break;
+      case 2: vh = vl >> 31; break;
+      case 3: break;
+      default: vh = 0; break;
+    }
+    this.memLo = vl; this.memHi = vh;
+    return true;
+  }
+
+  private storeSlow(lo: number, hi: number, f3: number, vlo: number, vhi: number): boolean {
+    const size = 1 << (f3 & 3);
+    if ((lo & 4095) + size > 4096) {
+      // Crossing a page: translate every byte first so that a fault leaves memory unchanged.
+      const mode = this.dataMode();
+      for (let i = 0; i < size; i++) {
+        const bl = (lo + i) | 0;
+        const bh = (hi + (((bl >>> 0) < (lo >>> 0)) ? 1 : 0)) | 0;
+        const pa = this.translate(bl, bh, ACC_WRITE);
+        if (pa < 0) return false;
+        if (!this.pmpOk(pa, 1, ACC_WRITE, mode) || !(this.mem.ram.contains(pa, 1) || this.mem.findDevice(pa) !== null)) {
+          this.trapAddr(EXC_STORE_ACCESS, bl, bh); return false;
+        }
+        this.bytePa[i] = pa;
+      }
+      for (let i = 0; i < size; i++) this.physWrite(this.bytePa[i], 1, (i < 4 ? vlo >>> (8 * i) : vhi >>> (8 * (i - 4))) & 0xff, 0);
+      return true;
+    }
+    const pa = this.translate(lo, hi, ACC_WRITE);
+    if (pa < 0) return false;
+    const mode = this.dataMode();
+    if (!this.pmpOk(pa, size, ACC_WRITE, mode) || !this.physWrite(pa, size, vlo, vhi)) { this.trapAddr(EXC_STORE_ACCESS, lo, hi); return false; }
+    this.fill(this.tlbW, lo, hi, pa, ACC_WRITE, mode);
+    return true;
+  }
+
+  // ================= fetch slow path =================
+
+  /** Fetches the instruction at pc (raw bits, >= 0) and sets up the fetch page; -1 = trapped. */
+  private fetchSlow(pc: number): number {
+    const lo = pc | 0, hi = Math.floor(pc / TWO32) | 0;
+    const h0 = this.fetchHalf(lo, hi, true);
+    if (h0 < 0) return -1;
+    if ((h0 & 3) !== 3) return h0;
+    const lo2 = (lo + 2) | 0, hi2 = (hi + ((lo2 >>> 0) < (lo >>> 0) ? 1 : 0)) | 0;
+    const h1 = this.fetchHalf(lo2, hi2, false);
+    if (h1 < 0) return -1;
+    return (h0 | (h1 << 16)) >>> 0;
+  }
+
+  /** One 16-bit parcel of an instruction; `setPage` makes its page the current fetch page. */
+  private fetchHalf(lo: number, hi: number, setPage: boolean): number {
+    const t = this.tlbX;
+    const e = (lo >>> 12) & TLB_MASK;
+    let pa: number;
+    if (t.tagLo[e] === (lo & -4096) && t.tagHi[e] === hi) {
+      pa = t.pa[e] + (lo & 4095);
+    } else {
+      pa = this.translate(lo, hi, ACC_FETCH);
+      if (pa < 0) return -1;
+      if (!this.pmpOk(pa, 2, ACC_FETCH, this.mode)) { this.trapAddr(EXC_INSN_ACCESS, lo, hi); return -1; }
+      this.fill(t, lo, hi, pa, ACC_FETCH, this.mode);
+    }
+    if (t.tagLo[e] === (lo & -4096) && t.tagHi[e] === hi) {
+      if (setPage) {
+        this.fVa = hi * TWO32 + ((lo & -4096) >>> 0);
+        this.fView = t.view[e];
+        this.fOff = t.off[e];
+      }
+      return t.view[e].getUint16(t.off[e] + (lo & 4095), true);
+    }
+    // Not cacheable (MMIO, or PMP granularity finer than a page): read through the bus.
+    if (!this.pmpOk(pa, 2, ACC_FETCH, this.mode) || !this.physRead(pa, 2)) { this.trapAddr(EXC_INSN_ACCESS, lo, hi); return -1; }
+    if (setPage) this.fVa = NaN;
+    return this.memLo & 0xffff;
+  }
+
+  // ================= A extension =================
+
+  private execAmo(insn: number, raw: number, rd: number): boolean {
+    const f3 = (insn >>> 12) & 7;
+    if (f3 !== 2 && f3 !== 3) { this.trap(EXC_ILLEGAL, false, raw, 0); return false; }
+    const size = f3 === 2 ? 4 : 8;
+    const f5 = insn >>> 27;
+    const rs1 = (insn >>> 15) & 31, rs2 = (insn >>> 20) & 31;
+    const lo = this.xlo[rs1], hi = this.xhi[rs1];
+    const xl = this.xlo, xh = this.xhi;
+    switch (f5) {
+      case 0x02: case 0x03: case 0x01: case 0x00: case 0x04: case 0x0c: case 0x08:
+      case 0x10: case 0x14: case 0x18: case 0x1c: break;
+      default: this.trap(EXC_ILLEGAL, false, raw, 0); return false;
+    }
+    if (f5 === 0x02 && rs2 !== 0) { this.trap(EXC_ILLEGAL, false, raw, 0); return false; }
+    // Misaligned LR/SC/AMOs fault (we do not support misaligned atomics).
+    if ((lo & (size - 1)) !== 0) { this.trapAddr(f5 === 0x02 ? EXC_LOAD_MISALIGNED : EXC_STORE_MISALIGNED, lo, hi); return false; }
+    const mode = this.dataMode();
+    if (f5 === 0x02) { // LR
+      const pa = this.translate(lo, hi, ACC_READ);
+      if (pa < 0) return false;
+      if (!this.pmpOk(pa, size, ACC_READ, mode) || !this.physRead(pa, size)) { this.trapAddr(EXC_LOAD_ACCESS, lo, hi); return false; }
+      this.reservations.set(this.hartId, pa);
+      if (size === 4) { xl[rd] = this.memLo; xh[rd] = this.memLo >> 31; } else { xl[rd] = this.memLo; xh[rd] = this.memHi; }
+      return true;
+    }
+    if (f5 === 0x03) { // SC
+      const reserved = this.reservations.get(this.hartId);
+      if (reserved < 0) { xl[rd] = 1; xh[rd] = 0; return true; }
+      const pa = this.translate(lo, hi, ACC_WRITE);
+      if (pa < 0) return false;
+      this.reservations.clear(this.hartId);
+      if (pa !== reserved) { xl[rd] = 1; xh[rd] = 0; return true; }
+      if (!this.pmpOk(pa, size, ACC_WRITE, mode) || !this.physWrite(pa, size, xl[rs2], xh[rs2])) { this.trapAddr(EXC_STORE_ACCESS, lo, hi); return false; }
+      xl[rd] = 0; xh[rd] = 0;
+      return true;
+    }
+    const pa = this.translate(lo, hi, ACC_WRITE);
+    if (pa < 0) return false;
+    if (!this.pmpOk(pa, size, ACC_WRITE, mode) || !this.pmpOk(pa, size, ACC_READ, mode) || !this.physRead(pa, size)) {
+      this.trapAddr(EXC_STORE_ACCESS, lo, hi); return false;
+    }
+    let al = this.memLo, ah = this.memHi;
+    if (size === 4) ah = al >> 31;
+    const bl = xl[rs2], bh = size === 4 ? xl[rs2] >> 31 : xh[rs2];
+    let nl: number, nh: number;
+    switch (f5) {
+      case 0x01: nl = bl; nh = bh; break;                                    // AMOSWAP
+      case 0x00: nl = (al + bl) | 0; nh = (ah + bh + (((nl >>> 0) < (al >>> 0)) ? 1 : 0)) | 0; break; // AMOADD
+      case 0x04: nl = al ^ bl; nh = ah ^ bh; break;
+      case 0x0c: nl = al & bl; nh = ah & bh; break;
+      case 0x08: nl = al | bl; nh = ah | bh; break;
+      default: {
+        const lt = f5 === 0x10 || f5 === 0x14
+          ? ah < bh || (ah === bh && (al >>> 0) < (bl >>> 0))
+          : (ah >>> 0) < (bh >>> 0) || (ah === bh && (al >>> 0) < (bl >>> 0));
+        const takeA = (f5 === 0x10 || f5 === 0x18) ? lt : !lt; // MIN/MINU keep the smaller, MAX/MAXU the larger
+        if (takeA) { nl = al; nh = ah; } else { nl = bl; nh = bh; }
+      }
+    }
+    if (!this.physWrite(pa, size, nl, nh)) { this.trapAddr(EXC_STORE_ACCESS, lo, hi); return false; }
+    xl[rd] = al; xh[rd] = ah;
+    return true;
+  }
+}
