@@ -73,8 +73,9 @@ export async function connectDaemon(opts: { autostart?: boolean } = {}): Promise
   const autostart = (opts.autostart ?? true) && !process.env.VMCTL_NO_AUTOSTART;
   if (!autostart) throw new CliError(EXIT.unreachable, `no daemon is running for ${p.home} (start one with: vmctl daemon start)`);
   cleanStalePid(p);
-  const pid = readPid(p);
-  if (pid === null) spawnDetachedDaemon(p);
+  // Even when a pid file names a live process, start one: if a daemon really runs (or is just
+  // coming up) the new one sees the pid lock and exits; this way a hung pid file never blocks us.
+  spawnDetachedDaemon(p);
   const c2 = await waitForDaemon(p, 10_000);
   if (!c2) throw new CliError(EXIT.unreachable, `the daemon for ${p.home} did not come up; see ${p.logFile}`);
   return c2;

@@ -2,7 +2,7 @@
 
 import type { Command } from 'commander';
 import { humanDuration } from '../../config/units.js';
-import { pidAlive, readPid, runDaemon, AlreadyRunning } from '../../daemon/daemon.js';
+import { AlreadyRunning, pidAlive, runDaemon } from '../../daemon/daemon.js';
 import type { DaemonStatus } from '../../protocol/messages.js';
 import { sleep } from '../cli-helpers.js';
 import { cleanStalePid, currentHome, spawnDetachedDaemon, tryConnect, waitForDaemon, workerBundle } from '../daemon-link.js';
@@ -25,7 +25,7 @@ export function register(program: Command): void {
         return;
       }
       cleanStalePid(p);
-      if (readPid(p) === null) spawnDetachedDaemon(p);
+      spawnDetachedDaemon(p);
       const c2 = await waitForDaemon(p, 10_000);
       if (!c2) throw new CliError(EXIT.unreachable, `the daemon did not come up; see ${p.logFile}`);
       const pid = c2.greeting?.pid;

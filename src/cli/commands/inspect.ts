@@ -27,7 +27,7 @@ export function register(program: Command): void {
       }
       const table = new Table({
         head: ['NAME', 'STATE', 'CPUS', 'MEMORY', 'UPTIME'].map((h) => out.bold(h)),
-        style: { head: [], border: [] },
+        style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
         chars: { top: '', 'top-mid': '', 'top-left': '', 'top-right': '', bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '', left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: '  ' },
       });
       for (const v of vms) {
