@@ -105,9 +105,10 @@ function nextToward0(x: number): number {
 }
 
 // Error-free transformations (exact under the range conditions checked by callers).
+// Fast2Sum (Dekker): with |a| >= |b| the error of s = RN(a+b) is b - (s - a), exactly, and unlike
+// Knuth's branch-free TwoSum no intermediate can overflow when s is finite.
 function twoSumErr(a: number, b: number, s: number): number {
-  const bb = s - a;
-  return (a - (s - bb)) + (b - bb);
+  return Math.abs(a) >= Math.abs(b) ? b - (s - a) : a - (s - b);
 }
 function twoProdErr(a: number, b: number, p: number): number {
   let t = SPLITTER * a;
@@ -345,7 +346,8 @@ export function f64_div(alo: number, ahi: number, blo: number, bhi: number, rm: 
   if (y === 0) { if (x - x === 0) fx.flags |= DZ; setOut(r); return; }
   if (x === 0 || x - x !== 0 || y - y !== 0) { setOut(r); return; } // exact
   const ar = Math.abs(r);
-  if (Math.abs(x) >= P2_M968 && Math.abs(y) < P2_995 && ar < P2_995 && ar >= P2_M1000) {
+  const ax = Math.abs(x); // r*y must not overflow either
+  if (ax >= P2_M968 && ax < P2_1000 && Math.abs(y) < P2_995 && ar < P2_995 && ar >= P2_M1000) {
     const p = r * y;
     const rem = (x - p) - twoProdErr(r, y, p);
     // A binary64 quotient is never an exact midpoint outside the subnormal range: no RMM tie.
