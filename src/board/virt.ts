@@ -1,0 +1,288 @@
+// The virt board: QEMU 7.2's `-machine virt` for RV64 (hw/riscv/virt.c), assembled from our
+// devices and harts. The runtime (src/vm) drives it with run(budgetMs) from one thread; all harts
+// share that thread, round-robin in slices of instructions.
+//
+// Boot, as on QEMU (hw/riscv/boot.c):
+//   firmware file  loaded at 0x80000000; kernel (if any) at the next 2 MiB boundary after it
+//                  (0x80200000 for OpenSBI); every hart starts in the boot ROM at 0x1000 with
+//                  a0 = hartid, a1 = device tree, a2 = fw_dynamic_info, and jumps to 0x80000000.
+//   builtin        our SBI (sbi/builtin-sbi.ts) plays the firmware; the kernel loads at 0x80200000
+//                  and hart 0 starts there in S-mode (a0 = 0, a1 = device tree); the other harts
+//                  wait for SBI HSM hart_start.
+//   none           the kernel (ELF at its own addresses, anything else at 0x80000000) starts in
+//                  M-mode through the boot ROM on every hart.
+// The device tree goes to the top 2 MiB-aligned spot below min(RAM end, 3 GiB), the initrd at
+// kernel + min(RAM/2, 128 MiB) (riscv_load_initrd).
+
+import { readFileSync } from 'node:fs';
+import { GuestRam } from '../memory/ram.js';
+import { PhysicalMemoryMap, type MmioDevice } from '../memory/bus.js';
+import { Hart } from '../riscv/hart.js';
+import { ReservationSet } from '../riscv/reservations.js';
+import { VirtClock } from '../devices/clock.js';
+import { Clint } from '../devices/clint.js';
+import { Plic } from '../devices/plic.js';
+import { Uart16550 } from '../devices/uart16550.js';
+import { GoldfishRtc } from '../devices/goldfish-rtc.js';
+import { TestFinisher } from '../devices/test-finisher.js';
+import { EmptyVirtioSlot } from '../devices/virtio-mmio-empty.js';
+import { VirtioBlkSlot } from '../devices/virtio/blk-slot.js';
+import type { MachineConfig, MachineHost, PowerEvent } from './machine-types.js';
+import { buildDeviceTree } from './device-tree.js';
+import { BootRom, buildBootRom } from './boot-rom.js';
+import { loadImage, LoadError, type LoadedImage } from './loader.js';
+import { Htif } from './htif.js';
+import {
+  BOOT_ROM_BASE, BOOT_ROM_SIZE, CLINT_BASE, CLINT_SIZE, DRAM_BASE, KERNEL_BASE_WITH_FIRMWARE, MAX_CPUS,
+  PLIC_BASE, PLIC_SIZE, RTC_BASE, RTC_IRQ, RTC_SIZE, TEST_BASE, TEST_SIZE, UART0_BASE, UART0_IRQ, UART0_SIZE,
+  VIRTIO_BASE, VIRTIO_COUNT, VIRTIO_IRQ, VIRTIO_SIZE,
+} from './memory-map.js';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+/** Instructions a hart runs before the next one gets its turn (and timers are re-checked). */
+const SLICE = 20_000;
+
+export type RunState = 'running' | 'idle' | 'halted';
+
+/** Everything a virtio-mmio device needs from the board to plug into a slot. */
+export interface VirtioSlotContext {
+  readonly ram: GuestRam;
+  readonly base: number;
+  readonly irq: (level: boolean) => void;
+  readonly host: MachineHost;
+}
+
+export class VirtMachine {
+  readonly ram: GuestRam;
+  readonly mem: PhysicalMemoryMap;
+  readonly clock = new VirtClock();
+  readonly harts: Hart[] = [];
+  readonly clint: Clint;
+  readonly plic: Plic;
+  readonly uart: Uart16550;
+  readonly rtc: GoldfishRtc;
+  private readonly dtbBytes: Uint8Array;
+  private readonly out: number[] = [];
+  private readonly closers: (() => void)[] = [];
+  private htif: Htif | null = null;
+  private halted = false;
+  private clockPaused = false;
+  private nextHart = 0;
+
+  private constructor(readonly config: MachineConfig, private readonly host: MachineHost) {
+    if (!Number.isInteger(config.cpus) || config.cpus < 1 || config.cpus > MAX_CPUS) {
+      throw new RangeError(`cpus must be 1..${MAX_CPUS}, got ${config.cpus}`);
+    }
+    this.ram = new GuestRam(DRAM_BASE, config.memoryBytes);
+    this.mem = new PhysicalMemoryMap(this.ram);
+    const reservations = new ReservationSet();
+    for (let i = 0; i < config.cpus; i++) this.harts.push(new Hart(i, this.mem, this.clock, reservations));
+
+    const hartIrq = (hart: number, bit: number, level: boolean) => this.harts[hart].setInterruptLevel(bit, level);
+    this.clint = new Clint(config.cpus, this.clock, hartIrq);
+    this.plic = new Plic(config.cpus, hartIrq);
+    this.uart = new Uart16550((b) => this.out.push(b), (l) => this.plic.setLevel(UART0_IRQ, l));
+    this.rtc = new GoldfishRtc((l) => this.plic.setLevel(RTC_IRQ, l));
+    const finisher = new TestFinisher((ev) => this.power(
+      ev.kind === 'reset'
+        ? { kind: 'reset', source: 'test-finisher' }
+        : { kind: 'poweroff', code: ev.code, source: 'test-finisher', failed: ev.kind === 'fail' }));
+
+    this.mem.addDevice(TEST_BASE, TEST_SIZE, 'test-finisher', finisher);
+    this.mem.addDevice(RTC_BASE, RTC_SIZE, 'rtc', this.rtc);
+    this.mem.addDevice(CLINT_BASE, CLINT_SIZE, 'clint', this.clint);
+    this.mem.addDevice(PLIC_BASE, PLIC_SIZE, 'plic', this.plic);
+    this.mem.addDevice(UART0_BASE, UART0_SIZE, 'uart0', this.uart);
+    this.attachVirtioSlots();
+
+    this.dtbBytes = this.load();
+    this.clock.resume();
+  }
+
+  static create(cfg: MachineConfig, host: MachineHost): VirtMachine {
+    return new VirtMachine(cfg, host);
+  }
+
+  /** The 8 virtio-mmio slots. THE place where disks are plugged in: slot i <- config.disks[i]
+   *  (H5's virtio-blk over the virtio-mmio transport); the remaining slots stay empty. */
+  private attachVirtioSlots(): void {
+    if (this.config.disks.length > VIRTIO_COUNT) {
+      throw new RangeError(`at most ${VIRTIO_COUNT} disks fit the virt board's virtio-mmio slots, got ${this.config.disks.length}`);
+    }
+    for (let i = 0; i < VIRTIO_COUNT; i++) {
+      const base = VIRTIO_BASE + i * VIRTIO_SIZE;
+      let device: MmioDevice = new EmptyVirtioSlot();
+      const disk = this.config.disks[i];
+      if (disk) {
+        const slot = new VirtioBlkSlot({
+          disk, ram: this.ram, base, irq: (l) => this.plic.setLevel(VIRTIO_IRQ + i, l), log: (m) => this.host.log(m),
+        });
+        this.closers.push(() => slot.close());
+        device = slot.device;
+      }
+      this.mem.addDevice(base, VIRTIO_SIZE, `virtio-mmio@${base.toString(16)}`, device);
+    }
+  }
+
+  /** Loads firmware, kernel, initrd and device tree; sets the harts' start state. Returns the DTB. */
+  private load(): Uint8Array {
+    const cfg = this.config;
+    const fw = cfg.firmware;
+    const read = (path: string, what: string) => {
+      try { return new Uint8Array(readFileSync(path)); } catch (e) {
+        throw new LoadError(path, `cannot read ${what}: ${(e as Error).message}`);
+      }
+    };
+
+    let firmwareEnd = DRAM_BASE;
+    if (fw.kind === 'file') {
+      const img = loadImage(this.ram, fw.path, read(fw.path, 'firmware'), DRAM_BASE);
+      firmwareEnd = img.end;
+      this.watchHtif(img);
+    }
+    let kernel: LoadedImage | null = null;
+    if (cfg.kernelPath) {
+      // QEMU: the kernel goes at the first 2 MiB boundary after the firmware (RV64), which is
+      // 0x80200000 for OpenSBI and our builtin SBI; without firmware, at DRAM base.
+      const at = fw.kind === 'none' ? DRAM_BASE
+        : fw.kind === 'builtin' ? KERNEL_BASE_WITH_FIRMWARE
+        : Math.max(KERNEL_BASE_WITH_FIRMWARE, Math.ceil(firmwareEnd / (2 * MiB)) * 2 * MiB);
+      kernel = loadImage(this.ram, cfg.kernelPath, read(cfg.kernelPath, 'kernel'), at);
+      this.watchHtif(kernel);
+    } else if (fw.kind !== 'file') {
+      throw new LoadError('(config)', fw.kind === 'builtin'
+        ? 'firmware "builtin" needs a kernel to start' : 'nothing to boot: no firmware and no kernel');
+    }
+
+    let initrd: { start: number; end: number } | undefined;
+    if (cfg.initrdPath) {
+      if (!kernel) throw new LoadError(cfg.initrdPath, 'an initrd needs a kernel');
+      const data = read(cfg.initrdPath, 'initrd');
+      // hw/riscv/boot.c riscv_load_initrd: far enough above the kernel that it is not
+      // overwritten when the kernel unpacks, low enough to be in the kernel's lowmem.
+      const start = kernel.entry + Math.min(cfg.memoryBytes / 2, 128 * MiB);
+      if (!this.ram.contains(start, data.length)) {
+        throw new LoadError(cfg.initrdPath, `initrd (${data.length} bytes) does not fit in RAM at 0x${start.toString(16)}`);
+      }
+      this.ram.write(start, data);
+      initrd = { start, end: start + data.length };
+    }
+
+    const dtb = buildDeviceTree({ cpus: cfg.cpus, memoryBytes: cfg.memoryBytes, bootargs: cfg.cmdline, initrd });
+    // hw/riscv/boot.c riscv_load_fdt: top of RAM below 3 GiB, 2 MiB aligned.
+    const ramEnd = DRAM_BASE + cfg.memoryBytes;
+    const top = Math.min(ramEnd, 3 * GiB);
+    const fdtAddr = Math.floor((top - dtb.length) / (2 * MiB)) * 2 * MiB;
+    if (fdtAddr < DRAM_BASE || (kernel && fdtAddr < kernel.end) || (initrd && fdtAddr < initrd.end)) {
+      throw new LoadError('(config)', `not enough memory (${cfg.memoryBytes / MiB} MiB) for kernel, initrd and device tree`);
+    }
+    this.ram.write(fdtAddr, dtb);
+
+    if (fw.kind === 'builtin') {
+      throw new LoadError('(config)', 'firmware "builtin" is not available in this build yet');
+    } else {
+      const startAddr = fw.kind === 'file' ? DRAM_BASE : kernel!.entry;
+      const rom = buildBootRom({ startAddr, fdtAddr, nextAddr: kernel ? kernel.entry : KERNEL_BASE_WITH_FIRMWARE });
+      this.mem.addDevice(BOOT_ROM_BASE, BOOT_ROM_SIZE, 'boot-rom', new BootRom(rom, BOOT_ROM_SIZE));
+      for (const h of this.harts) h.setPc(BOOT_ROM_BASE);
+    }
+    return dtb;
+  }
+
+  private watchHtif(img: LoadedImage): void {
+    if (img.tohost === undefined || this.htif) return;
+    this.htif = new Htif(this.ram, img.tohost, img.fromhost, (b) => this.out.push(b), (code) =>
+      this.power({ kind: 'poweroff', code: code & 0xff, source: 'htif', failed: code !== 0 }));
+    this.mem.watchWrites(img.tohost, 8, (paddr, size) => this.htif!.onWrite(paddr, size));
+  }
+
+  private power(ev: PowerEvent): void {
+    if (this.halted) return;
+    this.halted = true;
+    this.flushOutput();
+    this.host.powerEvent(ev);
+  }
+
+  private flushOutput(): void {
+    if (this.out.length === 0) return;
+    const bytes = Uint8Array.from(this.out);
+    this.out.length = 0;
+    this.host.consoleOutput(bytes);
+  }
+
+  /** Timers are continuous in hardware; we re-evaluate them between slices. */
+  private pollTimers(): void {
+    this.clint.update();
+    this.rtc.poll();
+  }
+
+  run(budgetMs: number): RunState {
+    if (this.halted) return 'halted';
+    const deadline = performance.now() + budgetMs;
+    const harts = this.harts;
+    const n = harts.length;
+    try {
+      for (;;) {
+        this.pollTimers();
+        let active = 0;
+        for (let k = 0; k < n && !this.halted; k++) {
+          const h = harts[(this.nextHart + k) % n];
+          if (h.halted) continue;
+          h.run(SLICE);
+          if (!h.waiting && !h.halted) active++;
+        }
+        this.nextHart = (this.nextHart + 1) % n;
+        if (this.halted) return 'halted';
+        if (active === 0) {
+          // Everyone waits (WFI, or stopped): unless a timer is already due, the VM is idle.
+          this.pollTimers();
+          if (!this.anyHartRunnable()) return 'idle';
+        }
+        if (performance.now() >= deadline) return 'running';
+      }
+    } finally {
+      this.flushOutput();
+    }
+  }
+
+  private anyHartRunnable(): boolean {
+    for (const h of this.harts) if (!h.halted && !h.waiting) return true;
+    return false;
+  }
+
+  /** When idle: ms until a timer could wake a hart (CLINT mtimecmp, Sstc stimecmp, RTC alarm). */
+  idleTimeoutMs(): number {
+    if (this.halted) return Infinity;
+    if (this.anyHartRunnable()) return 0;
+    let t = this.clock.msUntil(this.clint.nextDeadline());
+    for (const h of this.harts) {
+      if (h.halted) continue;
+      const s = h.nextTimerEvent();
+      if (s < Infinity) t = Math.min(t, this.clock.msUntil(s));
+    }
+    t = Math.min(t, this.rtc.msUntilAlarm());
+    if (this.clockPaused && t !== 0) return Infinity;
+    return t;
+  }
+
+  consoleInput(bytes: Uint8Array): void {
+    this.uart.receive(bytes);
+  }
+
+  pauseClock(): void { this.clockPaused = true; this.clock.pause(); }
+  resumeClock(): void { this.clockPaused = false; this.clock.resume(); }
+
+  instructionsRetired(): number {
+    let n = 0;
+    for (const h of this.harts) n += h.instret;
+    return n;
+  }
+
+  dtb(): Uint8Array { return this.dtbBytes; }
+
+  close(): void {
+    this.flushOutput();
+    for (const c of this.closers.splice(0)) c();
+  }
+}

@@ -1,0 +1,83 @@
+// Runs a guest on a VirtMachine inside the test process (no daemon, no worker): the way ISA, FP,
+// board tests and the benchmark run guests. Sleeps like the real runtime when all harts wait
+// in WFI, so timer-driven guests behave as under `vmctl run`.
+import { VirtMachine } from '../../src/board/virt.js';
+import type { MachineConfig, PowerEvent } from '../../src/board/machine-types.js';
+
+export interface RunGuestResult {
+  /** Everything the guest wrote to its console (UART, SBI or HTIF), decoded as latin1. */
+  output: string;
+  power: PowerEvent | null;
+  instret: number;
+  timedOut: boolean;
+}
+
+export interface RunGuestOptions {
+  timeoutMs: number;
+  /** Console input, given to the UART before the guest starts (it queues it). */
+  input?: string | Uint8Array;
+  /** Feeds console input when `output` first contains `when` (e.g. a shell prompt). */
+  script?: { when: string | RegExp; send: string }[];
+  /** Called with console output as it arrives (e.g. to echo it while debugging). */
+  onOutput?: (text: string) => void;
+}
+
+/** Partial configs are completed with small defaults (128 MiB, 1 hart, no firmware). */
+export type GuestConfig = Partial<MachineConfig> & Pick<MachineConfig, 'kernelPath'> | MachineConfig;
+
+export async function runGuest(cfg: GuestConfig, opts: RunGuestOptions): Promise<RunGuestResult> {
+  const full: MachineConfig = {
+    memoryBytes: 128 * 1024 * 1024,
+    cpus: 1,
+    firmware: { kind: 'none' },
+    cmdline: '',
+    disks: [],
+    ...cfg,
+  };
+  const chunks: string[] = [];
+  let text = '';
+  let power: PowerEvent | null = null;
+  const decoder = new TextDecoder('latin1');
+  const vm = VirtMachine.create(full, {
+    consoleOutput(bytes) {
+      const s = decoder.decode(bytes);
+      chunks.push(s);
+      text += s;
+      opts.onOutput?.(s);
+    },
+    powerEvent(ev) { power ??= ev; },
+    log() {},
+  });
+  if (opts.input !== undefined) {
+    vm.consoleInput(typeof opts.input === 'string' ? new TextEncoder().encode(opts.input) : opts.input);
+  }
+  const script = [...(opts.script ?? [])];
+  const deadline = performance.now() + opts.timeoutMs;
+  let timedOut = false;
+  try {
+    for (;;) {
+      while (script.length > 0) {
+        const { when, send } = script[0];
+        const hit = typeof when === 'string' ? text.includes(when) : when.test(text);
+        if (!hit) break;
+        script.shift();
+        text = ''; // the next trigger must appear after this point
+        vm.consoleInput(new TextEncoder().encode(send));
+      }
+      const left = deadline - performance.now();
+      if (left <= 0) { timedOut = true; break; }
+      const state = vm.run(Math.min(50, left));
+      if (state === 'halted') break;
+      if (state === 'idle') {
+        const wait = Math.min(vm.idleTimeoutMs(), deadline - performance.now(), 50);
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      } else {
+        // let timers and I/O of the test process run now and then
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+  } finally {
+    vm.close();
+  }
+  return { output: chunks.join(''), power, instret: vm.instructionsRetired(), timedOut };
+}
