@@ -1,0 +1,173 @@
+// vmctl without guests: config errors, usage errors, exit codes, the daemon's life cycle.
+
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { alive, DEMO, sleep, until, VmctlHome } from './harness.js';
+
+const homes: VmctlHome[] = [];
+function newHome(path?: string): VmctlHome {
+  const h = new VmctlHome(path);
+  homes.push(h);
+  return h;
+}
+afterAll(async () => {
+  for (const h of homes) await h.cleanup();
+});
+
+describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () => {
+  const h = newHome();
+  const file = (name: string, text: string): string => {
+    const f = join(h.home, name);
+    writeFileSync(f, text);
+    return f;
+  };
+  const kernel = join(DEMO, 'hello.elf');
+
+  it('accepts the example file and the demo', async () => {
+    const r = await h.run(['validate', '-f', 'vm-config.example.yaml']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('ok (VM example: 1 cpu, 128MiB, 1 disk)');
+    expect((await h.run(['validate', '-f', join(DEMO, 'demo.yaml')])).code).toBe(0);
+  });
+
+  it.each([
+    ['unknown key', `name: a\nboot:\n  kernel: ${kernel}\nmemroy: 1G\n`, /:4:1: unknown key "memroy"; expected one of name, cpus, memory, boot, disks, shutdown$/],
+    ['wrong type', `name: a\ncpus: [1]\nboot:\n  kernel: ${kernel}\n`, /:2:7: cpus: found a list; expected a whole number from 1 to 8$/],
+    ['bad size', `name: a\nmemory: 128 MB please\nboot:\n  kernel: ${kernel}\n`, /:2:9: memory: found "128 MB please"; expected a size like 128MiB/],
+    ['missing kernel file', 'name: a\nboot:\n  kernel: ./no-such.elf\n', /:3:11: boot.kernel: file ".*no-such\.elf" does not exist$/],
+    ['bad duration', `name: a\nboot:\n  kernel: ${kernel}\nshutdown:\n  timeout: forever\n`, /:5:12: shutdown.timeout: found "forever"; expected a duration/],
+    ['YAML syntax', 'name: a\nboot: {kernel: x\n', /:\d+:\d+: YAML syntax: /],
+  ])('%s', async (_what, text, re) => {
+    const f = file('bad.yaml', text);
+    const r = await h.run(['validate', '-f', f]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')[0].startsWith(`${f}:`)).toBe(true);
+    expect(r.stderr.trim()).toMatch(re);
+    // create refuses the same file with the same message, and registers nothing.
+    const c = await h.run(['create', '-f', f]);
+    expect(c.code).toBe(2);
+    expect(c.stderr.trim()).toMatch(re);
+  });
+
+  it('names every problem of a file, in order', async () => {
+    const f = file('many.yaml', 'name: "bad name"\ncpus: 0\nmemory: 3GB\ncolour: red\nboot:\n  kernel: nope\n');
+    const r = await h.run(['validate', '-f', f]);
+    expect(r.code).toBe(2);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines.map((l) => l.slice(f.length + 1).split(':').slice(0, 2).join(':'))).toEqual(['1:7', '2:7', '4:1', '6:11']);
+  });
+
+  it('makes relative paths absolute on create', async () => {
+    const dir = join(h.home, 'proj');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'k.elf'), readFileSync(kernel));
+    writeFileSync(join(dir, 'vm.yaml'), 'name: rel\nboot:\n  kernel: k.elf\n');
+    expect((await h.run(['create', '-f', join(dir, 'vm.yaml')])).code).toBe(0);
+    const info = JSON.parse((await h.run(['info', 'rel', '--json'])).stdout);
+    expect(info.kernel).toBe(join(dir, 'k.elf'));
+    expect(readFileSync(join(h.home, 'vms', 'rel', 'vm.yaml'), 'utf8')).toContain(`kernel: ${join(dir, 'k.elf')}`);
+    const dup = await h.run(['create', '-f', join(dir, 'vm.yaml')]);
+    expect(dup.code).toBe(1);
+    expect(dup.stderr).toContain('already exists');
+  });
+});
+
+describe('exit codes', () => {
+  const h = newHome();
+  it('usage errors exit 2', async () => {
+    expect((await h.run(['frobnicate'])).code).toBe(2);
+    expect((await h.run(['start'])).code).toBe(2);
+    expect((await h.run(['list', '--bogus'])).code).toBe(2);
+    expect((await h.run(['wait', 'x'])).code).toBe(2);
+    expect((await h.run(['start', 'x', '--timeout', 'soon'])).code).toBe(2);
+    expect((await h.run(['--help'])).code).toBe(0);
+  });
+  it('an unknown VM exits 4', async () => {
+    for (const cmd of [['info', 'ghost'], ['start', 'ghost'], ['stop', 'ghost'], ['delete', 'ghost'], ['logs', 'ghost']]) {
+      const r = await h.run(cmd);
+      expect(r.code, cmd.join(' ')).toBe(4);
+      expect(r.stderr).toContain('no VM named "ghost"');
+    }
+  });
+  it('no daemon and no auto-start exits 3', async () => {
+    const h2 = newHome();
+    const r = await h2.run(['list'], { env: { VMCTL_NO_AUTOSTART: '1' } });
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain('no daemon is running');
+    const s = await h2.run(['daemon', 'status']);
+    expect(s.code).toBe(3);
+  });
+});
+
+describe('the daemon', () => {
+  it('is started by any command, detached, with a private home, and stops on request', async () => {
+    const h = newHome();
+    const r = await h.run(['list', '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual([]);
+    const pid = h.pid()!;
+    expect(alive(pid)).toBe(true);
+    expect(statSync(h.home).mode & 0o777).toBe(0o700);
+    expect(statSync(join(h.home, 'vmd.sock')).mode & 0o777).toBe(0o600);
+    expect(existsSync(join(h.home, 'config.yaml'))).toBe(true);
+    expect(readFileSync(join(h.home, 'vmd.log'), 'utf8')).toContain('listening on');
+    // Its own session: not in our process group (a CI step does not wait for it).
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    expect(Number(fields[3])).toBe(pid); // session id == its pid (setsid)
+
+    const st = await h.run(['daemon', 'status', '--json']);
+    expect(st.code).toBe(0);
+    expect(JSON.parse(st.stdout)).toMatchObject({ running: true, pid, protocol: 1, home: h.home });
+    expect((await h.run(['daemon', 'start'])).stdout).toContain('already running');
+
+    const stop = await h.run(['daemon', 'stop']);
+    expect(stop.code).toBe(0);
+    expect(alive(pid)).toBe(false);
+    expect(existsSync(join(h.home, 'vmd.sock'))).toBe(false);
+    expect(existsSync(join(h.home, 'vmd.pid'))).toBe(false);
+    expect((await h.run(['daemon', 'status'])).code).toBe(3);
+  });
+
+  it('replaces a stale pid file and socket', async () => {
+    const h = newHome();
+    mkdirSync(h.home, { recursive: true });
+    writeFileSync(join(h.home, 'vmd.pid'), '999999\n');
+    writeFileSync(join(h.home, 'vmd.sock'), 'not a socket');
+    const r = await h.run(['daemon', 'start']);
+    expect(r.code).toBe(0);
+    expect(h.pid()).not.toBe(999999);
+    expect((await h.run(['list'])).code).toBe(0);
+    expect(readFileSync(join(h.home, 'vmd.log'), 'utf8')).toMatch(/removing stale pid file|removing stale socket/);
+  });
+
+  it('uses a short socket path when VMCTL_HOME is too long for a Unix socket', async () => {
+    const base = newHome();
+    const long = join(base.home, 'x'.repeat(60), 'y'.repeat(60));
+    const h = newHome(long);
+    const r = await h.run(['daemon', 'start']);
+    expect(r.code).toBe(0);
+    const recorded = readFileSync(join(long, 'vmd.sock.path'), 'utf8').trim();
+    expect(Buffer.byteLength(recorded)).toBeLessThanOrEqual(107);
+    expect(statSync(recorded).isSocket()).toBe(true);
+    expect(statSync(join(recorded, '..')).mode & 0o777).toBe(0o700);
+    expect((await h.run(['list'])).code).toBe(0);
+    const st = JSON.parse((await h.run(['daemon', 'status', '--json'])).stdout);
+    expect(st.socket).toBe(recorded);
+    await h.run(['daemon', 'stop']);
+    expect(existsSync(recorded)).toBe(false);
+  });
+
+  it('lets only one daemon run per home', async () => {
+    const h = newHome();
+    await h.run(['daemon', 'start']);
+    const pid = h.pid();
+    const second = await h.run(['daemon', 'run'], { timeoutMs: 10_000 });
+    expect(second.code).toBe(1);
+    expect(second.stderr).toContain('already running');
+    await sleep(100);
+    expect(h.pid()).toBe(pid);
+    await until(async () => (await h.run(['daemon', 'status'])).code === 0);
+  });
+});
