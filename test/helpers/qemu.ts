@@ -1,0 +1,86 @@
+// Runs a bare-metal guest on the real qemu-system-riscv64 for differential tests.
+// QEMU is the reference the ISA suite compares vmctl with; when it is not installed the
+// tests must fail loudly (CI installs qemu-system-misc), never pass by skipping.
+
+import { spawn, spawnSync } from 'node:child_process';
+
+/** The CPU vmctl emulates: QEMU's rv64 without H and the bit-manipulation extensions
+ *  (issue 2). QEMU 7.2's rv64 then reports rv64imafdc_zicsr_zifencei_zihintpause_sstc. */
+export const QEMU_CPU = 'rv64,h=false,zba=false,zbb=false,zbc=false,zbs=false';
+export const QEMU_BINARY = process.env.QEMU_SYSTEM_RISCV64 ?? 'qemu-system-riscv64';
+
+export interface QemuResult {
+  /** Everything the guest wrote to its console (UART on virt, HTIF console on spike). */
+  output: string;
+  /** QEMU's exit status: the guest's exit code via the test finisher or HTIF. */
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  stderr: string;
+}
+
+export interface QemuOptions {
+  /** `virt` (UART + SiFive test finisher) or `spike` (HTIF tohost). */
+  machine?: 'virt' | 'spike';
+  memoryMiB?: number;
+  timeoutMs?: number;
+  /** Extra arguments, e.g. ['-d', 'in_asm,int', '-D', '/tmp/q.log'] when chasing a bug. */
+  extraArgs?: string[];
+}
+
+/** Throws with an actionable message when QEMU is missing or too old to compare with. */
+export function requireQemu(): string {
+  const r = spawnSync(QEMU_BINARY, ['--version'], { encoding: 'utf8' });
+  if (r.error || r.status !== 0) {
+    throw new Error(
+      `${QEMU_BINARY} is not runnable (${r.error?.message ?? `exit ${r.status}`}): the ISA differential ` +
+        `tests need it. Install it (Debian: apt-get install qemu-system-misc) or set QEMU_SYSTEM_RISCV64.`,
+    );
+  }
+  const m = /version (\d+)\.(\d+)/.exec(r.stdout);
+  if (!m) throw new Error(`cannot read the QEMU version from: ${r.stdout.trim()}`);
+  return `${m[1]}.${m[2]}`;
+}
+
+export function runQemu(elfPath: string, opts: QemuOptions = {}): Promise<QemuResult> {
+  const machine = opts.machine ?? 'virt';
+  const args = [
+    '-machine', machine,
+    '-cpu', QEMU_CPU,
+    '-m', `${opts.memoryMiB ?? 128}M`,
+    '-smp', '1',
+    '-bios', 'none',
+    '-nographic',
+    '-monitor', 'none',
+    '-serial', 'stdio', // virt: the NS16550A; spike: HTIF's console device
+    '-kernel', elfPath,
+    ...(opts.extraArgs ?? []),
+  ];
+  // -nographic with -serial stdio and no monitor: stdout carries only the guest's bytes.
+  return new Promise((resolve, reject) => {
+    const child = spawn(QEMU_BINARY, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, opts.timeoutMs ?? 20_000);
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot start ${QEMU_BINARY}: ${e.message}`));
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({
+        output: Buffer.concat(out).toString('latin1'),
+        exitCode: code,
+        signal,
+        timedOut,
+        stderr: Buffer.concat(err).toString('utf8'),
+      });
+    });
+  });
+}
