@@ -80,16 +80,17 @@ export function register(program: Command): void {
           }
         });
         c.onClose(() => finish('aborted'));
-        c.request('vm.start', { name }).catch((e) => {
+        c.request('vm.start', { name }).then(() => {
+          // stdin (when piped) goes to the guest once it runs, so CI can script simple interactions.
+          if (!process.stdin.isTTY && !over) {
+            process.stdin.on('data', (b: Buffer) => { c.request('vm.consoleInput', { name, data: b64(b) }).catch(() => {}); });
+            process.stdin.on('error', () => {});
+          }
+        }, (e) => {
           over = true;
           clearTimeout(timer);
           reject(e);
         });
-        // stdin (when piped) goes to the guest, so CI can script simple interactions.
-        if (!process.stdin.isTTY) {
-          process.stdin.on('data', (b: Buffer) => { c.request('vm.consoleInput', { name, data: b64(b) }).catch(() => {}); });
-          process.stdin.on('error', () => {});
-        }
       }).catch(async (e) => {
         await c.request('vm.delete', { name, force: true }).catch(() => {});
         throw e;
