@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { ProtocolFailure } from '../protocol/messages.js';
 import { register as registerConsole } from './commands/console.js';
 import { register as registerDaemon } from './commands/daemon.js';
+import { register as registerDisk } from './commands/disk.js';
 import { register as registerInspect } from './commands/inspect.js';
 import { register as registerLifecycle } from './commands/lifecycle.js';
 import { register as registerRun } from './commands/run.js';
@@ -18,6 +19,7 @@ const GROUPS: ((program: Command) => void)[] = [
   registerConsole,
   registerRun,
   registerValidate,
+  registerDisk,
   registerDaemon,
 ];
 

@@ -1,8 +1,10 @@
 // The VMs a daemon knows: one folder per VM under VMCTL_HOME/vms, loaded at start-up.
 // VMs that were active when the previous daemon died are marked `aborted`.
 
-import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { DiskError } from '../disk/errors.js';
+import { createRawImage } from '../disk/raw-image.js';
 import { loadVmDefinition, parseVmDefinition, serializeVmDefinition, VM_NAME_RE } from '../config/vm-definition.js';
 import { ProtocolFailure } from '../protocol/messages.js';
 import { writeFileAtomic } from './atomic.js';
@@ -69,17 +71,14 @@ export class Registry {
     try {
       for (const d of def.disks) {
         if (d.sizeBytes === undefined) continue;
-        let fd: number;
+        if (existsSync(d.path)) continue; // an existing image is used as it is, never resized
         try {
-          // 'wx' fails if the file appeared meanwhile: an existing image is never truncated.
-          fd = openSync(d.path, 'wx', 0o600);
+          // A sparse raw image (O_EXCL: an image that appeared meanwhile is never clobbered).
+          createRawImage(d.path, d.sizeBytes);
         } catch (e) {
-          if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
-          throw e;
+          if (e instanceof DiskError && e.code === 'EXISTS') continue;
+          throw new ProtocolFailure('ConfigError', `${file}: disk ${d.name}: ${(e as Error).message}`);
         }
-        // A sparse raw image: the size is reserved, no blocks are written.
-        ftruncateSync(fd, d.sizeBytes);
-        closeSync(fd);
         created.push(d.path);
       }
       const persisted: PersistedState = {
