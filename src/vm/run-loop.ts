@@ -149,8 +149,10 @@ export class RunLoop {
       this.schedule(0);
       return;
     }
+    // Round up: waking a fraction of a millisecond early would find the timer not yet due and
+    // spin through setImmediate until it is.
     const wait = this.machine.idleTimeoutMs();
-    this.schedule(Math.min(Number.isFinite(wait) ? Math.floor(wait) : MAX_IDLE_SLEEP_MS, MAX_IDLE_SLEEP_MS));
+    this.schedule(Math.min(Number.isFinite(wait) ? Math.max(1, Math.ceil(wait)) : MAX_IDLE_SLEEP_MS, MAX_IDLE_SLEEP_MS));
   };
 
   /** Powers off: disks are flushed and closed by machine.close(). */
