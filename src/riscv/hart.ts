@@ -17,6 +17,8 @@
 //   nextTimerEvent(): mtime at which Sstc's stimecmp fires (Infinity when none) — for idle sleeping.
 //   ecallHook: an ECALL from S-mode calls it first; true = handled (pc advances, no trap).
 //   halted (HSM "stopped": run() returns 0), hsmStart(pc, opaque): start in S-mode, a0=hartid, a1=opaque.
+//   readCsr(csr): bigint | null / writeCsr(csr, value): boolean — M-level CSR access for TypeScript
+//     firmware (same WARL masks and side effects as CSRRW; mip writes set the software bits).
 //   For the F/D unit (H4): fregs (Int32Array(64), register i = [2i] low word, [2i+1] high word, raw
 //     bits; singles NaN-boxed), fregsF64 (Float64Array view of the same buffer), fflags, frm,
 //     fpEnabled(), markFpDirty(), loadMem(lo, hi, f3) / storeMem(lo, hi, f3, vlo, vhi) (translation,
@@ -217,6 +219,29 @@ export class Hart {
   /** Raises illegal-instruction for the current instruction (mtval = its bits). */
   illegalInstruction(): void {
     this.trap(EXC_ILLEGAL, false, this.rawInsn, 0);
+  }
+
+  /** Reads a CSR with M-level access (for firmware written in TypeScript; not the hot path).
+   *  null = no such CSR. */
+  readCsr(csr: number): bigint | null {
+    const mode = this.mode;
+    this.mode = 3;
+    const ok = this.csrRead(csr);
+    this.mode = mode;
+    if (!ok) return null;
+    return (BigInt(this.csrHi >>> 0) << 32n) | BigInt(this.csrLo >>> 0);
+  }
+
+  /** Writes a CSR with M-level access and the same WARL masks and side effects as CSRRW.
+   *  false = no such CSR or read-only. */
+  writeCsr(csr: number, value: bigint): boolean {
+    const mode = this.mode;
+    this.mode = 3;
+    const v = BigInt.asUintN(64, value);
+    const ok = (csr >>> 10) !== 3 && this.csrRead(csr) &&
+      this.csrWrite(csr, Number(BigInt.asIntN(32, v)), Number(BigInt.asIntN(32, v >> 32n)));
+    this.mode = mode;
+    return ok;
   }
 
   private stce(): boolean { return this.menvcfgHi < 0; }

@@ -405,3 +405,45 @@ after:
     expect(traps(m)).toEqual([]);
   });
 });
+
+describe('hooks for TypeScript firmware', () => {
+  test('ecallHook handles S-mode ECALLs (no trap); readCsr/writeCsr act with M-level access', () => {
+    const m = runAsm(program(`
+      li t0, 0x1800
+      csrc mstatus, t0
+      li t0, 0x800
+      csrs mstatus, t0
+      la t0, 1f
+      csrw mepc, t0
+      mret
+1:    li a7, 0x10
+      ecall                   # handled by the hook: a0 = 42, no trap
+      li t0, ${DATA}
+      sd a0, 0(t0)
+      csrr t1, sip
+      sd t1, 8(t0)
+      li a7, 0
+      ecall                   # not handled: trap to M (cause 9)
+    `), {
+      setup: (mm) => {
+        mm.harts[0].ecallHook = (h) => {
+          if (h.getX(17) !== 0x10n) return false;
+          h.setX(10, 42);
+          h.writeCsr(0x303, 0x222n);              // mideleg
+          h.writeCsr(0x344, 0x2n);                // mip.SSIP (software bit)
+          return true;
+        };
+      },
+    });
+    expect(m.exit).toEqual({ code: 0 });
+    expect(u64(m, DATA)).toBe(42n);
+    expect(u64(m, DATA + 8)).toBe(2n);
+    expect(traps(m).map((r) => r.cause)).toEqual([9n]);
+    const h = m.harts[0];
+    expect(h.readCsr(0x303)).toBe(0x222n);
+    expect(h.readCsr(0x7c0)).toBeNull();
+    expect(h.writeCsr(0xf14, 1n)).toBe(false);
+    expect(h.writeCsr(0x302, -1n)).toBe(true);
+    expect(h.readCsr(0x302)).toBe(0xb3ffn);
+  });
+});
