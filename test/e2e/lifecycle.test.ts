@@ -213,6 +213,24 @@ describe('life cycle', () => {
   });
 });
 
+describe('reboots and daemon restarts', () => {
+  it('a guest reset reboots a long-lived VM (a new boot)', async () => {
+    await ok(['start', 'echo', '--wait-for', 'ready', '--timeout', '60s']);
+    const before = (await info('echo')).bootId;
+    await ok(['console', 'echo'], 'reboot\n');
+    await until(async () => (await info('echo')).bootId === before + 1, 20_000, 'a new boot');
+    expect((await h.run(['wait', 'echo', '--for-console', 'guest ready', '--timeout', '60s'])).code).toBe(0);
+    expect((await h.run(['wait', 'echo', '--state', 'running', '--timeout', '60s'])).code).toBe(0);
+    expect((await info('echo')).lastPower).toMatchObject({ kind: 'reset', source: 'test-finisher' });
+  });
+
+  it('a clean daemon stop powers VMs off: they show stopped, not aborted', async () => {
+    expect((await info('echo')).state).toBe('running');
+    await ok(['daemon', 'stop']);
+    expect((await info('echo')).state).toBe('stopped'); // auto-started again
+  });
+});
+
 describe('daemon crash', () => {
   it('after SIGKILL of the daemon and a restart, every VM is listed and running ones show aborted', async () => {
     await ok(['create', '-f', yaml('loop'), '--name', 'victim']);

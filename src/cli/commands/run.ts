@@ -113,7 +113,7 @@ export function register(program: Command): void {
       switch (end) {
         case 'poweroff':
           // A guest failure reported with code 0 is still a failure.
-          code = p?.failed ? (p.code || 1) : (p?.code ?? 0) & 0xff;
+          code = ((p?.code ?? 0) & 0xff) || (p?.failed ? EXIT.failed : 0);
           if (code === 0 && expect && !expectMatched) code = EXIT.failed;
           break;
         case 'reset':
