@@ -73,6 +73,34 @@ function fromNum(v: number): void {
 function small(h: number): boolean { return ((h + 0x100000) >>> 0) < 0x200000; }
 function usmall(h: number): boolean { return (h >>> 0) < 0x100000; }
 
+/** Unsigned 64-bit (ah:al) / 32-bit b (0 < b < 2^32) by long division in exact doubles:
+ *  32-bit digits when b < 2^21 (r * 2^32 + digit < 2^53), 16-bit digits otherwise. */
+function udiv64by32(al: number, ah: number, b: number, rem: boolean): void {
+  const ahu = ah >>> 0, alu = al >>> 0;
+  if (b < 0x200000) {
+    const qh = Math.floor(ahu / b);
+    const cur = (ahu - qh * b) * TWO32 + alu;
+    const ql = Math.floor(cur / b);
+    if (rem) { res[0] = (cur - ql * b) | 0; res[1] = 0; } else { res[0] = ql | 0; res[1] = qh | 0; }
+    return;
+  }
+  let cur = ahu >>> 16;
+  const q3 = Math.floor(cur / b);
+  cur = (cur - q3 * b) * 65536 + (ahu & 0xffff);
+  const q2 = Math.floor(cur / b);
+  cur = (cur - q2 * b) * 65536 + (alu >>> 16);
+  const q1 = Math.floor(cur / b);
+  cur = (cur - q1 * b) * 65536 + (alu & 0xffff);
+  const q0 = Math.floor(cur / b);
+  if (rem) { res[0] = (cur - q0 * b) | 0; res[1] = 0; } else { res[0] = (q1 << 16) | q0; res[1] = (q3 << 16) | q2; }
+}
+
+function negRes(): void {
+  const l = res[0], h = res[1];
+  res[0] = (-l) | 0;
+  res[1] = (~h + (l === 0 ? 1 : 0)) | 0;
+}
+
 /** DIV / REM (signed). Division by zero and overflow as in the ISA spec (M extension, 13.2). */
 export function div64(al: number, ah: number, bl: number, bh: number, rem: boolean): void {
   if (bl === 0 && bh === 0) {
@@ -83,6 +111,16 @@ export function div64(al: number, ah: number, bl: number, bh: number, rem: boole
     const a = ah * TWO32 + (al >>> 0), b = bh * TWO32 + (bl >>> 0);
     const q = Math.trunc(a / b);
     fromNum(rem ? a - q * b : q);
+    return;
+  }
+  // |b| < 2^32: divide the magnitudes, then fix the signs (the overflow case -2^63 / -1 wraps to
+  // -2^63 with remainder 0, exactly what the spec asks).
+  if (bh === 0 || (bh === -1 && bl !== 0)) {
+    const aneg = ah < 0, bneg = bh < 0;
+    const ml = aneg ? (-al) | 0 : al, mh = aneg ? (~ah + (al === 0 ? 1 : 0)) | 0 : ah;
+    const mb = bneg ? (-bl) >>> 0 : bl >>> 0;
+    udiv64by32(ml, mh, mb, rem);
+    if (rem ? aneg : aneg !== bneg) negRes();
     return;
   }
   const a = toBig(al, ah), b = toBig(bl, bh);
@@ -105,6 +143,7 @@ export function divu64(al: number, ah: number, bl: number, bh: number, rem: bool
     fromNum(rem ? a - q * b : q);
     return;
   }
+  if (bh === 0) { udiv64by32(al, ah, bl >>> 0, rem); return; }
   const a = BigInt.asUintN(64, toBig(al, ah)), b = BigInt.asUintN(64, toBig(bl, bh));
   fromBig(rem ? a % b : a / b);
 }

@@ -77,7 +77,8 @@ function operandPairs(): [bigint, bigint][] {
   const seed = { v: 0x9e3779b97f4a7c15n };
   for (let i = 0; i < 200; i++) {
     const a = rand64(seed), b = rand64(seed);
-    pairs.push([a, b], [a >> 20n, b >> 40n], [a, b & 63n], [a >> 33n, b >> 33n]);
+    pairs.push([a, b], [a >> 20n, b >> 40n], [a, b & 63n], [a >> 33n, b >> 33n], [a, b & 0xffffffffn], [a, b & 0xfffffn],
+      [a, u(-(b & 0xffffffffn))], [a, u(-(b & 0x1fffffn))]);
   }
   return pairs;
 }
