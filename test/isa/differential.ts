@@ -1,0 +1,101 @@
+// Differential testing of the hart: one guest program from fixtures/isa runs on QEMU 7.2 and on
+// vmctl; console output and exit code must be the same. Where QEMU departs from the ratified
+// specification, the program prints the behaviour on a line of its own, and the program's
+// entry below lists that line: QEMU's version is replaced by the spec's before comparing.
+// Every listed difference must occur in QEMU's output, so a stale entry fails the test.
+
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { expect } from 'vitest';
+import { requireQemu, runQemu, type QemuResult } from '../helpers/qemu.js';
+import { runGuest } from '../helpers/run-guest.js';
+
+export const ISA_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../fixtures/isa');
+
+export interface KnownDifference {
+  /** A whole line of QEMU's output (string: exact; RegExp: must match the whole line). */
+  qemu: string | RegExp;
+  /** The line the spec requires instead (what vmctl must print); with a RegExp, a
+   *  replacement pattern ($1, $2, ... refer to its groups). */
+  spec: string;
+  /** Why: the spec section and what QEMU 7.2 does. */
+  why: string;
+}
+
+export interface IsaProgram {
+  name: string;
+  /** virt: UART + test finisher. spike: HTIF (QEMU has HTIF only there; vmctl offers it on
+   *  virt to ELF guests with a `tohost` symbol, so vmctl always runs the guest on virt). */
+  machine?: 'virt' | 'spike';
+  timeoutMs?: number;
+  differences?: KnownDifference[];
+}
+
+export function elfPath(name: string): string {
+  return join(ISA_DIR, 'bin', `${name}.elf`);
+}
+
+function applyDifferences(qemuOut: string, diffs: KnownDifference[]): string {
+  const lines = qemuOut.split('\n');
+  for (const d of diffs) {
+    let hits = 0;
+    const re = typeof d.qemu === 'string' ? null : new RegExp(`^(?:${d.qemu.source})$`);
+    for (let i = 0; i < lines.length; i++) {
+      if (re ? re.test(lines[i]) : lines[i] === d.qemu) {
+        lines[i] = re ? lines[i].replace(re, d.spec) : d.spec;
+        hits++;
+      }
+    }
+    if (hits === 0) {
+      throw new Error(`known QEMU difference no longer seen in QEMU's output (update the list): ${String(d.qemu)} — ${d.why}`);
+    }
+  }
+  return lines.join('\n');
+}
+
+/** The first differing line with some context, or null when equal. */
+export function firstDifference(expected: string, got: string): string | null {
+  if (expected === got) return null;
+  const a = expected.split('\n');
+  const b = got.split('\n');
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  const ctx = (lines: string[]) => lines.slice(Math.max(0, i - 3), i + 3).map((l, k) => `${Math.max(0, i - 3) + k + 1}: ${l}`).join('\n');
+  return `first difference at line ${i + 1}\n--- expected (QEMU with spec corrections)\n${ctx(a)}\n--- vmctl\n${ctx(b)}`;
+}
+
+const qemuCache = new Map<string, Promise<QemuResult>>();
+
+export function qemuRun(p: IsaProgram): Promise<QemuResult> {
+  let r = qemuCache.get(p.name);
+  if (!r) {
+    requireQemu();
+    r = runQemu(elfPath(p.name), { machine: p.machine ?? 'virt', timeoutMs: 30_000 });
+    qemuCache.set(p.name, r);
+  }
+  return r;
+}
+
+/** Runs `p` on QEMU and on vmctl and asserts the same output and exit code. */
+export async function differential(p: IsaProgram): Promise<void> {
+  const elf = elfPath(p.name);
+  expect(existsSync(elf), `${elf} is missing: run make -C fixtures/isa`).toBe(true);
+  const q = await qemuRun(p);
+  expect(q.timedOut, `QEMU timed out on ${p.name}; stderr: ${q.stderr}`).toBe(false);
+  expect(q.exitCode, `QEMU did not exit normally on ${p.name}: ${q.signal ?? ''} ${q.stderr}`).not.toBeNull();
+  // The program must have run to its end on QEMU (finisher guests print PASS or FAIL n last;
+  // the HTIF guests a checksum line).
+  expect(q.output).toMatch(p.machine === 'spike' ? /checksum [0-9a-f]{16}\n$/ : /(PASS|FAIL -?\d+)\n$/);
+  const expected = applyDifferences(q.output, p.differences ?? []);
+
+  const v = await runGuest({ kernelPath: elf }, { timeoutMs: p.timeoutMs ?? 60_000 });
+  const diff = firstDifference(expected, v.output);
+  expect(diff, diff ?? '').toBeNull();
+  expect(v.timedOut).toBe(false);
+  expect(v.power?.kind).toBe('poweroff');
+  if (v.power?.kind === 'poweroff') {
+    expect(v.power.code).toBe(q.exitCode);
+    expect(v.power.source).toBe(p.machine === 'spike' ? 'htif' : 'test-finisher');
+  }
+}

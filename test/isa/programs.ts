@@ -1,0 +1,151 @@
+// The ISA suite's guest programs (fixtures/isa/src) and, for each, where QEMU 7.2 departs
+// from the ratified specifications. Each difference is a line QEMU prints and the line the
+// spec requires; vmctl is held to the spec's line. References: "unpriv" = The RISC-V
+// Instruction Set Manual Vol. I (20191213), "priv" = Vol. II Privileged Architecture (20211203,
+// v1.12), Sstc 1.0.
+import type { IsaProgram } from './differential.js';
+
+export const PROGRAMS: Record<string, IsaProgram> = {
+  hello: { name: 'hello' },
+  rv64i: { name: 'rv64i' },
+  rv64m: { name: 'rv64m' },
+  rv64a: {
+    name: 'rv64a',
+    differences: [
+      {
+        qemu: /(amo\w+\.[wd]) (\+\d): trap M cause=4 (tval=base\+\d)/,
+        spec: '$1 $2: trap M cause=6 $3',
+        why: 'unpriv 8.4 / priv table 3.6: a misaligned AMO raises Store/AMO address misaligned (6); QEMU 7.2 reports load address misaligned (4)',
+      },
+      {
+        qemu: /(sc\.[wd]) \+(\d): no trap/,
+        spec: '$1 +$2: trap M cause=6 tval=base+$2',
+        why: 'unpriv 8.2: a misaligned LR/SC address generates an address-misaligned exception; QEMU 7.2 checks the reservation first and fails the SC silently',
+      },
+    ],
+  },
+  rvc: { name: 'rvc' },
+  csr: {
+    name: 'csr',
+    differences: [
+      {
+        qemu: 'csrrs mhartid, a1=0: no trap',
+        spec: 'csrrs mhartid, a1=0: trap M cause=2 tval=f145a573 prev=3 n=1',
+        why: 'unpriv 9.1: CSRRS with rs1 != x0 writes the CSR even when the register holds zero, so it is illegal on a read-only CSR; QEMU 7.2 looks at the value',
+      },
+      {
+        qemu: /warl (mepc|sepc): ones -> ffffffffffffffff, zero -> 0/,
+        spec: 'warl $1: ones -> fffffffffffffffe, zero -> 0',
+        why: 'priv 3.1.14 / 4.1.7: mepc[0] and sepc[0] are always zero (IALIGN=16); QEMU 7.2 returns the bit as written',
+      },
+      {
+        qemu: 'warl medeleg: ones -> f0bfff, zero -> 0',
+        spec: 'warl medeleg: ones -> b3ff, zero -> 0',
+        why: 'priv 3.1.8: medeleg[11] is read-only zero; causes 10 and 20-23 exist only with H (not implemented); QEMU 7.2 keeps them writable',
+      },
+      {
+        qemu: 'warl mideleg: ones -> 2666, zero -> 0',
+        spec: 'warl mideleg: ones -> 222, zero -> 0',
+        why: 'priv 3.1.9: without H the VS* bits (2, 6, 10) and without Sscofpmf LCOFI (13) are read-only zero; QEMU 7.2 keeps them writable',
+      },
+      {
+        qemu: 'warl mie: ones -> 2eee, zero -> 0',
+        spec: 'warl mie: ones -> aaa, zero -> 0',
+        why: 'priv 3.1.9: only MEIE/SEIE/MTIE/STIE/MSIE/SSIE exist without H and Sscofpmf',
+      },
+      {
+        qemu: 'mip ones -> 0000000000002666',
+        spec: 'mip ones -> 0000000000000222',
+        why: 'priv 3.1.9: M can write only SSIP, STIP and SEIP in mip without H/Sscofpmf',
+      },
+      {
+        qemu: /warl (306|106) ones: low3=7 high32=ffffffff/,
+        spec: 'warl $1 ones: low3=7 high32=0',
+        why: 'priv 3.1.11, 4.1.5: mcounteren and scounteren are 32-bit registers; QEMU 7.2 stores 64 bits',
+      },
+      {
+        qemu: 'warl 320 ones: low3=7 high32=ffffffff',
+        spec: 'warl 320 ones: low3=5 high32=0',
+        why: 'priv 3.1.12: mcountinhibit is 32 bits and has no TM bit (bit 1 is read-only zero); QEMU 7.2 stores 64 bits',
+      },
+      {
+        qemu: 'warl menvcfg: ones -> c0000000000000f1, zero -> 0',
+        spec: 'warl menvcfg: ones -> 8000000000000001, zero -> 0',
+        why: 'priv 3.1.18: PBMTE is read-only zero without Svpbmt, CBIE/CBCFE/CBZE without Zicbom/Zicboz (QEMU 7.2 keeps them writable even with those extensions off); STCE exists with Sstc',
+      },
+      {
+        qemu: 'warl senvcfg: ones -> f1, zero -> 0',
+        spec: 'warl senvcfg: ones -> 1, zero -> 0',
+        why: 'priv 4.1.4: CBIE/CBCFE/CBZE are read-only zero without Zicbom/Zicboz',
+      },
+      {
+        qemu: /warl (pmpaddr1|pmpaddr15): ones -> ffffffffffffffff, zero -> 0/,
+        spec: 'warl $1: ones -> 3fffffffffffff, zero -> 0',
+        why: 'priv 3.7.1 (figure 3.27): RV64 pmpaddr holds address bits 55:2; bits 63:54 are zero; QEMU 7.2 stores all 64 bits',
+      },
+      {
+        qemu: 'mstatus ones -> 800000ca007c79a0',
+        spec: 'mstatus ones -> 8000000a007c79a0',
+        why: 'priv 8.2.1: MPV and GVA (mstatus bits 39, 38) exist only with H; QEMU 7.2 keeps them writable with h=false',
+      },
+      {
+        qemu: 'mstatus.MPP after writing 2 is legal: 0',
+        spec: 'mstatus.MPP after writing 2 is legal: 1',
+        why: 'priv 3.1.6.1: MPP is WARL and 2 (H/reserved) is not a legal mode without H; QEMU 7.2 stores it',
+      },
+      {
+        qemu: 'satp sv48 -> 9000000000080456',
+        spec: 'satp sv48 -> 8000000000080123',
+        why: 'priv 4.1.11: a satp write with an unsupported MODE has no effect. vmctl implements Sv39 only (issue 2); QEMU 7.2 implements Sv48 as well. Both conform; vmctl must ignore the write',
+      },
+      {
+        qemu: 'satp sv57 -> a000000000080456',
+        spec: 'satp sv57 -> 8000000000080123',
+        why: 'as for Sv48: vmctl has no Sv57, so the write has no effect',
+      },
+      {
+        qemu: 'instret inhibited: 0',
+        spec: 'instret inhibited: 1',
+        why: 'priv 3.1.12: with mcountinhibit.IR set minstret does not increment; QEMU 7.2 (no icount) ignores it',
+      },
+      {
+        qemu: 'cycle inhibited: 0',
+        spec: 'cycle inhibited: 1',
+        why: 'priv 3.1.12: with mcountinhibit.CY set mcycle does not increment; QEMU 7.2 ignores it',
+      },
+    ],
+  },
+  traps: { name: 'traps' },
+  irq: {
+    name: 'irq',
+    differences: [
+      {
+        qemu: 'priority order: 5 taken: M1 M3 M5 M7 M9',
+        spec: 'priority order: 5 taken: M3 M7 M9 M1 M5',
+        why: 'priv 3.1.9: simultaneous M-mode interrupts are taken in the order MEI, MSI, MTI, SEI, SSI, STI; QEMU 7.2 without AIA takes the lowest-numbered pending one',
+      },
+    ],
+  },
+  priv: {
+    name: 'priv',
+    differences: [
+      {
+        qemu: 'MPRV after mret to S: 1 (ret 2)',
+        spec: 'MPRV after mret to S: 0 (ret 2)',
+        why: 'priv 3.1.6.3 (v1.12): an MRET or SRET that changes the privilege mode to a mode less privileged than M also sets MPRV=0; QEMU 7.2 leaves it',
+      },
+    ],
+  },
+  sv39: {
+    name: 'sv39',
+    differences: [
+      {
+        qemu: /(page (?:8 URX|9 URWX): S r=d w=f x=c \| SUM r=\. w=[.f]) x=\. (\| MXR r=d \| MXR\+SUM r=\.)/,
+        spec: '$1 x=c $2',
+        why: 'priv 4.3.1 / 4.1.1.2: S-mode may never execute from a U page, whatever SUM says; QEMU 7.2 caches the page as executable in its TLB after a SUM=1 load and then lets S execute it',
+      },
+    ],
+  },
+  htif_hello: { name: 'htif_hello', machine: 'spike' },
+  htif_exit: { name: 'htif_exit', machine: 'spike' },
+};
