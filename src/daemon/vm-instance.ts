@@ -161,7 +161,15 @@ export class VmInstance {
     this.setState('starting');
     if (!this.serial) this.serial = new SerialLog(join(this.dir, 'serial.log'), this.env.serialLogMaxBytes);
     const init: WorkerInit = { mode: 'run', vmName: this.name, config: this.machineConfig() };
-    const worker = new Worker(this.env.workerPath, { workerData: init, name: `vm ${this.name}` });
+    let worker: Worker;
+    try {
+      worker = new Worker(this.env.workerPath, { workerData: init, name: `vm ${this.name}` });
+    } catch (e) {
+      this.serialFlushClose();
+      p.lastError = `cannot start the VM's worker thread: ${(e as Error).message}`;
+      this.setState('stopped');
+      return Promise.reject(new ProtocolFailure('StartFailed', `VM ${this.name} failed to start: ${p.lastError}`));
+    }
     this.worker = worker;
     const bootId = p.bootId;
     let ready = false;

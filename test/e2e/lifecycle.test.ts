@@ -144,6 +144,18 @@ describe('life cycle', () => {
     expect(await logText('echo')).toMatch(/echo: poweroff\npowering off\n$/);
   });
 
+  it('stop powers off when the guest ignores shutdown.console past --timeout', async () => {
+    const f = join(h.home, 'deaf.yaml');
+    writeFileSync(f, `name: deaf\nmemory: 16MiB\nboot:\n  kernel: ${join(DEMO, 'loop.elf')}\nshutdown:\n  console: "poweroff\\n"\n`);
+    await ok(['create', '-f', f]);
+    await ok(['start', 'deaf', '--wait-for', 'tick 1', '--timeout', '60s']);
+    const r = await h.run(['stop', 'deaf', '--timeout', '500ms']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('did not power off in time after the shutdown command; powered off');
+    expect((await info('deaf')).state).toBe('stopped');
+    await ok(['delete', 'deaf']);
+  });
+
   it('stop --force ends a guest that spins with interrupts off, within a second', async () => {
     await ok(['create', '-f', yaml('spin')]);
     await ok(['start', 'spin', '--wait-for', 'spinning', '--timeout', '60s']);
