@@ -632,9 +632,8 @@ export class Hart {
         this.trap(EXC_ECALL_U + this.mode, false, 0, 0);
         return 2;
       }
-      if (insn === 0x00100073) { // EBREAK: mtval = pc (as QEMU; priv spec 3.1.16 allows it)
-        const pc = this.pc;
-        this.trap(EXC_BREAKPOINT, false, pc | 0, Math.floor(pc / TWO32) | 0);
+      if (insn === 0x00100073) { // EBREAK: mtval = 0 (priv spec 1.12, 3.1.16: only hardware breakpoints write an address)
+        this.trap(EXC_BREAKPOINT, false, 0, 0);
         return 2;
       }
       if (insn === 0x30200073) { // MRET (priv spec 3.3.2)
