@@ -146,6 +146,7 @@ export const PROGRAMS: Record<string, IsaProgram> = {
       },
     ],
   },
+  pmp: { name: 'pmp' },
   htif_hello: { name: 'htif_hello', machine: 'spike' },
   htif_exit: { name: 'htif_exit', machine: 'spike' },
 };
