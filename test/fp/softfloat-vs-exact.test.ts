@@ -151,3 +151,31 @@ describe('conversions fast path == exact', () => {
     }
   });
 });
+
+describe('binary64 FMA fast path == exact', () => {
+  const variants: [string, boolean, boolean][] = [['fmadd', false, false], ['fmsub', false, true], ['fnmsub', true, false], ['fnmadd', true, true]];
+  for (const [name, np, nc] of variants) {
+    it(name, () => {
+      const g = new Lcg(name.length * 31337 + (np ? 1 : 0) + (nc ? 2 : 0));
+      for (let i = 0; i < N; i++) {
+        const a = randF64(g);
+        // Mostly moderate magnitudes (the fast path's domain), sometimes anything.
+        const b = g.below(4) === 0 ? randF64(g) : near64(g, 0x3ff0000000000000n ^ (BigInt(g.below(2)) << 63n));
+        let c = randF64(g);
+        if (g.below(2) === 0) {
+          // An addend that cancels most of the product, perturbed in its low bits.
+          fx.flags = 0;
+          S.f64_mul(lo(a), hi(a), lo(b), hi(b), 0);
+          c = big(S.out[0], S.out[1]) ^ (np === nc ? 1n << 63n : 0n) ^ BigInt(g.below(1 << 12));
+        }
+        for (let rm = 0; rm < 5; rm++) {
+          const [r1, f1] = run(() => (S.f64_fma(lo(a), hi(a), lo(b), hi(b), lo(c), hi(c), rm, np, nc), big(S.out[0], S.out[1])));
+          const [r2, f2] = run(() => X.fma(a, b, c, X.F64, rm, np, nc));
+          if (r1 !== r2 || f1 !== f2) {
+            expect.fail(`${name} rm=${rm} a=${hex(a)} b=${hex(b)} c=${hex(c)}: fast ${hex(r1)}/${f1} exact ${hex(r2)}/${f2}`);
+          }
+        }
+      }
+    });
+  }
+});

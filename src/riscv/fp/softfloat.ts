@@ -376,7 +376,36 @@ export function f64_fma(
   alo: number, ahi: number, blo: number, bhi: number, clo: number, chi: number,
   rm: number, negProd: boolean, negC: boolean,
 ): void {
-  // Binary64 FMA needs a 106-bit product plus an addend: done exactly with BigInt.
+  if (rm === RNE && !f64IsNaN(alo, ahi) && !f64IsNaN(blo, bhi) && !f64IsNaN(clo, chi)) {
+    let x = f64ToNum(alo, ahi);
+    const y = f64ToNum(blo, bhi);
+    let z = f64ToNum(clo, chi);
+    if (negProd) x = -x;
+    if (negC) z = -z;
+    const ph = x * y;
+    const aph = Math.abs(ph);
+    // Boldo & Melquiond (IEEE TC 2008, "Emulation of FMA and correctly rounded sums", Alg. 5.4):
+    //   ph + pl = a*b exactly; th + tl = c + ph exactly; v = RO(tl + pl); result = RN(th + v).
+    // Valid without underflow/overflow: the range checks keep every error term representable.
+    if (aph >= P2_M960 && aph < P2_1000 && Math.abs(x) < P2_995 && Math.abs(y) < P2_995 && z - z === 0 && Math.abs(z) < P2_1000) {
+      const pl = twoProdErr(x, y, ph);
+      const th = z + ph;
+      const tl = twoSumErr(z, ph, th);
+      const s = tl + pl;
+      const es = twoSumErr(tl, pl, s);
+      const v = toOdd(s, Math.sign(es));
+      const r = th + v;
+      const ar = Math.abs(r);
+      if (ar >= P2_M960 && ar < P2_1000) {
+        // Exact value - r = (th + v - r) + (s - v) + es; nonzero iff inexact.
+        const e2 = twoSumErr(th, v, r);
+        if (e2 !== 0 || s !== v || es !== 0) fx.flags |= NX;
+        setOut(r);
+        return;
+      }
+    }
+  }
+  // Other modes, special operands and extreme ranges: a 106-bit product plus an addend, exactly.
   fromBig64(X.fma(toBig64(alo, ahi), toBig64(blo, bhi), toBig64(clo, chi), X.F64, rm, negProd, negC));
 }
 
