@@ -23,6 +23,8 @@ export interface QemuOptions {
   /** `virt` (UART + SiFive test finisher) or `spike` (HTIF tohost). */
   machine?: 'virt' | 'spike';
   memoryMiB?: number;
+  /** Number of harts (-smp). */
+  cpus?: number;
   timeoutMs?: number;
   /** Extra arguments, e.g. ['-d', 'in_asm,int', '-D', '/tmp/q.log'] when chasing a bug. */
   extraArgs?: string[];
@@ -48,7 +50,7 @@ export function runQemu(elfPath: string, opts: QemuOptions = {}): Promise<QemuRe
     '-machine', machine,
     '-cpu', QEMU_CPU,
     '-m', `${opts.memoryMiB ?? 128}M`,
-    '-smp', '1',
+    '-smp', String(opts.cpus ?? 1),
     '-bios', 'none',
     '-nographic',
     '-monitor', 'none',

@@ -28,6 +28,8 @@ export interface IsaProgram {
   /** virt: UART + test finisher. spike: HTIF (QEMU has HTIF only there; vmctl offers it on
    *  virt to ELF guests with a `tohost` symbol, so vmctl always runs the guest on virt). */
   machine?: 'virt' | 'spike';
+  /** Harts on both sides (default 1). */
+  cpus?: number;
   timeoutMs?: number;
   differences?: KnownDifference[];
 }
@@ -71,7 +73,7 @@ export function qemuRun(p: IsaProgram): Promise<QemuResult> {
   let r = qemuCache.get(p.name);
   if (!r) {
     requireQemu();
-    r = runQemu(elfPath(p.name), { machine: p.machine ?? 'virt', timeoutMs: 30_000 });
+    r = runQemu(elfPath(p.name), { machine: p.machine ?? 'virt', cpus: p.cpus ?? 1, timeoutMs: 30_000 });
     qemuCache.set(p.name, r);
   }
   return r;
@@ -89,7 +91,7 @@ export async function differential(p: IsaProgram): Promise<void> {
   expect(q.output).toMatch(p.machine === 'spike' ? /checksum [0-9a-f]{16}\n$/ : /(PASS|FAIL -?\d+)\n$/);
   const expected = applyDifferences(q.output, p.differences ?? []);
 
-  const v = await runGuest({ kernelPath: elf }, { timeoutMs: p.timeoutMs ?? 60_000 });
+  const v = await runGuest({ kernelPath: elf, cpus: p.cpus ?? 1 }, { timeoutMs: p.timeoutMs ?? 60_000 });
   const diff = firstDifference(expected, v.output);
   expect(diff, diff ?? '').toBeNull();
   expect(v.timedOut).toBe(false);
