@@ -75,4 +75,12 @@ describe('sifive test finisher', () => {
     expect(ev).toEqual([{ kind: 'pass', code: 0 }, { kind: 'fail', code: 42 }, { kind: 'reset', code: 0 }]);
     expect(f.read(0, 4)).toBe(0);
   });
+
+  it('takes 16-bit writes (OpenSBI writes the status with writew) but not bytes', () => {
+    const ev: FinisherEvent[] = [];
+    const f = new TestFinisher((e) => ev.push(e));
+    f.write(0, 1, 0x55);
+    f.write(0, 2, 0x5555);
+    expect(ev).toEqual([{ kind: 'pass', code: 0 }]);
+  });
 });
