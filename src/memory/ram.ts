@@ -17,6 +17,7 @@ export class GuestRam {
   readonly chunkCount: number;
   /** Cached DataViews over the chunks (the hart's soft TLB points at these). */
   private readonly views: (DataView | undefined)[];
+  private readonly views16: (Uint16Array | undefined)[];
 
   constructor(readonly base: number, readonly size: number, buffers?: (SharedArrayBuffer | undefined)[]) {
     if (!Number.isInteger(size) || size <= 0 || size % CHUNK_SIZE !== 0 || size > MAX_RAM_BYTES) {
@@ -25,6 +26,7 @@ export class GuestRam {
     this.chunkCount = size / CHUNK_SIZE;
     this.chunks = new Array(this.chunkCount).fill(undefined);
     this.views = new Array(this.chunkCount).fill(undefined);
+    this.views16 = new Array(this.chunkCount).fill(undefined);
     if (buffers) buffers.forEach((b, i) => { if (b) this.chunks[i] = new Uint8Array(b); });
   }
 
@@ -55,6 +57,17 @@ export class GuestRam {
     return v;
   }
 
+  /** A Uint16Array over chunk `index` (the hart fetches instruction parcels through it). */
+  u16View(index: number): Uint16Array {
+    let v = this.views16[index];
+    if (v === undefined) {
+      const c = this.chunk(index);
+      v = new Uint16Array(c.buffer, c.byteOffset, c.byteLength >>> 1);
+      this.views16[index] = v;
+    }
+    return v;
+  }
+
   /** The shared buffers, for handing RAM to another thread (undefined = never touched). */
   buffers(): (SharedArrayBuffer | undefined)[] {
     return this.chunks.map((c) => c?.buffer as SharedArrayBuffer | undefined);
@@ -64,6 +77,7 @@ export class GuestRam {
   release(index: number): void {
     this.chunks[index] = undefined;
     this.views[index] = undefined;
+    this.views16[index] = undefined;
   }
 
   /** Host bytes actually allocated for guest RAM. */

@@ -66,6 +66,13 @@ const MISA_LO_BASE = (1 << 0) | (1 << 2) | (1 << 8) | (1 << 12) | (1 << 18) | (1
 const MISA_FD = (1 << 3) | (1 << 5);
 
 const DUMMY_VIEW = new DataView(new ArrayBuffer(8));
+const DUMMY_16 = new Uint16Array(4);
+
+function newViews16(): Uint16Array[] {
+  const a: Uint16Array[] = new Array(TLB_SIZE);
+  for (let i = 0; i < TLB_SIZE; i++) a[i] = DUMMY_16;
+  return a;
+}
 
 function newViews(): DataView[] {
   const a: DataView[] = new Array(TLB_SIZE);
@@ -82,6 +89,8 @@ class Tlb {
   readonly off = new Int32Array(TLB_SIZE);
   /** Physical address of the page. */
   readonly pa = new Float64Array(TLB_SIZE);
+  /** Uint16Array of the chunk (fetch TLB only). */
+  readonly v16: Uint16Array[] = newViews16();
   flush(): void { this.tagLo.fill(TLB_INVALID); }
 }
 
@@ -152,8 +161,8 @@ export class Hart {
   private readonly tlbW = new Tlb();
   private readonly tlbX = new Tlb();
   private fVa = NaN;          // virtual address of the current fetch page (NaN = none)
-  private fView: DataView = DUMMY_VIEW;
-  private fOff = 0;
+  private fView: Uint16Array = DUMMY_16;
+  private fOff = 0;       // index (in halfwords) of the fetch page inside fView
   private readonly bytePa = new Float64Array(8);
 
   readonly reservations: ReservationSet;
@@ -310,8 +319,9 @@ export class Hart {
       let raw: number;
       const off = pc - fVa;
       if (off >= 0 && off <= 4092) {
-        raw = fView.getInt32(fOff + off, true);
-        if ((raw & 3) !== 3) raw &= 0xffff;
+        const i = fOff + (off >> 1);
+        raw = fView[i];
+        if ((raw & 3) === 3) raw |= fView[i + 1] << 16;
       } else {
         this.pc = pc;
         const r = this.fetchSlow(pc);
@@ -1009,6 +1019,7 @@ export class Hart {
     tlb.view[e] = ram.dataView(ci);
     tlb.off[e] = ro - ci * CHUNK_SIZE;
     tlb.pa[e] = pagePa;
+    if (acc === ACC_FETCH) tlb.v16[e] = ram.u16View(ci);
   }
 
   // ================= physical access =================
@@ -1199,8 +1210,8 @@ export class Hart {
     if (t.tagLo[e] === (lo & -4096) && t.tagHi[e] === hi) {
       if (setPage) {
         this.fVa = hi * TWO32 + ((lo & -4096) >>> 0);
-        this.fView = t.view[e];
-        this.fOff = t.off[e];
+        this.fView = t.v16[e];
+        this.fOff = t.off[e] >>> 1;
       }
       return t.view[e].getUint16(t.off[e] + (lo & 4095), true);
     }
