@@ -32,6 +32,7 @@ import { buildDeviceTree } from './device-tree.js';
 import { BootRom, buildBootRom } from './boot-rom.js';
 import { loadImage, LoadError, type LoadedImage } from './loader.js';
 import { Htif } from './htif.js';
+import { BuiltinSbi } from './sbi/builtin-sbi.js';
 import {
   BOOT_ROM_BASE, BOOT_ROM_SIZE, CLINT_BASE, CLINT_SIZE, DRAM_BASE, KERNEL_BASE_WITH_FIRMWARE, MAX_CPUS,
   PLIC_BASE, PLIC_SIZE, RTC_BASE, RTC_IRQ, RTC_SIZE, TEST_BASE, TEST_SIZE, UART0_BASE, UART0_IRQ, UART0_SIZE,
@@ -66,6 +67,7 @@ export class VirtMachine {
   private readonly out: number[] = [];
   private readonly closers: (() => void)[] = [];
   private htif: Htif | null = null;
+  private sbi: BuiltinSbi | null = null;
   private halted = false;
   private clockPaused = false;
   private nextHart = 0;
@@ -180,7 +182,20 @@ export class VirtMachine {
     this.ram.write(fdtAddr, dtb);
 
     if (fw.kind === 'builtin') {
-      throw new LoadError('(config)', 'firmware "builtin" is not available in this build yet');
+      // No M-mode code runs with the builtin SBI; mtvec points at a `j .` in the ROM so that an
+      // unexpected M-mode trap parks the hart where run() notices it (see checkBuiltinTrap).
+      const park = new Uint8Array([0x6f, 0x00, 0x00, 0x00]);
+      this.mem.addDevice(BOOT_ROM_BASE, BOOT_ROM_SIZE, 'boot-rom', new BootRom(park, BOOT_ROM_SIZE));
+      this.sbi = new BuiltinSbi({
+        harts: this.harts,
+        putchar: (b) => this.out.push(b),
+        getchar: () => ((this.uart.read(5, 1) & 1) ? this.uart.read(0, 1) : -1),
+        power: (ev) => this.power(ev),
+        trapSink: BOOT_ROM_BASE,
+        ramBase: DRAM_BASE,
+        ramSize: cfg.memoryBytes,
+      });
+      this.sbi.boot(kernel!.entry, fdtAddr);
     } else {
       const startAddr = fw.kind === 'file' ? DRAM_BASE : kernel!.entry;
       const rom = buildBootRom({ startAddr, fdtAddr, nextAddr: kernel ? kernel.entry : KERNEL_BASE_WITH_FIRMWARE });
@@ -200,6 +215,9 @@ export class VirtMachine {
   private power(ev: PowerEvent): void {
     if (this.halted) return;
     this.halted = true;
+    // Stop at once: the instruction that powered off is the last one any hart retires (an SBI
+    // SRST call must not return to the kernel, which would report it as failed).
+    for (const h of this.harts) h.stopRequested = true;
     this.flushOutput();
     this.host.powerEvent(ev);
   }
@@ -230,6 +248,7 @@ export class VirtMachine {
           const h = harts[(this.nextHart + k) % n];
           if (h.halted) continue;
           h.run(SLICE);
+          if (this.sbi !== null && h.mode === 3) this.builtinTrapped(h);
           if (!h.waiting && !h.halted) active++;
         }
         this.nextHart = (this.nextHart + 1) % n;
@@ -244,6 +263,14 @@ export class VirtMachine {
     } finally {
       this.flushOutput();
     }
+  }
+
+  /** With the builtin SBI nothing may trap into M-mode: report it and stop the machine. */
+  private builtinTrapped(h: Hart): void {
+    const hex = (n: number) => `0x${(h.readCsr(n) ?? 0n).toString(16)}`;
+    this.host.log(`hart ${h.hartId}: unexpected trap into M-mode under the builtin SBI ` +
+      `(mcause ${hex(0x342)}, mepc ${hex(0x341)}, mtval ${hex(0x343)})`);
+    this.power({ kind: 'poweroff', code: 255, source: 'other', failed: true });
   }
 
   private anyHartRunnable(): boolean {
