@@ -447,3 +447,120 @@ describe('hooks for TypeScript firmware', () => {
     expect(h.readCsr(0x302)).toBe(0xb3ffn);
   });
 });
+
+describe('vectored traps, priorities, PMP, mcountinhibit', () => {
+  test('vectored mtvec: interrupts go to base + 4*cause, exceptions to base; MEI has priority over MTI and MSI', () => {
+    const m = runAsm(program(`
+      la t0, vec
+      ori t0, t0, 1
+      csrw mtvec, t0
+      li t0, 0x888             # MSIE | MTIE | MEIE
+      csrs mie, t0
+      csrsi mstatus, 8         # MIE: the test raises MSIP, MTIP and MEIP together before this runs
+      nop
+      ecall
+      j pass
+      .align 8
+      .option push
+      .option norvc
+vec:  j exc                    # +0: exceptions
+      .rept 2
+      j bad
+      .endr
+      j msi                    # +12
+      .rept 3
+      j bad
+      .endr
+      j mti                    # +28
+      .rept 3
+      j bad
+      .endr
+      j mei                    # +44
+      .option pop
+bad:  j fail
+exc:  li t6, 100
+      j rec
+msi:  li t6, 3
+      li t5, 0x8
+      csrc mie, t5
+      j rec
+mti:  li t6, 7
+      li t5, 0x80
+      csrc mie, t5
+      j rec
+mei:  li t6, 11
+      li t5, 0x800
+      csrc mie, t5
+rec:  sd t6, 0(s11)
+      addi s11, s11, 32
+      li t5, 100
+      bne t6, t5, 1f
+      csrr t5, mepc
+      addi t5, t5, 4
+      csrw mepc, t5
+1:    mret
+    `), {
+      setup: (mm) => { for (const b of [3, 7, 11]) mm.harts[0].setInterruptLevel(b, true); },
+    });
+    expect(m.exit).toEqual({ code: 0 });
+    const got: bigint[] = [];
+    for (let a = LOG; u64(m, a) !== 0n; a += 32) got.push(u64(m, a));
+    expect(got).toEqual([11n, 3n, 7n, 100n]);
+  });
+
+  test('PMP: S-mode accesses outside the granted regions fault; locked entries bind M-mode', () => {
+    const m = runAsm(program(`
+      # entry 0: TOR [0, DATA) RWX; entry 1: NAPOT [DATA, DATA+4K) read-only; entry 2: TOR up to 2^56 RWX
+      li t0, ${DATA >>> 2}
+      csrw pmpaddr0, t0
+      li t0, ${(DATA >>> 2) | 0x1ff}
+      csrw pmpaddr1, t0
+      li t0, -1
+      csrw pmpaddr2, t0
+      li t0, ${0x0f | (0x19 << 8) | (0x0f << 16)}
+      csrw pmpcfg0, t0
+      csrr t1, pmpcfg0
+      li t2, ${DATA + 0x100}
+      sd t1, 0(t2)             # M-mode: unlocked entries do not apply
+      li t0, 0x1800
+      csrc mstatus, t0
+      li t0, 0x800
+      csrs mstatus, t0
+      la t0, 1f
+      csrw mepc, t0
+      mret
+1:    li t2, ${DATA}
+      ld t1, 0(t2)             # readable
+      sd t1, 8(t2)             # store access fault
+      li t2, ${DATA + 0x1000}
+      sd t1, 0(t2)             # entry 2 grants it
+      ecall
+    `));
+    expect(m.exit).toEqual({ code: 0 });
+    expect(u64(m, DATA + 0x100)).toBe(BigInt(0x0f | (0x19 << 8) | (0x0f << 16)));
+    const t: [bigint, bigint][] = [];
+    for (let a = LOG; u64(m, a) !== 0n; a += 32) t.push([u64(m, a), u64(m, a + 8)]);
+    expect(t).toEqual([[7n, BigInt(DATA + 8)], [9n, 0n]]);
+  });
+
+  test('mcountinhibit.IR freezes minstret; minstret writes replace the increment', () => {
+    const m = runAsm(program(`
+      li s0, ${DATA}
+      csrwi mcountinhibit, 4
+      csrr t0, minstret
+      nop
+      nop
+      csrr t1, minstret
+      sub t1, t1, t0
+      sd t1, 0(s0)             # 0 while inhibited
+      csrwi mcountinhibit, 0
+      li t0, 1000
+      csrw minstret, t0
+      csrr t1, minstret        # reads 1000: the write replaced the csrw's own increment
+      sd t1, 8(s0)
+    `));
+    expect(m.exit).toEqual({ code: 0 });
+    expect(u64(m, DATA)).toBe(0n);
+    expect(u64(m, DATA + 8)).toBe(1000n);
+  });
+});
