@@ -148,6 +148,7 @@ export const PROGRAMS: Record<string, IsaProgram> = {
   },
   pmp: { name: 'pmp' },
   smp: { name: 'smp', cpus: 2 },
+  precise: { name: 'precise' },
   htif_hello: { name: 'htif_hello', machine: 'spike' },
   htif_exit: { name: 'htif_exit', machine: 'spike' },
 };
