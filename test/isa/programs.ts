@@ -149,6 +149,7 @@ export const PROGRAMS: Record<string, IsaProgram> = {
   pmp: { name: 'pmp' },
   smp: { name: 'smp', cpus: 2 },
   precise: { name: 'precise' },
+  smc: { name: 'smc' },
   htif_hello: { name: 'htif_hello', machine: 'spike' },
   htif_exit: { name: 'htif_exit', machine: 'spike' },
 };
