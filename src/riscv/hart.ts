@@ -311,28 +311,37 @@ export class Hart {
     const wTag = this.tlbW.tagLo, wTagH = this.tlbW.tagHi, wView = this.tlbW.view, wOff = this.tlbW.off, wPa = this.tlbW.pa;
     const resv = this.reservations;
     const cexp = CEXP;
-    let pc = this.pc;
+    // pc = fVa + pcOff: fVa is the virtual address of the current fetch page (a double), pcOff an
+    // int offset in it, so sequential code and short branches do int arithmetic only. fLim = -1
+    // marks "no fetch page" (fVa then holds the exact pc and pcOff = 0).
     let fVa = this.fVa, fView = this.fView, fOff = this.fOff;
+    let pcOff = 0, fLim = -1;
+    {
+      const d = this.pc - fVa;
+      if (d >= 0 && d < 4096) { pcOff = d | 0; fLim = 4092; } else { fVa = this.pc; }
+    }
     let n = 0;
     loop: for (;;) {
       // ---- fetch ----
       let raw: number;
-      const off = pc - fVa;
-      if (off >= 0 && off <= 4092) {
-        const i = fOff + (off >> 1);
+      if (pcOff >= 0 && pcOff <= fLim) {
+        const i = fOff + (pcOff >> 1);
         raw = fView[i];
         if ((raw & 3) === 3) raw |= fView[i + 1] << 16;
       } else {
-        this.pc = pc;
+        const pc = fVa + pcOff;
+        this.pc = fVa + pcOff;
         const r = this.fetchSlow(pc);
         if (r < 0) break;
         raw = r | 0;
-        fVa = this.fVa; fView = this.fView; fOff = this.fOff;
+        fView = this.fView; fOff = this.fOff;
+        const nb = this.fVa;
+        if (nb === nb) { fVa = nb; pcOff = (pc - nb) | 0; fLim = 4092; } else { fVa = pc; pcOff = 0; fLim = -1; }
       }
       let insn: number, ilen: number;
       if ((raw & 3) === 3) { insn = raw; ilen = 4; } else {
         insn = cexp[raw]; ilen = 2;
-        if (insn === 0) { this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break; }
+        if (insn === 0) { this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break; }
       }
       n++;
       const rd0 = (insn >>> 7) & 31;
@@ -345,7 +354,7 @@ export class Hart {
           switch ((insn >>> 12) & 7) {
             case 0: { const l = (al + imm) | 0; xh[rd] = (ah + (imm >> 31) + ((l >>> 0) < (al >>> 0) ? 1 : 0)) | 0; xl[rd] = l; break; }
             case 1: {
-              if ((insn >>> 26) !== 0) { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+              if ((insn >>> 26) !== 0) { n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
               const s = imm & 63;
               if (s & 32) { xh[rd] = al << (s & 31); xl[rd] = 0; } else if (s !== 0) { xh[rd] = (ah << s) | (al >>> (32 - s)); xl[rd] = al << s; } else { xh[rd] = ah; xl[rd] = al; }
               break;
@@ -360,13 +369,13 @@ export class Hart {
                 if (s & 32) { xl[rd] = ah >>> (s & 31); xh[rd] = 0; } else if (s !== 0) { xl[rd] = (al >>> s) | (ah << (32 - s)); xh[rd] = ah >>> s; } else { xl[rd] = al; xh[rd] = ah; }
               } else if (top === 0x10) {
                 if (s & 32) { xl[rd] = ah >> (s & 31); xh[rd] = ah >> 31; } else if (s !== 0) { xl[rd] = (al >>> s) | (ah << (32 - s)); xh[rd] = ah >> s; } else { xl[rd] = al; xh[rd] = ah; }
-              } else { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+              } else { n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
               break;
             }
             case 6: xl[rd] = al | imm; xh[rd] = ah | (imm >> 31); break;
             default: xl[rd] = al & imm; xh[rd] = ah & (imm >> 31); break;
           }
-          pc += ilen;
+          pcOff += ilen;
           break;
         }
         case 0x33: { // OP
@@ -408,8 +417,8 @@ export class Hart {
               default: divu64(al, ah, bl, bh, true); break;
             }
             xl[rd] = res[0]; xh[rd] = res[1];
-          } else { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
-          pc += ilen;
+          } else { n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+          pcOff += ilen;
           break;
         }
         case 0x03: { // LOAD
@@ -431,12 +440,12 @@ export class Hart {
               default: xl[rd] = dv.getInt32(a, true); xh[rd] = 0; break;
             }
           } else {
-            this.pc = pc;
+            this.pc = fVa + pcOff;
             if (f3 === 7) { n--; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
             if (!this.loadSlow(lo, hi, f3)) { n--; break loop; }
             xl[rd] = this.memLo; xh[rd] = this.memHi;
           }
-          pc += ilen;
+          pcOff += ilen;
           break;
         }
         case 0x23: { // STORE
@@ -456,11 +465,11 @@ export class Hart {
             }
             if (resv.active !== 0) resv.storeBy(this.hartId, wPa[e] + po, 1 << f3);
           } else {
-            this.pc = pc;
+            this.pc = fVa + pcOff;
             if (f3 >= 4) { n--; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
             if (!this.storeSlow(lo, hi, f3, xl[rs2], xh[rs2])) { n--; break loop; }
           }
-          pc += ilen;
+          pcOff += ilen;
           break;
         }
         case 0x63: { // BRANCH
@@ -473,11 +482,11 @@ export class Hart {
             case 5: taken = !(ah < bh || (ah === bh && (al >>> 0) < (bl >>> 0))); break;
             case 6: taken = (ah >>> 0) < (bh >>> 0) || (ah === bh && (al >>> 0) < (bl >>> 0)); break;
             case 7: taken = !((ah >>> 0) < (bh >>> 0) || (ah === bh && (al >>> 0) < (bl >>> 0))); break;
-            default: n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop;
+            default: n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop;
           }
           if (taken) {
-            pc += ((insn >> 31) << 12) | (((insn >>> 7) & 1) << 11) | (((insn >>> 25) & 63) << 5) | (((insn >>> 8) & 15) << 1);
-          } else pc += ilen;
+            pcOff += ((insn >> 31) << 12) | (((insn >>> 7) & 1) << 11) | (((insn >>> 25) & 63) << 5) | (((insn >>> 8) & 15) << 1);
+          } else pcOff += ilen;
           break;
         }
         case 0x3b: { // OP-32
@@ -488,11 +497,11 @@ export class Hart {
             if (f3 === 0) v = (a + b) | 0;
             else if (f3 === 1) v = a << (b & 31);
             else if (f3 === 5) v = a >>> (b & 31);
-            else { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+            else { n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
           } else if (f7 === 0x20) {
             if (f3 === 0) v = (a - b) | 0;
             else if (f3 === 5) v = a >> (b & 31);
-            else { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+            else { n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
           } else if (f7 === 1) {
             switch (f3) {
               case 0: v = Math.imul(a, b); break;
@@ -500,12 +509,12 @@ export class Hart {
               case 5: v = div32(a, b, false, true); break;
               case 6: v = div32(a, b, true, false); break;
               case 7: v = div32(a, b, true, true); break;
-              default: n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop;
+              default: n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop;
             }
-          } else { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+          } else { n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
           v |= 0;
           xl[rd] = v; xh[rd] = v >> 31;
-          pc += ilen;
+          pcOff += ilen;
           break;
         }
         case 0x1b: { // OP-IMM-32
@@ -516,70 +525,72 @@ export class Hart {
           else if (f3 === 1 && (insn >>> 25) === 0) v = a << rs2;
           else if (f3 === 5 && (insn >>> 25) === 0) v = (a >>> rs2) | 0;
           else if (f3 === 5 && (insn >>> 25) === 0x20) v = a >> rs2;
-          else { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+          else { n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
           xl[rd] = v; xh[rd] = v >> 31;
-          pc += ilen;
+          pcOff += ilen;
           break;
         }
         case 0x37: { // LUI
           const v = insn & 0xfffff000;
           xl[rd] = v; xh[rd] = v >> 31;
-          pc += ilen;
+          pcOff += ilen;
           break;
         }
         case 0x17: { // AUIPC
-          const v = pc + (insn & 0xfffff000);
+          const v = fVa + pcOff + (insn & 0xfffff000);
           xl[rd] = v | 0; xh[rd] = Math.floor(v / TWO32) | 0;
-          pc += ilen;
+          pcOff += ilen;
           break;
         }
         case 0x6f: { // JAL
-          const link = pc + ilen;
-          pc += ((insn >> 31) << 20) | (insn & 0xff000) | (((insn >>> 20) & 1) << 11) | (((insn >>> 21) & 1023) << 1);
+          const link = fVa + pcOff + ilen;
+          pcOff += ((insn >> 31) << 20) | (insn & 0xff000) | (((insn >>> 20) & 1) << 11) | (((insn >>> 21) & 1023) << 1);
           xl[rd] = link | 0; xh[rd] = Math.floor(link / TWO32) | 0;
           break;
         }
         case 0x67: { // JALR
-          if (((insn >>> 12) & 7) !== 0) { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+          if (((insn >>> 12) & 7) !== 0) { n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
           const imm = insn >> 20;
           const bl = xl[rs1];
           const lo = (bl + imm) & -2;
           const hi = (xh[rs1] + (imm >> 31) + (((bl + imm) >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
-          const link = pc + ilen;
-          pc = hi * TWO32 + (lo >>> 0);
+          const link = fVa + pcOff + ilen;
+          const t = hi * TWO32 + (lo >>> 0);
+          const d = t - fVa;
+          if (d >= 0 && d <= 4092) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
           xl[rd] = link | 0; xh[rd] = Math.floor(link / TWO32) | 0;
           break;
         }
         case 0x0f: { // MISC-MEM: FENCE (all variants, incl. PAUSE and TSO: ordering is trivial here), FENCE.I
           const f3 = (insn >>> 12) & 7;
-          if (f3 > 1) { n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
-          pc += ilen;
+          if (f3 > 1) { n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+          pcOff += ilen;
           break;
         }
         case 0x2f: { // AMO
-          this.pc = pc;
+          this.pc = fVa + pcOff;
           if (!this.execAmo(insn, raw, rd)) { n--; break loop; }
-          pc += ilen;
+          pcOff += ilen;
           break;
         }
         case 0x73: { // SYSTEM: always ends the block (may change mode, translation or interrupt state)
-          this.pc = pc;
+          this.pc = fVa + pcOff;
           this.blockN = n - 1;
           const r = this.execSystem(insn, raw, ilen);
           if (r === 2) n--;
           break loop;
         }
         case 0x07: case 0x27: case 0x43: case 0x47: case 0x4b: case 0x4f: case 0x53: { // F/D
-          this.pc = pc;
+          this.pc = fVa + pcOff;
           this.rawInsn = raw;
           if (!execFp(this, insn)) { n--; break loop; }
-          pc += ilen;
+          pcOff += ilen;
           break;
         }
         default:
-          n--; this.pc = pc; this.trap(EXC_ILLEGAL, false, raw, 0); break loop;
+          n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop;
       }
-      if (n >= budget) { this.pc = pc; return n; }
+      if (n >= budget) { this.pc = fVa + pcOff; return n; }
     }
     // Left through a trap or a SYSTEM instruction: this.pc is already current.
     return n;
