@@ -1,0 +1,40 @@
+// The whole product on a real OS: Linux (fixtures/linux/build.sh output) under `firmware: builtin`,
+// driven through create / start --wait-for / console / stop (shutdown.console) / delete.
+// Skipped when the Linux guest has not been built on this machine.
+
+import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { VmctlHome } from './harness.js';
+
+const LINUX = [process.env.VMCTL_LINUX_DIR, join(homedir(), '.cache', 'vmctl', 'linux', 'out'), '/tmp/linux-guest/out']
+  .find((d) => d && existsSync(join(d, 'Image')) && existsSync(join(d, 'initramfs.cpio.gz')));
+const h = new VmctlHome();
+afterAll(() => h.cleanup());
+
+describe.skipIf(!LINUX)('Linux guest', () => {
+  it('boots to a shell, runs a command typed on the console, and shuts down through shutdown.console', async () => {
+    const disk = join(h.home, 'disk.img');
+    if (existsSync(join(LINUX!, 'disk.img'))) copyFileSync(join(LINUX!, 'disk.img'), disk);
+    const f = join(h.home, 'linux.yaml');
+    writeFileSync(f, [
+      'name: linux', 'cpus: 1', 'memory: 128MiB', 'boot:', '  firmware: builtin',
+      `  kernel: ${join(LINUX!, 'Image')}`, `  initrd: ${join(LINUX!, 'initramfs.cpio.gz')}`, '  cmdline: "console=ttyS0"',
+      ...(existsSync(disk) ? ['disks:', '  - path: disk.img'] : []),
+      'shutdown:', '  console: "poweroff -f\\n"', '  timeout: 60s', '',
+    ].join('\n'));
+    expect((await h.run(['create', '-f', f])).code).toBe(0);
+    const start = await h.run(['start', 'linux', '--wait-for', 'vmctl-guest:/# ', '--timeout', '5m'], { timeoutMs: 330_000 });
+    expect(start.code, start.stderr).toBe(0);
+    // Shell arithmetic: the answer can only come from the guest.
+    const c = await h.run(['console', 'linux'], { input: 'echo hello-from-$((6*7))\n' });
+    expect(c.stdout).toContain('hello-from-42');
+    const stop = await h.run(['stop', 'linux', '--json'], { timeoutMs: 120_000 });
+    expect(stop.code).toBe(0);
+    expect(JSON.parse(stop.stdout)).toMatchObject({ path: 'guest-poweroff', state: 'stopped', lastPower: { kind: 'poweroff', code: 0, source: 'sbi' } });
+    expect((await h.run(['logs', 'linux'])).stdout).toContain('Run /init as init process');
+    expect((await h.run(['delete', 'linux'])).code).toBe(0);
+    if (existsSync(join(LINUX!, 'disk.img'))) expect(existsSync(disk)).toBe(true); // a pre-existing image stays
+  }, 400_000);
+});
