@@ -1,0 +1,70 @@
+// Linux end to end: the kernel and busybox initramfs built by fixtures/linux/build.sh (Debian's
+// linux-source-6.1 and busybox, cached in ~/.cache/vmctl/linux/out) boot on the virt board with
+// Debian's OpenSBI and with vmctl's builtin SBI, on 1 and 4 harts. The guest's init script
+// prints a marker, the number of harts in /proc/cpuinfo, awk's 1/3 (busybox awk uses the D
+// extension), the year from the goldfish RTC, then powers off. A shell on the console answers
+// typed commands, on the UART (ttyS0) and on the SBI console (hvc0).
+import { describe, expect, it } from 'vitest';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { runGuest } from '../helpers/run-guest.js';
+import type { FirmwareSpec } from '../../src/board/machine-types.js';
+
+const OUT = process.env.VMCTL_LINUX_DIR ?? join(homedir(), '.cache/vmctl/linux/out');
+const IMAGE = join(OUT, 'Image');
+const INITRD = join(OUT, 'initramfs.cpio.gz');
+const FW_DYNAMIC = '/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin';
+const haveLinux = existsSync(IMAGE) && existsSync(INITRD);
+const haveOpenSbi = existsSync(FW_DYNAMIC);
+if (!haveLinux) console.warn(`test/board/linux.test.ts: skipped, no guest kernel in ${OUT} (build it with fixtures/linux/build.sh)`);
+if (!haveOpenSbi) console.warn(`test/board/linux.test.ts: OpenSBI runs skipped, ${FW_DYNAMIC} missing (Debian package opensbi)`);
+
+const firmwares: [string, FirmwareSpec, boolean][] = [
+  ['OpenSBI fw_dynamic', { kind: 'file', path: FW_DYNAMIC }, haveOpenSbi],
+  ['builtin SBI', { kind: 'builtin' }, true],
+];
+
+function boot(firmware: FirmwareSpec, cpus: number, cmdline: string, script?: { when: string | RegExp; send: string }[]) {
+  return runGuest({ firmware, kernelPath: IMAGE, initrdPath: INITRD, cmdline, cpus, memoryBytes: 256 << 20 },
+    { timeoutMs: 240_000, script });
+}
+
+describe.skipIf(!haveLinux)('Linux guest (fixtures/linux/build.sh)', () => {
+  for (const [name, firmware, available] of firmwares) {
+    for (const cpus of [1, 4]) {
+      it.skipIf(!available)(`boots to busybox init with ${name}, ${cpus} hart(s), and powers off`, async () => {
+        const r = await boot(firmware, cpus, 'console=ttyS0');
+        const out = r.output.replace(/\r\n/g, '\n');
+        expect(r.timedOut, out.slice(-2000)).toBe(false);
+        expect(out).toContain('Linux version 6.1');
+        expect(out).toContain('\nvmctl-linux: userspace up\n');
+        expect(out).toContain(`\nvmctl-linux: harts ${cpus}\n`);
+        expect(out).toContain('\nvmctl-linux: awk 1/3 = 0.333333\n');
+        expect(out).toContain(`\nvmctl-linux: year ${new Date().getUTCFullYear()}\n`);
+        expect(out).toContain('reboot: Power down');
+        expect(r.power).toMatchObject({ kind: 'poweroff', code: 0, failed: false });
+      });
+    }
+  }
+
+  it('answers commands typed on the UART console (ttyS0, builtin SBI)', async () => {
+    const r = await boot({ kind: 'builtin' }, 1, 'console=ttyS0 vmctl=shell', [
+      { when: "'poweroff -f' ends the VM", send: 'echo "six times seven is $((6*7))"\n' },
+      { when: 'six times seven is 42', send: 'poweroff -f\n' },
+    ]);
+    expect(r.timedOut, r.output.slice(-2000)).toBe(false);
+    expect(r.output).toContain('six times seven is 42');
+    expect(r.power).toMatchObject({ kind: 'poweroff', code: 0 });
+  });
+
+  it('answers commands typed on the SBI console (hvc0, legacy getchar/putchar)', async () => {
+    const r = await boot({ kind: 'builtin' }, 1, 'console=hvc0 vmctl=shell', [
+      { when: "'poweroff -f' ends the VM", send: 'uname -m; echo "nproc=$(nproc)"\n' },
+      { when: 'nproc=1', send: 'poweroff -f\n' },
+    ]);
+    expect(r.timedOut, r.output.slice(-2000)).toBe(false);
+    expect(r.output).toContain('riscv64');
+    expect(r.power).toMatchObject({ kind: 'poweroff', code: 0 });
+  });
+});
