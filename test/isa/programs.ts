@@ -150,6 +150,8 @@ export const PROGRAMS: Record<string, IsaProgram> = {
   smp: { name: 'smp', cpus: 2 },
   precise: { name: 'precise' },
   smc: { name: 'smc' },
+  fuzz: { name: 'fuzz' },
+  fuzzmem: { name: 'fuzzmem' },
   vmfaults: {
     name: 'vmfaults',
     differences: [
