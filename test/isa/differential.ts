@@ -38,7 +38,7 @@ export function elfPath(name: string): string {
   return join(ISA_DIR, 'bin', `${name}.elf`);
 }
 
-function applyDifferences(qemuOut: string, diffs: KnownDifference[]): string {
+export function applyDifferences(qemuOut: string, diffs: KnownDifference[]): string {
   const lines = qemuOut.split('\n');
   for (const d of diffs) {
     let hits = 0;
