@@ -1,6 +1,6 @@
 // Finding and, when needed, starting the daemon for this VMCTL_HOME.
 
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +31,7 @@ export async function tryConnect(p: HomePaths): Promise<ProtocolClient | null> {
 }
 
 /** Starts `vmctl daemon run` fully detached: own session, stdio to vmd.log, not waited for. */
-export function spawnDetachedDaemon(p: HomePaths): void {
+export function spawnDetachedDaemon(p: HomePaths): ChildProcess {
   ensureHome(p);
   const fd = openSync(p.logFile, 'a', 0o600);
   const child = spawn(process.execPath, [cliBundle, 'daemon', 'run'], {
@@ -42,6 +42,7 @@ export function spawnDetachedDaemon(p: HomePaths): void {
   });
   child.unref();
   closeSync(fd);
+  return child;
 }
 
 /** Removes a pid file whose process is gone (the daemon itself also does this on start). */
@@ -53,10 +54,14 @@ export function cleanStalePid(p: HomePaths): void {
 }
 
 /** Waits until a daemon answers on the socket. */
-export async function waitForDaemon(p: HomePaths, timeoutMs: number): Promise<ProtocolClient | null> {
+export async function waitForDaemon(p: HomePaths, timeoutMs: number, child?: ChildProcess): Promise<ProtocolClient | null> {
   const deadline = Date.now() + timeoutMs;
   let delay = 20;
-  while (Date.now() < deadline) {
+  // Exit code 2: the daemon refused its configuration; no point in waiting. (Exit 1 may just mean
+  // another daemon won the race to start, so keep trying to connect then.)
+  let refused = false;
+  child?.once('exit', (code) => { refused = code === 2; });
+  while (Date.now() < deadline && !refused) {
     const c = await tryConnect(p);
     if (c) return c;
     await new Promise((r) => setTimeout(r, delay));
@@ -75,8 +80,8 @@ export async function connectDaemon(opts: { autostart?: boolean } = {}): Promise
   cleanStalePid(p);
   // Even when a pid file names a live process, start one: if a daemon really runs (or is just
   // coming up) the new one sees the pid lock and exits; this way a hung pid file never blocks us.
-  spawnDetachedDaemon(p);
-  const c2 = await waitForDaemon(p, 10_000);
+  const child = spawnDetachedDaemon(p);
+  const c2 = await waitForDaemon(p, 10_000, child);
   if (!c2) throw new CliError(EXIT.unreachable, `the daemon for ${p.home} did not come up; see ${p.logFile}`);
   return c2;
 }

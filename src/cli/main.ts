@@ -1,6 +1,7 @@
 // vmctl: the command line. One module per command group under commands/, registered here.
 
 import { Command, CommanderError } from 'commander';
+import { ConfigErrors } from '../config/errors.js';
 import { ProtocolFailure } from '../protocol/messages.js';
 import { register as registerConsole } from './commands/console.js';
 import { register as registerDaemon } from './commands/daemon.js';
@@ -64,6 +65,12 @@ async function main(): Promise<void> {
     if (e instanceof CliError) {
       process.stderr.write(e.plain ? `${e.message}\n` : `${err.red('vmctl:')} ${e.message}\n`);
       exit(e.exitCode);
+      return;
+    }
+    if (e instanceof ConfigErrors) {
+      // e.g. a bad VMCTL_HOME/config.yaml when the daemon starts
+      process.stderr.write(`${e.message}\n`);
+      exit(EXIT.usage);
       return;
     }
     if (e instanceof ProtocolFailure) {

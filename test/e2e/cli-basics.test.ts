@@ -159,6 +159,20 @@ describe('the daemon', () => {
     expect(existsSync(recorded)).toBe(false);
   });
 
+  it('refuses a bad config.yaml with FILE:LINE:COL (daemon run: 2; auto-start: 3, pointing at vmd.log)', async () => {
+    const h = newHome();
+    mkdirSync(h.home, { recursive: true });
+    writeFileSync(join(h.home, 'config.yaml'), 'serialLogMaxSize: 4KiB\nserialLogMaxSise: 1MiB\n');
+    const r = await h.run(['daemon', 'run'], { timeoutMs: 10_000 });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${join(h.home, 'config.yaml')}:2:1: unknown key "serialLogMaxSise"`);
+    const l = await h.run(['list']);
+    expect(l.code).toBe(3);
+    expect(l.stderr).toContain('vmd.log');
+    expect(readFileSync(join(h.home, 'vmd.log'), 'utf8')).toContain('config.yaml:2:1: unknown key');
+    expect(existsSync(join(h.home, 'vmd.pid'))).toBe(false);
+  });
+
   it('lets only one daemon run per home', async () => {
     const h = newHome();
     await h.run(['daemon', 'start']);

@@ -25,8 +25,8 @@ export function register(program: Command): void {
         return;
       }
       cleanStalePid(p);
-      spawnDetachedDaemon(p);
-      const c2 = await waitForDaemon(p, 10_000);
+      const child = spawnDetachedDaemon(p);
+      const c2 = await waitForDaemon(p, 10_000, child);
       if (!c2) throw new CliError(EXIT.unreachable, `the daemon did not come up; see ${p.logFile}`);
       const pid = c2.greeting?.pid;
       c2.close();
