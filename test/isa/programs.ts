@@ -150,6 +150,7 @@ export const PROGRAMS: Record<string, IsaProgram> = {
   smp: { name: 'smp', cpus: 2 },
   precise: { name: 'precise' },
   smc: { name: 'smc' },
+  extirq: { name: 'extirq' },
   fuzz: { name: 'fuzz' },
   fuzzmem: { name: 'fuzzmem' },
   vmfaults: {
