@@ -1,6 +1,6 @@
 // The VM life cycle through the real CLI, daemon and machine, with the guests in fixtures/demo.
 
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alive, DEMO, sleep, until, VmctlHome, waitForOutput } from './harness.js';
@@ -213,6 +213,23 @@ describe('life cycle', () => {
     await ok(['delete', 'disky']);
     expect(existsSync(created)).toBe(false);
     expect(readFileSync(pre)).toEqual(Buffer.alloc(64 * 1024, 7));
+  });
+
+  it('a machine that cannot be built (kernel gone since create) fails to start; the VM stays stopped', async () => {
+    const k = join(h.home, 'gone.elf');
+    writeFileSync(k, readFileSync(join(DEMO, 'hello.elf')));
+    const f = join(h.home, 'gone.yaml');
+    writeFileSync(f, 'name: gone\nmemory: 16MiB\nboot:\n  kernel: gone.elf\n');
+    await ok(['create', '-f', f]);
+    rmSync(k);
+    const r = await h.run(['start', 'gone']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('VM gone failed to start');
+    const i = await info('gone');
+    expect(i.state).toBe('stopped');
+    expect(i.lastError).toContain('gone.elf');
+    expect((await h.run(['daemon', 'status'])).code).toBe(0);
+    await ok(['delete', 'gone']);
   });
 
   it('dtb writes the device tree', async () => {
