@@ -150,6 +150,16 @@ export const PROGRAMS: Record<string, IsaProgram> = {
   smp: { name: 'smp', cpus: 2 },
   precise: { name: 'precise' },
   smc: { name: 'smc' },
+  tlb: {
+    name: 'tlb',
+    differences: [
+      {
+        qemu: 'walk through a PTE in a hole: load d store f fetch c',
+        spec: 'walk through a PTE in a hole: load 5 store 7 fetch 1',
+        why: 'priv 4.3.2 step 2: if accessing a PTE violates a PMA check (here: no memory at 0x90000000), raise an access fault of the original access type; QEMU 7.2 raises a page fault when the PTE read fails',
+      },
+    ],
+  },
   extirq: { name: 'extirq' },
   fuzz: { name: 'fuzz' },
   fuzzmem: { name: 'fuzzmem' },
