@@ -1,7 +1,7 @@
 // The daemon process: one per VMCTL_HOME. Holds the pid-file lock, listens on the control socket,
 // hosts every VM, and shuts down cleanly on SIGTERM/SIGINT or `vmctl daemon stop`.
 
-import { appendFileSync, chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -54,23 +54,39 @@ export function readPid(p: HomePaths): number | null {
   }
 }
 
-/** Takes vmd.pid with O_EXCL; a pid file of a dead daemon is stale and replaced. */
+/** How long a start-up mutex may be held before it counts as left behind by a crashed starter. */
+const STARTUP_MUTEX_STALE_MS = 5000;
+
+/**
+ * Takes vmd.pid. Several daemons may start at once (two CLI commands auto-starting in parallel),
+ * so the check "is the recorded daemon alive? if not, take over" runs under a mutex: mkdir is
+ * atomic, so only one starter at a time holds VMCTL_HOME/vmd.lock. The pid file is complete
+ * before the mutex is released, so the next starter sees a live daemon.
+ */
 function takePidLock(p: HomePaths, log: (m: string) => void): void {
-  for (let attempt = 0; attempt < 3; attempt++) {
+  const mutex = join(p.home, 'vmd.lock');
+  const deadline = Date.now() + 2 * STARTUP_MUTEX_STALE_MS;
+  for (;;) {
     try {
-      const fd = openSync(p.pidFile, 'wx', 0o600);
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      return;
+      mkdirSync(mutex, { mode: 0o700 });
+      break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const pid = readPid(p);
-      if (pid !== null && pid !== process.pid && pidAlive(pid)) throw new AlreadyRunning(`a daemon is already running for ${p.home} (pid ${pid})`);
-      log(`removing stale pid file (pid ${pid ?? '?'} is gone)`);
-      try { unlinkSync(p.pidFile); } catch { /* raced with another starter */ }
+      try {
+        if (Date.now() - statSync(mutex).mtimeMs > STARTUP_MUTEX_STALE_MS) rmSync(mutex, { recursive: true, force: true });
+      } catch { /* released meanwhile */ }
+      if (Date.now() > deadline) throw new AlreadyRunning(`could not take ${mutex}`);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10); // a short synchronous nap
     }
   }
-  throw new AlreadyRunning(`could not take ${p.pidFile}`);
+  try {
+    const pid = readPid(p);
+    if (pid !== null && pid !== process.pid && pidAlive(pid)) throw new AlreadyRunning(`a daemon is already running for ${p.home} (pid ${pid})`);
+    if (pid !== null) log(`removing stale pid file (pid ${pid} is gone)`);
+    writeFileAtomic(p.pidFile, `${process.pid}\n`);
+  } finally {
+    rmSync(mutex, { recursive: true, force: true });
+  }
 }
 
 export async function runDaemon(opts: DaemonOptions): Promise<void> {

@@ -173,6 +173,19 @@ describe('the daemon', () => {
     expect(existsSync(join(h.home, 'vmd.pid'))).toBe(false);
   });
 
+  it('starts exactly one daemon when several commands auto-start it at once', async () => {
+    const h = newHome();
+    const results = await Promise.all(Array.from({ length: 5 }, () => h.run(['list', '--json'])));
+    for (const r of results) expect(r.code, r.stderr).toBe(0);
+    const pid = h.pid()!;
+    expect(alive(pid)).toBe(true);
+    await sleep(300);
+    const listening = readFileSync(join(h.home, 'vmd.log'), 'utf8').split('\n').filter((l) => l.includes('listening on'));
+    expect(listening).toHaveLength(1);
+    expect(listening[0]).toContain(`[${pid}]`);
+    expect(existsSync(join(h.home, 'vmd.lock'))).toBe(false);
+  });
+
   it('lets only one daemon run per home', async () => {
     const h = newHome();
     await h.run(['daemon', 'start']);
