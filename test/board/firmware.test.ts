@@ -70,7 +70,7 @@ describe.skipIf(!haveOpenSbi)('OpenSBI (Debian opensbi package)', () => {
 describe('builtin SBI', () => {
   it('starts the payload in S-mode at 0x80200000 and powers off through SRST', async () => {
     const r = await runGuest({ firmware: { kind: 'builtin' }, kernelPath: PAYLOAD, cpus: 2, memoryBytes: MEM }, { timeoutMs: 30_000 });
-    expect(r.output).toBe('payload: hart 0 in S-mode, dtb magic ok, sbi spec 0x01000000\n');
+    expect(r.output).toBe('payload: hart 0 in S-mode, dtb magic ok, sbi spec 0x01000000\r\n'); // LF as CR LF, like OpenSBI
     expect(r.power).toEqual({ kind: 'poweroff', code: 0, source: 'sbi', failed: false });
   });
 });

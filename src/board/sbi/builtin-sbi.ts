@@ -98,7 +98,7 @@ export class BuiltinSbi {
     switch (eid) {
       // ---- legacy extensions (v0.1): result in a0 only ----
       case 0x00: this.setTimer(h, a(0)); h.setX(10, 0n); return true;
-      case 0x01: this.p.putchar(Number(a(0) & 0xffn)); h.setX(10, 0n); return true;
+      case 0x01: this.putchar(Number(a(0) & 0xffn)); h.setX(10, 0n); return true;
       case 0x02: h.setX(10, U64(BigInt(this.p.getchar()))); return true;
       case 0x03: this.clearSsip(h); h.setX(10, 0n); return true;
       case 0x08: this.p.power({ kind: 'poweroff', code: 0, source: 'sbi', failed: false }); h.setX(10, 0n); return true;
@@ -164,8 +164,15 @@ export class BuiltinSbi {
         err = SBI_ERR_NOT_SUPPORTED;
     }
     h.setX(10, U64(err));
-    if (val !== null && err === SBI_SUCCESS) h.setX(11, U64(val));
+    // a1 is unspecified on error (SBI spec 3); like OpenSBI we return 0 there.
+    h.setX(11, err === SBI_SUCCESS && val !== null ? U64(val) : 0n);
     return true;
+  }
+
+  /** Console output as OpenSBI's sbi_putc does it: LF goes out as CR LF. */
+  private putchar(b: number): void {
+    if (b === 0x0a) this.p.putchar(0x0d);
+    this.p.putchar(b);
   }
 
   private probe(eid: number): boolean {
