@@ -4,6 +4,8 @@
 //  * fpdirected: hand-derived expected values (boundary values, every mode, every flag, FS, frm,
 //    fcsr, NaN boxing, compressed loads/stores); it checks itself and must pass, and its full
 //    output (every result) must equal QEMU's.
+//  * fpcode: ordinary gcc -O2 FP code (Mandelbrot, n-body, single matmul, Newton/series with
+//    conversions), results printed as raw bits — must equal QEMU.
 // The committed QEMU outputs are re-checked against a live QEMU so that they cannot go stale.
 import { describe, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
@@ -12,7 +14,7 @@ import { runQemu, requireQemu } from '../helpers/qemu.js';
 
 const lines = (s: string): string[] => s.split('\n').map((l) => l.trimEnd()).filter((l) => l.length > 0);
 
-for (const name of ['fprand', 'fpdirected']) {
+for (const name of ['fprand', 'fpdirected', 'fpcode']) {
   const elf = `fixtures/fp/bin/${name}.elf`;
   const ref = `fixtures/fp/bin/${name}.qemu.txt`;
   describe(`${name}: vmctl == QEMU`, () => {

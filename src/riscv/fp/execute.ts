@@ -19,7 +19,7 @@
 //    32 bits are not all ones read as the canonical NaN; single results are written with the upper
 //    half all ones. FLW boxes; FSW and FMV.X.W take the low 32 bits as they are.
 import type { Hart } from '../hart.js';
-import { fx, F32_CANON_NAN } from './flags.js';
+import { fx, F32_CANON_NAN, F64_CANON_NAN_HI } from './flags.js';
 import * as S from './softfloat.js';
 
 /** F and D are implemented: the hart reports them in misa and exposes fflags/frm/fcsr. */
@@ -54,6 +54,18 @@ function setD(hart: Hart, rd: number): void {
   const f = hart.fregs;
   f[2 * rd] = out[0]!;
   f[2 * rd + 1] = out[1]!;
+}
+
+/** Writes the binary64 result of a d_* operation (S.dops[3]); NaN means the canonical NaN, whose
+ *  bits are written through the integer view, never through a host NaN. */
+function writeD(hart: Hart, rd: number): void {
+  const r = S.dops[3]!;
+  if (r === r) hart.fregsF64[rd] = r;
+  else {
+    const f = hart.fregs;
+    f[2 * rd] = 0;
+    f[2 * rd + 1] = F64_CANON_NAN_HI;
+  }
 }
 
 function setX(hart: Hart, rd: number, lo: number, hi: number): void {
@@ -129,8 +141,18 @@ function fma(hart: Hart, insn: number, rd: number, rs1: number, rs2: number): bo
   if (fmt === 0) {
     setS(hart, rd, S.f32_fma(unbox(f, rs1), unbox(f, rs2), unbox(f, rs3), rm, negProd, negC));
   } else {
-    S.f64_fma(f[2 * rs1]!, f[2 * rs1 + 1]!, f[2 * rs2]!, f[2 * rs2 + 1]!, f[2 * rs3]!, f[2 * rs3 + 1]!, rm, negProd, negC);
-    setD(hart, rd);
+    const F = hart.fregsF64;
+    const x = F[rs1]!, y = F[rs2]!, z = F[rs3]!;
+    if (x === x && y === y && z === z) {
+      const d = S.dops;
+      d[0] = x; d[1] = y; d[2] = z;
+      S.d_fma(rm, negProd, negC);
+      writeD(hart, rd);
+    }
+    else {
+      S.f64_fma(f[2 * rs1]!, f[2 * rs1 + 1]!, f[2 * rs2]!, f[2 * rs2 + 1]!, f[2 * rs3]!, f[2 * rs3 + 1]!, rm, negProd, negC);
+      setD(hart, rd);
+    }
   }
   hart.markFpDirty();
   accrue(hart);
@@ -162,13 +184,28 @@ function opFp(hart: Hart, insn: number, rd: number, rs1: number, rs2: number): b
         }
         setS(hart, rd, r);
       } else {
-        switch (funct5) {
-          case 0x00: S.f64_add(al, ah, bl, bh, rm, false); break;
-          case 0x01: S.f64_add(al, ah, bl, bh, rm, true); break;
-          case 0x02: S.f64_mul(al, ah, bl, bh, rm); break;
-          default: S.f64_div(al, ah, bl, bh, rm); break;
+        const F = hart.fregsF64;
+        const x = F[rs1]!, y = F[rs2]!;
+        if (x === x && y === y) {
+          // Fast form on host doubles (NaN operands take the raw-bit form below for sNaN/NV).
+          const d = S.dops;
+          d[0] = x; d[1] = y;
+          switch (funct5) {
+            case 0x00: S.d_add(rm); break;
+            case 0x01: S.d_sub(rm); break;
+            case 0x02: S.d_mul(rm); break;
+            default: S.d_div(rm); break;
+          }
+          writeD(hart, rd);
+        } else {
+          switch (funct5) {
+            case 0x00: S.f64_add(al, ah, bl, bh, rm, false); break;
+            case 0x01: S.f64_add(al, ah, bl, bh, rm, true); break;
+            case 0x02: S.f64_mul(al, ah, bl, bh, rm); break;
+            default: S.f64_div(al, ah, bl, bh, rm); break;
+          }
+          setD(hart, rd);
         }
-        setD(hart, rd);
       }
       break;
     }
@@ -176,7 +213,11 @@ function opFp(hart: Hart, insn: number, rd: number, rs1: number, rs2: number): b
       const rm = roundingMode(hart, insn);
       if (rs2 !== 0 || rm < 0) return illegal(hart);
       if (!dbl) setS(hart, rd, S.f32_sqrt(unbox(f, rs1), rm));
-      else { S.f64_sqrt(al, ah, rm); setD(hart, rd); }
+      else {
+        const x = hart.fregsF64[rs1]!;
+        if (x === x) { S.dops[0] = x; S.d_sqrt(rm); writeD(hart, rd); }
+        else { S.f64_sqrt(al, ah, rm); setD(hart, rd); }
+      }
       break;
     }
     case 0x04: { // FSGNJ / FSGNJN / FSGNJX: bit operations, no flags, no NaN canonicalisation

@@ -295,99 +295,112 @@ function nan64(alo: number, ahi: number, blo: number, bhi: number): void {
   setCanon64();
 }
 
-function finish64(r: number, es: number, e: number, rm: number): void {
-  if (es === 0) { setOut(r); return; }
+// The binary64 operations come in two forms:
+//  * d_add/d_mul/d_div/d_sqrt/d_fma take host doubles that are NOT NaN in dops[0..2] and leave the
+//    result in dops[3], where NaN stands for "the canonical NaN" (the caller writes its bits).
+//    execute.ts feeds them straight from the Float64Array view of the register file after an
+//    `x === x` check. Operands and results go through a typed array rather than arguments and
+//    return values because V8 boxes a double passed to or returned from a call that is not inlined:
+//    that would be a heap allocation per instruction;
+//  * f64_* take raw (lo, hi) halves, handle NaN operands bit-exactly (sNaN -> NV) and write `out`.
+// Non-NaN doubles pass through JS values and typed arrays unchanged, so both forms are exact.
+
+/** Operand and result slots of the d_* operations: [0] x, [1] y, [2] z in, [3] result out. */
+export const dops = new Float64Array(4);
+
+function finishD(r: number, es: number, e: number, rm: number): number {
+  if (es === 0) return r;
   fx.flags |= NX;
   if (rm !== RNE) r = adjust64(r, es, e, rm);
   if (r - r !== 0) fx.flags |= OF;
-  setOut(r);
+  return r;
+}
+function numToBig(x: number): bigint {
+  s64[0] = x;
+  return toBig64(s32[0]!, s32[1]!);
+}
+function bigToNum(v: bigint): number {
+  s32[0] = Number(v & 0xffffffffn) | 0;
+  s32[1] = Number(v >> 32n) | 0;
+  return s64[0]!;
+}
+function setOutD(r: number): void {
+  if (r === r) setOut(r); else setCanon64();
 }
 
-export function f64_add(alo: number, ahi: number, blo: number, bhi: number, rm: number, negB: boolean): void {
-  if (f64IsNaN(alo, ahi) || f64IsNaN(blo, bhi)) { nan64(alo, ahi, blo, bhi); return; }
-  const x = f64ToNum(alo, ahi);
-  const y = negB ? -f64ToNum(blo, bhi) : f64ToNum(blo, bhi);
+function addD(rm: number): void {
+  const x = dops[0]!, y = dops[1]!;
   const r = x + y;
-  if (r !== r) { fx.flags |= NV; setCanon64(); return; }
-  if (r === 0) { setOut(rm === RDN ? zeroSumRDN(x, y) : r); return; }
+  if (r !== r) { fx.flags |= NV; dops[3] = NaN; return; } // inf - inf
+  if (r === 0) { dops[3] = rm === RDN ? zeroSumRDN(x, y) : r; return; }
   if (r - r !== 0) {
-    if (x - x !== 0 || y - y !== 0) { setOut(r); return; } // infinite operand
+    if (x - x !== 0 || y - y !== 0) { dops[3] = r; return; } // infinite operand
     // Overflow: the directed-mode threshold is not visible from the RNE result; exact path.
-    fromBig64(X.add(toBig64(alo, ahi), toBig64(blo, bhi), X.F64, rm, negB));
-    return;
+    dops[3] = bigToNum(X.add(numToBig(x), numToBig(y), X.F64, rm)); return;
   }
   // Sums whose exact value is in the subnormal range are exact, so no underflow case here.
   const e = twoSumErr(x, y, r);
-  finish64(r, Math.sign(e), e, rm);
+  dops[3] = finishD(r, Math.sign(e), e, rm);
 }
 
-export function f64_mul(alo: number, ahi: number, blo: number, bhi: number, rm: number): void {
-  if (f64IsNaN(alo, ahi) || f64IsNaN(blo, bhi)) { nan64(alo, ahi, blo, bhi); return; }
-  const x = f64ToNum(alo, ahi);
-  const y = f64ToNum(blo, bhi);
+function mulD(rm: number): void {
+  const x = dops[0]!, y = dops[1]!;
   const r = x * y;
-  if (r !== r) { fx.flags |= NV; setCanon64(); return; }
-  if (x === 0 || y === 0 || x - x !== 0 || y - y !== 0) { setOut(r); return; } // exact
+  if (r !== r) { fx.flags |= NV; dops[3] = NaN; return; } // inf * 0
+  if (x === 0 || y === 0 || x - x !== 0 || y - y !== 0) { dops[3] = r; return; } // exact
   const ar = Math.abs(r);
   if (ar >= P2_M960 && ar < P2_1000 && Math.abs(x) < P2_995 && Math.abs(y) < P2_995) {
     const e = twoProdErr(x, y, r);
-    finish64(r, Math.sign(e), e, rm);
-    return;
+    dops[3] = finishD(r, Math.sign(e), e, rm); return;
   }
-  fromBig64(X.mul(toBig64(alo, ahi), toBig64(blo, bhi), X.F64, rm));
+  dops[3] = bigToNum(X.mul(numToBig(x), numToBig(y), X.F64, rm));
 }
 
-export function f64_div(alo: number, ahi: number, blo: number, bhi: number, rm: number): void {
-  if (f64IsNaN(alo, ahi) || f64IsNaN(blo, bhi)) { nan64(alo, ahi, blo, bhi); return; }
-  const x = f64ToNum(alo, ahi);
-  const y = f64ToNum(blo, bhi);
+function divD(rm: number): void {
+  const x = dops[0]!, y = dops[1]!;
   const r = x / y;
-  if (r !== r) { fx.flags |= NV; setCanon64(); return; }
-  if (y === 0) { if (x - x === 0) fx.flags |= DZ; setOut(r); return; }
-  if (x === 0 || x - x !== 0 || y - y !== 0) { setOut(r); return; } // exact
+  if (r !== r) { fx.flags |= NV; dops[3] = NaN; return; } // 0/0, inf/inf
+  if (y === 0) { if (x - x === 0) fx.flags |= DZ; dops[3] = r; return; }
+  if (x === 0 || x - x !== 0 || y - y !== 0) { dops[3] = r; return; } // exact
   const ar = Math.abs(r);
   const ax = Math.abs(x); // r*y must not overflow either
   if (ax >= P2_M968 && ax < P2_1000 && Math.abs(y) < P2_995 && ar < P2_995 && ar >= P2_M1000) {
     const p = r * y;
     const rem = (x - p) - twoProdErr(r, y, p);
     // A binary64 quotient is never an exact midpoint outside the subnormal range: no RMM tie.
-    finish64(r, Math.sign(rem) * Math.sign(y), NaN, rm);
-    return;
+    dops[3] = finishD(r, Math.sign(rem) * Math.sign(y), NaN, rm); return;
   }
-  fromBig64(X.div(toBig64(alo, ahi), toBig64(blo, bhi), X.F64, rm));
+  dops[3] = bigToNum(X.div(numToBig(x), numToBig(y), X.F64, rm));
 }
 
-export function f64_sqrt(alo: number, ahi: number, rm: number): void {
-  if (f64IsNaN(alo, ahi)) { nan64(alo, ahi, alo, ahi); return; }
-  const x = f64ToNum(alo, ahi);
-  if (x === 0 || x === Infinity) { out[0] = alo; out[1] = ahi; return; }
-  if (x < 0) { fx.flags |= NV; setCanon64(); return; }
+function sqrtD(rm: number): void {
+  const x = dops[0]!;
+  if (x === 0 || x === Infinity) { dops[3] = x; return; } // sqrt(±0) = ±0
+  if (x < 0) { fx.flags |= NV; dops[3] = NaN; return; }
   if (x >= P2_M968 && x < P2_1000) {
     const r = Math.sqrt(x);
     const p = r * r;
     const rem = (x - p) - twoProdErr(r, r, p);
-    finish64(r, Math.sign(rem), NaN, rm); // square roots are never midpoints either
-    return;
+    dops[3] = finishD(r, Math.sign(rem), NaN, rm); return; // square roots are never midpoints either
   }
-  fromBig64(X.sqrt(toBig64(alo, ahi), X.F64, rm));
+  dops[3] = bigToNum(X.sqrt(numToBig(x), X.F64, rm));
 }
 
-export function f64_fma(
-  alo: number, ahi: number, blo: number, bhi: number, clo: number, chi: number,
-  rm: number, negProd: boolean, negC: boolean,
-): void {
-  if (rm === RNE && !f64IsNaN(alo, ahi) && !f64IsNaN(blo, bhi) && !f64IsNaN(clo, chi)) {
-    let x = f64ToNum(alo, ahi);
-    const y = f64ToNum(blo, bhi);
-    let z = f64ToNum(clo, chi);
-    if (negProd) x = -x;
-    if (negC) z = -z;
-    const ph = x * y;
+// (±x·y) + (±z) with one rounding; x, y, z not NaN.
+function fmaD(rm: number, negProd: boolean, negC: boolean): void {
+  let x = dops[0]!;
+  const y = dops[1]!;
+  let z = dops[2]!;
+  if (negProd) x = -x;
+  if (negC) z = -z;
+  const ph = x * y;
+  if (ph !== ph) { fx.flags |= NV; dops[3] = NaN; return; } // inf * 0
+  if (rm === RNE) {
     const aph = Math.abs(ph);
     // Boldo & Melquiond (IEEE TC 2008, "Emulation of FMA and correctly rounded sums", Alg. 5.4):
-    //   ph + pl = a*b exactly; th + tl = c + ph exactly; v = RO(tl + pl); result = RN(th + v).
+    //   ph + pl = x*y exactly; th + tl = z + ph exactly; v = RO(tl + pl); result = RN(th + v).
     // Valid without underflow/overflow: the range checks keep every error term representable.
-    if (aph >= P2_M960 && aph < P2_1000 && Math.abs(x) < P2_995 && Math.abs(y) < P2_995 && z - z === 0 && Math.abs(z) < P2_1000) {
+    if (aph >= P2_M960 && aph < P2_1000 && Math.abs(x) < P2_995 && Math.abs(y) < P2_995 && Math.abs(z) < P2_1000) {
       const pl = twoProdErr(x, y, ph);
       const th = z + ph;
       const tl = twoSumErr(z, ph, th);
@@ -397,16 +410,72 @@ export function f64_fma(
       const r = th + v;
       const ar = Math.abs(r);
       if (ar >= P2_M960 && ar < P2_1000) {
-        // Exact value - r = (th + v - r) + (s - v) + es; nonzero iff inexact.
+        // Inexact iff exact - r = (th + v - r) + (s - v) + es != 0. If es != 0, tl + pl is not
+        // representable, and then neither is the exact result: either |tl + pl| <= 1.5 ulp(th) and
+        // x·y + z would be within a factor 2 of th (Sterbenz: th - result representable), or
+        // |pl| > ulp(th), i.e. z and -ph cancel within a factor 2, so tl = 0 and tl + pl = pl.
         const e2 = twoSumErr(th, v, r);
-        if (e2 !== 0 || s !== v || es !== 0) fx.flags |= NX;
-        setOut(r);
-        return;
+        if (e2 !== 0 || es !== 0) fx.flags |= NX;
+        dops[3] = r; return;
       }
     }
   }
   // Other modes, special operands and extreme ranges: a 106-bit product plus an addend, exactly.
-  fromBig64(X.fma(toBig64(alo, ahi), toBig64(blo, bhi), toBig64(clo, chi), X.F64, rm, negProd, negC));
+  const r = bigToNum(X.fma(numToBig(x), numToBig(y), numToBig(z), X.F64, rm, false, false));
+  dops[3] = r;
+}
+
+export const d_add = addD;
+export function d_sub(rm: number): void { dops[1] = -dops[1]!; addD(rm); }
+export const d_mul = mulD;
+export const d_div = divD;
+export const d_sqrt = sqrtD;
+export const d_fma = fmaD;
+
+export function f64_add(alo: number, ahi: number, blo: number, bhi: number, rm: number, negB: boolean): void {
+  if (f64IsNaN(alo, ahi) || f64IsNaN(blo, bhi)) { nan64(alo, ahi, blo, bhi); return; }
+  dops[0] = f64ToNum(alo, ahi);
+  dops[1] = negB ? -f64ToNum(blo, bhi) : f64ToNum(blo, bhi);
+  addD(rm);
+  setOutD(dops[3]!);
+}
+export function f64_mul(alo: number, ahi: number, blo: number, bhi: number, rm: number): void {
+  if (f64IsNaN(alo, ahi) || f64IsNaN(blo, bhi)) { nan64(alo, ahi, blo, bhi); return; }
+  dops[0] = f64ToNum(alo, ahi);
+  dops[1] = f64ToNum(blo, bhi);
+  mulD(rm);
+  setOutD(dops[3]!);
+}
+export function f64_div(alo: number, ahi: number, blo: number, bhi: number, rm: number): void {
+  if (f64IsNaN(alo, ahi) || f64IsNaN(blo, bhi)) { nan64(alo, ahi, blo, bhi); return; }
+  dops[0] = f64ToNum(alo, ahi);
+  dops[1] = f64ToNum(blo, bhi);
+  divD(rm);
+  setOutD(dops[3]!);
+}
+export function f64_sqrt(alo: number, ahi: number, rm: number): void {
+  if (f64IsNaN(alo, ahi)) { nan64(alo, ahi, alo, ahi); return; }
+  dops[0] = f64ToNum(alo, ahi);
+  sqrtD(rm);
+  setOutD(dops[3]!);
+}
+export function f64_fma(
+  alo: number, ahi: number, blo: number, bhi: number, clo: number, chi: number,
+  rm: number, negProd: boolean, negC: boolean,
+): void {
+  if (f64IsNaN(alo, ahi) || f64IsNaN(blo, bhi) || f64IsNaN(clo, chi)) {
+    // RISC-V: inf·0 raises invalid even when the addend is a quiet NaN (F chapter, FMA).
+    const x = f64IsNaN(alo, ahi) ? 1 : f64ToNum(alo, ahi);
+    const y = f64IsNaN(blo, bhi) ? 1 : f64ToNum(blo, bhi);
+    if (fmaInfZero(x, y) || f64IsSNaN(clo, chi)) fx.flags |= NV;
+    nan64(alo, ahi, blo, bhi);
+    return;
+  }
+  dops[0] = f64ToNum(alo, ahi);
+  dops[1] = f64ToNum(blo, bhi);
+  dops[2] = f64ToNum(clo, chi);
+  fmaD(rm, negProd, negC);
+  setOutD(dops[3]!);
 }
 
 // ---- conversions ---------------------------------------------------------------------------------
@@ -484,7 +553,7 @@ function int64ToF64(hiPart: number, lo: number, rm: number): void {
   const l = lo >>> 0;
   const r = h + l; // one correctly rounded addition
   const e = twoSumErr(h, l, r);
-  finish64(r, Math.sign(e), e, rm);
+  setOut(finishD(r, Math.sign(e), e, rm));
 }
 export function i64_to_f64(lo: number, hi: number, rm: number): void { int64ToF64(hi | 0, lo, rm); }
 export function u64_to_f64(lo: number, hi: number, rm: number): void { int64ToF64(hi >>> 0, lo, rm); }
