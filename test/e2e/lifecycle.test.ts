@@ -1,5 +1,6 @@
 // The VM life cycle through the real CLI, daemon and machine, with the guests in fixtures/demo.
 
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -238,6 +239,13 @@ describe('life cycle', () => {
     await ok(['dtb', 'demo', '-o', out]);
     const b = readFileSync(out);
     expect(b.readUInt32BE(0)).toBe(0xd00dfeed); // FDT magic (Devicetree spec 5.2)
+    const dtc = spawnSync('dtc', ['-I', 'dtb', '-O', 'dts', out], { encoding: 'utf8' });
+    if (dtc.status === 0) {
+      // The VM's own settings are in it: 16 MiB of RAM at 0x80000000, one hart.
+      expect(dtc.stdout).toContain('compatible = "riscv-virtio";');
+      expect(dtc.stdout).toMatch(/memory@80000000 \{[^}]*reg = <0x00 0x80000000 0x00 0x1000000>;/);
+      expect(dtc.stdout.match(/cpu@\d+ \{/g)).toHaveLength(1);
+    }
     await ok(['delete', 'demo']);
   });
 });
