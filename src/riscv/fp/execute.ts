@@ -12,6 +12,9 @@
 // Spec points handled here:
 //  * mstatus.FS = Off makes every FP instruction illegal (priv spec 3.1.6.6); an instruction that
 //    writes an f register or accrues flags makes FS Dirty (SD is derived from FS by the hart).
+//    fflags is FP state, so an instruction that only raises flags (feq/flt/fle, fcvt to integer)
+//    also makes FS Dirty; QEMU 7.2 leaves FS unchanged in that case (observed with FS = Clean).
+//    The spec is followed here; being Dirty more often is always safe for lazy context switching.
 //  * Rounding mode: the rm field, or frm when rm = 7 (DYN); rm 5/6, or DYN with frm >= 5, is
 //    illegal (F chapter, "Floating-Point Control and Status Register"). Every instruction that has
 //    an rm field checks it, including the exact conversions (fcvt.d.s, fcvt.d.w[u]), as QEMU does.
