@@ -29,6 +29,12 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('ok (VM example: 1 cpu, 128MiB, 1 disk)');
     expect((await h.run(['validate', '-f', join(DEMO, 'demo.yaml')])).code).toBe(0);
+    const j = await h.run(['validate', '-f', join(DEMO, 'echo.yaml'), '--json']);
+    expect(JSON.parse(j.stdout)).toEqual({
+      name: 'echo', cpus: 1, memoryBytes: 16 * 1024 * 1024,
+      boot: { firmware: 'none', kernel: join(DEMO, 'echo.elf'), initrd: null, cmdline: '' },
+      disks: [], shutdown: { console: 'poweroff\n', timeoutSeconds: 10 },
+    });
   });
 
   it.each([

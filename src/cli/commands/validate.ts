@@ -13,7 +13,25 @@ export function register(program: Command): void {
     .option('--json', 'print the resolved definition as JSON')
     .action((o: { file: string; json?: boolean }) => {
       const { def } = loadDefinitionOrExit(o.file);
-      if (o.json) return printJson(def);
+      if (o.json) {
+        // The house JSON shape: camelCase, sizes in bytes, durations in seconds.
+        return printJson({
+          name: def.name,
+          cpus: def.cpus,
+          memoryBytes: def.memoryBytes,
+          boot: {
+            firmware: def.boot.firmware.kind === 'file' ? def.boot.firmware.path : def.boot.firmware.kind,
+            kernel: def.boot.kernel ?? null,
+            initrd: def.boot.initrd ?? null,
+            cmdline: def.boot.cmdline,
+          },
+          disks: def.disks.map((d) => ({ name: d.name, path: d.path, sizeBytes: d.sizeBytes ?? null, readonly: d.readonly })),
+          shutdown: {
+            console: def.shutdown.console ?? null,
+            timeoutSeconds: def.shutdown.timeoutMs !== undefined ? def.shutdown.timeoutMs / 1000 : null,
+          },
+        });
+      }
       process.stdout.write(`${o.file}: ${out.green('ok')} (VM ${def.name}: ${def.cpus} cpu, ${formatSize(def.memoryBytes)}, ${def.disks.length} disk${def.disks.length === 1 ? '' : 's'})\n`);
     });
 }
