@@ -15,7 +15,7 @@
 // kernel + min(RAM/2, 128 MiB) (riscv_load_initrd).
 
 import { readFileSync } from 'node:fs';
-import { GuestRam } from '../memory/ram.js';
+import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
 import { PhysicalMemoryMap, type MmioDevice } from '../memory/bus.js';
 import { Hart } from '../riscv/hart.js';
 import { ReservationSet } from '../riscv/reservations.js';
@@ -67,6 +67,7 @@ export class VirtMachine {
   private readonly out: number[] = [];
   private readonly closers: (() => void)[] = [];
   private htif: Htif | null = null;
+  private firmwareImage: LoadedImage | null = null;
   private sbi: BuiltinSbi | null = null;
   private halted = false;
   private clockPaused = false;
@@ -76,7 +77,9 @@ export class VirtMachine {
     if (!Number.isInteger(config.cpus) || config.cpus < 1 || config.cpus > MAX_CPUS) {
       throw new RangeError(`cpus must be 1..${MAX_CPUS}, got ${config.cpus}`);
     }
-    this.ram = new GuestRam(DRAM_BASE, config.memoryBytes);
+    // RAM is made of 2 MiB chunks; a size that is not a multiple gets its last chunk in full,
+    // but the guest is only told about (and only loads into) memoryBytes.
+    this.ram = new GuestRam(DRAM_BASE, Math.ceil(config.memoryBytes / CHUNK_SIZE) * CHUNK_SIZE);
     this.mem = new PhysicalMemoryMap(this.ram);
     const reservations = new ReservationSet();
     for (let i = 0; i < config.cpus; i++) this.harts.push(new Hart(i, this.mem, this.clock, reservations));
@@ -140,6 +143,7 @@ export class VirtMachine {
     let firmwareEnd = DRAM_BASE;
     if (fw.kind === 'file') {
       const img = loadImage(this.ram, fw.path, read(fw.path, 'firmware'), DRAM_BASE);
+      this.firmwareImage = img;
       firmwareEnd = img.end;
       this.watchHtif(img);
     }
@@ -157,6 +161,13 @@ export class VirtMachine {
         ? 'firmware "builtin" needs a kernel to start' : 'nothing to boot: no firmware and no kernel');
     }
 
+    for (const img of [kernel, this.firmwareImage]) {
+      if (img && img.end > DRAM_BASE + cfg.memoryBytes) {
+        throw new LoadError(img === kernel ? cfg.kernelPath! : (fw as { path: string }).path,
+          `needs RAM up to 0x${img.end.toString(16)}, more than the ${cfg.memoryBytes / MiB} MiB configured`);
+      }
+    }
+
     let initrd: { start: number; end: number } | undefined;
     if (cfg.initrdPath) {
       if (!kernel) throw new LoadError(cfg.initrdPath, 'an initrd needs a kernel');
@@ -164,7 +175,7 @@ export class VirtMachine {
       // hw/riscv/boot.c riscv_load_initrd: far enough above the kernel that it is not
       // overwritten when the kernel unpacks, low enough to be in the kernel's lowmem.
       const start = kernel.entry + Math.min(cfg.memoryBytes / 2, 128 * MiB);
-      if (!this.ram.contains(start, data.length)) {
+      if (start + data.length > DRAM_BASE + cfg.memoryBytes) {
         throw new LoadError(cfg.initrdPath, `initrd (${data.length} bytes) does not fit in RAM at 0x${start.toString(16)}`);
       }
       this.ram.write(start, data);
