@@ -8,7 +8,8 @@
 // a1 = value (legacy calls: a0 only).
 //
 // M-mode state is set up as OpenSBI leaves it for the kernel: PMP entry 0 = all memory RWX,
-// menvcfg.STCE (Sstc: the kernel programs stimecmp itself), mcounteren = all, mideleg = the
+// menvcfg.STCE (Sstc: the kernel programs stimecmp itself), mcounteren = all, scounteren =
+// CY|TM|IR, mideleg = the
 // S-level interrupts, medeleg = every exception S-mode can handle. OpenSBI delegates fewer
 // exceptions and re-injects the rest into S-mode (sbi_trap_redirect); with no M-mode code we
 // delegate them directly, which S-mode cannot tell apart. Misaligned accesses never trap on our hart.
@@ -38,7 +39,7 @@ const IMPL_VERSION = 1n;
 const HSM_STARTED = 0n, HSM_STOPPED = 1n;
 const NO_RETURN = Symbol('no return');
 
-const CSR_SIP = 0x144, CSR_STIMECMP = 0x14d;
+const CSR_SCOUNTEREN = 0x106, CSR_SIP = 0x144, CSR_STIMECMP = 0x14d;
 const CSR_MEDELEG = 0x302, CSR_MIDELEG = 0x303, CSR_MCOUNTEREN = 0x306, CSR_MENVCFG = 0x30a, CSR_MTVEC = 0x305;
 const CSR_PMPCFG0 = 0x3a0, CSR_PMPADDR0 = 0x3b0;
 const MIP_SSIP = 1n << 1n;
@@ -77,6 +78,9 @@ export class BuiltinSbi {
       this.csr(h, CSR_MEDELEG, MEDELEG);
       this.csr(h, CSR_MIDELEG, MIDELEG);
       this.csr(h, CSR_MCOUNTEREN, 0xffffffffn);
+      // OpenSBI also opens cycle/time/instret to U-mode (scounteren = CY|TM|IR); Linux relies on
+      // it for the vDSO's rdtime and never sets scounteren itself.
+      this.csr(h, CSR_SCOUNTEREN, 7n);
       this.csr(h, CSR_MENVCFG, 1n << 63n);              // STCE
       this.csr(h, CSR_MTVEC, BigInt(this.p.trapSink));
       h.halted = true;
