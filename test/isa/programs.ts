@@ -163,6 +163,7 @@ export const PROGRAMS: Record<string, IsaProgram> = {
   extirq: { name: 'extirq' },
   fuzz: { name: 'fuzz' },
   fuzzmem: { name: 'fuzzmem' },
+  fuzzbr: { name: 'fuzzbr' },
   vmfaults: {
     name: 'vmfaults',
     differences: [
