@@ -142,7 +142,11 @@ function fma(hart: Hart, insn: number, rd: number, rs1: number, rs2: number): bo
   const f = hart.fregs;
   fx.flags = 0;
   if (fmt === 0) {
-    setS(hart, rd, S.f32_fma(unbox(f, rs1), unbox(f, rs2), unbox(f, rs3), rm, negProd, negC));
+    const so = S.sops;
+    so[0] = unbox(f, rs1); so[1] = unbox(f, rs2); so[2] = unbox(f, rs3);
+    S.s_fma(rm, negProd, negC);
+    f[2 * rd] = so[3]!;
+    f[2 * rd + 1] = -1;
   } else {
     const F = hart.fregsF64;
     const x = F[rs1]!, y = F[rs2]!, z = F[rs3]!;
@@ -177,15 +181,16 @@ function opFp(hart: Hart, insn: number, rd: number, rs1: number, rs2: number): b
       const rm = roundingMode(hart, insn);
       if (rm < 0) return illegal(hart);
       if (!dbl) {
-        const a = unbox(f, rs1), b = unbox(f, rs2);
-        let r: number;
+        const so = S.sops;
+        so[0] = unbox(f, rs1); so[1] = unbox(f, rs2);
         switch (funct5) {
-          case 0x00: r = S.f32_add(a, b, rm); break;
-          case 0x01: r = S.f32_sub(a, b, rm); break;
-          case 0x02: r = S.f32_mul(a, b, rm); break;
-          default: r = S.f32_div(a, b, rm); break;
+          case 0x00: S.s_add(rm); break;
+          case 0x01: S.s_sub(rm); break;
+          case 0x02: S.s_mul(rm); break;
+          default: S.s_div(rm); break;
         }
-        setS(hart, rd, r);
+        f[2 * rd] = so[3]!;
+        f[2 * rd + 1] = -1;
       } else {
         const F = hart.fregsF64;
         const x = F[rs1]!, y = F[rs2]!;
@@ -215,7 +220,12 @@ function opFp(hart: Hart, insn: number, rd: number, rs1: number, rs2: number): b
     case 0x0b: { // FSQRT
       const rm = roundingMode(hart, insn);
       if (rs2 !== 0 || rm < 0) return illegal(hart);
-      if (!dbl) setS(hart, rd, S.f32_sqrt(unbox(f, rs1), rm));
+      if (!dbl) {
+        S.sops[0] = unbox(f, rs1);
+        S.s_sqrt(rm);
+        f[2 * rd] = S.sops[3]!;
+        f[2 * rd + 1] = -1;
+      }
       else {
         const x = hart.fregsF64[rs1]!;
         if (x === x) { S.dops[0] = x; S.d_sqrt(rm); writeD(hart, rd); }

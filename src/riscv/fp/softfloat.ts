@@ -288,6 +288,18 @@ function fmaInfZero(x: number, y: number): boolean {
   return (x === 0 && (y === Infinity || y === -Infinity)) || (y === 0 && (x === Infinity || x === -Infinity));
 }
 
+// Slot-based entry points for the hart (see dops below for why: no boxing of int32 bit patterns
+// outside V8's small-integer range at a call boundary): operands in sops[0..2], result in sops[3].
+export const sops = new Int32Array(4);
+export function s_add(rm: number): void { sops[3] = f32_add(sops[0]!, sops[1]!, rm); }
+export function s_sub(rm: number): void { sops[3] = f32_sub(sops[0]!, sops[1]!, rm); }
+export function s_mul(rm: number): void { sops[3] = f32_mul(sops[0]!, sops[1]!, rm); }
+export function s_div(rm: number): void { sops[3] = f32_div(sops[0]!, sops[1]!, rm); }
+export function s_sqrt(rm: number): void { sops[3] = f32_sqrt(sops[0]!, rm); }
+export function s_fma(rm: number, negProd: boolean, negC: boolean): void {
+  sops[3] = f32_fma(sops[0]!, sops[1]!, sops[2]!, rm, negProd, negC);
+}
+
 // ---- binary64 arithmetic -------------------------------------------------------------------------
 
 function nan64(alo: number, ahi: number, blo: number, bhi: number): void {
