@@ -58,6 +58,22 @@ describe.skipIf(!haveLinux)('Linux guest (fixtures/linux/build.sh)', () => {
     expect(r.power).toMatchObject({ kind: 'poweroff', code: 0 });
   });
 
+  it.skipIf(!haveOpenSbi)('reboot from the guest is a reset event (OpenSBI -> test finisher 0x7777)', async () => {
+    const r = await boot({ kind: 'file', path: FW_DYNAMIC }, 1, 'console=ttyS0 vmctl=shell', [
+      { when: "'poweroff -f' ends the VM", send: 'reboot -f\n' },
+    ]);
+    expect(r.timedOut, r.output.slice(-2000)).toBe(false);
+    expect(r.power).toEqual({ kind: 'reset', source: 'test-finisher' });
+  });
+
+  it('reboot under the builtin SBI is a reset event (SBI SRST)', async () => {
+    const r = await boot({ kind: 'builtin' }, 2, 'console=ttyS0 vmctl=shell', [
+      { when: "'poweroff -f' ends the VM", send: 'reboot -f\n' },
+    ]);
+    expect(r.timedOut, r.output.slice(-2000)).toBe(false);
+    expect(r.power).toEqual({ kind: 'reset', source: 'sbi' });
+  });
+
   it('answers commands typed on the SBI console (hvc0, legacy getchar/putchar)', async () => {
     const r = await boot({ kind: 'builtin' }, 1, 'console=hvc0 vmctl=shell', [
       { when: "'poweroff -f' ends the VM", send: 'uname -m; echo "nproc=$(nproc)"\n' },
