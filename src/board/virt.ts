@@ -46,14 +46,6 @@ const SLICE = 20_000;
 
 export type RunState = 'running' | 'idle' | 'halted';
 
-/** Everything a virtio-mmio device needs from the board to plug into a slot. */
-export interface VirtioSlotContext {
-  readonly ram: GuestRam;
-  readonly base: number;
-  readonly irq: (level: boolean) => void;
-  readonly host: MachineHost;
-}
-
 export class VirtMachine {
   readonly ram: GuestRam;
   readonly mem: PhysicalMemoryMap;
@@ -99,9 +91,13 @@ export class VirtMachine {
     this.mem.addDevice(CLINT_BASE, CLINT_SIZE, 'clint', this.clint);
     this.mem.addDevice(PLIC_BASE, PLIC_SIZE, 'plic', this.plic);
     this.mem.addDevice(UART0_BASE, UART0_SIZE, 'uart0', this.uart);
-    this.attachVirtioSlots();
-
-    this.dtbBytes = this.load();
+    try {
+      this.attachVirtioSlots();
+      this.dtbBytes = this.load();
+    } catch (e) {
+      this.close(); // release the disk images opened so far (locks, file handles)
+      throw e;
+    }
     this.clock.resume();
   }
 

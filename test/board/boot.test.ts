@@ -99,3 +99,24 @@ describe('HTIF (tohost) for ELF guests', () => {
     expect(q.status).toBe(3);
   });
 });
+
+describe('load errors say what is wrong and with which file', () => {
+  it('missing kernel file', () => {
+    expect(() => VirtMachine.create(config({ kernelPath: '/nonexistent/Image' }), host)).toThrow(/\/nonexistent\/Image: cannot read kernel/);
+  });
+  it('an ELF linked outside RAM', () => {
+    // the HTIF guest is linked at 0x80000000: 4 MiB of RAM is fine, but not below DRAM base
+    expect(() => VirtMachine.create(config({ memoryBytes: 4 << 20, kernelPath: HTIF }), host)).not.toThrow();
+  });
+  it('a kernel larger than RAM', () => {
+    const big = join(mkdtempSync(join(tmpdir(), 'vmctl-big-')), 'big.bin');
+    writeFileSync(big, new Uint8Array(3 << 20));
+    expect(() => VirtMachine.create(config({ memoryBytes: 2 << 20, kernelPath: big }), host)).toThrow(/big\.bin: .*(RAM|memory)/);
+  });
+  it('builtin firmware without a kernel', () => {
+    expect(() => VirtMachine.create(config({ firmware: { kind: 'builtin' } }), host)).toThrow(/needs a kernel/);
+  });
+  it('more harts than the board has', () => {
+    expect(() => VirtMachine.create(config({ cpus: 9, kernelPath: HTIF }), host)).toThrow(/cpus must be 1\.\.8/);
+  });
+});
