@@ -187,7 +187,7 @@ function mix(h: number, v: number): number {
   h = Math.imul(h ^ v, 2654435761);
   return ((h << 5) | (h >>> 27)) >>> 0;
 }
-const RMS = ['rne', 'rtz', 'rdn', 'rup', 'rmm'];
+const RMS = ['rne', 'rtz', 'rdn', 'rup', 'rmm', 'dyn'];
 
 /** Checksum of one line "<index> <name> <rm>" of the guest's output, computed by the model. */
 export function modelChecksum(index: number, name: string, rmName: string, ncases: number): string {
@@ -217,7 +217,8 @@ export function modelChecksum(index: number, name: string, rmName: string, ncase
       else { S.f64_mul(lo(inp[0]!), hi(inp[0]!), lo(inp[1]!), hi(inp[1]!), 0); inp[2] = out64() ^ 0x8000000000000000n ^ p; }
     }
     fx.flags = 0;
-    const r = sem(inp[0]!, inp[1]!, inp[2]!, rm) & M64;
+    // 'dyn': the guest sets frm = n mod 5 before each case and uses rm = 7.
+    const r = sem(inp[0]!, inp[1]!, inp[2]!, rm === 5 ? n % 5 : rm) & M64;
     h = mix(mix(mix(h, Number(r & 0xffffffffn)), Number(r >> 32n)), fx.flags);
   }
   return h.toString(16).padStart(8, '0');
