@@ -155,8 +155,7 @@ function fma(hart: Hart, insn: number, rd: number, rs1: number, rs2: number): bo
       d[0] = x; d[1] = y; d[2] = z;
       S.d_fma(rm, negProd, negC);
       writeD(hart, rd);
-    }
-    else {
+    } else {
       S.f64_fma(f[2 * rs1]!, f[2 * rs1 + 1]!, f[2 * rs2]!, f[2 * rs2 + 1]!, f[2 * rs3]!, f[2 * rs3 + 1]!, rm, negProd, negC);
       setD(hart, rd);
     }
