@@ -130,7 +130,10 @@ async function interactive(c: ProtocolClient, name: string): Promise<number> {
   stdin.setRawMode(true);
   stdin.resume();
   return new Promise<number>((resolve) => {
+    let finished = false;
     const done = (code: number, msg: string) => {
+      if (finished) return;
+      finished = true;
       stdin.setRawMode(false);
       stdin.pause();
       process.stderr.write(err.dim(`\r\n${msg}\r\n`));
