@@ -51,6 +51,10 @@ function exit(code: number): void {
 }
 
 async function main(): Promise<void> {
+  // `vmctl logs x | head`: a reader that goes away is not an error.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(EXIT.ok);
+  });
   const program = buildProgram();
   try {
     await program.parseAsync(process.argv);
