@@ -168,6 +168,18 @@ describe('life cycle', () => {
     await ok(['delete', 'spin']);
   });
 
+  it('a guest that traps forever leaves the daemon responsive and is powered off on request', async () => {
+    await ok(['create', '-f', yaml('fault')]);
+    await ok(['start', 'fault', '--wait-for', 'about to fault', '--timeout', '60s']);
+    for (let i = 0; i < 3; i++) {
+      expect(JSON.parse(await ok(['info', 'fault', '--json'])).state).toBe('running');
+      await sleep(100);
+    }
+    expect(await ok(['stop', 'fault'])).toContain('Powered off');
+    expect((await info('fault')).state).toBe('stopped');
+    await ok(['delete', 'fault']);
+  });
+
   it('logs prints the serial log; logs -f follows new output', async () => {
     await ok(['create', '-f', yaml('loop'), '--name', 'follow']);
     const child = h.spawn(['logs', 'follow', '-f']);
