@@ -34,7 +34,7 @@ describe('vmctl run', () => {
   });
 
   it('ends at the timeout with 124', async () => {
-    const r = await h.run(['run', '-f', yaml('loop'), '--timeout', '700ms', '--json']);
+    const r = await h.run(['run', '-f', yaml('loop'), '--timeout', '3s', '--json']);
     expect(r.code).toBe(124);
     expect(r.stdout).toContain('tick 1');
     expect(JSON.parse(r.stderr.trim().split('\n').pop()!)).toMatchObject({ reason: 'timeout', exitCode: 124, guestCode: null });
