@@ -1129,6 +1129,15 @@ export class Hart {
 
   /** Store of 1 << (f3 & 3) bytes; false = trapped. */
   storeMem(lo: number, hi: number, f3: number, vlo: number, vhi: number): boolean {
+    const e = (lo >>> 12) & TLB_MASK, po = lo & 4095;
+    const t = this.tlbW;
+    if ((f3 === 2 || f3 === 3) && t.tagLo[e] === (lo & -4096) && t.tagHi[e] === hi && po <= 4088) {
+      const dv = t.view[e], a = t.off[e] + po;
+      dv.setInt32(a, vlo, true);
+      if (f3 === 3) dv.setInt32(a + 4, vhi, true);
+      if (this.reservations.active !== 0) this.reservations.storeBy(this.hartId, t.pa[e] + po, 1 << f3);
+      return true;
+    }
     return this.storeSlow(lo, hi, f3, vlo, vhi);
   }
 
