@@ -224,13 +224,31 @@ function addCore32(x: number, y: number, rm: number): number {
   if (r !== r) { fx.flags |= NV; return F32_CANON_NAN; }
   if (r === 0) return numToF32(rm === RDN ? zeroSumRDN(x, y) : r);
   if (r - r !== 0) return numToF32(r); // infinite operand
-  return roundF32(toOdd(r, Math.sign(twoSumErr(x, y, r))), rm);
+  const e = twoSumErr(x, y, r);
+  if (rm === RNE) {
+    // Round-to-nearest fast path: rounding the binary64 RNE result again to binary32 is correct for
+    // +,-,*,/,sqrt since 53 >= 2*24 + 2 (Figueroa, "When is double rounding innocuous?", 1995).
+    // A sum in the subnormal range is exact, so there is no underflow case.
+    const t = Math.fround(r);
+    if (e !== 0 || t !== r) fx.flags |= t - t !== 0 ? OF | NX : NX;
+    return numToF32(t);
+  }
+  return roundF32(toOdd(r, Math.sign(e)), rm);
 }
 
 export function f32_mul(a: number, b: number, rm: number): number {
   if (f32IsNaN(a) || f32IsNaN(b)) return nan32(a, b);
   const r = f32ToNum(a) * f32ToNum(b); // 24x24-bit product: exact in binary64
   if (r !== r) { fx.flags |= NV; return F32_CANON_NAN; }
+  if (rm === RNE) {
+    const t = Math.fround(r);
+    if (t === r) return numToF32(t); // exact (also zeros and infinities)
+    // Not tiny when the rounded result is above 2^-126 (tininess after rounding); else slow path.
+    if (Math.abs(t) > F32_MIN_NORMAL) {
+      fx.flags |= t - t !== 0 ? OF | NX : NX;
+      return numToF32(t);
+    }
+  }
   return roundF32(r, rm);
 }
 
@@ -245,6 +263,14 @@ export function f32_div(a: number, b: number, rm: number): number {
   // Exact remainder x - r*y (Sterbenz for x - p, and the remainder is representable).
   const p = r * y;
   const rem = (x - p) - twoProdErr(r, y, p);
+  if (rm === RNE) {
+    const t = Math.fround(r);
+    if (rem === 0 && t === r) return numToF32(t);
+    if (Math.abs(t) > F32_MIN_NORMAL) {
+      fx.flags |= t - t !== 0 ? OF | NX : NX;
+      return numToF32(t);
+    }
+  }
   return roundF32(toOdd(r, Math.sign(rem) * Math.sign(y)), rm);
 }
 
@@ -257,6 +283,12 @@ export function f32_sqrt(a: number, rm: number): number {
   const r = Math.sqrt(x);
   const p = r * r;
   const rem = (x - p) - twoProdErr(r, r, p);
+  if (rm === RNE) {
+    // sqrt of a binary32 value is never tiny nor overflows: only NX to decide.
+    const t = Math.fround(r);
+    if (rem !== 0 || t !== r) fx.flags |= NX;
+    return numToF32(t);
+  }
   return roundF32(toOdd(r, Math.sign(rem)), rm);
 }
 
