@@ -2,21 +2,24 @@
 //
 // Interface: binary32 values are int32 bit patterns (arguments and return value); binary64 values are
 // (lo, hi) int32 halves and results are written to `out` ([0] = lo, [1] = hi). Exception flags are
-// ORed into fx.flags (flags.ts). No allocation on the fast paths.
+// ORed into fx.flags (flags.ts). The hart uses slot-based variants of the arithmetic (sops, dops:
+// operands and results in typed arrays, see below) so that no value is boxed per instruction.
 //
 // How exactness is obtained without a multi-word integer library on the common path:
-//  * binary32 operands are exactly representable as host doubles. The operation is done in binary64,
-//    its exact error is recovered with an error-free transformation (TwoSum, Dekker's TwoProduct, the
-//    exact remainder of a division or square root), and the binary64 result is turned into its
-//    round-to-odd value. Rounding a round-to-odd value with >= p+2 bits to p bits in any mode gives the
-//    correctly rounded result of the exact value (Boldo & Melquiond, "Emulation of FMA and correctly
-//    rounded sums: proved algorithms using rounding to odd", IEEE TC 2008), so roundF32() then rounds
-//    53 -> 24 bits once, with flags.
+//  * binary32 operands are exactly representable as host doubles. The operation is done in binary64
+//    and its exact error is recovered with an error-free transformation (TwoSum, Dekker's TwoProduct,
+//    the exact remainder of a division or square root). In round-to-nearest-even, rounding the
+//    binary64 result once more to binary32 is correct for +,-,*,/,sqrt (53 >= 2*24+2: Figueroa,
+//    "When is double rounding innocuous?", 1995), and the error gives NX. Otherwise (directed modes,
+//    FMA, results that may be tiny) the binary64 result is turned into its round-to-odd value:
+//    rounding that (>= p+2 bits) to p bits in any mode gives the correctly rounded result of the
+//    exact value (Boldo & Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms
+//    using rounding to odd", IEEE TC 2008), and roundF32() rounds 53 -> 24 bits once, with flags.
 //  * binary64 operations use the host's correctly rounded round-to-nearest-even result, the same
 //    error-free transformations for the flags (inexact = error != 0) and to step to the neighbour for
-//    the directed modes. Where those transformations are not proven exact (results near the subnormal
-//    range or near overflow, extreme operands) and for binary64 FMA, the exact BigInt code in exact.ts
-//    is used instead.
+//    the directed modes; FMA in round-to-nearest uses Boldo & Melquiond's emulation. Where those
+//    transformations are not proven exact (results near the subnormal range or near overflow,
+//    extreme operands) and for FMA in directed modes, the exact BigInt code in exact.ts is used.
 //  * NaN results are always the canonical NaN (RISC-V F chapter, "NaN Generation and Propagation");
 //    signalling NaN inputs raise NV. NaN bit patterns never pass through a host double.
 import { NX, UF, OF, DZ, NV, RNE, RTZ, RDN, RUP, RMM, fx, F32_CANON_NAN, F64_CANON_NAN_HI } from './flags.js';
