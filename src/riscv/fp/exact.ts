@@ -4,7 +4,7 @@
 // integer significand times a power of two (plus a "sticky" bit meaning "and a little more, less than
 // one unit of the last kept bit"), then rounds once with roundPack. It is simple enough to be checked
 // by reading, and it is used by softfloat.ts wherever the host-double fast path cannot prove itself
-// exact (directed rounding of extreme values, subnormal results, binary64 FMA) and by the unit tests
+// exact (extreme values, subnormal results, binary64 FMA in directed modes) and by the unit tests
 // to cross-check that fast path on random operands.
 //
 // RISC-V specifics (unprivileged spec, F and D chapters): every NaN result is the canonical NaN; no
