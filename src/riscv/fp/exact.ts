@@ -8,8 +8,9 @@
 // to cross-check that fast path on random operands.
 //
 // RISC-V specifics (unprivileged spec, F and D chapters): every NaN result is the canonical NaN; no
-// payload propagation. Tininess is detected after rounding (RISC-V follows the IEEE 754-2008 option
-// chosen by the spec: "detects tininess after rounding").
+// payload propagation. Underflow uses IEEE 754-2008's "tininess after rounding" option (§7.5), the
+// one RISC-V implementations use (Berkeley SoftFloat's RISC-V specialisation, QEMU); the
+// fpdirected guest's boundary vectors check the distinction against QEMU.
 import { NX, UF, OF, DZ, NV, RNE, RTZ, RDN, RUP, RMM, fx } from './flags.js';
 
 export interface Fmt {
