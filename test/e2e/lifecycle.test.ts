@@ -143,6 +143,11 @@ describe('life cycle', () => {
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ path: 'guest-poweroff', state: 'stopped', lastPower: { kind: 'poweroff', code: 0 } });
     expect(await logText('echo')).toMatch(/echo: poweroff\npowering off\n$/);
+    // A paused guest is resumed first, so it can read the command.
+    await ok(['start', 'echo', '--wait-for', 'ready', '--timeout', '60s']);
+    await ok(['pause', 'echo']);
+    const p = await h.run(['stop', 'echo', '--json']);
+    expect(JSON.parse(p.stdout)).toMatchObject({ path: 'guest-poweroff', state: 'stopped' });
   });
 
   it('stop powers off when the guest ignores shutdown.console past --timeout', async () => {
