@@ -29,9 +29,11 @@ export class Clint implements MmioDevice {
 
   constructor(private readonly harts: number, private readonly clock: VirtClock, private readonly irq: HartIrqSink) {
     this.msip = new Uint8Array(harts);
-    // Reset value of mtimecmp is all ones in QEMU: no timer interrupt until software sets one.
-    this.cmpLo = new Uint32Array(harts).fill(0xffffffff);
-    this.cmpHi = new Uint32Array(harts).fill(0xffffffff);
+    // The privileged spec leaves mtimecmp's reset value open; QEMU 7.2 resets it to 0, so MTIP
+    // is pending from reset until software programs the comparator (firmware does so before
+    // enabling MTIE). We do the same, so bare-metal guests behave as on QEMU.
+    this.cmpLo = new Uint32Array(harts);
+    this.cmpHi = new Uint32Array(harts);
     this.mtip = new Uint8Array(harts);
   }
 
@@ -121,11 +123,9 @@ export class Clint implements MmioDevice {
   /** Resets all registers (machine reset). */
   reset(): void {
     this.msip.fill(0);
-    this.cmpLo.fill(0xffffffff);
-    this.cmpHi.fill(0xffffffff);
-    for (let h = 0; h < this.harts; h++) {
-      this.irq(h, MIP_MSIP_BIT, false);
-      if (this.mtip[h]) { this.mtip[h] = 0; this.irq(h, MIP_MTIP_BIT, false); }
-    }
+    this.cmpLo.fill(0);
+    this.cmpHi.fill(0);
+    for (let h = 0; h < this.harts; h++) this.irq(h, MIP_MSIP_BIT, false);
+    this.update();
   }
 }

@@ -50,7 +50,12 @@ describe('clint', () => {
 
   it('MTIP follows mtime >= mtimecmp per hart', () => {
     const { c, clock, line, advance } = make();
-    expect(c.read(0x4000, 4)).toBe(0xffffffff); // reset value: never
+    // reset value 0, as QEMU: MTIP is pending until software programs mtimecmp
+    expect(c.read(0x4000, 4)).toBe(0);
+    c.update();
+    expect(line(0, MIP_MTIP_BIT)).toBe(true);
+    c.write(0x4000 + 4, 4, 0xffffffff);
+    expect(line(0, MIP_MTIP_BIT)).toBe(false);
     clock.resume();
     c.write(0x4008 + 4, 4, 0);
     c.write(0x4008, 4, 20000); // hart 1 at 2 ms
