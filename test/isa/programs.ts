@@ -168,14 +168,19 @@ export const PROGRAMS: Record<string, IsaProgram> = {
     name: 'chaos',
     differences: [
       {
-        qemu: /(block \d+: words \w+\.\.: )cause=4( epc=\w+ tval=\w+ kind=amo .*)/,
+        qemu: /((?:bare|sv39) block \d+: words \w+\.\.: )cause=4( epc=\w+ tval=\w+ kind=amo .*)/,
         spec: '$1cause=6$2',
         why: 'priv table 3.6: a misaligned AMO raises Store/AMO address misaligned (6); QEMU 7.2 raises load address misaligned (4)',
       },
       {
-        qemu: /(block \d+: words \w+\.\.: )cause=5( epc=\w+ tval=\w+ kind=amo .*)/,
+        qemu: /((?:bare|sv39) block \d+: words \w+\.\.: )cause=5( epc=\w+ tval=\w+ kind=amo .*)/,
         spec: '$1cause=7$2',
         why: 'priv table 3.6: an AMO to a location without memory raises a Store/AMO access fault (7); QEMU 7.2 raises a load access fault (5)',
+      },
+      {
+        qemu: /(sv39 block \d+: words \w+\.\.: )cause=d( epc=\w+ tval=\w+ kind=amo .*)/,
+        spec: '$1cause=f$2',
+        why: 'priv table 3.6: an AMO that faults in translation raises a Store/AMO page fault (15); QEMU 7.2 raises a load page fault (13) when the page is unmapped or not readable',
       },
     ],
   },
