@@ -133,6 +133,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     }
 
     const workerEnv = {
+      home: paths.home,
       workerPath: opts.workerPath,
       serialLogMaxBytes: settings.serialLogMaxBytes,
       consoleHistoryBytes: settings.consoleHistoryBytes,

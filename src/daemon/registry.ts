@@ -1,10 +1,11 @@
 // The VMs a daemon knows: one folder per VM under VMCTL_HOME/vms, loaded at start-up.
 // VMs that were active when the previous daemon died are marked `aborted`.
 
-import { existsSync, mkdirSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DiskError } from '../disk/errors.js';
-import { createRawImage } from '../disk/raw-image.js';
+import { readDiskLock } from '../disk/lock.js';
+import { deleteCreatedDisks, prepareDisks } from '../disk/prepare.js';
 import { loadVmDefinition, parseVmDefinition, serializeVmDefinition, VM_NAME_RE } from '../config/vm-definition.js';
 import { ProtocolFailure } from '../protocol/messages.js';
 import { writeFileAtomic } from './atomic.js';
@@ -61,26 +62,25 @@ export class Registry {
   }
 
   /** Registers a VM from YAML text (validated again here: the daemon trusts no client). */
-  create(file: string, text: string, nameOverride: string | undefined, ephemeral: boolean): VmInstance {
+  create(file: string, text: string, nameOverride: string | undefined, ephemeral: boolean): { vm: VmInstance; warnings: string[] } {
     const def = parseVmDefinition(text, file, dirname(file), { nameOverride });
     if (this.vms.has(def.name)) throw new ProtocolFailure('AlreadyExists', `a VM named ${JSON.stringify(def.name)} already exists`);
     const dir = vmDir(this.paths, def.name);
     if (existsSync(dir)) rmSync(dir, { recursive: true, force: true }); // an interrupted create
     mkdirSync(dir, { mode: 0o700 });
-    const created: string[] = [];
+    let created: string[] = [];
     try {
-      for (const d of def.disks) {
-        if (d.sizeBytes === undefined) continue;
-        if (existsSync(d.path)) continue; // an existing image is used as it is, never resized
-        try {
-          // A sparse raw image (O_EXCL: an image that appeared meanwhile is never clobbered).
-          createRawImage(d.path, d.sizeBytes);
-        } catch (e) {
-          if (e instanceof DiskError && e.code === 'EXISTS') continue;
-          throw new ProtocolFailure('ConfigError', `${file}: disk ${d.name}: ${(e as Error).message}`);
-        }
-        created.push(d.path);
+      // New images are created sparse; existing ones are used as they are (src/disk/prepare.ts).
+      let prepared;
+      try {
+        prepared = prepareDisks(def.disks);
+      } catch (e) {
+        if (e instanceof DiskError) throw new ProtocolFailure('ConfigError', `${file}: ${e.message}`);
+        throw e;
       }
+      created = prepared.created;
+      for (const w of prepared.warnings) this.env.log(`vm ${def.name}: ${w}`);
+      const warnings = prepared.warnings;
       const persisted: PersistedState = {
         state: 'stopped', bootId: 0, createdAt: new Date().toISOString(), startedAt: null,
         lastPower: null, lastError: null, ephemeral, createdDisks: created, instructionsRetired: null,
@@ -91,27 +91,31 @@ export class Registry {
       this.vms.set(def.name, vm);
       this.onAdded(vm);
       this.env.log(`vm ${def.name}: created from ${file}${created.length ? ` (new disks: ${created.join(', ')})` : ''}`);
-      return vm;
+      return { vm, warnings };
     } catch (e) {
-      for (const c of created) try { unlinkSync(c); } catch { /* best effort */ }
+      try { deleteCreatedDisks(created); } catch { /* best effort */ }
       rmSync(dir, { recursive: true, force: true });
       throw e;
     }
   }
 
   delete(vm: VmInstance): void {
+    // Check first, so a refused delete leaves the VM registered.
+    for (const p of vm.persisted.createdDisks) {
+      const holder = readDiskLock(p);
+      if (holder && holder.vm !== vm.name) throw new ProtocolFailure('WrongState', `disk ${p} of VM ${vm.name} is in use by VM ${holder.vm}; stop that VM first`);
+    }
     this.vms.delete(vm.name);
     this.removeFiles(vm);
     this.env.log(`vm ${vm.name}: deleted`);
   }
 
   private removeFiles(vm: VmInstance): void {
-    for (const p of vm.persisted.createdDisks) {
-      try {
-        unlinkSync(p);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.env.log(`vm ${vm.name}: cannot remove disk ${p}: ${(e as Error).message}`);
-      }
+    try {
+      // Only images vmctl created; refused while another VM holds one (its lock).
+      deleteCreatedDisks(vm.persisted.createdDisks);
+    } catch (e) {
+      this.env.log(`vm ${vm.name}: keeping its disk images: ${(e as Error).message}`);
     }
     rmSync(vm.dir, { recursive: true, force: true });
   }

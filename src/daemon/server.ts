@@ -112,9 +112,9 @@ export class Connection {
         setImmediate(() => this.ctx.shutdown());
         return { stopping: true };
       case 'vm.create': {
-        const v = reg.create(p.file as string, p.text as string, p.name as string | undefined, p.ephemeral === true);
+        const { vm: v, warnings } = reg.create(p.file as string, p.text as string, p.name as string | undefined, p.ephemeral === true);
         if (p.ephemeral === true) this.ephemeral.add(v.name);
-        return v.info();
+        return { ...v.info(), warnings };
       }
       case 'vm.list':
         return [...reg.vms.values()].sort((a, b) => a.name.localeCompare(b.name)).map((v) => v.info());

@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { MachineConfig, PowerEvent } from '../board/machine-types.js';
 import type { VmDefinition } from '../config/vm-definition.js';
+import { DiskError } from '../disk/errors.js';
+import { acquireDiskLocks, type DiskLock } from '../disk/lock.js';
 import { ProtocolFailure, type PowerInfo, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
 import { writeFileAtomic } from './atomic.js';
@@ -31,6 +33,8 @@ export type VmEvent =
   | { event: 'power'; data: { bootId: number } & PowerInfo };
 
 export interface InstanceEnv {
+  /** VMCTL_HOME (recorded in disk locks, so `vmctl disk info` can say which daemon holds an image). */
+  readonly home: string;
   readonly workerPath: string;
   readonly serialLogMaxBytes: number;
   readonly consoleHistoryBytes: number;
@@ -42,6 +46,8 @@ const FORCE_GRACE_MS = 400;
 
 export class VmInstance {
   private worker: Worker | null = null;
+  /** Locks on this VM's disk images while its worker lives (src/disk/lock.ts). */
+  private diskLocks: DiskLock[] = [];
   private serial: SerialLog | null = null;
   /** Console output of the current boot (tail), for `wait --for-console` and `start --wait-for`. */
   private history: Buffer[] = [];
@@ -151,6 +157,12 @@ export class VmInstance {
   }
 
   private boot(): Promise<void> {
+    // One running VM per disk image, also across daemons (H5: src/disk/lock.ts); refused before anything changes.
+    try {
+      this.diskLocks = acquireDiskLocks(this.def.disks.map((d) => d.path), this.name, this.env.home);
+    } catch (e) {
+      return Promise.reject(e instanceof DiskError ? new ProtocolFailure('WrongState', `VM ${this.name} cannot start: ${e.message}`) : e);
+    }
     const p = this.persisted;
     p.bootId += 1;
     p.startedAt = new Date().toISOString();
@@ -165,6 +177,7 @@ export class VmInstance {
     try {
       worker = new Worker(this.env.workerPath, { workerData: init, name: `vm ${this.name}` });
     } catch (e) {
+      this.releaseDiskLocks();
       this.serialFlushClose();
       p.lastError = `cannot start the VM's worker thread: ${(e as Error).message}`;
       this.setState('stopped');
@@ -219,6 +232,7 @@ export class VmInstance {
       this.workerDone = new Promise<void>((done) => {
         worker.on('exit', (code) => {
           this.worker = null;
+          this.releaseDiskLocks(); // the worker closed (fsync'd) its images, or died
           this.serialFlushClose();
           if (!ready) {
             // The machine never came up (a missing kernel, a bad image): the VM stays stopped.
@@ -242,6 +256,10 @@ export class VmInstance {
         });
       });
     });
+  }
+
+  private releaseDiskLocks(): void {
+    for (const l of this.diskLocks.splice(0)) l.release();
   }
 
   private serialFlushClose(): void {

@@ -233,6 +233,29 @@ describe('life cycle', () => {
     expect(readFileSync(pre)).toEqual(Buffer.alloc(64 * 1024, 7));
   });
 
+  it('warns about a size mismatch, and one image is used by one running VM at a time', async () => {
+    const img = join(h.home, 'shared.img');
+    writeFileSync(img, Buffer.alloc(64 * 1024));
+    const f = join(h.home, 'shared.yaml');
+    writeFileSync(f, `name: sharer\nmemory: 16MiB\nboot:\n  kernel: ${join(DEMO, 'loop.elf')}\ndisks:\n  - path: shared.img\n    size: 1MiB\n`);
+    const c = await h.run(['create', '-f', f]);
+    expect(c.code).toBe(0);
+    expect(c.stderr).toContain('already exists with 64KiB, not the 1MiB in the definition');
+    await ok(['create', '-f', f, '--name', 'sharer2']);
+    await ok(['start', 'sharer']);
+    expect(existsSync(`${img}.lock`)).toBe(true);
+    const second = await h.run(['start', 'sharer2']);
+    expect(second.code).toBe(5);
+    expect(second.stderr).toContain('sharer');
+    expect((await info('sharer2')).state).toBe('stopped');
+    await ok(['stop', 'sharer']);
+    expect(existsSync(`${img}.lock`)).toBe(false);
+    await ok(['start', 'sharer2']);
+    await ok(['delete', '--force', 'sharer2']);
+    await ok(['delete', 'sharer']);
+    expect(statSync(img).size).toBe(64 * 1024); // pre-existing: kept
+  });
+
   it('a machine that cannot be built (kernel gone since create) fails to start; the VM stays stopped', async () => {
     const k = join(h.home, 'gone.elf');
     writeFileSync(k, readFileSync(join(DEMO, 'hello.elf')));

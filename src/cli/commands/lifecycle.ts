@@ -7,7 +7,7 @@ import { durationOption, loadDefinitionOrExit, unb64 } from '../cli-helpers.js';
 import { compilePattern, ConsoleText } from '../console-match.js';
 import { connectDaemon } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
-import { out, printJson, spinner, stateColor } from '../output.js';
+import { err, out, printJson, spinner, stateColor } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -19,8 +19,9 @@ export function register(program: Command): void {
     .action(async (o: { file: string; name?: string; json?: boolean }) => {
       const { abs, text } = loadDefinitionOrExit(o.file, o.name);
       const c = await connectDaemon();
-      const info = await c.request<VmInfo>('vm.create', { file: abs, text, ...(o.name ? { name: o.name } : {}) });
+      const info = await c.request<VmInfo & { warnings: string[] }>('vm.create', { file: abs, text, ...(o.name ? { name: o.name } : {}) });
       c.close();
+      for (const w of info.warnings ?? []) process.stderr.write(`${err.yellow('warning:')} ${w}\n`);
       if (o.json) printJson(info);
       else process.stdout.write(`Created VM ${out.bold(info.name)} (${info.cpus} cpu, ${humanSize(info.memoryBytes)}), state ${stateColor(info.state)}\n`);
     });
