@@ -184,6 +184,7 @@ export const PROGRAMS: Record<string, IsaProgram> = {
       },
     ],
   },
+  highcode: { name: 'highcode' },
   highaddr: {
     name: 'highaddr',
     differences: [
