@@ -42,7 +42,7 @@ describe.skipIf(!haveLinux)('awk floating point under Linux: vmctl == QEMU', () 
       const q = await runQemuLinux(IMAGE, initrd, 120_000);
       const want = fpLines(q);
       expect(want.at(-1)).toBe('fp: done');
-      expect(want.length).toBe(12);
+      expect(want.length).toBe(15);
       const r = await runGuest({ firmware: { kind: 'builtin' }, kernelPath: IMAGE, initrdPath: initrd, cmdline: 'console=ttyS0', cpus: 1, memoryBytes: 256 << 20 },
         { timeoutMs: 240_000 });
       expect(r.timedOut).toBe(false);
