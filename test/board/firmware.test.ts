@@ -4,7 +4,8 @@
 //    which prints through SBI and shuts down through SBI SRST. The whole console output is
 //    compared with QEMU 7.2's for the same machine.
 //  - vmctl's builtin SBI runs the same payload.
-//  - Debian's U-Boot (qemu-riscv64_smode) under OpenSBI reaches its prompt and answers `version`.
+//  - Debian's U-Boot (qemu-riscv64_smode) under OpenSBI (and under the builtin SBI) reaches its
+//    prompt, answers `version` and powers off with `poweroff`.
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -75,10 +76,11 @@ describe('builtin SBI', () => {
   });
 });
 
-describe.skipIf(!haveOpenSbi || !haveUboot)('U-Boot (Debian u-boot-qemu, qemu-riscv64_smode) under OpenSBI', () => {
-  for (const fw of ['fw_jump', 'fw_dynamic']) {
-    it(`reaches the prompt and answers version (${fw})`, async () => {
-      const r = await runGuest({ firmware: { kind: 'file', path: `${OPENSBI}/${fw}.bin` }, kernelPath: UBOOT, cpus: 1, memoryBytes: MEM }, {
+describe.skipIf(!haveUboot)('U-Boot (Debian u-boot-qemu, qemu-riscv64_smode) under OpenSBI and the builtin SBI', () => {
+  for (const fw of ['fw_jump', 'fw_dynamic', 'builtin']) {
+    it.skipIf(fw !== 'builtin' && !haveOpenSbi)(`reaches the prompt and answers version (${fw})`, async () => {
+      const firmware = fw === 'builtin' ? { kind: 'builtin' as const } : { kind: 'file' as const, path: `${OPENSBI}/${fw}.bin` };
+      const r = await runGuest({ firmware, kernelPath: UBOOT, cpus: fw === 'builtin' ? 2 : 1, memoryBytes: MEM }, {
         timeoutMs: 90_000,
         script: [
           { when: 'Hit any key to stop autoboot', send: ' ' },
