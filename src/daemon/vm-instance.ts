@@ -158,8 +158,9 @@ export class VmInstance {
 
   private boot(): Promise<void> {
     // One running VM per disk image, also across daemons (H5: src/disk/lock.ts); refused before anything changes.
+    // A guest reboot keeps the locks it already holds, so no other VM can take a disk in between.
     try {
-      this.diskLocks = acquireDiskLocks(this.def.disks.map((d) => d.path), this.name, this.env.home);
+      if (this.diskLocks.length === 0) this.diskLocks = acquireDiskLocks(this.def.disks.map((d) => d.path), this.name, this.env.home);
     } catch (e) {
       return Promise.reject(e instanceof DiskError ? new ProtocolFailure('WrongState', `VM ${this.name} cannot start: ${e.message}`) : e);
     }
@@ -232,7 +233,8 @@ export class VmInstance {
       this.workerDone = new Promise<void>((done) => {
         worker.on('exit', (code) => {
           this.worker = null;
-          this.releaseDiskLocks(); // the worker closed (fsync'd) its images, or died
+          const rebooting = ready && !this.stopping && closed && fatal === null && power?.kind === 'reset' && !p.ephemeral;
+          if (!rebooting) this.releaseDiskLocks(); // the worker closed (fsync'd) its images, or died
           this.serialFlushClose();
           if (!ready) {
             // The machine never came up (a missing kernel, a bad image): the VM stays stopped.
@@ -241,10 +243,13 @@ export class VmInstance {
             reject(new ProtocolFailure('StartFailed', `VM ${this.name} failed to start: ${p.lastError}`));
           } else if (this.stopping || (closed && fatal === null)) {
             this.setState('stopped');
-            if (!this.stopping && power?.kind === 'reset' && !p.ephemeral) {
+            if (rebooting) {
               // A guest reboot restarts a long-lived VM (a `run` VM ends instead, like -no-reboot).
               this.env.log(`vm ${this.name}: guest reset; booting again`);
-              this.boot().catch((e) => this.env.log(`vm ${this.name}: reboot failed: ${(e as Error).message}`));
+              this.boot().catch((e) => {
+                this.releaseDiskLocks();
+                this.env.log(`vm ${this.name}: reboot failed: ${(e as Error).message}`);
+              });
             }
           } else {
             // The worker died while the guest ran (an emulator error, an out-of-memory thread):
