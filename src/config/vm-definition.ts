@@ -12,6 +12,7 @@ import { formatSize, parseDuration, parseSize } from './units.js';
 
 export const VM_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const MAX_CPUS = 8;
+export const MAX_DISKS = 8;
 export const MIN_MEMORY = 1024 * 1024;
 export const MAX_MEMORY = 16 * 1024 ** 3;
 const PAGE = 4096;
@@ -184,6 +185,8 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
       r.fail(dp.value, `disks: found ${describe(dp.value)}; expected a list of disks (- path: ...)`, dp.key);
     } else {
       const items = seq.items as Node[];
+      // The virt board has 8 virtio-mmio slots (0x10001000..0x10008000), one disk each.
+      if (items.length > MAX_DISKS) r.fail(items[MAX_DISKS], `disks: ${items.length} disks; the board has ${MAX_DISKS} virtio slots, so at most ${MAX_DISKS}`);
       const seenNames = new Set<string>();
       const seenPaths = new Set<string>();
       items.forEach((item, i) => {

@@ -89,6 +89,11 @@ describe('VM definition', () => {
     expect(errs.map((e) => e.split(':').slice(1, 3).join(':'))).toEqual(['2:7', '3:9', '6:1']);
   });
 
+  it('allows at most 8 disks (the board\'s virtio slots)', () => {
+    const disks = Array.from({ length: 9 }, (_, i) => `  - path: d${i}.img\n    size: 1MiB\n`).join('');
+    expect(errorsOf(`name: a\nboot:\n  kernel: k.elf\ndisks:\n${disks}`)).toEqual(['vm.yaml:21:5: disks: 9 disks; the board has 8 virtio slots, so at most 8']);
+  });
+
   it('uses --name instead of the file\'s name', () => {
     expect(parseVmDefinition('boot:\n  kernel: k.elf\n', 'vm.yaml', dir, { nameOverride: 'other' }).name).toBe('other');
   });
