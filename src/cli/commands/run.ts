@@ -45,7 +45,8 @@ export function register(program: Command): void {
 
       const c = await connectDaemon();
       // Ephemeral: the daemon removes it if this client goes away.
-      await c.request<VmInfo>('vm.create', { file: abs, text, name, ephemeral: true });
+      const created = await c.request<VmInfo & { warnings: string[] }>('vm.create', { file: abs, text, name, ephemeral: true });
+      for (const w of created.warnings ?? []) process.stderr.write(`${err.yellow('warning:')} ${w}\n`);
       const sub = await c.request<{ bootId: number }>('vm.subscribe', { name, console: true });
       const consoleText = new ConsoleText();
       let expectMatched = false;
