@@ -185,6 +185,7 @@ export const PROGRAMS: Record<string, IsaProgram> = {
     ],
   },
   highcode: { name: 'highcode' },
+  chunks: { name: 'chunks' },
   highaddr: {
     name: 'highaddr',
     differences: [
