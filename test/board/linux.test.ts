@@ -5,6 +5,7 @@
 // extension), the year from the goldfish RTC, then powers off. A shell on the console answers
 // typed commands, on the UART (ttyS0) and on the SBI console (hvc0).
 import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +18,16 @@ const INITRD = join(OUT, 'initramfs.cpio.gz');
 const FW_DYNAMIC = '/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin';
 const haveLinux = existsSync(IMAGE) && existsSync(INITRD);
 const haveOpenSbi = existsSync(FW_DYNAMIC);
+const haveQemu = spawnSync('qemu-system-riscv64', ['--version'], { stdio: 'ignore' }).status === 0;
+
+/** Console lines without printk timestamps, sorted (SMP and async initcalls interleave freely).
+ *  Dropped: the HPM counter count OpenSBI finds (QEMU has 16, we have none and no pmu node), the
+ *  kernel's "Memory:" line (QEMU's larger device tree — pmu, fw-cfg, flash, pci — makes the
+ *  kernel reserve a few KiB more for it) and the wall-clock time read from the RTC. */
+function comparable(out: string): string[] {
+  return out.replace(/\r/g, '').split('\n').map((l) => l.replace(/^\[ *\d+\.\d+\] /, ''))
+    .filter((l) => l !== '' && !/^Boot HART MHPM Count|^Memory: |setting system clock to/.test(l)).sort();
+}
 if (!haveLinux) console.warn(`test/board/linux.test.ts: skipped, no guest kernel in ${OUT} (build it with fixtures/linux/build.sh)`);
 if (!haveOpenSbi) console.warn(`test/board/linux.test.ts: OpenSBI runs skipped, ${FW_DYNAMIC} missing (Debian package opensbi)`);
 
@@ -46,6 +57,17 @@ describe.skipIf(!haveLinux)('Linux guest (fixtures/linux/build.sh)', () => {
         expect(r.power).toMatchObject({ kind: 'poweroff', code: 0, failed: false });
       });
     }
+  }
+
+  for (const cpus of [1, 4]) {
+    it.skipIf(!haveOpenSbi || !haveQemu)(`prints the same boot log as QEMU (OpenSBI fw_dynamic, ${cpus} hart(s))`, async () => {
+      const r = await boot({ kind: 'file', path: FW_DYNAMIC }, cpus, 'console=ttyS0');
+      const q = spawnSync('qemu-system-riscv64', ['-machine', 'virt', '-cpu', 'rv64,h=false,zba=false,zbb=false,zbc=false,zbs=false',
+        '-m', '256M', '-smp', String(cpus), '-nographic', '-bios', FW_DYNAMIC, '-kernel', IMAGE, '-initrd', INITRD,
+        '-append', 'console=ttyS0', '-global', 'virtio-mmio.force-legacy=false'], { encoding: 'latin1', timeout: 120_000 });
+      expect(q.status).toBe(0);
+      expect(comparable(r.output)).toEqual(comparable(q.stdout));
+    });
   }
 
   it('answers commands typed on the UART console (ttyS0, builtin SBI)', async () => {
