@@ -46,9 +46,13 @@ export class Htif {
       const buf = this.ram.readU64(block + 16);
       const len = this.ram.readU64(block + 24);
       if ((fd === 1 || fd === 2) && this.ram.contains(buf, len)) {
-        const bytes = new Uint8Array(len);
-        this.ram.read(buf, bytes);
-        for (const b of bytes) this.putchar(b);
+        // in pieces: a guest may name gigabytes, the host must not allocate them at once
+        const piece = new Uint8Array(Math.min(len, 64 * 1024));
+        for (let off = 0; off < len; off += piece.length) {
+          const n = Math.min(piece.length, len - off);
+          this.ram.read(buf + off, piece.subarray(0, n));
+          for (let i = 0; i < n; i++) this.putchar(piece[i]);
+        }
         ret = len;
       }
     }
