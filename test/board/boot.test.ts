@@ -92,6 +92,13 @@ describe('HTIF (tohost) for ELF guests', () => {
     expect(r.power).toEqual({ kind: 'poweroff', code: 3, source: 'htif', failed: true });
   });
 
+  it('serves the proxied write syscall (riscv-pk convention; QEMU does not offer it)', async () => {
+    const elf = fileURLToPath(new URL('../../fixtures/firmware-tests/htif-syscall.elf', import.meta.url));
+    const r = await runGuest({ kernelPath: elf }, { timeoutMs: 10_000 });
+    expect(r.output).toBe("written by the host's write syscall\n");
+    expect(r.power).toEqual({ kind: 'poweroff', code: 0, source: 'htif', failed: false });
+  });
+
   it.skipIf(!haveQemu)('behaves as on QEMU -machine spike', () => {
     const q = spawnSync('qemu-system-riscv64', ['-machine', 'spike', '-m', '128M', '-nographic', '-bios', 'none', '-kernel', HTIF],
       { encoding: 'latin1', timeout: 30_000 });
