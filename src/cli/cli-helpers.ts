@@ -12,7 +12,8 @@ export function durationOption(text: string | undefined, option: string): number
   if (text === undefined) return undefined;
   const ms = parseDuration(text);
   if (ms === null) throw new CliError(EXIT.usage, `${option}: ${JSON.stringify(text)} is not a duration; expected something like 500ms, 30s or 5m`);
-  return ms;
+  // setTimeout holds at most 2^31-1 ms (about 24.8 days); longer would fire at once.
+  return Math.min(ms, 2 ** 31 - 1);
 }
 
 /** Loads and validates a VM file locally, so config errors never need a daemon. */
