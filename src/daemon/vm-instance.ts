@@ -416,5 +416,6 @@ export class VmInstance {
 }
 
 function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
+  // Clamped to setTimeout's range (a client may send any number).
+  return new Promise((r) => setTimeout(r, Math.max(0, Math.min(ms, 2 ** 31 - 1))).unref());
 }
