@@ -3,7 +3,7 @@
 
 import type { Socket } from 'node:net';
 import { ConfigErrors } from '../config/errors.js';
-import { encodeFrame, LineDecoder } from '../protocol/framing.js';
+import { encodeFrame, LineDecoder, MAX_LINE_BYTES } from '../protocol/framing.js';
 import {
   parseRequest, PROTOCOL_VERSION, ProtocolFailure,
   type DaemonStatus, type ErrorBody, type EventMessage, type EventName, type MethodName,
@@ -15,6 +15,8 @@ import type { VmInstance } from './vm-instance.js';
 
 /** A client that reads too slowly is dropped rather than buffered without bound. */
 const MAX_PENDING_OUTPUT = 16 * 1024 * 1024;
+/** `vm.log` returns at most the newest this-many bytes of the serial log. */
+const MAX_LOG_REPLY_BYTES = 64 * 1024 * 1024;
 /** A peer that keeps sending garbage is disconnected. */
 const MAX_BAD_LINES = 64;
 
@@ -44,7 +46,7 @@ export class Connection {
       this.closed = true;
       this.onClose(this);
     });
-    const decoder = new LineDecoder((f) => {
+    const decoder = new LineDecoder(MAX_LINE_BYTES, (f) => {
       if (!f.ok) {
         this.badLine('ProtocolError', f.detail);
         return;
@@ -166,7 +168,9 @@ export class Connection {
       }
       case 'vm.log': {
         const v = vm();
-        const data = SerialLog.readAll(join(v.dir, 'serial.log'));
+        const all = SerialLog.readAll(join(v.dir, 'serial.log'));
+        // serialLogMaxSize is configurable: keep one reply line within reason.
+        const data = all.length > MAX_LOG_REPLY_BYTES ? all.subarray(all.length - MAX_LOG_REPLY_BYTES) : all;
         if (p.follow === true) this.subscriptions.set(v.name, { console: true });
         return { data: data.toString('base64'), state: v.state, bootId: v.persisted.bootId };
       }

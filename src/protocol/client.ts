@@ -4,6 +4,9 @@ import { connect, type Socket } from 'node:net';
 import { encodeFrame, LineDecoder } from './framing.js';
 import { PROTOCOL_VERSION, ProtocolFailure, type EventMessage, type Greeting, type MethodName, type Reply } from './messages.js';
 
+/** Replies can be large (`vm.log` carries the serial log); the daemon is trusted more than its clients. */
+const MAX_REPLY_LINE_BYTES = 256 * 1024 * 1024;
+
 interface Pending { resolve: (v: unknown) => void; reject: (e: Error) => void }
 
 export class ProtocolClient {
@@ -31,7 +34,7 @@ export class ProtocolClient {
         reject(e);
       };
       sock.once('error', fail);
-      const decoder = new LineDecoder((f) => {
+      const decoder = new LineDecoder(MAX_REPLY_LINE_BYTES, (f) => {
         if (!f.ok) {
           fail(new ProtocolFailure('ProtocolError', `daemon sent ${f.detail}`));
           return;

@@ -1,5 +1,6 @@
 // Newline-delimited JSON framing. Lines are bounded so a peer cannot make us buffer without limit.
 
+/** Longest request line the daemon accepts (a VM file in vm.create, console input). */
 export const MAX_LINE_BYTES = 1024 * 1024;
 
 export type FrameResult = { ok: true; value: unknown } | { ok: false; reason: 'too-long' | 'bad-json' | 'bad-utf8'; detail: string };
@@ -12,7 +13,7 @@ export class LineDecoder {
   private skipping = false;
   private readonly utf8 = new TextDecoder('utf-8', { fatal: true });
 
-  constructor(private readonly onFrame: (f: FrameResult) => void, private readonly maxLine = MAX_LINE_BYTES) {}
+  constructor(private readonly maxLine: number, private readonly onFrame: (f: FrameResult) => void) {}
 
   push(chunk: Buffer): void {
     let start = 0;
