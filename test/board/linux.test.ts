@@ -20,11 +20,15 @@ const haveLinux = existsSync(IMAGE) && existsSync(INITRD);
 const haveOpenSbi = existsSync(FW_DYNAMIC);
 const haveQemu = spawnSync('qemu-system-riscv64', ['--version'], { stdio: 'ignore' }).status === 0;
 
-/** Console lines without printk timestamps, sorted (SMP and async initcalls interleave freely).
+/** Boot console lines without printk timestamps, sorted (SMP and async initcalls interleave freely).
  *  Dropped: the HPM counter count OpenSBI finds (QEMU has 16, we have none and no pmu node), the
  *  kernel's "Memory:" line (QEMU's larger device tree — pmu, fw-cfg, flash, pci — makes the
  *  kernel reserve a few KiB more for it) and the wall-clock time read from the RTC. */
 function comparable(out: string): string[] {
+  // Up to the start of init: after that, user-space output and late kernel messages (crng
+  // init, ...) may interleave mid-line differently on every run, on QEMU too.
+  const end = out.indexOf('Run /init as init process');
+  if (end >= 0) out = out.slice(0, end);
   return out.replace(/\r/g, '').split('\n').map((l) => l.replace(/^\[ *\d+\.\d+\] /, ''))
     .filter((l) => l !== '' && !/^Boot HART MHPM Count|^Memory: |setting system clock to/.test(l)).sort();
 }
