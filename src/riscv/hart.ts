@@ -144,6 +144,7 @@ export class Hart {
   private instretFrozen = 0;
 
   // ---- run control ----
+  private linesChanged = false;
   waiting = false;
   halted = false;
   stopRequested = false;
@@ -194,6 +195,9 @@ export class Hart {
     const m = 1 << bit;
     this.mipLines = level ? this.mipLines | m : this.mipLines & ~m;
     this.updateMip();
+    // A device store of this hart (CLINT msip/mtimecmp, PLIC) may have raised it: end the block
+    // after that store so that the interrupt is taken at once, as on hardware.
+    this.linesChanged = true;
   }
 
   /** HSM hart_start (SBI spec): S-mode at `pc`, satp = 0, SIE = 0, a0 = hartid, a1 = opaque. */
@@ -271,6 +275,7 @@ export class Hart {
     let left = maxInstructions, retired = 0;
     while (left > 0) {
       if (this.halted || this.stopRequested) break;
+      this.linesChanged = false;
       if (this.stce()) this.updateTimer();
       if ((this.mip & this.mie) !== 0) {
         this.waiting = false;
@@ -468,6 +473,7 @@ export class Hart {
             this.pc = fVa + pcOff;
             if (f3 >= 4) { n--; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
             if (!this.storeSlow(lo, hi, f3, xl[rs2], xh[rs2])) { n--; break loop; }
+            if (this.linesChanged) { this.linesChanged = false; this.pc = fVa + pcOff + ilen; return n; }
           }
           pcOff += ilen;
           break;

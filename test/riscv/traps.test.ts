@@ -564,3 +564,46 @@ rec:  sd t6, 0(s11)
     expect(u64(m, DATA + 8)).toBe(1000n);
   });
 });
+
+describe('device-raised interrupts', () => {
+  test('a store that makes a device raise an enabled interrupt is followed by the trap at once', () => {
+    const m = runAsm(program(`
+      la t0, mint2
+      csrw mtvec, t0
+      la t0, after
+      li t1, ${DATA}
+      sd t0, 0(t1)
+      li t0, 0x8
+      csrs mie, t0             # MSIE
+      csrsi mstatus, 8
+      li t1, 0x2000000         # a fake CLINT msip register
+      li t2, 1
+      sw t2, 0(t1)             # raises MSIP
+after:
+      nop
+      nop
+    `, `
+  .align 4
+mint2:
+  csrr t5, mcause
+  sd t5, 0(s11)
+  csrr t5, mepc
+  sd t5, 16(s11)
+  addi s11, s11, 32
+  li t5, 0x2000000
+  sw zero, 0(t5)
+  mret
+`), {
+      setup: (mm) => {
+        mm.mem.addDevice(0x2000000, 0x1000, 'msip', {
+          read: () => 0,
+          write: (_o, _s, v) => mm.harts[0].setInterruptLevel(3, (v & 1) === 1),
+        });
+      },
+    });
+    expect(m.exit).toEqual({ code: 0 });
+    const t = traps(m);
+    expect(t.map((r) => r.cause)).toEqual([INT | 3n]);
+    expect(t[0].epc).toBe(u64(m, DATA)); // taken before the instruction after the store
+  });
+});
