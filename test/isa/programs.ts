@@ -196,6 +196,7 @@ export const PROGRAMS: Record<string, IsaProgram> = {
   },
   highcode: { name: 'highcode' },
   chunks: { name: 'chunks' },
+  modes: { name: 'modes' },
   highaddr: {
     name: 'highaddr',
     differences: [
