@@ -1,11 +1,12 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { DEFAULT_SETTINGS, DEFAULT_SETTINGS_TEXT, loadDaemonSettings } from '../../src/config/daemon-settings.js';
 import { ConfigErrors } from '../../src/config/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmctl-settings-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 function file(text: string): string {
   const f = join(dir, `config-${Math.random().toString(36).slice(2)}.yaml`);
   writeFileSync(f, text);

@@ -1,7 +1,7 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigErrors } from '../../src/config/errors.js';
 import { loadVmDefinition, parseVmDefinition, serializeVmDefinition } from '../../src/config/vm-definition.js';
 
@@ -11,6 +11,7 @@ beforeAll(() => {
   writeFileSync(join(dir, 'k.elf'), 'x');
   writeFileSync(join(dir, 'disk.img'), Buffer.alloc(4096));
 });
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function errorsOf(text: string): string[] {
   try {
