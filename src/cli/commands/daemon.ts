@@ -2,7 +2,7 @@
 
 import type { Command } from 'commander';
 import { humanDuration } from '../../config/units.js';
-import { AlreadyRunning, pidAlive, runDaemon } from '../../daemon/daemon.js';
+import { AlreadyRunning, pidAlive, readPid, runDaemon } from '../../daemon/daemon.js';
 import type { DaemonStatus } from '../../protocol/messages.js';
 import { sleep } from '../cli-helpers.js';
 import { cleanStalePid, currentHome, spawnDetachedDaemon, tryConnect, waitForDaemon, workerBundle } from '../daemon-link.js';
@@ -37,7 +37,20 @@ export function register(program: Command): void {
     .description('stop the daemon (running VMs are powered off)')
     .action(async () => {
       const p = currentHome();
-      const c = await tryConnect(p);
+      let c;
+      try {
+        c = await tryConnect(p);
+      } catch (e) {
+        // A daemon that does not answer (hung, or not greeting): fall back to SIGTERM, which runs
+        // the same clean shutdown when its event loop is alive at all.
+        const pid = readPid(p);
+        if (pid === null || !pidAlive(pid)) throw e;
+        process.stderr.write(`The daemon (pid ${pid}) does not answer; sending SIGTERM\n`);
+        process.kill(pid, 'SIGTERM');
+        await waitForExit(pid);
+        process.stdout.write(`Stopped the daemon (pid ${pid})\n`);
+        return;
+      }
       if (!c) {
         cleanStalePid(p);
         process.stdout.write(`The daemon is not running (home ${p.home})\n`);
@@ -46,9 +59,7 @@ export function register(program: Command): void {
       const pid = c.greeting?.pid ?? 0;
       await c.request('daemon.shutdown');
       c.close();
-      const deadline = Date.now() + 15_000;
-      while (pidAlive(pid) && Date.now() < deadline) await sleep(50);
-      if (pidAlive(pid)) throw new CliError(EXIT.failed, `the daemon (pid ${pid}) did not exit within 15 s`);
+      await waitForExit(pid);
       process.stdout.write(`Stopped the daemon (pid ${pid})\n`);
     });
 
@@ -83,4 +94,10 @@ export function register(program: Command): void {
         throw e;
       }
     });
+}
+
+async function waitForExit(pid: number): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (pidAlive(pid) && Date.now() < deadline) await sleep(50);
+  if (pidAlive(pid)) throw new CliError(EXIT.failed, `the daemon (pid ${pid}) did not exit within 15 s`);
 }
