@@ -30,6 +30,8 @@ export interface IsaProgram {
   machine?: 'virt' | 'spike';
   /** Harts on both sides (default 1). */
   cpus?: number;
+  /** RAM on both sides (default 128 MiB, QEMU's default for virt). */
+  memoryMiB?: number;
   timeoutMs?: number;
   differences?: KnownDifference[];
 }
@@ -73,7 +75,7 @@ export function qemuRun(p: IsaProgram): Promise<QemuResult> {
   let r = qemuCache.get(p.name);
   if (!r) {
     requireQemu();
-    r = runQemu(elfPath(p.name), { machine: p.machine ?? 'virt', cpus: p.cpus ?? 1, timeoutMs: 30_000 });
+    r = runQemu(elfPath(p.name), { machine: p.machine ?? 'virt', cpus: p.cpus ?? 1, memoryMiB: p.memoryMiB ?? 128, timeoutMs: 30_000 });
     qemuCache.set(p.name, r);
   }
   return r;
@@ -91,7 +93,8 @@ export async function differential(p: IsaProgram): Promise<void> {
   expect(q.output).toMatch(p.machine === 'spike' ? /checksum [0-9a-f]{16}\n$/ : /(PASS|FAIL -?\d+)\n$/);
   const expected = applyDifferences(q.output, p.differences ?? []);
 
-  const v = await runGuest({ kernelPath: elf, cpus: p.cpus ?? 1 }, { timeoutMs: p.timeoutMs ?? 60_000 });
+  const v = await runGuest({ kernelPath: elf, cpus: p.cpus ?? 1, memoryBytes: (p.memoryMiB ?? 128) * 1024 * 1024 },
+    { timeoutMs: p.timeoutMs ?? 60_000 });
   const diff = firstDifference(expected, v.output);
   expect(diff, diff ?? '').toBeNull();
   expect(v.timedOut).toBe(false);

@@ -197,6 +197,7 @@ export const PROGRAMS: Record<string, IsaProgram> = {
   highcode: { name: 'highcode' },
   chunks: { name: 'chunks' },
   modes: { name: 'modes' },
+  bigmem: { name: 'bigmem', memoryMiB: 4096 },
   highaddr: {
     name: 'highaddr',
     differences: [
