@@ -198,6 +198,7 @@ export const PROGRAMS: Record<string, IsaProgram> = {
   chunks: { name: 'chunks' },
   modes: { name: 'modes' },
   bigmem: { name: 'bigmem', memoryMiB: 4096 },
+  bigmem16: { name: 'bigmem16', memoryMiB: 16384 },
   highaddr: {
     name: 'highaddr',
     differences: [
