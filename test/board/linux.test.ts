@@ -6,8 +6,8 @@
 // typed commands, on the UART (ttyS0) and on the SBI console (hvc0).
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { copyFileSync, existsSync, mkdtempSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runGuest } from '../helpers/run-guest.js';
 import type { FirmwareSpec } from '../../src/board/machine-types.js';
@@ -98,6 +98,18 @@ describe.skipIf(!haveLinux)('Linux guest (fixtures/linux/build.sh)', () => {
     ]);
     expect(r.timedOut, r.output.slice(-2000)).toBe(false);
     expect(r.power).toEqual({ kind: 'reset', source: 'sbi' });
+  });
+
+  it.skipIf(!existsSync(join(OUT, 'disk.img')))('finds the disk of virtio-mmio slot 0 (IRQ 1) as /dev/vda', async () => {
+    const disk = join(mkdtempSync(join(tmpdir(), 'vmctl-linux-disk-')), 'disk.img');
+    copyFileSync(join(OUT, 'disk.img'), disk);
+    const r = await runGuest({ firmware: { kind: 'builtin' }, kernelPath: IMAGE, initrdPath: INITRD, cmdline: 'console=ttyS0',
+      cpus: 2, memoryBytes: 256 << 20, disks: [{ path: disk, readonly: false, name: 'disk0' }] }, { timeoutMs: 240_000 });
+    expect(r.timedOut, r.output.slice(-2000)).toBe(false);
+    expect(r.output).toContain('virtio_blk virtio0: [vda] 16384 512-byte logical blocks');
+    expect(r.output).toContain('vmctl-linux: disk /dev/vda 16384 sectors');
+    expect(r.output).toContain('vmctl-linux: disk README: vmctl test disk');
+    expect(r.power).toMatchObject({ kind: 'poweroff', code: 0 });
   });
 
   it('answers commands typed on the SBI console (hvc0, legacy getchar/putchar)', async () => {
