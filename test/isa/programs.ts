@@ -124,6 +124,11 @@ export const PROGRAMS: Record<string, IsaProgram> = {
         spec: 'priority order: 5 taken: M3 M7 M9 M1 M5',
         why: 'priv 3.1.9: simultaneous M-mode interrupts are taken in the order MEI, MSI, MTI, SEI, SSI, STI; QEMU 7.2 without AIA takes the lowest-numbered pending one',
       },
+      {
+        qemu: 'S priority order: 3 taken: S1 S5 S9',
+        spec: 'S priority order: 3 taken: S9 S1 S5',
+        why: 'priv 4.1.3: simultaneous S-mode interrupts are taken in the order SEI, SSI, STI; QEMU 7.2 without AIA takes the lowest-numbered pending one',
+      },
     ],
   },
   priv: {
@@ -170,7 +175,16 @@ export const PROGRAMS: Record<string, IsaProgram> = {
       },
     ],
   },
-  extirq: { name: 'extirq' },
+  extirq: {
+    name: 'extirq',
+    differences: [
+      {
+        qemu: 'MEI and MSI together: 2 taken, first M3 then Mb',
+        spec: 'MEI and MSI together: 2 taken, first Mb then M3',
+        why: 'priv 3.1.9: MEI has the highest priority; QEMU 7.2 without AIA takes the lowest-numbered pending interrupt (MSI, 3) first',
+      },
+    ],
+  },
   fuzz: { name: 'fuzz' },
   fuzzmem: { name: 'fuzzmem' },
   fuzzbr: { name: 'fuzzbr' },
