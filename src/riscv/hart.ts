@@ -143,6 +143,10 @@ export class Hart {
   private cycleFrozen = 0;
   private instretFrozen = 0;
 
+  /** Exact pc while `pc` is NaN (see exactPc). */
+  private farLo = 0;
+  private farHi = 0;
+
   // ---- run control ----
   private linesChanged = false;
   waiting = false;
@@ -176,7 +180,20 @@ export class Hart {
   // ================= public helpers (not hot) =================
 
   setPc(pc: number | bigint): void {
-    this.pc = typeof pc === 'bigint' ? Number(BigInt.asIntN(64, pc)) : pc;
+    if (typeof pc === 'bigint') {
+      const v = BigInt.asUintN(64, pc);
+      this.pc = this.exactPc(Number(BigInt.asIntN(32, v)), Number(BigInt.asIntN(32, v >> 32n)));
+    } else this.pc = pc;
+  }
+
+  /** A pc from a 64-bit value. pc is a JS number, exact for |pc| < 2^53, which covers every
+   *  address that can hold code (Sv39 addresses and physical addresses are far smaller). Any other
+   *  target can only fault on fetch: it is kept exactly in farLo/farHi (pc = NaN) so that the fault
+   *  reports it exactly in xepc/xtval (priv spec 3.1.14, 3.1.16). */
+  private exactPc(lo: number, hi: number): number {
+    if (((hi + 0x200000) >>> 0) < 0x400000) return hi * TWO32 + (lo >>> 0);
+    this.farLo = lo; this.farHi = hi;
+    return NaN;
   }
 
   setX(i: number, v: bigint | number): void {
@@ -561,7 +578,7 @@ export class Hart {
           const lo = (bl + imm) & -2;
           const hi = (xh[rs1] + (imm >> 31) + (((bl + imm) >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
           const link = fVa + pcOff + ilen;
-          const t = hi * TWO32 + (lo >>> 0);
+          const t = ((hi + 0x200000) >>> 0) < 0x400000 ? hi * TWO32 + (lo >>> 0) : this.exactPc(lo, hi);
           const d = t - fVa;
           if (d >= 0 && d <= 4092) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
           xl[rd] = link | 0; xh[rd] = Math.floor(link / TWO32) | 0;
@@ -609,10 +626,11 @@ export class Hart {
     const mode = this.mode;
     const deleg = interrupt ? this.mideleg : this.medeleg;
     const epc = this.pc;
+    const epcLo = epc === epc ? epc | 0 : this.farLo, epcHi = epc === epc ? Math.floor(epc / TWO32) | 0 : this.farHi;
     const causeHi = interrupt ? 0x80000000 | 0 : 0;
     this.waiting = false;
     if (mode <= 1 && ((deleg >>> cause) & 1) !== 0) {
-      this.cLo[0x141] = epc | 0; this.cHi[0x141] = Math.floor(epc / TWO32) | 0;
+      this.cLo[0x141] = epcLo; this.cHi[0x141] = epcHi;
       this.cLo[0x142] = cause; this.cHi[0x142] = causeHi;
       this.cLo[0x143] = tvalLo; this.cHi[0x143] = tvalHi;
       let s = this.mstatus;
@@ -622,7 +640,7 @@ export class Hart {
       this.setMode(1);
       this.pc = this.vector(0x105, cause, interrupt);
     } else {
-      this.cLo[0x341] = epc | 0; this.cHi[0x341] = Math.floor(epc / TWO32) | 0;
+      this.cLo[0x341] = epcLo; this.cHi[0x341] = epcHi;
       this.cLo[0x342] = cause; this.cHi[0x342] = causeHi;
       this.cLo[0x343] = tvalLo; this.cHi[0x343] = tvalHi;
       let s = this.mstatus;
@@ -636,8 +654,13 @@ export class Hart {
 
   private vector(csr: number, cause: number, interrupt: boolean): number {
     const lo = this.cLo[csr], hi = this.cHi[csr];
-    const base = hi * TWO32 + ((lo & ~3) >>> 0);
-    return (interrupt && (lo & 3) === 1) ? base + 4 * cause : base;
+    let bl = lo & ~3, bh = hi;
+    if (interrupt && (lo & 3) === 1) {
+      const l = (bl + 4 * cause) | 0;
+      bh = (bh + ((l >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
+      bl = l;
+    }
+    return this.exactPc(bl, bh);
   }
 
   private setMode(m: number): void {
@@ -736,7 +759,7 @@ export class Hart {
   }
 
   private readEpc(csr: number): number {
-    return this.cHi[csr] * TWO32 + (this.cLo[csr] >>> 0);
+    return this.exactPc(this.cLo[csr], this.cHi[csr]);
   }
 
   // ================= CSRs =================
@@ -1210,6 +1233,11 @@ export class Hart {
 
   /** Fetches the instruction at pc (raw bits, >= 0) and sets up the fetch page; -1 = trapped. */
   private fetchSlow(pc: number): number {
+    if (pc !== pc) {
+      // An address beyond 2^53 (see exactPc): no memory there, so this always faults, exactly.
+      this.fVa = NaN;
+      return this.fetchHalf(this.farLo, this.farHi, false) < 0 ? -1 : this.fetchFarImpossible();
+    }
     const lo = pc | 0, hi = Math.floor(pc / TWO32) | 0;
     const h0 = this.fetchHalf(lo, hi, true);
     if (h0 < 0) return -1;
@@ -1218,6 +1246,12 @@ export class Hart {
     const h1 = this.fetchHalf(lo2, hi2, false);
     if (h1 < 0) return -1;
     return (h0 | (h1 << 16)) >>> 0;
+  }
+
+  /** Not reachable: nothing is mapped at a far address (bare: beyond every device; Sv39: not canonical). */
+  private fetchFarImpossible(): number {
+    this.trapAddr(EXC_INSN_ACCESS, this.farLo, this.farHi);
+    return -1;
   }
 
   /** One 16-bit parcel of an instruction; `setPage` makes its page the current fetch page. */

@@ -607,3 +607,53 @@ mint2:
     expect(t[0].epc).toBe(u64(m, DATA)); // taken before the instruction after the store
   });
 });
+
+describe('targets beyond 2^53', () => {
+  test('fetch faults at huge addresses report them exactly in mepc/mtval (jalr and mret)', () => {
+    const m = runAsm(program(`
+      la t0, back
+      csrw mscratch, t0
+      la t0, farh
+      csrw mtvec, t0
+      li a0, 0x591d1b4d5bdd864a
+      jalr ra, 0(a0)
+back1:
+      li a0, 0x8000000000000002
+      csrw mepc, a0
+      li t0, 0x1800
+      csrs mstatus, t0         # MPP = M
+      mret
+back:
+      ecall
+    `, `
+  .align 4
+farh:
+  csrr t5, mcause
+  sd t5, 0(s11)
+  csrr t5, mtval
+  sd t5, 8(s11)
+  csrr t5, mepc
+  sd t5, 16(s11)
+  addi s11, s11, 32
+  la t5, back1
+  li t6, 1
+  bne s10, zero, 1f
+  li s10, 1
+  csrw mepc, t5
+  mret
+1:
+  la t5, mtrap
+  csrw mtvec, t5
+  csrr t5, mscratch
+  csrw mepc, t5
+  mret
+`));
+    expect(m.exit).toEqual({ code: 0 });
+    const t = traps(m);
+    expect(t.map((r) => [r.cause, r.tval, r.epc])).toEqual([
+      [1n, 0x591d1b4d5bdd864an, 0x591d1b4d5bdd864an],
+      [1n, 0x8000000000000002n, 0x8000000000000002n],
+      [11n, 0n, t[2].epc],
+    ]);
+  });
+});
