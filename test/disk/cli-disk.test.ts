@@ -1,0 +1,133 @@
+// Disks through the real CLI and daemon: `vmctl disk ...`, one running VM per disk, sparse
+// allocation as the guest writes, and the kill test (SIGKILL the daemon while the guest writes:
+// every sequence number the guest reported is in the image).
+
+import { spawnSync } from 'node:child_process';
+import { closeSync, copyFileSync, existsSync, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { alive, ROOT, sleep, until, VmctlHome } from '../e2e/harness.js';
+
+const h = new VmctlHome();
+afterAll(() => h.cleanup());
+const SEQ_ELF = join(ROOT, 'fixtures/disk/blk-seq.elf');
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+async function vmctl(args: string[], expectCode = 0): Promise<string> {
+  const r = await h.run(args, { timeoutMs: 60_000 });
+  if (r.code !== expectCode) throw new Error(`vmctl ${args.join(' ')} exited ${r.code} (wanted ${expectCode}): ${r.stderr}${r.stdout}`);
+  return r.stdout + r.stderr;
+}
+
+function vmFile(name: string, disk: string, size: string): string {
+  copyFileSync(SEQ_ELF, join(h.home, 'blk-seq.elf'));
+  const f = join(h.home, `${name}.yaml`);
+  writeFileSync(f, `name: ${name}\nmemory: 16MiB\nboot:\n  kernel: ./blk-seq.elf\ndisks:\n  - path: ./${disk}\n    size: ${size}\n`);
+  return f;
+}
+
+/** Every "seq N" line in `text` (complete lines only). */
+function seqs(text: string): number[] {
+  return [...text.matchAll(/^seq (\d+)\r?$/gm)].map((m) => Number(m[1]));
+}
+
+function expectInImage(img: string, reported: number[]): void {
+  const fd = openSync(img, 'r');
+  const s = Buffer.alloc(16);
+  const missing: number[] = [];
+  try {
+    for (const n of reported) {
+      readSync(fd, s, 0, 16, n * 512);
+      if (s.subarray(0, 4).toString() !== 'SEQ!' || s.readBigUInt64LE(8) !== BigInt(n)) missing.push(n);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  expect(missing.slice(0, 10), `${missing.length} of ${reported.length} reported sequence numbers are not in the image`).toEqual([]);
+}
+
+describe('vmctl disk', () => {
+  it('create / info --json / resize: a sparse image with qemu-img-like figures', async () => {
+    const img = join(h.home, 'ten.img');
+    expect(await vmctl(['disk', 'create', img, '--size', '10GiB'])).toMatch(/10GiB virtual/);
+    const info = JSON.parse(await vmctl(['disk', 'info', img, '--json']));
+    expect(Object.keys(info).sort()).toEqual(['allocatedBytes', 'format', 'path', 'usedBy', 'virtualBytes']);
+    expect(info).toMatchObject({ path: img, virtualBytes: 10 * GiB, format: 'raw', usedBy: null });
+    expect(info.allocatedBytes).toBeLessThan(MiB);
+    const text = await vmctl(['disk', 'info', img]);
+    expect(text).toMatch(/virtual size: 10GiB \(10737418240 bytes\)/);
+    await vmctl(['disk', 'create', img, '--size', '1GiB'], 1); // never overwrites
+    await vmctl(['disk', 'create', join(h.home, 'odd.img'), '--size', '1000'], 2);
+    expect(await vmctl(['disk', 'resize', img, '--size', '12GiB'])).toMatch(/10GiB -> 12GiB/);
+    expect(await vmctl(['disk', 'resize', img, '--size', '1GiB'], 2)).toMatch(/--shrink/);
+    expect(await vmctl(['disk', 'resize', img, '--size', '1GiB', '--shrink'])).toMatch(/12GiB -> 1GiB/);
+    const q = JSON.parse(spawnSync('qemu-img', ['info', '--output=json', img], { encoding: 'utf8' }).stdout);
+    expect(q['virtual-size']).toBe(GiB);
+    await vmctl(['disk', 'info', join(h.home, 'nope.img')], 1);
+  });
+
+  it('a fresh 10 GiB disk: ~0 allocated; after the guest wrote ~100 MiB, about that much', async () => {
+    await vmctl(['create', '-f', vmFile('grow', 'grow.img', '10GiB')]);
+    const img = join(h.home, 'grow.img');
+    expect(JSON.parse(await vmctl(['disk', 'info', img, '--json'])).allocatedBytes).toBeLessThan(MiB);
+    // seq n lands in sector n: 210000 sectors are ~102.5 MiB.
+    await vmctl(['start', 'grow', '--wait-for', 'seq 21[0-9]{4}', '--timeout', '5m']);
+    await vmctl(['stop', 'grow', '--force']);
+    const last = seqs(await vmctl(['logs', 'grow'])).reduce((a, b) => Math.max(a, b), 0);
+    const info = JSON.parse(await vmctl(['disk', 'info', img, '--json']));
+    expect(info.virtualBytes).toBe(10 * GiB);
+    expect(info.allocatedBytes).toBeGreaterThanOrEqual(100 * MiB);
+    // What was written, give or take the host file system's block granularity and the few
+    // requests that completed after the last line reached the log.
+    expect(Math.abs(info.allocatedBytes - last * 512)).toBeLessThan(8 * MiB);
+    expectInImage(img, [1, 1000, last]);
+  }, 400_000);
+
+  it('one running VM per disk: a second VM naming it is refused at start; shrink refused; list shows who uses it', async () => {
+    await vmctl(['create', '-f', vmFile('one', 'shared.img', '4GiB')]);
+    await vmctl(['create', '-f', vmFile('two', 'shared.img', '4GiB')]);
+    const img = join(h.home, 'shared.img');
+    await vmctl(['start', 'one', '--wait-for', 'seq 1000\\b', '--timeout', '2m']);
+    const refused = await vmctl(['start', 'two'], 5);
+    expect(refused).toMatch(/disk .*shared\.img is in use by VM one/);
+    expect(JSON.parse(await vmctl(['info', 'two', '--json'])).state).toBe('stopped');
+    expect(JSON.parse(await vmctl(['disk', 'info', img, '--json'])).usedBy).toMatchObject({ vm: 'one' });
+    expect(await vmctl(['disk', 'resize', img, '--size', '1GiB', '--shrink'], 5)).toMatch(/in use by VM one/);
+    const list = JSON.parse(await vmctl(['disk', 'list', '--json'])) as { vm: string; path: string; usedBy: { vm: string } | null }[];
+    expect(list.filter((r) => r.path === img).map((r) => [r.vm, r.usedBy?.vm])).toEqual([['one', 'one'], ['two', 'one']]);
+    await vmctl(['stop', 'one', '--force']);
+    expect(JSON.parse(await vmctl(['disk', 'info', img, '--json'])).usedBy).toBeNull();
+    await vmctl(['start', 'two']);
+    await vmctl(['stop', 'two', '--force']);
+    await vmctl(['delete', 'one']);
+    await vmctl(['delete', 'two']);
+  }, 300_000);
+
+  it('kill test: SIGKILL the daemon while the guest writes; every reported sequence number is in the image', async () => {
+    await vmctl(['create', '-f', vmFile('kill', 'kill.img', '4GiB')]);
+    const img = join(h.home, 'kill.img');
+    await vmctl(['start', 'kill', '--wait-for', 'seq 1\\b']);
+    // What a user sees: the console stream, attached before the kill.
+    const con = h.spawn(['console', 'kill']);
+    let seen = '';
+    con.stdout!.on('data', (b: Buffer) => { seen += b.toString('latin1'); });
+    await until(() => seqs(seen).length > 100, 60_000, 'console output');
+    await sleep(200 + Math.floor(Math.random() * 1500)); // a random moment
+    const pid = h.pid()!;
+    process.kill(pid, 'SIGKILL');
+    await until(() => !alive(pid), 10_000, 'daemon death');
+    await new Promise((r) => { if (con.exitCode !== null) r(null); else con.on('exit', r); });
+    const reported = seqs(seen);
+    const fromLog = seqs(readFileSync(join(h.home, 'vms', 'kill', 'serial.log'), 'latin1'));
+    expect(reported.length).toBeGreaterThan(100);
+    expectInImage(img, reported);
+    expectInImage(img, fromLog);
+    // The dead daemon's lock is stale: a new daemon starts the VM (now aborted) on the same disk.
+    expect(existsSync(`${img}.lock`)).toBe(true);
+    expect(JSON.parse(await vmctl(['info', 'kill', '--json'])).state).toBe('aborted');
+    await vmctl(['start', 'kill', '--wait-for', 'seq 1\\b']);
+    expect(JSON.parse(await vmctl(['disk', 'info', img, '--json'])).usedBy).toMatchObject({ vm: 'kill', pid: h.pid() });
+    await vmctl(['stop', 'kill', '--force']);
+  }, 300_000);
+});
