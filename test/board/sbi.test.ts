@@ -40,3 +40,38 @@ describe('builtin SBI', () => {
     }
   });
 });
+
+describe('builtin SBI survives hostile callers', () => {
+  it('random ECALL arguments never throw', async () => {
+    const { Hart } = await import('../../src/riscv/hart.js');
+    const { GuestRam } = await import('../../src/memory/ram.js');
+    const { PhysicalMemoryMap } = await import('../../src/memory/bus.js');
+    const { BuiltinSbi } = await import('../../src/board/sbi/builtin-sbi.js');
+    const mem = new PhysicalMemoryMap(new GuestRam(0x80000000, 4 << 20));
+    const clock = { mtime: () => 0 };
+    const harts = [0, 1, 2].map((i) => new Hart(i, mem, clock));
+    let events = 0;
+    const sbi = new BuiltinSbi({ harts, putchar: () => {}, getchar: () => -1, power: () => { events++; },
+      trapSink: 0x1000, ramBase: 0x80000000, ramSize: 4 << 20 });
+    sbi.boot(0x80200000, 0x80300000);
+    let s = 12345;
+    const r64 = () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; const hi = s; s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return (BigInt(hi) << 32n) | BigInt(s); };
+    const eids = [0, 1, 2, 3, 4, 8, 0x10, 0x54494d45, 0x735049, 0x52464e43, 0x48534d, 0x53525354];
+    for (let i = 0; i < 20_000; i++) {
+      const h = harts[i % 3];
+      for (let r = 10; r <= 15; r++) h.setX(r, (i & 3) === 0 ? r64() : r64() & 0xfn);
+      h.setX(17, (i & 7) === 0 ? r64() : BigInt(eids[i % eids.length]));
+      h.setX(16, r64() & 7n);
+      const eid = h.getX(17), fid = h.getX(16);
+      expect(sbi.ecall(h)).toBe(true);
+      // a0 is an SBI error code, except where the call does not return to its caller
+      // (HSM hart_stop, non-retentive suspend) or is a legacy call with its own result
+      const noReturn = eid === 0x48534dn && (fid === 1n || fid === 3n);
+      if (eid >= 0x10n && !noReturn) {
+        const err = BigInt.asIntN(64, h.getX(10));
+        expect(err <= 0n && err >= -8n).toBe(true);
+      }
+    }
+    expect(events).toBeGreaterThan(0); // some random calls were SRST / legacy shutdown
+  });
+});
