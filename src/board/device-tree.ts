@@ -52,18 +52,14 @@ export function buildDeviceTree(p: DeviceTreeParams): Uint8Array {
   w.endNode();
 
   // Linux's syscon-poweroff / syscon-reboot drivers write these values into the test device.
-  w.beginNode('poweroff');
-  w.propCells('value', 0x5555);
-  w.propCells('offset', 0);
-  w.propCells('regmap', testPhandle);
-  w.propStrings('compatible', 'syscon-poweroff');
-  w.endNode();
-  w.beginNode('reboot');
-  w.propCells('value', 0x7777);
-  w.propCells('offset', 0);
-  w.propCells('regmap', testPhandle);
-  w.propStrings('compatible', 'syscon-reboot');
-  w.endNode();
+  for (const [node, value] of [['poweroff', 0x5555], ['reboot', 0x7777]] as const) {
+    w.beginNode(node);
+    w.propCells('value', value);
+    w.propCells('offset', 0);
+    w.propCells('regmap', testPhandle);
+    w.propStrings('compatible', `syscon-${node}`);
+    w.endNode();
+  }
 
   w.beginNode(`memory@${hex(DRAM_BASE)}`);
   w.propStrings('device_type', 'memory');

@@ -5,18 +5,16 @@
 // Slots with a device use H5's transport in src/devices/virtio/ instead.
 
 import type { MmioDevice } from '../memory/bus.js';
-
-export const VIRTIO_MMIO_MAGIC = 0x74726976; // "virt", little-endian
-export const VIRTIO_MMIO_VENDOR_QEMU = 0x554d4551; // "QEMU", as QEMU reports it
+import { VIRTIO_MMIO_MAGIC, VIRTIO_MMIO_VENDOR, VIRTIO_MMIO_VERSION } from './virtio/mmio.js';
 
 export class EmptyVirtioSlot implements MmioDevice {
   read(offset: number, size: 1 | 2 | 4): number {
     if (size !== 4) return 0;
     switch (offset) {
       case 0x000: return VIRTIO_MMIO_MAGIC;
-      case 0x004: return 2;
+      case 0x004: return VIRTIO_MMIO_VERSION;
       case 0x008: return 0;
-      case 0x00c: return VIRTIO_MMIO_VENDOR_QEMU;
+      case 0x00c: return VIRTIO_MMIO_VENDOR;
       default: return 0;
     }
   }
