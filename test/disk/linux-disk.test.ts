@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { VirtMachine } from '../../src/board/virt.js';
 import type { MachineConfig } from '../../src/board/machine-types.js';
+import { createRawImage, imageInfo, resizeRawImage } from '../../src/disk/raw-image.js';
 
 const LINUX = [process.env.VMCTL_LINUX_DIR, join(homedir(), '.cache/vmctl/linux/out'), '/tmp/linux-guest/out']
   .find((d): d is string => d !== undefined && existsSync(join(d, 'Image')) && existsSync(join(d, 'disk.img')));
@@ -18,7 +19,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Boots the machine, types each command once the previous one printed its end marker, and stops
  *  (closing the machine: disks flushed) after the last marker. Returns the console output. */
-async function session(cfg: MachineConfig, commands: string[], timeoutMs: number): Promise<string> {
+async function session(cfg: MachineConfig, commands: (string | { host: () => void; cmd: string })[], timeoutMs: number): Promise<string> {
   let text = '';
   const vm = VirtMachine.create(cfg, {
     consoleOutput: (b) => { text += Buffer.from(b).toString('latin1'); },
@@ -35,7 +36,9 @@ async function session(cfg: MachineConfig, commands: string[], timeoutMs: number
         step++;
         if (step === commands.length) break;
         // The marker is computed by the shell, so the echoed command line never matches it.
-        vm.consoleInput(new TextEncoder().encode(`${commands[step]}; echo END-${step}-$((${step}*7+1))\n`));
+        const c = commands[step];
+        if (typeof c !== 'string') c.host();
+        vm.consoleInput(new TextEncoder().encode(`${typeof c === 'string' ? c : c.cmd}; echo END-${step}-$((${step}*7+1))\n`));
       }
       if (performance.now() > deadline) throw new Error(`timed out at step ${step}; console:\n${text.slice(-3000)}`);
       const s = vm.run(50);
@@ -62,6 +65,7 @@ function linuxConfig(disk: string, extra: Partial<MachineConfig> = {}): MachineC
 
 describe.skipIf(LINUX === undefined)('Linux with ext2 on /dev/vda', () => {
   const img = join(dir, 'ext2.img');
+  let allocatedBefore = 0;
 
   it('files written in one boot are there in the next; e2fsck -n passes; debugfs shows them', async () => {
     copyFileSync(join(LINUX!, 'disk.img'), img);
@@ -122,5 +126,25 @@ describe.skipIf(LINUX === undefined)('Linux with ext2 on /dev/vda', () => {
     const t = await session(linuxConfig(img), ['mount -t ext2 -o ro /dev/vda /mnt && cat /mnt/qemu.txt && umount /mnt'], 240_000);
     expect(t).toContain('written by the guest on QEMU\r\n');
     expect(spawnSync('e2fsck', ['-fn', img]).status).toBe(0);
+  }, 300_000);
+
+  it('growing a running VM\'s disk reaches the guest (config change); blkdiscard gives space back', async () => {
+    const data = join(dir, 'data.img');
+    createRawImage(data, 64 * 1024 * 1024);
+    const t = await session(linuxConfig(img, { disks: [{ path: img, readonly: false, name: 'disk0' }, { path: data, readonly: false, name: 'scratch' }] }), [
+      // Find the scratch disk by its virtio-blk ID (Linux names slots in device-tree order, which
+      // lists the highest slot first, as QEMU's does).
+      'for b in /sys/block/vd*; do [ "$(cat $b/serial)" = scratch ] && D=${b##*/}; done; echo "scratch is $D: $(cat /sys/block/$D/size) sectors"',
+      'dd if=/dev/urandom of=/dev/$D bs=1M count=16 conv=fsync 2>/dev/null; echo written',
+      // Host: grow the image while the VM runs; the device looks at its size every second.
+      { host: () => resizeRawImage(data, 128 * 1024 * 1024), cmd: 'sleep 3; echo "scratch now $(cat /sys/block/$D/size) sectors"' },
+      { host: () => { allocatedBefore = imageInfo(data).allocatedBytes; }, cmd: 'blkdiscard -o 0 -l 8388608 /dev/$D && echo discarded' },
+    ], 240_000);
+    expect(t).toMatch(/scratch is vd[ab]: 131072 sectors/);
+    expect(t).toMatch(/scratch now 262144 sectors/);
+    expect(t).toMatch(/detected capacity change from 131072 to 262144/);
+    expect(t).toContain('discarded');
+    expect(allocatedBefore).toBeGreaterThanOrEqual(16 * 1024 * 1024);
+    expect(imageInfo(data).allocatedBytes).toBeLessThanOrEqual(allocatedBefore - 8 * 1024 * 1024);
   }, 300_000);
 });
