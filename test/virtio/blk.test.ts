@@ -113,6 +113,19 @@ describe('virtio-blk on a memory disk', () => {
     expect(d.r(REG.Status) & STATUS_DEVICE_NEEDS_RESET).toBe(0);
   });
 
+  it('refuses a request larger than seg_max * size_max (overlapping giant buffers)', () => {
+    const disk = { ...new MemoryBackend(new Uint8Array(512)), sectorCount: () => 2 ** 40, read: () => { throw new Error('must not read'); } } as unknown as BlockBackend;
+    const { d } = blkDriver(disk);
+    d.ram.writeU32(HDR, VIRTIO_BLK_T_IN);
+    d.ram.writeU64(HDR + 8, 0);
+    // 300 descriptors of 1 MiB, all over the same guest memory: 300 MiB > 254 * 1 MiB.
+    const t = RAM_BASE + 0x5_0000;
+    const segs = [{ addr: HDR, len: 16 }, ...Array.from({ length: 300 }, () => ({ addr: RAM_BASE + 0x20_0000, len: 1 << 20, write: true })), { addr: STATUS, len: 1, write: true }];
+    d.submit(d.indirectChain(segs, t));
+    expect(d.ram.readU8(STATUS)).toBe(VIRTIO_BLK_S_IOERR);
+    expect(d.r(REG.Status) & STATUS_DEVICE_NEEDS_RESET).toBe(0);
+  });
+
   it('refuses writes, discards and zeroing on a read-only disk, and offers VIRTIO_BLK_F_RO', () => {
     const mem = new MemoryBackend(new Uint8Array(64 * 512), true);
     mem.data.fill(0x55);

@@ -193,9 +193,11 @@ export class VirtioBlk implements VirtioDeviceModel {
     return written;
   }
 
-  /** IN/OUT ranges: whole sectors, inside the disk. */
+  /** IN/OUT ranges: whole sectors, inside the disk, no larger than the limits we advertised
+   *  (seg_max segments of size_max bytes): a hostile chain of overlapping giant buffers cannot
+   *  turn one request into minutes of I/O. */
   private checkRange(sector: number, len: number): number {
-    if (len % SECTOR_SIZE !== 0) return VIRTIO_BLK_S_IOERR;
+    if (len % SECTOR_SIZE !== 0 || len > BLK_SEG_MAX * BLK_SIZE_MAX) return VIRTIO_BLK_S_IOERR;
     if (sector + len / SECTOR_SIZE > this.opts.backend.sectorCount()) return VIRTIO_BLK_S_IOERR;
     return VIRTIO_BLK_S_OK;
   }
