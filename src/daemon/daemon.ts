@@ -192,6 +192,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       version: opts.version,
       status,
       shutdown: () => void shutdown('requested by a client'),
+      throttle: (names: readonly string[], on: boolean) => {
+        for (const n of names) registry.vms.get(n)?.throttle(on);
+      },
       vmDeleted: (name: string) => {
         for (const c of connections) {
           if (c.subscriptions.delete(name)) c.event('deleted', name, {});

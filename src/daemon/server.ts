@@ -15,6 +15,8 @@ import type { VmInstance } from './vm-instance.js';
 
 /** A client that reads too slowly is dropped rather than buffered without bound. */
 const MAX_PENDING_OUTPUT = 16 * 1024 * 1024;
+/** Pending output at which the VMs of a lagging `run` client are held back. */
+const THROTTLE_HIGH_WATER = 1024 * 1024;
 /** `vm.log` returns at most the newest this-many bytes of the serial log. */
 const MAX_LOG_REPLY_BYTES = 64 * 1024 * 1024;
 /** A peer that keeps sending garbage is disconnected. */
@@ -27,6 +29,8 @@ export interface ServerContext {
   shutdown(): void;
   /** Tells subscribers a VM is gone. */
   vmDeleted(name: string): void;
+  /** Holds back (or releases) VMs whose owner cannot keep up with their output. */
+  throttle(names: readonly string[], on: boolean): void;
   log(msg: string): void;
 }
 
@@ -39,6 +43,7 @@ export class Connection {
   readonly subscriptions = new Map<string, Subscription>();
   /** `vmctl run` VMs owned by this client: removed when it disconnects. */
   readonly ephemeral = new Set<string>();
+  private throttling = false;
 
   constructor(private readonly sock: Socket, private readonly ctx: ServerContext, private readonly onClose: (c: Connection) => void) {
     sock.on('error', () => { /* close follows */ });
@@ -82,6 +87,17 @@ export class Connection {
       return;
     }
     this.sock.write(encodeFrame(msg));
+    // Flow control for `vmctl run`: when the owner of ephemeral VMs reads slowly (a slow CI log),
+    // its VMs stop running until the socket drains, like a serial line with hardware flow control,
+    // instead of output piling up until the client is dropped.
+    if (!this.throttling && this.ephemeral.size > 0 && this.sock.writableLength > THROTTLE_HIGH_WATER) {
+      this.throttling = true;
+      this.ctx.throttle([...this.ephemeral], true);
+      this.sock.once('drain', () => {
+        this.throttling = false;
+        this.ctx.throttle([...this.ephemeral], false);
+      });
+    }
   }
 
   event(name: EventName, vm: string, data: Record<string, unknown>): void {

@@ -338,6 +338,11 @@ export class VmInstance {
     });
   }
 
+  /** Flow control (not a state change): the guest gets no CPU while its output cannot be delivered. */
+  throttle(on: boolean): void {
+    this.send({ type: 'throttle', on });
+  }
+
   consoleInput(data: Uint8Array): void {
     if (!this.worker || (this.state !== 'running' && this.state !== 'paused' && this.state !== 'stopping')) {
       throw new ProtocolFailure('WrongState', `VM ${this.name} is ${this.state}; console input needs a running VM`);

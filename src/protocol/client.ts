@@ -93,6 +93,16 @@ export class ProtocolClient {
     });
   }
 
+  /** Stops reading from the daemon (back-pressure: our own output is full); the daemon then holds
+   *  back the VMs this client runs (see Connection.send). */
+  pause(): void {
+    this.sock.pause();
+  }
+
+  resume(): void {
+    this.sock.resume();
+  }
+
   onEvent(fn: (e: EventMessage) => void): void {
     this.eventListeners.push(fn);
   }

@@ -13,6 +13,8 @@ export type ToWorker =
   | { readonly type: 'input'; readonly data: Uint8Array }
   | { readonly type: 'pause' }
   | { readonly type: 'resume' }
+  /** Flow control: hold the guest while a client cannot keep up with its console (clock runs on). */
+  | { readonly type: 'throttle'; readonly on: boolean }
   /** Power off now: stop running, flush and close disks, then end the thread. */
   | { readonly type: 'stop' };
 

@@ -64,6 +64,8 @@ export class RunLoop {
   private timer: NodeJS.Timeout | null = null;
   private immediate: NodeJS.Immediate | null = null;
   private paused = false;
+  /** Held back by flow control; unlike `paused`, the guest's clock keeps running. */
+  private throttled = false;
   private finished = false;
   private lastStats = Date.now();
 
@@ -84,7 +86,7 @@ export class RunLoop {
       case 'input':
         this.machine.consoleInput(msg.data);
         // Wake an idle machine now rather than at its next timer.
-        if (!this.paused && this.timer) this.schedule(0);
+        if (!this.paused && !this.throttled && this.timer) this.schedule(0);
         break;
       case 'pause':
         if (!this.paused) {
@@ -98,9 +100,14 @@ export class RunLoop {
         if (this.paused) {
           this.paused = false;
           this.machine.resumeClock();
-          this.schedule(0);
+          if (!this.throttled) this.schedule(0);
         }
         this.post({ type: 'resumed' });
+        break;
+      case 'throttle':
+        this.throttled = msg.on;
+        if (msg.on) this.cancel();
+        else if (!this.paused) this.schedule(0);
         break;
       case 'stop':
         this.finish();
@@ -124,7 +131,7 @@ export class RunLoop {
   private readonly tick = (): void => {
     this.timer = null;
     this.immediate = null;
-    if (this.paused || this.finished) return;
+    if (this.paused || this.throttled || this.finished) return;
     let r: 'running' | 'idle' | 'halted';
     try {
       r = this.machine.run(SLICE_MS);

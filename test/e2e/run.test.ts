@@ -2,7 +2,7 @@
 
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DEMO, VmctlHome } from './harness.js';
+import { DEMO, sleep, VmctlHome } from './harness.js';
 
 const h = new VmctlHome();
 afterAll(() => h.cleanup());
@@ -75,6 +75,26 @@ describe('vmctl run', () => {
     expect((await h.run(['run', '-f', join(DEMO, 'missing.yaml')])).code).toBe(2);
     expect((await h.run(['run', '-f', yaml('demo'), '--until', '(unclosed'])).code).toBe(2);
     expect((await h.run(['run', '-f', yaml('demo'), '--timeout', 'later'])).code).toBe(2);
+  });
+
+  it('holds a flooding guest back while the reader of its output is slow, losing nothing', async () => {
+    const child = h.spawn(['run', '-f', yaml('flood'), '--until', 'line 400000\\b', '--timeout', '5m', '--json']);
+    let text = '';
+    let stderr = '';
+    child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
+    const closed = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    await new Promise<void>((resolve) => child.stdout!.once('data', (b: Buffer) => { text += b.toString(); resolve(); }));
+    // Stop reading for a while: without flow control the daemon would pile up output (and drop us).
+    child.stdout!.pause();
+    await sleep(4000);
+    child.stdout!.on('data', (b: Buffer) => { text += b.toString(); });
+    child.stdout!.resume();
+    expect(await closed, stderr).toBe(0);
+    expect(JSON.parse(stderr.trim().split('\n').pop()!)).toMatchObject({ reason: 'until', exitCode: 0 });
+    const nums = [...text.matchAll(/line (\d+)\n/g)].map((m) => Number(m[1]));
+    expect(nums[0]).toBe(0);
+    expect(nums).toContain(400000);
+    for (let i = 1; i < nums.length; i++) if (nums[i] !== nums[i - 1] + 1) throw new Error(`line ${nums[i - 1]} followed by ${nums[i]}`);
   });
 
   it('removes the VM when the run client is killed', async () => {

@@ -68,7 +68,12 @@ export function register(program: Command): void {
           if ((e.data.bootId as number) <= sub.bootId) return;
           if (e.event === 'console') {
             const bytes = unb64(e.data.data as string);
-            process.stdout.write(bytes);
+            if (!process.stdout.write(bytes)) {
+              // A slow reader of our output: stop reading the daemon until it catches up, so the
+              // guest is held back instead of its output piling up in memory.
+              c.pause();
+              process.stdout.once('drain', () => c.resume());
+            }
             consoleText.push(bytes);
             if (expect && !expectMatched && consoleText.test(expect)) expectMatched = true;
             if (failOn && consoleText.test(failOn)) return finish('fail-on');
