@@ -97,11 +97,28 @@ const ZERO_CHUNK = 1024 * 1024;
 /** Linux's IOV_MAX: readv/writev take at most this many buffers per call. */
 const IOV_MAX = 1024;
 
-/** The buffers from buffer `i`, byte `skip` on, at most IOV_MAX of them. */
-function iovec(bufs: readonly Uint8Array[], i: number, skip: number): Uint8Array[] {
-  const list = bufs.slice(i, i + IOV_MAX);
-  if (skip !== 0) list[0] = list[0].subarray(skip);
+/** The buffers from buffer `i`, byte `skip` on, at most `max` of them. */
+function iovec(bufs: readonly Uint8Array[], i: number, skip: number, max = IOV_MAX): Uint8Array[] {
+  const list = bufs.slice(i, i + max);
+  if (skip !== 0 && list.length > 0) list[0] = list[0].subarray(skip);
   return list;
+}
+
+/** Moves the whole buffer list with readv/writev-like `op` (bytes moved at a file position),
+ *  at most IOV_MAX buffers a call, resuming inside a buffer after a short transfer. Returns null
+ *  when everything moved, or where it stopped when `op` moved nothing (end of file). */
+function vectored(bufs: readonly Uint8Array[], pos: number, op: (list: Uint8Array[], pos: number) => number): { i: number; skip: number } | null {
+  let i = 0;
+  let skip = 0;
+  while (i < bufs.length) {
+    let n = op(iovec(bufs, i, skip), pos);
+    if (n === 0 && bufs[i].length > skip) return { i, skip };
+    pos += n;
+    n += skip;
+    while (i < bufs.length && n >= bufs[i].length) { n -= bufs[i].length; i++; }
+    skip = n;
+  }
+  return null;
 }
 let zeroBuffer: Uint8Array | undefined;
 
@@ -129,40 +146,16 @@ export class RawFileBackend implements BlockBackend {
   sectorCount(): number { return this.sectors; }
 
   read(sector: number, bufs: readonly Uint8Array[]): void {
-    let pos = sector * SECTOR_SIZE;
-    // readv straight into guest RAM; loop over short reads, resuming inside the buffer list.
-    let i = 0;
-    let skip = 0;
-    while (i < bufs.length) {
-      const list = iovec(bufs, i, skip);
-      let n = readvSync(this.fd, list, pos);
-      if (n === 0) {
-        // Past the end of a file shrunk under us: reads as zeros rather than stale bytes.
-        for (const b of list) b.fill(0);
-        return;
-      }
-      pos += n;
-      n += skip;
-      skip = 0;
-      while (i < bufs.length && n >= bufs[i].length) { n -= bufs[i].length; i++; }
-      skip = n;
-    }
+    // readv straight into guest RAM. Past the end of a file shrunk under us, the rest reads as
+    // zeros rather than stale bytes.
+    const stop = vectored(bufs, sector * SECTOR_SIZE, (list, pos) => readvSync(this.fd, list, pos));
+    if (stop !== null) for (const b of iovec(bufs, stop.i, stop.skip, bufs.length)) b.fill(0);
   }
 
   write(sector: number, bufs: readonly Uint8Array[]): void {
     if (this.readonly) throw new DiskError('READONLY', `${this.path} is attached read-only`);
-    let pos = sector * SECTOR_SIZE;
-    let i = 0;
-    let skip = 0;
-    while (i < bufs.length) {
-      const list = iovec(bufs, i, skip);
-      let n = writevSync(this.fd, list, pos);
-      pos += n;
-      n += skip;
-      skip = 0;
-      while (i < bufs.length && n >= bufs[i].length) { n -= bufs[i].length; i++; }
-      skip = n;
-    }
+    const stop = vectored(bufs, sector * SECTOR_SIZE, (list, pos) => writevSync(this.fd, list, pos));
+    if (stop !== null) throw new DiskError('IO', `${this.path}: the host wrote nothing at byte ${sector * SECTOR_SIZE}`);
   }
 
   flush(): void {

@@ -1,7 +1,7 @@
 // Sparse raw images, their locks and what create/delete do to a VM's disks, on real files.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -110,6 +110,18 @@ describe('sparse raw images', () => {
     const back = Array.from({ length: 1500 }, () => new Uint8Array(512));
     be.read(10, back);
     expect(back.every((b, i) => b.every((x) => x === (i & 0xff)))).toBe(true);
+    be.close();
+  });
+
+  it('reads past the end of a file shrunk under it as zeros, even across more than IOV_MAX buffers', () => {
+    const path = join(dir, 'shrunk.img');
+    writeFileSync(path, new Uint8Array(2048 * 512).fill(7));
+    const be = new RawFileBackend(path, false);
+    truncateSync(path, 1024); // another process shrank it (vmctl refuses, but the host can)
+    const bufs = Array.from({ length: 1500 }, () => new Uint8Array(512).fill(0xff));
+    be.read(0, bufs);
+    expect(bufs[0].every((b) => b === 7) && bufs[1].every((b) => b === 7)).toBe(true);
+    expect(bufs.slice(2).every((b) => b.every((x) => x === 0))).toBe(true);
     be.close();
   });
 });

@@ -202,35 +202,42 @@ export class VirtioBlk implements VirtioDeviceModel {
     return VIRTIO_BLK_S_OK;
   }
 
+  private segStart = 0;
+  private segCount = 0;
+  private segFlags = 0;
+
+  /** Segment i of a discard/write-zeroes request (5.2.6: struct virtio_blk_discard_write_zeroes
+   *  {le64 sector; le32 num_sectors; le32 flags}) into segStart/segCount/segFlags. */
+  private readSegment(q: SplitVirtqueue, i: number): void {
+    q.readBytes(16 + 16 * i, this.segment);
+    const s = this.segmentView;
+    this.segStart = s.getUint32(0, true) + s.getUint32(4, true) * 0x1_0000_0000;
+    this.segCount = s.getUint32(8, true);
+    this.segFlags = s.getUint32(12, true);
+  }
+
   private zeroOrDiscard(type: number, q: SplitVirtqueue): number {
     if (this.opts.backend.readonly) return VIRTIO_BLK_S_IOERR;
     const bytes = q.readableBytes - 16;
     const isZeroes = type === VIRTIO_BLK_T_WRITE_ZEROES;
     const maxSeg = isZeroes ? BLK_MAX_WRITE_ZEROES_SEG : BLK_MAX_DISCARD_SEG;
     const maxSectors = isZeroes ? BLK_MAX_WRITE_ZEROES_SECTORS : BLK_MAX_DISCARD_SECTORS;
-    // 5.2.6: the data is an array of struct virtio_blk_discard_write_zeroes {le64 sector; le32 num_sectors; le32 flags}.
     if (bytes === 0 || bytes % 16 !== 0 || bytes / 16 > maxSeg) return VIRTIO_BLK_S_UNSUPP;
     const capacity = this.opts.backend.sectorCount();
+    const n = bytes / 16;
     // Validate every segment before acting on any (all or nothing).
-    for (let i = 0; i < bytes / 16; i++) {
-      q.readBytes(16 + 16 * i, this.segment);
-      const s = this.segmentView;
-      const start = s.getUint32(0, true) + s.getUint32(4, true) * 0x1_0000_0000;
-      const count = s.getUint32(8, true);
-      const flags = s.getUint32(12, true);
+    for (let i = 0; i < n; i++) {
+      this.readSegment(q, i);
+      const flags = this.segFlags;
       // 5.2.6.2: unknown flag bits, or unmap on a discard, are unsupported.
       if ((flags & ~WRITE_ZEROES_FLAG_UNMAP) !== 0 || (!isZeroes && flags !== 0)) return VIRTIO_BLK_S_UNSUPP;
-      if (count > maxSectors || start + count > capacity) return VIRTIO_BLK_S_IOERR;
+      if (this.segCount > maxSectors || this.segStart + this.segCount > capacity) return VIRTIO_BLK_S_IOERR;
     }
-    for (let i = 0; i < bytes / 16; i++) {
-      q.readBytes(16 + 16 * i, this.segment);
-      const s = this.segmentView;
-      const start = s.getUint32(0, true) + s.getUint32(4, true) * 0x1_0000_0000;
-      const count = s.getUint32(8, true);
-      const flags = s.getUint32(12, true);
-      if (count === 0) continue;
-      if (isZeroes) this.opts.backend.writeZeroes(start, count, (flags & WRITE_ZEROES_FLAG_UNMAP) !== 0);
-      else this.opts.backend.discard(start, count);
+    for (let i = 0; i < n; i++) {
+      this.readSegment(q, i);
+      if (this.segCount === 0) continue;
+      if (isZeroes) this.opts.backend.writeZeroes(this.segStart, this.segCount, (this.segFlags & WRITE_ZEROES_FLAG_UNMAP) !== 0);
+      else this.opts.backend.discard(this.segStart, this.segCount);
     }
     return VIRTIO_BLK_S_OK;
   }
