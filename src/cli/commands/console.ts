@@ -40,7 +40,7 @@ export function register(program: Command): void {
       if (o.follow) {
         c.onEvent((e: EventMessage) => {
           if (e.vm !== name) return;
-          if (e.event === 'console') process.stdout.write(unb64(e.data.data as string));
+          if (e.event === 'console') writeHeld(c, unb64(e.data.data as string));
         });
       }
       const r = await c.request<{ data: string }>('vm.log', { name, ...(o.follow ? { follow: true } : {}) });
@@ -147,7 +147,7 @@ async function interactive(c: ProtocolClient, name: string): Promise<number> {
     });
     c.onEvent((e) => {
       if (e.vm !== name) return;
-      if (e.event === 'console') process.stdout.write(unb64(e.data.data as string));
+      if (e.event === 'console') writeHeld(c, unb64(e.data.data as string));
       else if (e.event === 'state' && (e.data.state === 'stopped' || e.data.state === 'aborted')) done(EXIT.ok, `VM ${name} is ${String(e.data.state)}.`);
       else if (e.event === 'deleted') done(EXIT.ok, `VM ${name} was deleted.`);
     });
@@ -171,7 +171,7 @@ async function piped(c: ProtocolClient, name: string): Promise<number> {
       if (e.vm !== name) return;
       if (e.event === 'console') {
         lastOutput = Date.now();
-        process.stdout.write(unb64(e.data.data as string));
+        writeHeld(c, unb64(e.data.data as string));
       } else if (e.event === 'state' && (e.data.state === 'stopped' || e.data.state === 'aborted')) done(EXIT.ok);
       else if (e.event === 'deleted') done(EXIT.ok);
     });
@@ -193,4 +193,12 @@ async function piped(c: ProtocolClient, name: string): Promise<number> {
       }, () => done(EXIT.wrongState));
     });
   });
+}
+
+/** Writes guest output; while stdout is full, stops reading the daemon (bounded memory here). */
+function writeHeld(c: ProtocolClient, bytes: Buffer): void {
+  if (!process.stdout.write(bytes)) {
+    c.pause();
+    process.stdout.once('drain', () => c.resume());
+  }
 }
