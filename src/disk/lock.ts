@@ -9,9 +9,9 @@
 // - Taking it is atomic with its content: write a private temp file, then link(2) it to the lock
 //   name; link fails with EEXIST when the lock exists (atomic on local file systems and on NFS,
 //   unlike O_EXCL on old NFS), and nobody ever sees a half-written lock.
-// - A lock is stale when its host is this host and its pid is dead, or the pid is alive but is a
-//   different process (its start time in /proc/<pid>/stat differs: pid reuse after a reboot or
-//   wrap-around). A lock from another host is never considered stale: we cannot see its
+// - A lock is stale when its host is this host and its pid is dead (or a zombie: a killed daemon
+//   nobody reaped yet), or the pid is alive but is a different process (its start time in
+//   /proc/<pid>/stat differs: pid reuse after a reboot or wrap-around). A lock from another host is never considered stale: we cannot see its
 //   processes, so the error says to remove the file by hand if that host is gone.
 // - Breaking a stale lock: rename it to a private name, then check that what we moved is the
 //   stale lock we examined (same nonce); if a live lock slipped in between, link it back.
@@ -42,15 +42,19 @@ export function lockPathFor(imagePath: string): string {
   return `${imagePath}.lock`;
 }
 
-function procStartTime(pid: number): string | null {
+/** Fields 3.. of /proc/<pid>/stat (proc(5)), or null where there is no /proc or no such process. */
+function procStat(pid: number): string[] | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return rest[19] ?? null; // fields 3.. start at index 0, so field 22 is index 19
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
     return null;
   }
+}
+
+function procStartTime(pid: number): string | null {
+  return procStat(pid)?.[19] ?? null; // field 22 (starttime); fields 3.. start at index 0
 }
 
 function readLockFile(path: string): LockFileContent | null | 'unreadable' {
@@ -83,10 +87,11 @@ function isAlive(c: LockFileContent): boolean {
     // EPERM: the process exists but belongs to someone else: alive.
     if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
   }
-  if (c.procStart !== null) {
-    const now = procStartTime(c.pid);
-    if (now !== null && now !== c.procStart) return false;
-  }
+  const stat = procStat(c.pid);
+  // A SIGKILLed daemon whose parent has not reaped it yet is a zombie: kill(pid, 0) still
+  // succeeds, but it holds nothing (field 3, state: Z zombie, X dead).
+  if (stat !== null && (stat[0] === 'Z' || stat[0] === 'X')) return false;
+  if (c.procStart !== null && stat !== null && stat[19] !== c.procStart) return false;
   return true;
 }
 

@@ -156,6 +156,23 @@ describe('disk locks', () => {
     l.release();
   });
 
+  it('a killed holder that nobody reaped yet (a zombie) does not hold the lock', async () => {
+    const path = join(dir, 'zombie.img');
+    createRawImage(path, MiB);
+    // `sleep 30` becomes the child of a process (sh exec'd into sleep) that never waits for it.
+    const parent = spawn('sh', ['-c', 'sleep 30 & echo $!; exec sleep 20'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const pid = Number(await new Promise<string>((res) => parent.stdout.once('data', (b: Buffer) => res(b.toString()))));
+    writeFileSync(lockPathFor(path), JSON.stringify({ vm: 'old', pid, host: hostname(), home: '/old', nonce: 'z', procStart: null, since: '' }));
+    expect(readDiskLock(path)?.vm).toBe('old');
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 100 && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z '); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(() => process.kill(pid, 0)).not.toThrow(); // still "exists" for kill(2)
+    expect(readDiskLock(path)).toBeNull();
+    const l = DiskLock.acquire(path, 'new', '/new');
+    l.release();
+    parent.kill('SIGKILL');
+  });
+
   it('a live pid that is a different process (pid reused) does not hold the lock', () => {
     const path = join(dir, 'reuse.img');
     createRawImage(path, MiB);
