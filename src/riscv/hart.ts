@@ -38,6 +38,7 @@ import { ReservationSet } from './reservations.js';
 import { CEXP } from './compressed.js';
 import { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } from './alu.js';
 import { execFp, FP_PRESENT } from './fp/execute.js';
+import { compileLoop, HOT_THRESHOLD, type CompiledBlock } from './jit.js';
 import {
   MS_SIE, MS_MIE, MS_SPIE, MS_MPIE, MS_SPP, MS_MPP_SHIFT, MS_MPP, MS_FS, MS_MPRV, MS_SUM, MS_MXR, MS_TVM, MS_TW, MS_TSR,
   MSTATUS_WMASK, SSTATUS_MASK, MSTATUS_HI, SSTATUS_HI, MIP_SSIP, MIP_STIP, MIP_SEIP, MIE_MASK, S_INTS, MEDELEG_MASK,
@@ -46,6 +47,27 @@ import {
 } from './csr-names.js';
 
 export interface HartClock { mtime(): number }
+
+type BlockSlot = CompiledBlock | null | undefined;
+/** Shared "no translated loops" table (never written). */
+const NO_BLOCKS: BlockSlot[] = new Array(2048).fill(undefined);
+
+/** Translated loops of one physical page (see jit.ts); created when its first loop is compiled. */
+class PageCode {
+  /** Translated loop whose head is at each halfword (null = not a translatable loop). */
+  readonly blocks: BlockSlot[];
+  /** Halfwords covered by translated loops: stores there drop the page's loops. */
+  readonly covered = new Uint8Array(2048);
+  live = 0;
+  constructor(shared = false) { this.blocks = shared ? NO_BLOCKS : new Array(2048).fill(undefined); }
+  clear(): void {
+    this.blocks.fill(undefined);
+    this.covered.fill(0);
+    this.live = 0;
+  }
+}
+/** The "page without translated code". */
+const NO_CODE = new PageCode(true);
 
 const TWO32 = 4294967296;
 const TLB_SIZE = 256;
@@ -148,7 +170,8 @@ export class Hart {
   private farHi = 0;
 
   // ---- run control ----
-  private linesChanged = false;
+  /** @internal set when a device changed an interrupt line (read by translated loops too). */
+  linesChanged = false;
   waiting = false;
   halted = false;
   stopRequested = false;
@@ -168,6 +191,17 @@ export class Hart {
   private fVa = NaN;          // virtual address of the current fetch page (NaN = none)
   private fView: Uint16Array = DUMMY_16;
   private fOff = 0;       // index (in halfwords) of the fetch page inside fView
+  private fCode: PageCode = NO_CODE;
+  private fPn = 0;        // physical page number of the fetch page
+  /** Hotness of loop heads (backward-branch targets), hashed by physical address. */
+  private readonly hot = new Uint16Array(1 << 14);
+  /** Loop translation on/off (jit.ts); off = pure interpreter. */
+  jitEnabled = true;
+  /** Set by a translated loop whose instruction trapped. */
+  jitTrap = false;
+  /** Set when a store dropped translated code (a running loop then stops after that store). */
+  codeDirty = false;
+  private pageCode = new Map<number, PageCode>();
   private readonly bytePa = new Float64Array(8);
 
   readonly reservations: ReservationSet;
@@ -241,6 +275,51 @@ export class Hart {
     this.tlbW.flush();
     this.tlbX.flush();
     this.fVa = NaN;
+  }
+
+  /** Drops all translated code (FENCE.I; the board calls it after writing code into RAM by other
+   *  means than this hart's stores, e.g. loading images into a machine that has run, or for SBI
+   *  remote_fence_i). */
+  flushCode(): void {
+    if (this.pageCode.size === 0) return;
+    this.pageCode = new Map();
+    this.fCode = NO_CODE;
+    this.fVa = NaN; // the next fetch looks its page up again
+  }
+
+  private compileAt(pn: number, slot: number, view: Uint16Array, base: number, off: number): PageCode {
+    let code = this.pageCode.get(pn);
+    if (code === undefined) { code = new PageCode(); this.pageCode.set(pn, code); }
+    this.fCode = code;
+    const b = compileLoop(view, base, off);
+    code.blocks[slot] = b;
+    if (b === null) return code;
+    let o = off;
+    for (let k = 0; k < b.len && o <= 4094; k++) {
+      const len = (view[base + (o >> 1)] & 3) === 3 ? 4 : 2;
+      code.covered[o >> 1] = 1;
+      if (len === 4) code.covered[(o >> 1) + 1] = 1;
+      o += len;
+    }
+    if (code.live++ === 0) {
+      // The page now holds translated code: it is no longer writable through the soft TLB.
+      const w = this.tlbW;
+      for (let e = 0; e < TLB_SIZE; e++) if (w.tagLo[e] !== TLB_INVALID && w.pa[e] === pn * 4096) w.tagLo[e] = TLB_INVALID;
+    }
+    return code;
+  }
+
+  /** A store to RAM at `pa`: drops the page's translated loops if the bytes were part of one. */
+  private storeToCode(pa: number, size: number): void {
+    const pn = Math.floor(pa / 4096);
+    const o = pa - pn * 4096;
+    const c = this.pageCode.get(pn);
+    if (c !== undefined && c.live !== 0) {
+      for (let i = o >> 1; i <= Math.min(2047, (o + size - 1) >> 1); i++) {
+        if (c.covered[i]) { c.clear(); this.codeDirty = true; break; }
+      }
+    }
+    if (o + size > 4096) this.storeToCode((pn + 1) * 4096, o + size - 4096);
   }
 
   fpEnabled(): boolean { return FP_PRESENT && (this.mstatus & MS_FS) !== 0; }
@@ -337,6 +416,8 @@ export class Hart {
     // int offset in it, so sequential code and short branches do int arithmetic only. fLim = -1
     // marks "no fetch page" (fVa then holds the exact pc and pcOff = 0).
     let fVa = this.fVa, fView = this.fView, fOff = this.fOff;
+    let fBlocks = this.fCode.blocks, fPn = this.fPn, fHash = (fPn & 7) << 11;
+    const jit = this.jitEnabled, hot = this.hot;
     let pcOff = 0, fLim = -1;
     {
       const d = this.pc - fVa;
@@ -357,6 +438,7 @@ export class Hart {
         if (r < 0) break;
         raw = r | 0;
         fView = this.fView; fOff = this.fOff;
+        fBlocks = this.fCode.blocks; fPn = this.fPn; fHash = (fPn & 7) << 11;
         const nb = this.fVa;
         if (nb === nb) { fVa = nb; pcOff = (pc - nb) | 0; fLim = 4092; } else { fVa = pc; pcOff = 0; fLim = -1; }
       }
@@ -490,6 +572,7 @@ export class Hart {
             this.pc = fVa + pcOff;
             if (f3 >= 4) { n--; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
             if (!this.storeSlow(lo, hi, f3, xl[rs2], xh[rs2])) { n--; break loop; }
+            this.codeDirty = false;
             if (this.linesChanged) { this.linesChanged = false; this.pc = fVa + pcOff + ilen; return n; }
           }
           pcOff += ilen;
@@ -508,7 +591,25 @@ export class Hart {
             default: n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop;
           }
           if (taken) {
-            pcOff += ((insn >> 31) << 12) | (((insn >>> 7) & 1) << 11) | (((insn >>> 25) & 63) << 5) | (((insn >>> 8) & 15) << 1);
+            const imm = ((insn >> 31) << 12) | (((insn >>> 7) & 1) << 11) | (((insn >>> 25) & 63) << 5) | (((insn >>> 8) & 15) << 1);
+            pcOff += imm;
+            if (imm < 0 && jit && pcOff >= 0 && pcOff <= fLim) {
+              // A backward branch inside the page: its target may head a loop worth translating.
+              const slot = pcOff >> 1;
+              const blk = fBlocks[slot];
+              if (blk !== undefined) {
+                if (blk !== null && n + blk.len <= budget) {
+                  n += blk.fn(this, fVa + pcOff, budget - n, xl, xh, rTag, rTagH, rView, rOff, wTag, wTagH, wView, wOff, wPa, resv);
+                  if (this.jitTrap) { this.jitTrap = false; return n; }
+                  const t = this.pc, d = t - fVa;
+                  if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
+                  if (this.linesChanged) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
+                }
+              } else if (++hot[fHash | slot] >= HOT_THRESHOLD) {
+                hot[fHash | slot] = 0;
+                fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff).blocks;
+              }
+            }
           } else pcOff += ilen;
           break;
         }
@@ -588,6 +689,7 @@ export class Hart {
           const f3 = (insn >>> 12) & 7;
           if (f3 > 1) { n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
           pcOff += ilen;
+          if (f3 === 1) { this.flushCode(); this.pc = fVa + pcOff; return n; } // Zifencei
           break;
         }
         case 0x2f: { // AMO
@@ -1051,6 +1153,7 @@ export class Hart {
     if (!ram.contains(pagePa, 4096)) return;
     if (!this.pmpOk(pagePa, 4096, acc, mode)) return;
     if (acc === ACC_WRITE && this.mem.isPageWatched(pagePa / 4096)) return;
+    if (acc === ACC_WRITE) { const c = this.pageCode.get(pagePa / 4096); if (c !== undefined && c.live !== 0) return; }
     const ro = pagePa - ram.base;
     const ci = Math.floor(ro / CHUNK_SIZE);
     const e = (lo >>> 12) & TLB_MASK;
@@ -1121,6 +1224,7 @@ export class Hart {
         }
       }
       if (this.reservations.active !== 0) this.reservations.storeBy(this.hartId, pa, size);
+      if (this.pageCode.size !== 0) this.storeToCode(pa, size);
       if (this.mem.isPageWatched(Math.floor(pa / 4096)) || this.mem.isPageWatched(Math.floor((pa + size - 1) / 4096))) {
         this.mem.notifyWrite(pa, size);
       }
@@ -1170,7 +1274,8 @@ export class Hart {
     return this.storeSlow(lo, hi, f3, vlo, vhi);
   }
 
-  private loadSlow(lo: number, hi: number, f3: number): boolean {
+  /** @internal also called by translated loops (jit.ts). */
+  loadSlow(lo: number, hi: number, f3: number): boolean {
     const size = 1 << (f3 & 3);
     let vl: number, vh: number;
     if ((lo & 4095) + size > 4096) {
@@ -1203,7 +1308,8 @@ export class Hart {
     return true;
   }
 
-  private storeSlow(lo: number, hi: number, f3: number, vlo: number, vhi: number): boolean {
+  /** @internal also called by translated loops (jit.ts). */
+  storeSlow(lo: number, hi: number, f3: number, vlo: number, vhi: number): boolean {
     const size = 1 << (f3 & 3);
     if ((lo & 4095) + size > 4096) {
       // Crossing a page: translate every byte first so that a fault leaves memory unchanged.
@@ -1272,6 +1378,9 @@ export class Hart {
         this.fVa = hi * TWO32 + ((lo & -4096) >>> 0);
         this.fView = t.v16[e];
         this.fOff = t.off[e] >>> 1;
+        const pn = t.pa[e] / 4096;
+        this.fCode = this.pageCode.get(pn) ?? NO_CODE;
+        this.fPn = pn;
       }
       return t.view[e].getUint16(t.off[e] + (lo & 4095), true);
     }
