@@ -36,6 +36,9 @@ describe('ISA differential harness', () => {
     const fixed = applyDifferences(out, [{ qemu: /(sc\.[wd]) \+(\d): no trap/, spec: '$1 +$2: trap', why: 'test' }]);
     expect(fixed).toBe('a\nsc.d +1: trap\nsc.w +2: trap\nb\n');
     expect(applyDifferences('x\ny\n', [{ qemu: 'y', spec: 'z', why: 'test' }])).toBe('x\nz\n');
+    // Lines only QEMU prints are dropped; one line may stand for several.
+    expect(applyDifferences('a\nb\nc\n', [{ qemu: 'b', spec: null, why: 'test' }])).toBe('a\nc\n');
+    expect(applyDifferences('a\nb\n', [{ qemu: 'b', spec: 'b\nb2', why: 'test' }])).toBe('a\nb\nb2\n');
   });
 
   it('rejects a listed difference that QEMU no longer shows', () => {
