@@ -33,6 +33,12 @@ describe('vmctl run', () => {
     expect(r.code).toBe(7);
   });
 
+  it('a guest failure reported with code 0 exits 1', async () => {
+    const r = await h.run(['run', '-f', yaml('echo'), '--timeout', '30s', '--json'], { input: 'fail 0\n' });
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.stderr.trim().split('\n').pop()!)).toMatchObject({ reason: 'poweroff', exitCode: 1, guestCode: 0, guestFailed: true });
+  });
+
   it('ends at the timeout with 124', async () => {
     const r = await h.run(['run', '-f', yaml('loop'), '--timeout', '3s', '--json']);
     expect(r.code).toBe(124);
