@@ -4,7 +4,7 @@
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { alive, VmctlHome } from './harness.js';
+import { alive, DEMO, VmctlHome } from './harness.js';
 
 const h = new VmctlHome();
 let pid: number;
@@ -120,6 +120,32 @@ describe('protocol', () => {
     expect(await c.next()).toEqual([{ id: 99, result: expect.objectContaining({ pid }) }]);
     c.sock.destroy();
     await stillServes();
+  });
+
+  it('streams state, console and power events to a subscriber', async () => {
+    expect((await h.run(['create', '-f', join(DEMO, 'demo.yaml'), '--name', 'evt'])).code).toBe(0);
+    const c = new Raw();
+    await c.hello();
+    c.send('{"id":1,"method":"vm.subscribe","params":{"name":"evt","console":true}}\n');
+    expect(await c.next()).toEqual([{ id: 1, result: { state: 'stopped', bootId: 0 } }]);
+    c.send('{"id":2,"method":"vm.start","params":{"name":"evt"}}\n');
+    const seen: any[] = [];
+    const deadline = Date.now() + 30_000;
+    while (!seen.some((m) => m.event === 'state' && m.data.state === 'stopped') && Date.now() < deadline) seen.push(...(await c.next()));
+    const events = seen.filter((m) => m.event);
+    for (const e of events) {
+      expect(e.vm).toBe('evt');
+      expect(Number.isNaN(Date.parse(e.timestamp))).toBe(false);
+      expect(e.data.bootId).toBe(1);
+    }
+    expect(events.filter((e) => e.event === 'state').map((e) => e.data.state)).toEqual(['starting', 'running', 'stopped']);
+    const text = Buffer.concat(events.filter((e) => e.event === 'console').map((e) => Buffer.from(e.data.data, 'base64'))).toString();
+    expect(text).toContain('Hello from a RISC-V guest running in vmctl');
+    expect(events.find((e) => e.event === 'power')?.data).toEqual({ bootId: 1, kind: 'poweroff', code: 0, failed: false, source: 'test-finisher' });
+    expect(seen.find((m) => m.id === 2)).toMatchObject({ id: 2, result: { name: 'evt' } });
+    c.send('{"id":3,"method":"vm.delete","params":{"name":"evt"}}\n');
+    expect(await c.next(2)).toEqual([{ event: 'deleted', vm: 'evt', data: {}, timestamp: expect.any(String) }, { id: 3, result: { deleted: 'evt' } }]);
+    c.sock.destroy();
   });
 
   it('bounds the line length', async () => {
