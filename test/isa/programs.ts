@@ -84,6 +84,11 @@ export const PROGRAMS: Record<string, IsaProgram> = {
         why: 'priv 3.7.1 (figure 3.27): RV64 pmpaddr holds address bits 55:2; bits 63:54 are zero; QEMU 7.2 stores all 64 bits',
       },
       {
+        qemu: 'pmpcfg2 with bits 6:5 set -> 6161616161616161',
+        spec: 'pmpcfg2 with bits 6:5 set -> 0101010101010101',
+        why: 'priv 3.7.1 (figure 3.28): bits 6:5 of a pmpcfg entry are reserved and read as zero; QEMU 7.2 stores them',
+      },
+      {
         qemu: 'mstatus ones -> 800000ca007c79a0',
         spec: 'mstatus ones -> 8000000a007c79a0',
         why: 'priv 8.2.1: MPV and GVA (mstatus bits 39, 38) exist only with H; QEMU 7.2 keeps them writable with h=false',
@@ -132,6 +137,7 @@ export const PROGRAMS: Record<string, IsaProgram> = {
       { qemu: 'U: 19 readable', spec: 'U: 32 readable', why: '+13 hpmcounter19..31' },
     ],
   },
+  warlfuzz: { name: 'warlfuzz' },
   traps: { name: 'traps' },
   irq: {
     name: 'irq',
