@@ -17,6 +17,9 @@
 //   nextTimerEvent(): mtime at which Sstc's stimecmp fires (Infinity when none) — for idle sleeping.
 //   ecallHook: an ECALL from S-mode calls it first; true = handled (pc advances, no trap).
 //   halted (HSM "stopped": run() returns 0), hsmStart(pc, opaque): start in S-mode, a0=hartid, a1=opaque.
+//   flushCode(): drop translated loops (jit.ts) — needed after code is written into RAM by anything
+//     other than this hart's own stores (loaders after a reset, SBI remote_fence_i); FENCE.I does it too.
+//     jitEnabled = false runs the pure interpreter.
 //   readCsr(csr): bigint | null / writeCsr(csr, value): boolean — M-level CSR access for TypeScript
 //     firmware (same WARL masks and side effects as CSRRW; mip writes set the software bits).
 //   For the F/D unit (H4): fregs (Int32Array(64), register i = [2i] low word, [2i+1] high word, raw
@@ -29,8 +32,9 @@
 // compressed instructions are expanded through a precomputed table (compressed.ts); a soft TLB of
 // 256 direct-mapped entries per access type maps a virtual page to a DataView of its RAM chunk and
 // the page's offset in it; instructions are fetched straight from the current RAM page. Interrupts,
-// Sstc and the budget are looked at between blocks: a block ends at SYSTEM instructions, traps and
-// after at most SLICE instructions.
+// Sstc and the budget are looked at between blocks: a block ends at SYSTEM instructions, traps,
+// stores that make a device change an interrupt line, and after at most SLICE instructions.
+// Hot single-block loops run as translated JS functions (jit.ts), entered at backward branches.
 
 import { CHUNK_SIZE } from '../memory/ram.js';
 import type { PhysicalMemoryMap } from '../memory/bus.js';
