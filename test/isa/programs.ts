@@ -208,6 +208,8 @@ export const PROGRAMS: Record<string, IsaProgram> = {
       },
     ],
   },
+  rvcall: { name: 'rvcall' },
+  rv32all: { name: 'rv32all' },
   fuzz: { name: 'fuzz' },
   fuzzmem: { name: 'fuzzmem' },
   fuzzbr: { name: 'fuzzbr' },
