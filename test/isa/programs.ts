@@ -269,5 +269,5 @@ export const PROGRAMS: Record<string, IsaProgram> = {
     ],
   },
   htif_hello: { name: 'htif_hello', machine: 'spike' },
-  htif_exit: { name: 'htif_exit', machine: 'spike' },
+  htif_exit: { name: 'htif_exit', machine: 'spike', exitCode: 7 },
 };
