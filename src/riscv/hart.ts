@@ -36,8 +36,9 @@
 // stores that make a device change an interrupt line, and after at most SLICE instructions.
 // Hot single-block loops run as translated JS functions (jit.ts), entered at backward branches.
 
-import { CHUNK_SIZE } from '../memory/ram.js';
-import type { PhysicalMemoryMap } from '../memory/bus.js';
+import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
+import { PhysicalMemoryMap } from '../memory/bus.js';
+import { warmUpProgram, WARMUP_HANDLER } from './warmup.js';
 import { ReservationSet } from './reservations.js';
 import { CEXP } from './compressed.js';
 import { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } from './alu.js';
@@ -213,6 +214,7 @@ export class Hart {
   constructor(readonly hartId: number, readonly mem: PhysicalMemoryMap, readonly clock: HartClock, reservations?: ReservationSet) {
     this.reservations = reservations ?? new ReservationSet();
     this.xlo[10] = hartId;
+    if (!warmedUp) { warmedUp = true; warmUp(); }
   }
 
   // ================= public helpers (not hot) =================
@@ -1458,5 +1460,33 @@ export class Hart {
     if (!this.physWrite(pa, size, nl, nh)) { this.trapAddr(EXC_STORE_ACCESS, lo, hi); return false; }
     xl[rd] = al; xh[rd] = ah;
     return true;
+  }
+}
+
+// ================= warm-up (see warmup.ts) =================
+
+let warmedUp = false;
+
+function warmUp(): void {
+  const base = 0x80000000;
+  const ram = new GuestRam(base, CHUNK_SIZE);
+  const mem = new PhysicalMemoryMap(ram);
+  const h = new Hart(0, mem, { mtime: () => 0 });
+  h.jitEnabled = false;
+  const { words, halves } = warmUpProgram(300);
+  WARMUP_HANDLER.forEach((w, i) => ram.writeU32(base + 4 * i, w));
+  const start = base + 0x100;
+  words.forEach((w, i) => ram.writeU32(start + 4 * i, w));
+  const tail = start + 4 * words.length;
+  halves.forEach((hw, i) => ram.writeU16(tail + 2 * i, hw));
+  ram.writeU32(tail + 2 * halves.length, 0x10500073); // wfi: the end
+  h.writeCsr(0x305, BigInt(base));
+  h.setX(8, base + 0x10000);
+  h.setX(9, base + 0x11000 - 3 - 8);
+  h.setPc(start);
+  for (let k = 0; k < 2000 && !h.waiting; k++) {
+    h.run(10_000);
+    // the compressed tail may wander (c.j, branches); keep it inside RAM
+    if (!(h.pc >= base && h.pc < base + 0x8000) && !h.waiting) break;
   }
 }
