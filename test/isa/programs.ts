@@ -187,6 +187,7 @@ export const PROGRAMS: Record<string, IsaProgram> = {
     ],
   },
   precise: { name: 'precise' },
+  irqstress: { name: 'irqstress' },
   smc: { name: 'smc' },
   tlb: {
     name: 'tlb',
