@@ -802,10 +802,14 @@ export class Hart {
         s |= MS_MPIE;
         s &= ~MS_MPP;
         if (mpp !== 3) s &= ~MS_MPRV;
+        // With MPRV set (before or after), M-mode data accesses translate as MPP: a change of
+        // MPRV or MPP changes the translation context.
+        const old = this.mstatus;
+        const ctxChanged = ((old | s) & MS_MPRV) !== 0 && ((old ^ s) & (MS_MPRV | MS_MPP)) !== 0;
         this.mstatus = s;
         this.pc = this.readEpc(0x341);
         this.setMode(mpp);
-        this.flushTlb();
+        if (ctxChanged) this.flushTlb();
         return 1;
       }
       if (insn === 0x10200073) { // SRET
@@ -816,10 +820,11 @@ export class Hart {
         s |= MS_SPIE;
         s &= ~MS_SPP;
         s &= ~MS_MPRV;
+        const mprvCleared = ((this.mstatus ^ s) & MS_MPRV) !== 0;
         this.mstatus = s;
         this.pc = this.readEpc(0x141);
         this.setMode(spp);
-        this.flushTlb();
+        if (mprvCleared) this.flushTlb();
         return 1;
       }
       if (insn === 0x10500073) { // WFI (priv spec 3.3.3; TW)

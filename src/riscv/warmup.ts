@@ -56,6 +56,16 @@ export function warmUpProgram(loopCount: number): { words: number[]; halves: num
   w.push(I(0x340, 10, 1, 5, 0x73), I(0x340, 0, 2, 6, 0x73), I(0xb02, 0, 2, 7, 0x73)); // csrrw/csrrs mscratch, rdinstret
   w.push(I(0x7c0, 0, 2, 5, 0x73)); // unknown CSR: illegal
   w.push(0x00000073); // ecall (M): trap
+  // reserved encodings of each major opcode (illegal-instruction traps)
+  w.push(I(0x800 | 3, 10, 1, 5, 0x13), I(0x200 | 3, 10, 5, 5, 0x13), R(0x20, 11, 10, 1, 5, 0x33), R(2, 11, 10, 0, 5, 0x33),
+    R(0, 11, 10, 2, 5, 0x3b), R(0x20, 11, 10, 1, 5, 0x3b), R(1, 11, 10, 1, 5, 0x3b), R(4, 11, 10, 0, 5, 0x3b),
+    I(0, 10, 2, 5, 0x1b), I(0, 8, 7, 5, 0x03), S(0, 11, 8, 4, 0x23), B(8, 11, 10, 2), I(0, 10, 1, 5, 0x67),
+    I(0, 0, 2, 0, 0x0f), 0x0000007f);
+  // a store while a reservation is held (LR), then every store width on a page already in the TLB
+  w.push(R(0x08, 0, 8, 3, 5, 0x2f));
+  for (let f3 = 0; f3 < 4; f3++) w.push(S(16, 12, 8, f3, 0x23));
+  w.push(R(0x0c, 11, 8, 3, 6, 0x2f));
+  for (let f3 = 0; f3 < 4; f3++) w.push(S(24, 12, 8, f3, 0x23));
   w.push(R(0x00, 11, 8, 3, 5, 0x2f), R(0x08, 0, 8, 3, 5, 0x2f), R(0x0c, 11, 8, 3, 6, 0x2f)); // amoadd.d, lr.d, sc.d
   w.push(I(-1, 18, 0, 18, 0x13)); // s2--
   const back = (loopStart - w.length) * 4;

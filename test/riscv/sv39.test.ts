@@ -151,3 +151,30 @@ describe('Sv39', () => {
     expect(t[1][0]).toBe(12n);
   });
 });
+
+describe('MPRV across mret', () => {
+  test('mret that leaves MPRV set with MPP now U makes M-mode loads translate as U', () => {
+    const ROOT2 = 0x80400000;
+    const m = runAsm(program(`
+      li t0, ${ROOT2}
+      li t1, ${pte(0x80000000, 0xcf)}      # identity gigapage, not U
+      sd t1, 16(t0)
+      li t0, ${(8n << 60n) | BigInt(ROOT2 >>> 12)}
+      csrw satp, t0
+      li t0, 0x1800
+      csrs mstatus, t0          # MPP = M
+      li t0, 0x20000
+      csrs mstatus, t0          # MPRV = 1: data accesses as M (bare)
+      li s0, ${DATA}
+      ld t1, 0(s0)              # fills the TLB in the M context
+      la t0, 1f
+      csrw mepc, t0
+      mret                      # stays in M, MPP := U, MPRV stays 1
+1:    ld t1, 0(s0)              # now translated as U: the page is not U -> load page fault
+      li t0, 0x20000
+      csrc mstatus, t0
+    `));
+    expect(m.exit).toEqual({ code: 0 });
+    expect([u64(m, LOG), u64(m, LOG + 8)]).toEqual([13n, BigInt(DATA)]);
+  });
+});
