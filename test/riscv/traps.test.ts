@@ -657,3 +657,50 @@ farh:
     ]);
   });
 });
+
+describe('HSM and idle support for the board', () => {
+  test('a halted hart runs nothing; hsmStart starts it in S-mode with a0 = hartid, a1 = opaque', () => {
+    const m = runAsm(program(`
+      li t0, ${DATA}
+      sd a0, 0(t0)
+      sd a1, 8(t0)
+      csrr t1, sstatus
+      sd t1, 16(t0)
+      ecall                    # from S: cause 9 proves the mode
+    `), { harts: 2, setup: (mm) => { mm.harts[1].halted = true; } });
+    expect(m.exit).toEqual({ code: 0 });
+    const h1 = m.harts[1];
+    expect(h1.run(1000)).toBe(0);
+    expect(h1.instret).toBe(0);
+    // start hart 1 in S-mode at a tiny program: store a0/a1 and spin
+    const code = [0x00a53023 | 0, 0x00b53423, 0x0000006f]; // sd a0,0(a0); sd a1,8(a0); j .
+    code.forEach((w, i) => m.mem.ram.writeU32(DATA + 0x100 + 4 * i, w >>> 0));
+    h1.writeCsr(0x3a0, 0x1fn);
+    h1.writeCsr(0x3b0, (1n << 54n) - 1n);
+    h1.hsmStart(DATA + 0x100, 0x1234n);
+    expect(h1.halted).toBe(false);
+    expect(h1.mode).toBe(1);
+    expect(h1.getX(10)).toBe(1n);
+    expect(h1.getX(11)).toBe(0x1234n);
+    h1.setX(10, DATA + 0x200);      // a0 doubles as the store address here (after checking it)
+    h1.run(10);
+    expect(u64(m, DATA + 0x200)).toBe(BigInt(DATA + 0x200));
+    expect(u64(m, DATA + 0x208)).toBe(0x1234n);
+  });
+
+  test('nextTimerEvent reports stimecmp while Sstc is on and the timer is not pending', () => {
+    const m = runAsm(program(`
+      li t0, 1
+      slli t0, t0, 63
+      csrs menvcfg, t0
+      li t0, 5000
+      csrw stimecmp, t0
+    `));
+    const h = m.harts[0];
+    expect(h.nextTimerEvent()).toBe(5000);
+    m.time.now = 6000;
+    h.run(1);
+    expect(h.nextTimerEvent()).toBe(Infinity);
+    expect(h.mip & 0x20).toBe(0x20);
+  });
+});
