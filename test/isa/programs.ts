@@ -189,6 +189,7 @@ export const PROGRAMS: Record<string, IsaProgram> = {
   precise: { name: 'precise' },
   irqstress: { name: 'irqstress' },
   smc: { name: 'smc' },
+  jitloops: { name: 'jitloops' },
   tlb: {
     name: 'tlb',
     differences: [
