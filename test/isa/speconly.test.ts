@@ -21,6 +21,7 @@ describe('ISA suite: speconly (vmctl alone, QEMU 7.2 cannot run these)', () => {
         '32-bit instruction straddling the end of RAM: cause=1 epc=0000000087fffffe tval=0000000088000000\n' +
         'instret across 100 nops: 101\n' +
         'instret across 10 c.nop and a HINT: 12\n' +
+        'instret across a hot loop: 30001\n' +
         'PASS\n',
     );
     expect(v.power).toEqual({ kind: 'poweroff', code: 0, source: 'test-finisher', failed: false });
