@@ -215,6 +215,7 @@ export const PROGRAMS: Record<string, IsaProgram> = {
   fuzz: { name: 'fuzz' },
   fuzzmem: { name: 'fuzzmem' },
   fuzzbr: { name: 'fuzzbr' },
+  fuzzloop: { name: 'fuzzloop' },
   chaos: {
     name: 'chaos',
     differences: [
