@@ -141,9 +141,11 @@ export class BuiltinSbi {
         if (fid > 2) { err = SBI_ERR_NOT_SUPPORTED; break; } // hypervisor fences: no H extension
         const targets = this.targets(a(0), a(1));
         if (targets === null) { err = SBI_ERR_INVALID_PARAM; break; }
-        // FENCE.I needs nothing: harts fetch straight from RAM, there is no instruction cache.
+        // remote FENCE.I: harts fetch straight from RAM, but each keeps loops it translated to JS
+        // (src/riscv/jit.ts), which only its own stores and FENCE.I drop: drop them on the targets.
         // SFENCE.VMA (any range or ASID): drop the remote soft TLBs, a superset of what was asked.
-        if (fid !== 0) for (const t of targets) t.flushTlb();
+        if (fid === 0) for (const t of targets) t.flushCode();
+        else for (const t of targets) t.flushTlb();
         break;
       }
 
