@@ -1,5 +1,7 @@
 // vmctl run: the CI entry point. Real guests from fixtures/demo on the real machine.
 
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DEMO, sleep, VmctlHome } from './harness.js';
@@ -75,6 +77,20 @@ describe('vmctl run', () => {
     expect(r.stdout).toContain('rebooting');
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stderr.trim().split('\n').pop()!)).toMatchObject({ reason: 'reset', powerSource: 'test-finisher' });
+  });
+
+  it('--name names a file without name: (the run VM carries it)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmctl-run-noname-'));
+    const file = join(dir, 'ci.yaml');
+    writeFileSync(file, `memory: 16MiB\nboot:\n  kernel: ${join(DEMO, 'hello.elf')}\n`);
+    const without = await h.run(['run', '-f', file]);
+    expect(without.code).toBe(2);
+    expect(without.stderr).toMatch(/ci\.yaml:1:1: missing key "name"/);
+    const r = await h.run(['run', '-f', file, '--name', 'ci-job', '--json']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('Bye!');
+    expect(JSON.parse(r.stderr.trim().split('\n').pop()!).vm).toMatch(/^ci-job-run-/);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('rejects a bad file (2) and a bad pattern (2) before starting anything', async () => {

@@ -28,17 +28,18 @@ export function register(program: Command): void {
     .command('run')
     .description('boot a throw-away VM, stream its console, exit with the guest\'s code (for CI)')
     .requiredOption('-f, --file <FILE>', 'VM definition')
+    .option('--name <NAME>', 'use this name instead of the file\'s name: (a run suffix is added)')
     .option('--timeout <DUR>', 'end the run after this long (exit 124)', '10m')
     .option('--expect <REGEX>', 'exit 1 unless the console matched this')
     .option('--fail-on <REGEX>', 'end with exit 1 as soon as the console matches this')
     .option('--until <REGEX>', 'end with success as soon as the console matches this')
     .option('--json', 'print a summary object on stderr at the end')
-    .action(async (o: { file: string; timeout: string; expect?: string; failOn?: string; until?: string; json?: boolean }) => {
+    .action(async (o: { file: string; name?: string; timeout: string; expect?: string; failOn?: string; until?: string; json?: boolean }) => {
       const timeoutMs = durationOption(o.timeout, '--timeout')!;
       const expect = o.expect !== undefined ? compilePattern(o.expect, '--expect') : null;
       const failOn = o.failOn !== undefined ? compilePattern(o.failOn, '--fail-on') : null;
       const until = o.until !== undefined ? compilePattern(o.until, '--until') : null;
-      const { def, abs, text } = loadDefinitionOrExit(o.file);
+      const { def, abs, text } = loadDefinitionOrExit(o.file, o.name);
       const suffix = `-run-${process.pid.toString(36)}${Math.random().toString(36).slice(2, 6)}`;
       const name = `${def.name.slice(0, 63 - suffix.length)}${suffix}`;
       const started = Date.now();
