@@ -1,7 +1,7 @@
 // Finding and, when needed, starting the daemon for this VMCTL_HOME.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, unlinkSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync, unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pidAlive, readPid } from '../daemon/daemon.js';
@@ -30,19 +30,66 @@ export async function tryConnect(p: HomePaths): Promise<ProtocolClient | null> {
   }
 }
 
-/** Starts `vmctl daemon run` fully detached: own session, stdio to vmd.log, not waited for. */
-export function spawnDetachedDaemon(p: HomePaths): ChildProcess {
+/** A daemon being started: its process, and where its output starts in vmd.stderr.log. */
+export interface SpawnedDaemon {
+  readonly child: ChildProcess;
+  readonly stderrOffset: number;
+}
+
+/**
+ * Starts `vmctl daemon run` fully detached: own session, not waited for. It writes vmd.log itself;
+ * its stdout and stderr go to vmd.stderr.log, so that a crash before its log is open (or Node's
+ * own fatal errors) is still recorded somewhere.
+ */
+export function spawnDetachedDaemon(p: HomePaths): SpawnedDaemon {
   ensureHome(p);
-  const fd = openSync(p.logFile, 'a', 0o600);
-  const child = spawn(process.execPath, [cliBundle, 'daemon', 'run'], {
-    detached: true,
-    stdio: ['ignore', fd, fd],
-    env: { ...process.env, VMCTL_HOME: p.home, VMCTL_DAEMON_DETACHED: '1' },
-    cwd: p.home,
-  });
-  child.unref();
-  closeSync(fd);
-  return child;
+  const fd = openSync(p.stderrFile, 'a', 0o600);
+  try {
+    const stderrOffset = fstatSync(fd).size;
+    const child = spawn(process.execPath, [cliBundle, 'daemon', 'run'], {
+      detached: true,
+      stdio: ['ignore', fd, fd],
+      env: { ...process.env, VMCTL_HOME: p.home, VMCTL_DAEMON_DETACHED: '1' },
+      cwd: p.home,
+    });
+    child.unref();
+    return { child, stderrOffset };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** At most this much of a failed daemon's output is quoted in the error. */
+const QUOTED_OUTPUT_BYTES = 4096;
+
+/** What a daemon that did not come up printed (its end), or '' when nothing. */
+function outputSince(p: HomePaths, offset: number): string {
+  let fd: number;
+  try {
+    fd = openSync(p.stderrFile, 'r');
+  } catch {
+    return '';
+  }
+  try {
+    const size = fstatSync(fd).size;
+    // The file may have been emptied meanwhile (a daemon that did start folds it into vmd.log).
+    const from = Math.max(offset <= size ? offset : 0, size - QUOTED_OUTPUT_BYTES);
+    const buf = Buffer.alloc(size - from);
+    readSync(fd, buf, 0, buf.length, from);
+    return buf.toString('utf8').trim();
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Starts a detached daemon and connects to it; the error quotes what the daemon printed. */
+export async function startDaemon(p: HomePaths): Promise<ProtocolClient> {
+  const d = spawnDetachedDaemon(p);
+  const c = await waitForDaemon(p, 10_000, d.child);
+  if (c) return c;
+  const output = outputSince(p, d.stderrOffset);
+  throw new CliError(EXIT.unreachable, `the daemon for ${p.home} did not come up; see ${p.logFile}` +
+    (output ? `\nit printed (${p.stderrFile}):\n${output}` : ''));
 }
 
 /** Removes a pid file whose process is gone (the daemon itself also does this on start). */
@@ -57,13 +104,18 @@ export function cleanStalePid(p: HomePaths): void {
 export async function waitForDaemon(p: HomePaths, timeoutMs: number, child?: ChildProcess): Promise<ProtocolClient | null> {
   const deadline = Date.now() + timeoutMs;
   let delay = 20;
-  // Exit code 2: the daemon refused its configuration; no point in waiting. (Exit 1 may just mean
-  // another daemon won the race to start, so keep trying to connect then.)
-  let refused = false;
-  child?.once('exit', (code) => { refused = code === 2; });
-  while (Date.now() < deadline && !refused) {
+  let exitCode: number | null | undefined;
+  child?.once('exit', (code) => { exitCode = code; });
+  while (Date.now() < deadline) {
     const c = await tryConnect(p);
     if (c) return c;
+    if (exitCode !== undefined) {
+      // Exit code 2: the daemon refused its configuration; no point in waiting. Exit 1 may just
+      // mean another daemon won the race to start: it has recorded its pid by then, so keep
+      // waiting only while that daemon lives. Anything else: our daemon died.
+      const pid = readPid(p);
+      if (exitCode !== 1 || pid === null || !pidAlive(pid)) return await tryConnect(p);
+    }
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 200);
   }
@@ -80,8 +132,5 @@ export async function connectDaemon(opts: { autostart?: boolean } = {}): Promise
   cleanStalePid(p);
   // Even when a pid file names a live process, start one: if a daemon really runs (or is just
   // coming up) the new one sees the pid lock and exits; this way a hung pid file never blocks us.
-  const child = spawnDetachedDaemon(p);
-  const c2 = await waitForDaemon(p, 10_000, child);
-  if (!c2) throw new CliError(EXIT.unreachable, `the daemon for ${p.home} did not come up; see ${p.logFile}`);
-  return c2;
+  return startDaemon(p);
 }

@@ -1,15 +1,16 @@
 // The daemon process: one per VMCTL_HOME. Holds the pid-file lock, listens on the control socket,
 // hosts every VM, and shuts down cleanly on SIGTERM/SIGINT or `vmctl daemon stop`.
 
-import { appendFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, unlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { DEFAULT_SETTINGS_TEXT, loadDaemonSettings } from '../config/daemon-settings.js';
+import { DEFAULT_SETTINGS, DEFAULT_SETTINGS_TEXT, loadDaemonSettings } from '../config/daemon-settings.js';
 import { PROTOCOL_VERSION, type DaemonStatus } from '../protocol/messages.js';
 import { writeFileAtomic } from './atomic.js';
 import { ensureHome, homePaths, socketFits, type HomePaths } from './paths.js';
 import { Registry } from './registry.js';
+import { RotatingLog } from './rotating-log.js';
 import { Connection } from './server.js';
 import type { VmEvent, VmInstance } from './vm-instance.js';
 
@@ -18,10 +19,9 @@ export interface DaemonOptions {
   /** dist/vm-worker.js */
   readonly workerPath: string;
   readonly version: string;
-  /** Also copy log lines to stderr (foreground `vmctl daemon run`; detached, stderr already is vmd.log). */
+  /** Also copy log lines to stderr (foreground `vmctl daemon run`; a detached daemon's stderr is
+   *  vmd.stderr.log, which is not rotated, so it gets none). */
   readonly echoToStderr: boolean;
-  /** Append log lines to vmd.log ourselves (false when stderr is redirected there). */
-  readonly writeLogFile: boolean;
 }
 
 export class AlreadyRunning extends Error {}
@@ -92,11 +92,18 @@ function takePidLock(p: HomePaths, log: (m: string) => void): void {
 export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const paths = homePaths(opts.home);
   ensureHome(paths);
+  // vmd.log is written by the daemon itself, not inherited as stderr: a file that is some
+  // process's stderr can never be rotated (the process keeps writing to the moved file), and
+  // Node cannot dup2 a new file over fd 2. It is rotated with the serial logs' size limit
+  // (config.yaml serialLogMaxSize), applied once config.yaml has been read.
+  // Opened at the first line: a daemon that loses the start-up race never touches it.
+  const daemonLog: { file: RotatingLog | null; limit: number } = { file: null, limit: DEFAULT_SETTINGS.serialLogMaxBytes };
   const log = (msg: string): void => {
     const line = `${new Date().toISOString()} [${process.pid}] ${msg}\n`;
-    if (opts.writeLogFile) {
-      try { appendFileSync(paths.logFile, line, { mode: 0o600 }); } catch { /* the log is best effort */ }
-    }
+    try {
+      daemonLog.file ??= new RotatingLog(paths.logFile, daemonLog.limit);
+      daemonLog.file.appendRecord(line);
+    } catch { /* the log is best effort */ }
     if (opts.echoToStderr) process.stderr.write(line);
   };
 
@@ -104,6 +111,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const releaseLock = (): void => {
     if (readPid(paths) === process.pid) try { unlinkSync(paths.pidFile); } catch { /* gone */ }
   };
+  foldEarlierStderr(paths, log);
 
   let server: Server | null = null;
   let socketPath = paths.defaultSocket;
@@ -111,6 +119,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   try {
     if (!existsSync(paths.settingsFile)) writeFileAtomic(paths.settingsFile, DEFAULT_SETTINGS_TEXT);
     const settings = loadDaemonSettings(paths.settingsFile);
+    daemonLog.limit = settings.serialLogMaxBytes;
+    daemonLog.file?.setLimit(daemonLog.limit);
 
     if (!socketFits(paths.defaultSocket)) {
       // unix(7): sun_path holds 107 bytes. Use a private short folder and record where it is.
@@ -184,6 +194,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       if (shortDir) rmSync(shortDir, { recursive: true, force: true });
       releaseLock();
       log('stopped');
+      daemonLog.file?.close();
+      daemonLog.file = null;
       resolveDone();
     };
 
@@ -240,8 +252,36 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
 
     await done;
   } catch (e) {
+    // Also in vmd.log: a detached daemon's stderr is only read when it fails to come up.
+    log(`cannot start: ${(e as Error).message}`);
     releaseLock();
     if (shortDir) rmSync(shortDir, { recursive: true, force: true });
     throw e;
   }
+}
+
+/** At most this much of an earlier daemon's stderr is copied into vmd.log (the end of it). */
+const STDERR_FOLD_MAX_BYTES = 16 * 1024;
+
+/**
+ * vmd.stderr.log holds what detached daemons printed outside their log: a crash before the log
+ * was open, Node's own fatal errors, a lost start-up race. It cannot be rotated while a daemon
+ * has it as stderr, so each daemon that takes the pid lock (no other daemon of this home runs
+ * then) copies its end into vmd.log, where it is rotated with everything else, and empties it.
+ */
+function foldEarlierStderr(p: HomePaths, log: (m: string) => void): void {
+  let text: Buffer;
+  try {
+    text = readFileSync(p.stderrFile);
+  } catch {
+    return;
+  }
+  if (text.length === 0) return;
+  const dropped = Math.max(0, text.length - STDERR_FOLD_MAX_BYTES);
+  const kept = text.subarray(dropped).toString('utf8').replace(/\n$/, '');
+  if (kept.trim() !== '') {
+    log(`output of an earlier daemon process on stderr (${p.stderrFile}${dropped ? `, last ${kept.length} of ${text.length} bytes` : ''}):\n` +
+      kept.split('\n').map((l) => `  | ${l}`).join('\n'));
+  }
+  try { truncateSync(p.stderrFile, 0); } catch { /* best effort */ }
 }

@@ -1,5 +1,6 @@
 // The state directory (VMCTL_HOME, default ~/.vmctl) and the files in it:
-//   vmd.pid  vmd.log  config.yaml  vmd.sock (or vmd.sock.path)  vms/NAME/{vm.yaml,state.json,serial.log}
+//   vmd.pid  vmd.log (+ vmd.log.1)  vmd.stderr.log  config.yaml  vmd.sock (or vmd.sock.path)
+//   vms/NAME/{vm.yaml,state.json,serial.log}
 
 import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -11,7 +12,11 @@ export const MAX_SOCKET_PATH_BYTES = 107;
 export interface HomePaths {
   readonly home: string;
   readonly pidFile: string;
+  /** The daemon's log, written by the daemon itself and rotated (rotating-log.ts). */
   readonly logFile: string;
+  /** A detached daemon's stdout/stderr: what it prints before its log is open (a crash at
+   *  start-up, Node's own fatal errors). Folded into vmd.log by the next daemon that starts. */
+  readonly stderrFile: string;
   readonly settingsFile: string;
   /** The socket's usual place. */
   readonly defaultSocket: string;
@@ -30,6 +35,7 @@ export function homePaths(home: string): HomePaths {
     home,
     pidFile: join(home, 'vmd.pid'),
     logFile: join(home, 'vmd.log'),
+    stderrFile: join(home, 'vmd.stderr.log'),
     settingsFile: join(home, 'config.yaml'),
     defaultSocket: join(home, 'vmd.sock'),
     socketPathFile: join(home, 'vmd.sock.path'),

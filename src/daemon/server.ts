@@ -9,7 +9,7 @@ import {
   type DaemonStatus, type ErrorBody, type EventMessage, type EventName, type MethodName,
 } from '../protocol/messages.js';
 import { join } from 'node:path';
-import { SerialLog } from './serial-log.js';
+import { RotatingLog } from './rotating-log.js';
 import type { Registry } from './registry.js';
 import type { VmInstance } from './vm-instance.js';
 
@@ -184,7 +184,7 @@ export class Connection {
       }
       case 'vm.log': {
         const v = vm();
-        const all = SerialLog.readAll(join(v.dir, 'serial.log'));
+        const all = RotatingLog.readAll(join(v.dir, 'serial.log'));
         // serialLogMaxSize is configurable: keep one reply line within reason.
         const data = all.length > MAX_LOG_REPLY_BYTES ? all.subarray(all.length - MAX_LOG_REPLY_BYTES) : all;
         if (p.follow === true) this.subscriptions.set(v.name, { console: true });

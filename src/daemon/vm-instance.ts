@@ -12,7 +12,7 @@ import { acquireDiskLocks, type DiskLock } from '../disk/lock.js';
 import { ProtocolFailure, type PowerInfo, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
 import { writeFileAtomic } from './atomic.js';
-import { SerialLog } from './serial-log.js';
+import { RotatingLog } from './rotating-log.js';
 
 export interface PersistedState {
   state: VmState;
@@ -48,7 +48,7 @@ export class VmInstance {
   private worker: Worker | null = null;
   /** Locks on this VM's disk images while its worker lives (src/disk/lock.ts). */
   private diskLocks: DiskLock[] = [];
-  private serial: SerialLog | null = null;
+  private serial: RotatingLog | null = null;
   /** Console output of the current boot (tail), for `wait --for-console` and `start --wait-for`. */
   private history: Buffer[] = [];
   private historySize = 0;
@@ -172,7 +172,7 @@ export class VmInstance {
     this.historySize = 0;
     this.stopping = false;
     this.setState('starting');
-    if (!this.serial) this.serial = new SerialLog(join(this.dir, 'serial.log'), this.env.serialLogMaxBytes);
+    if (!this.serial) this.serial = new RotatingLog(join(this.dir, 'serial.log'), this.env.serialLogMaxBytes);
     const init: WorkerInit = { mode: 'run', vmName: this.name, config: this.machineConfig() };
     let worker: Worker;
     try {

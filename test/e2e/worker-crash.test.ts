@@ -25,7 +25,7 @@ afterAll(async () => {
 
 describe('a crashing VM worker', () => {
   it('marks the VM aborted, releases its disk, and leaves the daemon and other VMs running', async () => {
-    daemonDone = runDaemon({ home, workerPath: crashingWorker, version: 'test', echoToStderr: false, writeLogFile: true });
+    daemonDone = runDaemon({ home, workerPath: crashingWorker, version: 'test', echoToStderr: false });
     const sockPath = clientSocketPath(homePaths(home));
     for (let i = 0; i < 100 && !existsSync(sockPath); i++) await sleep(50);
     client = await ProtocolClient.connect(sockPath);

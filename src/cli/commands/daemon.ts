@@ -5,7 +5,7 @@ import { humanDuration } from '../../config/units.js';
 import { AlreadyRunning, pidAlive, readPid, runDaemon } from '../../daemon/daemon.js';
 import type { DaemonStatus } from '../../protocol/messages.js';
 import { sleep } from '../cli-helpers.js';
-import { cleanStalePid, currentHome, spawnDetachedDaemon, tryConnect, waitForDaemon, workerBundle } from '../daemon-link.js';
+import { cleanStalePid, currentHome, startDaemon, tryConnect, workerBundle } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
 import { printJson } from '../output.js';
 import { VERSION } from '../version.js';
@@ -25,9 +25,7 @@ export function register(program: Command): void {
         return;
       }
       cleanStalePid(p);
-      const child = spawnDetachedDaemon(p);
-      const c2 = await waitForDaemon(p, 10_000, child);
-      if (!c2) throw new CliError(EXIT.unreachable, `the daemon did not come up; see ${p.logFile}`);
+      const c2 = await startDaemon(p);
       const pid = c2.greeting?.pid;
       c2.close();
       process.stdout.write(`Started the daemon (pid ${pid}, home ${p.home})\n`);
@@ -88,7 +86,7 @@ export function register(program: Command): void {
       const p = currentHome();
       const detached = process.env.VMCTL_DAEMON_DETACHED === '1';
       try {
-        await runDaemon({ home: p.home, workerPath: workerBundle, version: VERSION, echoToStderr: true, writeLogFile: !detached });
+        await runDaemon({ home: p.home, workerPath: workerBundle, version: VERSION, echoToStderr: !detached });
       } catch (e) {
         if (e instanceof AlreadyRunning) throw new CliError(EXIT.failed, e.message);
         throw e;

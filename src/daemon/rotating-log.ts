@@ -1,0 +1,86 @@
+// A log file rotated to `<file>.1` at a size limit, so that nothing vmctl writes for a long time
+// can fill the disk: at most twice the limit is kept. Used for each VM's serial.log (a byte
+// stream, split exactly at the limit) and for the daemon's vmd.log (lines, never split).
+//
+// The file stays open between writes (a chatty guest writes often). Rotation is close, rename to
+// `.1` (replacing the older one), reopen: a line is written whole to one file or the other, so a
+// reader of `.1` followed by the current file sees every line once and in order.
+
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, renameSync, statSync, writeSync } from 'node:fs';
+
+export class RotatingLog {
+  private fd: number;
+  private size: number;
+  private ino: number;
+
+  constructor(private readonly path: string, private maxBytes: number) {
+    this.fd = openSync(path, 'a', 0o600);
+    const st = fstatSync(this.fd);
+    this.size = st.size;
+    this.ino = st.ino;
+  }
+
+  /** A new limit (e.g. once the daemon has read config.yaml); applies from the next write. */
+  setLimit(maxBytes: number): void {
+    this.maxBytes = maxBytes;
+  }
+
+  /** A byte stream (console output): filled up to the limit exactly, the rest goes to a new file. */
+  append(data: Uint8Array): void {
+    let off = 0;
+    while (off < data.length) {
+      if (this.size >= this.maxBytes) this.rotate();
+      const n = Math.min(data.length - off, this.maxBytes - this.size);
+      writeSync(this.fd, data, off, n);
+      off += n;
+      this.size += n;
+    }
+  }
+
+  /**
+   * One record (a log line), never split between two files: when it would take the file past
+   * the limit, the file is rotated first. A record longer than the limit gets a file of its own.
+   * Also follows the path: if the file was moved or deleted by hand, a new one is started there.
+   */
+  appendRecord(data: Uint8Array | string): void {
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    this.reopenIfMoved();
+    if (this.size > 0 && this.size + buf.length > this.maxBytes) this.rotate();
+    let off = 0;
+    while (off < buf.length) off += writeSync(this.fd, buf, off, buf.length - off);
+    this.size += buf.length;
+  }
+
+  private reopenIfMoved(): void {
+    let ino = -1;
+    try { ino = statSync(this.path).ino; } catch { /* deleted */ }
+    if (ino === this.ino) return;
+    closeSync(this.fd);
+    this.open();
+  }
+
+  private rotate(): void {
+    closeSync(this.fd);
+    renameSync(this.path, `${this.path}.1`);
+    this.open();
+  }
+
+  private open(): void {
+    this.fd = openSync(this.path, 'a', 0o600);
+    const st = fstatSync(this.fd);
+    this.size = st.size;
+    this.ino = st.ino;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+
+  /** Everything kept, oldest first. */
+  static readAll(path: string): Buffer {
+    const parts: Buffer[] = [];
+    if (existsSync(`${path}.1`)) parts.push(readFileSync(`${path}.1`));
+    if (existsSync(path)) parts.push(readFileSync(path));
+    return Buffer.concat(parts);
+  }
+}
