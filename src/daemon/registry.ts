@@ -4,7 +4,7 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DiskError } from '../disk/errors.js';
-import { readDiskLock } from '../disk/lock.js';
+import { readDiskLocks } from '../disk/lock.js';
 import { deleteCreatedDisks, prepareDisks } from '../disk/prepare.js';
 import { loadVmDefinition, parseVmDefinition, serializeVmDefinition, VM_NAME_RE } from '../config/vm-definition.js';
 import { ProtocolFailure } from '../protocol/messages.js';
@@ -102,8 +102,10 @@ export class Registry {
   delete(vm: VmInstance): void {
     // Check first, so a refused delete leaves the VM registered.
     for (const p of vm.persisted.createdDisks) {
-      const holder = readDiskLock(p);
-      if (holder && holder.vm !== vm.name) throw new ProtocolFailure('WrongState', `disk ${p} of VM ${vm.name} is in use by VM ${holder.vm}; stop that VM first`);
+      const others = readDiskLocks(p).filter((h) => h.vm !== vm.name).map((h) => h.vm);
+      if (others.length > 0) {
+        throw new ProtocolFailure('WrongState', `disk ${p} of VM ${vm.name} is in use by ${others.length === 1 ? 'VM' : 'VMs'} ${others.join(', ')}; stop ${others.length === 1 ? 'that VM' : 'them'} first`);
+      }
     }
     this.vms.delete(vm.name);
     this.removeFiles(vm);

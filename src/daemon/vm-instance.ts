@@ -157,10 +157,11 @@ export class VmInstance {
   }
 
   private boot(): Promise<void> {
-    // One running VM per disk image, also across daemons (H5: src/disk/lock.ts); refused before anything changes.
-    // A guest reboot keeps the locks it already holds, so no other VM can take a disk in between.
+    // A disk image is used by one writing VM or by any number of VMs that attach it read-only, also
+    // across daemons (src/disk/lock.ts); refused before anything changes. A guest reboot keeps the
+    // locks it already holds, so no other VM can take a disk in between.
     try {
-      if (this.diskLocks.length === 0) this.diskLocks = acquireDiskLocks(this.def.disks.map((d) => d.path), this.name, this.env.home);
+      if (this.diskLocks.length === 0) this.diskLocks = acquireDiskLocks(this.def.disks, this.name, this.env.home);
     } catch (e) {
       return Promise.reject(e instanceof DiskError ? new ProtocolFailure('WrongState', `VM ${this.name} cannot start: ${e.message}`) : e);
     }

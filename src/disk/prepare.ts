@@ -9,7 +9,7 @@ import { existsSync, statSync, unlinkSync } from 'node:fs';
 import { formatSize } from '../config/units.js';
 import { createRawImage } from './raw-image.js';
 import { DiskError } from './errors.js';
-import { lockPathFor, readDiskLock } from './lock.js';
+import { describeHolders, readDiskLocks, removeStaleLocks } from './lock.js';
 
 export interface DiskSpec {
   readonly path: string;
@@ -57,11 +57,11 @@ export function prepareDisks(disks: readonly DiskSpec[]): PreparedDisks {
 /** Removes images vmctl created for a VM (on `delete`). Refuses one that a running VM holds. */
 export function deleteCreatedDisks(paths: readonly string[]): void {
   for (const p of paths) {
-    const holder = readDiskLock(p);
-    if (holder) throw new DiskError('IN_USE', `disk ${p} is in use by VM ${holder.vm} (pid ${holder.pid} on ${holder.host}); not deleting it`);
+    const holders = readDiskLocks(p);
+    if (holders.length > 0) throw new DiskError('IN_USE', `disk ${p} is in use by ${describeHolders(holders)}; not deleting it`);
   }
   for (const p of paths) {
     try { unlinkSync(p); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e; }
-    try { unlinkSync(lockPathFor(p)); } catch { /* no stale lock left behind */ }
+    removeStaleLocks(p); // no stale lock files left behind
   }
 }

@@ -13,7 +13,7 @@ import {
 import { SECTOR_SIZE, type BlockBackend } from './block-backend.js';
 import { DiskError } from './errors.js';
 import { punchHole } from './hole-punch.js';
-import { readDiskLock, type DiskLockHolder } from './lock.js';
+import { describeHolders, readDiskLocks, type DiskLockHolder } from './lock.js';
 
 export const IMAGE_FORMAT = 'raw';
 
@@ -24,8 +24,8 @@ export interface DiskImageInfo {
   /** Host space really used (qemu-img's "disk size"): st_blocks * 512. */
   readonly allocatedBytes: number;
   readonly format: typeof IMAGE_FORMAT;
-  /** The running VM holding the image's lock, or null. */
-  readonly usedBy: DiskLockHolder | null;
+  /** The running VMs using the image: its one writer, or its readers (oldest first); [] if none. */
+  readonly usedBy: DiskLockHolder[];
 }
 
 function checkSize(sizeBytes: number): void {
@@ -65,7 +65,7 @@ export function imageInfo(path: string): DiskImageInfo {
     throw new DiskError('IO', `cannot read ${path}: ${(e as Error).message}`);
   }
   if (!st.isFile()) throw new DiskError('INVALID', `${path} is not a regular file`);
-  return { path, virtualBytes: st.size, allocatedBytes: st.blocks * 512, format: IMAGE_FORMAT, usedBy: readDiskLock(path) };
+  return { path, virtualBytes: st.size, allocatedBytes: st.blocks * 512, format: IMAGE_FORMAT, usedBy: readDiskLocks(path) };
 }
 
 export interface ResizeResult { readonly oldBytes: number; readonly newBytes: number }
@@ -79,8 +79,8 @@ export function resizeRawImage(path: string, newBytes: number, opts: { shrink?: 
     if (!opts.shrink) {
       throw new DiskError('SHRINK', `${path} is ${info.virtualBytes} bytes; shrinking to ${newBytes} discards data at its end: pass --shrink to do it`);
     }
-    if (info.usedBy) {
-      throw new DiskError('IN_USE', `${path} is in use by VM ${info.usedBy.vm} (pid ${info.usedBy.pid} on ${info.usedBy.host}); stop it before shrinking the disk`);
+    if (info.usedBy.length > 0) {
+      throw new DiskError('IN_USE', `${path} is in use by ${describeHolders(info.usedBy)}; stop ${info.usedBy.length === 1 ? 'it' : 'them'} before shrinking the disk`);
     }
   }
   const fd = openSync(path, 'r+');

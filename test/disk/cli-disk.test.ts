@@ -1,5 +1,5 @@
-// Disks through the real CLI and daemon: `vmctl disk ...`, one running VM per disk, sparse
-// allocation as the guest writes, and the kill test (SIGKILL the daemon while the guest writes:
+// Disks through the real CLI and daemon: `vmctl disk ...`, one writing VM per disk or any number
+// of VMs attaching it read-only, sparse allocation as the guest writes, and the kill test (SIGKILL the daemon while the guest writes:
 // every sequence number the guest reported is in the image).
 
 import { spawnSync } from 'node:child_process';
@@ -53,7 +53,7 @@ describe('vmctl disk', () => {
     expect(await vmctl(['disk', 'create', img, '--size', '10GiB'])).toMatch(/10GiB virtual/);
     const info = JSON.parse(await vmctl(['disk', 'info', img, '--json']));
     expect(Object.keys(info).sort()).toEqual(['allocatedBytes', 'format', 'path', 'usedBy', 'virtualBytes']);
-    expect(info).toMatchObject({ path: img, virtualBytes: 10 * GiB, format: 'raw', usedBy: null });
+    expect(info).toMatchObject({ path: img, virtualBytes: 10 * GiB, format: 'raw', usedBy: [] });
     expect(info.allocatedBytes).toBeLessThan(MiB);
     const text = await vmctl(['disk', 'info', img]);
     expect(text).toMatch(/virtual size: 10GiB \(10737418240 bytes\)/);
@@ -92,17 +92,58 @@ describe('vmctl disk', () => {
     const refused = await vmctl(['start', 'two'], 5);
     expect(refused).toMatch(/disk .*shared\.img is in use by VM one/);
     expect(JSON.parse(await vmctl(['info', 'two', '--json'])).state).toBe('stopped');
-    expect(JSON.parse(await vmctl(['disk', 'info', img, '--json'])).usedBy).toMatchObject({ vm: 'one' });
+    expect(JSON.parse(await vmctl(['disk', 'info', img, '--json'])).usedBy).toMatchObject([{ vm: 'one', readonly: false }]);
     expect(await vmctl(['disk', 'resize', img, '--size', '1GiB', '--shrink'], 5)).toMatch(/in use by VM one/);
-    const list = JSON.parse(await vmctl(['disk', 'list', '--json'])) as { vm: string; path: string; usedBy: { vm: string } | null }[];
-    expect(list.filter((r) => r.path === img).map((r) => [r.vm, r.usedBy?.vm])).toEqual([['one', 'one'], ['two', 'one']]);
+    const list = JSON.parse(await vmctl(['disk', 'list', '--json'])) as { vm: string; path: string; usedBy: { vm: string }[] }[];
+    expect(list.filter((r) => r.path === img).map((r) => [r.vm, r.usedBy.map((u) => u.vm)])).toEqual([['one', ['one']], ['two', ['one']]]);
     await vmctl(['stop', 'one', '--force']);
-    expect(JSON.parse(await vmctl(['disk', 'info', img, '--json'])).usedBy).toBeNull();
+    expect(JSON.parse(await vmctl(['disk', 'info', img, '--json'])).usedBy).toEqual([]);
     await vmctl(['start', 'two']);
     await vmctl(['stop', 'two', '--force']);
     await vmctl(['delete', 'one']);
     await vmctl(['delete', 'two']);
   }, 300_000);
+
+  it('a read-only image is shared by running VMs; a VM that writes it is refused (exit 5) until they stop, and keeps them out', async () => {
+    const img = join(h.home, 'base.img');
+    await vmctl(['disk', 'create', img, '--size', '64MiB']);
+    // Guests that print ticks forever and leave the disk alone: what is tested is who may attach it.
+    const file = (name: string, readonly: boolean) => {
+      const f = join(h.home, `${name}.yaml`);
+      writeFileSync(f, `name: ${name}\nmemory: 16MiB\nboot:\n  kernel: ${join(ROOT, 'fixtures/demo/loop.elf')}\n` +
+        `disks:\n  - path: ./base.img\n    readonly: ${readonly}\n`);
+      return f;
+    };
+    for (const [name, readonly] of [['ro-a', true], ['ro-b', true], ['rw-c', false]] as const) await vmctl(['create', '-f', file(name, readonly)]);
+    await vmctl(['start', 'ro-a', '--wait-for', 'tick']);
+    await vmctl(['start', 'ro-b', '--wait-for', 'tick']);
+    const refused = await vmctl(['start', 'rw-c'], 5);
+    expect(refused).toMatch(new RegExp(`VM rw-c cannot start: disk ${img.replace(/[.]/g, '\\.')} is in use read-only by VM ro-a \\(pid ${h.pid()}, daemon home ${h.home.replace(/[.]/g, '\\.')}\\) and VM ro-b \\(.*\\); a VM that writes it needs it alone`));
+    expect(JSON.parse(await vmctl(['info', 'rw-c', '--json'])).state).toBe('stopped');
+    for (const vm of ['ro-a', 'ro-b']) expect(JSON.parse(await vmctl(['info', vm, '--json'])).state).toBe('running');
+
+    // disk info / list name every user
+    const info = JSON.parse(await vmctl(['disk', 'info', img, '--json']));
+    expect(info.usedBy).toMatchObject([{ vm: 'ro-a', readonly: true, pid: h.pid(), home: h.home }, { vm: 'ro-b', readonly: true }]);
+    expect(await vmctl(['disk', 'info', img])).toMatch(/used by: +VM ro-a \(read-only, .*\n +VM ro-b \(read-only, /);
+    const list = JSON.parse(await vmctl(['disk', 'list', '--json'])) as { vm: string; path: string; readonly: boolean; usedBy: { vm: string }[] }[];
+    expect(list.filter((r) => r.path === img).map((r) => [r.vm, r.readonly, r.usedBy.map((u) => u.vm)])).toEqual([
+      ['ro-a', true, ['ro-a', 'ro-b']], ['ro-b', true, ['ro-a', 'ro-b']], ['rw-c', false, ['ro-a', 'ro-b']]]);
+    expect(await vmctl(['disk', 'list'])).toMatch(/ro-a +disk0 .*ro +this VM, VM ro-b/);
+
+    // One reader left is enough to keep the writer out; with none, the writer runs and keeps readers out.
+    await vmctl(['stop', 'ro-a', '--force']);
+    expect(await vmctl(['start', 'rw-c'], 5)).toMatch(/in use read-only by VM ro-b \(/);
+    await vmctl(['stop', 'ro-b', '--force']);
+    await vmctl(['start', 'rw-c', '--wait-for', 'tick']);
+    expect(await vmctl(['start', 'ro-a'], 5)).toMatch(/VM ro-a cannot start: disk .*base\.img is in use read-write by VM rw-c \(.*\); it can be shared only by VMs that all attach it read-only/);
+    expect(JSON.parse(await vmctl(['disk', 'info', img, '--json'])).usedBy).toMatchObject([{ vm: 'rw-c', readonly: false }]);
+    await vmctl(['stop', 'rw-c', '--force']);
+    await vmctl(['start', 'ro-a', '--wait-for', 'tick']);
+    await vmctl(['stop', 'ro-a', '--force']);
+    for (const vm of ['ro-a', 'ro-b', 'rw-c']) await vmctl(['delete', vm]);
+    expect(existsSync(img)).toBe(true); // it existed before: never deleted
+  }, 120_000);
 
   it('kill test: SIGKILL the daemon while the guest writes; every reported sequence number is in the image', async () => {
     await vmctl(['create', '-f', vmFile('kill', 'kill.img', '4GiB')]);
@@ -127,7 +168,7 @@ describe('vmctl disk', () => {
     expect(existsSync(`${img}.lock`)).toBe(true);
     expect(JSON.parse(await vmctl(['info', 'kill', '--json'])).state).toBe('aborted');
     await vmctl(['start', 'kill', '--wait-for', 'seq 1\\b']);
-    expect(JSON.parse(await vmctl(['disk', 'info', img, '--json'])).usedBy).toMatchObject({ vm: 'kill', pid: h.pid() });
+    expect(JSON.parse(await vmctl(['disk', 'info', img, '--json'])).usedBy).toMatchObject([{ vm: 'kill', pid: h.pid() }]);
     await vmctl(['stop', 'kill', '--force']);
   }, 300_000);
 });

@@ -1,14 +1,14 @@
 // Sparse raw images, their locks and what create/delete do to a VM's disks, on real files.
 
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SECTOR_SIZE } from '../../src/disk/block-backend.js';
 import { DiskError } from '../../src/disk/errors.js';
 import { holePunchingAvailable } from '../../src/disk/hole-punch.js';
-import { acquireDiskLocks, DiskLock, lockPathFor, readDiskLock } from '../../src/disk/lock.js';
+import { acquireDiskLocks, DiskLock, lockPathFor, readDiskLocks } from '../../src/disk/lock.js';
 import { deleteCreatedDisks, prepareDisks } from '../../src/disk/prepare.js';
 import { createRawImage, imageInfo, RawFileBackend, resizeRawImage } from '../../src/disk/raw-image.js';
 
@@ -17,9 +17,30 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 
+/** The first live holder (the writer, or the oldest reader), or null. */
+const readDiskLock = (p: string) => readDiskLocks(p)[0] ?? null;
+
 function code(fn: () => unknown): string {
   try { fn(); } catch (e) { if (e instanceof DiskError) return e.code; throw e; }
   return 'no error';
+}
+
+/** Another "daemon": a separate Node process holding the image's lock with the real lock code
+ *  (bundled by esbuild), until it is killed. */
+async function lockInChild(path: string, vm: string, readonly: boolean): Promise<ChildProcess> {
+  const bundle = join(dir, 'lock-child.mjs');
+  if (!existsSync(bundle)) {
+    const esbuild = await import('esbuild');
+    esbuild.buildSync({ entryPoints: [join(process.cwd(), 'src/disk/lock.ts')], bundle: true, platform: 'node', format: 'esm', outfile: bundle, logLevel: 'silent' });
+  }
+  const child = spawn(process.execPath, ['--input-type=module', '-e',
+    `const m = await import(${JSON.stringify(bundle)}); m.DiskLock.acquire(${JSON.stringify(path)}, ${JSON.stringify(vm)}, '/b', ${readonly}); console.log('LOCKED'); setInterval(() => {}, 1000);`],
+  { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((res, rej) => {
+    child.stdout!.on('data', (b: Buffer) => { if (b.toString().includes('LOCKED')) res(); });
+    child.on('exit', (c) => rej(new Error(`child exited ${c}`)));
+  });
+  return child;
 }
 
 describe('sparse raw images', () => {
@@ -27,7 +48,7 @@ describe('sparse raw images', () => {
     const path = join(dir, 'big.img');
     createRawImage(path, 10 * GiB);
     const fresh = imageInfo(path);
-    expect(fresh).toMatchObject({ path, virtualBytes: 10 * GiB, format: 'raw', usedBy: null });
+    expect(fresh).toMatchObject({ path, virtualBytes: 10 * GiB, format: 'raw', usedBy: [] });
     expect(fresh.allocatedBytes).toBeLessThan(MiB);
     const be = new RawFileBackend(path, false);
     expect(be.sectorCount()).toBe(10 * GiB / SECTOR_SIZE);
@@ -131,8 +152,8 @@ describe('disk locks', () => {
     const path = join(dir, 'l.img');
     createRawImage(path, MiB);
     const a = DiskLock.acquire(path, 'alpha', '/homeA');
-    expect(readDiskLock(path)).toMatchObject({ vm: 'alpha', pid: process.pid, host: hostname(), home: '/homeA' });
-    expect(imageInfo(path).usedBy?.vm).toBe('alpha');
+    expect(readDiskLocks(path)).toMatchObject([{ vm: 'alpha', pid: process.pid, host: hostname(), home: '/homeA', readonly: false }]);
+    expect(imageInfo(path).usedBy.map((u) => u.vm)).toEqual(['alpha']);
     let msg = '';
     try { DiskLock.acquire(path, 'beta', '/homeB'); } catch (e) { msg = (e as Error).message; expect((e as DiskError).code).toBe('IN_USE'); }
     expect(msg).toMatch(/in use by VM alpha/);
@@ -195,17 +216,7 @@ describe('disk locks', () => {
   it('holds across processes: a lock held by another live process refuses us; once it is SIGKILLed, it is stale', async () => {
     const path = join(dir, 'x.img');
     createRawImage(path, MiB);
-    // Another "daemon": a separate Node process running the real lock code (bundled by esbuild).
-    const bundle = join(dir, 'lock-child.mjs');
-    const esbuild = await import('esbuild');
-    esbuild.buildSync({ entryPoints: [join(process.cwd(), 'src/disk/lock.ts')], bundle: true, platform: 'node', format: 'esm', outfile: bundle, logLevel: 'silent' });
-    const child = spawn(process.execPath, ['--input-type=module', '-e',
-      `const m = await import(${JSON.stringify(bundle)}); m.DiskLock.acquire(${JSON.stringify(path)}, 'theirs', '/b'); console.log('LOCKED'); setInterval(() => {}, 1000);`],
-    { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise<void>((res, rej) => {
-      child.stdout.on('data', (b: Buffer) => { if (b.toString().includes('LOCKED')) res(); });
-      child.on('exit', (c) => rej(new Error(`child exited ${c}`)));
-    });
+    const child = await lockInChild(path, 'theirs', false);
     expect(readDiskLock(path)).toMatchObject({ vm: 'theirs', pid: child.pid });
     expect(code(() => DiskLock.acquire(path, 'ours', '/a'))).toBe('IN_USE');
     child.kill('SIGKILL');
@@ -221,12 +232,163 @@ describe('disk locks', () => {
     createRawImage(p1, MiB);
     createRawImage(p2, MiB);
     const other = DiskLock.acquire(p2, 'other', '/o');
-    expect(code(() => acquireDiskLocks([p1, p2], 'vm', '/h'))).toBe('IN_USE');
+    const rw = (path: string) => ({ path, readonly: false });
+    expect(code(() => acquireDiskLocks([rw(p1), rw(p2)], 'vm', '/h'))).toBe('IN_USE');
     expect(readDiskLock(p1)).toBeNull();
     other.release();
-    const both = acquireDiskLocks([p1, p2], 'vm', '/h');
+    const both = acquireDiskLocks([rw(p1), rw(p2)], 'vm', '/h');
     expect(readDiskLock(p1)?.vm).toBe('vm');
     both.forEach((l) => l.release());
+  });
+});
+
+describe('read-only disks: shared locks', () => {
+  const ro = (path: string) => ({ path, readonly: true });
+  const rw = (path: string) => ({ path, readonly: false });
+  const message = (fn: () => unknown): string => {
+    try { fn(); } catch (e) { expect((e as DiskError).code).toBe('IN_USE'); return (e as Error).message; }
+    return 'no error';
+  };
+  /** Lock files next to the image (the writer's and the readers'). */
+  const lockFiles = (path: string) => readdirSync(dir).filter((n) => n.startsWith(`${path.slice(dir.length + 1)}.lock`)).sort();
+
+  it('readers share an image; a writer is refused naming every reader, and gets it once they are gone', () => {
+    const path = join(dir, 'ro.img');
+    createRawImage(path, MiB);
+    const a = DiskLock.acquire(path, 'reader-a', '/h', true);
+    const b = DiskLock.acquire(path, 'reader-b', '/h', true);
+    expect(readDiskLocks(path).map((h) => [h.vm, h.readonly])).toEqual([['reader-a', true], ['reader-b', true]]);
+    expect(imageInfo(path).usedBy.map((u) => u.vm)).toEqual(['reader-a', 'reader-b']);
+    expect(lockFiles(path)).toHaveLength(2);
+    expect(message(() => DiskLock.acquire(path, 'writer', '/h'))).toMatch(
+      new RegExp(`disk ${path.replace(/[.]/g, '\\.')} is in use read-only by VM reader-a \\(pid ${process.pid}, daemon home /h\\) and VM reader-b .*a VM that writes it needs it alone`));
+    expect(lockFiles(path)).toHaveLength(2); // the refused writer left nothing behind
+    a.release();
+    expect(code(() => DiskLock.acquire(path, 'writer', '/h'))).toBe('IN_USE');
+    b.release();
+    b.release(); // idempotent
+    expect(lockFiles(path)).toEqual([]);
+    const w = DiskLock.acquire(path, 'writer', '/h');
+    expect(readDiskLocks(path)).toMatchObject([{ vm: 'writer', readonly: false }]);
+    w.release();
+  });
+
+  it('a reader is refused while a writer runs, naming it; a dead writer does not keep readers or writers out', () => {
+    const path = join(dir, 'rw.img');
+    createRawImage(path, MiB);
+    const w = DiskLock.acquire(path, 'writer', '/h');
+    expect(message(() => DiskLock.acquire(path, 'reader', '/h', true))).toMatch(/in use read-write by VM writer .*only by VMs that all attach it read-only/);
+    expect(lockFiles(path)).toEqual(['rw.img.lock']);
+    w.release();
+    const deadPid = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout);
+    writeFileSync(lockPathFor(path), JSON.stringify({ vm: 'ghost', pid: deadPid, host: hostname(), home: '/old', nonce: 'n9', procStart: null, since: '' }));
+    const r = DiskLock.acquire(path, 'reader', '/h', true);
+    expect(readDiskLocks(path).map((h) => h.vm)).toEqual(['reader']);
+    r.release();
+    DiskLock.acquire(path, 'writer', '/h').release(); // the next writer breaks the stale lock
+  });
+
+  it('a dead reader (or a zombie) does not keep a writer out, and its file is removed', async () => {
+    const path = join(dir, 'deadreader.img');
+    createRawImage(path, MiB);
+    const deadPid = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout);
+    writeFileSync(`${lockPathFor(path)}.shared.dead`, JSON.stringify({ vm: 'ghost', pid: deadPid, host: hostname(), home: '/old', nonce: 'dead', procStart: null, since: '', readonly: true }));
+    const parent = spawn('sh', ['-c', 'sleep 30 & echo $!; exec sleep 20'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const zpid = Number(await new Promise<string>((res) => parent.stdout.once('data', (b: Buffer) => res(b.toString()))));
+    writeFileSync(`${lockPathFor(path)}.shared.zombie`, JSON.stringify({ vm: 'undead', pid: zpid, host: hostname(), home: '/old', nonce: 'zombie', procStart: null, since: '', readonly: true }));
+    expect(readDiskLocks(path).map((h) => h.vm)).toEqual(['undead']);
+    expect(code(() => DiskLock.acquire(path, 'writer', '/h'))).toBe('IN_USE');
+    process.kill(zpid, 'SIGKILL');
+    for (let i = 0; i < 100 && !readFileSync(`/proc/${zpid}/stat`, 'utf8').includes(') Z '); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(readDiskLocks(path)).toEqual([]);
+    const w = DiskLock.acquire(path, 'writer', '/h');
+    expect(lockFiles(path)).toEqual(['deadreader.img.lock']);
+    w.release();
+    parent.kill('SIGKILL');
+  });
+
+  it('a reader on another host is respected, and the error says how to clear it', () => {
+    const path = join(dir, 'remote-ro.img');
+    createRawImage(path, MiB);
+    const far = `${lockPathFor(path)}.shared.far`;
+    writeFileSync(far, JSON.stringify({ vm: 'far', pid: 1, host: 'some-other-host', home: '/h', nonce: 'far', procStart: null, since: '', readonly: true }));
+    expect(message(() => DiskLock.acquire(path, 'me', '/me'))).toMatch(/in use read-only by VM far \(pid 1 on host some-other-host.*remove .*remote-ro\.img\.lock\.shared\.far/);
+    const r = DiskLock.acquire(path, 'me', '/me', true); // another reader is fine
+    r.release();
+    rmSync(far);
+  });
+
+  it('holds across processes: readers in two processes share; a writer is refused until both are gone', async () => {
+    const path = join(dir, 'xro.img');
+    createRawImage(path, MiB);
+    const child = await lockInChild(path, 'theirs', true);
+    const ours = DiskLock.acquire(path, 'ours', '/a', true);
+    expect(readDiskLocks(path).map((h) => [h.vm, h.pid])).toEqual([['theirs', child.pid], ['ours', process.pid]]);
+    expect(message(() => DiskLock.acquire(path, 'writer', '/a'))).toMatch(/read-only by VM theirs .* and VM ours /);
+    ours.release();
+    expect(message(() => DiskLock.acquire(path, 'writer', '/a'))).toMatch(/read-only by VM theirs /);
+    child.kill('SIGKILL'); // its worker "crashed": the lock goes with it
+    await new Promise((res) => child.on('exit', res));
+    const w = DiskLock.acquire(path, 'writer', '/a');
+    w.release();
+    // ... and the other way round: their writer keeps our reader out
+    const writer = await lockInChild(path, 'theirs-rw', false);
+    expect(message(() => DiskLock.acquire(path, 'ours', '/a', true))).toMatch(/in use read-write by VM theirs-rw/);
+    writer.kill('SIGKILL');
+    await new Promise((res) => writer.on('exit', res));
+    DiskLock.acquire(path, 'ours', '/a', true).release();
+  });
+
+  it('under contention from four processes, a writer never overlaps a reader or another writer', async () => {
+    const path = join(dir, 'race.img');
+    createRawImage(path, MiB);
+    await lockInChild(path, 'warm-up', true).then((c) => { c.kill('SIGKILL'); return new Promise((r) => c.on('exit', r)); });
+    const bundle = join(dir, 'lock-child.mjs');
+    const journal = join(dir, 'race.journal');
+    // Each process takes the lock again and again (a writer one time in three), and while it holds
+    // it appends "enter" and then "exit" lines to one journal (O_APPEND: one ordered stream).
+    const script = `const m = await import(${JSON.stringify(bundle)}); const fs = await import('node:fs');
+      const end = Date.now() + 1500; const nap = new Int32Array(new SharedArrayBuffer(4));
+      while (Date.now() < end) {
+        const ro = Math.random() < 2 / 3; let l;
+        try { l = m.DiskLock.acquire(${JSON.stringify(path)}, 'p' + process.pid, '/h', ro); } catch (e) { if (e.code !== 'IN_USE') throw e; continue; }
+        fs.appendFileSync(${JSON.stringify(journal)}, (ro ? 'R' : 'W') + ' enter\\n');
+        Atomics.wait(nap, 0, 0, 1 + Math.random() * 2);
+        fs.appendFileSync(${JSON.stringify(journal)}, (ro ? 'R' : 'W') + ' exit\\n');
+        l.release();
+      }`;
+    const kids = Array.from({ length: 4 }, () => spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'inherit'] }));
+    const codes = await Promise.all(kids.map((k) => new Promise<number | null>((r) => k.on('exit', r))));
+    expect(codes).toEqual([0, 0, 0, 0]);
+    let readers = 0, writers = 0, maxReaders = 0, writes = 0;
+    for (const line of readFileSync(journal, 'utf8').trim().split('\n')) {
+      const [mode, what] = line.split(' ');
+      if (what === 'enter') {
+        expect(writers, 'someone entered while a writer held the disk').toBe(0);
+        if (mode === 'W') { expect(readers, 'a writer entered while readers held the disk').toBe(0); writers++; writes++; }
+        else maxReaders = Math.max(maxReaders, ++readers);
+      } else if (mode === 'W') writers--; else readers--;
+    }
+    expect(writes).toBeGreaterThan(0);
+    expect(maxReaders).toBeGreaterThan(1); // readers really shared it
+    expect(readDiskLocks(path)).toEqual([]);
+  }, 30_000);
+
+  it('acquireDiskLocks takes read-only disks shared and the others exclusive, all or nothing', () => {
+    const base = join(dir, 'base.img');
+    const scratch = join(dir, 'scratch.img');
+    createRawImage(base, MiB);
+    createRawImage(scratch, MiB);
+    const one = acquireDiskLocks([ro(base), rw(scratch)], 'one', '/h');
+    expect(code(() => acquireDiskLocks([ro(base), rw(scratch)], 'two', '/h'))).toBe('IN_USE');
+    expect(readDiskLocks(base).map((h) => h.vm)).toEqual(['one']); // two's reader lock was undone
+    const scratch2 = join(dir, 'scratch2.img');
+    createRawImage(scratch2, MiB);
+    const two = acquireDiskLocks([ro(base), rw(scratch2)], 'two', '/h');
+    expect(readDiskLocks(base).map((h) => h.vm)).toEqual(['one', 'two']);
+    expect(code(() => deleteCreatedDisks([base]))).toBe('IN_USE');
+    [...one, ...two].forEach((l) => l.release());
+    expect(readDiskLocks(base)).toEqual([]);
   });
 });
 

@@ -34,8 +34,10 @@ function diskCall<T>(fn: () => T): T {
 const bytesText = (n: number): string => `${humanSize(n)} (${n} bytes)`;
 
 function usedByText(info: DiskImageInfo): string {
-  const u = info.usedBy;
-  return u ? `VM ${u.vm} (pid ${u.pid} on ${u.host}, daemon home ${u.home}, since ${u.since})` : '-';
+  if (info.usedBy.length === 0) return '-';
+  // One line per VM: a writer alone, or every VM that shares the image read-only.
+  return info.usedBy.map((u) => `VM ${u.vm} (${u.readonly ? 'read-only' : 'read-write'}, pid ${u.pid} on ${u.host}, daemon home ${u.home}, since ${u.since})`)
+    .join('\n              ');
 }
 
 export function register(program: Command): void {
@@ -55,7 +57,7 @@ export function register(program: Command): void {
 
   disk
     .command('info <PATH>')
-    .description('virtual size, space allocated on the host, and the VM using it')
+    .description('virtual size, space allocated on the host, and the VMs using it')
     .option('--json', 'print {path, virtualBytes, allocatedBytes, format, usedBy}')
     .action((path: string, o: { json?: boolean }) => {
       const info = diskCall(() => imageInfo(resolve(path)));
@@ -81,8 +83,10 @@ export function register(program: Command): void {
       const info = diskCall(() => imageInfo(abs));
       const verb = r.newBytes > r.oldBytes ? 'Grew' : r.newBytes < r.oldBytes ? 'Shrank' : 'Kept';
       process.stdout.write(`${verb} ${abs}: ${formatSize(r.oldBytes)} -> ${formatSize(r.newBytes)}\n`);
-      if (info.usedBy && r.newBytes !== r.oldBytes) {
-        process.stdout.write(`VM ${info.usedBy.vm} is running: its guest is told of the new capacity (virtio config change) within a second\n`);
+      if (info.usedBy.length > 0 && r.newBytes !== r.oldBytes) {
+        const vms = info.usedBy.map((u) => u.vm);
+        process.stdout.write(`${vms.length === 1 ? `VM ${vms[0]} is` : `VMs ${vms.join(', ')} are`} running: ` +
+          `${vms.length === 1 ? 'its guest is' : 'their guests are'} told of the new capacity (virtio config change) within a second\n`);
       }
     });
 
@@ -101,7 +105,7 @@ export function register(program: Command): void {
         return {
           vm: vm.name, vmState: vm.state, name: d.name, path: d.path, readonly: d.readonly, createdByVmctl: d.createdByVmctl,
           virtualBytes: info?.virtualBytes ?? null, allocatedBytes: info?.allocatedBytes ?? null, format: info?.format ?? null,
-          usedBy: info?.usedBy ?? null, problem,
+          usedBy: info?.usedBy ?? [], problem,
         };
       }));
       if (o.json) return printJson(rows);
@@ -120,7 +124,7 @@ export function register(program: Command): void {
           r.virtualBytes === null ? out.red('missing') : humanSize(r.virtualBytes),
           r.allocatedBytes === null ? '-' : humanSize(r.allocatedBytes),
           r.readonly ? 'ro' : 'rw',
-          r.usedBy ? (r.usedBy.vm === r.vm ? 'this VM' : `VM ${r.usedBy.vm}`) : '-',
+          r.usedBy.length === 0 ? '-' : r.usedBy.map((u) => (u.vm === r.vm ? 'this VM' : `VM ${u.vm}`)).join(', '),
         ]);
       }
       process.stdout.write(`${table.toString().split('\n').map((l) => l.trimEnd()).join('\n')}\n`);
