@@ -9,20 +9,25 @@ import { formatSize, parseSize } from './units.js';
 export interface DaemonSettings {
   /** serial.log is rotated to serial.log.1 when it grows past this. */
   readonly serialLogMaxBytes: number;
+  /** The daemon's vmd.log is rotated to vmd.log.1 when it grows past this. */
+  readonly daemonLogMaxBytes: number;
   /** Console output of the current boot kept in memory for `wait --for-console` / `start --wait-for`. */
   readonly consoleHistoryBytes: number;
 }
 
 export const DEFAULT_SETTINGS: DaemonSettings = {
   serialLogMaxBytes: 4 * 1024 * 1024,
+  daemonLogMaxBytes: 4 * 1024 * 1024,
   consoleHistoryBytes: 1024 * 1024,
 };
 
-const KEYS = ['serialLogMaxSize', 'consoleHistorySize'] as const;
+const KEYS = ['serialLogMaxSize', 'daemonLogMaxSize', 'consoleHistorySize'] as const;
 
 export const DEFAULT_SETTINGS_TEXT = `# vmctl daemon settings. Every key is optional.
 # serialLogMaxSize: size at which a VM's serial.log is rotated to serial.log.1
 serialLogMaxSize: ${formatSize(DEFAULT_SETTINGS.serialLogMaxBytes)}
+# daemonLogMaxSize: size at which the daemon's vmd.log is rotated to vmd.log.1
+daemonLogMaxSize: ${formatSize(DEFAULT_SETTINGS.daemonLogMaxBytes)}
 # consoleHistorySize: console output of the current boot kept in memory (wait --for-console)
 consoleHistorySize: ${formatSize(DEFAULT_SETTINGS.consoleHistoryBytes)}
 `;
@@ -48,6 +53,7 @@ export function loadDaemonSettings(file: string): DaemonSettings {
   };
   const s: DaemonSettings = {
     serialLogMaxBytes: size('serialLogMaxSize', 4096, DEFAULT_SETTINGS.serialLogMaxBytes),
+    daemonLogMaxBytes: size('daemonLogMaxSize', 4096, DEFAULT_SETTINGS.daemonLogMaxBytes),
     consoleHistoryBytes: size('consoleHistorySize', 4096, DEFAULT_SETTINGS.consoleHistoryBytes),
   };
   if (r.errors.length > 0) throw new ConfigErrors(r.errors);

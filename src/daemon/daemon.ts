@@ -94,10 +94,10 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   ensureHome(paths);
   // vmd.log is written by the daemon itself, not inherited as stderr: a file that is some
   // process's stderr can never be rotated (the process keeps writing to the moved file), and
-  // Node cannot dup2 a new file over fd 2. It is rotated with the serial logs' size limit
-  // (config.yaml serialLogMaxSize), applied once config.yaml has been read.
+  // Node cannot dup2 a new file over fd 2. It is rotated at config.yaml's daemonLogMaxSize,
+  // applied once config.yaml has been read.
   // Opened at the first line: a daemon that loses the start-up race never touches it.
-  const daemonLog: { file: RotatingLog | null; limit: number } = { file: null, limit: DEFAULT_SETTINGS.serialLogMaxBytes };
+  const daemonLog: { file: RotatingLog | null; limit: number } = { file: null, limit: DEFAULT_SETTINGS.daemonLogMaxBytes };
   const log = (msg: string): void => {
     const line = `${new Date().toISOString()} [${process.pid}] ${msg}\n`;
     try {
@@ -119,7 +119,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   try {
     if (!existsSync(paths.settingsFile)) writeFileAtomic(paths.settingsFile, DEFAULT_SETTINGS_TEXT);
     const settings = loadDaemonSettings(paths.settingsFile);
-    daemonLog.limit = settings.serialLogMaxBytes;
+    daemonLog.limit = settings.daemonLogMaxBytes;
     daemonLog.file?.setLimit(daemonLog.limit);
 
     if (!socketFits(paths.defaultSocket)) {

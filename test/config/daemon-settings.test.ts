@@ -20,7 +20,8 @@ describe('daemon settings (config.yaml)', () => {
     expect(loadDaemonSettings(file(DEFAULT_SETTINGS_TEXT))).toEqual(DEFAULT_SETTINGS);
   });
   it('reads sizes', () => {
-    expect(loadDaemonSettings(file('serialLogMaxSize: 64KiB\nconsoleHistorySize: 1M\n'))).toEqual({ serialLogMaxBytes: 65536, consoleHistoryBytes: 1024 * 1024 });
+    expect(loadDaemonSettings(file('serialLogMaxSize: 64KiB\nconsoleHistorySize: 1M\n'))).toEqual({ serialLogMaxBytes: 65536, daemonLogMaxBytes: DEFAULT_SETTINGS.daemonLogMaxBytes, consoleHistoryBytes: 1024 * 1024 });
+    expect(loadDaemonSettings(file('daemonLogMaxSize: 8KiB\n'))).toEqual({ ...DEFAULT_SETTINGS, daemonLogMaxBytes: 8192 });
   });
   it('rejects unknown keys and bad sizes with FILE:LINE:COL', () => {
     const f = file('serialLogMaxSize: 1KiB\nconsoleHistorySise: 1M\n');
@@ -31,7 +32,7 @@ describe('daemon settings (config.yaml)', () => {
       expect(e).toBeInstanceOf(ConfigErrors);
       expect((e as ConfigErrors).errors.map((x) => x.message)).toEqual([
         `${f}:1:19: serialLogMaxSize: found "1KiB"; expected a size of at least 4KiB`,
-        `${f}:2:1: unknown key "consoleHistorySise"; expected one of serialLogMaxSize, consoleHistorySize`,
+        `${f}:2:1: unknown key "consoleHistorySise"; expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize`,
       ]);
     }
   });

@@ -1,5 +1,5 @@
 // The daemon's own log, VMCTL_HOME/vmd.log: written by the daemon (not inherited as stderr),
-// rotated to vmd.log.1 at config.yaml's serialLogMaxSize like each VM's serial.log, without
+// rotated to vmd.log.1 at config.yaml's daemonLogMaxSize (as each VM's serial.log is at serialLogMaxSize), without
 // losing or splitting a line and without restarting the daemon; and what a detached daemon
 // prints outside its log (a crash before the log is open) lands in vmd.stderr.log, is quoted
 // by the command that tried to start it, and is folded into vmd.log by the next daemon.
@@ -32,10 +32,10 @@ function logLines(home: string): string[] {
 }
 
 describe('vmd.log', () => {
-  it('is rotated at serialLogMaxSize while the daemon runs, losing and splitting no line', async () => {
+  it('is rotated at daemonLogMaxSize while the daemon runs, losing and splitting no line', async () => {
     const h = newHome();
     mkdirSync(h.home, { recursive: true });
-    writeFileSync(join(h.home, 'config.yaml'), 'serialLogMaxSize: 4KiB\n');
+    writeFileSync(join(h.home, 'config.yaml'), 'daemonLogMaxSize: 4KiB\n');
     expect((await h.run(['daemon', 'start'])).code).toBe(0);
     const pid = h.pid()!;
     const logPath = join(h.home, 'vmd.log');
