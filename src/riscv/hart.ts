@@ -17,7 +17,7 @@
 //   nextTimerEvent(): mtime at which Sstc's stimecmp fires (Infinity when none) — for idle sleeping.
 //   ecallHook: an ECALL from S-mode calls it first; true = handled (pc advances, no trap).
 //   halted (HSM "stopped": run() returns 0), hsmStart(pc, opaque): start in S-mode, a0=hartid, a1=opaque.
-//   flushCode(): drop translated loops (jit.ts) — needed after code is written into RAM by anything
+//   flushCode(): drop translated code (jit.ts) — needed after code is written into RAM by anything
 //     other than this hart's own stores (loaders after a reset, SBI remote_fence_i); FENCE.I does it too.
 //     jitEnabled = false runs the pure interpreter.
 //   readCsr(csr): bigint | null / writeCsr(csr, value): boolean — M-level CSR access for TypeScript
@@ -34,16 +34,17 @@
 // the page's offset in it; instructions are fetched straight from the current RAM page. Interrupts,
 // Sstc and the budget are looked at between blocks: a block ends at SYSTEM instructions, traps,
 // stores that make a device change an interrupt line, and after at most SLICE instructions.
-// Hot single-block loops run as translated JS functions (jit.ts), entered at backward branches.
+// Hot loops and regions of a page run as translated JS functions (jit.ts), entered at taken
+// backward branches, jumps, calls and returns into the page (runRegions).
 
 import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
 import { PhysicalMemoryMap } from '../memory/bus.js';
-import { warmUpProgram, WARMUP_HANDLER } from './warmup.js';
+import { warmUpProgram, jitWarmUpProgram, WARMUP_HANDLER } from './warmup.js';
 import { ReservationSet } from './reservations.js';
 import { CEXP } from './compressed.js';
 import { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } from './alu.js';
 import { execFp, FP_PRESENT } from './fp/execute.js';
-import { compileLoop, HOT_THRESHOLD, type CompiledBlock } from './jit.js';
+import { compileRegion, HOT_THRESHOLD, REGION_THRESHOLD, REGION_WINDOW, type RegionEntry } from './jit.js';
 import {
   MS_SIE, MS_MIE, MS_SPIE, MS_MPIE, MS_SPP, MS_MPP_SHIFT, MS_MPP, MS_FS, MS_MPRV, MS_SUM, MS_MXR, MS_TVM, MS_TW, MS_TSR,
   MSTATUS_WMASK, SSTATUS_MASK, MSTATUS_HI, SSTATUS_HI, MIP_SSIP, MIP_STIP, MIP_SEIP, MIE_MASK, S_INTS, MEDELEG_MASK,
@@ -53,7 +54,7 @@ import {
 
 export interface HartClock { mtime(): number }
 
-type BlockSlot = CompiledBlock | null | undefined;
+type BlockSlot = RegionEntry | null | undefined;
 /** Shared "no translated loops" table (never written). */
 const NO_BLOCKS: BlockSlot[] = new Array(2048).fill(undefined);
 
@@ -71,6 +72,8 @@ class PageCode {
     this.live = 0;
   }
 }
+/** A head where no region could be made: never entered, never counted again. */
+const NO_REGION: RegionEntry = { fn: () => 0, size: Infinity, pc: 0, full: true };
 /** The "page without translated code". */
 const NO_CODE = new PageCode(true);
 
@@ -200,8 +203,14 @@ export class Hart {
   private fPn = 0;        // physical page number of the fetch page
   /** Hotness of loop heads (backward-branch targets), hashed by physical address. */
   private readonly hot = new Uint16Array(1 << 14);
+  /** Second-tier hotness (see REGION_THRESHOLD), counted over windows of REGION_WINDOW instructions:
+   *  only code that stays hot is worth a region. */
+  private readonly hot2 = new Uint16Array(1 << 14);
+  private hotWindowEnd = 0;
   /** Loop translation on/off (jit.ts); off = pure interpreter. */
   jitEnabled = true;
+  /** Full regions translated so far (statistics; tests check that a path was translated). */
+  regionsCompiled = 0;
   /** Set by a translated loop whose instruction trapped. */
   jitTrap = false;
   /** Set when a store dropped translated code (a running loop then stops after that store). */
@@ -293,19 +302,24 @@ export class Hart {
     this.fVa = NaN; // the next fetch looks its page up again
   }
 
-  private compileAt(pn: number, slot: number, view: Uint16Array, base: number, off: number): PageCode {
+  /** Translates code at `off` of the fetch page (first tier: a single-block loop; `full`: a region). */
+  private compileAt(pn: number, slot: number, view: Uint16Array, base: number, off: number, full: boolean): PageCode {
     let code = this.pageCode.get(pn);
     if (code === undefined) { code = new PageCode(); this.pageCode.set(pn, code); }
     this.fCode = code;
-    const b = compileLoop(view, base, off);
-    code.blocks[slot] = b;
-    if (b === null) return code;
-    let o = off;
-    for (let k = 0; k < b.len && o <= 4094; k++) {
-      const len = (view[base + (o >> 1)] & 3) === 3 ? 4 : 2;
-      code.covered[o >> 1] = 1;
-      if (len === 4) code.covered[(o >> 1) + 1] = 1;
-      o += len;
+    const r = compileRegion(view, base, off, full);
+    if (r === null) {
+      const old = code.blocks[slot];
+      // A first-tier loop stays when no region could be made from its head.
+      if (!full) code.blocks[slot] = null; else if (old === undefined || old === null || old.full) code.blocks[slot] = NO_REGION;
+      return code;
+    }
+    if (full) this.regionsCompiled++;
+    for (const o of r.entries) code.blocks[o >> 1] = { fn: r.fn, size: r.size, pc: o, full };
+    const cv = r.covered;
+    for (let i = 0; i < cv.length; i += 2) {
+      code.covered[cv[i] >> 1] = 1;
+      if (cv[i + 1] === 4) code.covered[(cv[i] >> 1) + 1] = 1;
     }
     if (code.live++ === 0) {
       // The page now holds translated code: it is no longer writable through the soft TLB.
@@ -313,6 +327,24 @@ export class Hart {
       for (let e = 0; e < TLB_SIZE; e++) if (w.tagLo[e] !== TLB_INVALID && w.pa[e] === pn * 4096) w.tagLo[e] = TLB_INVALID;
     }
     return code;
+  }
+
+  /** Runs translated regions (jit.ts) from `blk`, on while the next pc heads a region of the same
+   *  page and the budget allows; returns the instructions retired (h.pc = next pc). The one call
+   *  site of region functions: its feedback turns megamorphic in the warm-up, so that V8 does not
+   *  deoptimize the interpreter each time a new region runs. */
+  private runRegions(blk: RegionEntry, fVa: number, budget: number, blocks: BlockSlot[]): number {
+    const xl = this.xlo, xh = this.xhi, r = this.tlbR, w = this.tlbW;
+    let n = 0;
+    for (;;) {
+      n += blk.fn(this, fVa, blk.pc, budget - n, xl, xh, r.tagLo, r.tagHi, r.view, r.off, w.tagLo, w.tagHi, w.view, w.off, w.pa, this.reservations);
+      if (this.jitTrap || this.linesChanged) return n;
+      const d = this.pc - fVa;
+      if (!(d >= 0 && d <= 4092)) return n;
+      const next = blocks[d >> 1];
+      if (next === undefined || next === null || n + next.size > budget) return n;
+      blk = next;
+    }
   }
 
   /** A store to RAM at `pa`: drops the page's translated loops if the bytes were part of one. */
@@ -327,6 +359,9 @@ export class Hart {
     }
     if (o + size > 4096) this.storeToCode((pn + 1) * 4096, o + size - 4096);
   }
+
+  /** @internal A jump to (lo, hi) from translated code (jit.ts): pc as the interpreter sets it. */
+  jumpFar(lo: number, hi: number): void { this.pc = this.exactPc(lo, hi); }
 
   fpEnabled(): boolean { return FP_PRESENT && (this.mstatus & MS_FS) !== 0; }
   markFpDirty(): void { this.mstatus |= MS_FS; }
@@ -389,6 +424,7 @@ export class Hart {
       retired += n;
       left -= n === 0 ? 1 : n;
     }
+    if (this.instret >= this.hotWindowEnd) { this.hotWindowEnd = this.instret + REGION_WINDOW; this.hot2.fill(0); }
     return retired;
   }
 
@@ -423,7 +459,7 @@ export class Hart {
     // marks "no fetch page" (fVa then holds the exact pc and pcOff = 0).
     let fVa = this.fVa, fView = this.fView, fOff = this.fOff;
     let fBlocks = this.fCode.blocks, fPn = this.fPn, fHash = (fPn & 7) << 11;
-    const jit = this.jitEnabled, hot = this.hot;
+    const jit = this.jitEnabled, hot = this.hot, hot2 = this.hot2;
     let pcOff = 0, fLim = -1;
     {
       const d = this.pc - fVa;
@@ -603,17 +639,15 @@ export class Hart {
               // A backward branch inside the page: its target may head a loop worth translating.
               const slot = pcOff >> 1;
               const blk = fBlocks[slot];
-              if (blk !== undefined) {
-                if (blk !== null && n + blk.len <= budget) {
-                  n += blk.fn(this, fVa + pcOff, budget - n, xl, xh, rTag, rTagH, rView, rOff, wTag, wTagH, wView, wOff, wPa, resv);
-                  if (this.jitTrap) { this.jitTrap = false; return n; }
-                  const t = this.pc, d = t - fVa;
-                  if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
-                  if (this.linesChanged) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-                }
-              } else if (++hot[fHash | slot] >= HOT_THRESHOLD) {
-                hot[fHash | slot] = 0;
-                fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff).blocks;
+              if (blk !== undefined && blk !== null && n + blk.size <= budget) {
+                n += this.runRegions(blk, fVa, budget - n, fBlocks);
+                if (this.jitTrap) { this.jitTrap = false; return n; }
+                const t = this.pc, d = t - fVa;
+                if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
+                if (this.linesChanged) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
+              } else if (blk === undefined ? ++hot[fHash | slot] >= HOT_THRESHOLD : (blk === null || !blk.full) && ++hot2[fHash | slot] >= REGION_THRESHOLD) {
+                hot[fHash | slot] = 0; hot2[fHash | slot] = 0;
+                fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, blk !== undefined).blocks;
               }
             }
           } else pcOff += ilen;
@@ -676,6 +710,21 @@ export class Hart {
           const link = fVa + pcOff + ilen;
           pcOff += ((insn >> 31) << 20) | (insn & 0xff000) | (((insn >>> 20) & 1) << 11) | (((insn >>> 21) & 1023) << 1);
           xl[rd] = link | 0; xh[rd] = Math.floor(link / TWO32) | 0;
+          if (jit && pcOff >= 0 && pcOff <= fLim) {
+            // A jump or call inside the page: a translated region may start there.
+            const slot = pcOff >> 1;
+            const blk = fBlocks[slot];
+            if (blk !== undefined && blk !== null && n + blk.size <= budget) {
+              n += this.runRegions(blk, fVa, budget - n, fBlocks);
+              if (this.jitTrap) { this.jitTrap = false; return n; }
+              const t = this.pc, d = t - fVa;
+              if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
+              if (this.linesChanged) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
+            } else if (blk === undefined ? ++hot[fHash | slot] >= HOT_THRESHOLD : (blk === null || !blk.full) && ++hot2[fHash | slot] >= REGION_THRESHOLD) {
+              hot[fHash | slot] = 0; hot2[fHash | slot] = 0;
+              fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, blk !== undefined).blocks;
+            }
+          }
           break;
         }
         case 0x67: { // JALR
@@ -687,8 +736,19 @@ export class Hart {
           const link = fVa + pcOff + ilen;
           const t = ((hi + 0x200000) >>> 0) < 0x400000 ? hi * TWO32 + (lo >>> 0) : this.exactPc(lo, hi);
           const d = t - fVa;
-          if (d >= 0 && d <= 4092) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
           xl[rd] = link | 0; xh[rd] = Math.floor(link / TWO32) | 0;
+          if (d >= 0 && d <= 4092) {
+            pcOff = d | 0;
+            // A return or indirect jump inside the page: enter the translated region there, if any.
+            const blk = jit && fLim >= 0 ? fBlocks[pcOff >> 1] : undefined;
+            if (blk !== undefined && blk !== null && n + blk.size <= budget) {
+              n += this.runRegions(blk, fVa, budget - n, fBlocks);
+              if (this.jitTrap) { this.jitTrap = false; return n; }
+              const t2 = this.pc, d2 = t2 - fVa;
+              if (d2 >= 0 && d2 < 4096) pcOff = d2 | 0; else { fVa = t2; pcOff = 0; fLim = -1; }
+              if (this.linesChanged) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
+            }
+          } else { fVa = t; pcOff = 0; fLim = -1; }
           break;
         }
         case 0x0f: { // MISC-MEM: FENCE (all variants, incl. PAUSE and TSO: ordering is trivial here), FENCE.I
@@ -1477,10 +1537,14 @@ function warmUp(): void {
   const ram = new GuestRam(base, CHUNK_SIZE);
   const mem = new PhysicalMemoryMap(ram);
   const h = new Hart(0, mem, { mtime: () => 0 });
+  // A device whose stores change an interrupt line of the hart (MSIP; never enabled here).
+  mem.addDevice(0x2000000, 0x1000, 'warm-up', { read: () => 0, write: (_o, _s, v) => h.setInterruptLevel(3, (v & 1) !== 0) });
   h.jitEnabled = false;
   const { words, halves } = warmUpProgram(300);
   WARMUP_HANDLER.forEach((w, i) => ram.writeU32(base + 4 * i, w));
-  const start = base + 0x100;
+  // The program starts on the page after the trap handler's: every trap changes the fetch page.
+  const start = base + 0x1000;
+  h.writeCsr(0x300, BigInt(0x2000)); // mstatus.FS = Initial
   words.forEach((w, i) => ram.writeU32(start + 4 * i, w));
   const tail = start + 4 * words.length;
   halves.forEach((hw, i) => ram.writeU16(tail + 2 * i, hw));
@@ -1490,8 +1554,12 @@ function warmUp(): void {
   h.setX(9, base + 0x11000 - 3 - 8);
   h.setPc(start);
   for (let k = 0; k < 2000 && !h.waiting; k++) {
-    h.run(10_000);
+    h.run(k % 2 === 0 ? 10_000 : 57); // small budgets too: blocks that end on the budget
     // the compressed tail may wander (c.j, branches); keep it inside RAM
     if (!(h.pc >= base && h.pc < base + 0x8000) && !h.waiting) break;
   }
+  const j = new Hart(0, mem, { mtime: () => 0 });
+  jitWarmUpProgram(HOT_THRESHOLD + 64).forEach((w, i) => ram.writeU32(start + 4 * i, w));
+  j.setPc(start);
+  for (let k = 0; k < 1000 && !j.waiting; k++) j.run(10_000);
 }

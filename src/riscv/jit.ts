@@ -1,46 +1,81 @@
-// Loop translator: hot single-block loops compiled into JavaScript functions.
+// Translator: hot guest code of one RAM page compiled into JavaScript functions.
 //
-// The interpreter (hart.ts) counts how often each backward-branch target of a RAM page is reached;
-// at HOT_THRESHOLD it asks compileLoop() to translate the straight-line code from that target up to
-// the first control transfer. If that transfer is a conditional branch back to the target (a
-// single-block loop: checksums, copies, scans, partition loops, ...), the loop becomes one JS
-// function that runs whole iterations without fetch, decode or dispatch; anything else stays with
-// the interpreter. Only loops are translated because a call into translated code pays off only
-// when it runs many instructions: V8 does not optimize code that runs a few thousand times, and
-// an operating system's warm, branchy code is better served by the interpreter.
+// The interpreter (hart.ts) counts how often loop heads (backward-branch targets) and jump/call
+// targets of a page are reached. Two tiers:
+//  1. at HOT_THRESHOLD, a single-block loop (straight-line code ending in a branch back to its head:
+//     checksums, copies, scans) becomes a small function that runs whole iterations;
+//  2. at REGION_THRESHOLD (counted per window of REGION_WINDOW instructions), a region: all the
+//     translatable code of the page reachable from the head through fall-through, branches (both
+//     ways) and jumps, plus the return points of calls, compiled as `for (;;) switch (pc) {...}`
+//     over its blocks. Branches, jumps and returns (JALR) to a block of the region dispatch inside
+//     the function; anything else leaves it with h.pc set. Calls are not followed: the callee gets
+//     its own region, and the hart chains regions of a page without interpreting in between.
+// Translating is expensive (V8 parses and optimizes each function: ~10-20 ms for a region), so
+// only code that stays hot is translated; an OS boot's warm code stays with the interpreter.
 //
 // The generated code is the interpreter's semantics with the decoded fields as constants (same
-// expressions as in hart.ts) and the same soft-TLB fast paths for loads and stores, falling back
-// to the hart's slow paths (which take traps).
+// expressions as in hart.ts), the same soft-TLB fast paths for loads and stores falling back to
+// the hart's slow paths (which take traps), and F/D through the FP unit's execFp, as the
+// interpreter calls it. SYSTEM, AMO, FENCE.I and reserved encodings end a region before them.
 //
-// Contract: fn(h, pc0, budget, xl, xh, rTag, rTagH, rView, rOff, wTag, wTagH, wView, wOff, wPa, resv),
-// pc0 = virtual address of the loop head (loops are keyed by physical address; everything
-// pc-relative is computed from pc0). It runs whole iterations while at most `budget` instructions
-// retire, returns how many retired and leaves the next pc in h.pc; when an instruction traps,
-// h.jitTrap is set and h.pc is already the trap vector.
-// Validity: loops belong to a physical page; the hart drops a page's loops when it stores into
-// bytes they were compiled from (code pages are never writable in the soft TLB) and drops all of
-// them on FENCE.I (Zifencei: other harts' and devices' writes to code become visible through it).
+// Contract: fn(h, pc0, pc, budget, xl, xh, rTag, rTagH, rView, rOff, wTag, wTagH, wView, wOff, wPa, resv),
+// pc0 = virtual address of the page (everything pc-relative is computed from it), pc = the byte
+// offset to start at (a block of the region). It retires at most `budget` instructions: the
+// caller enters only when budget >= size, and every dispatch (taken branch, jump, return) leaves
+// when fewer than `size` remain, since code that only falls through retires at most `size`
+// before the next dispatch. It returns how many retired and leaves the next pc in h.pc; when an
+// instruction traps, h.jitTrap is set and h.pc is already the trap vector. n (retired) is kept
+// up to date at block ends; an exit in the middle of a block adds the instructions before it.
+// Validity: translations belong to a physical page; the hart drops a page's translations when it
+// stores into bytes they were compiled from (code pages are never writable in the soft TLB; such a
+// store also ends the running function after it) and drops all of them on FENCE.I (Zifencei:
+// other harts' and devices' writes to code become visible through it).
 import * as alu from './alu.js';
 import { CEXP } from './compressed.js';
+import { execFp } from './fp/execute.js';
 
 export const HOT_THRESHOLD = 256;
-const MAX_BLOCK = 48;
+/** A first-tier translation (a single-block loop) is made when a loop head or call target has
+ *  been reached HOT_THRESHOLD times; a full region when it (or a head that is no single-block
+ *  loop) has been reached REGION_THRESHOLD times from the interpreter. The second threshold is
+ *  high because a region costs V8 ~20 ms of optimizing compilation, which only pays off for code
+ *  that runs millions of instructions (compute loops; not the one-off code of an OS boot). */
+export const REGION_THRESHOLD = 32768;
+/** Second-tier counts are cleared every REGION_WINDOW instructions retired (per hart). */
+export const REGION_WINDOW = 1 << 22;
+/** Instructions per region at most (the budget check at dispatch points uses it as its margin). */
+const MAX_REGION = 256;
+const MAX_LOOP = 48;
 
 export type BlockFn = (...args: unknown[]) => number;
 const FN_CACHE_MAX = 10_000;
 const fnCache = new Map<string, BlockFn>();
-export interface CompiledBlock { readonly fn: BlockFn; readonly len: number }
+/** A compiled region: `size` instructions; `covered` = (offset, length) pairs of the
+ *  instructions it was compiled from; `entries` = offsets it can be entered at. */
+export interface CompiledRegion { readonly fn: BlockFn; readonly size: number; readonly covered: number[]; readonly entries: number[] }
+/** One entry point of a region (what the hart keeps per halfword of a page). */
+export interface RegionEntry { readonly fn: BlockFn; readonly size: number; readonly pc: number; readonly full: boolean }
 
-const ARGS = ['h', 'pc0', 'budget', 'xl', 'xh', 'rTag', 'rTagH', 'rView', 'rOff', 'wTag', 'wTagH', 'wView', 'wOff', 'wPa', 'resv'];
+const ARGS = ['h', 'pc0', 'pc', 'budget', 'xl', 'xh', 'rTag', 'rTagH', 'rView', 'rOff', 'wTag', 'wTagH', 'wView', 'wOff', 'wPa', 'resv'];
 
-/** Code for one instruction, or null when the interpreter must execute it (block ends before it).
- *  `k` = instructions retired before this one in the block; `off` = its byte offset from pc0. */
-function gen(insn: number, off: number, ilen: number, k: number): { code: string; end: boolean; target?: number } | null {
+/** What one instruction is to the region builder. `code` runs the instruction in place; control
+ *  transfers (br, jal, jalr) are emitted by compileRegion from `cond`/`target`/the fields. */
+type Gen =
+  | { kind: 'op'; code: string }
+  | { kind: 'br'; cond: string; target: number }
+  | { kind: 'jal'; rd: number; target: number }
+  | { kind: 'jalr'; rd: number; rs1: number; imm: number };
+
+/** Code for one instruction, or null when the interpreter must execute it (the region is left
+ *  before it). `k` = instructions retired before this one in its block (n is updated at block
+ *  ends); `off` = its byte offset in the page (pc0 = the page's virtual address); `raw` = its bits
+ *  as fetched (16-bit for compressed). */
+function gen(insn: number, raw: number, off: number, ilen: number, k: number): Gen | null {
   const rd = (insn >>> 7) & 31, rs1 = (insn >>> 15) & 31, rs2 = (insn >>> 20) & 31;
   const f3 = (insn >>> 12) & 7;
   const D = rd === 0 ? 32 : rd; // writes to x0 go to the sink register, as in the interpreter
   const here = `pc0 + ${off}`;
+  const op = (code: string): Gen => ({ kind: 'op', code });
   switch (insn & 0x7f) {
     case 0x13: {
       const imm = insn >> 20, ih = imm >> 31;
@@ -66,7 +101,7 @@ function gen(insn: number, off: number, ilen: number, k: number): { code: string
         case 6: c = `xl[${D}] = al | ${imm}; xh[${D}] = ah | ${ih};`; break;
         default: c = `xl[${D}] = al & ${imm}; xh[${D}] = ah & ${ih};`; break;
       }
-      return { code: `{ const al = xl[${rs1}], ah = xh[${rs1}]; ${c} }`, end: false };
+      return op(`{ const al = xl[${rs1}], ah = xh[${rs1}]; ${c} }`);
     }
     case 0x33: {
       const f7 = insn >>> 25;
@@ -91,7 +126,7 @@ function gen(insn: number, off: number, ilen: number, k: number): { code: string
           'div64(al, ah, bl, bh, false)', 'divu64(al, ah, bl, bh, false)', 'div64(al, ah, bl, bh, true)', 'divu64(al, ah, bl, bh, true)'][f3];
         c = `${fn}; xl[${D}] = res[0]; xh[${D}] = res[1];`;
       } else return null;
-      return { code: `{ const al = xl[${rs1}], ah = xh[${rs1}], bl = xl[${rs2}], bh = xh[${rs2}]; ${c} }`, end: false };
+      return op(`{ const al = xl[${rs1}], ah = xh[${rs1}], bl = xl[${rs2}], bh = xh[${rs2}]; ${c} }`);
     }
     case 0x3b: {
       const f7 = insn >>> 25;
@@ -104,7 +139,7 @@ function gen(insn: number, off: number, ilen: number, k: number): { code: string
       else if (f7 === 1 && f3 === 0) e = 'Math.imul(a, b)';
       else if (f7 === 1 && f3 >= 4) e = `div32(a, b, ${f3 >= 6}, ${(f3 & 1) === 1}) | 0`;
       else return null;
-      return { code: `{ const a = xl[${rs1}], b = xl[${rs2}]; const v = ${e}; xl[${D}] = v; xh[${D}] = v >> 31; }`, end: false };
+      return op(`{ const a = xl[${rs1}], b = xl[${rs2}]; const v = ${e}; xl[${D}] = v; xh[${D}] = v >> 31; }`);
     }
     case 0x1b: {
       let e: string;
@@ -114,14 +149,14 @@ function gen(insn: number, off: number, ilen: number, k: number): { code: string
       else if (f3 === 5 && f7 === 0) e = `(a >>> ${rs2}) | 0`;
       else if (f3 === 5 && f7 === 0x20) e = `a >> ${rs2}`;
       else return null;
-      return { code: `{ const a = xl[${rs1}]; const v = ${e}; xl[${D}] = v; xh[${D}] = v >> 31; }`, end: false };
+      return op(`{ const a = xl[${rs1}]; const v = ${e}; xl[${D}] = v; xh[${D}] = v >> 31; }`);
     }
     case 0x37: {
       const v = insn & 0xfffff000;
-      return { code: `xl[${D}] = ${v}; xh[${D}] = ${v >> 31};`, end: false };
+      return op(`xl[${D}] = ${v}; xh[${D}] = ${v >> 31};`);
     }
     case 0x17:
-      return { code: `{ const v = ${here} + ${insn & 0xfffff000}; xl[${D}] = v | 0; xh[${D}] = Math.floor(v / 4294967296) | 0; }`, end: false };
+      return op(`{ const v = ${here} + ${insn & 0xfffff000}; xl[${D}] = v | 0; xh[${D}] = Math.floor(v / 4294967296) | 0; }`);
     case 0x03: {
       if (f3 === 7) return null;
       const imm = insn >> 20;
@@ -134,13 +169,10 @@ function gen(insn: number, off: number, ilen: number, k: number): { code: string
         `xl[${D}] = dv.getUint16(a, true); xh[${D}] = 0;`,
         `xl[${D}] = dv.getInt32(a, true); xh[${D}] = 0;`,
       ][f3];
-      return {
-        code: `{ const bl = xl[${rs1}]; const lo = (bl + ${imm}) | 0; const hi = (xh[${rs1}] + ${imm >> 31} + ((lo >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
+      return op(`{ const bl = xl[${rs1}]; const lo = (bl + ${imm}) | 0; const hi = (xh[${rs1}] + ${imm >> 31} + ((lo >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
   const e = (lo >>> 12) & 255, po = lo & 4095;
   if (rTag[e] === (lo & -4096) && rTagH[e] === hi && po <= 4088) { const dv = rView[e], a = rOff[e] + po; ${rd32} }
-  else { h.pc = ${here}; if (!h.loadSlow(lo, hi, ${f3})) { h.jitTrap = true; return n + ${k}; } xl[${D}] = h.memLo; xh[${D}] = h.memHi; } }`,
-        end: false,
-      };
+  else { h.pc = ${here}; if (!h.loadSlow(lo, hi, ${f3})) { h.jitTrap = true; return n + ${k}; } xl[${D}] = h.memLo; xh[${D}] = h.memHi; } }`);
     }
     case 0x23: {
       if (f3 >= 4) return null;
@@ -151,13 +183,10 @@ function gen(insn: number, off: number, ilen: number, k: number): { code: string
         `dv.setInt32(a, xl[${rs2}], true);`,
         `dv.setInt32(a, xl[${rs2}], true); dv.setInt32(a + 4, xh[${rs2}], true);`,
       ][f3];
-      return {
-        code: `{ const bl = xl[${rs1}]; const lo = (bl + ${imm}) | 0; const hi = (xh[${rs1}] + ${imm >> 31} + ((lo >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
+      return op(`{ const bl = xl[${rs1}]; const lo = (bl + ${imm}) | 0; const hi = (xh[${rs1}] + ${imm >> 31} + ((lo >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
   const e = (lo >>> 12) & 255, po = lo & 4095;
   if (wTag[e] === (lo & -4096) && wTagH[e] === hi && po <= 4088) { const dv = wView[e], a = wOff[e] + po; ${st} if (resv.active !== 0) resv.storeBy(h.hartId, wPa[e] + po, ${1 << f3}); }
-  else { h.pc = ${here}; if (!h.storeSlow(lo, hi, ${f3}, xl[${rs2}], xh[${rs2}])) { h.jitTrap = true; return n + ${k}; } if (h.codeDirty || h.linesChanged) { h.codeDirty = false; h.pc = ${here} + ${ilen}; return n + ${k + 1}; } } }`,
-        end: false,
-      };
+  else { h.pc = ${here}; if (!h.storeSlow(lo, hi, ${f3}, xl[${rs2}], xh[${rs2}])) { h.jitTrap = true; return n + ${k}; } if (h.codeDirty || h.linesChanged) { h.codeDirty = false; h.pc = ${here} + ${ilen}; return n + ${k + 1}; } } }`);
     }
     case 0x63: {
       let cond: string;
@@ -171,61 +200,150 @@ function gen(insn: number, off: number, ilen: number, k: number): { code: string
         default: return null;
       }
       const imm = ((insn >> 31) << 12) | (((insn >>> 7) & 1) << 11) | (((insn >>> 25) & 63) << 5) | (((insn >>> 8) & 15) << 1);
-      // Only a branch back to the loop head is translated (the caller checks the target).
-      return {
-        code: `{ const al = xl[${rs1}], ah = xh[${rs1}], bl = xl[${rs2}], bh = xh[${rs2}];
-  if (${cond}) { n += ${k + 1}; if (n + ${k + 1} > budget) { h.pc = pc0; return n; } continue; }
-  h.pc = pc0 + ${off + ilen}; return n + ${k + 1}; }`,
-        end: true,
-        target: off + imm,
-      };
+      return { kind: 'br', cond: `const al = xl[${rs1}], ah = xh[${rs1}], bl = xl[${rs2}], bh = xh[${rs2}]; if (${cond})`, target: off + imm };
     }
+    case 0x6f:
+      return { kind: 'jal', rd: D, target: off + (((insn >> 31) << 20) | (insn & 0xff000) | (((insn >>> 20) & 1) << 11) | (((insn >>> 21) & 1023) << 1)) };
+    case 0x67:
+      return f3 === 0 ? { kind: 'jalr', rd: D, rs1, imm: insn >> 20 } : null;
     case 0x0f:
-      return f3 === 0 ? { code: '', end: false } : null; // FENCE: nothing to order here; FENCE.I goes to the interpreter
+      return f3 === 0 ? op('') : null; // FENCE: nothing to order here; FENCE.I goes to the interpreter
+    case 0x07: case 0x27: case 0x43: case 0x47: case 0x4b: case 0x4f: case 0x53:
+      // F/D: the FP unit's own semantics (fp/execute.ts), exactly as the interpreter calls them.
+      return op(`h.pc = ${here}; h.rawInsn = ${raw}; if (!execFp(h, ${insn | 0})) { h.jitTrap = true; return n + ${k}; }`);
     default:
       return null;
   }
 }
 
-/** Compiles the loop whose head is at byte offset `off` of a page whose halfwords start at index
- *  `base` of `view`; null = the code there is not a translatable single-block loop. */
-export function compileLoop(view: Uint16Array, base: number, off: number): CompiledBlock | null {
-  const parts: string[] = [];
-  let o = off, k = 0, loops = false;
-  while (k < MAX_BLOCK && o <= 4094) {
-    let insn = view[base + (o >> 1)];
-    let ilen = 2;
-    if ((insn & 3) === 3) {
-      if (o > 4092) break;
-      insn |= view[base + (o >> 1) + 1] << 16;
-      ilen = 4;
-    } else {
-      insn = CEXP[insn];
-      if (insn === 0) break;
+/** One decoded instruction of a region. */
+interface Insn { off: number; len: number; insn: number; raw: number }
+
+function decodeAt(view: Uint16Array, base: number, o: number): Insn | null {
+  if (o < 0 || o > 4092) return null; // the last halfword (and page crossings) stay with the interpreter
+  const raw = view[base + (o >> 1)];
+  if ((raw & 3) === 3) {
+    const w = (raw | (view[base + (o >> 1) + 1] << 16)) >>> 0;
+    return { off: o, len: 4, insn: w, raw: w };
+  }
+  const insn = CEXP[raw];
+  return insn === 0 ? null : { off: o, len: 2, insn, raw };
+}
+
+/** Compiles the region of the page reachable from byte offset `entry` (page halfwords start at
+ *  index `base` of `view`): every translatable instruction reached by falling through, branches
+ *  (both ways) and JAL within the page, plus the return points of JALs. null = nothing worth
+ *  translating there (no loop inside the region). */
+export function compileRegion(view: Uint16Array, base: number, entry: number, full: boolean): CompiledRegion | null {
+  const at = new Map<number, { i: Insn; g: Gen }>();
+  const leaders = new Set<number>([entry]);
+  const work = [entry];
+  let count = 0, loops = false;
+  const visit = (o: number, leader: boolean): void => {
+    if (leader) leaders.add(o);
+    if (o >= 0 && o <= 4092 && !at.has(o)) work.push(o);
+  };
+  const max = full ? MAX_REGION : MAX_LOOP;
+  while (work.length > 0 && count < max) {
+    const o = work.shift()!; // breadth first: the code nearest the entry
+    if (at.has(o)) continue;
+    const i = decodeAt(view, base, o);
+    if (i === null) continue;
+    const g = gen(i.insn, i.raw, o, i.len, 0);
+    if (g === null) continue;
+    at.set(o, { i, g });
+    count++;
+    if (!full) {
+      // First tier: a single-block loop only (straight-line code ending in a branch back to the entry).
+      if (g.kind === 'op') visit(o + i.len, false);
+      else if (g.kind === 'br' && g.target === entry) loops = true;
+      continue;
     }
-    const g = gen(insn, o - off, ilen, k);
-    if (g === null) break;
-    parts.push(g.code);
-    k++;
-    o += ilen;
-    if (g.end) { loops = g.target === 0; break; }
+    switch (g.kind) {
+      case 'op': visit(o + i.len, false); break;
+      case 'br':
+        if (g.target <= o) loops = true;
+        visit(g.target, true); visit(o + i.len, true); break;
+      case 'jal':
+        // A jump is followed; a call is not (the callee gets its own region, entered by the
+        // interpreter), but the return point is part of this one.
+        if (g.rd === 32) { if (g.target <= o) loops = true; visit(g.target, true); } else visit(o + i.len, true);
+        break;
+      case 'jalr': loops = true; break; // returns into this page stay in the region
+    }
   }
   if (!loops) return null;
-  const body = parts.join('\n');
-  // Identical loops (the same instructions at any address: everything is relative to pc0) share
-  // one function, so a loop dropped by FENCE.I and compiled again keeps V8's optimized code.
+  const offs = [...at.keys()].sort((a, b) => a - b);
+  const R = count;
+  const out: string[] = [];
+  // Leaves the region for `t` (a page offset) or dispatches to it: n is up to date here.
+  const jump = (t: number): string => at.has(t)
+    ? `if (n > budget - ${R}) { h.pc = pc0 + ${t}; return n; } pc = ${t}; continue;`
+    : `h.pc = pc0 + ${t}; return n;`;
+  const labels: number[] = [];
+  let k = 0;          // instructions of the current block before the one being emitted
+  let open = false;   // is the previous instruction falling through into this one?
+  for (let x = 0; x < offs.length; x++) {
+    const o = offs[x];
+    const { i } = at.get(o)!;
+    let { g } = at.get(o)!;
+    if (!open || leaders.has(o)) {
+      if (open && k !== 0) out.push(`n += ${k};`);
+      out.push(`case ${o}:`);
+      labels.push(o);
+      k = 0;
+    }
+    if (g.kind === 'op' && k !== 0) g = gen(i.insn, i.raw, o, i.len, k)!; // trap exits count the block so far
+    const next = o + i.len;
+    const fallsIn = x + 1 < offs.length && offs[x + 1] === next;
+    switch (g.kind) {
+      case 'op':
+        out.push(g.code);
+        k++;
+        if (!fallsIn) { out.push(`n += ${k}; ${jump(next)}`); open = false; } else open = true;
+        break;
+      case 'br':
+        out.push(`{ n += ${k + 1}; ${g.cond} { ${jump(g.target)} } }`);
+        if (!fallsIn) { out.push(jump(next)); open = false; } else { open = true; k = 0; leaders.add(next); }
+        break;
+      case 'jal': {
+        out.push(`{ const v = pc0 + ${next}; xl[${g.rd}] = v | 0; xh[${g.rd}] = Math.floor(v / 4294967296) | 0; n += ${k + 1}; ${jump(g.target)} }`);
+        open = false;
+        break;
+      }
+      case 'jalr':
+        // Target first (rd may be rs1), then the link; a target in this page is dispatched here.
+        out.push(`{ const bl = xl[${g.rs1}]; const s = (bl + ${g.imm}) | 0; const lo = s & -2;
+  const hi = (xh[${g.rs1}] + ${g.imm >> 31} + ((s >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
+  const v = pc0 + ${next}; xl[${g.rd}] = v | 0; xh[${g.rd}] = Math.floor(v / 4294967296) | 0; n += ${k + 1};
+  if (((hi + 0x200000) >>> 0) >= 0x400000) { h.jumpFar(lo, hi); return n; }
+  const d = hi * 4294967296 + (lo >>> 0) - pc0;
+  if (d >= 0 && d <= 4092 && n <= budget - ${R}) { pc = d | 0; continue; }
+  h.pc = pc0 + d; return n; }`);
+        open = false;
+        break;
+    }
+  }
+  const body = out.join('\n');
+  // Identical regions (the same instructions at the same page offsets) share one function, so a
+  // region dropped by FENCE.I and compiled again keeps V8's optimized code.
   let fn = fnCache.get(body);
   if (fn === undefined) {
     const src = `"use strict"; const { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } = alu;
-return function loop(${ARGS.join(', ')}) {
+return function region(${ARGS.join(', ')}) {
 let n = 0;
 for (;;) {
+switch (pc) {
 ${body}
+default: h.pc = pc0 + pc; return n;
+}
 }
 };`;
-    fn = new Function('alu', src)(alu) as BlockFn;
+    fn = new Function('alu', 'execFp', src)(alu, execFp) as BlockFn;
     if (fnCache.size >= FN_CACHE_MAX) fnCache.clear();
     fnCache.set(body, fn);
   }
-  return { fn, len: k };
+  const covered: number[] = [];
+  for (const o of offs) covered.push(o, at.get(o)!.i.len);
+  return { fn, size: R, covered, entries: labels };
 }

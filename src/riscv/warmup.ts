@@ -22,7 +22,7 @@ const B = (imm: number, rs2: number, rs1: number, f3: number): number =>
 const J = (imm: number, rd: number): number =>
   ((((imm >> 20) & 1) << 31) | (((imm >> 1) & 0x3ff) << 21) | (((imm >> 11) & 1) << 20) | (((imm >> 12) & 0xff) << 12) | (rd << 7) | 0x6f) >>> 0;
 
-/** Registers used: s0 (x8) = data pointer (set by the caller), s1 (x9) = data + 4093 (page-crossing),
+/** Registers used: s0 (x8) = data pointer (set by the caller), s1 (x9) = data + 4093 - 8 (page-crossing),
  *  a0..a5 (x10..x15) = operands, t0..t2 (x5..x7) = results, s2 (x18) = loop counter. */
 export function warmUpProgram(loopCount: number): { words: number[]; halves: number[] } {
   if (loopCount < 1 || loopCount > 2047) throw new RangeError("loopCount must fit an addi immediate");
@@ -67,6 +67,14 @@ export function warmUpProgram(loopCount: number): { words: number[]; halves: num
   w.push(R(0x0c, 11, 8, 3, 6, 0x2f));
   for (let f3 = 0; f3 < 4; f3++) w.push(S(24, 12, 8, f3, 0x23));
   w.push(R(0x00, 11, 8, 3, 5, 0x2f), R(0x08, 0, 8, 3, 5, 0x2f), R(0x0c, 11, 8, 3, 6, 0x2f)); // amoadd.d, lr.d, sc.d
+  // F/D (the caller turns mstatus.FS on): loads, stores, arithmetic, moves and conversions
+  w.push(I(0, 8, 3, 1, 0x07), I(0, 8, 2, 3, 0x07), R(0x01, 1, 1, 7, 2, 0x53), R(0x09, 2, 1, 7, 2, 0x53),
+    R(0x0d, 1, 2, 7, 2, 0x53), R(0x00, 3, 3, 7, 4, 0x53), ((1 << 27) | (1 << 25) | (1 << 20) | (1 << 15) | (7 << 12) | (5 << 7) | 0x43) >>> 0,
+    R(0x71, 0, 2, 0, 5, 0x53), R(0x61, 0, 2, 1, 6, 0x53), R(0x51, 2, 1, 2, 5, 0x53), S(8, 2, 8, 3, 0x27), S(16, 4, 8, 2, 0x27));
+  // faulting accesses (nothing at address 0; a misaligned AMO), then a store to the caller's
+  // device at 0x2000000 that raises and lowers an interrupt line (ends the block)
+  w.push(I(0, 0, 3, 5, 0x03), S(0, 12, 0, 3, 0x23), R(0x00, 11, 9, 2, 5, 0x2f));
+  w.push(((0x2000 << 12) | (5 << 7) | 0x37) >>> 0, S(0, 11, 5, 2, 0x23), S(0, 0, 5, 2, 0x23));
   w.push(I(-1, 18, 0, 18, 0x13)); // s2--
   const back = (loopStart - w.length) * 4;
   w.push(B(back, 0, 18, 1)); // bnez s2, loop
@@ -90,3 +98,26 @@ export const WARMUP_HANDLER = [
   I(0x341, 30, 1, 0, 0x73),   // csrw mepc, t5
   0x30200073,                 // mret
 ];
+
+/** A second warm-up, with translation on: four hot loops and a hot function called from a loop,
+ *  so that the hart's one call site of translated regions has seen several of them (megamorphic
+ *  feedback) and the interpreter's region entries (branch, JAL, JALR) have run before V8 first
+ *  optimizes it. Without this, each new region a guest runs deoptimizes the interpreter loop
+ *  ("wrong call target"), which costs ~50 ms of recompilation each time. */
+export function jitWarmUpProgram(loopCount: number): number[] {
+  const w: number[] = [];
+  for (let v = 1; v <= 4; v++) {
+    w.push(I(loopCount, 0, 0, 5, 0x13));                  // li t0, loopCount
+    w.push(I(-1, 5, 0, 5, 0x13), I(v, 6, 0, 6, 0x13));    // L: addi t0, t0, -1; addi t1, t1, v
+    w.push(B(-8, 0, 5, 1));                               // bnez t0, L
+  }
+  w.push(I(loopCount, 0, 0, 18, 0x13));                   // li s2, loopCount
+  const call = w.length;
+  w.push(0);                                              // C: jal ra, F (patched below)
+  w.push(I(-1, 18, 0, 18, 0x13), B(-8, 0, 18, 1));        // addi s2, s2, -1; bnez s2, C
+  w.push(0x10500073);                                     // wfi: the end
+  const f = w.length;
+  w.push(I(2, 0, 0, 7, 0x13), I(-1, 7, 0, 7, 0x13), B(-4, 0, 7, 1), I(0, 1, 0, 0, 0x67)); // F: loop twice; ret
+  w[call] = J((f - call) * 4, 1);
+  return w;
+}

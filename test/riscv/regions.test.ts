@@ -1,0 +1,222 @@
+// Region translation (jit.ts, second tier): loops with internal branches, calls and returns inside
+// the page, F/D instructions, translated into one function. Every test runs the same program
+// with translation on and off and compares the architectural results (registers, memory, trap
+// log, instret); the translated run must also have made a region, or the test proves nothing.
+import { describe, expect, test } from 'vitest';
+import { runAsm, makeMachine, loadElf, buildAsm, type Mini } from './harness.js';
+import { program, DATA, LOG } from './prelude.js';
+import { REGION_THRESHOLD } from '../../src/riscv/jit.js';
+
+function u64(m: Mini, addr: number): bigint {
+  const b = new Uint8Array(8);
+  m.mem.ram.read(addr, b);
+  return new DataView(b.buffer).getBigUint64(0, true);
+}
+/** The trap log written by the prelude's handlers: [cause, tval, epc, mode] per trap. */
+function traps(m: Mini): bigint[][] {
+  const out: bigint[][] = [];
+  for (let a = LOG; u64(m, a) !== 0n || u64(m, a + 16) !== 0n; a += 32) out.push([u64(m, a), u64(m, a + 8), u64(m, a + 16), u64(m, a + 24)]);
+  return out;
+}
+function regs(m: Mini): bigint[] {
+  const h = m.harts[0];
+  return Array.from({ length: 32 }, (_, i) => h.getX(i));
+}
+
+// F/D encodings (the test assembler is rv64imac): fcvt.d.l, fadd.d, fsd.
+const fcvtDL = (fd: number, rs1: number) => ((0x69 << 25) | (2 << 20) | (rs1 << 15) | (7 << 12) | (fd << 7) | 0x53) >>> 0;
+const faddD = (fd: number, a: number, b: number) => ((0x01 << 25) | (b << 20) | (a << 15) | (7 << 12) | (fd << 7) | 0x53) >>> 0;
+const fsd = (fs: number, imm: number, rs1: number) => (((imm >> 5) << 25) | (fs << 20) | (rs1 << 15) | (3 << 12) | ((imm & 31) << 7) | 0x27) >>> 0;
+
+const ITER = REGION_THRESHOLD * 2 + 77;
+
+/** if/else inside the loop, a call to a function in the same page and its return, memory, F/D. */
+const branchy = `
+      li t0, 0x2000
+      csrs mstatus, t0          # FS = Initial
+      li s0, ${DATA}
+      li s1, ${ITER}
+      li a0, 1
+      li a1, 0
+loop: andi t0, s1, 3
+      beqz t0, even
+      addi a0, a0, 7
+      xor a1, a1, a0
+      j join
+even: slli t1, a0, 3
+      sub a0, t1, a0
+      jal ra, helper
+join: sd a0, 0(s0)
+      lw t2, 4(s0)
+      add a1, a1, t2
+      .word ${fcvtDL(0, 11)}
+      .word ${faddD(1, 1, 0)}
+      addi s1, s1, -1
+      bnez s1, loop
+      sd a0, 8(s0)
+      sd a1, 16(s0)
+      .word ${fsd(1, 24, 8)}
+      rdinstret t0
+      sd t0, 32(s0)
+      j pass
+helper:
+      addi a0, a0, 13
+      srli t3, a0, 5
+      xor a0, a0, t3
+      ret
+`;
+
+describe('region translation', () => {
+  test('a branchy loop with a call, a return and F/D gives the same state with and without translation', () => {
+    const run = (jit: boolean) => runAsm(program(branchy), { max: 20_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
+    const a = run(true), b = run(false);
+    expect(a.exit).toEqual({ code: 0 });
+    expect(b.exit).toEqual({ code: 0 });
+    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    expect(b.harts[0].regionsCompiled).toBe(0);
+    for (const off of [8, 16, 24, 32]) expect(u64(a, DATA + off)).toBe(u64(b, DATA + off));
+    expect(regs(a)).toEqual(regs(b));
+    expect(Array.from(a.harts[0].fregs)).toEqual(Array.from(b.harts[0].fregs));
+  });
+
+  test('run(n) never retires more than n instructions, and ends on the same state', () => {
+    const m = makeMachine();
+    const h = m.harts[0];
+    h.setPc(loadElf(m.mem, buildAsm(program(branchy))));
+    let total = 0;
+    for (let k = 0; k < 2_000_000 && m.exit === null; k++) {
+      const budget = k % 5 === 0 ? 5000 + (k % 3001) : 1 + (k % 300);
+      const r = h.run(budget);
+      expect(r).toBeLessThanOrEqual(budget);
+      total += r;
+    }
+    expect(m.exit).toEqual({ code: 0 });
+    expect(h.regionsCompiled).toBeGreaterThan(0);
+    expect(total).toBe(h.instret);
+    const ref = runAsm(program(branchy), { max: 20_000_000, setup: (mm) => { mm.harts[0].jitEnabled = false; } });
+    for (const off of [8, 16, 24, 32]) expect(u64(m, DATA + off)).toBe(u64(ref, DATA + off));
+  });
+
+  test('a fault in a later block of a translated region has the exact mepc, mtval, registers and instret', () => {
+    // The pointer walks up to the end of the 16 MiB RAM; the load sits behind an if/else, so the
+    // fault happens in the middle of the region, twice (the handler skips the load).
+    const end = 0x81000000;
+    const src = program(`
+      li s0, ${end - 64 * ITER}
+      li s2, ${end + 128}
+      li a0, 0
+      li a1, 0
+1:    andi t0, s0, 64
+      bnez t0, 2f
+      addi a0, a0, 1
+      j 3f
+2:    addi a1, a1, 3
+3:    ld t1, 0(s0)
+      add a0, a0, t1
+      addi s0, s0, 64
+      bltu s0, s2, 1b
+      rdinstret t0
+      li t2, ${DATA}
+      sd t0, 0(t2)
+    `);
+    const run = (jit: boolean) => runAsm(src, { max: 20_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
+    const a = run(true), b = run(false);
+    expect(a.exit).toEqual({ code: 0 });
+    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    const ta = traps(a);
+    expect(ta.length).toBe(2);
+    expect(ta[0][0]).toBe(5n);                    // load access fault
+    expect(ta[0][1]).toBe(BigInt(end));           // mtval = the address
+    expect(ta).toEqual(traps(b));                 // same mepc (the ld), same order
+    expect(regs(a)).toEqual(regs(b));
+    expect(u64(a, DATA)).toBe(u64(b, DATA));      // rdinstret after the loop
+  });
+
+  test('a store into a running region (no FENCE.I) takes effect at the next instruction', () => {
+    // When s1 = ITER/8 (long after the loop became a region), the loop patches `addi a0, a0, 1`
+    // of its own body to `addi a0, a0, 2`; this hart's own stores are visible to its fetches at
+    // once (as in the interpreter).
+    const src = program(`
+      .option norvc
+      li s0, ${DATA}
+      li s1, ${ITER}
+      li s3, ${ITER >> 3}
+      la s4, patchme
+      li a0, 0
+      li a1, 0
+1:    bne s1, s3, 2f
+      lw t1, 0(s4)
+      li t2, 0x00100000         # imm 1 -> 2
+      add t1, t1, t2
+      sw t1, 0(s4)
+2:    andi t0, s1, 1
+      beqz t0, 3f
+patchme:
+      addi a0, a0, 1
+3:    addi a1, a1, 1
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      .option rvc
+    `);
+    const run = (jit: boolean) => runAsm(src, { max: 20_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
+    const a = run(true), b = run(false);
+    expect(a.exit).toEqual({ code: 0 });
+    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    const odd = (n: number) => Math.floor((n + 1) / 2); // odd s1 values in 1..n
+    // iterations with s1 in (ITER/8, ITER] add 1 when s1 is odd, the others add 2
+    const at = ITER >> 3;
+    expect(u64(a, DATA)).toBe(BigInt((odd(ITER) - odd(at)) + 2 * odd(at)));
+    expect(u64(a, DATA)).toBe(u64(b, DATA));
+    expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8));
+  });
+
+  test('an interrupt raised during a long translated loop is taken at the same instruction as in the interpreter', () => {
+    const src = program(`
+      li t0, 0x80
+      csrw mie, t0              # MTIE
+      csrsi mstatus, 8          # MIE
+      li s1, ${ITER * 4}
+      li a0, 0
+1:    andi t0, s1, 7
+      bnez t0, 2f
+      addi a0, a0, 5
+2:    addi a0, a0, 1
+      addi s1, s1, -1
+      bnez s1, 1b
+      li t2, ${DATA}
+      sd a0, 0(t2)
+      rdinstret t0
+      sd t0, 8(t2)
+    `);
+    const run = (jit: boolean) => {
+      const m = makeMachine();
+      const h = m.harts[0];
+      h.jitEnabled = jit;
+      h.setPc(loadElf(m.mem, buildAsm(src)));
+      let regionsAtIrq = -1;
+      for (let k = 0; k < 100_000 && m.exit === null; k++) {
+        if (k === 400) {
+          // by now (~400k instructions) the loop runs as a region in the translated run
+          regionsAtIrq = h.regionsCompiled;
+          h.setInterruptLevel(7, true);
+          h.run(1);                   // takes it (MTIP), then runs one handler instruction
+          h.setInterruptLevel(7, false);
+        }
+        h.run(1000);
+      }
+      return { m, regionsAtIrq };
+    };
+    const a = run(true), b = run(false);
+    expect(a.m.exit).toEqual({ code: 0 });
+    expect(a.regionsAtIrq).toBeGreaterThan(0);
+    const ta = traps(a.m);
+    expect(ta.length).toBe(1);
+    expect(ta[0][0]).toBe((1n << 63n) | 7n);      // machine timer interrupt
+    expect(ta).toEqual(traps(b.m));               // same mepc
+    expect(u64(a.m, DATA)).toBe(u64(b.m, DATA));
+    expect(u64(a.m, DATA + 8)).toBe(u64(b.m, DATA + 8)); // rdinstret after the loop
+  });
+});
