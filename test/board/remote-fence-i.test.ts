@@ -5,14 +5,18 @@
 // 2, calls remote_fence_i for hart B, then raises a flag. Every loop iteration that sees the flag
 // must execute the new instruction; the guest prints PASS or FAIL and shuts down through SBI SRST.
 // Same binary on vmctl's builtin SBI, on vmctl running Debian's OpenSBI fw_jump, and on QEMU 7.2
-// with that OpenSBI.
+// with that OpenSBI; built twice, asking through the RFENCE extension and through the legacy v0.1
+// remote_fence_i call (EID 0x05, a pointer to the hart mask).
 import { describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { runGuest } from '../helpers/run-guest.js';
 import { requireQemu, runQemu } from '../helpers/qemu.js';
 import type { FirmwareSpec } from '../../src/board/machine-types.js';
 
-const PROGRAM = fileURLToPath(new URL('../../fixtures/firmware-tests/remote-fence-i.bin', import.meta.url));
+const PROGRAMS = [
+  ['RFENCE extension', fileURLToPath(new URL('../../fixtures/firmware-tests/remote-fence-i.bin', import.meta.url))],
+  ['legacy v0.1 call', fileURLToPath(new URL('../../fixtures/firmware-tests/remote-fence-i-legacy.bin', import.meta.url))],
+] as const;
 const FW_JUMP = '/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin';
 
 /** The guest's own lines (OpenSBI's banner comes before them). */
@@ -29,21 +33,21 @@ const EXPECTED = 'remote-fence-i: start\n' +
   'after the flag: 10000 iterations, 0 ran the old instruction\n' +
   'remote-fence-i: PASS\n';
 
-async function vmctl(firmware: FirmwareSpec) {
-  const r = await runGuest({ firmware, kernelPath: PROGRAM, cpus: 2, memoryBytes: 128 << 20 }, { timeoutMs: 60_000 });
+async function vmctl(firmware: FirmwareSpec, program: string) {
+  const r = await runGuest({ firmware, kernelPath: program, cpus: 2, memoryBytes: 128 << 20 }, { timeoutMs: 60_000 });
   expect(r.timedOut, r.output).toBe(false);
   return r;
 }
 
-describe('SBI remote FENCE.I reaches another hart\'s translated loop', () => {
+describe.each(PROGRAMS)('SBI remote FENCE.I (%s) reaches another hart\'s translated loop', (_, program) => {
   it('vmctl, builtin SBI', async () => {
-    const r = await vmctl({ kind: 'builtin' });
+    const r = await vmctl({ kind: 'builtin' }, program);
     expect(report(r.output)).toBe(EXPECTED);
     expect(r.power).toEqual({ kind: 'poweroff', code: 0, source: 'sbi', failed: false });
   }, 90_000);
 
   it('vmctl, OpenSBI fw_jump', async () => {
-    const r = await vmctl({ kind: 'file', path: FW_JUMP });
+    const r = await vmctl({ kind: 'file', path: FW_JUMP }, program);
     expect(r.output).toContain('OpenSBI v1.');
     expect(report(r.output)).toBe(EXPECTED);
     // OpenSBI's SRST backend on virt is the SiFive test finisher
@@ -59,7 +63,7 @@ describe('SBI remote FENCE.I reaches another hart\'s translated loop', () => {
   // The second -bios overrides runQemu's `-bios none`.
   it('QEMU 7.2, OpenSBI fw_jump', async () => {
     requireQemu();
-    const r = await runQemu(PROGRAM, { cpus: 2, timeoutMs: 60_000, extraArgs: ['-bios', FW_JUMP, '-accel', 'tcg,thread=single'] });
+    const r = await runQemu(program, { cpus: 2, timeoutMs: 60_000, extraArgs: ['-bios', FW_JUMP, '-accel', 'tcg,thread=single'] });
     expect(r.timedOut, r.stderr).toBe(false);
     expect(r.output).toContain('OpenSBI v1.');
     expect(report(r.output)).toBe(EXPECTED);

@@ -3,7 +3,8 @@
 // hart's ecallHook (no M-mode code runs at all). RISC-V SBI specification v1.0.0:
 //   Base (EID 0x10, ch. 4), TIME (0x54494D45, ch. 6), IPI (0x735049, ch. 7),
 //   RFENCE (0x52464E43, ch. 8), HSM (0x48534D, ch. 9), SRST (0x53525354, ch. 10),
-//   legacy v0.1 set_timer/console_putchar/console_getchar/clear_ipi/shutdown (ch. 5).
+//   legacy v0.1 set_timer/console_putchar/console_getchar/clear_ipi/send_ipi/remote_fence_i/
+//   remote_sfence_vma(_asid)/shutdown (ch. 5).
 // Calling convention (ch. 3): a7 = EID, a6 = FID, a0..a5 = arguments; returns a0 = error,
 // a1 = value (legacy calls: a0 only).
 //
@@ -106,11 +107,23 @@ export class BuiltinSbi {
       case 0x02: h.setX(10, U64(BigInt(this.p.getchar()))); return true;
       case 0x03: this.clearSsip(h); h.setX(10, 0n); return true;
       case 0x08: this.p.power({ kind: 'poweroff', code: 0, source: 'sbi', failed: false }); h.setX(10, 0n); return true;
-      case 0x04: case 0x05: case 0x06: case 0x07:
-        // legacy IPI/fences take a pointer to a hart mask in S-mode virtual memory; Linux uses
-        // the v0.2 IPI/RFENCE extensions whenever they exist, so these are not offered.
-        h.setX(10, U64(SBI_ERR_NOT_SUPPORTED));
+      case 0x04: case 0x05: case 0x06: case 0x07: {
+        // send_ipi(hart_mask), remote_fence_i(hart_mask), remote_sfence_vma(hart_mask, start,
+        // size), remote_sfence_vma_asid(hart_mask, start, size, asid): a0 is the address of the
+        // mask (an unsigned long) in S-mode virtual memory, 0 = all harts (SBI spec ch. 5).
+        const targets = this.legacyTargets(h, a(0));
+        if (targets === null) {
+          // Reading the mask faulted, and the fault was taken as a trap of the ECALL (sepc = its
+          // address, stval = the mask's), which is what OpenSBI does (sbi_trap_redirect): the
+          // caller sees a load fault, not an error code. The hook's caller adds 4 to pc.
+          h.setPc(h.pc - 4);
+          return true;
+        }
+        if (eid === 0x04) this.sendIpi(targets);
+        else this.remoteFence(targets, eid === 0x05);
+        h.setX(10, 0n);
         return true;
+      }
 
       case SBI_EXT_BASE:
         switch (fid) {
@@ -133,7 +146,7 @@ export class BuiltinSbi {
         if (fid === 0) {
           const targets = this.targets(a(0), a(1));
           if (targets === null) err = SBI_ERR_INVALID_PARAM;
-          else for (const t of targets) this.raiseSsip(t);
+          else this.sendIpi(targets);
         } else err = SBI_ERR_NOT_SUPPORTED;
         break;
 
@@ -141,11 +154,7 @@ export class BuiltinSbi {
         if (fid > 2) { err = SBI_ERR_NOT_SUPPORTED; break; } // hypervisor fences: no H extension
         const targets = this.targets(a(0), a(1));
         if (targets === null) { err = SBI_ERR_INVALID_PARAM; break; }
-        // remote FENCE.I: harts fetch straight from RAM, but each keeps loops it translated to JS
-        // (src/riscv/jit.ts), which only its own stores and FENCE.I drop: drop them on the targets.
-        // SFENCE.VMA (any range or ASID): drop the remote soft TLBs, a superset of what was asked.
-        if (fid === 0) for (const t of targets) t.flushCode();
-        else for (const t of targets) t.flushTlb();
+        this.remoteFence(targets, fid === 0);
         break;
       }
 
@@ -182,13 +191,43 @@ export class BuiltinSbi {
   }
 
   private probe(eid: number): boolean {
-    return [SBI_EXT_BASE, SBI_EXT_TIME, SBI_EXT_IPI, SBI_EXT_RFENCE, SBI_EXT_HSM, SBI_EXT_SRST,
-      0x00, 0x01, 0x02, 0x03, 0x08].includes(eid);
+    // Every legacy EID 0x00..0x08 (as OpenSBI, whose legacy extension spans exactly that range).
+    return [SBI_EXT_BASE, SBI_EXT_TIME, SBI_EXT_IPI, SBI_EXT_RFENCE, SBI_EXT_HSM, SBI_EXT_SRST].includes(eid) ||
+      (eid >= 0x00 && eid <= 0x08);
   }
 
   /** TIME set_timer: program the hart's stimecmp (Sstc); this also clears a pending STIP. */
   private setTimer(h: Hart, t: bigint): void {
     h.writeCsr(CSR_STIMECMP, t);
+  }
+
+  private sendIpi(targets: readonly Hart[]): void {
+    for (const t of targets) this.raiseSsip(t);
+  }
+
+  /**
+   * Remote FENCE.I (`fenceI`) or SFENCE.VMA on the target harts. FENCE.I: harts fetch straight
+   * from RAM, but each keeps loops it translated to JS (src/riscv/jit.ts), which only its own
+   * stores and FENCE.I drop: drop them on the targets. SFENCE.VMA (any range or ASID): drop the
+   * remote soft TLBs, a superset of what was asked.
+   */
+  private remoteFence(targets: readonly Hart[], fenceI: boolean): void {
+    if (fenceI) for (const t of targets) t.flushCode();
+    else for (const t of targets) t.flushTlb();
+  }
+
+  /**
+   * Harts named by a legacy call's hart-mask pointer: the mask is read as an S-mode load of the
+   * calling hart would (its translation, SUM/MXR, PMP); null when that load faulted (the hart
+   * has taken the trap). As in OpenSBI, only started harts are targets: bits of stopped or
+   * nonexistent harts are ignored, and a null pointer means every started hart.
+   */
+  private legacyTargets(h: Hart, ptr: bigint): Hart[] | null {
+    const harts = this.p.harts;
+    if (ptr === 0n) return harts.filter((t) => !t.halted);
+    if (!h.loadMem(Number(BigInt.asIntN(32, ptr)), Number(BigInt.asIntN(32, ptr >> 32n)), 3)) return null;
+    const mask = (BigInt(h.memHi >>> 0) << 32n) | BigInt(h.memLo >>> 0);
+    return harts.filter((t, i) => i < 64 && ((mask >> BigInt(i)) & 1n) !== 0n && !t.halted);
   }
 
   private raiseSsip(t: Hart): void {
