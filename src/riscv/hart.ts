@@ -638,7 +638,13 @@ export class Hart {
             if (imm < 0 && jit && pcOff >= 0 && pcOff <= fLim) {
               // A backward branch inside the page: its target may head a loop worth translating.
               const slot = pcOff >> 1;
-              const blk = fBlocks[slot];
+              let blk = fBlocks[slot];
+              if (blk !== undefined && blk !== null && !blk.full && ++hot2[fHash | slot] >= REGION_THRESHOLD) {
+                // A first-tier loop entered this often: the code around it is hot too.
+                hot2[fHash | slot] = 0;
+                fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, true).blocks;
+                blk = fBlocks[slot];
+              }
               if (blk !== undefined && blk !== null && n + blk.size <= budget) {
                 n += this.runRegions(blk, fVa, budget - n, fBlocks);
                 if (this.jitTrap) { this.jitTrap = false; return n; }

@@ -254,9 +254,10 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
     at.set(o, { i, g });
     count++;
     if (!full) {
-      // First tier: a single-block loop only (straight-line code ending in a branch back to the entry).
+      // First tier: a loop whose body is straight-line code (forward branches leave it) ending
+      // in a branch back to the entry.
       if (g.kind === 'op') visit(o + i.len, false);
-      else if (g.kind === 'br' && g.target === entry) loops = true;
+      else if (g.kind === 'br') { if (g.target === entry) loops = true; else if (g.target > o) visit(o + i.len, true); }
       continue;
     }
     switch (g.kind) {
@@ -265,9 +266,11 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
         if (g.target <= o) loops = true;
         visit(g.target, true); visit(o + i.len, true); break;
       case 'jal':
-        // A jump is followed; a call is not (the callee gets its own region, entered by the
-        // interpreter), but the return point is part of this one.
-        if (g.rd === 32) { if (g.target <= o) loops = true; visit(g.target, true); } else visit(o + i.len, true);
+        // Jumps and calls are followed (a recursive function stays inside its region); the
+        // return point of a call is a block of the region, where its JALR returns.
+        if (g.target <= o) loops = true;
+        visit(g.target, true);
+        if (g.rd !== 32) visit(o + i.len, true);
         break;
       case 'jalr': loops = true; break; // returns into this page stay in the region
     }

@@ -66,7 +66,67 @@ helper:
       ret
 `;
 
+/** A recursive function (calls and returns inside one region) and a loop with an exit in the
+ *  middle of its body (a first-tier loop), called from an outer loop. */
+const recursive = `
+      li sp, ${DATA + 0x10000}
+      li s0, ${DATA}
+      li s1, 2500
+      li s2, 0
+outer:
+      andi a0, s1, 7
+      addi a0, a0, 3
+      jal ra, fib
+      add s2, s2, a0
+      la t3, str
+      li t4, 0
+1:    lbu t5, 0(t3)
+      beqz t5, 2f               # leaves the loop from the middle
+      addi t4, t4, 1
+      addi t3, t3, 1
+      bnez t4, 1b
+2:    add s2, s2, t4
+      addi s1, s1, -1
+      bnez s1, outer
+      sd s2, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass
+fib:  li t0, 2
+      blt a0, t0, 9f
+      addi sp, sp, -16
+      sd ra, 8(sp)
+      sd a0, 0(sp)
+      addi a0, a0, -1
+      jal ra, fib
+      ld t1, 0(sp)
+      sd a0, 0(sp)
+      addi a0, t1, -2
+      jal ra, fib
+      ld t1, 0(sp)
+      add a0, a0, t1
+      ld ra, 8(sp)
+      addi sp, sp, 16
+9:    ret
+str:  .asciz "hello, translated regions"
+      .align 2
+`;
+
 describe('region translation', () => {
+  test('recursion inside a region and a loop left from the middle give the same state as the interpreter', () => {
+    const run = (jit: boolean) => runAsm(program(recursive), { max: 50_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
+    const a = run(true), b = run(false);
+    expect(a.exit).toEqual({ code: 0 });
+    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    const fib = (n: number): number => (n < 2 ? n : fib(n - 1) + fib(n - 2));
+    let sum = 0;
+    for (let s1 = 2500; s1 > 0; s1--) sum += fib((s1 & 7) + 3) + 'hello, translated regions'.length;
+    expect(u64(a, DATA)).toBe(BigInt(sum));
+    expect(u64(a, DATA)).toBe(u64(b, DATA));
+    expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8)); // rdinstret
+    expect(regs(a)).toEqual(regs(b));
+  });
+
   test('a branchy loop with a call, a return and F/D gives the same state with and without translation', () => {
     const run = (jit: boolean) => runAsm(program(branchy), { max: 20_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
     const a = run(true), b = run(false);
