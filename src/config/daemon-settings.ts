@@ -1,9 +1,9 @@
 // Daemon settings: VMCTL_HOME/config.yaml. Every key is optional; later issues add keys here.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { isScalar, type Node } from 'yaml';
 import { ConfigErrors } from './errors.js';
-import { describe, SchemaReader } from './yaml-schema.js';
+import { describe, readYamlFile, SchemaReader } from './yaml-schema.js';
 import { formatSize, parseSize } from './units.js';
 
 export interface DaemonSettings {
@@ -34,7 +34,7 @@ consoleHistorySize: ${formatSize(DEFAULT_SETTINGS.consoleHistoryBytes)}
 
 export function loadDaemonSettings(file: string): DaemonSettings {
   if (!existsSync(file)) return DEFAULT_SETTINGS;
-  const r = new SchemaReader(file, readFileSync(file, 'utf8'));
+  const r = new SchemaReader(file, readYamlFile(file));
   if (r.errors.length > 0) throw new ConfigErrors(r.errors);
   const root = r.doc.contents;
   if (root === null || (isScalar(root) && root.value === null)) return DEFAULT_SETTINGS;

@@ -2,12 +2,12 @@
 // Parsing resolves relative paths against the file's folder, so a stored definition is
 // position-independent: every path in it is absolute.
 
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isScalar, isSeq, stringify, type Node, type Pair } from 'yaml';
 import type { FirmwareSpec } from '../board/machine-types.js';
 import { ConfigError, ConfigErrors } from './errors.js';
-import { describe, SchemaReader } from './yaml-schema.js';
+import { describe, readYamlFile, SchemaReader } from './yaml-schema.js';
 import { formatSize, parseDuration, parseSize } from './units.js';
 
 export const VM_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -62,14 +62,7 @@ const SHUTDOWN_KEYS = ['console', 'timeout'] as const;
 /** Reads and validates a VM file. Throws ConfigErrors listing every problem found. */
 export function loadVmDefinition(file: string, opts: ParseOptions = {}): VmDefinition {
   const abs = resolve(file);
-  let text: string;
-  try {
-    text = readFileSync(abs, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new ConfigErrors([new ConfigError({ file, line: 1, col: 1 }, code === 'ENOENT' ? 'file not found' : `cannot read file (${code ?? String(e)})`)]);
-  }
-  return parseVmDefinition(text, file, dirname(abs), opts);
+  return parseVmDefinition(readYamlFile(abs, file), file, dirname(abs), opts);
 }
 
 /** Validates YAML text; `displayFile` is used in messages, `baseDir` resolves relative paths. */
@@ -83,10 +76,12 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
   const top = r.mapping(root, '', TOP_KEYS);
   if (!top) throw new ConfigErrors(r.errors);
 
-  const checkFile = (pair: Pair<Node, Node | null>, key: string, p: string): void => {
+  const checkFile = (pair: Pair<Node, Node | null>, key: string, p: string, expected?: string): void => {
     if (opts.skipFileChecks) return;
     if (!existsSync(p)) r.fail(pair.value, `${key}: file ${JSON.stringify(p)} does not exist`, pair.key);
     else if (!statSync(p).isFile()) r.fail(pair.value, `${key}: ${JSON.stringify(p)} is not a regular file`, pair.key);
+    // An empty image would load as nothing at all and the hart would run whatever RAM holds.
+    else if (expected !== undefined && statSync(p).size === 0) r.fail(pair.value, `${key}: ${JSON.stringify(p)} is empty (0 bytes); expected ${expected}`, pair.key);
   };
   const pathValue = (pair: Pair<Node, Node | null>, key: string): string | undefined => {
     const v = scalar(pair.value);
@@ -105,7 +100,8 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
     const p = top.get('name');
     if (!p) r.fail(root as Node, 'missing key "name"; expected a VM name like "demo" (or pass --name)');
     else {
-      const v = scalar(p.value);
+      // `name: 42` or `name: 1e3`: YAML reads a plain scalar as a number, but the user wrote a name.
+      const v = isScalar(p.value) && p.value.type === 'PLAIN' && typeof p.value.value === 'number' ? p.value.source : scalar(p.value);
       if (typeof v !== 'string' || !VM_NAME_RE.test(v)) {
         r.fail(p.value, `name: found ${describe(p.value)}; expected letters, digits, ".", "_" or "-" (1..63 characters, starting with a letter or digit)`, p.key);
       } else name = v;
@@ -151,14 +147,14 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
         else if (v === 'builtin') firmware = { kind: 'builtin' };
         else if (typeof v === 'string' && v !== '') {
           const p = pathValue(fw, 'boot.firmware')!;
-          checkFile(fw, 'boot.firmware', p);
+          checkFile(fw, 'boot.firmware', p, 'a firmware binary (ELF or raw)');
           firmware = { kind: 'file', path: p };
         } else r.fail(fw.value, `boot.firmware: found ${describe(fw.value)}; expected none, builtin or a path to a firmware binary`, fw.key);
       }
       const kp = boot.get('kernel');
       if (kp) {
         kernel = pathValue(kp, 'boot.kernel');
-        if (kernel) checkFile(kp, 'boot.kernel', kernel);
+        if (kernel) checkFile(kp, 'boot.kernel', kernel, 'a kernel (ELF, Linux Image or raw binary)');
       } else if (firmware.kind !== 'file') {
         r.fail(bp.value, `missing key "boot.kernel"; with firmware ${firmware.kind} a kernel (ELF or raw image) is required`, bp.key);
       }

@@ -98,4 +98,45 @@ describe('VM definition', () => {
   it('uses --name instead of the file\'s name', () => {
     expect(parseVmDefinition('boot:\n  kernel: k.elf\n', 'vm.yaml', dir, { nameOverride: 'other' }).name).toBe('other');
   });
+
+  it('names the top level when the file holds a list or a scalar instead of a mapping', () => {
+    expect(errorsOf('- a\n- b\n')).toEqual(['vm.yaml:1:1: the top level: found a list; expected a mapping with keys name, cpus, memory, boot, disks, shutdown']);
+    expect(errorsOf('hello\n')).toEqual(['vm.yaml:1:1: the top level: found "hello"; expected a mapping with keys name, cpus, memory, boot, disks, shutdown']);
+  });
+
+  it('resolves aliases and YAML merge keys (own keys win), and reports an alias without an anchor', () => {
+    const d = parseVmDefinition(
+      'name: a\nmemory: &m 32MiB\nboot:\n  kernel: k.elf\n  cmdline: *m\ndisks:\n' +
+      '  - &d {path: d0.img, size: 1MiB, readonly: false}\n  - <<: *d\n    path: d1.img\n  - {<<: [*d], path: d2.img, size: 2MiB, name: big}\n',
+      'vm.yaml', dir);
+    expect(d.memoryBytes).toBe(32 * 1024 * 1024);
+    expect(d.boot.cmdline).toBe('32MiB');
+    expect(d.disks).toEqual([
+      { path: join(dir, 'd0.img'), sizeBytes: 1024 * 1024, readonly: false, name: 'disk0' },
+      { path: join(dir, 'd1.img'), sizeBytes: 1024 * 1024, readonly: false, name: 'disk1' },
+      { path: join(dir, 'd2.img'), sizeBytes: 2 * 1024 * 1024, readonly: false, name: 'big' },
+    ]);
+    // A merged key is checked like a written one, at the place it is written.
+    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\ndisks:\n  - &d {path: d0.img, size: 1MiB, readonly: maybe}\n  - {<<: *d, path: d1.img}\n'))
+      .toEqual(['vm.yaml:5:45: disks[0].readonly: found "maybe"; expected true or false', 'vm.yaml:5:45: disks[1].readonly: found "maybe"; expected true or false']);
+    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\n  cmdline: *nope\n')).toEqual(['vm.yaml:4:12: alias *nope refers to no anchor; expected &nope on a value above it']);
+    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\ndisks:\n  - {<<: 5, path: d0.img, size: 1MiB}\n'))
+      .toEqual(['vm.yaml:5:10: merge key "<<": found 5; expected an alias of a mapping (<<: *name) or a list of them']);
+  });
+
+  it('refuses bytes that are not UTF-8 with their line and column, instead of reading them as U+FFFD', () => {
+    const f = join(dir, 'latin1.yaml');
+    writeFileSync(f, Buffer.concat([Buffer.from('name: a\nboot:\n  kernel: k.elf\n  cmdline: "caf\u00e9 '), Buffer.from([0xe9, 0x22, 0x0a])]));
+    expect(() => loadVmDefinition(f)).toThrow(`${f}:4:18: byte 0xe9 (file offset 48) is not UTF-8; expected a UTF-8 text file`);
+  });
+
+  it('refuses an empty kernel or firmware file (it would boot whatever RAM holds)', () => {
+    writeFileSync(join(dir, 'empty.bin'), '');
+    expect(errorsOf('name: a\nboot:\n  kernel: empty.bin\n')).toEqual([`vm.yaml:3:11: boot.kernel: "${join(dir, 'empty.bin')}" is empty (0 bytes); expected a kernel (ELF, Linux Image or raw binary)`]);
+    expect(errorsOf('name: a\nboot:\n  firmware: empty.bin\n')).toEqual([`vm.yaml:3:13: boot.firmware: "${join(dir, 'empty.bin')}" is empty (0 bytes); expected a firmware binary (ELF or raw)`]);
+  });
+
+  it('reads a name YAML would take for a number as the name written', () => {
+    expect(parseVmDefinition('name: 0042\nboot:\n  kernel: k.elf\n', 'vm.yaml', dir).name).toBe('0042');
+  });
 });
