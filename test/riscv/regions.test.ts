@@ -233,6 +233,57 @@ patchme:
     expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8));
   });
 
+  test('a device store in a translated region that raises an interrupt has it taken right after the store', () => {
+    // Every 1024th iteration stores 1 to a software-interrupt device (MSIP); the handler lowers it
+    // and logs mepc and minstret. The interrupt must come after the store, before the next addi.
+    const src = program(`
+      li s4, 0x2000000
+      la t0, irq
+      csrw mtvec, t0
+      li t0, 8
+      csrw mie, t0              # MSIE
+      csrsi mstatus, 8          # MIE
+      li s5, ${DATA + 64}
+      li s1, ${ITER}
+      li a0, 0
+1:    andi t0, s1, 1023
+      bnez t0, 2f
+      li t1, 1
+      sw t1, 0(s4)              # raises MSIP
+after: addi a0, a0, 100
+2:    addi a0, a0, 1
+      addi s1, s1, -1
+      bnez s1, 1b
+      li t2, ${DATA}
+      sd a0, 0(t2)
+      sd s5, 8(t2)
+      j pass
+      .align 4
+irq:  sw zero, 0(s4)
+      csrr t6, mepc
+      sd t6, 0(s5)
+      csrr t6, minstret
+      sd t6, 8(s5)
+      addi s5, s5, 16
+      mret
+    `);
+    const run = (jit: boolean) => runAsm(src, { max: 20_000_000, setup: (m) => {
+      const h = m.harts[0];
+      h.jitEnabled = jit;
+      m.mem.addDevice(0x2000000, 0x1000, 'msip', { read: () => 0, write: (_o, _s, v) => h.setInterruptLevel(3, (v & 1) !== 0) });
+    } });
+    const a = run(true), b = run(false);
+    expect(a.exit).toEqual({ code: 0 });
+    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    const n = Number(u64(a, DATA + 8) - BigInt(DATA + 64)) / 16;
+    expect(n).toBe(Math.floor(ITER / 1024));
+    const log = (m: Mini) => Array.from({ length: 2 * n }, (_, i) => u64(m, DATA + 64 + 8 * i));
+    const la = log(a);
+    expect(la).toEqual(log(b));                        // same mepc and minstret at every interrupt
+    expect(new Set(la.filter((_, i) => i % 2 === 0)).size).toBe(1); // always the same place: after the store
+    expect(u64(a, DATA)).toBe(u64(b, DATA));
+  });
+
   test('an interrupt raised during a long translated loop is taken at the same instruction as in the interpreter', () => {
     const src = program(`
       li t0, 0x80
