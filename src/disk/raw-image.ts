@@ -8,8 +8,9 @@
 // says (st_blocks), and giving space back needs hole punching (see hole-punch.ts).
 
 import {
-  closeSync, constants as fsc, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readvSync, statSync, writeSync, writevSync,
+  closeSync, constants as fsc, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readvSync, statSync, unlinkSync, writeSync, writevSync,
 } from 'node:fs';
+import { formatSize } from '../config/units.js';
 import { SECTOR_SIZE, type BlockBackend } from './block-backend.js';
 import { DiskError } from './errors.js';
 import { punchHole } from './hole-punch.js';
@@ -50,9 +51,25 @@ export function createRawImage(path: string, sizeBytes: number): void {
     // ftruncate extends with a hole: no data blocks are allocated (POSIX: the extension reads as zeros).
     ftruncateSync(fd, sizeBytes);
     fsyncSync(fd);
-  } finally {
+  } catch (e) {
+    // The file is ours (O_EXCL): do not leave a 0-byte image behind that a retry would refuse.
     closeSync(fd);
+    fd = -1;
+    try { unlinkSync(path); } catch { /* best effort */ }
+    throw sizeError(path, sizeBytes, e);
+  } finally {
+    if (fd >= 0) closeSync(fd);
   }
+}
+
+/** An ftruncate failure as a DiskError: EFBIG/EINVAL mean the size does not fit this file system
+ *  (or the process's file size limit, RLIMIT_FSIZE); anything else is the host saying no. */
+function sizeError(path: string, sizeBytes: number, e: unknown): DiskError {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'EFBIG' || code === 'EINVAL') {
+    return new DiskError('INVALID', `${path}: a file of ${formatSize(sizeBytes)} (${sizeBytes} bytes) does not fit on this file system or within the file size limit (${code}); expected a smaller --size`);
+  }
+  return new DiskError('IO', `cannot set the size of ${path} to ${sizeBytes} bytes: ${(e as Error).message}`);
 }
 
 export function imageInfo(path: string): DiskImageInfo {
@@ -83,10 +100,17 @@ export function resizeRawImage(path: string, newBytes: number, opts: { shrink?: 
       throw new DiskError('IN_USE', `${path} is in use by ${describeHolders(info.usedBy)}; stop ${info.usedBy.length === 1 ? 'it' : 'them'} before shrinking the disk`);
     }
   }
-  const fd = openSync(path, 'r+');
+  let fd: number;
+  try {
+    fd = openSync(path, 'r+');
+  } catch (e) {
+    throw new DiskError('IO', `cannot open ${path} for writing: ${(e as Error).message}`);
+  }
   try {
     ftruncateSync(fd, newBytes);
     fsyncSync(fd);
+  } catch (e) {
+    throw sizeError(path, newBytes, e);
   } finally {
     closeSync(fd);
   }

@@ -67,6 +67,23 @@ describe('vmctl disk', () => {
     await vmctl(['disk', 'info', join(h.home, 'nope.img')], 1);
   });
 
+  it('a size the file system (or the file size limit) cannot hold: exit 2 naming the size, no stack trace, nothing left behind or changed', () => {
+    // RLIMIT_FSIZE makes ftruncate fail with EFBIG on any file system, as a size past ext4's 16 TiB does.
+    const limited = (args: string[]) => spawnSync('sh', ['-c', 'ulimit -f 1024; exec "$0" "$@"', process.execPath, join(ROOT, 'bin/vmctl'), ...args],
+      { encoding: 'utf8', env: h.env() });
+    const img = join(h.home, 'toobig.img');
+    const c = limited(['disk', 'create', img, '--size', '4MiB']);
+    expect(c.status, c.stderr).toBe(2);
+    expect(c.stderr).toContain(`vmctl: ${img}: a file of 4MiB (4194304 bytes) does not fit on this file system or within the file size limit (EFBIG)`);
+    expect(c.stderr).not.toMatch(/internal error|\n\s+at /);
+    expect(existsSync(img)).toBe(false); // a retry with a smaller size works
+    expect(limited(['disk', 'create', img, '--size', '512KiB']).status).toBe(0);
+    const r = limited(['disk', 'resize', img, '--size', '8MiB']);
+    expect(r.status, r.stderr).toBe(2);
+    expect(r.stderr).toContain('a file of 8MiB (8388608 bytes) does not fit');
+    expect(readFileSync(img).length).toBe(512 * 1024);
+  });
+
   it('a fresh 10 GiB disk: ~0 allocated; after the guest wrote ~100 MiB, about that much', async () => {
     await vmctl(['create', '-f', vmFile('grow', 'grow.img', '10GiB')]);
     const img = join(h.home, 'grow.img');
