@@ -332,9 +332,26 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
   // region dropped by FENCE.I and compiled again keeps V8's optimized code.
   let fn = fnCache.get(body);
   if (fn === undefined) {
-    const src = `"use strict"; const { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } = alu;
+    fn = new Function('alu', 'execFp', functionSource(body))(alu, execFp) as BlockFn;
+    if (fnCache.size >= FN_CACHE_MAX) fnCache.clear();
+    fnCache.set(body, fn);
+  }
+  const covered: number[] = [];
+  for (const o of offs) covered.push(o, at.get(o)!.i.len);
+  return { fn, size: R, covered, entries: labels };
+}
+
+/** The function around a region's cases. Without F/D instructions, the x registers the region
+ *  uses live in local variables (xl5/xh5 for x5): loaded on entry, stored back at the one exit,
+ *  so V8 can keep them in machine registers. Nothing called from inside reads or writes x
+ *  registers except execFp (F/D loads/stores take their base address from them; FMV/FCVT write
+ *  them), so regions with F/D keep using the arrays. */
+function functionSource(body: string): string {
+  const head = `"use strict"; const { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } = alu;
 return function region(${ARGS.join(', ')}) {
-let n = 0;
+let n = 0;`;
+  if (body.includes('execFp(')) {
+    return `${head}
 for (;;) {
 switch (pc) {
 ${body}
@@ -342,11 +359,22 @@ default: h.pc = pc0 + pc; return n;
 }
 }
 };`;
-    fn = new Function('alu', 'execFp', src)(alu, execFp) as BlockFn;
-    if (fnCache.size >= FN_CACHE_MAX) fnCache.clear();
-    fnCache.set(body, fn);
   }
-  const covered: number[] = [];
-  for (const o of offs) covered.push(o, at.get(o)!.i.len);
-  return { fn, size: R, covered, entries: labels };
+  const used = new Set<number>();
+  const local = body.replace(/\bx([lh])\[(\d+)\]/g, (_m, w: string, r: string) => { used.add(Number(r)); return `x${w}${r}`; })
+    .replace(/\breturn ([^;{}]*);/g, '{ ret = $1; break exit; }');
+  const regs = [...used].sort((a, b) => a - b);
+  const load = regs.map((r) => (r === 0 ? 'xl0 = 0, xh0 = 0' : `xl${r} = xl[${r}], xh${r} = xh[${r}]`)).join(', ');
+  const store = regs.filter((r) => r !== 0).map((r) => `xl[${r}] = xl${r}; xh[${r}] = xh${r};`).join(' ');
+  return `${head}
+let ret = 0${load === '' ? '' : `, ${load}`};
+exit: for (;;) {
+switch (pc) {
+${local}
+default: h.pc = pc0 + pc; ret = n; break exit;
+}
+}
+${store}
+return ret;
+};`;
 }
