@@ -283,9 +283,22 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
   const jump = (t: number): string => at.has(t)
     ? `if (n > budget - ${R}) { h.pc = pc0 + ${t}; return n; } pc = ${t}; continue;`
     : `h.pc = pc0 + ${t}; return n;`;
+  // Does the block starting at offs[x] end with a branch back to its own start? Such a block
+  // (the body of a single-block loop) is emitted as an inner for (;;), so that its iterations do
+  // not go through the switch.
+  const selfLoop = (x: number): boolean => {
+    for (let y = x; y < offs.length; y++) {
+      const { i, g } = at.get(offs[y])!;
+      if (y > x && leaders.has(offs[y])) return false;
+      if (g.kind === 'br') return g.target === offs[x];
+      if (g.kind !== 'op' || !(y + 1 < offs.length && offs[y + 1] === offs[y] + i.len)) return false;
+    }
+    return false;
+  };
   const labels: number[] = [];
   let k = 0;          // instructions of the current block before the one being emitted
   let open = false;   // is the previous instruction falling through into this one?
+  let inner = -1;     // start of the block being emitted as an inner loop, or -1
   for (let x = 0; x < offs.length; x++) {
     const o = offs[x];
     const { i } = at.get(o)!;
@@ -295,6 +308,7 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
       out.push(`case ${o}:`);
       labels.push(o);
       k = 0;
+      if (selfLoop(x)) { inner = o; out.push('for (;;) {'); }
     }
     if (g.kind === 'op' && k !== 0) g = gen(i.insn, i.raw, o, i.len, k)!; // trap exits count the block so far
     const next = o + i.len;
@@ -306,7 +320,10 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
         if (!fallsIn) { out.push(`n += ${k}; ${jump(next)}`); open = false; } else open = true;
         break;
       case 'br':
-        out.push(`{ n += ${k + 1}; ${g.cond} { ${jump(g.target)} } }`);
+        if (inner === g.target) {
+          out.push(`{ n += ${k + 1}; ${g.cond} { if (n > budget - ${R}) { h.pc = pc0 + ${inner}; return n; } continue; } } break; }`);
+          inner = -1;
+        } else out.push(`{ n += ${k + 1}; ${g.cond} { ${jump(g.target)} } }`);
         if (!fallsIn) { out.push(jump(next)); open = false; } else { open = true; k = 0; leaders.add(next); }
         break;
       case 'jal': {
