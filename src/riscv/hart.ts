@@ -421,6 +421,7 @@ export class Hart {
       if (this.waiting) break;
       const n = this.execBlock(left < SLICE ? left : SLICE);
       this.instret += n;
+      this.blockN = 0; // (set by a CSR access inside the block; readCsr from outside counts none)
       retired += n;
       left -= n === 0 ? 1 : n;
     }

@@ -704,3 +704,21 @@ describe('HSM and idle support for the board', () => {
     expect(h.mip & 0x20).toBe(0x20);
   });
 });
+
+describe('counters read from outside (readCsr, as TypeScript firmware does)', () => {
+  test('minstret after a block that ended at a CSR access is the retired count', () => {
+    const m = runAsm(`
+  .globl _start
+_start:
+  li t0, 5
+  addi t0, t0, 1
+  addi t0, t0, 1
+  csrr t1, mscratch
+  addi t0, t0, 1
+1: j 1b
+`, { max: 4 });
+    const h = m.harts[0];
+    expect(h.instret).toBe(4);
+    expect(h.readCsr(0xb02)).toBe(4n);
+  });
+});
