@@ -2,6 +2,7 @@
 
 import { Command, CommanderError } from 'commander';
 import { ConfigErrors } from '../config/errors.js';
+import { HomeError } from '../daemon/paths.js';
 import { ProtocolFailure } from '../protocol/messages.js';
 import { register as registerConsole } from './commands/console.js';
 import { register as registerDaemon } from './commands/daemon.js';
@@ -74,6 +75,11 @@ async function main(): Promise<void> {
     if (e instanceof ConfigErrors) {
       // e.g. a bad VMCTL_HOME/config.yaml when the daemon starts
       process.stderr.write(`${e.message}\n`);
+      exit(EXIT.usage);
+      return;
+    }
+    if (e instanceof HomeError) {
+      process.stderr.write(`${err.red('vmctl:')} ${e.message}\n`);
       exit(EXIT.usage);
       return;
     }

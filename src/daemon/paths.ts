@@ -2,9 +2,9 @@
 //   vmd.pid  vmd.log (+ vmd.log.1)  vmd.stderr.log  config.yaml  vmd.sock (or vmd.sock.path)
 //   vms/NAME/{vm.yaml,state.json,serial.log}
 
-import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 
 /** sockaddr_un.sun_path is 108 bytes on Linux, one of them the terminating NUL (unix(7)). */
 export const MAX_SOCKET_PATH_BYTES = 107;
@@ -43,11 +43,42 @@ export function homePaths(home: string): HomePaths {
   };
 }
 
+/** VMCTL_HOME cannot be used as the state directory (the CLI exits 2: a configuration error). */
+export class HomeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'HomeError';
+  }
+}
+
 /** Creates VMCTL_HOME (mode 0700: VM consoles and the control socket are private). */
 export function ensureHome(p: HomePaths): void {
-  mkdirSync(p.home, { recursive: true, mode: 0o700 });
-  chmodSync(p.home, 0o700);
-  mkdirSync(p.vmsDir, { recursive: true, mode: 0o700 });
+  try {
+    makeDirs(p.home);
+    if (!statSync(p.home).isDirectory()) throw Object.assign(new Error('not a folder'), { code: 'ENOTDIR' });
+    chmodSync(p.home, 0o700);
+    makeDirs(p.vmsDir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOTDIR' || code === 'EEXIST' ? 'it, or a folder above it, is a file'
+      : code === 'EACCES' || code === 'EPERM' ? `permission denied (${(e as NodeJS.ErrnoException).syscall ?? 'access'} ${(e as NodeJS.ErrnoException).path ?? p.home})`
+      : code === 'EROFS' ? 'it is on a read-only file system'
+      : (e as Error).message;
+    throw new HomeError(`the state directory ${p.home} (VMCTL_HOME) cannot be used: ${why}; expected a folder this user owns and can write, or a path where one can be created`);
+  }
+}
+
+/**
+ * mkdir -p, one level at a time. Node's recursive mkdirSync never returns for a path under a
+ * file system that refuses new folders with ENOENT (e.g. /proc/x: it retries forever).
+ */
+function makeDirs(dir: string): void {
+  const missing: string[] = [];
+  for (let d = dir; !existsSync(d); d = dirname(d)) {
+    missing.push(d);
+    if (dirname(d) === d) break;
+  }
+  for (const d of missing.reverse()) mkdirSync(d, { mode: 0o700 });
 }
 
 export function socketFits(path: string): boolean {

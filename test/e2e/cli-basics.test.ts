@@ -179,6 +179,24 @@ describe('the daemon', () => {
     expect(existsSync(join(h.home, 'vmd.pid'))).toBe(false);
   });
 
+  it('refuses a VMCTL_HOME that cannot be a state directory: exit 2 naming it, no stack trace, no hang', async () => {
+    const base = newHome();
+    mkdirSync(base.home, { recursive: true });
+    const file = join(base.home, 'a-file');
+    writeFileSync(file, 'keep me\n');
+    // /proc/...: Node's recursive mkdir retried ENOENT there forever (100% CPU, never returned).
+    for (const [home, why] of [[file, 'is a file'], [join(file, 'sub'), 'is a file'], ['/proc/vmctl-e2e-home', 'ENOENT']]) {
+      for (const args of [['list'], ['daemon', 'start'], ['daemon', 'run']]) {
+        const r = await new VmctlHome(home).run(args, { timeoutMs: 15_000 });
+        expect(r.code, `${home} ${args.join(' ')}: ${r.stderr}`).toBe(2);
+        expect(r.stderr).toContain(`vmctl: the state directory ${home} (VMCTL_HOME) cannot be used: `);
+        expect(r.stderr).toContain(why);
+        expect(r.stderr).not.toMatch(/internal error|\n\s+at /);
+      }
+    }
+    expect(readFileSync(file, 'utf8')).toBe('keep me\n');
+  });
+
   it('starts exactly one daemon when several commands auto-start it at once', async () => {
     const h = newHome();
     const results = await Promise.all(Array.from({ length: 5 }, () => h.run(['list', '--json'])));
