@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, fstatSync, openSync, readSync, unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { loadDaemonSettings } from '../config/daemon-settings.js';
 import { pidAlive, readPid } from '../daemon/daemon.js';
 import { clientSocketPath, ensureHome, homePaths, vmctlHome, type HomePaths } from '../daemon/paths.js';
 import { ProtocolClient } from '../protocol/client.js';
@@ -84,6 +85,9 @@ function outputSince(p: HomePaths, offset: number): string {
 
 /** Starts a detached daemon and connects to it; the error quotes what the daemon printed. */
 export async function startDaemon(p: HomePaths): Promise<ProtocolClient> {
+  // A broken config.yaml is the user's to fix: say where (FILE:LINE:COL, exit 2, as for a VM
+  // file) rather than "the daemon did not come up" (exit 3) with its output quoted second-hand.
+  loadDaemonSettings(p.settingsFile);
   const d = spawnDetachedDaemon(p);
   const c = await waitForDaemon(p, 10_000, d.child);
   if (c) return c;
