@@ -9,6 +9,7 @@ import type { FirmwareSpec } from '../board/machine-types.js';
 import { ConfigError, ConfigErrors } from './errors.js';
 import { describe, readYamlFile, SchemaReader } from './yaml-schema.js';
 import { formatSize, parseDuration, parseSize } from './units.js';
+import { bootImageProblems } from './boot-images.js';
 
 export const VM_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const MAX_CPUS = 8;
@@ -76,12 +77,15 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
   const top = r.mapping(root, '', TOP_KEYS);
   if (!top) throw new ConfigErrors(r.errors);
 
-  const checkFile = (pair: Pair<Node, Node | null>, key: string, p: string, expected?: string): void => {
-    if (opts.skipFileChecks) return;
+  /** False when the file is missing or unusable (reported); true when it is there (or not checked). */
+  const checkFile = (pair: Pair<Node, Node | null>, key: string, p: string, expected?: string): boolean => {
+    if (opts.skipFileChecks) return true;
     if (!existsSync(p)) r.fail(pair.value, `${key}: file ${JSON.stringify(p)} does not exist`, pair.key);
     else if (!statSync(p).isFile()) r.fail(pair.value, `${key}: ${JSON.stringify(p)} is not a regular file`, pair.key);
     // An empty image would load as nothing at all and the hart would run whatever RAM holds.
     else if (expected !== undefined && statSync(p).size === 0) r.fail(pair.value, `${key}: ${JSON.stringify(p)} is empty (0 bytes); expected ${expected}`, pair.key);
+    else return true;
+    return false;
   };
   const pathValue = (pair: Pair<Node, Node | null>, key: string): string | undefined => {
     const v = scalar(pair.value);
@@ -120,14 +124,19 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
 
   // memory
   let memoryBytes = 128 * 1024 * 1024;
+  let memoryOk = true;
   const mp = top.get('memory');
   if (mp) {
     const v = scalar(mp.value);
     const n = typeof v === 'string' || typeof v === 'number' ? parseSize(v) : null;
+    memoryOk = false;
     if (n === null) r.fail(mp.value, `memory: found ${describe(mp.value)}; expected a size like 128MiB (units B, KiB, MiB, GiB)`, mp.key);
     else if (n < MIN_MEMORY || n > MAX_MEMORY) r.fail(mp.value, `memory: ${describe(mp.value)} is out of range; expected from ${formatSize(MIN_MEMORY)} to ${formatSize(MAX_MEMORY)}`, mp.key);
     else if (n % PAGE !== 0) r.fail(mp.value, `memory: ${describe(mp.value)} is not a multiple of 4KiB`, mp.key);
-    else memoryBytes = n;
+    else {
+      memoryBytes = n;
+      memoryOk = true;
+    }
   }
 
   // boot
@@ -135,6 +144,10 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
   let kernel: string | undefined;
   let initrd: string | undefined;
   let cmdline = '';
+  // The pairs of the image files that exist, for the load check below.
+  const images = new Map<'boot.firmware' | 'boot.kernel' | 'boot.initrd' | 'boot.cmdline' | 'memory', Pair<Node, Node | null>>();
+  if (mp) images.set('memory', mp);
+  let imagesOk = true;
   const bp = top.get('boot');
   if (!bp) r.fail(root as Node, 'missing key "boot"; expected a mapping with at least boot.kernel (or boot.firmware)');
   else {
@@ -147,28 +160,46 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
         else if (v === 'builtin') firmware = { kind: 'builtin' };
         else if (typeof v === 'string' && v !== '') {
           const p = pathValue(fw, 'boot.firmware')!;
-          checkFile(fw, 'boot.firmware', p, 'a firmware binary (ELF or raw)');
+          if (checkFile(fw, 'boot.firmware', p, 'a firmware binary (ELF or raw)')) images.set('boot.firmware', fw);
+          else imagesOk = false;
           firmware = { kind: 'file', path: p };
-        } else r.fail(fw.value, `boot.firmware: found ${describe(fw.value)}; expected none, builtin or a path to a firmware binary`, fw.key);
+        } else {
+          imagesOk = false;
+          r.fail(fw.value, `boot.firmware: found ${describe(fw.value)}; expected none, builtin or a path to a firmware binary`, fw.key);
+        }
       }
       const kp = boot.get('kernel');
       if (kp) {
         kernel = pathValue(kp, 'boot.kernel');
-        if (kernel) checkFile(kp, 'boot.kernel', kernel, 'a kernel (ELF, Linux Image or raw binary)');
+        if (kernel && checkFile(kp, 'boot.kernel', kernel, 'a kernel (ELF, Linux Image or raw binary)')) images.set('boot.kernel', kp);
+        else imagesOk = false;
       } else if (firmware.kind !== 'file') {
         r.fail(bp.value, `missing key "boot.kernel"; with firmware ${firmware.kind} a kernel (ELF or raw image) is required`, bp.key);
       }
       const ip = boot.get('initrd');
       if (ip) {
         initrd = pathValue(ip, 'boot.initrd');
-        if (initrd) checkFile(ip, 'boot.initrd', initrd);
+        if (initrd && checkFile(ip, 'boot.initrd', initrd)) images.set('boot.initrd', ip);
+        else imagesOk = false;
       }
       const cl = boot.get('cmdline');
       if (cl) {
         const v = scalar(cl.value);
         if (typeof v !== 'string') r.fail(cl.value, `boot.cmdline: found ${describe(cl.value)}; expected a string`, cl.key);
-        else cmdline = v;
+        else {
+          cmdline = v;
+          images.set('boot.cmdline', cl);
+        }
       }
+    }
+  }
+
+  // Load the images as the board will, once every one of them exists and the memory size is known.
+  if (!opts.skipFileChecks && imagesOk && memoryOk && (images.has('boot.kernel') || images.has('boot.firmware'))) {
+    for (const p of bootImageProblems({ firmware, kernel, initrd, cmdline }, memoryBytes, cpus)) {
+      // memory: left out (the default) is reported at the image that does not fit.
+      const pair = images.get(p.key) ?? images.get('boot.kernel') ?? images.get('boot.firmware')!;
+      r.fail(pair.value, p.message, pair.key);
     }
   }
 

@@ -140,3 +140,48 @@ describe('VM definition', () => {
     expect(parseVmDefinition('name: 0042\nboot:\n  kernel: k.elf\n', 'vm.yaml', dir).name).toBe('0042');
   });
 });
+
+describe('boot images, loaded as the board will (validate/create refuse what start would)', () => {
+  const HELLO = join(__dirname, '../../fixtures/demo/hello.elf'); // linked at 0x80000000
+  /** A 64-byte ELF header: class (1 = 32-bit, 2 = 64-bit) and e_machine (243 = RISC-V, 62 = x86-64). */
+  const elfHeader = (cls: number, machine: number): Buffer => {
+    const b = Buffer.alloc(64);
+    b.set([0x7f, 0x45, 0x4c, 0x46, cls, 1, 1]);
+    b.writeUInt16LE(2, 16);
+    b.writeUInt16LE(machine, 18);
+    return b;
+  };
+  beforeAll(() => {
+    writeFileSync(join(dir, 'elf32.elf'), elfHeader(1, 243));
+    writeFileSync(join(dir, 'x86.elf'), elfHeader(2, 62));
+    writeFileSync(join(dir, 'fw300k.bin'), Buffer.alloc(300 * 1024, 0x13));
+    writeFileSync(join(dir, 'big.bin'), Buffer.alloc(5 * 1024 * 1024, 0x13));
+    writeFileSync(join(dir, 'rd.bin'), Buffer.alloc(3 * 1024 * 1024, 1));
+  });
+
+  it('refuses a 32-bit or non-RISC-V ELF at boot.kernel', () => {
+    expect(errorsOf('name: a\nboot:\n  kernel: elf32.elf\n')).toEqual([`vm.yaml:3:11: boot.kernel: ${join(dir, 'elf32.elf')}: not a 64-bit ELF (EI_CLASS != ELFCLASS64)`]);
+    expect(errorsOf('name: a\nboot:\n  kernel: x86.elf\n')).toEqual([`vm.yaml:3:11: boot.kernel: ${join(dir, 'x86.elf')}: not a RISC-V ELF (e_machine 62)`]);
+  });
+
+  it('refuses an image larger than memory, and a kernel that would load over the firmware', () => {
+    expect(errorsOf('name: a\nmemory: 4MiB\nboot:\n  kernel: big.bin\n')).toEqual([
+      `vm.yaml:4:11: boot.kernel: "${join(dir, 'big.bin')}" is 5MiB, more than the 4MiB of memory; expected a larger memory: or a smaller image`]);
+    expect(errorsOf(`name: a\nmemory: 16MiB\nboot:\n  firmware: fw300k.bin\n  kernel: ${HELLO}\n`)).toEqual([
+      `vm.yaml:5:11: boot.kernel: "${HELLO}" loads at 0x80000000..0x800002d8, over the firmware at 0x80000000..0x8004b000; expected a kernel linked at or above 0x80200000`]);
+    // The same kernel after the builtin SBI (which takes no RAM) is fine.
+    expect(parseVmDefinition(`name: a\nmemory: 16MiB\nboot:\n  firmware: builtin\n  kernel: ${HELLO}\n`, 'vm.yaml', dir).boot.kernel).toBe(HELLO);
+  });
+
+  it('refuses an initrd, device tree or cmdline that does not fit, naming the memory that would', () => {
+    expect(errorsOf(`name: a\nmemory: 4MiB\nboot:\n  kernel: ${HELLO}\n  initrd: rd.bin\n`)).toEqual([
+      `vm.yaml:5:11: boot.initrd: "${join(dir, 'rd.bin')}" is 3MiB; loaded at 0x80200000 it needs RAM up to 0x80500000, but the 4MiB of memory end at 0x80400000; expected more memory: or a smaller initrd`]);
+    const [m] = errorsOf(`name: a\nmemory: 2MiB\nboot:\n  kernel: ${HELLO}\n`);
+    expect(m).toMatch(/^vm\.yaml:2:9: memory: no room for the device tree \(\d+ bytes, 0 of them the cmdline\): it goes at a 2MiB boundary below the end of the 2MiB of memory \(0x80200000\) and above the kernel \(which ends at 0x800002d8\); expected memory: of at least 3MiB$/);
+    const [c] = errorsOf(`name: a\nmemory: 4MiB\nboot:\n  kernel: ${HELLO}\n  cmdline: "${'x'.repeat(3_000_000)}"\n`);
+    expect(c).toMatch(/^vm\.yaml:5:12: boot\.cmdline: no room for the device tree \(\d+ bytes, 3000000 of them the cmdline\).*; expected a shorter cmdline or memory: of at least 5MiB$/);
+    // What the messages suggest works.
+    expect(parseVmDefinition(`name: a\nmemory: 3MiB\nboot:\n  kernel: ${HELLO}\n`, 'vm.yaml', dir).memoryBytes).toBe(3 * 1024 * 1024);
+    expect(parseVmDefinition(`name: a\nmemory: 5MiB\nboot:\n  kernel: ${HELLO}\n  cmdline: "${'x'.repeat(3_000_000)}"\n`, 'vm.yaml', dir).memoryBytes).toBe(5 * 1024 * 1024);
+  });
+});

@@ -23,6 +23,13 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
     return f;
   };
   const kernel = join(DEMO, 'hello.elf');
+  // Boot images the board would refuse at start (they used to be created, then fail `start` with exit 1).
+  const elf32 = Buffer.alloc(64);
+  elf32.set([0x7f, 0x45, 0x4c, 0x46, 1, 1, 1]);
+  writeFileSync(join(h.home, 'elf32.elf'), elf32);
+  writeFileSync(join(h.home, 'fw.bin'), Buffer.alloc(300 * 1024, 0x13));
+  writeFileSync(join(h.home, 'rd.bin'), Buffer.alloc(3 * 1024 * 1024, 1));
+  writeFileSync(join(h.home, 'empty.elf'), '');
 
   it('accepts the example file and the demo', async () => {
     const r = await h.run(['validate', '-f', 'vm-config.example.yaml']);
@@ -44,6 +51,12 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
     ['missing kernel file', 'name: a\nboot:\n  kernel: ./no-such.elf\n', /:3:11: boot.kernel: file ".*no-such\.elf" does not exist$/],
     ['bad duration', `name: a\nboot:\n  kernel: ${kernel}\nshutdown:\n  timeout: forever\n`, /:5:12: shutdown.timeout: found "forever"; expected a duration/],
     ['YAML syntax', 'name: a\nboot: {kernel: x\n', /:\d+:\d+: YAML syntax: /],
+    ['a list instead of a mapping', '- name: a\n', /:1:1: the top level: found a list; expected a mapping with keys name, /],
+    ['an alias without anchor', `name: a\nboot:\n  kernel: ${kernel}\n  cmdline: *args\n`, /:4:12: alias \*args refers to no anchor; expected &args on a value above it$/],
+    ['an empty kernel', `name: a\nboot:\n  kernel: ${join(h.home, 'empty.elf')}\n`, /:3:11: boot.kernel: ".*empty\.elf" is empty \(0 bytes\); expected a kernel/],
+    ['a 32-bit ELF kernel', `name: a\nboot:\n  kernel: ${join(h.home, 'elf32.elf')}\n`, /:3:11: boot.kernel: .*elf32\.elf: not a 64-bit ELF \(EI_CLASS != ELFCLASS64\)$/],
+    ['a kernel over the firmware', `name: a\nboot:\n  firmware: ${join(h.home, 'fw.bin')}\n  kernel: ${kernel}\n`, /:4:11: boot.kernel: ".*hello\.elf" loads at 0x80000000\.\.0x[0-9a-f]+, over the firmware at 0x80000000\.\.0x8004b000; expected a kernel linked at or above 0x80200000$/],
+    ['an initrd that does not fit', `name: a\nmemory: 4MiB\nboot:\n  kernel: ${kernel}\n  initrd: ${join(h.home, 'rd.bin')}\n`, /:5:11: boot.initrd: ".*rd\.bin" is 3MiB; loaded at 0x80200000 it needs RAM up to 0x80500000, but the 4MiB of memory end at 0x80400000; expected more memory: or a smaller initrd$/],
   ])('%s', async (_what, text, re) => {
     const f = file('bad.yaml', text);
     const r = await h.run(['validate', '-f', f]);
@@ -54,6 +67,7 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
     const c = await h.run(['create', '-f', f]);
     expect(c.code).toBe(2);
     expect(c.stderr.trim()).toMatch(re);
+    expect(JSON.parse((await h.run(['list', '--json'])).stdout).map((v: { name: string }) => v.name)).not.toContain('a');
   });
 
   it('names every problem of a file, in order', async () => {

@@ -1,0 +1,100 @@
+// Checks a VM's boot images the way the board will load them, so that a kernel the board would
+// refuse at `start` (a 32-bit or non-RISC-V ELF, segments outside RAM or over the firmware, an
+// initrd that does not fit) is refused by `validate` and `create`, at the YAML key that names it.
+//
+// The images go through the board's own loader (src/board/loader.ts) into a scratch GuestRam of
+// the VM's size: chunks are allocated only where something is written, so this costs about the
+// size of the images. Where things go mirrors VirtMachine.load (src/board/virt.ts), which follows
+// QEMU's hw/riscv/boot.c: firmware at DRAM base, the kernel at the first 2 MiB boundary after it
+// (0x80200000 with OpenSBI or the builtin SBI, DRAM base without firmware), the initrd at
+// kernel + min(RAM/2, 128 MiB), the device tree (with the cmdline in /chosen/bootargs) in the
+// last 2 MiB aligned block below the top of RAM, above kernel and initrd.
+
+import { readFileSync, statSync } from 'node:fs';
+import { buildDeviceTree } from '../board/device-tree.js';
+import { loadImage, LoadError, type LoadedImage } from '../board/loader.js';
+import type { FirmwareSpec } from '../board/machine-types.js';
+import { DRAM_BASE, KERNEL_BASE_WITH_FIRMWARE } from '../board/memory-map.js';
+import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
+import { formatSize } from './units.js';
+
+const MiB = 1024 * 1024;
+
+export interface BootImageProblem {
+  readonly key: 'boot.firmware' | 'boot.kernel' | 'boot.initrd' | 'boot.cmdline' | 'memory';
+  readonly message: string;
+}
+
+const hex = (n: number): string => `0x${n.toString(16)}`;
+
+export function bootImageProblems(boot: { firmware: FirmwareSpec; kernel?: string; initrd?: string; cmdline: string }, memoryBytes: number, cpus: number): BootImageProblem[] {
+  const problems: BootImageProblem[] = [];
+  const ramEnd = DRAM_BASE + memoryBytes;
+  const ram = new GuestRam(DRAM_BASE, Math.ceil(memoryBytes / CHUNK_SIZE) * CHUNK_SIZE);
+
+  const load = (key: 'boot.firmware' | 'boot.kernel', path: string, at: number): LoadedImage | null => {
+    const size = statSync(path).size;
+    if (size > memoryBytes) {
+      problems.push({ key, message: `${key}: ${JSON.stringify(path)} is ${formatSize(size)}, more than the ${formatSize(memoryBytes)} of memory; expected a larger memory: or a smaller image` });
+      return null;
+    }
+    try {
+      const img = loadImage(ram, path, new Uint8Array(readFileSync(path)), at);
+      if (img.end > ramEnd) {
+        problems.push({ key, message: `${key}: ${JSON.stringify(path)} needs RAM up to ${hex(img.end)}, but the ${formatSize(memoryBytes)} of memory end at ${hex(ramEnd)}; expected memory: of at least ${formatSize(Math.ceil((img.end - DRAM_BASE) / MiB) * MiB)}` });
+        return null;
+      }
+      return img;
+    } catch (e) {
+      if (!(e instanceof LoadError)) throw e;
+      // LoadError's message starts with the path already.
+      problems.push({ key, message: `${key}: ${e.message}` });
+      return null;
+    }
+  };
+
+  let firmware: LoadedImage | null = null;
+  if (boot.firmware.kind === 'file') firmware = load('boot.firmware', boot.firmware.path, DRAM_BASE);
+
+  let kernel: LoadedImage | null = null;
+  if (boot.kernel !== undefined) {
+    const at = boot.firmware.kind === 'none' ? DRAM_BASE
+      : boot.firmware.kind === 'builtin' || firmware === null ? KERNEL_BASE_WITH_FIRMWARE
+      : Math.max(KERNEL_BASE_WITH_FIRMWARE, Math.ceil(firmware.end / (2 * MiB)) * 2 * MiB);
+    kernel = load('boot.kernel', boot.kernel, at);
+    // The board loads the firmware first and the kernel over it: the firmware would be corrupt.
+    if (kernel && firmware && kernel.start < firmware.end && firmware.start < kernel.end) {
+      problems.push({ key: 'boot.kernel', message: `boot.kernel: ${JSON.stringify(boot.kernel)} loads at ${hex(kernel.start)}..${hex(kernel.end)}, over the firmware at ${hex(firmware.start)}..${hex(firmware.end)}; expected a kernel linked at or above ${hex(Math.max(KERNEL_BASE_WITH_FIRMWARE, Math.ceil(firmware.end / (2 * MiB)) * 2 * MiB))}` });
+    }
+  }
+
+  let initrd: { start: number; end: number } | undefined;
+  if (boot.initrd !== undefined && kernel) {
+    const size = statSync(boot.initrd).size;
+    const start = kernel.entry + Math.min(memoryBytes / 2, 128 * MiB);
+    if (start + size > ramEnd) {
+      problems.push({ key: 'boot.initrd', message: `boot.initrd: ${JSON.stringify(boot.initrd)} is ${formatSize(size)}; loaded at ${hex(start)} it needs RAM up to ${hex(start + size)}, but the ${formatSize(memoryBytes)} of memory end at ${hex(ramEnd)}; expected more memory: or a smaller initrd` });
+      return problems;
+    }
+    initrd = { start, end: start + size };
+  }
+
+  if (problems.length > 0) return problems;
+  const below = initrd?.end ?? kernel?.end ?? firmware?.end ?? DRAM_BASE;
+  const top = Math.min(ramEnd, 3 * 1024 * MiB);
+  const fits = (dtbBytes: number): boolean => {
+    const fdtAddr = Math.floor((top - dtbBytes) / (2 * MiB)) * 2 * MiB;
+    return fdtAddr >= DRAM_BASE && fdtAddr >= below;
+  };
+  const dtbBytes = buildDeviceTree({ cpus, memoryBytes, bootargs: boot.cmdline, initrd }).length;
+  if (!fits(dtbBytes)) {
+    const what = initrd ? 'the initrd' : kernel ? 'the kernel' : 'the firmware';
+    // Blame the cmdline when the tree would fit without it.
+    const key = boot.cmdline !== '' && fits(buildDeviceTree({ cpus, memoryBytes, initrd }).length) ? 'boot.cmdline' : 'memory';
+    const need = Math.ceil((Math.ceil((below - DRAM_BASE) / (2 * MiB)) * 2 * MiB + dtbBytes) / MiB) * MiB;
+    problems.push({ key, message: `${key}: no room for the device tree (${dtbBytes} bytes, ${Buffer.byteLength(boot.cmdline)} of them the cmdline): ` +
+      `it goes at a 2MiB boundary below the end of the ${formatSize(memoryBytes)} of memory (${hex(ramEnd)}) and above ${what} (which ends at ${hex(below)}); ` +
+      `expected ${key === 'boot.cmdline' ? 'a shorter cmdline or ' : ''}memory: of at least ${formatSize(need)}` });
+  }
+  return problems;
+}
