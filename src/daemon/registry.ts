@@ -2,7 +2,7 @@
 // VMs that were active when the previous daemon died are marked `aborted`.
 
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { DiskError } from '../disk/errors.js';
 import { readDiskLocks } from '../disk/lock.js';
 import { deleteCreatedDisks, prepareDisks } from '../disk/prepare.js';
@@ -14,6 +14,8 @@ import { VmInstance, type InstanceEnv, type PersistedState } from './vm-instance
 
 export class Registry {
   readonly vms = new Map<string, VmInstance>();
+  /** VM folders found at start-up that could not be loaded, and why: kept as they are. */
+  readonly unloadable = new Map<string, string>();
 
   constructor(
     private readonly paths: HomePaths,
@@ -51,6 +53,7 @@ export class Registry {
         this.onAdded(vm);
       } catch (e) {
         this.env.log(`skipping ${dir}: ${(e as Error).message}`);
+        this.unloadable.set(name, (e as Error).message);
       }
     }
   }
@@ -66,6 +69,13 @@ export class Registry {
     const def = parseVmDefinition(text, file, dirname(file), { nameOverride });
     if (this.vms.has(def.name)) throw new ProtocolFailure('AlreadyExists', `a VM named ${JSON.stringify(def.name)} already exists`);
     const dir = vmDir(this.paths, def.name);
+    // A folder without state.json is an interrupted create; one with it is a VM this daemon could
+    // not load (a damaged vm.yaml or state.json): its serial log and the record of the disks it
+    // created must not be wiped by a new VM that happens to take its name.
+    if (existsSync(join(dir, 'state.json'))) {
+      const why = this.unloadable.get(def.name) ?? 'it appeared after the daemon started';
+      throw new ProtocolFailure('AlreadyExists', `a VM named ${JSON.stringify(def.name)} is stored in ${dir} but could not be loaded (${why.split('\n')[0]}); repair or remove that folder, or choose another name (--name)`);
+    }
     if (existsSync(dir)) rmSync(dir, { recursive: true, force: true }); // an interrupted create
     mkdirSync(dir, { mode: 0o700 });
     let created: string[] = [];

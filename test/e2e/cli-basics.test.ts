@@ -217,6 +217,25 @@ describe('the daemon', () => {
     expect(readFileSync(file, 'utf8')).toBe('keep me\n');
   });
 
+  it('keeps a stored VM it cannot load: create with its name is refused and wipes nothing', async () => {
+    const h = newHome();
+    const f = join(h.home, 'keep.yaml');
+    writeFileSync(f, `name: keep\nmemory: 16MiB\nboot:\n  kernel: ${join(DEMO, 'hello.elf')}\n`);
+    expect((await h.run(['create', '-f', f])).code).toBe(0);
+    expect((await h.run(['daemon', 'stop'])).code).toBe(0);
+    const dir = join(h.home, 'vms', 'keep');
+    writeFileSync(join(dir, 'serial.log'), 'the only copy of last boot\'s console\n');
+    writeFileSync(join(dir, 'vm.yaml'), `${readFileSync(join(dir, 'vm.yaml'), 'utf8')}damage: [\n`);
+    const before = ['vm.yaml', 'state.json', 'serial.log'].map((n) => readFileSync(join(dir, n), 'utf8'));
+    expect(JSON.parse((await h.run(['list', '--json'])).stdout)).toEqual([]);
+    const c = await h.run(['create', '-f', f]);
+    expect(c.code, c.stderr).toBe(1);
+    expect(c.stderr).toContain(`a VM named "keep" is stored in ${dir} but could not be loaded (${dir}/vm.yaml:`);
+    expect(c.stderr).toContain('repair or remove that folder, or choose another name (--name)');
+    expect(['vm.yaml', 'state.json', 'serial.log'].map((n) => readFileSync(join(dir, n), 'utf8'))).toEqual(before);
+    expect((await h.run(['create', '-f', f, '--name', 'keep2'])).code).toBe(0);
+  });
+
   it('starts exactly one daemon when several commands auto-start it at once', async () => {
     const h = newHome();
     const results = await Promise.all(Array.from({ length: 5 }, () => h.run(['list', '--json'])));
