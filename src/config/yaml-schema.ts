@@ -49,7 +49,12 @@ export class SchemaReader {
     for (const e of this.doc.errors) {
       const pos = e.linePos?.[0] ?? { line: 1, col: 1 };
       // The yaml package appends a code excerpt after the first line; keep only the sentence.
-      const msg = e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+      let msg = e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+      // The parser does not say which key; it points at the second one.
+      if (e.code === 'DUPLICATE_KEY') {
+        const key = /^[^:,{}\n]*/.exec(text.slice(e.pos[0]))![0].trim().replace(/^(["'])(.*)\1$/, '$2');
+        if (key !== '') msg += ` ("${key}" is given twice; expected each key once)`;
+      }
       this.errors.push(new ConfigError({ file, line: pos.line, col: pos.col }, `YAML syntax: ${msg}`));
     }
     // The parser accepts `*name` without a matching `&name` (only converting to JS would fail).

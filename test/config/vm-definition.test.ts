@@ -83,6 +83,7 @@ describe('VM definition', () => {
   it('reports YAML syntax errors and duplicate keys with their position', () => {
     expect(errorsOf('name: a\nboot: [1, 2\n')[0]).toMatch(/^vm\.yaml:\d+:\d+: YAML syntax: /);
     expect(errorsOf('name: a\nname: b\nboot:\n  kernel: k.elf\n')[0]).toMatch(/^vm\.yaml:2:1: YAML syntax: Map keys must be unique/);
+    expect(errorsOf('name: a\nboot: {kernel: k.elf, "kernel": k.elf}\n')).toEqual(['vm.yaml:2:23: YAML syntax: Map keys must be unique ("kernel" is given twice; expected each key once)']);
   });
 
   it('lists every problem in source order', () => {
