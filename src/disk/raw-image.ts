@@ -67,7 +67,7 @@ export function createRawImage(path: string, sizeBytes: number): void {
 function sizeError(path: string, sizeBytes: number, e: unknown): DiskError {
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'EFBIG' || code === 'EINVAL') {
-    return new DiskError('INVALID', `${path}: a file of ${formatSize(sizeBytes)} (${sizeBytes} bytes) does not fit on this file system or within the file size limit (${code}); expected a smaller --size`);
+    return new DiskError('INVALID', `${path}: a file of ${formatSize(sizeBytes)} (${sizeBytes} bytes) does not fit on this file system or within the file size limit (${code}); expected a smaller size`);
   }
   return new DiskError('IO', `cannot set the size of ${path} to ${sizeBytes} bytes: ${(e as Error).message}`);
 }
