@@ -26,7 +26,7 @@
 //   A stale reader file is simply removed: its name is its dead owner's alone.
 
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { hostname } from 'node:os';
 import { DiskError } from './errors.js';
@@ -60,6 +60,19 @@ function nowUs(): number {
 
 function takenAt(c: LockFileContent): number {
   return typeof c.takenAtUs === 'number' ? c.takenAtUs : Date.parse(c.since) * 1000 || 0;
+}
+
+/**
+ * The image's own path: locks belong to the file, not to the name a VM reached it by. Without
+ * this, a VM naming a symlink to an image (or a path through a symlinked folder) took a lock
+ * next to the link, and two VMs wrote the same image at once. (Hard links are not detected.)
+ */
+export function canonicalImagePath(imagePath: string): string {
+  try {
+    return realpathSync(imagePath);
+  } catch {
+    try { return join(realpathSync(dirname(imagePath)), basename(imagePath)); } catch { return imagePath; }
+  }
 }
 
 /** The writer's lock file. */
@@ -166,7 +179,8 @@ function readers(imagePath: string, removeStale: boolean): Readers {
 }
 
 /** Who uses the image: the live writer, or the live readers (oldest first); [] when nobody. */
-export function readDiskLocks(imagePath: string): DiskLockHolder[] {
+export function readDiskLocks(path: string): DiskLockHolder[] {
+  const imagePath = canonicalImagePath(path);
   const out: DiskLockHolder[] = [];
   const c = readLockFile(lockPathFor(imagePath));
   if (c !== null && c !== 'unreadable' && isAlive(c)) out.push(holderOf(c, false));
@@ -194,7 +208,8 @@ export class DiskLock {
    * Takes the image's lock for VM `vm` of the daemon at `home`: shared with other readers when
    * `readonly`, otherwise exclusive. Throws DiskError IN_USE naming the VMs in the way.
    */
-  static acquire(imagePath: string, vm: string, home: string, readonly = false): DiskLock {
+  static acquire(path: string, vm: string, home: string, readonly = false): DiskLock {
+    const imagePath = canonicalImagePath(path);
     const lockPath = lockPathFor(imagePath);
     const nonce = randomBytes(12).toString('hex');
     const content: LockFileContent = {
@@ -328,7 +343,8 @@ export function acquireDiskLocks(disks: readonly DiskUse[], vm: string, home: st
 }
 
 /** Removes the image's lock files whose holders are gone (when the image itself is deleted). */
-export function removeStaleLocks(imagePath: string): void {
+export function removeStaleLocks(path: string): void {
+  const imagePath = canonicalImagePath(path);
   const lockPath = lockPathFor(imagePath);
   const c = readLockFile(lockPath);
   if (c === 'unreadable') try { unlinkSync(lockPath); } catch { /* gone */ }

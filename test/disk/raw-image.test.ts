@@ -1,7 +1,7 @@
 // Sparse raw images, their locks and what create/delete do to a VM's disks, on real files.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -163,6 +163,26 @@ describe('disk locks', () => {
     const b = DiskLock.acquire(path, 'beta', '/homeB');
     expect(readDiskLock(path)?.vm).toBe('beta');
     b.release();
+  });
+
+  it('an image reached through a symlink, or through a symlinked folder, has the same lock', () => {
+    const path = join(dir, 'real.img');
+    createRawImage(path, MiB);
+    symlinkSync('real.img', join(dir, 'link.img'));
+    mkdirSync(join(dir, 'sub'));
+    symlinkSync(dir, join(dir, 'sub', 'up'));
+    const a = DiskLock.acquire(path, 'alpha', '/homeA');
+    for (const other of [join(dir, 'link.img'), join(dir, 'sub', 'up', 'real.img'), join(dir, 'sub', '..', 'link.img')]) {
+      expect(() => DiskLock.acquire(other, 'beta', '/homeB')).toThrow(/in use by VM alpha/);
+      expect(() => DiskLock.acquire(other, 'beta', '/homeB', true)).toThrow(/in use read-write by VM alpha/);
+      expect(readDiskLocks(other).map((h) => h.vm)).toEqual(['alpha']);
+      expect(imageInfo(other).usedBy.map((u) => u.vm)).toEqual(['alpha']);
+    }
+    a.release();
+    const r = DiskLock.acquire(join(dir, 'link.img'), 'reader', '/homeB', true);
+    expect(() => DiskLock.acquire(path, 'writer', '/homeA')).toThrow(/in use read-only by VM reader/);
+    r.release();
+    expect(readdirSync(dir).filter((n) => n.startsWith('link.img.lock'))).toEqual([]);
   });
 
   it('a lock left by a dead process on this host is stale and taken over', () => {
