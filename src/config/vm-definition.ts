@@ -2,8 +2,8 @@
 // Parsing resolves relative paths against the file's folder, so a stored definition is
 // position-independent: every path in it is absolute.
 
-import { existsSync, statSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { existsSync, realpathSync, statSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { isScalar, isSeq, stringify, type Node, type Pair } from 'yaml';
 import type { FirmwareSpec } from '../board/machine-types.js';
 import { ConfigError, ConfigErrors } from './errors.js';
@@ -204,6 +204,8 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
   }
 
   // disks
+  const bootFiles: [string, string][] = [['boot.kernel', kernel], ['boot.initrd', initrd], ['boot.firmware', firmware.kind === 'file' ? firmware.path : undefined]]
+    .filter((e): e is [string, string] => e[1] !== undefined);
   const disks: DiskDefinition[] = [];
   const dp = top.get('disks');
   if (dp && !(isScalar(dp.value) && dp.value.value === null)) {
@@ -251,8 +253,13 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
         if (seenNames.has(dname)) r.fail(np?.value ?? item, `${where}.name: "${dname}" is already used by another disk`);
         seenNames.add(dname);
         if (path !== undefined && pp) {
-          if (seenPaths.has(path)) r.fail(pp.value, `${where}.path: ${JSON.stringify(path)} is already attached as another disk`, pp.key);
-          seenPaths.add(path);
+          // The same file under two names (a symlink) is still the same disk.
+          const real = opts.skipFileChecks ? path : realPath(path);
+          if (seenPaths.has(real)) r.fail(pp.value, `${where}.path: ${JSON.stringify(path)}${real !== path ? ` (${JSON.stringify(real)})` : ''} is already attached as another disk`, pp.key);
+          seenPaths.add(real);
+          // A guest that can write its own kernel, firmware or initrd corrupts the next boot.
+          const image = !ro && !opts.skipFileChecks ? bootFiles.find(([, f]) => realPath(f) === real) : undefined;
+          if (image) r.fail(pp.value, `${where}.path: ${JSON.stringify(path)} is also ${image[0]}; the guest would write over it; expected another file, or readonly: true`, pp.key);
           if (!opts.skipFileChecks) {
             if (!existsSync(path)) {
               if (sizeBytes === undefined && !sp) r.fail(pp.value, `${where}.path: file ${JSON.stringify(path)} does not exist; give ${where}.size to have vmctl create it`, pp.key);
@@ -309,6 +316,15 @@ export function serializeVmDefinition(d: VmDefinition): string {
   if (d.shutdown.timeoutMs !== undefined) sh.timeout = `${d.shutdown.timeoutMs}ms`;
   if (Object.keys(sh).length > 0) out.shutdown = sh;
   return `# Stored by vmctl; paths are absolute.\n${stringify(out)}`;
+}
+
+/** The path with symlinks resolved (the folder's, for a file not created yet). */
+function realPath(p: string): string {
+  try {
+    return realpathSync(p);
+  } catch {
+    try { return join(realpathSync(dirname(p)), basename(p)); } catch { return p; }
+  }
 }
 
 function scalar(node: Node | null | undefined): unknown {

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -135,6 +135,15 @@ describe('VM definition', () => {
     writeFileSync(join(dir, 'empty.bin'), '');
     expect(errorsOf('name: a\nboot:\n  kernel: empty.bin\n')).toEqual([`vm.yaml:3:11: boot.kernel: "${join(dir, 'empty.bin')}" is empty (0 bytes); expected a kernel (ELF, Linux Image or raw binary)`]);
     expect(errorsOf('name: a\nboot:\n  firmware: empty.bin\n')).toEqual([`vm.yaml:3:13: boot.firmware: "${join(dir, 'empty.bin')}" is empty (0 bytes); expected a firmware binary (ELF or raw)`]);
+  });
+
+  it('sees one image under two names (a symlink) as the same disk, and refuses a writable disk that is a boot image', () => {
+    symlinkSync('disk.img', join(dir, 'disk-link.img'));
+    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\ndisks:\n  - path: disk.img\n  - path: disk-link.img\n')).toEqual([
+      `vm.yaml:6:11: disks[1].path: "${join(dir, 'disk-link.img')}" ("${join(dir, 'disk.img')}") is already attached as another disk`]);
+    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\ndisks:\n  - path: k.elf\n')).toEqual([
+      `vm.yaml:5:11: disks[0].path: "${join(dir, 'k.elf')}" is also boot.kernel; the guest would write over it; expected another file, or readonly: true`]);
+    expect(parseVmDefinition('name: a\nboot:\n  kernel: k.elf\ndisks:\n  - {path: k.elf, readonly: true}\n', 'vm.yaml', dir).disks[0].readonly).toBe(true);
   });
 
   it('reads a name YAML would take for a number as the name written', () => {
