@@ -51,6 +51,8 @@ export class SchemaReader {
       // The yaml package appends a code excerpt after the first line; keep only the sentence.
       let msg = e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
       // The parser does not say which key; it points at the second one.
+      // Library advice ("use YAML.parseAllDocuments()") means nothing to the person writing the file.
+      if (e.code === 'MULTIPLE_DOCS') msg = 'the file holds more than one YAML document (a second ---); expected one VM definition per file';
       if (e.code === 'DUPLICATE_KEY') {
         const key = /^[^:,{}\n]*/.exec(text.slice(e.pos[0]))![0].trim().replace(/^(["'])(.*)\1$/, '$2');
         if (key !== '') msg += ` ("${key}" is given twice; expected each key once)`;
@@ -91,14 +93,15 @@ export class SchemaReader {
   mapping(node: unknown, where: string, allowed: readonly string[], parentKey?: Node | null): Map<string, Pair<Node, Node | null>> | null {
     const out = new Map<string, Pair<Node, Node | null>>();
     const map = this.resolve(node);
+    const label = where === '' ? 'the top level' : where;
     if (!isMap(map)) {
-      this.fail(map, `${where === '' ? 'the top level' : where}: found ${describe(map)}; expected a mapping with keys ${allowed.join(', ')}`, parentKey);
+      this.fail(map, `${label}: found ${describe(map)}; expected a mapping with keys ${allowed.join(', ')}`, parentKey);
       return null;
     }
     for (const pair of this.pairs(map, new Set())) {
       const key = pair.key;
       if (!isScalar(key) || typeof key.value !== 'string') {
-        this.fail(key, `${where}: key ${describe(key)} is not a plain name; expected one of ${allowed.join(', ')}`, node as Node);
+        this.fail(key, `${label}: key ${describe(key)} is not a plain name; expected one of ${allowed.join(', ')}`, node as Node);
         continue;
       }
       if (!allowed.includes(key.value)) {

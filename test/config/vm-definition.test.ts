@@ -103,6 +103,8 @@ describe('VM definition', () => {
   it('names the top level when the file holds a list or a scalar instead of a mapping', () => {
     expect(errorsOf('- a\n- b\n')).toEqual(['vm.yaml:1:1: the top level: found a list; expected a mapping with keys name, cpus, memory, boot, disks, shutdown']);
     expect(errorsOf('hello\n')).toEqual(['vm.yaml:1:1: the top level: found "hello"; expected a mapping with keys name, cpus, memory, boot, disks, shutdown']);
+    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\n? [a, b]\n: c\n')).toEqual(['vm.yaml:4:3: the top level: key a list is not a plain name; expected one of name, cpus, memory, boot, disks, shutdown']);
+    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\n---\nname: b\n')).toEqual(['vm.yaml:4:1: YAML syntax: the file holds more than one YAML document (a second ---); expected one VM definition per file']);
   });
 
   it('resolves aliases and YAML merge keys (own keys win), and reports an alias without an anchor', () => {
