@@ -21,6 +21,14 @@ export function parseSize(text: string | number): number | null {
   return Number.isSafeInteger(n) ? n : null;
 }
 
+/** True when `text` is spelled as a size ("128MiB", "99999999TiB") even if parseSize refuses it
+ *  for being too large to count exactly: then the complaint is the range, not the spelling. */
+export function looksLikeSize(text: string | number): boolean {
+  if (typeof text === 'number') return Number.isInteger(text) && text >= 0;
+  const m = /^\s*\d+\s*([A-Za-z]*)\s*$/.exec(text);
+  return m !== null && SIZE_UNITS[m[1] === '' ? 'B' : m[1].toUpperCase()] !== undefined;
+}
+
 /** The shortest exact binary spelling: 134217728 -> "128MiB", 1000 -> "1000B". */
 export function formatSize(bytes: number): string {
   for (const [unit, mult] of [['TiB', 1024 ** 4], ['GiB', 1024 ** 3], ['MiB', 1024 ** 2], ['KiB', 1024]] as const) {

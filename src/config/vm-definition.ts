@@ -8,7 +8,7 @@ import { isScalar, isSeq, stringify, type Node, type Pair } from 'yaml';
 import type { FirmwareSpec } from '../board/machine-types.js';
 import { ConfigError, ConfigErrors } from './errors.js';
 import { describe, readYamlFile, SchemaReader } from './yaml-schema.js';
-import { formatSize, parseDuration, parseSize } from './units.js';
+import { formatSize, looksLikeSize, parseDuration, parseSize } from './units.js';
 import { bootImageProblems } from './boot-images.js';
 
 export const VM_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -130,7 +130,8 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
     const v = scalar(mp.value);
     const n = typeof v === 'string' || typeof v === 'number' ? parseSize(v) : null;
     memoryOk = false;
-    if (n === null) r.fail(mp.value, `memory: found ${describe(mp.value)}; expected a size like 128MiB (units B, KiB, MiB, GiB)`, mp.key);
+    if (n === null && (typeof v === 'string' || typeof v === 'number') && looksLikeSize(v)) r.fail(mp.value, `memory: ${describe(mp.value)} is out of range; expected from ${formatSize(MIN_MEMORY)} to ${formatSize(MAX_MEMORY)}`, mp.key);
+    else if (n === null) r.fail(mp.value, `memory: found ${describe(mp.value)}; expected a size like 128MiB (units B, KiB, MiB, GiB)`, mp.key);
     else if (n < MIN_MEMORY || n > MAX_MEMORY) r.fail(mp.value, `memory: ${describe(mp.value)} is out of range; expected from ${formatSize(MIN_MEMORY)} to ${formatSize(MAX_MEMORY)}`, mp.key);
     else if (n % PAGE !== 0) r.fail(mp.value, `memory: ${describe(mp.value)} is not a multiple of 4KiB`, mp.key);
     else {
@@ -231,7 +232,9 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
         if (sp) {
           const v = scalar(sp.value);
           const n = typeof v === 'string' || typeof v === 'number' ? parseSize(v) : null;
-          if (n === null || n === 0) r.fail(sp.value, `${where}.size: found ${describe(sp.value)}; expected a size like 1GiB (units B, KiB, MiB, GiB)`, sp.key);
+          if (n === null && (typeof v === 'string' || typeof v === 'number') && looksLikeSize(v)) r.fail(sp.value, `${where}.size: ${describe(sp.value)} is too large; expected a size like 1GiB (less than 8192TiB)`, sp.key);
+          else if (n === 0) r.fail(sp.value, `${where}.size: ${describe(sp.value)} is empty; expected a size like 1GiB, at least 512 bytes`, sp.key);
+          else if (n === null) r.fail(sp.value, `${where}.size: found ${describe(sp.value)}; expected a size like 1GiB (units B, KiB, MiB, GiB)`, sp.key);
           else if (n % SECTOR !== 0) r.fail(sp.value, `${where}.size: ${describe(sp.value)} is not a multiple of 512 bytes (one sector)`, sp.key);
           else sizeBytes = n;
         }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatSize, parseDuration, parseSize } from '../../src/config/units.js';
+import { formatSize, looksLikeSize, parseDuration, parseSize } from '../../src/config/units.js';
 
 describe('sizes', () => {
   it('reads binary units, with and without the i', () => {
@@ -16,6 +16,12 @@ describe('sizes', () => {
     for (const bad of ['', 'MiB', '12 parsecs', '1.5GiB', '-1M', '1XiB', '0x10']) expect(parseSize(bad), bad).toBeNull();
     expect(parseSize(-5)).toBeNull();
     expect(parseSize(1.5)).toBeNull();
+  });
+  it('tells a size too large to count from what is not a size at all', () => {
+    expect(parseSize('99999999TiB')).toBeNull();
+    expect(looksLikeSize('99999999TiB')).toBe(true);
+    expect(looksLikeSize('99999999999999999999999GiB')).toBe(true);
+    for (const bad of ['', 'MiB', '12 parsecs', '1.5GiB', '-1M', '1XiB', '0x10', '16GiB+1']) expect(looksLikeSize(bad), bad).toBe(false);
   });
   it('formats the shortest exact binary unit', () => {
     expect(formatSize(128 * 1024 * 1024)).toBe('128MiB');

@@ -65,6 +65,10 @@ describe('VM definition', () => {
     expect(errorsOf('name: a\nmemory: 64GiB\nboot:\n  kernel: k.elf\n')[0]).toMatch(/^vm\.yaml:2:9: memory: "64GiB" is out of range/);
     expect(errorsOf('name: a\nmemory: 2047KiB\nboot:\n  kernel: k.elf\n')[0]).toMatch(/^vm\.yaml:2:9: memory: "2047KiB" is not a multiple of 4KiB/);
     expect(errorsOf('name: a\nboot:\n  kernel: k.elf\ndisks:\n  - path: n.img\n    size: 1000B\n')[0]).toMatch(/^vm\.yaml:6:11: disks\[0\]\.size: "1000B" is not a multiple of 512 bytes/);
+    // Spelled as sizes, but out of range: say so rather than "expected a size like 128MiB".
+    expect(errorsOf('name: a\nmemory: 99999999999999999999999GiB\nboot:\n  kernel: k.elf\n')).toEqual(['vm.yaml:2:9: memory: "99999999999999999999999GiB" is out of range; expected from 1MiB to 16GiB']);
+    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\ndisks:\n  - path: n.img\n    size: 99999TiB\n')).toEqual(['vm.yaml:6:11: disks[0].size: "99999TiB" is too large; expected a size like 1GiB (less than 8192TiB)']);
+    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\ndisks:\n  - path: n.img\n    size: 0\n')).toEqual(['vm.yaml:6:11: disks[0].size: 0 is empty; expected a size like 1GiB, at least 512 bytes']);
   });
 
   it('reports missing files with the resolved path', () => {

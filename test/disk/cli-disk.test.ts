@@ -59,6 +59,9 @@ describe('vmctl disk', () => {
     expect(text).toMatch(/virtual size: 10GiB \(10737418240 bytes\)/);
     await vmctl(['disk', 'create', img, '--size', '1GiB'], 1); // never overwrites
     await vmctl(['disk', 'create', join(h.home, 'odd.img'), '--size', '1000'], 2);
+    expect(await vmctl(['disk', 'create', join(h.home, 'odd.img'), '--size', '0'], 2)).toContain('--size: "0" is empty; expected e.g. 10GiB (at least 512 bytes)');
+    expect(await vmctl(['disk', 'create', join(h.home, 'odd.img'), '--size', '99999999TiB'], 2)).toContain('--size: "99999999TiB" is too large; expected e.g. 10GiB (less than 8192TiB)');
+    expect(await vmctl(['disk', 'resize', img, '--size', '5parsecs'], 2)).toContain('--size: "5parsecs" is not a size; expected e.g. 10GiB');
     expect(await vmctl(['disk', 'resize', img, '--size', '12GiB'])).toMatch(/10GiB -> 12GiB/);
     expect(await vmctl(['disk', 'resize', img, '--size', '1GiB'], 2)).toMatch(/--shrink/);
     expect(await vmctl(['disk', 'resize', img, '--size', '1GiB', '--shrink'])).toMatch(/12GiB -> 1GiB/);

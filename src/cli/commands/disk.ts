@@ -4,7 +4,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import Table from 'cli-table3';
-import { formatSize, humanSize, parseSize } from '../../config/units.js';
+import { formatSize, humanSize, looksLikeSize, parseSize } from '../../config/units.js';
 import { DiskError } from '../../disk/errors.js';
 import { createRawImage, imageInfo, resizeRawImage, type DiskImageInfo } from '../../disk/raw-image.js';
 import type { VmInfo } from '../../protocol/messages.js';
@@ -14,7 +14,9 @@ import { out, printJson } from '../output.js';
 
 function sizeArg(text: string): number {
   const n = parseSize(text);
-  if (n === null || n === 0) throw new CliError(EXIT.usage, `--size: ${JSON.stringify(text)} is not a size; expected e.g. 10GiB (units B, KiB, MiB, GiB, TiB)`);
+  if (n === null && looksLikeSize(text)) throw new CliError(EXIT.usage, `--size: ${JSON.stringify(text)} is too large; expected e.g. 10GiB (less than 8192TiB)`);
+  if (n === 0) throw new CliError(EXIT.usage, `--size: ${JSON.stringify(text)} is empty; expected e.g. 10GiB (at least 512 bytes)`);
+  if (n === null) throw new CliError(EXIT.usage, `--size: ${JSON.stringify(text)} is not a size; expected e.g. 10GiB (units B, KiB, MiB, GiB, TiB)`);
   if (n % 512 !== 0) throw new CliError(EXIT.usage, `--size: ${text} is not a multiple of 512 bytes (one sector)`);
   return n;
 }
