@@ -122,5 +122,7 @@ export function loadFlat(ram: GuestRam, path: string, b: Uint8Array, addr: numbe
 
 /** Loads a kernel or firmware file: ELF at its own addresses, anything else at `addr`. */
 export function loadImage(ram: GuestRam, path: string, bytes: Uint8Array, addr: number): LoadedImage {
+  // Loading nothing would leave the harts to run whatever RAM holds (zeros: an illegal-instruction loop).
+  if (bytes.length === 0) throw new LoadError(path, 'the file is empty (0 bytes)');
   return isElf(bytes) ? loadElf(ram, path, bytes) : loadFlat(ram, path, bytes, addr);
 }

@@ -273,6 +273,20 @@ describe('life cycle', () => {
     await ok(['delete', 'gone']);
   });
 
+  it('a kernel emptied since create fails to start, saying so (it used to boot zeros and spin)', async () => {
+    const k = join(h.home, 'emptied.elf');
+    writeFileSync(k, readFileSync(join(DEMO, 'hello.elf')));
+    const f = join(h.home, 'emptied.yaml');
+    writeFileSync(f, 'name: emptied\nmemory: 16MiB\nboot:\n  kernel: emptied.elf\n');
+    await ok(['create', '-f', f]);
+    writeFileSync(k, '');
+    const r = await h.run(['start', 'emptied']);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain(`VM emptied failed to start: cannot build the machine: ${k}: the file is empty (0 bytes)`);
+    expect((await info('emptied')).state).toBe('stopped');
+    await ok(['delete', 'emptied']);
+  });
+
   it('dtb writes the device tree', async () => {
     await ok(['create', '-f', yaml('demo')]);
     const out = join(h.home, 'demo.dtb');
