@@ -19,8 +19,10 @@ export class ConsoleText {
   private text = '';
 
   push(bytes: Uint8Array): void {
-    this.text += this.decoder.decode(bytes, { stream: true });
-    if (this.text.length > WINDOW_CHARS) this.text = this.text.slice(this.text.length - WINDOW_CHARS / 2);
+    const chunk = this.decoder.decode(bytes, { stream: true });
+    this.text += chunk;
+    // Keep the whole new chunk (plus context): a chunk larger than the window must still be tested.
+    if (this.text.length > WINDOW_CHARS) this.text = this.text.slice(Math.max(0, this.text.length - chunk.length - WINDOW_CHARS / 2));
   }
 
   test(re: RegExp): boolean {
