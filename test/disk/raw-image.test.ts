@@ -205,6 +205,9 @@ describe('disk locks', () => {
     const pid = Number(await new Promise<string>((res) => parent.stdout.once('data', (b: Buffer) => res(b.toString()))));
     writeFileSync(lockPathFor(path), JSON.stringify({ vm: 'old', pid, host: hostname(), home: '/old', nonce: 'z', procStart: null, since: '' }));
     expect(readDiskLock(path)?.vm).toBe('old');
+    // Kill only once sh has exec'd into `sleep 20`: sh itself reaps a finished background job
+    // between commands, and then there is no zombie (the test failed with ENOENT on /proc/PID/stat).
+    for (let i = 0; i < 250 && readFileSync(`/proc/${parent.pid}/cmdline`, 'utf8') !== 'sleep\x0020\x00'; i++) await new Promise((r) => setTimeout(r, 20));
     process.kill(pid, 'SIGKILL');
     for (let i = 0; i < 100 && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z '); i++) await new Promise((r) => setTimeout(r, 20));
     expect(() => process.kill(pid, 0)).not.toThrow(); // still "exists" for kill(2)
