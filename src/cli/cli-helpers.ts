@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigErrors } from '../config/errors.js';
 import { parseDuration } from '../config/units.js';
-import { loadVmDefinition, type VmDefinition } from '../config/vm-definition.js';
+import { loadVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
 import { CliError, EXIT } from './exit-codes.js';
 
 /** Parses a --timeout-style option; usage error (exit 2) when malformed. */
@@ -18,6 +18,10 @@ export function durationOption(text: string | undefined, option: string): number
 
 /** Loads and validates a VM file locally, so config errors never need a daemon. */
 export function loadDefinitionOrExit(file: string, nameOverride?: string): { def: VmDefinition; abs: string; text: string } {
+  // An option has no line and column: say which option (the schema would print "--name:1:1:").
+  if (nameOverride !== undefined && !VM_NAME_RE.test(nameOverride)) {
+    throw new CliError(EXIT.usage, `--name: ${JSON.stringify(nameOverride)} is not a valid VM name; expected letters, digits, ".", "_" or "-" (1..63 characters, starting with a letter or digit)`);
+  }
   const abs = resolve(file);
   try {
     const def = loadVmDefinition(file, { nameOverride });

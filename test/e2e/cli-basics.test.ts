@@ -70,6 +70,15 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
     expect(JSON.parse((await h.run(['list', '--json'])).stdout).map((v: { name: string }) => v.name)).not.toContain('a');
   });
 
+  it('a bad --name is reported as the option, with its value (not as "--name:1:1:")', async () => {
+    const f = file('named.yaml', `name: fine\nboot:\n  kernel: ${kernel}\n`);
+    for (const cmd of ['create', 'run']) {
+      const r = await h.run([cmd, '-f', f, '--name', 'bad name']);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toBe('vmctl: --name: "bad name" is not a valid VM name; expected letters, digits, ".", "_" or "-" (1..63 characters, starting with a letter or digit)\n');
+    }
+  });
+
   it('names every problem of a file, in order', async () => {
     const f = file('many.yaml', 'name: "bad name"\ncpus: 0\nmemory: 3GB\ncolour: red\nboot:\n  kernel: nope\n');
     const r = await h.run(['validate', '-f', f]);
