@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { alive, DEMO, sleep, until, VmctlHome, waitForOutput } from './harness.js';
+import { alive, BIN, DEMO, sleep, until, VmctlHome, waitForOutput } from './harness.js';
 
 const h = new VmctlHome();
 afterAll(() => h.cleanup());
@@ -293,6 +293,12 @@ describe('life cycle', () => {
     await ok(['dtb', 'demo', '-o', out]);
     const b = readFileSync(out);
     expect(b.readUInt32BE(0)).toBe(0xd00dfeed); // FDT magic (Devicetree spec 5.2)
+    // Without -o and with stdout not a terminal (`vmctl dtb demo > board.dtb`): the tree itself on
+    // stdout (it used to print "Wrote ... to demo.dtb" there and write, or replace, ./demo.dtb).
+    const piped = spawnSync(process.execPath, [BIN, 'dtb', 'demo'], { env: h.env(), cwd: h.home });
+    expect(piped.status).toBe(0);
+    expect(Buffer.compare(piped.stdout, b)).toBe(0);
+    expect(readFileSync(out)).toEqual(b);
     const dtc = spawnSync('dtc', ['-I', 'dtb', '-O', 'dts', out], { encoding: 'utf8' });
     if (dtc.status === 0) {
       // The VM's own settings are in it: 16 MiB of RAM at 0x80000000, one hart.

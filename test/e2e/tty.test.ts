@@ -2,6 +2,7 @@
 // raw-mode console with Ctrl-] to detach.
 
 import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BIN, DEMO, sleep, VmctlHome } from './harness.js';
@@ -11,11 +12,11 @@ const h = new VmctlHome();
 afterAll(() => h.cleanup());
 
 /** Runs vmctl on a pseudo-terminal; `keys` are typed with pauses in between. */
-async function onTty(args: string[], keys: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; out: string }> {
+async function onTty(args: string[], keys: string[] = [], env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<{ code: number | null; out: string }> {
   const cmd = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
   const e = h.env(env);
   if (!('NO_COLOR' in env)) delete e.NO_COLOR;
-  const child = spawn('script', ['-qec', cmd, '/dev/null'], { env: { ...e, TERM: 'xterm-256color' }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn('script', ['-qec', cmd, '/dev/null'], { env: { ...e, TERM: 'xterm-256color' }, stdio: ['pipe', 'pipe', 'pipe'], cwd });
   let out = '';
   child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
   child.stderr.on('data', (b: Buffer) => { out += b.toString(); });
@@ -30,6 +31,20 @@ async function onTty(args: string[], keys: string[] = [], env: NodeJS.ProcessEnv
 }
 
 describe.skipIf(!haveScript)('on a terminal', () => {
+  it('dtb writes NAME.dtb, and never replaces an existing one it was not told to', async () => {
+    expect((await h.run(['create', '-f', join(DEMO, 'demo.yaml'), '--name', 'dtbvm'])).code).toBe(0);
+    const r = await onTty(['dtb', 'dtbvm'], [], { NO_COLOR: '1' }, h.home);
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toMatch(/Wrote \d+ bytes of device tree to dtbvm\.dtb/);
+    expect(readFileSync(join(h.home, 'dtbvm.dtb')).readUInt32BE(0)).toBe(0xd00dfeed);
+    writeFileSync(join(h.home, 'dtbvm.dtb'), 'my own tree source\n');
+    const again = await onTty(['dtb', 'dtbvm'], [], { NO_COLOR: '1' }, h.home);
+    expect(again.code).toBe(1);
+    expect(again.out).toContain('dtbvm.dtb already exists; not replacing it (choose a file with -o FILE, or -o - for stdout)');
+    expect(readFileSync(join(h.home, 'dtbvm.dtb'), 'utf8')).toBe('my own tree source\n');
+    expect((await h.run(['delete', 'dtbvm'])).code).toBe(0);
+  });
+
   it('colours the table, unless NO_COLOR is set', async () => {
     expect((await h.run(['create', '-f', join(DEMO, 'echo.yaml')])).code).toBe(0);
     const coloured = await onTty(['list']);

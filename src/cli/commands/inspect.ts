@@ -7,6 +7,7 @@ import { humanDuration, humanSize } from '../../config/units.js';
 import type { VmInfo } from '../../protocol/messages.js';
 import { unb64 } from '../cli-helpers.js';
 import { connectDaemon } from '../daemon-link.js';
+import { CliError, EXIT } from '../exit-codes.js';
 import { out, printJson, stateColor } from '../output.js';
 
 export function register(program: Command): void {
@@ -71,17 +72,26 @@ export function register(program: Command): void {
   program
     .command('dtb <NAME>')
     .description("write the VM's flattened device tree (decompile with: dtc -I dtb -O dts)")
-    .option('-o, --output <FILE>', 'file to write ("-" for stdout)', '')
+    .option('-o, --output <FILE>', 'file to write ("-" for stdout; default: stdout when it is not a terminal, else NAME.dtb)', '')
     .action(async (name: string, o: { output: string }) => {
       const c = await connectDaemon();
       const r = await c.request<{ data: string }>('vm.dtb', { name });
       c.close();
       const bytes = unb64(r.data);
-      const file = o.output === '' ? `${name}.dtb` : o.output;
-      if (file === '-') process.stdout.write(bytes);
-      else {
-        writeFileSync(file, bytes);
-        process.stdout.write(`Wrote ${bytes.length} bytes of device tree to ${file}\n`);
+      // `vmctl dtb N > board.dtb` (as the README shows) must get the tree, not a sentence.
+      const file = o.output !== '' ? o.output : process.stdout.isTTY ? `${name}.dtb` : '-';
+      if (file === '-') {
+        process.stdout.write(bytes);
+        return;
       }
+      try {
+        // A file the user named with -o is theirs to replace; the default name never replaces one.
+        writeFileSync(file, bytes, { flag: o.output === '' ? 'wx' : 'w' });
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EEXIST') throw new CliError(EXIT.failed, `${file} already exists; not replacing it (choose a file with -o FILE, or -o - for stdout)`);
+        throw new CliError(EXIT.failed, `cannot write ${file}: ${(e as Error).message}`);
+      }
+      process.stdout.write(`Wrote ${bytes.length} bytes of device tree to ${file}\n`);
     });
 }
