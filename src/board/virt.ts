@@ -12,7 +12,7 @@
 //   none           the kernel (ELF at its own addresses, anything else at 0x80000000) starts in
 //                  M-mode through the boot ROM on every hart.
 // The device tree goes to the top 2 MiB-aligned spot below min(RAM end, 3 GiB), the initrd at
-// kernel + min(RAM/2, 128 MiB) (riscv_load_initrd).
+// kernel + min(RAM/2, 128 MiB) (riscv_load_initrd): see boot-layout.ts.
 
 import { readFileSync } from 'node:fs';
 import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
@@ -31,6 +31,7 @@ import type { MachineConfig, MachineHost, PowerEvent } from './machine-types.js'
 import { buildDeviceTree } from './device-tree.js';
 import { BootRom, buildBootRom } from './boot-rom.js';
 import { loadImage, LoadError, type LoadedImage } from './loader.js';
+import { fdtLoadAddress, initrdLoadAddress, kernelLoadAddress } from './boot-layout.js';
 import { Htif } from './htif.js';
 import { BuiltinSbi } from './sbi/builtin-sbi.js';
 import {
@@ -40,7 +41,6 @@ import {
 } from './memory-map.js';
 
 const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
 /** Instructions a hart runs before the next one gets its turn (and timers are re-checked). */
 const SLICE = 20_000;
 
@@ -145,11 +145,7 @@ export class VirtMachine {
     }
     let kernel: LoadedImage | null = null;
     if (cfg.kernelPath) {
-      // QEMU: the kernel goes at the first 2 MiB boundary after the firmware (RV64), which is
-      // 0x80200000 for OpenSBI and our builtin SBI; without firmware, at DRAM base.
-      const at = fw.kind === 'none' ? DRAM_BASE
-        : fw.kind === 'builtin' ? KERNEL_BASE_WITH_FIRMWARE
-        : Math.max(KERNEL_BASE_WITH_FIRMWARE, Math.ceil(firmwareEnd / (2 * MiB)) * 2 * MiB);
+      const at = kernelLoadAddress(fw.kind, firmwareEnd);
       kernel = loadImage(this.ram, cfg.kernelPath, read(cfg.kernelPath, 'kernel'), at);
       this.watchHtif(kernel);
     } else if (fw.kind !== 'file') {
@@ -168,9 +164,7 @@ export class VirtMachine {
     if (cfg.initrdPath) {
       if (!kernel) throw new LoadError(cfg.initrdPath, 'an initrd needs a kernel');
       const data = read(cfg.initrdPath, 'initrd');
-      // hw/riscv/boot.c riscv_load_initrd: far enough above the kernel that it is not
-      // overwritten when the kernel unpacks, low enough to be in the kernel's lowmem.
-      const start = kernel.entry + Math.min(cfg.memoryBytes / 2, 128 * MiB);
+      const start = initrdLoadAddress(kernel.entry, cfg.memoryBytes);
       if (start + data.length > DRAM_BASE + cfg.memoryBytes) {
         throw new LoadError(cfg.initrdPath, `initrd (${data.length} bytes) does not fit in RAM at 0x${start.toString(16)}`);
       }
@@ -179,10 +173,7 @@ export class VirtMachine {
     }
 
     const dtb = buildDeviceTree({ cpus: cfg.cpus, memoryBytes: cfg.memoryBytes, bootargs: cfg.cmdline, initrd });
-    // hw/riscv/boot.c riscv_load_fdt: top of RAM below 3 GiB, 2 MiB aligned.
-    const ramEnd = DRAM_BASE + cfg.memoryBytes;
-    const top = Math.min(ramEnd, 3 * GiB);
-    const fdtAddr = Math.floor((top - dtb.length) / (2 * MiB)) * 2 * MiB;
+    const fdtAddr = fdtLoadAddress(cfg.memoryBytes, dtb.length);
     if (fdtAddr < DRAM_BASE || (kernel && fdtAddr < kernel.end) || (initrd && fdtAddr < initrd.end)) {
       throw new LoadError('(config)', `not enough memory (${cfg.memoryBytes / MiB} MiB) for kernel, initrd and device tree`);
     }

@@ -4,17 +4,17 @@
 //
 // The images go through the board's own loader (src/board/loader.ts) into a scratch GuestRam of
 // the VM's size: chunks are allocated only where something is written, so this costs about the
-// size of the images. Where things go mirrors VirtMachine.load (src/board/virt.ts), which follows
-// QEMU's hw/riscv/boot.c: firmware at DRAM base, the kernel at the first 2 MiB boundary after it
-// (0x80200000 with OpenSBI or the builtin SBI, DRAM base without firmware), the initrd at
-// kernel + min(RAM/2, 128 MiB), the device tree (with the cmdline in /chosen/bootargs) in the
-// last 2 MiB aligned block below the top of RAM, above kernel and initrd.
+// size of the images. Images are placed by src/board/boot-layout.ts, as VirtMachine.load places
+// them (QEMU's hw/riscv/boot.c): firmware at DRAM base, then the kernel, the initrd, and the
+// device tree (with the cmdline in /chosen/bootargs) in the last 2 MiB aligned block below the
+// top of RAM, above kernel and initrd.
 
 import { readFileSync, statSync } from 'node:fs';
 import { buildDeviceTree } from '../board/device-tree.js';
 import { loadImage, LoadError, type LoadedImage } from '../board/loader.js';
 import type { FirmwareSpec } from '../board/machine-types.js';
-import { DRAM_BASE, KERNEL_BASE_WITH_FIRMWARE } from '../board/memory-map.js';
+import { DRAM_BASE } from '../board/memory-map.js';
+import { fdtLoadAddress, initrdLoadAddress, kernelLoadAddress } from '../board/boot-layout.js';
 import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
 import { formatSize } from './units.js';
 
@@ -58,20 +58,18 @@ export function bootImageProblems(boot: { firmware: FirmwareSpec; kernel?: strin
 
   let kernel: LoadedImage | null = null;
   if (boot.kernel !== undefined) {
-    const at = boot.firmware.kind === 'none' ? DRAM_BASE
-      : boot.firmware.kind === 'builtin' || firmware === null ? KERNEL_BASE_WITH_FIRMWARE
-      : Math.max(KERNEL_BASE_WITH_FIRMWARE, Math.ceil(firmware.end / (2 * MiB)) * 2 * MiB);
+    const at = kernelLoadAddress(boot.firmware.kind, firmware?.end ?? null);
     kernel = load('boot.kernel', boot.kernel, at);
     // The board loads the firmware first and the kernel over it: the firmware would be corrupt.
     if (kernel && firmware && kernel.start < firmware.end && firmware.start < kernel.end) {
-      problems.push({ key: 'boot.kernel', message: `boot.kernel: ${JSON.stringify(boot.kernel)} loads at ${hex(kernel.start)}..${hex(kernel.end)}, over the firmware at ${hex(firmware.start)}..${hex(firmware.end)}; expected a kernel linked at or above ${hex(Math.max(KERNEL_BASE_WITH_FIRMWARE, Math.ceil(firmware.end / (2 * MiB)) * 2 * MiB))}` });
+      problems.push({ key: 'boot.kernel', message: `boot.kernel: ${JSON.stringify(boot.kernel)} loads at ${hex(kernel.start)}..${hex(kernel.end)}, over the firmware at ${hex(firmware.start)}..${hex(firmware.end)}; expected a kernel linked at or above ${hex(at)}` });
     }
   }
 
   let initrd: { start: number; end: number } | undefined;
   if (boot.initrd !== undefined && kernel) {
     const size = statSync(boot.initrd).size;
-    const start = kernel.entry + Math.min(memoryBytes / 2, 128 * MiB);
+    const start = initrdLoadAddress(kernel.entry, memoryBytes);
     if (start + size > ramEnd) {
       problems.push({ key: 'boot.initrd', message: `boot.initrd: ${JSON.stringify(boot.initrd)} is ${formatSize(size)}; loaded at ${hex(start)} it needs RAM up to ${hex(start + size)}, but the ${formatSize(memoryBytes)} of memory end at ${hex(ramEnd)}; expected more memory: or a smaller initrd` });
       return problems;
@@ -81,9 +79,8 @@ export function bootImageProblems(boot: { firmware: FirmwareSpec; kernel?: strin
 
   if (problems.length > 0) return problems;
   const below = initrd?.end ?? kernel?.end ?? firmware?.end ?? DRAM_BASE;
-  const top = Math.min(ramEnd, 3 * 1024 * MiB);
   const fits = (dtbBytes: number): boolean => {
-    const fdtAddr = Math.floor((top - dtbBytes) / (2 * MiB)) * 2 * MiB;
+    const fdtAddr = fdtLoadAddress(memoryBytes, dtbBytes);
     return fdtAddr >= DRAM_BASE && fdtAddr >= below;
   };
   const dtbBytes = buildDeviceTree({ cpus, memoryBytes, bootargs: boot.cmdline, initrd }).length;
