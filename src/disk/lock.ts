@@ -248,7 +248,7 @@ export class DiskLock {
     const writer = readLockFile(lockPath);
     if (writer === 'unreadable') {
       lock.release();
-      throw new DiskError('IN_USE', `${imagePath} is locked by ${lockPath}, which cannot be read; remove it if no VM uses the disk`);
+      throw unreadableLock(imagePath, lockPath);
     }
     // A dead writer's lock is left for the next writer to break: our file already keeps writers
     // out, and breaking it here could race with a writer that is taking the lock right now.
@@ -274,7 +274,7 @@ export class DiskLock {
         const held = readLockFile(lockPath);
         if (held === null) continue; // released meanwhile: try again
         if (held === 'unreadable') {
-          throw new DiskError('IN_USE', `${imagePath} is locked by ${lockPath}, which cannot be read; remove it if no VM uses the disk`);
+          throw unreadableLock(imagePath, lockPath);
         }
         if (isAlive(held)) {
           throw new DiskError('IN_USE', `disk ${imagePath} is in use by ${describeHolder(holderOf(held, false))}${remoteHint([held], lockPath)}`);
@@ -286,7 +286,7 @@ export class DiskLock {
       const r = readers(imagePath, true);
       if (r.unreadable.length > 0) {
         lock.release();
-        throw new DiskError('IN_USE', `${imagePath} is locked by ${r.unreadable[0]}, which cannot be read; remove it if no VM uses the disk`);
+        throw unreadableLock(imagePath, r.unreadable[0]);
       }
       if (r.live.length > 0) {
         lock.release();
@@ -308,6 +308,11 @@ export class DiskLock {
       try { unlinkSync(this.file); } catch { /* gone */ }
     }
   }
+}
+
+/** A lock file nobody can read (something other than vmctl wrote it) keeps everyone out. */
+function unreadableLock(imagePath: string, file: string): DiskError {
+  return new DiskError('IN_USE', `${imagePath} is locked by ${file}, which cannot be read; remove it if no VM uses the disk`);
 }
 
 /** Holders on other hosts are never stale: say how to clear them if that host is gone. */
