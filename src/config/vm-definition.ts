@@ -2,14 +2,16 @@
 // Parsing resolves relative paths against the file's folder, so a stored definition is
 // position-independent: every path in it is absolute.
 
-import { existsSync, realpathSync, statSync } from 'node:fs';
-import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { isScalar, isSeq, stringify, type Node, type Pair } from 'yaml';
 import type { FirmwareSpec } from '../board/machine-types.js';
 import { ConfigError, ConfigErrors } from './errors.js';
 import { describe, readYamlFile, SchemaReader } from './yaml-schema.js';
 import { formatSize, looksLikeSize, parseDuration, parseSize } from './units.js';
 import { bootImageProblems } from './boot-images.js';
+// Disk identity as the disk locks see it: the same file under two names is one disk.
+import { canonicalImagePath } from '../disk/lock.js';
 
 export const VM_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const MAX_CPUS = 8;
@@ -257,11 +259,11 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
         seenNames.add(dname);
         if (path !== undefined && pp) {
           // The same file under two names (a symlink) is still the same disk.
-          const real = opts.skipFileChecks ? path : realPath(path);
+          const real = opts.skipFileChecks ? path : canonicalImagePath(path);
           if (seenPaths.has(real)) r.fail(pp.value, `${where}.path: ${JSON.stringify(path)}${real !== path ? ` (${JSON.stringify(real)})` : ''} is already attached as another disk`, pp.key);
           seenPaths.add(real);
           // A guest that can write its own kernel, firmware or initrd corrupts the next boot.
-          const image = !ro && !opts.skipFileChecks ? bootFiles.find(([, f]) => realPath(f) === real) : undefined;
+          const image = !ro && !opts.skipFileChecks ? bootFiles.find(([, f]) => canonicalImagePath(f) === real) : undefined;
           if (image) r.fail(pp.value, `${where}.path: ${JSON.stringify(path)} is also ${image[0]}; the guest would write over it; expected another file, or readonly: true`, pp.key);
           if (!opts.skipFileChecks) {
             if (!existsSync(path)) {
@@ -319,15 +321,6 @@ export function serializeVmDefinition(d: VmDefinition): string {
   if (d.shutdown.timeoutMs !== undefined) sh.timeout = `${d.shutdown.timeoutMs}ms`;
   if (Object.keys(sh).length > 0) out.shutdown = sh;
   return `# Stored by vmctl; paths are absolute.\n${stringify(out)}`;
-}
-
-/** The path with symlinks resolved (the folder's, for a file not created yet). */
-function realPath(p: string): string {
-  try {
-    return realpathSync(p);
-  } catch {
-    try { return join(realpathSync(dirname(p)), basename(p)); } catch { return p; }
-  }
 }
 
 function scalar(node: Node | null | undefined): unknown {
