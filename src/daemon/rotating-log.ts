@@ -13,7 +13,11 @@ export class RotatingLog {
   private size: number;
   private ino: number;
 
-  constructor(private readonly path: string, private maxBytes: number) {
+  /**
+   * @param onRotate called after each rotation, once the new file is open, with the size the
+   *   rotated file had (serial-log.ts keeps stream positions across files with it).
+   */
+  constructor(private readonly path: string, private maxBytes: number, private readonly onRotate?: (rotatedSize: number) => void) {
     this.fd = openSync(path, 'a', 0o600);
     const st = fstatSync(this.fd);
     this.size = st.size;
@@ -60,9 +64,16 @@ export class RotatingLog {
   }
 
   private rotate(): void {
+    const rotatedSize = this.size;
     closeSync(this.fd);
     renameSync(this.path, `${this.path}.1`);
     this.open();
+    this.onRotate?.(rotatedSize);
+  }
+
+  /** The current file's size and inode (which file it is, for a reader that finds it renamed). */
+  get current(): { readonly size: number; readonly ino: number } {
+    return { size: this.size, ino: this.ino };
   }
 
   private open(): void {
