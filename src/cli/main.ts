@@ -7,8 +7,10 @@ import { ProtocolFailure } from '../protocol/messages.js';
 import { register as registerConsole } from './commands/console.js';
 import { register as registerDaemon } from './commands/daemon.js';
 import { register as registerDisk } from './commands/disk.js';
+import { register as registerExec } from './commands/exec.js';
 import { register as registerInspect } from './commands/inspect.js';
 import { register as registerLifecycle } from './commands/lifecycle.js';
+import { register as registerLogs } from './commands/logs.js';
 import { register as registerRun } from './commands/run.js';
 import { register as registerValidate } from './commands/validate.js';
 import { CliError, EXIT, exitCodeForClass } from './exit-codes.js';
@@ -19,6 +21,8 @@ const GROUPS: ((program: Command) => void)[] = [
   registerLifecycle,
   registerInspect,
   registerConsole,
+  registerLogs,
+  registerExec,
   registerRun,
   registerValidate,
   registerDisk,

@@ -6,7 +6,7 @@
 // `.1` (replacing the older one), reopen: a line is written whole to one file or the other, so a
 // reader of `.1` followed by the current file sees every line once and in order.
 
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, renameSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, renameSync, statSync, writeSync } from 'node:fs';
 
 export class RotatingLog {
   private fd: number;
@@ -85,13 +85,5 @@ export class RotatingLog {
 
   close(): void {
     closeSync(this.fd);
-  }
-
-  /** Everything kept, oldest first. */
-  static readAll(path: string): Buffer {
-    const parts: Buffer[] = [];
-    if (existsSync(`${path}.1`)) parts.push(readFileSync(`${path}.1`));
-    if (existsSync(path)) parts.push(readFileSync(path));
-    return Buffer.concat(parts);
   }
 }

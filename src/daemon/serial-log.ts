@@ -216,10 +216,11 @@ export interface LogSelection {
 
 export class SelectionError extends Error {}
 
-/** The stream range [from, to) that a selection picks (before `tail`). */
-export function selectRange(layout: SerialLayout, sel: LogSelection): { from: number; to: number } {
+/** The stream range [from, to) that a selection picks (before `tail`), and the boot it names. */
+export function selectRange(layout: SerialLayout, sel: LogSelection): { from: number; to: number; boot?: BootRecord } {
   let from = layout.start;
   let to = layout.end;
+  let boot: BootRecord | undefined;
   if (sel.boot !== undefined) {
     const boots = layout.boots;
     // Boots whose output is at least partly kept.
@@ -228,9 +229,10 @@ export function selectRange(layout: SerialLayout, sel: LogSelection): { from: nu
     const b = sel.boot < 0 ? kept[kept.length + sel.boot] : kept.find((x) => x.bootId === sel.boot);
     if (!b) {
       const what = sel.boot < 0 ? `${-sel.boot} boot${sel.boot === -1 ? '' : 's'} back` : `boot ${sel.boot}`;
-      throw new SelectionError(`the serial log has no ${what}: ${have}${layout.start > 0 ? ' (older output was rotated away)' : ''}`);
+      throw new SelectionError(`no ${what} in the serial log; ${have}${layout.start > 0 ? ' (older output was rotated away)' : ''}`);
     }
     const i = boots.indexOf(b);
+    boot = b;
     from = Math.max(from, b.offset);
     to = i + 1 < boots.length ? boots[i + 1].offset : layout.end;
   }
@@ -238,7 +240,17 @@ export function selectRange(layout: SerialLayout, sel: LogSelection): { from: nu
     from = Math.max(from, sinceOffset(layout, sel.since));
     if (from > to) from = to;
   }
-  return { from, to };
+  return { from, to, ...(boot ? { boot } : {}) };
+}
+
+/** The boots that output [from, to] belongs to: the one it begins in (which may have started
+ *  earlier), and each that starts within it; with a boot named, only that one. */
+export function bootsIn(layout: SerialLayout, from: number, to: number, named?: BootRecord): BootRecord[] {
+  if (named) return [named];
+  let firstIn = layout.boots.findIndex((b) => b.offset >= from);
+  if (firstIn < 0) firstIn = layout.boots.length;
+  const begins = firstIn > 0 && (firstIn === layout.boots.length || layout.boots[firstIn].offset > from) ? [layout.boots[firstIn - 1]] : [];
+  return [...begins, ...layout.boots.slice(firstIn).filter((b) => b.offset <= to)];
 }
 
 /**

@@ -8,16 +8,15 @@ import {
   parseRequest, PROTOCOL_VERSION, ProtocolFailure,
   type DaemonStatus, type ErrorBody, type EventMessage, type EventName, type MethodName,
 } from '../protocol/messages.js';
-import { join } from 'node:path';
-import { RotatingLog } from './rotating-log.js';
 import type { Registry } from './registry.js';
+import { bootsIn, readSerialLayout, readSerialRange, selectRange, SelectionError, tailStart, type LogSelection } from './serial-log.js';
 import type { VmInstance } from './vm-instance.js';
 
 /** A client that reads too slowly is dropped rather than buffered without bound. */
 const MAX_PENDING_OUTPUT = 16 * 1024 * 1024;
 /** Pending output at which the VMs of a lagging `run` client are held back. */
 const THROTTLE_HIGH_WATER = 1024 * 1024;
-/** `vm.log` returns at most the newest this-many bytes of the serial log. */
+/** `vm.log` returns at most the newest this-many bytes of what was asked for. */
 const MAX_LOG_REPLY_BYTES = 64 * 1024 * 1024;
 /** A peer that keeps sending garbage is disconnected. */
 const MAX_BAD_LINES = 64;
@@ -184,11 +183,10 @@ export class Connection {
       }
       case 'vm.log': {
         const v = vm();
-        const all = RotatingLog.readAll(join(v.dir, 'serial.log'));
-        // serialLogMaxSize is configurable: keep one reply line within reason.
-        const data = all.length > MAX_LOG_REPLY_BYTES ? all.subarray(all.length - MAX_LOG_REPLY_BYTES) : all;
+        const r = readLog(v, p);
+        // Read and subscribed in the same turn: follow events start right after the data.
         if (p.follow === true) this.subscriptions.set(v.name, { console: true });
-        return { data: data.toString('base64'), state: v.state, bootId: v.persisted.bootId };
+        return { ...r, state: v.state, bootId: v.persisted.bootId };
       }
       case 'vm.dtb':
         return { data: Buffer.from(await vm().dtb()).toString('base64') };
@@ -203,6 +201,34 @@ export class Connection {
   get isClosed(): boolean {
     return this.closed;
   }
+}
+
+/** vm.log: the serial log, or the part of it a selection (boot, since, tail) picks, with where
+ *  each boot in it starts (offsets into the returned data; negative for the boot it begins in). */
+function readLog(v: VmInstance, p: Record<string, unknown>): { data: string; boots: { bootId: number; startedAt: string; offset: number }[]; omittedBytes: number } {
+  const sel: LogSelection = {
+    ...(p.boot !== undefined ? { boot: p.boot as number } : {}),
+    ...(p.since !== undefined ? { since: Date.parse(p.since as string) } : {}),
+    ...(p.tail !== undefined ? { tail: p.tail as number } : {}),
+  };
+  if (sel.boot === 0) throw new ProtocolFailure('InvalidParams', 'vm.log: "boot" is a boot id (1, 2, ...) or counts back from the newest (-1, -2, ...); 0 is neither');
+  if (sel.since !== undefined && Number.isNaN(sel.since)) throw new ProtocolFailure('InvalidParams', `vm.log: "since" must be an ISO 8601 time, not ${JSON.stringify(p.since)}`);
+  if (sel.tail !== undefined && sel.tail < 0) throw new ProtocolFailure('InvalidParams', 'vm.log: "tail" must be 0 or more');
+  const layout = readSerialLayout(v.dir);
+  let range;
+  try {
+    range = selectRange(layout, sel);
+  } catch (e) {
+    if (e instanceof SelectionError) throw new ProtocolFailure('NoSuchBoot', `VM ${v.name}: ${e.message}`);
+    throw e;
+  }
+  let from = sel.tail !== undefined ? tailStart(layout, range.from, range.to, sel.tail) : range.from;
+  // serialLogMaxSize is configurable: keep one reply line within reason.
+  const omittedBytes = Math.max(0, range.to - from - MAX_LOG_REPLY_BYTES);
+  from += omittedBytes;
+  const boots = bootsIn(layout, from, range.to, range.boot)
+    .map((b) => ({ bootId: b.bootId, startedAt: new Date(b.time).toISOString(), offset: b.offset - from }));
+  return { data: readSerialRange(layout, from, range.to).toString('base64'), boots, omittedBytes };
 }
 
 export function toErrorBody(e: unknown, ctx: { log(m: string): void }): ErrorBody {

@@ -12,7 +12,7 @@ import { acquireDiskLocks, type DiskLock } from '../disk/lock.js';
 import { ProtocolFailure, type PowerInfo, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
 import { writeFileAtomic } from './atomic.js';
-import { RotatingLog } from './rotating-log.js';
+import { SerialLog } from './serial-log.js';
 
 export interface PersistedState {
   state: VmState;
@@ -48,7 +48,7 @@ export class VmInstance {
   private worker: Worker | null = null;
   /** Locks on this VM's disk images while its worker lives (src/disk/lock.ts). */
   private diskLocks: DiskLock[] = [];
-  private serial: RotatingLog | null = null;
+  private serial: SerialLog | null = null;
   /** Console output of the current boot (tail), for `wait --for-console` and `start --wait-for`. */
   private history: Buffer[] = [];
   private historySize = 0;
@@ -173,7 +173,13 @@ export class VmInstance {
     this.historySize = 0;
     this.stopping = false;
     this.setState('starting');
-    if (!this.serial) this.serial = new RotatingLog(join(this.dir, 'serial.log'), this.env.serialLogMaxBytes);
+    // serial.index records where this boot's output starts in serial.log (vmctl logs --boot).
+    this.serial ??= new SerialLog(this.dir, this.env.serialLogMaxBytes);
+    try {
+      this.serial.beginBoot(p.bootId, Date.parse(p.startedAt));
+    } catch (e) {
+      this.env.log(`vm ${this.name}: writing serial.index failed: ${(e as Error).message}`);
+    }
     const init: WorkerInit = { mode: 'run', vmName: this.name, config: this.machineConfig() };
     let worker: Worker;
     try {

@@ -17,6 +17,7 @@ export type VmState = (typeof VM_STATES)[number];
 export const ERROR_CLASSES = [
   'ProtocolError', 'VersionMismatch', 'UnknownMethod', 'InvalidParams', 'ConfigError',
   'NoSuchVm', 'AlreadyExists', 'WrongState', 'StartFailed', 'Timeout', 'ShuttingDown', 'Internal',
+  'NoSuchBoot',
 ] as const;
 export type ErrorClass = (typeof ERROR_CLASSES)[number];
 
@@ -105,7 +106,8 @@ export const METHODS = {
   'vm.delete': { name, force: { type: 'boolean' } },
   'vm.consoleInput': { name, data: { type: 'string', required: true } },
   'vm.subscribe': { name, console: { type: 'boolean' }, history: { type: 'boolean' } },
-  'vm.log': { name, follow: { type: 'boolean' } },
+  // boot: a boot id, or -1, -2, ... counting back from the newest; since: an ISO 8601 time; tail: lines.
+  'vm.log': { name, follow: { type: 'boolean' }, boot: { type: 'integer' }, since: { type: 'string' }, tail: { type: 'integer' } },
   'vm.dtb': { name },
 } as const satisfies Record<string, ParamSpec>;
 export type MethodName = keyof typeof METHODS;

@@ -101,7 +101,7 @@ describe('life cycle', () => {
   });
 
   it('console: piped input reaches the guest and its output comes back', async () => {
-    const r = await h.run(['console', 'echo'], { input: 'hello there\nsecond line\n' });
+    const r = await h.run(['console', 'echo', '--until', 'echo: second line', '--timeout', '60s'], { input: 'hello there\nsecond line\n' });
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('echo: hello there');
     expect(r.stdout).toContain('echo: second line');
@@ -382,7 +382,7 @@ describe('serial log rotation', () => {
       expect((await r.run(['create', '-f', yaml('echo')])).code).toBe(0);
       expect((await r.run(['start', 'echo', '--wait-for', 'ready', '--timeout', '60s'])).code).toBe(0);
       const lines = Array.from({ length: 400 }, (_, i) => `line-${String(i).padStart(4, '0')}\n`).join('');
-      await r.run(['console', 'echo'], { input: lines });
+      await r.run(['console', 'echo', '--until', 'echo: line-0399', '--timeout', '60s'], { input: lines });
       await until(async () => (await r.run(['logs', 'echo'])).stdout.includes('echo: line-0399'), 30_000, 'all lines echoed');
       const dir = join(r.home, 'vms', 'echo');
       expect(statSync(join(dir, 'serial.log')).size).toBeLessThanOrEqual(4096);

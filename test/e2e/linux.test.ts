@@ -35,7 +35,7 @@ describe.skipIf(!LINUX)('Linux guest', () => {
     } else {
       expect(selfTest.code).toBe(124);
       // Shell arithmetic: the answer can only come from the guest.
-      const c = await h.run(['console', 'linux'], { input: 'echo hello-from-$((6*7))\n' });
+      const c = await h.run(['console', 'linux', '--until', 'hello-from-42', '--timeout', '60s'], { input: 'echo hello-from-$((6*7))\n' });
       expect(c.stdout).toContain('hello-from-42');
       const stop = await h.run(['stop', 'linux', '--json'], { timeoutMs: 120_000 });
       expect(stop.code).toBe(0);

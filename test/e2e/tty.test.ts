@@ -66,3 +66,33 @@ describe.skipIf(!haveScript)('on a terminal', () => {
     expect(JSON.parse((await h.run(['info', 'echo', '--json'])).stdout).state).toBe('running');
   });
 });
+
+describe.skipIf(!haveScript)('logs on a terminal', () => {
+  it('shows sequences that would make the terminal answer or change state as text, keeps colours; --raw and pipes get the bytes', async () => {
+    // The echo guest repeats the line: its console (and serial log) then holds the sequences.
+    const line = 'dsr \x1b[6n title \x1b]0;pwned\x07 da \x1b[c alt \x1b[?1049h colour \x1b[31mRED\x1b[0m end\n';
+    const typed = await h.run(['console', 'echo', '--until', 'colour .*end', '--timeout', '60s'], { input: line });
+    expect(typed.code, typed.stderr).toBe(0);
+
+    const piped = await h.run(['logs', 'echo']);
+    expect(piped.stdout).toContain(`echo: ${line}`); // byte-exact when piped
+
+    const tty = await onTty(['logs', 'echo', '--boot', '-1'], [], { NO_COLOR: '1' });
+    expect(tty.code).toBe(0);
+    expect(tty.out).toContain('echo: dsr ^[[6n title ^[]0;pwned^G da ^[[c alt ^[[?1049h colour \x1b[31mRED\x1b[0m end');
+    expect(tty.out).not.toContain('\x1b[6n');
+    expect(tty.out).not.toContain('\x1b]0;');
+    expect(tty.out).not.toContain('\x1b[?1049h');
+    expect(tty.out).toMatch(/^-- boot 1, started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d --\r?\n/m);
+
+    const raw = await onTty(['logs', 'echo', '--raw'], [], { NO_COLOR: '1' });
+    expect(raw.out).toContain('dsr \x1b[6n title \x1b]0;pwned\x07');
+    expect(raw.out).not.toContain('-- boot');
+  });
+
+  it('console --until on a terminal is a usage error (it is for scripts)', async () => {
+    const r = await onTty(['console', 'echo', '--until', 'x'], [], { NO_COLOR: '1' });
+    expect(r.code).toBe(2);
+    expect(r.out).toContain('--until, --quiet-for and --timeout are for scripts');
+  });
+});

@@ -1,4 +1,4 @@
-// console, logs, wait: the VM's serial console, live and on disk.
+// console, wait: the VM's serial console, live.
 
 import type { Command } from 'commander';
 import { VM_STATES, type EventMessage, type VmState } from '../../protocol/messages.js';
@@ -11,52 +11,62 @@ import { err } from '../output.js';
 
 /** Ctrl-] (0x1d), as telnet and virsh console use. */
 const DETACH = 0x1d;
-/** After stdin EOF, keep copying guest output until it has been quiet this long (its reply to the input). */
-const DRAIN_QUIET_MS = 300;
-const DRAIN_MAX_MS = 3000;
+/** Piped: after stdin ends, the console ends once the guest has printed nothing for this long. */
+const DEFAULT_QUIET_FOR = '3s';
+
+/** When a piped console ends (after stdin has ended). */
+interface PipedRules {
+  /** --until: output after stdin ended matched it (its source, for messages). */
+  readonly until: { re: RegExp; src: string } | null;
+  /** --quiet-for in ms; null: not applied. */
+  readonly quietMs: number | null;
+  readonly quietText: string;
+  /** --timeout in ms, from the start. */
+  readonly timeoutMs: number | undefined;
+  readonly timeoutText: string | undefined;
+}
 
 export function register(program: Command): void {
   program
     .command('console <NAME>')
-    .description('attach to the serial console (Ctrl-] detaches on a terminal)')
-    .action(async (name: string) => {
+    .description('attach to the serial console (Ctrl-] detaches on a terminal; piped: for scripts)')
+    .option('--until <REGEX>', 'piped: end (exit 0) when output after stdin ended matches; exit 1 if it ends otherwise')
+    .option('--quiet-for <DUR>', `piped: end when the guest has printed nothing this long after stdin ended (default ${DEFAULT_QUIET_FOR}; with --until only when given; 0 = never)`)
+    .option('--timeout <DUR>', 'piped: end after this long in all (exit 124)')
+    .addHelpText('after', `
+On a terminal, every key goes to the guest until Ctrl-] detaches; the VM keeps running.
+With stdin not a terminal (a pipe, a file, /dev/null), stdin is typed to the guest and its output
+goes to stdout. After stdin has ended, the console ends at the first of:
+  the VM stops                                    exit 0 (1 with --until that never matched)
+  --until REGEX matches output printed after stdin ended      exit 0
+  the guest has been quiet for --quiet-for (default ${DEFAULT_QUIET_FOR})    exit 0 (1 with --until)
+  --timeout, counted from the start               exit 124
+Example: printf 'sleep 2; echo "do""ne"\n' | vmctl console NAME --until done --timeout 30s
+(write the marker so that the echo of the typed line does not contain it).`)
+    .action(async (name: string, o: { until?: string; quietFor?: string; timeout?: string }) => {
+      const scripted = o.until !== undefined || o.quietFor !== undefined || o.timeout !== undefined;
+      if (process.stdin.isTTY && scripted) {
+        throw new CliError(EXIT.usage, '--until, --quiet-for and --timeout are for scripts (stdin not a terminal); on a terminal the console runs until Ctrl-] detaches');
+      }
+      const quietText = o.quietFor ?? DEFAULT_QUIET_FOR;
+      const quietMs = durationOption(quietText, '--quiet-for')!;
+      const rules: PipedRules = {
+        until: o.until !== undefined ? { re: compilePattern(o.until, '--until'), src: o.until } : null,
+        // With --until the match decides; the default quiet time would cut off a slow command.
+        quietMs: quietMs === 0 || (o.until !== undefined && o.quietFor === undefined) ? null : quietMs,
+        quietText,
+        timeoutMs: durationOption(o.timeout, '--timeout'),
+        timeoutText: o.timeout,
+      };
       const c = await connectDaemon();
       const sub = await c.request<{ state: VmState }>('vm.subscribe', { name, console: true });
       if (sub.state !== 'running' && sub.state !== 'paused' && sub.state !== 'starting') {
         c.close();
         throw new CliError(EXIT.wrongState, `VM ${name} is ${sub.state}; start it first`);
       }
-      const code = process.stdin.isTTY ? await interactive(c, name) : await piped(c, name);
+      const code = process.stdin.isTTY ? await interactive(c, name) : await piped(c, name, rules);
       c.close();
       process.exitCode = code;
-    });
-
-  program
-    .command('logs <NAME>')
-    .description("print the VM's serial log")
-    .option('-f, --follow', 'keep printing new output')
-    .action(async (name: string, o: { follow?: boolean }) => {
-      const c = await connectDaemon();
-      if (o.follow) {
-        c.onEvent((e: EventMessage) => {
-          if (e.vm !== name) return;
-          if (e.event === 'console') writeHeld(c, unb64(e.data.data as string));
-        });
-      }
-      const r = await c.request<{ data: string }>('vm.log', { name, ...(o.follow ? { follow: true } : {}) });
-      process.stdout.write(unb64(r.data));
-      if (!o.follow) {
-        c.close();
-        return;
-      }
-      await new Promise<void>((resolve) => {
-        c.onEvent((e) => {
-          if (e.vm === name && e.event === 'deleted') resolve();
-        });
-        c.onClose(() => resolve());
-        process.once('SIGINT', () => resolve());
-      });
-      c.close();
     });
 
   program
@@ -155,42 +165,64 @@ async function interactive(c: ProtocolClient, name: string): Promise<number> {
   });
 }
 
-/** Pipes: stdin to the guest, guest output to stdout; ends at stdin EOF (input delivered) or when the VM stops. */
-async function piped(c: ProtocolClient, name: string): Promise<number> {
+/** Pipes: stdin to the guest, guest output to stdout; after stdin has ended, ends by `rules`, or
+ *  when the VM stops (at any time). */
+async function piped(c: ProtocolClient, name: string, rules: PipedRules): Promise<number> {
   return new Promise<number>((resolve) => {
     let finished = false;
+    let stdinEnded = false;
     let lastOutput = Date.now();
     let pending: Promise<unknown> = Promise.resolve();
-    const done = (code: number) => {
+    let quietTimer: NodeJS.Timeout | undefined;
+    let timeoutTimer: NodeJS.Timeout | undefined;
+    const text = new ConsoleText();
+    const done = (code: number, msg?: string) => {
       if (finished) return;
       finished = true;
+      clearTimeout(quietTimer);
+      clearTimeout(timeoutTimer);
       process.stdin.pause();
+      if (msg) process.stderr.write(`${code === EXIT.ok ? err.dim('vmctl console:') : err.red('vmctl console:')} ${msg}\n`);
       resolve(code);
+    };
+    const unmatched = rules.until ? ` before output after stdin ended matched --until /${rules.until.src}/` : '';
+    if (rules.timeoutMs !== undefined) timeoutTimer = setTimeout(() => done(EXIT.timeout, `timed out after ${rules.timeoutText}${unmatched}`), rules.timeoutMs);
+    // Quiet: nothing printed for quietMs since the input was delivered or the last output.
+    const checkQuiet = () => {
+      const left = lastOutput + rules.quietMs! - Date.now();
+      if (left > 0) quietTimer = setTimeout(checkQuiet, left);
+      else if (rules.until) done(EXIT.failed, `the guest was quiet for ${rules.quietText}${unmatched}`);
+      else done(EXIT.ok);
     };
     c.onEvent((e) => {
       if (e.vm !== name) return;
       if (e.event === 'console') {
         lastOutput = Date.now();
-        writeHeld(c, unb64(e.data.data as string));
-      } else if (e.event === 'state' && (e.data.state === 'stopped' || e.data.state === 'aborted')) done(EXIT.ok);
-      else if (e.event === 'deleted') done(EXIT.ok);
+        const bytes = unb64(e.data.data as string);
+        writeHeld(c, bytes);
+        if (rules.until && stdinEnded) {
+          text.push(bytes);
+          if (text.test(rules.until.re)) done(EXIT.ok);
+        }
+      } else if ((e.event === 'state' && (e.data.state === 'stopped' || e.data.state === 'aborted')) || e.event === 'deleted') {
+        const what = e.event === 'deleted' ? 'was deleted' : `is ${String(e.data.state)}`;
+        if (rules.until) done(EXIT.failed, `VM ${name} ${what}${unmatched}`);
+        else done(EXIT.ok);
+      }
     });
-    c.onClose(() => done(EXIT.unreachable));
+    c.onClose(() => done(EXIT.unreachable, 'the daemon closed the connection'));
     process.stdin.on('data', (b: Buffer) => {
       // Requests on one connection are answered in order, so input arrives in order.
       pending = c.request('vm.consoleInput', { name, data: b64(b) });
-      pending.catch(() => done(EXIT.wrongState));
+      pending.catch((e: Error) => done(EXIT.wrongState, e.message));
     });
     process.stdin.on('end', () => {
-      void pending.then(async () => {
-        // The input is delivered; give the guest a moment to answer it.
-        const start = Date.now();
-        lastOutput = Math.max(lastOutput, start);
-        while (!finished && Date.now() - lastOutput < DRAIN_QUIET_MS && Date.now() - start < DRAIN_MAX_MS) {
-          await new Promise((r) => setTimeout(r, 50));
-        }
-        done(EXIT.ok);
-      }, () => done(EXIT.wrongState));
+      stdinEnded = true;
+      void pending.then(() => {
+        // The input is delivered: from now on, quiet counts.
+        lastOutput = Math.max(lastOutput, Date.now());
+        if (rules.quietMs !== null && !finished) checkQuiet();
+      }, () => { /* reported by the data handler */ });
     });
   });
 }
