@@ -37,11 +37,11 @@ export function register(program: Command): void {
 On a terminal, every key goes to the guest until Ctrl-] detaches; the VM keeps running.
 With stdin not a terminal (a pipe, a file, /dev/null), stdin is typed to the guest and its output
 goes to stdout. After stdin has ended, the console ends at the first of:
-  the VM stops                                    exit 0 (1 with --until that never matched)
-  --until REGEX matches output printed after stdin ended      exit 0
-  the guest has been quiet for --quiet-for (default ${DEFAULT_QUIET_FOR})    exit 0 (1 with --until)
-  --timeout, counted from the start               exit 124
-Example: printf 'sleep 2; echo "do""ne"\n' | vmctl console NAME --until done --timeout 30s
+  - the VM stops: exit 0 (1 with --until, which then did not match)
+  - --until REGEX matches output printed after stdin ended: exit 0
+  - the guest printed nothing for --quiet-for: exit 0 (1 with --until)
+  - --timeout, counted from the start: exit 124
+Example: printf 'sleep 2; echo "do""ne"\\n' | vmctl console NAME --until done --timeout 30s
 (write the marker so that the echo of the typed line does not contain it).`)
     .action(async (name: string, o: { until?: string; quietFor?: string; timeout?: string }) => {
       const scripted = o.until !== undefined || o.quietFor !== undefined || o.timeout !== undefined;
