@@ -5,6 +5,7 @@ import { resolve } from 'node:path';
 import { ConfigErrors } from '../config/errors.js';
 import { parseDuration } from '../config/units.js';
 import { loadVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
+import type { ProtocolClient } from '../protocol/client.js';
 import { CliError, EXIT } from './exit-codes.js';
 
 /** Parses a --timeout-style option; usage error (exit 2) when malformed. */
@@ -42,4 +43,13 @@ export function unb64(s: string): Buffer {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Writes guest output to stdout; while stdout is full, stops reading the daemon, so that a slow
+ *  reader holds the guest back (Connection.send) instead of output piling up in memory here. */
+export function writeHeld(c: ProtocolClient, bytes: Uint8Array): void {
+  if (!process.stdout.write(bytes)) {
+    c.pause();
+    process.stdout.once('drain', () => c.resume());
+  }
 }

@@ -228,7 +228,7 @@ export function selectRange(layout: SerialLayout, sel: LogSelection): { from: nu
     const have = kept.length === 0 ? 'it holds no recorded boot' : kept.length === 1 ? `it holds boot ${kept[0].bootId}` : `it holds boots ${kept[0].bootId} to ${kept[kept.length - 1].bootId}`;
     const b = sel.boot < 0 ? kept[kept.length + sel.boot] : kept.find((x) => x.bootId === sel.boot);
     if (!b) {
-      const what = sel.boot < 0 ? `${-sel.boot} boot${sel.boot === -1 ? '' : 's'} back` : `boot ${sel.boot}`;
+      const what = sel.boot === -1 ? 'boot -1 (the newest)' : sel.boot < 0 ? `boot ${sel.boot} (${-sel.boot - 1} before the newest)` : `boot ${sel.boot}`;
       throw new SelectionError(`no ${what} in the serial log; ${have}${layout.start > 0 ? ' (older output was rotated away)' : ''}`);
     }
     const i = boots.indexOf(b);

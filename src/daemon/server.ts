@@ -222,6 +222,10 @@ function readLog(v: VmInstance, p: Record<string, unknown>): { data: string; boo
     if (e instanceof SelectionError) throw new ProtocolFailure('NoSuchBoot', `VM ${v.name}: ${e.message}`);
     throw e;
   }
+  const newest = layout.boots[layout.boots.length - 1];
+  if (p.follow === true && range.boot && range.boot !== newest) {
+    throw new ProtocolFailure('InvalidParams', `VM ${v.name}: boot ${range.boot.bootId} is over (boot ${newest.bootId} is the newest); only the newest boot can be followed`);
+  }
   let from = sel.tail !== undefined ? tailStart(layout, range.from, range.to, sel.tail) : range.from;
   // serialLogMaxSize is configurable: keep one reply line within reason.
   const omittedBytes = Math.max(0, range.to - from - MAX_LOG_REPLY_BYTES);

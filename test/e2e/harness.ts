@@ -2,13 +2,16 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const BIN = join(ROOT, 'bin', 'vmctl');
 export const DEMO = join(ROOT, 'fixtures', 'demo');
+/** The Linux test guest built by fixtures/linux/build.sh, when it is there (tests skip without it). */
+export const LINUX = [process.env.VMCTL_LINUX_DIR, join(homedir(), '.cache', 'vmctl', 'linux', 'out'), '/tmp/linux-guest/out']
+  .find((d) => d && existsSync(join(d, 'Image')) && existsSync(join(d, 'initramfs.cpio.gz')));
 
 export interface Result { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 

@@ -3,14 +3,11 @@
 // piped console; exec returns a command's output alone and its exit status.
 // Skipped when the Linux guest has not been built on this machine.
 
-import { existsSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { VmctlHome } from './harness.js';
+import { LINUX, VmctlHome } from './harness.js';
 
-const LINUX = [process.env.VMCTL_LINUX_DIR, join(homedir(), '.cache', 'vmctl', 'linux', 'out'), '/tmp/linux-guest/out']
-  .find((d) => d && existsSync(join(d, 'Image')) && existsSync(join(d, 'initramfs.cpio.gz')));
 const h = new VmctlHome();
 afterAll(() => h.cleanup());
 

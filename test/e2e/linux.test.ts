@@ -3,13 +3,10 @@
 // Skipped when the Linux guest has not been built on this machine.
 
 import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { VmctlHome } from './harness.js';
+import { LINUX, VmctlHome } from './harness.js';
 
-const LINUX = [process.env.VMCTL_LINUX_DIR, join(homedir(), '.cache', 'vmctl', 'linux', 'out'), '/tmp/linux-guest/out']
-  .find((d) => d && existsSync(join(d, 'Image')) && existsSync(join(d, 'initramfs.cpio.gz')));
 const h = new VmctlHome();
 afterAll(() => h.cleanup());
 

@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { VM_STATES, type EventMessage, type VmState } from '../../protocol/messages.js';
 import type { ProtocolClient } from '../../protocol/client.js';
-import { b64, durationOption, unb64 } from '../cli-helpers.js';
+import { b64, durationOption, unb64, writeHeld } from '../cli-helpers.js';
 import { compilePattern, ConsoleText } from '../console-match.js';
 import { connectDaemon } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
@@ -225,12 +225,4 @@ async function piped(c: ProtocolClient, name: string, rules: PipedRules): Promis
       }, () => { /* reported by the data handler */ });
     });
   });
-}
-
-/** Writes guest output; while stdout is full, stops reading the daemon (bounded memory here). */
-function writeHeld(c: ProtocolClient, bytes: Buffer): void {
-  if (!process.stdout.write(bytes)) {
-    c.pause();
-    process.stdout.once('drain', () => c.resume());
-  }
 }

@@ -3,7 +3,7 @@
 
 import type { Command } from 'commander';
 import type { EventMessage, VmState } from '../../protocol/messages.js';
-import { b64, durationOption, unb64 } from '../cli-helpers.js';
+import { b64, durationOption, unb64, writeHeld } from '../cli-helpers.js';
 import { ExecOutput, MAX_TYPED_LINE, newNonce, typedLine } from '../console-exec.js';
 import { connectDaemon } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
@@ -70,10 +70,7 @@ daemon, no such VM, VM not running).`)
           if (e.vm !== name || finished) return;
           if (e.event === 'console') {
             const out = parser.push(unb64(e.data.data as string));
-            if (out.length > 0 && !process.stdout.write(out)) {
-              c.pause();
-              process.stdout.once('drain', () => c.resume());
-            }
+            if (out.length > 0) writeHeld(c, out);
             if (parser.done) {
               if (parser.status === null) done(EXEC_NO_SHELL, 'the command ended, but its exit status could not be read from the console');
               else done(parser.status);

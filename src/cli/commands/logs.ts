@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { parseDuration } from '../../config/units.js';
 import type { ProtocolClient } from '../../protocol/client.js';
 import type { EventMessage } from '../../protocol/messages.js';
-import { unb64 } from '../cli-helpers.js';
+import { unb64, writeHeld } from '../cli-helpers.js';
 import { connectDaemon } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
 import { err, out } from '../output.js';
@@ -26,7 +26,7 @@ export function register(program: Command): void {
     .option('--boot <N>', 'only boot N (its id, as in `vmctl info`), or counted back from the newest: -1, -2, ...')
     .option('--since <DUR|TIME>', 'only output written since then: 10m, 2h, or a local time like 2025-12-07T10:00, 10:00')
     .option('--tail <N>', 'only the last N lines (of what the other options select)')
-    .option('-f, --follow', 'keep printing new output, of this boot and the next ones, until interrupted')
+    .option('-f, --follow', 'then keep printing new output, of this boot and the next ones, until interrupted (with --boot: the newest)')
     .option('--raw', 'on a terminal too, write the bytes as they are (escape sequences included)')
     .addHelpText('after', `
 Piped or redirected, logs writes the guest's bytes exactly as it sent them. On a terminal, control
@@ -98,11 +98,11 @@ class LogPrinter {
         this.currentBoot = b.bootId; // the data begins in this boot
         continue;
       }
-      this.out(data.subarray(at, b.offset));
+      process.stdout.write(this.render(data.subarray(at, b.offset)));
       at = b.offset;
       this.boot(b.bootId, b.startedAt);
     }
-    this.out(data.subarray(at));
+    process.stdout.write(this.render(data.subarray(at)));
   }
 
   /** Output of boot `bootId` follows: on a terminal, a separator when it is a new one. */
@@ -117,22 +117,19 @@ class LogPrinter {
     this.atLineStart = true;
   }
 
-  /** Follow output, holding the daemon while stdout is full (bounded memory here). */
+  /** Followed output. */
   write(c: ProtocolClient, bytes: Buffer): void {
-    if (!this.out(bytes)) {
-      c.pause();
-      process.stdout.once('drain', () => c.resume());
-    }
+    writeHeld(c, this.render(bytes));
   }
 
   end(): void {
     if (this.filter) process.stdout.write(this.filter.flush());
   }
 
-  private out(bytes: Buffer): boolean {
-    if (bytes.length === 0) return true;
-    this.atLineStart = bytes[bytes.length - 1] === 0x0a;
-    return process.stdout.write(this.filter ? this.filter.push(bytes) : bytes);
+  /** What to write for guest output: the bytes, or on a terminal what the filter makes of them. */
+  private render(bytes: Buffer): Buffer {
+    if (bytes.length > 0) this.atLineStart = bytes[bytes.length - 1] === 0x0a;
+    return this.filter ? this.filter.push(bytes) : bytes;
   }
 }
 

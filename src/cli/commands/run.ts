@@ -4,7 +4,7 @@
 import type { Command } from 'commander';
 import type { EventMessage, PowerInfo, VmInfo } from '../../protocol/messages.js';
 import { ProtocolFailure } from '../../protocol/messages.js';
-import { b64, durationOption, loadDefinitionOrExit, unb64 } from '../cli-helpers.js';
+import { b64, durationOption, loadDefinitionOrExit, unb64, writeHeld } from '../cli-helpers.js';
 import { compilePattern, ConsoleText } from '../console-match.js';
 import { connectDaemon } from '../daemon-link.js';
 import { EXIT } from '../exit-codes.js';
@@ -69,12 +69,7 @@ export function register(program: Command): void {
           if ((e.data.bootId as number) <= sub.bootId) return;
           if (e.event === 'console') {
             const bytes = unb64(e.data.data as string);
-            if (!process.stdout.write(bytes)) {
-              // A slow reader of our output: stop reading the daemon until it catches up, so the
-              // guest is held back instead of its output piling up in memory.
-              c.pause();
-              process.stdout.once('drain', () => c.resume());
-            }
+            writeHeld(c, bytes);
             consoleText.push(bytes);
             if (expect && !expectMatched && consoleText.test(expect)) expectMatched = true;
             if (failOn && consoleText.test(failOn)) return finish('fail-on');
