@@ -272,14 +272,13 @@ function sinceOffset(layout: SerialLayout, since: number): number {
 
 /** Writes serial.log and its index for one VM (the daemon holds one while the VM's worker runs). */
 export class SerialLog {
-  private readonly dir: string;
   private readonly log: RotatingLog;
   /** Stream offset of the current file's first byte. */
   private fileStart: number;
   private lastMark: TimeMark = { time: Number.NEGATIVE_INFINITY, offset: 0 };
 
-  constructor(dir: string, maxBytes: number) {
-    this.dir = dir;
+  /** @param onIndexError serial.index could not be written: the guest's bytes still are. */
+  constructor(private readonly dir: string, maxBytes: number, private readonly onIndexError: (e: Error) => void = () => {}) {
     const records = readRecords(dir);
     const before = layoutOf(dir, records);
     this.log = new RotatingLog(join(dir, SERIAL_LOG), maxBytes, (rotatedSize) => this.rotated(rotatedSize));
@@ -289,7 +288,11 @@ export class SerialLog {
     if (!before.indexed || before.files.length === 0) {
       // The index describes output that is not there (files removed by hand, or an index from an
       // older vmctl): start a new one rather than place boots and times where they do not belong.
-      writeFileAtomic(join(dir, SERIAL_INDEX), formatRecord({ kind: 'file', ino, offset: this.fileStart }));
+      try {
+        writeFileAtomic(join(dir, SERIAL_INDEX), formatRecord({ kind: 'file', ino, offset: this.fileStart }));
+      } catch (e) {
+        this.onIndexError(e as Error);
+      }
     } else {
       if (!records.some((r) => r.kind === 'file' && r.ino === ino && r.offset === this.fileStart)) this.appendRecord({ kind: 'file', ino, offset: this.fileStart });
       const m = before.marks[before.marks.length - 1];
@@ -322,7 +325,11 @@ export class SerialLog {
   }
 
   private appendRecord(r: IndexRecord): void {
-    appendFileSync(join(this.dir, SERIAL_INDEX), formatRecord(r), { mode: 0o600 });
+    try {
+      appendFileSync(join(this.dir, SERIAL_INDEX), formatRecord(r), { mode: 0o600 });
+    } catch (e) {
+      this.onIndexError(e as Error);
+    }
   }
 
   /** serial.log became serial.log.1 (the older .1 is gone): the index keeps what still applies. */
@@ -346,6 +353,10 @@ export class SerialLog {
     head.push({ kind: 'file', ino: this.log.current.ino, offset: this.fileStart });
     if (bootBefore) head.push(bootBefore);
     if (markBefore && markBefore !== bootBefore) head.push(markBefore);
-    writeFileAtomic(join(this.dir, SERIAL_INDEX), [...head, ...kept].map(formatRecord).join(''));
+    try {
+      writeFileAtomic(join(this.dir, SERIAL_INDEX), [...head, ...kept].map(formatRecord).join(''));
+    } catch (e) {
+      this.onIndexError(e as Error);
+    }
   }
 }

@@ -174,12 +174,8 @@ export class VmInstance {
     this.stopping = false;
     this.setState('starting');
     // serial.index records where this boot's output starts in serial.log (vmctl logs --boot).
-    this.serial ??= new SerialLog(this.dir, this.env.serialLogMaxBytes);
-    try {
-      this.serial.beginBoot(p.bootId, Date.parse(p.startedAt));
-    } catch (e) {
-      this.env.log(`vm ${this.name}: writing serial.index failed: ${(e as Error).message}`);
-    }
+    this.serial ??= new SerialLog(this.dir, this.env.serialLogMaxBytes, (e) => this.env.log(`vm ${this.name}: writing serial.index failed: ${e.message}`));
+    this.serial.beginBoot(p.bootId, Date.parse(p.startedAt));
     const init: WorkerInit = { mode: 'run', vmName: this.name, config: this.machineConfig() };
     let worker: Worker;
     try {

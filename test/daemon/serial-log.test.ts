@@ -1,7 +1,7 @@
 // serial.log and its boot/time index: positions survive rotation, boots and times select the
 // right bytes, and an index that does not match the files is never trusted.
 
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -192,5 +192,18 @@ describe('serial log index', () => {
     const layout = readSerialLayout(dir);
     expect(layout.boots.map((b) => b.bootId)).toEqual([2]);
     expect(select(dir, { boot: -1 })).toBe('fresh\n');
+  });
+
+  it('an index that cannot be written is reported, and the guest\'s bytes are still recorded', () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, SERIAL_INDEX)); // appending to a folder fails
+    const errors: string[] = [];
+    const log = new SerialLog(dir, 4096, (e) => errors.push(e.message));
+    log.beginBoot(1, T0);
+    const data = Buffer.alloc(10_000, 0x41);
+    log.append(data, T0 + 1);
+    log.close();
+    expect(errors.length).toBeGreaterThan(0);
+    expect(Buffer.concat([readFileSync(join(dir, 'serial.log.1')), readFileSync(join(dir, 'serial.log'))]).length).toBe(10_000 - 4096);
   });
 });
