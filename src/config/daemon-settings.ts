@@ -1,10 +1,12 @@
-// Daemon settings: VMCTL_HOME/config.yaml. Every key is optional; later issues add keys here.
+// Daemon settings: VMCTL_HOME/config.yaml. Every key is optional and declared once below (see
+// src/config/schema.ts): validation, defaults, the file written on first start, the JSON Schema
+// (`vmctl schema config`) and the README's table come from the declaration.
 
 import { existsSync } from 'node:fs';
-import { isScalar, type Node } from 'yaml';
 import { ConfigErrors } from './errors.js';
-import { describe, readYamlFile, SchemaReader } from './yaml-schema.js';
-import { formatSize, parseSize } from './units.js';
+import { readYamlFile, SchemaReader } from './yaml-schema.js';
+import { declaredKeys, object, readDocument, ReadContext, size, type ObjectValue } from './schema.js';
+import { annotatedYaml } from './schema-docs.js';
 
 export interface DaemonSettings {
   /** serial.log is rotated to serial.log.1 when it grows past this. */
@@ -15,47 +17,38 @@ export interface DaemonSettings {
   readonly consoleHistoryBytes: number;
 }
 
-export const DEFAULT_SETTINGS: DaemonSettings = {
-  serialLogMaxBytes: 4 * 1024 * 1024,
-  daemonLogMaxBytes: 4 * 1024 * 1024,
-  consoleHistoryBytes: 1024 * 1024,
-};
+const MiB = 1024 * 1024;
 
-const KEYS = ['serialLogMaxSize', 'daemonLogMaxSize', 'consoleHistorySize'] as const;
+export const SETTINGS_SCHEMA = object({
+  serialLogMaxSize: size({ min: 4096, default: 4 * MiB, example: '4MiB', description: 'Size at which a VM\'s serial.log is rotated to serial.log.1' }),
+  daemonLogMaxSize: size({ min: 4096, default: 4 * MiB, example: '4MiB', description: 'Size at which the daemon\'s vmd.log is rotated to vmd.log.1' }),
+  consoleHistorySize: size({ min: 4096, default: 1 * MiB, example: '1MiB', description: 'Console output of the current boot kept in memory (wait --for-console, start --wait-for)' }),
+}, { description: 'vmctl daemon settings (VMCTL_HOME/config.yaml); every key is optional' });
 
-export const DEFAULT_SETTINGS_TEXT = `# vmctl daemon settings. Every key is optional.
-# serialLogMaxSize: size at which a VM's serial.log is rotated to serial.log.1
-serialLogMaxSize: ${formatSize(DEFAULT_SETTINGS.serialLogMaxBytes)}
-# daemonLogMaxSize: size at which the daemon's vmd.log is rotated to vmd.log.1
-daemonLogMaxSize: ${formatSize(DEFAULT_SETTINGS.daemonLogMaxBytes)}
-# consoleHistorySize: console output of the current boot kept in memory (wait --for-console)
-consoleHistorySize: ${formatSize(DEFAULT_SETTINGS.consoleHistoryBytes)}
-`;
+type SettingsFile = ObjectValue<typeof SETTINGS_SCHEMA.fields>;
+function toSettings(v: SettingsFile): DaemonSettings {
+  return { serialLogMaxBytes: v.serialLogMaxSize, daemonLogMaxBytes: v.daemonLogMaxSize, consoleHistoryBytes: v.consoleHistorySize };
+}
+
+const ALL_KEYS = declaredKeys(SETTINGS_SCHEMA);
+
+/** Reads config.yaml text; an empty file means every default. Throws ConfigErrors. */
+export function parseDaemonSettings(text: string, file: string): DaemonSettings {
+  const r = new SchemaReader(file, text);
+  if (r.errors.length > 0) throw new ConfigErrors(r.errors);
+  const v = readDocument(SETTINGS_SCHEMA, new ReadContext(r, '/', new Map(), ALL_KEYS), true);
+  if (!v || r.errors.length > 0) throw new ConfigErrors(r.errors);
+  return toSettings(v);
+}
+
+export const DEFAULT_SETTINGS: DaemonSettings = parseDaemonSettings('', 'config.yaml');
+
+/** Written to VMCTL_HOME/config.yaml on the daemon's first start. */
+export const DEFAULT_SETTINGS_TEXT = annotatedYaml(SETTINGS_SCHEMA, {
+  header: ['vmctl daemon settings. Every key is optional; `vmctl schema config` prints the JSON Schema.'],
+});
 
 export function loadDaemonSettings(file: string): DaemonSettings {
   if (!existsSync(file)) return DEFAULT_SETTINGS;
-  const r = new SchemaReader(file, readYamlFile(file));
-  if (r.errors.length > 0) throw new ConfigErrors(r.errors);
-  const root = r.doc.contents;
-  if (root === null || (isScalar(root) && root.value === null)) return DEFAULT_SETTINGS;
-  const m = r.mapping(root, '', KEYS);
-  if (!m) throw new ConfigErrors(r.errors);
-  const size = (key: string, min: number, dflt: number): number => {
-    const p = m.get(key);
-    if (!p) return dflt;
-    const v = isScalar(p.value) ? p.value.value : null;
-    const n = typeof v === 'string' || typeof v === 'number' ? parseSize(v) : null;
-    if (n === null || n < min) {
-      r.fail(p.value as Node, `${key}: found ${describe(p.value)}; expected a size of at least ${formatSize(min)}`, p.key);
-      return dflt;
-    }
-    return n;
-  };
-  const s: DaemonSettings = {
-    serialLogMaxBytes: size('serialLogMaxSize', 4096, DEFAULT_SETTINGS.serialLogMaxBytes),
-    daemonLogMaxBytes: size('daemonLogMaxSize', 4096, DEFAULT_SETTINGS.daemonLogMaxBytes),
-    consoleHistoryBytes: size('consoleHistorySize', 4096, DEFAULT_SETTINGS.consoleHistoryBytes),
-  };
-  if (r.errors.length > 0) throw new ConfigErrors(r.errors);
-  return s;
+  return parseDaemonSettings(readYamlFile(file), file);
 }

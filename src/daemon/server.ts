@@ -145,7 +145,7 @@ export class Connection {
       case 'vm.stop': {
         const v = vm();
         const t = p.timeoutSeconds as number | undefined;
-        const timeoutMs = t !== undefined ? t * 1000 : v.def.shutdown.timeoutMs ?? 30_000;
+        const timeoutMs = t !== undefined ? t * 1000 : v.def.shutdown.timeoutMs;
         const path = await v.stop(p.force === true, timeoutMs);
         return { path, ...v.info() };
       }

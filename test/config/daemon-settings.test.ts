@@ -31,8 +31,8 @@ describe('daemon settings (config.yaml)', () => {
     } catch (e) {
       expect(e).toBeInstanceOf(ConfigErrors);
       expect((e as ConfigErrors).errors.map((x) => x.message)).toEqual([
-        `${f}:1:19: serialLogMaxSize: found "1KiB"; expected a size of at least 4KiB`,
-        `${f}:2:1: unknown key "consoleHistorySise"; expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize`,
+        `${f}:1:19: serialLogMaxSize: "1KiB" is too small; expected a size of at least 4KiB`,
+        `${f}:2:1: unknown key "consoleHistorySise"; did you mean "consoleHistorySize"? (expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize)`,
       ]);
     }
   });

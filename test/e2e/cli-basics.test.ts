@@ -45,8 +45,14 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
   });
 
   it.each([
-    ['unknown key', `name: a\nboot:\n  kernel: ${kernel}\nmemroy: 1G\n`, /:4:1: unknown key "memroy"; expected one of name, cpus, memory, boot, disks, shutdown$/],
-    ['wrong type', `name: a\ncpus: [1]\nboot:\n  kernel: ${kernel}\n`, /:2:7: cpus: found a list; expected a whole number from 1 to 8$/],
+    ['unknown key', `name: a\nboot:\n  kernel: ${kernel}\nmemroy: 1G\n`, /:4:1: unknown key "memroy"; did you mean "memory"\? \(expected one of name, cpus, memory, boot, disks, shutdown\)$/],
+    ['wrong type', `name: a\ncpus: [1]\nboot:\n  kernel: ${kernel}\n`, /:2:7: cpus: found a list; expected a whole number from 1 to 8, or a mapping with keys count$/],
+    ['cpus.count out of range', `name: a\ncpus:\n  count: 9\nboot:\n  kernel: ${kernel}\n`, /:3:10: cpus\.count: found 9; expected a whole number from 1 to 8$/],
+    ['a duplicate key', `name: a\nboot:\n  kernel: ${kernel}\nname: b\n`, /:4:1: YAML syntax: Map keys must be unique \("name" is given twice, first at 1:1; expected each key once\)$/],
+    // issue 11: the parser used to recurse into this and say "Maximum call stack size exceeded".
+    ['10,000 levels of nesting', `name: a\nboot: ${'['.repeat(10_000)}${']'.repeat(10_000)}\n`, /:2:39: nesting deeper than 32 levels of mappings and lists \(the limit for a vmctl YAML file\); expected a flatter file$/],
+    ['too many keys', `name: a\n${Array.from({ length: 10_001 }, (_, i) => `k${i}: 1\n`).join('')}`, /:10001:6: more than 10000 keys and list items \(the limit for a vmctl YAML file\); expected a smaller file$/],
+    ['a file over the size limit', `name: a\ncmdline: "${'x'.repeat(300_000)}"\n`, /:1:1: the file is 300020 bytes, more than 256KiB \(the limit for a vmctl YAML file\); expected a smaller file$/],
     ['bad size', `name: a\nmemory: 128 MB please\nboot:\n  kernel: ${kernel}\n`, /:2:9: memory: found "128 MB please"; expected a size like 128MiB/],
     ['missing kernel file', 'name: a\nboot:\n  kernel: ./no-such.elf\n', /:3:11: boot.kernel: file ".*no-such\.elf" does not exist$/],
     ['bad duration', `name: a\nboot:\n  kernel: ${kernel}\nshutdown:\n  timeout: forever\n`, /:5:12: shutdown.timeout: found "forever"; expected a duration/],
@@ -203,7 +209,7 @@ describe('the daemon', () => {
       const l = await h.run(args);
       expect(l.code, l.stderr).toBe(2);
       expect(l.stderr).toContain(`${join(h.home, 'config.yaml')}:1:1: unknown key "bogus"; expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize\n`);
-      expect(l.stderr).toContain(`${join(h.home, 'config.yaml')}:2:19: serialLogMaxSize: found 1; expected a size of at least 4KiB`);
+      expect(l.stderr).toContain(`${join(h.home, 'config.yaml')}:2:19: serialLogMaxSize: 1 is too small; expected a size of at least 4KiB`);
     }
     expect(existsSync(join(h.home, 'vmd.pid'))).toBe(false);
   });
