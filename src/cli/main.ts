@@ -12,6 +12,7 @@ import { register as registerInspect } from './commands/inspect.js';
 import { register as registerLifecycle } from './commands/lifecycle.js';
 import { register as registerLogs } from './commands/logs.js';
 import { register as registerRun } from './commands/run.js';
+import { register as registerSchema } from './commands/schema.js';
 import { register as registerValidate } from './commands/validate.js';
 import { CliError, EXIT, exitCodeForClass } from './exit-codes.js';
 import { err } from './output.js';
@@ -25,6 +26,7 @@ const GROUPS: ((program: Command) => void)[] = [
   registerExec,
   registerRun,
   registerValidate,
+  registerSchema,
   registerDisk,
   registerDaemon,
 ];

@@ -33,32 +33,31 @@ function yamlScalar(v: unknown): string {
   return stringify(v, { lineWidth: 0, blockQuote: false }).trimEnd();
 }
 
-/** Word-wraps comment text to lines of at most `width` characters after `prefix`. */
-function comment(text: string, prefix: string, width = 100): string[] {
+/** Word-wraps comment text to lines of at most `width` characters, each `prefix# `, then `first`
+ *  on the first line and `hang` on the others. */
+function comment(text: string, prefix: string, hang = '', first = '', width = 100): string[] {
   const out: string[] = [];
   let line = '';
   for (const word of text.split(/\s+/).filter((w) => w !== '')) {
-    if (line !== '' && prefix.length + 2 + line.length + 1 + word.length > width) {
-      out.push(`${prefix}# ${line}`);
+    const lead = out.length === 0 ? first : hang;
+    if (line !== '' && prefix.length + 2 + lead.length + line.length + 1 + word.length > width) {
+      out.push(`${prefix}# ${lead}${line}`);
       line = word;
     } else line = line === '' ? word : `${line} ${word}`;
   }
-  if (line !== '') out.push(`${prefix}# ${line}`);
+  if (line !== '') out.push(`${prefix}# ${out.length === 0 ? first : hang}${line}`);
   return out;
 }
 
-/** The comment lines that document one key. */
+/** The comment lines that document one key; `withKey` (list items) names the key first. */
 function keyComment(key: string, spec: Spec<unknown>, indent: string, withKey: boolean): string[] {
   const o = spec.options;
   const dflt = spec.defaultText();
   const facts = [`Accepts: ${spec.accepts}.`, o.required ? 'Required.' : dflt !== undefined ? `Default: ${dflt}.` : 'Optional.'];
   const rules = spec instanceof ObjectSpec ? (spec.options.rules ?? []).map((r) => `${r.text[0].toUpperCase()}${r.text.slice(1)}.`) : [];
-  const more = `${indent}${withKey ? '  ' : ''}`;
-  return [
-    ...comment(`${withKey ? `${key}: ` : ''}${o.description}.`, indent),
-    ...comment(`${facts.join(' ')} ${rules.join(' ')}`, more),
-    ...(o.details ?? []).flatMap((d) => comment(d, more)),
-  ];
+  const hang = withKey ? '  ' : '';
+  const paragraphs = [`${o.description}.`, [...facts, ...rules].join(' '), ...(o.details ?? [])];
+  return paragraphs.flatMap((p, i) => (i === 0 && withKey ? comment(`${key}: ${p}`, indent, hang) : comment(p, indent, hang, i === 0 ? '' : hang)));
 }
 
 export interface AnnotatedOptions {

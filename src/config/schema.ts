@@ -29,7 +29,7 @@ export type JsonSchema = { [keyword: string]: unknown };
 export interface KeyOptions<T> {
   /** One line: the README table, the JSON Schema `description`, the example file's comment. */
   readonly description: string;
-  /** More comment lines for the example file (not in the table). */
+  /** More paragraphs for the example file's comments (not in the table). */
   readonly details?: readonly string[];
   /** A value as a user would write it (README, JSON Schema `examples`, the example file). */
   readonly example?: unknown;
@@ -434,6 +434,11 @@ export class ObjectSpec<F extends Fields, P extends Presence> extends Spec<Objec
     return out as ObjectValue<F>;
   }
 
+  /** The docs show a mapping's defaults at its keys. */
+  override defaultText(): string | undefined {
+    return this.options.defaultText;
+  }
+
   /** Absent or refused, a mapping still has its keys' defaults, so later checks can read it. */
   override defaultFor(index: number): ObjectValue<F> {
     const own = super.defaultFor(index);
@@ -564,7 +569,8 @@ export const string = <const O extends StringOptions>(o: O) => new StringSpec<Pr
 export const boolean = <const O extends KeyOptions<boolean>>(o: O) => new BooleanSpec<PresenceOf<O>>(o);
 export const path = <const O extends KeyOptions<string>>(o: O) => new PathSpec<PresenceOf<O>>(o);
 export const keywordOrPath = <K extends string, const O extends KeywordOrPathOptions<K>>(o: O & { keywords: readonly K[] }) => new KeywordOrPathSpec<K, PresenceOf<O>>(o);
-export const object = <F extends Fields, const O extends ObjectOptions<F>>(fields: F, o: O) => new ObjectSpec<F, PresenceOf<O>>(fields, o);
+/** A mapping always has a value: when absent, its keys' defaults. */
+export const object = <F extends Fields>(fields: F, o: ObjectOptions<F>) => new ObjectSpec<F, 'present'>(fields, o);
 export const list = <T, const O extends ListOptions<T>>(item: Spec<T>, o: O) => new ListSpec<T, PresenceOf<O>>(item, o);
 export const shapes = <T, const O extends KeyOptions<T>>(forms: Partial<Record<NodeKind, Spec<unknown>>>, normalize: (value: unknown, kind: NodeKind) => T, o: O) =>
   new ShapesSpec<T, PresenceOf<O>>(forms, { ...o, normalize });

@@ -30,7 +30,6 @@ export const VM_SCHEMA = object({
     pattern: VM_NAME_RE, expectedText: VM_NAME_TEXT, numbersAsText: true, required: true,
     missing: 'a VM name like "demo" (or pass --name)',
     description: 'The VM\'s name (or give `vmctl create --name NAME`)',
-    details: [`${VM_NAME_TEXT}.`],
     example: 'example',
   }),
   cpus: shapes({ scalar: cpuCount, map: object({ count: cpuCount }, { description: 'CPU settings' }) },
@@ -42,8 +41,7 @@ export const VM_SCHEMA = object({
     (v) => (typeof v === 'number' ? v : (v as { size: number }).size), {
       default: 128 * MiB, example: '128MiB',
       description: 'Guest RAM: a size, or a mapping with size',
-      details: ['Units B, KiB, MiB, GiB (K, M, G, KB, MB, GB are read as binary too); a multiple of 4KiB.',
-        'RAM is allocated lazily as the guest touches it.'],
+      details: ['Units B, KiB, MiB, GiB (K, M, G, KB, MB, GB are read as binary too). RAM is allocated lazily as the guest touches it.'],
     }),
   boot: object({
     firmware: keywordOrPath({
@@ -59,9 +57,8 @@ export const VM_SCHEMA = object({
     kernel: path({
       description: 'The kernel: an ELF file or a raw image (e.g. Linux\'s arch/riscv/boot/Image)',
       details: [
-        'Required unless firmware is a path. validate/create load firmware, kernel, initrd and device tree',
-        'as `start` will: a 32-bit or non-RISC-V ELF, a kernel over the firmware, or images that do not fit',
-        'in memory are errors here, with the memory size that would fit.',
+        'Required unless firmware is a path. validate/create load firmware, kernel, initrd and device tree as `start` will: '
+        + 'a 32-bit or non-RISC-V ELF, a kernel over the firmware, or images that do not fit in memory are errors here, with the memory size that would fit.',
       ],
       example: './Image',
     }),
@@ -92,7 +89,7 @@ export const VM_SCHEMA = object({
     size: size({ min: 512, multipleOf: 512, multipleText: '512 bytes (one sector)', example: '1GiB', description: 'Size of the image vmctl creates when path does not exist' }),
     readonly: boolean({
       default: false, description: 'Attach read-only (the image may be shared by several VMs)',
-      details: ['A writable disk may not be the kernel, initrd or firmware file, nor the same image as another', 'disk (symlinks are followed).'],
+      details: ['A writable disk may not be the kernel, initrd or firmware file, nor the same image as another disk (symlinks are followed).'],
       example: false,
     }),
     name: string({
@@ -117,7 +114,7 @@ export const VM_SCHEMA = object({
       description: 'How long `stop` waits before powering off anyway (`stop --timeout` overrides)',
     }),
   }, {
-    nullIsAbsent: true, default: { console: undefined, timeout: 30_000 },
+    nullIsAbsent: true,
     description: 'How `vmctl stop` asks the guest to shut down; without console, stop powers off at once',
   }),
 }, { description: 'A vmctl VM definition' });

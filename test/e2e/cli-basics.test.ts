@@ -3,7 +3,7 @@
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { alive, DEMO, sleep, until, VmctlHome } from './harness.js';
+import { alive, DEMO, ROOT, sleep, until, VmctlHome } from './harness.js';
 
 const homes: VmctlHome[] = [];
 function newHome(path?: string): VmctlHome {
@@ -105,6 +105,23 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
     const dup = await h.run(['create', '-f', join(dir, 'vm.yaml')]);
     expect(dup.code).toBe(1);
     expect(dup.stderr).toContain('already exists');
+  });
+});
+
+describe('vmctl schema', () => {
+  const h = newHome();
+  it('prints the JSON Schema of a VM file (default) or of config.yaml, as schemas/ holds them', async () => {
+    for (const [args, file] of [[[], 'vm'], [['vm'], 'vm'], [['config'], 'config']] as const) {
+      const r = await h.run(['schema', ...args]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toBe(readFileSync(join(ROOT, 'schemas', `${file}.schema.json`), 'utf8'));
+      expect(JSON.parse(r.stdout).$schema).toBe('http://json-schema.org/draft-07/schema#');
+    }
+    const bad = await h.run(['schema', 'vmm']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe('vmctl: schema: "vmm" is not a schema; expected vm or config\n');
+    // No daemon is needed (or started) for it.
+    expect(existsSync(join(h.home, 'vmd.pid'))).toBe(false);
   });
 });
 
