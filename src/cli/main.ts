@@ -7,6 +7,7 @@ import { ProtocolFailure } from '../protocol/messages.js';
 import { register as registerConsole } from './commands/console.js';
 import { register as registerDaemon } from './commands/daemon.js';
 import { register as registerDisk } from './commands/disk.js';
+import { register as registerEdit } from './commands/edit.js';
 import { register as registerExec } from './commands/exec.js';
 import { register as registerInspect } from './commands/inspect.js';
 import { register as registerLifecycle } from './commands/lifecycle.js';
@@ -26,6 +27,7 @@ const GROUPS: ((program: Command) => void)[] = [
   registerExec,
   registerRun,
   registerValidate,
+  registerEdit,
   registerSchema,
   registerDisk,
   registerDaemon,

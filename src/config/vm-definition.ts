@@ -4,7 +4,7 @@
 
 import { existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { stringify } from 'yaml';
+import { isScalar, stringify } from 'yaml';
 import type { FirmwareSpec } from '../board/machine-types.js';
 import { ConfigError, ConfigErrors } from './errors.js';
 import { readYamlFile, SchemaReader } from './yaml-schema.js';
@@ -51,6 +51,8 @@ export interface ParseOptions {
   readonly nameOverride?: string;
   /** Skip file-existence checks (used when re-reading a stored definition whose files may have moved). */
   readonly skipFileChecks?: boolean;
+  /** The name an existing VM has (`vmctl edit`): `name:` may be left out, not changed. */
+  readonly keepName?: string;
 }
 
 /** Reads and validates a VM file. Throws ConfigErrors listing every problem found. */
@@ -76,9 +78,15 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
     if (!VM_NAME_RE.test(opts.nameOverride)) r.errors.push(new ConfigError({ file: '--name', line: 1, col: 1 }, `name ${JSON.stringify(opts.nameOverride)} is not a valid VM name; expected ${VM_NAME_TEXT}`));
     given.set('name', opts.nameOverride);
   }
+  if (opts.keepName !== undefined) given.set('name', opts.keepName);
   const ctx = new ReadContext(r, baseDir, given, ALL_KEYS);
   const v = readDocument(VM_SCHEMA, ctx, false);
   if (!v) throw new ConfigErrors(r.errors);
+  const namePair = ctx.at.get('name');
+  if (opts.keepName !== undefined && namePair && ctx.ok('name')) {
+    const written = isScalar(namePair.value) ? (typeof namePair.value.value === 'string' ? namePair.value.value : namePair.value.source) : undefined;
+    if (written !== opts.keepName) r.fail(namePair.value, `name: found ${JSON.stringify(written)}, but this is VM ${JSON.stringify(opts.keepName)}, and a VM cannot be renamed; expected ${JSON.stringify(opts.keepName)}`, namePair.key);
+  }
   checkBeyondShape(v, ctx, !opts.skipFileChecks);
   if (r.errors.length > 0) throw new ConfigErrors(r.errors);
   return {

@@ -1,12 +1,12 @@
 // The VMs a daemon knows: one folder per VM under VMCTL_HOME/vms, loaded at start-up.
 // VMs that were active when the previous daemon died are marked `aborted`.
 
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DiskError } from '../disk/errors.js';
 import { readDiskLocks } from '../disk/lock.js';
-import { deleteCreatedDisks, prepareDisks } from '../disk/prepare.js';
-import { loadVmDefinition, parseVmDefinition, serializeVmDefinition, VM_NAME_RE } from '../config/vm-definition.js';
+import { deleteCreatedDisks, prepareDisks, type PreparedDisks } from '../disk/prepare.js';
+import { loadVmDefinition, parseVmDefinition, serializeVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
 import { ProtocolFailure } from '../protocol/messages.js';
 import { writeFileAtomic } from './atomic.js';
 import { vmDir, type HomePaths } from './paths.js';
@@ -80,14 +80,7 @@ export class Registry {
     mkdirSync(dir, { mode: 0o700 });
     let created: string[] = [];
     try {
-      // New images are created sparse; existing ones are used as they are (src/disk/prepare.ts).
-      let prepared;
-      try {
-        prepared = prepareDisks(def.disks);
-      } catch (e) {
-        if (e instanceof DiskError) throw new ProtocolFailure('ConfigError', `${file}: ${e.message}`);
-        throw e;
-      }
+      const prepared = this.prepareDisks(file, def);
       created = prepared.created;
       for (const w of prepared.warnings) this.env.log(`vm ${def.name}: ${w}`);
       const warnings = prepared.warnings;
@@ -105,6 +98,47 @@ export class Registry {
     } catch (e) {
       try { deleteCreatedDisks(created); } catch { /* best effort */ }
       rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  /** The stored definition (vm.yaml) as text, for `vmctl edit`. */
+  definitionText(vm: VmInstance): string {
+    return readFileSync(join(vm.dir, 'vm.yaml'), 'utf8');
+  }
+
+  /**
+   * Replaces a VM's definition (`vmctl edit`), validated here like `create` (the daemon trusts no
+   * client); `base` is the text the edit started from, so two edits at once cannot silently undo
+   * each other. New disk images are created as on create. A running VM keeps its definition
+   * until it stops.
+   */
+  redefine(vm: VmInstance, file: string, text: string, base: string | undefined): { applies: 'now' | 'next-start'; warnings: string[] } {
+    if (base !== undefined && base !== this.definitionText(vm)) {
+      throw new ProtocolFailure('WrongState', `the definition of VM ${vm.name} was changed by someone else while it was edited; nothing was saved`);
+    }
+    const def = parseVmDefinition(text, file, dirname(file), { keepName: vm.name });
+    const prepared = this.prepareDisks(file, def);
+    try {
+      writeFileAtomic(join(vm.dir, 'vm.yaml'), serializeVmDefinition(def));
+    } catch (e) {
+      try { deleteCreatedDisks(prepared.created); } catch { /* best effort */ }
+      throw e;
+    }
+    vm.persisted.createdDisks.push(...prepared.created.filter((p) => !vm.persisted.createdDisks.includes(p)));
+    vm.save();
+    const applies = vm.redefine(def);
+    for (const w of prepared.warnings) this.env.log(`vm ${vm.name}: ${w}`);
+    this.env.log(`vm ${vm.name}: definition replaced${applies === 'now' ? '' : ' (applies when the VM stops)'}${prepared.created.length ? ` (new disks: ${prepared.created.join(', ')})` : ''}`);
+    return { applies, warnings: prepared.warnings };
+  }
+
+  /** New images are created sparse; existing ones are used as they are (src/disk/prepare.ts). */
+  private prepareDisks(file: string, def: VmDefinition): PreparedDisks {
+    try {
+      return prepareDisks(def.disks);
+    } catch (e) {
+      if (e instanceof DiskError) throw new ProtocolFailure('ConfigError', `${file}: ${e.message}`);
       throw e;
     }
   }

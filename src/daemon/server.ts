@@ -188,6 +188,15 @@ export class Connection {
         if (p.follow === true) this.subscriptions.set(v.name, { console: true });
         return { ...r, state: v.state, bootId: v.persisted.bootId };
       }
+      case 'vm.definition': {
+        const v = vm();
+        return { text: reg.definitionText(v), state: v.state };
+      }
+      case 'vm.redefine': {
+        const v = vm();
+        const { applies, warnings } = reg.redefine(v, p.file as string, p.text as string, p.base as string | undefined);
+        return { ...v.info(), applies, warnings };
+      }
       case 'vm.dtb':
         return { data: Buffer.from(await vm().dtb()).toString('base64') };
     }

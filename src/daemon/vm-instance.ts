@@ -56,8 +56,12 @@ export class VmInstance {
   private workerDone: Promise<void> = Promise.resolve();
   listener: (e: VmEvent) => void = () => {};
 
+  /** A definition saved (`vmctl edit`) while the VM runs: it applies once the worker has ended
+   *  and its disks are released (a guest reboot keeps the running definition and its locks). */
+  private nextDef: VmDefinition | null = null;
+
   constructor(
-    readonly def: VmDefinition,
+    public def: VmDefinition,
     readonly dir: string,
     readonly persisted: PersistedState,
     private readonly env: InstanceEnv,
@@ -65,6 +69,17 @@ export class VmInstance {
 
   get name(): string {
     return this.def.name;
+  }
+
+  /** Replaces the definition: at once for a VM that is not running, else once it stops. */
+  redefine(def: VmDefinition): 'now' | 'next-start' {
+    if (this.active) {
+      this.nextDef = def;
+      return 'next-start';
+    }
+    this.def = def;
+    this.nextDef = null;
+    return 'now';
   }
 
   get state(): VmState {
@@ -237,7 +252,10 @@ export class VmInstance {
         worker.on('exit', (code) => {
           this.worker = null;
           const rebooting = ready && !this.stopping && closed && fatal === null && power?.kind === 'reset' && !p.ephemeral;
-          if (!rebooting) this.releaseDiskLocks(); // the worker closed (fsync'd) its images, or died
+          if (!rebooting) {
+            this.releaseDiskLocks(); // the worker closed (fsync'd) its images, or died
+            if (this.nextDef) this.redefine(this.nextDef);
+          }
           this.serialFlushClose();
           if (!ready) {
             // The machine never came up (a missing kernel, a bad image): the VM stays stopped.

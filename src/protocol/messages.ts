@@ -109,6 +109,8 @@ export const METHODS = {
   // boot: a boot id, or -1, -2, ... counting back from the newest; since: an ISO 8601 time; tail: lines.
   'vm.log': { name, follow: { type: 'boolean' }, boot: { type: 'integer' }, since: { type: 'string' }, tail: { type: 'integer' } },
   'vm.dtb': { name },
+  'vm.definition': { name },
+  'vm.redefine': { name, file: { type: 'string', required: true }, text: { type: 'string', required: true }, base: { type: 'string' } },
 } as const satisfies Record<string, ParamSpec>;
 export type MethodName = keyof typeof METHODS;
 
