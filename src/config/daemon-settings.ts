@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { ConfigErrors } from './errors.js';
 import { readYamlFile, SchemaReader } from './yaml-schema.js';
-import { declaredKeys, object, readDocument, ReadContext, size, type ObjectValue } from './schema.js';
+import { object, readDocument, ReadContext, size, type ObjectValue } from './schema.js';
 import { annotatedYaml } from './schema-docs.js';
 
 export interface DaemonSettings {
@@ -30,13 +30,11 @@ function toSettings(v: SettingsFile): DaemonSettings {
   return { serialLogMaxBytes: v.serialLogMaxSize, daemonLogMaxBytes: v.daemonLogMaxSize, consoleHistoryBytes: v.consoleHistorySize };
 }
 
-const ALL_KEYS = declaredKeys(SETTINGS_SCHEMA);
-
 /** Reads config.yaml text; an empty file means every default. Throws ConfigErrors. */
 export function parseDaemonSettings(text: string, file: string): DaemonSettings {
   const r = new SchemaReader(file, text);
   if (r.errors.length > 0) throw new ConfigErrors(r.errors);
-  const v = readDocument(SETTINGS_SCHEMA, new ReadContext(r, '/', new Map(), ALL_KEYS), true);
+  const v = readDocument(SETTINGS_SCHEMA, new ReadContext(r, '/'), true);
   if (!v || r.errors.length > 0) throw new ConfigErrors(r.errors);
   return toSettings(v);
 }

@@ -67,12 +67,13 @@ export class ReadContext {
   readonly at = new Map<string, Pair<Node, Node | null>>();
   private readonly invalid: string[] = [];
 
+  /** Every key the schema declares anywhere, for suggestions across levels (set by readDocument). */
+  allKeys: readonly DeclaredKey[] = [];
+
   constructor(
     readonly r: SchemaReader,
     readonly baseDir: string,
     readonly given: ReadonlyMap<string, unknown> = new Map(),
-    /** Every key the schema declares anywhere, for suggestions across levels. */
-    readonly allKeys: readonly { path: string; key: string }[] = [],
   ) {}
 
   fail(node: Node | null | undefined, where: Where, message: string): undefined {
@@ -111,7 +112,6 @@ function sizeText(n: number): string {
 export abstract class Spec<T, P extends Presence = Presence> {
   /** Phantom: whether the value is always there (type-level only). */
   declare readonly presence: P;
-  abstract readonly type: string;
   /** A noun phrase for messages: `expected a whole number from 1 to 8`. */
   abstract readonly expected: string;
   /** Short text for the README table's "accepts" column. */
@@ -170,7 +170,6 @@ export type ObjectValue<F extends Fields> = { -readonly [K in keyof F]: ValueOf<
 
 export interface IntegerOptions extends KeyOptions<number> { readonly min: number; readonly max: number }
 export class IntegerSpec<P extends Presence> extends Spec<number, P> {
-  readonly type = 'integer';
   declare readonly options: IntegerOptions;
   get expected(): string { return `a whole number from ${this.options.min} to ${this.options.max}`; }
   get accepts(): string { return `whole number, ${this.options.min}..${this.options.max}`; }
@@ -201,7 +200,6 @@ export interface SizeOptions extends KeyOptions<number> {
   readonly multipleText?: string;
 }
 export class SizeSpec<P extends Presence> extends Spec<number, P> {
-  readonly type = 'size';
   declare readonly options: SizeOptions;
   private get like(): string { return typeof this.options.example === 'string' ? this.options.example : '1GiB'; }
   get expected(): string { return `a size like ${this.like} (units B, KiB, MiB, GiB)`; }
@@ -242,7 +240,6 @@ export class SizeSpec<P extends Presence> extends Spec<number, P> {
 // A duration: 500ms, 30s, 5m, 1h, 1m30s; a bare number is seconds. The value is milliseconds.
 const DURATION_PATTERN = '^\\s*([0-9]+(\\.[0-9]+)?|([0-9]+(\\.[0-9]+)?(ms|s|m|h))+)\\s*$';
 export class DurationSpec<P extends Presence> extends Spec<number, P> {
-  readonly type = 'duration';
   readonly expected = 'a duration like 30s, 500ms or 5m';
   readonly accepts = 'duration (500ms, 30s, 5m, 1h; a bare number is seconds)';
   read(node: Node | null, where: Where, ctx: ReadContext): number | undefined {
@@ -272,7 +269,6 @@ export interface StringOptions extends KeyOptions<string> {
   readonly numbersAsText?: boolean;
 }
 export class StringSpec<P extends Presence> extends Spec<string, P> {
-  readonly type = 'string';
   declare readonly options: StringOptions;
   get expected(): string { return this.options.expectedText; }
   get accepts(): string { return this.options.pattern ? `text: ${this.options.expectedText}` : 'text'; }
@@ -296,7 +292,6 @@ export class StringSpec<P extends Presence> extends Spec<string, P> {
 }
 
 export class BooleanSpec<P extends Presence> extends Spec<boolean, P> {
-  readonly type = 'boolean';
   readonly expected = 'true or false';
   readonly accepts = 'true or false';
   read(node: Node | null, where: Where, ctx: ReadContext): boolean | undefined {
@@ -312,7 +307,6 @@ export class BooleanSpec<P extends Presence> extends Spec<boolean, P> {
 
 /** A file path; a relative one is resolved against the file's folder (ReadContext.baseDir). */
 export class PathSpec<P extends Presence> extends Spec<string, P> {
-  readonly type = 'path';
   readonly expected = 'a file path';
   readonly accepts = 'file path (relative to the YAML file)';
   read(node: Node | null, where: Where, ctx: ReadContext): string | undefined {
@@ -336,7 +330,6 @@ export interface KeywordOrPathOptions<K extends string> extends KeyOptions<Keywo
   readonly pathText: string;
 }
 export class KeywordOrPathSpec<K extends string, P extends Presence> extends Spec<KeywordOrPath<K>, P> {
-  readonly type = 'keyword-or-path';
   declare readonly options: KeywordOrPathOptions<K>;
   get expected(): string { return `${this.options.keywords.join(', ')} or ${this.options.pathText}`; }
   get accepts(): string { return `${this.options.keywords.join(', ')}, or a file path`; }
@@ -370,7 +363,6 @@ export interface ObjectOptions<F extends Fields> extends KeyOptions<ObjectValue<
   readonly rules?: readonly ObjectRule[];
 }
 export class ObjectSpec<F extends Fields, P extends Presence> extends Spec<ObjectValue<F>, P> {
-  readonly type = 'object';
   declare readonly options: ObjectOptions<F>;
   readonly keys: readonly string[];
 
@@ -487,7 +479,6 @@ export interface ListOptions<T> extends KeyOptions<T[]> {
   readonly maxReason?: string;
 }
 export class ListSpec<T, P extends Presence> extends Spec<T[], P> {
-  readonly type = 'list';
   declare readonly options: ListOptions<T>;
   constructor(readonly item: Spec<T>, options: ListOptions<T>) {
     super(options);
@@ -528,7 +519,6 @@ export interface ShapesOptions<T> extends KeyOptions<T> {
   readonly normalize: (value: unknown, kind: NodeKind) => T;
 }
 export class ShapesSpec<T, P extends Presence> extends Spec<T, P> {
-  readonly type = 'shapes';
   declare readonly options: ShapesOptions<T>;
   constructor(readonly forms: Partial<Record<NodeKind, Spec<unknown>>>, options: ShapesOptions<T>) {
     super(options);
@@ -607,8 +597,12 @@ export function declaredKeys(root: ObjectSpec<Fields, Presence>): DeclaredKey[] 
   return out;
 }
 
+const keysOf = new WeakMap<object, DeclaredKey[]>();
+
 /** Reads a whole document against `root` (the top-level mapping). */
 export function readDocument<F extends Fields>(root: ObjectSpec<F, Presence>, ctx: ReadContext, emptyOk: boolean): ObjectValue<F> | undefined {
+  if (!keysOf.has(root)) keysOf.set(root, declaredKeys(root));
+  ctx.allKeys = keysOf.get(root)!;
   const node = ctx.r.doc.contents as Node | null;
   if (isNull(node)) {
     if (emptyOk) return root.fill(new Map(), node, ROOT, ctx);

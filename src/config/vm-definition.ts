@@ -10,7 +10,7 @@ import { ConfigError, ConfigErrors } from './errors.js';
 import { readYamlFile, SchemaReader } from './yaml-schema.js';
 import { formatSize } from './units.js';
 import { bootImageProblems } from './boot-images.js';
-import { declaredKeys, formatDuration, readDocument, ReadContext } from './schema.js';
+import { formatDuration, readDocument, ReadContext } from './schema.js';
 import { VM_NAME_RE, VM_NAME_TEXT, VM_SCHEMA, type VmFile } from './vm-schema.js';
 // Disk identity as the disk locks see it: the same file under two names is one disk.
 import { canonicalImagePath } from '../disk/lock.js';
@@ -61,9 +61,6 @@ export function loadVmDefinition(file: string, opts: ParseOptions = {}): VmDefin
   return parseVmDefinition(readYamlFile(abs, file), file, dirname(abs), opts);
 }
 
-/** Every declared key, for "did you mean" across levels (`kernel:` at the top). */
-const ALL_KEYS = declaredKeys(VM_SCHEMA);
-
 /**
  * Validates YAML text; `displayFile` is used in messages, `baseDir` resolves relative paths.
  * First the shape, as VM_SCHEMA declares it (src/config/vm-schema.ts); then, where the shape of
@@ -79,7 +76,7 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
     given.set('name', opts.nameOverride);
   }
   if (opts.keepName !== undefined) given.set('name', opts.keepName);
-  const ctx = new ReadContext(r, baseDir, given, ALL_KEYS);
+  const ctx = new ReadContext(r, baseDir, given);
   const v = readDocument(VM_SCHEMA, ctx, false);
   if (!v) throw new ConfigErrors(r.errors);
   const namePair = ctx.at.get('name');

@@ -21,7 +21,7 @@ const SCHEMA = object({
 function read(text: string, emptyOk = false): { value: unknown; errors: string[] } {
   const r = new SchemaReader('t.yaml', text);
   if (r.errors.length) return { value: undefined, errors: r.errors.map((e) => e.message) };
-  const value = readDocument(SCHEMA, new ReadContext(r, '/base', new Map(), declaredKeys(SCHEMA)), emptyOk);
+  const value = readDocument(SCHEMA, new ReadContext(r, '/base'), emptyOk);
   return { value, errors: new ConfigErrors(r.errors).errors.map((e) => e.message) };
 }
 
