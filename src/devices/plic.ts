@@ -7,9 +7,20 @@
 //   0x200004 + 0x1000*ctx       claim (read) / complete (write)
 // QEMU virt: 96 sources (riscv,ndev = 0x60 counts 1..95 plus the reserved 0), 7 priority
 // levels, two contexts per hart: 2h = hart h M-mode (MEIP), 2h+1 = hart h S-mode (SEIP).
-// Sources are level-triggered through a gateway (PLIC spec "Interrupt Gateways"): a high level
-// makes the source pending; once claimed it is not forwarded again until the completion, after
-// which a still-high level makes it pending again.
+//
+// Gateways as QEMU 7.2's sifive_plic delivers interrupts (what software built for QEMU's virt
+// expects; Debian's 7.2.x includes the stable fix "hw/intc: Don't clear pending bits on IRQ
+// lowering"): a source becomes pending each time its device signals a high level, whether or
+// not it is claimed at the time; a low level changes nothing; a claim clears the pending bit
+// and holds the source back until its completion; a completion does not sample the line. The
+// devices signal as QEMU's models do (on their register accesses that update their interrupt
+// state: see uart16550.ts, virtio/mmio.ts, goldfish-rtc.ts), so a cause a handler leaves
+// standing is delivered once, and one it re-signals while claimed is delivered again. (The
+// PLIC spec's level-triggered gateway would re-pend a still-high line at completion: a guest
+// built for QEMU that leaves a cause standing would then take it forever.)
+// Deliberate difference: QEMU does not re-evaluate the MEIP/SEIP outputs when an enable word
+// is written (only on signals, claims, completions, priority and threshold writes), so there
+// a source enabled while pending waits for the next such event; here it interrupts at once.
 
 import type { MmioDevice } from '../memory/bus.js';
 import type { HartIrqSink } from './clint.js';
@@ -28,10 +39,9 @@ const CONTEXT_STRIDE = 0x1000;
 
 export class Plic implements MmioDevice {
   private readonly priority = new Uint32Array(PLIC_NUM_SOURCES);
-  private readonly level = new Uint8Array(PLIC_NUM_SOURCES);
   private readonly pending = new Uint8Array(PLIC_NUM_SOURCES);
-  /** Claimed and not yet completed: the gateway holds further requests back. */
-  private readonly inFlight = new Uint8Array(PLIC_NUM_SOURCES);
+  /** Claimed and not yet completed: not forwarded, even when pending again meanwhile. */
+  private readonly claimed = new Uint8Array(PLIC_NUM_SOURCES);
   private readonly enable: Uint32Array;   // [ctx * WORDS + word]
   private readonly threshold: Uint32Array;
   private readonly output: Uint8Array;    // current MEIP/SEIP level per context
@@ -44,16 +54,12 @@ export class Plic implements MmioDevice {
     this.output = new Uint8Array(this.contexts);
   }
 
-  /** A device's interrupt line changed level. */
+  /** A device signals its interrupt line at `high` (QEMU: qemu_set_irq into the PLIC). Each
+   *  high signal makes the source pending, even while it is claimed; a low one changes nothing
+   *  (a request the device withdraws before the claim is still delivered). */
   setLevel(source: number, high: boolean): void {
-    if (source <= 0 || source >= PLIC_NUM_SOURCES) return;
-    this.level[source] = high ? 1 : 0;
-    if (high) {
-      if (!this.inFlight[source]) this.pending[source] = 1;
-    } else {
-      // A level-triggered request that goes away before being claimed is withdrawn (as in QEMU).
-      this.pending[source] = 0;
-    }
+    if (!high || source <= 0 || source >= PLIC_NUM_SOURCES || this.pending[source]) return;
+    this.pending[source] = 1;
     this.update();
   }
 
@@ -111,7 +117,7 @@ export class Plic implements MmioDevice {
       this.threshold[ctx] = value & PRIORITY_MASK;
       this.update();
     } else if (reg === 4) {
-      this.complete(ctx, value);
+      this.complete(value);
     }
   }
 
@@ -125,7 +131,7 @@ export class Plic implements MmioDevice {
     let best = 0;
     let bestPrio = this.threshold[ctx];
     for (let src = 1; src < PLIC_NUM_SOURCES; src++) {
-      if (this.pending[src] && this.priority[src] > bestPrio && this.enabled(ctx, src)) {
+      if (this.pending[src] && !this.claimed[src] && this.priority[src] > bestPrio && this.enabled(ctx, src)) {
         best = src;
         bestPrio = this.priority[src];
       }
@@ -137,17 +143,19 @@ export class Plic implements MmioDevice {
     const src = this.best(ctx);
     if (src !== 0) {
       this.pending[src] = 0;
-      this.inFlight[src] = 1;
+      this.claimed[src] = 1;
       this.update();
     }
     return src;
   }
 
-  private complete(ctx: number, src: number): void {
-    // PLIC spec "Interrupt Completion": an ID that is not enabled for this context is ignored.
-    if (src <= 0 || src >= PLIC_NUM_SOURCES || !this.enabled(ctx, src)) return;
-    this.inFlight[src] = 0;
-    if (this.level[src]) this.pending[src] = 1;
+  /** Ends the claim of `src`, from any context: QEMU 7.2 does not apply the PLIC spec's rule
+   *  ("Interrupt Completion") that an ID not enabled for the context is ignored, and software
+   *  built for it may complete through another context (fixtures/irq checks it). The line is
+   *  not sampled: only a new signal makes the source pending again. */
+  private complete(src: number): void {
+    if (src <= 0 || src >= PLIC_NUM_SOURCES || !this.claimed[src]) return;
+    this.claimed[src] = 0;
     this.update();
   }
 
