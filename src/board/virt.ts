@@ -79,7 +79,7 @@ export class VirtMachine {
     const hartIrq = (hart: number, bit: number, level: boolean) => this.harts[hart].setInterruptLevel(bit, level);
     this.clint = new Clint(config.cpus, this.clock, hartIrq);
     this.plic = new Plic(config.cpus, hartIrq);
-    this.uart = new Uart16550((b) => this.out.push(b), (l) => this.plic.setLevel(UART0_IRQ, l));
+    this.uart = new Uart16550((b) => this.out.push(b), (l) => this.plic.setLevel(UART0_IRQ, l), this.clock);
     this.rtc = new GoldfishRtc((l) => this.plic.setLevel(RTC_IRQ, l));
     const finisher = new TestFinisher((ev) => this.power(
       ev.kind === 'reset'
@@ -231,6 +231,7 @@ export class VirtMachine {
   private pollTimers(): void {
     this.clint.update();
     this.rtc.poll();
+    this.uart.poll();
   }
 
   run(budgetMs: number): RunState {
@@ -276,11 +277,12 @@ export class VirtMachine {
     return false;
   }
 
-  /** When idle: ms until a timer could wake a hart (CLINT mtimecmp, Sstc stimecmp, RTC alarm). */
+  /** When idle: ms until a timer could wake a hart (CLINT mtimecmp, Sstc stimecmp, RTC alarm,
+   *  the UART's character timeout). */
   idleTimeoutMs(): number {
     if (this.halted) return Infinity;
     if (this.anyHartRunnable()) return 0;
-    let t = this.clock.msUntil(this.clint.nextDeadline());
+    let t = Math.min(this.clock.msUntil(this.clint.nextDeadline()), this.clock.msUntil(this.uart.nextDeadline()));
     for (const h of this.harts) {
       if (h.halted) continue;
       const s = h.nextTimerEvent();

@@ -7,99 +7,152 @@
 //   5 LSR                                        6 MSR      7 SCR
 // Transmission is instantaneous: a byte written to THR goes straight to the host console, so
 // THR and the transmitter are always empty again by the time the guest looks (LSR.THRE/TEMT).
-// Reception is fed from the host console through a host-side queue into the 16-byte RX FIFO,
-// like a terminal that only sends when the UART can take it (no overruns are invented).
+// Reception is fed from the host console through a host-side queue into the receiver (the
+// 16-byte FIFO, or the one holding register with FIFOs off), like a terminal that only sends
+// when the UART can take it (no overruns are invented).
+//
+// The interrupt is signalled as QEMU 7.2's hw/char/serial.c (virt's UART) signals it, because
+// the PLIC makes a source pending on every high signal (plic.ts) and software built for QEMU
+// relies on when that happens: the line is signalled, at the level "IIR reports an interrupt",
+// after every access that updates the interrupt state (RBR read, THR write, FCR write, an IER
+// write that changes IER, an IIR read reporting THR empty, an LSR read clearing OE/BI), when
+// received data arrives and when the character timeout fires — never otherwise (LCR, MCR, MSR,
+// SCR, DLL/DLM accesses, other IIR and LSR reads). So a THR-empty interrupt a handler leaves
+// standing comes once, and a handler that reads RBR with it standing takes it again.
+// Also as QEMU: the THR-empty interrupt is raised by every transmitted byte, by enabling ETBEI
+// while THR is empty and by a transmit-FIFO reset, and dropped by disabling ETBEI; a received
+// byte in the FIFO arms a timeout of four character times (QEMU's fifo_timeout_timer, from the
+// divisor and LCR, 9600 baud until they are written), after which IIR reports a character
+// timeout until RBR is read; the modem status never changes (QEMU's stdio/pty backends have no
+// modem lines, and loopback records no deltas), so there is no modem status interrupt.
+// Deliberate differences: in loopback the host's input waits (QEMU lets it in), and host input
+// enters the receiver as soon as it has room (QEMU's backends feed it on their own thread, up
+// to the trigger level): when bytes arrive is timing, not signalling.
 
 import type { MmioDevice } from '../memory/bus.js';
+import type { VirtClock } from './clock.js';
 
 const IER_ERBFI = 0x01; // received data available
 const IER_ETBEI = 0x02; // transmitter holding register empty
 const IER_ELSI = 0x04;  // receiver line status
-const IER_EDSSI = 0x08; // modem status
 
 const IIR_NONE = 0x01;
-const IIR_MSI = 0x00;   // modem status
 const IIR_THRI = 0x02;  // THR empty
 const IIR_RDI = 0x04;   // received data available (trigger level reached)
 const IIR_RLSI = 0x06;  // receiver line status
-const IIR_CTI = 0x0c;   // character timeout (data below the trigger level)
+const IIR_CTI = 0x0c;   // character timeout
 const IIR_FIFO = 0xc0;  // FIFOs enabled
+
+const FCR_FE = 0x01, FCR_RFR = 0x02, FCR_XFR = 0x04;
 
 const LSR_DR = 0x01;
 const LSR_OE = 0x02;
-const LSR_BI_FE_PE = 0x1c;
+const LSR_BI = 0x10;
+const LSR_ERRORS = 0x1e; // OE, PE, FE, BI: a receiver line status interrupt
 const LSR_THRE = 0x20;
 const LSR_TEMT = 0x40;
 
 const MCR_DTR = 0x01, MCR_RTS = 0x02, MCR_OUT1 = 0x04, MCR_OUT2 = 0x08, MCR_LOOP = 0x10;
-const MSR_DCTS = 0x01, MSR_DDSR = 0x02, MSR_TERI = 0x04, MSR_DDCD = 0x08;
 const MSR_CTS = 0x10, MSR_DSR = 0x20, MSR_RI = 0x40, MSR_DCD = 0x80;
-const MSR_DELTAS = MSR_DCTS | MSR_DDSR | MSR_TERI | MSR_DDCD;
 
 const FIFO_SIZE = 16;
 const TRIGGER_LEVELS = [1, 4, 8, 14];
+/** virt's UART clock (QEMU: serial_mm_init(..., 399193, ...)); baud = BAUDBASE / divisor. */
+const BAUDBASE = 399193;
+/** mtime ticks (10 MHz) per nanosecond. */
+const TICKS_PER_NS = 1 / 100;
 
 export class Uart16550 implements MmioDevice {
   private ier = 0;
-  private lcr = 0x03;     // 8N1 (the reset value does not matter to software; QEMU uses 8N1 too)
+  private lcr = 0;
   private mcr = MCR_OUT2;
   private lsr = LSR_THRE | LSR_TEMT;
-  private msr = MSR_DCD | MSR_DSR | MSR_CTS; // a terminal is attached and ready
   private scr = 0;
-  private dll = 0x0c;
-  private dlm = 0;
+  private divisor = 0x0c;
   private fcr = 0;
-  /** THR-empty interrupt pending: set when THR empties (or ETBEI is enabled while empty),
-   *  cleared by reading IIR while it is the reported source, or by writing THR (16550D, IIR table). */
+  /** THR-empty interrupt pending (QEMU's thr_ipending). */
   private thrIpending = false;
+  /** The character timeout fired with data in the FIFO and RBR was not read since. */
+  private timeoutIpending = false;
+  /** mtime at which the character timeout fires (Infinity: not armed). */
+  private timeoutAt = Infinity;
+  /** One character time in mtime ticks: QEMU's reset value, 10 bits at 9600 baud. */
+  private charTicks = Math.trunc(1e9 / 9600) * 10 * TICKS_PER_NS;
   private readonly rxFifo = new Uint8Array(FIFO_SIZE);
   private rxHead = 0;
   private rxCount = 0;
-  /** Bytes from the host not yet in the FIFO (chunks plus read position in the first). */
+  /** The receiver holding register with FIFOs off: the last byte received. */
+  private rbr = 0;
+  /** Bytes from the host not yet in the receiver (chunks plus read position in the first). */
   private readonly hostQueue: Uint8Array[] = [];
   private hostPos = 0;
-  private irqLevel = false;
 
-  /** @param output bytes transmitted by the guest; @param irq level of the UART's interrupt line */
-  constructor(private readonly output: (byte: number) => void, private readonly irq: (level: boolean) => void) {}
+  /** @param output bytes transmitted by the guest; @param irq signals the interrupt line at a
+   *  level (every call is a signal, see above); @param clock the machine's timebase. */
+  constructor(private readonly output: (byte: number) => void, private readonly irq: (level: boolean) => void,
+              private readonly clock: Pick<VirtClock, 'mtime'>) {}
 
   /** Console input from the host. */
   receive(bytes: Uint8Array): void {
     if (bytes.length === 0) return;
     this.hostQueue.push(bytes.slice());
-    this.refill();
-    this.update();
+    if (this.refill()) this.signal();
   }
 
-  /** Bytes waiting on the host side (not yet in the FIFO). */
+  /** Bytes waiting on the host side (not yet in the receiver). */
   pendingInput(): number {
     let n = this.hostQueue.length === 0 ? 0 : -this.hostPos;
     for (const c of this.hostQueue) n += c.length;
     return n;
   }
 
+  /** mtime at which the character timeout fires (Infinity when not armed). */
+  nextDeadline(): number {
+    return this.timeoutAt;
+  }
+
+  /** Fires the character timeout if its time has come (the board calls this between slices). */
+  poll(): void {
+    if (this.timeoutAt > this.clock.mtime()) return;
+    this.timeoutAt = Infinity;
+    if (this.rxCount > 0) {
+      this.timeoutIpending = true;
+      this.signal();
+    }
+  }
+
   read(offset: number, _size: 1 | 2 | 4): number {
     const dlab = (this.lcr & 0x80) !== 0;
     switch (offset & 7) {
       case 0: {
-        if (dlab) return this.dll;
-        if (this.rxCount === 0) return 0;
-        const b = this.rxFifo[this.rxHead];
-        this.rxHead = (this.rxHead + 1) % FIFO_SIZE;
-        this.rxCount--;
-        if (this.rxCount === 0) this.lsr &= ~LSR_DR;
+        if (dlab) return this.divisor & 0xff;
+        let b: number;
+        if (this.fifoEnabled()) {
+          b = 0;
+          if (this.rxCount > 0) {
+            b = this.rxFifo[this.rxHead];
+            this.rxHead = (this.rxHead + 1) % FIFO_SIZE;
+            this.rxCount--;
+          }
+          if (this.rxCount === 0) this.lsr &= ~(LSR_DR | LSR_BI);
+          else this.armTimeout();
+          this.timeoutIpending = false;
+        } else {
+          b = this.rbr;
+          this.lsr &= ~(LSR_DR | LSR_BI);
+        }
         this.refill();
-        this.update();
+        this.signal();
         return b;
       }
       case 1:
-        return dlab ? this.dlm : this.ier;
+        return dlab ? this.divisor >>> 8 : this.ier;
       case 2: {
         const iir = this.iir();
         // Reading IIR while it reports THR empty clears that interrupt (16550D, "IIR").
         if ((iir & 0x0f) === IIR_THRI) {
           this.thrIpending = false;
-          this.update();
+          this.signal();
         }
         return iir;
       }
@@ -109,16 +162,15 @@ export class Uart16550 implements MmioDevice {
         return this.mcr;
       case 5: {
         const v = this.lsr;
-        // Error bits (OE, PE, FE, BI) clear on read; we never set them, but keep the semantics.
-        this.lsr &= ~(LSR_OE | LSR_BI_FE_PE);
+        // Reading LSR clears the overrun and break indications (we never set PE or FE).
+        if (this.lsr & (LSR_OE | LSR_BI)) {
+          this.lsr &= ~(LSR_OE | LSR_BI);
+          this.signal();
+        }
         return v;
       }
-      case 6: {
-        const v = this.modemStatus();
-        this.msr &= ~MSR_DELTAS; // delta bits clear on read
-        this.update();
-        return v;
-      }
+      case 6:
+        return this.modemStatus();
       default:
         return this.scr;
     }
@@ -129,54 +181,60 @@ export class Uart16550 implements MmioDevice {
     const dlab = (this.lcr & 0x80) !== 0;
     switch (offset & 7) {
       case 0:
-        if (dlab) { this.dll = value; return; }
-        if (this.mcr & MCR_LOOP) this.pushRx(value); // loopback: TX is wired back to RX
+        if (dlab) {
+          this.divisor = (this.divisor & 0xff00) | value;
+          this.updateCharTime();
+          return;
+        }
+        if (this.mcr & MCR_LOOP) this.receiveByte(value); // loopback: TX is wired back to RX
         else this.output(value);
         // The byte is gone at once: THR is empty again and raises its interrupt.
         this.lsr |= LSR_THRE | LSR_TEMT;
         this.thrIpending = true;
-        this.update();
+        this.signal();
         return;
       case 1: {
-        if (dlab) { this.dlm = value; return; }
-        const old = this.ier;
+        if (dlab) {
+          this.divisor = (this.divisor & 0x00ff) | (value << 8);
+          this.updateCharTime();
+          return;
+        }
+        const changed = (this.ier ^ value) & 0x0f;
         this.ier = value & 0x0f;
-        // Enabling ETBEI while THR is empty raises the THRE interrupt (as on real 16550s, and
-        // what Linux's 8250 driver relies on to start transmitting).
-        if (!(old & IER_ETBEI) && (this.ier & IER_ETBEI) && (this.lsr & LSR_THRE)) this.thrIpending = true;
-        this.update();
+        // Turning ETBEI on while THR is empty raises the THRE interrupt (as real 16550s do, and
+        // what Linux's 8250 driver relies on to start transmitting); turning it off drops it.
+        if (changed & IER_ETBEI) this.thrIpending = (this.ier & IER_ETBEI) !== 0 && (this.lsr & LSR_THRE) !== 0;
+        if (changed) this.signal();
         return;
       }
       case 2: {
-        const wasEnabled = this.fcr & 1;
-        if ((value & 1) !== wasEnabled) {
-          // Changing the FIFO enable clears both FIFOs (16550D, "FCR").
-          this.clearRx();
+        // Changing the FIFO enable clears both FIFOs (16550D, "FCR").
+        if ((value ^ this.fcr) & FCR_FE) value |= FCR_RFR | FCR_XFR;
+        if (value & FCR_RFR) {
+          this.rxCount = 0;
+          this.rxHead = 0;
+          this.lsr &= ~(LSR_DR | LSR_BI);
+          this.timeoutAt = Infinity;
+          this.timeoutIpending = false;
         }
-        if (value & 0x02) this.clearRx();
-        // bit 2 (clear TX FIFO): nothing is ever queued for transmission.
+        if (value & FCR_XFR) {
+          // Nothing is ever queued for transmission; an emptied FIFO raises THR empty.
+          this.lsr |= LSR_THRE;
+          this.thrIpending = true;
+        }
         this.fcr = value & 0xc9;
         this.refill();
-        this.update();
+        this.signal();
         return;
       }
       case 3:
         this.lcr = value;
+        this.updateCharTime();
         return;
       case 4: {
-        const old = this.mcr;
+        const leavingLoop = (this.mcr & MCR_LOOP) !== 0 && (value & MCR_LOOP) === 0;
         this.mcr = value & 0x1f;
-        if ((old ^ this.mcr) & MCR_LOOP) this.refill();
-        if (this.mcr & MCR_LOOP) {
-          // In loopback the modem inputs follow the outputs; record deltas like real hardware.
-          const before = this.loopMsr(old);
-          const after = this.loopMsr(this.mcr);
-          if ((before ^ after) & MSR_CTS) this.msr |= MSR_DCTS;
-          if ((before ^ after) & MSR_DSR) this.msr |= MSR_DDSR;
-          if ((before & MSR_RI) && !(after & MSR_RI)) this.msr |= MSR_TERI;
-          if ((before ^ after) & MSR_DCD) this.msr |= MSR_DDCD;
-        }
-        this.update();
+        if (leavingLoop && this.refill()) this.signal(); // the line is connected again
         return;
       }
       case 5:
@@ -188,68 +246,77 @@ export class Uart16550 implements MmioDevice {
     }
   }
 
-  private loopMsr(mcr: number): number {
-    return ((mcr & MCR_RTS) ? MSR_CTS : 0) | ((mcr & MCR_DTR) ? MSR_DSR : 0) |
-      ((mcr & MCR_OUT1) ? MSR_RI : 0) | ((mcr & MCR_OUT2) ? MSR_DCD : 0);
-  }
-
+  /** In loopback the modem inputs follow the outputs (16550D, MCR bit 4); otherwise a terminal
+   *  is attached and ready. */
   private modemStatus(): number {
-    const lines = (this.mcr & MCR_LOOP) ? this.loopMsr(this.mcr) : (MSR_DCD | MSR_DSR | MSR_CTS);
-    return lines | (this.msr & MSR_DELTAS);
+    if (!(this.mcr & MCR_LOOP)) return MSR_DCD | MSR_DSR | MSR_CTS;
+    const m = this.mcr;
+    return ((m & MCR_RTS) ? MSR_CTS : 0) | ((m & MCR_DTR) ? MSR_DSR : 0) |
+      ((m & MCR_OUT1) ? MSR_RI : 0) | ((m & MCR_OUT2) ? MSR_DCD : 0);
   }
 
-  private fifoEnabled(): boolean { return (this.fcr & 1) !== 0; }
+  private fifoEnabled(): boolean { return (this.fcr & FCR_FE) !== 0; }
 
-  private capacity(): number { return this.fifoEnabled() ? FIFO_SIZE : 1; }
-
-  private clearRx(): void {
-    this.rxCount = 0;
-    this.rxHead = 0;
-    this.lsr &= ~LSR_DR;
+  /** QEMU's serial_update_parameters: start bit, 5-8 data bits, parity, 1-2 stop bits at
+   *  BAUDBASE / divisor (divisor 0: BAUDBASE / 32768). */
+  private updateCharTime(): void {
+    const frame = 1 + (this.lcr & 0x03) + 5 + ((this.lcr & 0x04) ? 2 : 1) + ((this.lcr & 0x08) ? 1 : 0);
+    const baud = this.divisor === 0 ? BAUDBASE / 32768 : BAUDBASE / this.divisor;
+    this.charTicks = Math.trunc(1e9 / baud * frame) * TICKS_PER_NS;
   }
 
-  private pushRx(b: number): void {
-    if (this.rxCount >= this.capacity()) {
-      this.lsr |= LSR_OE; // overrun: only reachable in loopback, the host queue waits for room
-      return;
+  private armTimeout(): void {
+    this.timeoutAt = this.clock.mtime() + 4 * this.charTicks;
+  }
+
+  /** A byte reaches the receiver: with FIFOs on it is queued (dropped with OE when full) and
+   *  arms the character timeout; with FIFOs off it replaces the held byte (OE if unread). */
+  private receiveByte(b: number): void {
+    if (this.fifoEnabled()) {
+      if (this.rxCount < FIFO_SIZE) {
+        this.rxFifo[(this.rxHead + this.rxCount) % FIFO_SIZE] = b;
+        this.rxCount++;
+      } else {
+        this.lsr |= LSR_OE;
+      }
+      this.armTimeout();
+    } else {
+      if (this.lsr & LSR_DR) this.lsr |= LSR_OE;
+      this.rbr = b;
     }
-    this.rxFifo[(this.rxHead + this.rxCount) % FIFO_SIZE] = b;
-    this.rxCount++;
     this.lsr |= LSR_DR;
   }
 
-  /** Moves host bytes into the FIFO while it has room (not in loopback: the line is disconnected). */
-  private refill(): void {
-    if (this.mcr & MCR_LOOP) return;
-    while (this.hostQueue.length > 0 && this.rxCount < this.capacity()) {
+  /** Moves host bytes into the receiver while it has room (not in loopback: the line is
+   *  disconnected); returns whether any moved. Never overruns. */
+  private refill(): boolean {
+    if (this.mcr & MCR_LOOP) return false;
+    let moved = false;
+    while (this.hostQueue.length > 0 && (this.fifoEnabled() ? this.rxCount < FIFO_SIZE : (this.lsr & LSR_DR) === 0)) {
       const chunk = this.hostQueue[0];
-      this.pushRx(chunk[this.hostPos++]);
+      this.receiveByte(chunk[this.hostPos++]);
+      moved = true;
       if (this.hostPos >= chunk.length) { this.hostQueue.shift(); this.hostPos = 0; }
     }
+    return moved;
   }
 
-  /** The highest-priority pending interrupt (16550D, table "Interrupt Control Functions"). */
+  /** The highest-priority pending interrupt (16550D, table "Interrupt Control Functions"; the
+   *  character timeout as QEMU reports it). */
   private iir(): number {
     const fifo = this.fifoEnabled() ? IIR_FIFO : 0;
-    if ((this.ier & IER_ELSI) && (this.lsr & (LSR_OE | LSR_BI_FE_PE))) return fifo | IIR_RLSI;
-    if ((this.ier & IER_ERBFI) && this.rxCount > 0) {
-      if (!this.fifoEnabled() || this.rxCount >= TRIGGER_LEVELS[this.fcr >>> 6]) return fifo | IIR_RDI;
-      // Below the trigger level the 16550 reports a character timeout once the line is quiet;
-      // our host queue has already delivered everything it could, so the line is quiet now.
-      return fifo | IIR_CTI;
+    if ((this.ier & IER_ELSI) && (this.lsr & LSR_ERRORS)) return fifo | IIR_RLSI;
+    if (this.ier & IER_ERBFI) {
+      if (this.timeoutIpending) return fifo | IIR_CTI;
+      if ((this.lsr & LSR_DR) && (!this.fifoEnabled() || this.rxCount >= TRIGGER_LEVELS[this.fcr >>> 6])) return fifo | IIR_RDI;
     }
     if ((this.ier & IER_ETBEI) && this.thrIpending) return fifo | IIR_THRI;
-    if ((this.ier & IER_EDSSI) && (this.msr & MSR_DELTAS)) return fifo | IIR_MSI;
     return fifo | IIR_NONE;
   }
 
-  private update(): void {
-    // On the virt board the interrupt output is wired straight to the PLIC (OUT2 gating is a
-    // PC convention that QEMU's model does not apply either).
-    const level = (this.iir() & IIR_NONE) === 0;
-    if (level !== this.irqLevel) {
-      this.irqLevel = level;
-      this.irq(level);
-    }
+  /** Signals the interrupt line at its current level. On the virt board it is wired straight
+   *  to the PLIC (OUT2 gating is a PC convention that QEMU's model does not apply either). */
+  private signal(): void {
+    this.irq((this.iir() & IIR_NONE) === 0);
   }
 }

@@ -17,7 +17,7 @@ function prng(seed: number): () => number {
 }
 
 const devices: [string, () => MmioDevice, number][] = [
-  ['uart16550', () => new Uart16550(() => {}, () => {}), 0x100],
+  ['uart16550', () => { const c = new VirtClock(); c.resume(); return new Uart16550(() => {}, () => {}, c); }, 0x100],
   ['plic', () => new Plic(8, () => {}), PLIC_SIZE],
   ['clint', () => { const c = new VirtClock(); c.resume(); return new Clint(8, c, () => {}); }, CLINT_SIZE],
   ['goldfish-rtc', () => new GoldfishRtc(() => {}), RTC_SIZE],
