@@ -7,6 +7,13 @@
 //
 // Requests run synchronously: a QueueNotify write processes every available chain of that queue
 // before the store retires, so the hart is held for exactly the I/O the driver asked for.
+//
+// The interrupt line is signalled as QEMU 7.2's virtio-mmio signals it (virtio_mmio_update_irq,
+// level InterruptStatus != 0), because the PLIC makes a source pending on every high signal
+// (plic.ts): when a notification is due (a used buffer the driver asked to hear about, 2.7.10;
+// a configuration change), on every InterruptACK write, and on reset; reading InterruptStatus
+// does not signal. So a used-buffer interrupt a handler never acknowledges is delivered once,
+// and again only when the next request completes.
 
 import type { MmioDevice } from '../../memory/bus.js';
 import type { GuestRam } from '../../memory/ram.js';
@@ -70,7 +77,7 @@ export interface VirtioDeviceModel {
 export interface VirtioMmioOptions {
   readonly ram: GuestRam;
   readonly model: VirtioDeviceModel;
-  /** Level of the device's interrupt line (PLIC source). */
+  /** Signals the device's interrupt line (PLIC source) at a level. */
   readonly setIrq: (level: boolean) => void;
   /** One line per problem (malformed ring, bad register access), for the VM's log. */
   readonly log: (message: string) => void;
@@ -90,7 +97,6 @@ export class VirtioMmioDevice implements MmioDevice {
   private queueSel = 0;
   private interruptStatus = 0;
   private configGeneration = 0;
-  private irqLevel = false;
   /** Log lines about bad register accesses are limited so a hostile guest cannot flood the log. */
   private accessWarnings = 0;
 
@@ -167,7 +173,7 @@ export class VirtioMmioDevice implements MmioDevice {
       case REG.QueueNotify: this.notify(value & 0xffff); return;
       case REG.InterruptACK:
         this.interruptStatus &= ~value;
-        this.updateIrq();
+        this.signal();
         return;
       case REG.Status: this.setStatus(value & 0xff); return;
       case REG.QueueDescLow: if (q && !q.ready) q.descAddr = setLow(q.descAddr, value); return;
@@ -186,7 +192,7 @@ export class VirtioMmioDevice implements MmioDevice {
     this.configGeneration = (this.configGeneration + 1) >>> 0;
     if ((this.status & STATUS_DRIVER_OK) !== 0) {
       this.interruptStatus |= INT_CONFIG_CHANGE;
-      this.updateIrq();
+      this.signal();
     }
   }
 
@@ -198,7 +204,7 @@ export class VirtioMmioDevice implements MmioDevice {
     this.status |= STATUS_DEVICE_NEEDS_RESET;
     if ((this.status & STATUS_DRIVER_OK) !== 0) {
       this.interruptStatus |= INT_CONFIG_CHANGE;
-      this.updateIrq();
+      this.signal();
     }
   }
 
@@ -229,7 +235,7 @@ export class VirtioMmioDevice implements MmioDevice {
     // driver is ready to receive notifications.
     if (becameOk && this.needsReset()) {
       this.interruptStatus |= INT_CONFIG_CHANGE;
-      this.updateIrq();
+      this.signal();
     }
   }
 
@@ -240,7 +246,7 @@ export class VirtioMmioDevice implements MmioDevice {
     this.deviceFeaturesSel = this.driverFeaturesSel = this.queueSel = 0;
     for (const q of this.queues) q.reset();
     this.interruptStatus = 0;
-    this.updateIrq();
+    this.signal();
     this.model.reset();
   }
 
@@ -279,16 +285,13 @@ export class VirtioMmioDevice implements MmioDevice {
     }
     if (!this.needsReset() && q.needsInterrupt(oldUsed)) {
       this.interruptStatus |= INT_USED_BUFFER;
-      this.updateIrq();
+      this.signal();
     }
   }
 
-  private updateIrq(): void {
-    const level = this.interruptStatus !== 0;
-    if (level !== this.irqLevel) {
-      this.irqLevel = level;
-      this.opts.setIrq(level);
-    }
+  /** Signals the interrupt line at its level (every call is a signal, see above). */
+  private signal(): void {
+    this.opts.setIrq(this.interruptStatus !== 0);
   }
 
   private warnAccess(what: string): void {
