@@ -8,6 +8,11 @@
 //   0x18 ALARM_STATUS                  1 while an alarm is armed
 //   0x1c CLEAR_INTERRUPT               lowers the interrupt line
 // Time follows the host's wall clock; a guest write to TIME_LOW/TIME_HIGH sets an offset.
+// The interrupt line (level: pending and enabled) is signalled as QEMU 7.2's goldfish_rtc.c
+// signals it, because the PLIC makes a source pending on every high signal (plic.ts): when the
+// alarm fires (at its time, or at the ALARM_LOW write for a time already past) and on every
+// IRQ_ENABLED and CLEAR_INTERRUPT write; no other access signals (CLEAR_ALARM leaves a fired
+// interrupt standing). So a fired alarm a handler never clears is delivered once.
 
 import type { MmioDevice } from '../memory/bus.js';
 
@@ -22,7 +27,6 @@ export class GoldfishRtc implements MmioDevice {
   private alarmArmed = false;
   private irqEnabled = false;
   private irqPending = false;
-  private irqLevel = false;
 
   constructor(private readonly irq: (level: boolean) => void,
               private readonly hostNowNs: () => bigint = () => BigInt(Date.now()) * 1_000_000n) {}
@@ -72,15 +76,16 @@ export class GoldfishRtc implements MmioDevice {
         break;
       case 0x10:
         this.irqEnabled = (value & 1) !== 0;
+        this.signal();
         break;
       case 0x14:
         this.alarmArmed = false;
         break;
       case 0x1c:
         this.irqPending = false;
+        this.signal();
         break;
     }
-    this.update();
   }
 
   /** Fires the alarm if its time has come (the board calls this between slices). */
@@ -88,7 +93,7 @@ export class GoldfishRtc implements MmioDevice {
     if (this.alarmArmed && this.nowNs() >= this.alarmNs) {
       this.alarmArmed = false;
       this.irqPending = true;
-      this.update();
+      this.signal();
     }
   }
 
@@ -99,11 +104,8 @@ export class GoldfishRtc implements MmioDevice {
     return d <= 0n ? 0 : Number(d) / 1e6;
   }
 
-  private update(): void {
-    const level = this.irqPending && this.irqEnabled;
-    if (level !== this.irqLevel) {
-      this.irqLevel = level;
-      this.irq(level);
-    }
+  /** Signals the interrupt line at its level (every call is a signal, see above). */
+  private signal(): void {
+    this.irq(this.irqPending && this.irqEnabled);
   }
 }

@@ -35,19 +35,20 @@ describe('goldfish rtc', () => {
     let now = 1000n;
     const levels: boolean[] = [];
     const r = new GoldfishRtc((l) => levels.push(l), () => now);
-    r.write(0x10, 4, 1);
+    r.write(0x10, 4, 1);                // IRQ_ENABLED signals its (low) level
+    expect(levels).toEqual([false]);
     r.write(0x0c, 4, 0);
     r.write(0x08, 4, 5_000_000); // 5 ms from epoch 0 -> ~5 ms from now
     expect(r.read(0x18, 4)).toBe(1);
     expect(r.msUntilAlarm()).toBeCloseTo(4.999, 2);
     r.poll();
-    expect(levels).toEqual([]);
+    expect(levels).toEqual([false]);
     now = 5_000_000n;
     r.poll();
-    expect(levels).toEqual([true]);
+    expect(levels).toEqual([false, true]);
     expect(r.read(0x18, 4)).toBe(0);
     r.write(0x1c, 4, 1);
-    expect(levels).toEqual([true, false]);
+    expect(levels).toEqual([false, true, false]);
   });
 
   it('an alarm already in the past fires at once; CLEAR_ALARM disarms', () => {
@@ -55,12 +56,27 @@ describe('goldfish rtc', () => {
     const r = new GoldfishRtc((l) => levels.push(l), () => 100n);
     r.write(0x10, 4, 1);
     r.write(0x08, 4, 50);
-    expect(levels).toEqual([true]);
+    expect(levels).toEqual([false, true]);
     r.write(0x1c, 4, 1);
     r.write(0x08, 4, 1000);
     r.write(0x14, 4, 1);
     expect(r.read(0x18, 4)).toBe(0);
     expect(r.msUntilAlarm()).toBe(Infinity);
+  });
+
+  it('signals on the accesses QEMU signals on: the alarm, IRQ_ENABLED and CLEAR_INTERRUPT writes only', () => {
+    const levels: boolean[] = [];
+    const r = new GoldfishRtc((l) => levels.push(l), () => 100n);
+    r.write(0x08, 4, 50);               // fires, but IRQ_ENABLED is off: signals low
+    expect(levels).toEqual([false]);
+    r.write(0x10, 4, 1);                // enabled while pending: high
+    r.write(0x10, 4, 1);                // written again: high again (a new PLIC request)
+    expect(levels).toEqual([false, true, true]);
+    for (const reg of [0x00, 0x04, 0x0c, 0x14]) r.write(reg, 4, 0);
+    for (const reg of [0x00, 0x04, 0x08, 0x0c, 0x10, 0x18]) r.read(reg, 4);
+    expect(levels).toEqual([false, true, true]); // CLEAR_ALARM leaves the fired interrupt standing
+    r.write(0x1c, 4, 1);
+    expect(levels).toEqual([false, true, true, false]);
   });
 });
 
