@@ -28,6 +28,10 @@ export interface QemuOptions {
   timeoutMs?: number;
   /** Extra arguments, e.g. ['-d', 'in_asm,int', '-D', '/tmp/q.log'] when chasing a bug. */
   extraArgs?: string[];
+  /** Console input: written to QEMU's stdin (the serial port's backend) at the start. Stdin
+   *  stays open until QEMU exits (at end of file QEMU's stdio backend closes, and console
+   *  output written around then is lost). */
+  input?: string;
 }
 
 /** Throws with an actionable message when QEMU is missing or too old to compare with. */
@@ -60,7 +64,11 @@ export function runQemu(elfPath: string, opts: QemuOptions = {}): Promise<QemuRe
   ];
   // -nographic with -serial stdio and no monitor: stdout carries only the guest's bytes.
   return new Promise((resolve, reject) => {
-    const child = spawn(QEMU_BINARY, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(QEMU_BINARY, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    if (child.stdin && opts.input !== undefined) {
+      child.stdin.on('error', () => {}); // QEMU may be gone before it reads everything
+      child.stdin.write(opts.input, 'latin1');
+    }
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timedOut = false;
@@ -68,14 +76,15 @@ export function runQemu(elfPath: string, opts: QemuOptions = {}): Promise<QemuRe
       timedOut = true;
       child.kill('SIGKILL');
     }, opts.timeoutMs ?? 20_000);
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.stdout!.on('data', (b: Buffer) => out.push(b));
+    child.stderr!.on('data', (b: Buffer) => err.push(b));
     child.on('error', (e) => {
       clearTimeout(timer);
       reject(new Error(`cannot start ${QEMU_BINARY}: ${e.message}`));
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      child.stdin?.destroy();
       resolve({
         output: Buffer.concat(out).toString('latin1'),
         exitCode: code,
