@@ -20,7 +20,8 @@ export class TestDriver {
   readonly ram = new GuestRam(RAM_BASE, RAM_SIZE);
   readonly logs: string[] = [];
   irq = false;
-  irqEdges = 0;
+  /** Every signal of the interrupt line, in order (a high one is a new PLIC request). */
+  readonly signals: boolean[] = [];
   readonly dev: VirtioMmioDevice;
   qsize = 8;
   private availIdx = 0;
@@ -31,7 +32,7 @@ export class TestDriver {
       ram: this.ram,
       model,
       name: 'test-dev',
-      setIrq: (l) => { if (l && !this.irq) this.irqEdges++; this.irq = l; },
+      setIrq: (l) => { this.signals.push(l); this.irq = l; },
       log: (m) => this.logs.push(m),
     });
   }

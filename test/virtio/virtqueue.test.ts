@@ -102,6 +102,32 @@ describe('virtio-mmio registers', () => {
     expect(d.r(REG.InterruptStatus)).toBe(0);
   });
 
+  it('signals on every used-buffer notification and InterruptACK write, not on InterruptStatus reads (as QEMU)', () => {
+    const { d } = ready(feature(VIRTIO_F_VERSION_1));
+    const seg = () => d.chain([{ addr: DATA, len: 1 }, { addr: DATA + 8, len: 1, write: true }]);
+    const since = (f: () => void) => { const n = d.signals.length; f(); return d.signals.slice(n); };
+    expect(since(() => d.submit(seg()))).toEqual([true]);
+    expect(since(() => d.r(REG.InterruptStatus))).toEqual([]);
+    expect(since(() => d.submit(seg()))).toEqual([true]);          // never acknowledged: high again
+    expect(since(() => d.w(REG.InterruptACK, 0))).toEqual([true]); // acknowledges nothing, still signals
+    expect(since(() => d.ack())).toEqual([false]);
+  });
+
+  it('a failed device signals its configuration notification, then nothing until reset (QEMU: broken)', () => {
+    const { d } = ready(feature(VIRTIO_F_VERSION_1));
+    d.desc(0, DATA, 1, VIRTQ_DESC_F_NEXT, 1);
+    d.desc(1, DATA + 8, 1, VIRTQ_DESC_F_NEXT, 0); // a loop
+    const n = d.signals.length;
+    d.submit(0);
+    expect(d.signals.slice(n)).toEqual([true]);
+    expect(d.r(REG.InterruptStatus)).toBe(INT_USED_BUFFER | INT_CONFIG_CHANGE);
+    d.w(REG.InterruptACK, INT_USED_BUFFER);
+    d.w(REG.InterruptACK, 0);
+    expect(d.signals.length).toBe(n + 1);
+    d.w(REG.Status, 0);
+    expect(d.signals.slice(n + 1)).toEqual([false]);
+  });
+
   it('serves indirect descriptor tables', () => {
     const { d } = ready();
     d.ram.write(DATA, new Uint8Array([9, 8, 7]));
@@ -147,12 +173,12 @@ describe('virtio-mmio registers', () => {
     }
   });
 
-  it('bumps the config generation and interrupts on configuration change', () => {
+  it('bumps the config generation and interrupts on configuration change (InterruptStatus 3, as QEMU)', () => {
     const { d } = ready();
     const gen = d.r(REG.ConfigGeneration);
     d.dev.configChanged();
     expect(d.r(REG.ConfigGeneration)).toBe(gen + 1);
-    expect(d.r(REG.InterruptStatus)).toBe(INT_CONFIG_CHANGE);
+    expect(d.r(REG.InterruptStatus)).toBe(INT_USED_BUFFER | INT_CONFIG_CHANGE);
     expect(d.irq).toBe(true);
   });
 

@@ -13,7 +13,9 @@
 // (plic.ts): when a notification is due (a used buffer the driver asked to hear about, 2.7.10;
 // a configuration change), on every InterruptACK write, and on reset; reading InterruptStatus
 // does not signal. So a used-buffer interrupt a handler never acknowledges is delivered once,
-// and again only when the next request completes.
+// and again only when the next request completes. Also as QEMU: a configuration notification
+// sets both InterruptStatus bits (virtio_notify_config), and a device that has failed and
+// announced it (DEVICE_NEEDS_RESET, QEMU's "broken") signals nothing more until it is reset.
 
 import type { MmioDevice } from '../../memory/bus.js';
 import type { GuestRam } from '../../memory/ram.js';
@@ -97,6 +99,8 @@ export class VirtioMmioDevice implements MmioDevice {
   private queueSel = 0;
   private interruptStatus = 0;
   private configGeneration = 0;
+  /** The device failed and told the driver: no more signals until reset (QEMU: vdev->broken). */
+  private broken = false;
   /** Log lines about bad register accesses are limited so a hostile guest cannot flood the log. */
   private accessWarnings = 0;
 
@@ -190,10 +194,7 @@ export class VirtioMmioDevice implements MmioDevice {
    *  driver is running, raise a configuration change notification (4.2.3.4 / 2.5). */
   configChanged(): void {
     this.configGeneration = (this.configGeneration + 1) >>> 0;
-    if ((this.status & STATUS_DRIVER_OK) !== 0) {
-      this.interruptStatus |= INT_CONFIG_CHANGE;
-      this.signal();
-    }
+    if ((this.status & STATUS_DRIVER_OK) !== 0) this.notifyConfig();
   }
 
   /** Puts the device into DEVICE_NEEDS_RESET (2.1.2) and tells the driver with a config change
@@ -202,10 +203,7 @@ export class VirtioMmioDevice implements MmioDevice {
     this.opts.log(`${this.opts.name}: ${reason}; device needs reset`);
     if (this.needsReset()) return;
     this.status |= STATUS_DEVICE_NEEDS_RESET;
-    if ((this.status & STATUS_DRIVER_OK) !== 0) {
-      this.interruptStatus |= INT_CONFIG_CHANGE;
-      this.signal();
-    }
+    if ((this.status & STATUS_DRIVER_OK) !== 0) this.announceFailure();
   }
 
   private setStatus(value: number): void {
@@ -233,14 +231,23 @@ export class VirtioMmioDevice implements MmioDevice {
     this.status = v | (this.status & STATUS_DEVICE_NEEDS_RESET);
     // A failure found before DRIVER_OK (e.g. a bad queue at QueueReady) is announced once the
     // driver is ready to receive notifications.
-    if (becameOk && this.needsReset()) {
-      this.interruptStatus |= INT_CONFIG_CHANGE;
-      this.signal();
-    }
+    if (becameOk && this.needsReset()) this.announceFailure();
+  }
+
+  private announceFailure(): void {
+    this.notifyConfig();
+    this.broken = true;
+  }
+
+  /** A configuration change notification (2.5): QEMU sets the used-buffer bit too. */
+  private notifyConfig(): void {
+    this.interruptStatus |= INT_USED_BUFFER | INT_CONFIG_CHANGE;
+    this.signal();
   }
 
   private reset(): void {
     this.status = 0;
+    this.broken = false;
     this.driverFeatures = 0n;
     this.negotiated = 0n;
     this.deviceFeaturesSel = this.driverFeaturesSel = this.queueSel = 0;
@@ -291,7 +298,7 @@ export class VirtioMmioDevice implements MmioDevice {
 
   /** Signals the interrupt line at its level (every call is a signal, see above). */
   private signal(): void {
-    this.opts.setIrq(this.interruptStatus !== 0);
+    if (!this.broken) this.opts.setIrq(this.interruptStatus !== 0);
   }
 
   private warnAccess(what: string): void {
