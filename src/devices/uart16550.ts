@@ -113,7 +113,7 @@ export class Uart16550 implements MmioDevice {
 
   /** Fires the character timeout if its time has come (the board calls this between slices). */
   poll(): void {
-    if (this.timeoutAt > this.clock.mtime()) return;
+    if (this.timeoutAt === Infinity || this.timeoutAt > this.clock.mtime()) return;
     this.timeoutAt = Infinity;
     if (this.rxCount > 0) {
       this.timeoutIpending = true;
