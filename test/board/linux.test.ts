@@ -23,14 +23,16 @@ const haveQemu = spawnSync('qemu-system-riscv64', ['--version'], { stdio: 'ignor
 /** Boot console lines without printk timestamps, sorted (SMP and async initcalls interleave freely).
  *  Dropped: the HPM counter count OpenSBI finds (QEMU has 16, we have none and no pmu node), the
  *  kernel's "Memory:" line (QEMU's larger device tree — pmu, fw-cfg, flash, pci — makes the
- *  kernel reserve a few KiB more for it) and the wall-clock time read from the RTC. */
+ *  kernel reserve a few KiB more for it), the wall-clock time read from the RTC, and the kernel's
+ *  'hrtimer: interrupt took N ns' warning, printed when the host stalls the guest during a timer
+ *  interrupt (seen under heavy host load; it says nothing about the board). */
 function comparable(out: string): string[] {
   // Up to the start of init: after that, user-space output and late kernel messages (crng
   // init, ...) may interleave mid-line differently on every run, on QEMU too.
   const end = out.indexOf('Run /init as init process');
   if (end >= 0) out = out.slice(0, end);
   return out.replace(/\r/g, '').split('\n').map((l) => l.replace(/^\[ *\d+\.\d+\] /, ''))
-    .filter((l) => l !== '' && !/^Boot HART MHPM Count|^Memory: |setting system clock to/.test(l)).sort();
+    .filter((l) => l !== '' && !/^Boot HART MHPM Count|^Memory: |setting system clock to|^hrtimer: interrupt took /.test(l)).sort();
 }
 if (!haveLinux) console.warn(`test/board/linux.test.ts: skipped, no guest kernel in ${OUT} (build it with fixtures/linux/build.sh)`);
 if (!haveOpenSbi) console.warn(`test/board/linux.test.ts: OpenSBI runs skipped, ${FW_DYNAMIC} missing (Debian package opensbi)`);
