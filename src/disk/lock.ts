@@ -8,7 +8,8 @@
 // file system, and `ls` shows who holds a disk.
 //
 // - A writer holds `<image>.lock`; each reader holds a file of its own, `<image>.lock.shared.<nonce>`.
-//   Both hold JSON {vm, pid, host, home, nonce, procStart, since, readonly}, complete before the
+//   Both hold JSON {vm, pid, host, home, nonce, procStart, since, readonly} (a vmctl command that
+//   works on the image, like `disk resize`, has vm null and `command` instead), complete before the
 //   file appears under its name: a private temp file is written, then link(2)ed to the name; for
 //   `<image>.lock` link fails with EEXIST when the lock exists (atomic on local file systems and
 //   on NFS, unlike O_EXCL on old NFS).
@@ -32,8 +33,10 @@ import { hostname } from 'node:os';
 import { DiskError } from './errors.js';
 
 export interface DiskLockHolder {
-  /** VM name. */
-  readonly vm: string;
+  /** VM name (null: a vmctl command holds the image, named by `command`). */
+  readonly vm: string | null;
+  /** The vmctl command working on the image, like "disk convert" (absent for VMs). */
+  readonly command?: string;
   readonly pid: number;
   readonly host: string;
   /** The daemon's VMCTL_HOME. */
@@ -128,12 +131,14 @@ function readLockFile(path: string): LockFileContent | null | 'unreadable' {
 }
 
 function holderOf(c: LockFileContent, readonly: boolean): DiskLockHolder {
-  return { vm: String(c.vm), pid: c.pid, host: c.host, home: String(c.home), since: String(c.since), readonly };
+  const who = typeof c.command === 'string' ? { vm: null, command: c.command } : { vm: String(c.vm) };
+  return { ...who, pid: c.pid, host: c.host, home: String(c.home), since: String(c.since), readonly };
 }
 
 /** "VM a (pid 1, daemon home /h)" */
 function describeHolder(h: DiskLockHolder): string {
   const where = h.host === hostname() ? `pid ${h.pid}` : `pid ${h.pid} on host ${h.host}`;
+  if (h.command !== undefined) return `vmctl ${h.command} (${where})`;
   return `VM ${h.vm} (${where}, daemon home ${h.home})`;
 }
 
@@ -205,15 +210,16 @@ export class DiskLock {
   private constructor(readonly imagePath: string, readonly readonly: boolean, private readonly nonce: string, private readonly file: string) {}
 
   /**
-   * Takes the image's lock for VM `vm` of the daemon at `home`: shared with other readers when
-   * `readonly`, otherwise exclusive. Throws DiskError IN_USE naming the VMs in the way.
+   * Takes the image's lock for VM `vm` of the daemon at `home` (or for a vmctl command, `{command}`):
+   * shared with other readers when `readonly`, otherwise exclusive. Throws DiskError IN_USE naming
+   * the VMs in the way.
    */
-  static acquire(path: string, vm: string, home: string, readonly = false): DiskLock {
+  static acquire(path: string, who: string | { command: string }, home: string, readonly = false): DiskLock {
     const imagePath = canonicalImagePath(path);
     const lockPath = lockPathFor(imagePath);
     const nonce = randomBytes(12).toString('hex');
     const content: LockFileContent = {
-      vm, pid: process.pid, host: hostname(), home, nonce, procStart: procStartTime(process.pid), since: new Date().toISOString(), readonly, takenAtUs: nowUs(),
+      ...(typeof who === 'string' ? { vm: who } : { vm: null, command: who.command }), pid: process.pid, host: hostname(), home, nonce, procStart: procStartTime(process.pid), since: new Date().toISOString(), readonly, takenAtUs: nowUs(),
     };
     const tmp = `${lockPath}.${nonce}.tmp`;
     let fd: number;

@@ -14,20 +14,9 @@ import { formatSize } from '../config/units.js';
 import { SECTOR_SIZE, type BlockBackend } from './block-backend.js';
 import { DiskError } from './errors.js';
 import { punchHole } from './hole-punch.js';
-import { describeHolders, readDiskLocks, type DiskLockHolder } from './lock.js';
-
-export const IMAGE_FORMAT = 'raw';
-
-export interface DiskImageInfo {
-  readonly path: string;
-  /** What the guest sees (qemu-img's "virtual size"). */
-  readonly virtualBytes: number;
-  /** Host space really used (qemu-img's "disk size"): st_blocks * 512. */
-  readonly allocatedBytes: number;
-  readonly format: typeof IMAGE_FORMAT;
-  /** The running VMs using the image: its one writer, or its readers (oldest first); [] if none. */
-  readonly usedBy: DiskLockHolder[];
-}
+import { iovec, openImageFile, vectored } from './host-file.js';
+import { describeHolders, readDiskLocks } from './lock.js';
+import { isQcow2 } from './qcow2/header.js';
 
 function checkSize(sizeBytes: number): void {
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % SECTOR_SIZE !== 0) {
@@ -72,32 +61,24 @@ function sizeError(path: string, sizeBytes: number, e: unknown): DiskError {
   return new DiskError('IO', `cannot set the size of ${path} to ${sizeBytes} bytes: ${(e as Error).message}`);
 }
 
-export function imageInfo(path: string): DiskImageInfo {
-  let st;
-  try {
-    st = statSync(path);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new DiskError('NOT_FOUND', `${path}: no such disk image`);
-    throw new DiskError('IO', `cannot read ${path}: ${(e as Error).message}`);
-  }
-  if (!st.isFile()) throw new DiskError('INVALID', `${path} is not a regular file`);
-  return { path, virtualBytes: st.size, allocatedBytes: st.blocks * 512, format: IMAGE_FORMAT, usedBy: readDiskLocks(path) };
-}
-
-export interface ResizeResult { readonly oldBytes: number; readonly newBytes: number }
-
 /** Grows an image (also while a VM uses it: the guest gets a config-change interrupt), or shrinks
  *  it when `shrink` is set and no VM holds it (shrinking under a running guest loses its data). */
-export function resizeRawImage(path: string, newBytes: number, opts: { shrink?: boolean } = {}): ResizeResult {
+export function resizeRawImage(path: string, newBytes: number, opts: { shrink?: boolean } = {}): { oldBytes: number; newBytes: number } {
   checkSize(newBytes);
-  const info = imageInfo(path);
-  if (newBytes < info.virtualBytes) {
+  let oldBytes: number;
+  try {
+    oldBytes = statSync(path).size;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new DiskError('NOT_FOUND', `${path}: no such disk image`);
+    throw new DiskError('IO', `cannot read ${path}: ${(e as Error).message}`);
+  }
+  if (newBytes < oldBytes) {
     if (!opts.shrink) {
-      throw new DiskError('SHRINK', `${path} is ${info.virtualBytes} bytes; shrinking to ${newBytes} discards data at its end: pass --shrink to do it`);
+      throw new DiskError('SHRINK', `${path} is ${oldBytes} bytes; shrinking to ${newBytes} discards data at its end: pass --shrink to do it`);
     }
-    if (info.usedBy.length > 0) {
-      throw new DiskError('IN_USE', `${path} is in use by ${describeHolders(info.usedBy)}; stop ${info.usedBy.length === 1 ? 'it' : 'them'} before shrinking the disk`);
+    const usedBy = readDiskLocks(path);
+    if (usedBy.length > 0) {
+      throw new DiskError('IN_USE', `${path} is in use by ${describeHolders(usedBy)}; stop ${usedBy.length === 1 ? 'it' : 'them'} before shrinking the disk`);
     }
   }
   let fd: number;
@@ -114,36 +95,10 @@ export function resizeRawImage(path: string, newBytes: number, opts: { shrink?: 
   } finally {
     closeSync(fd);
   }
-  return { oldBytes: info.virtualBytes, newBytes };
+  return { oldBytes, newBytes };
 }
 
 const ZERO_CHUNK = 1024 * 1024;
-/** Linux's IOV_MAX: readv/writev take at most this many buffers per call. */
-const IOV_MAX = 1024;
-
-/** The buffers from buffer `i`, byte `skip` on, at most `max` of them. */
-function iovec(bufs: readonly Uint8Array[], i: number, skip: number, max = IOV_MAX): Uint8Array[] {
-  const list = bufs.slice(i, i + max);
-  if (skip !== 0 && list.length > 0) list[0] = list[0].subarray(skip);
-  return list;
-}
-
-/** Moves the whole buffer list with readv/writev-like `op` (bytes moved at a file position),
- *  at most IOV_MAX buffers a call, resuming inside a buffer after a short transfer. Returns null
- *  when everything moved, or where it stopped when `op` moved nothing (end of file). */
-function vectored(bufs: readonly Uint8Array[], pos: number, op: (list: Uint8Array[], pos: number) => number): { i: number; skip: number } | null {
-  let i = 0;
-  let skip = 0;
-  while (i < bufs.length) {
-    let n = op(iovec(bufs, i, skip), pos);
-    if (n === 0 && bufs[i].length > skip) return { i, skip };
-    pos += n;
-    n += skip;
-    while (i < bufs.length && n >= bufs[i].length) { n -= bufs[i].length; i++; }
-    skip = n;
-  }
-  return null;
-}
 let zeroBuffer: Uint8Array | undefined;
 
 /** A raw image file as a BlockBackend. Every call is a plain synchronous syscall: a write is in
@@ -154,14 +109,10 @@ export class RawFileBackend implements BlockBackend {
   /** Bytes in the file the last time we looked (the file may not be a multiple of 512). */
   private fileBytes: number;
 
-  constructor(readonly path: string, readonly readonly: boolean) {
-    try {
-      this.fd = openSync(path, readonly ? 'r' : 'r+');
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') throw new DiskError('NOT_FOUND', `${path}: no such disk image`);
-      throw new DiskError('IO', `cannot open ${path}${readonly ? '' : ' for writing'}: ${(e as Error).message}`);
-    }
+  /** `refuseQcow2Magic`: the format was probed (image.ts), so the guest may not write qcow2's
+   *  magic into sector 0: the next probe would take its sector 0 for a qcow2 header. */
+  constructor(readonly path: string, readonly readonly: boolean, private readonly opts: { refuseQcow2Magic?: boolean } = {}) {
+    this.fd = openImageFile(path, !readonly);
     this.fileBytes = fstatSync(this.fd).size;
     // A trailing partial sector is not visible to the guest (QEMU rounds the same way for raw).
     this.sectors = Math.floor(this.fileBytes / SECTOR_SIZE);
@@ -178,6 +129,9 @@ export class RawFileBackend implements BlockBackend {
 
   write(sector: number, bufs: readonly Uint8Array[]): void {
     if (this.readonly) throw new DiskError('READONLY', `${this.path} is attached read-only`);
+    if (sector === 0 && this.opts.refuseQcow2Magic && bufs.length > 0 && isQcow2(bufs[0].length >= 4 ? bufs[0] : concatStart(bufs))) {
+      throw new DiskError('IO', `${this.path}: refusing a write that puts a qcow2 header into sector 0 of a raw image (vmctl would read the image as qcow2 next time)`);
+    }
     const stop = vectored(bufs, sector * SECTOR_SIZE, (list, pos) => writevSync(this.fd, list, pos));
     if (stop !== null) throw new DiskError('IO', `${this.path}: the host wrote nothing at byte ${sector * SECTOR_SIZE}`);
   }
@@ -233,4 +187,17 @@ export class RawFileBackend implements BlockBackend {
 
 export function imageExists(path: string): boolean {
   return existsSync(path);
+}
+
+/** The first 4 bytes of a scatter list whose first buffer is shorter. */
+function concatStart(bufs: readonly Uint8Array[]): Uint8Array {
+  const b = new Uint8Array(4);
+  let n = 0;
+  for (const x of bufs) {
+    const k = Math.min(4 - n, x.length);
+    b.set(x.subarray(0, k), n);
+    n += k;
+    if (n === 4) break;
+  }
+  return b.subarray(0, n);
 }

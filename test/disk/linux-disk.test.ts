@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { VirtMachine } from '../../src/board/virt.js';
 import type { MachineConfig } from '../../src/board/machine-types.js';
-import { createRawImage, imageInfo, resizeRawImage } from '../../src/disk/raw-image.js';
+import { imageInfo } from '../../src/disk/image.js';
+import { createRawImage, resizeRawImage } from '../../src/disk/raw-image.js';
 
 const LINUX = [process.env.VMCTL_LINUX_DIR, join(homedir(), '.cache/vmctl/linux/out'), '/tmp/linux-guest/out']
   .find((d): d is string => d !== undefined && existsSync(join(d, 'Image')) && existsSync(join(d, 'disk.img')));

@@ -10,7 +10,8 @@ import { DiskError } from '../../src/disk/errors.js';
 import { holePunchingAvailable } from '../../src/disk/hole-punch.js';
 import { acquireDiskLocks, DiskLock, lockPathFor, readDiskLocks } from '../../src/disk/lock.js';
 import { deleteCreatedDisks, prepareDisks } from '../../src/disk/prepare.js';
-import { createRawImage, imageInfo, RawFileBackend, resizeRawImage } from '../../src/disk/raw-image.js';
+import { imageInfo } from '../../src/disk/image.js';
+import { createRawImage, RawFileBackend, resizeRawImage } from '../../src/disk/raw-image.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmctl-disk-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -6,7 +6,8 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createRawImage, imageInfo } from '../../src/disk/raw-image.js';
+import { imageInfo } from '../../src/disk/image.js';
+import { createRawImage } from '../../src/disk/raw-image.js';
 import { runGuest } from '../helpers/run-guest.js';
 
 const FIX = join(__dirname, '../../fixtures/disk');

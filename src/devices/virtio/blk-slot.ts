@@ -1,9 +1,10 @@
-// Plugging a disk image into a virtio-mmio slot of the board: the raw file backend, the
-// virtio-blk model and the transport, plus the watch that notices a resize while running.
+// Plugging a disk image into a virtio-mmio slot of the board: the image (raw, or qcow2 with its
+// backing chain: src/disk/image.ts), the virtio-blk model and the transport, plus the watch that
+// notices a resize while running.
 
 import type { MmioDevice } from '../../memory/bus.js';
 import type { GuestRam } from '../../memory/ram.js';
-import { RawFileBackend } from '../../disk/raw-image.js';
+import { openDiskImage } from '../../disk/image.js';
 import type { BlockBackend } from '../../disk/block-backend.js';
 import { VirtioBlk } from './blk.js';
 import { VirtioMmioDevice } from './mmio.js';
@@ -35,7 +36,7 @@ export class VirtioBlkSlot {
   private closed = false;
 
   constructor(private readonly opts: VirtioBlkSlotOptions) {
-    this.backend = opts.backend ?? new RawFileBackend(opts.disk.path, opts.disk.readonly);
+    this.backend = opts.backend ?? openDiskImage(opts.disk.path, opts.disk.readonly);
     const name = `virtio-blk ${opts.disk.name} @0x${opts.base.toString(16)}`;
     this.blk = new VirtioBlk({ backend: this.backend, id: opts.disk.name, log: (m) => opts.log(`${name}: ${m}`) });
     this.transport = new VirtioMmioDevice({ ram: opts.ram, model: this.blk, setIrq: opts.irq, log: opts.log, name });
