@@ -14,6 +14,8 @@ import { formatDuration, readDocument, ReadContext } from './schema.js';
 import { VM_NAME_RE, VM_NAME_TEXT, VM_SCHEMA, type VmFile } from './vm-schema.js';
 // Disk identity as the disk locks see it: the same file under two names is one disk.
 import { canonicalImagePath } from '../disk/lock.js';
+import { DiskError } from '../disk/errors.js';
+import { imageChain } from '../disk/image.js';
 
 export { MAX_CPUS, MAX_DISKS, MAX_MEMORY, MIN_MEMORY, VM_NAME_RE } from './vm-schema.js';
 
@@ -133,6 +135,7 @@ function checkBeyondShape(v: VmFile, ctx: ReadContext, files: boolean): void {
     .filter((e): e is [string, string] => e[1] !== undefined);
   const seenNames = new Set<string>();
   const seenPaths = new Set<string>();
+  const chains: { index: number; backing: string[]; real: string; writable: boolean }[] = [];
   v.disks.forEach((d, i) => {
     const where = `disks[${i}]`;
     if (ctx.ok(`${where}.name`)) {
@@ -154,7 +157,25 @@ function checkBeyondShape(v: VmFile, ctx: ReadContext, files: boolean): void {
       else if (!existsSync(dirname(d.path))) fail(key, `${key}: folder ${JSON.stringify(dirname(d.path))} does not exist`);
       else if (d.readonly) fail(ctx.at.has(`${where}.readonly`) ? `${where}.readonly` : where, `${where}.readonly: a new (empty) image cannot be read-only`);
     } else if (!statSync(d.path).isFile()) fail(key, `${key}: ${JSON.stringify(d.path)} is not a regular file`);
+    else {
+      // The image as the VM will open it: its header (raw or qcow2) and its whole backing chain.
+      try {
+        const backing = imageChain(d.path).slice(1).map((l) => canonicalImagePath(l.path));
+        chains.push({ index: i, backing, real, writable: !d.readonly });
+      } catch (e) {
+        if (!(e instanceof DiskError)) throw e;
+        fail(key, `${key}: ${e.message}`);
+      }
+    }
   });
+  // A disk the VM writes may not be a backing file of another of its disks: that overlay would
+  // see its base change under it (the disk locks would refuse the start anyway).
+  for (const w of chains.filter((c) => c.writable)) {
+    const reader = chains.find((c) => c.backing.includes(w.real));
+    if (reader) {
+      fail(`disks[${w.index}].path`, `disks[${w.index}].path: ${JSON.stringify(w.real)} is a backing file of disks[${reader.index}], so the VM cannot also write it; expected readonly: true or another image`);
+    }
+  }
 }
 
 /** The stored form (vm.yaml in the VM's folder): same schema, absolute paths. */

@@ -81,15 +81,18 @@ export const VM_SCHEMA = object({
   }),
   disks: list(object({
     path: path({
-      required: true, missing: 'the path of a raw disk image',
-      description: 'A raw image; created sparse on create when it does not exist and size is given',
-      details: ['vmctl removes an image it created on delete; existing images are never deleted.'],
+      required: true, missing: 'the path of a disk image (raw or qcow2)',
+      description: 'A raw or qcow2 image (told apart by its header, not its name); a raw image is created sparse on create when it does not exist and size is given',
+      details: [
+        'A qcow2 overlay brings its backing chain (vmctl disk create PATH --backing BASE); its backing files are shared read-only.',
+        'vmctl removes an image it created on delete; existing images are never deleted.',
+      ],
       example: './root.img',
     }),
     size: size({ min: 512, multipleOf: 512, multipleText: '512 bytes (one sector)', example: '1GiB', description: 'Size of the image vmctl creates when path does not exist' }),
     readonly: boolean({
       default: false, description: 'Attach read-only (the image may be shared by several VMs)',
-      details: ['A writable disk may not be the kernel, initrd or firmware file, nor the same image as another disk (symlinks are followed).'],
+      details: ['A writable disk may not be the kernel, initrd or firmware file, nor the same image as another disk (symlinks are followed), nor a backing file of another disk.'],
       example: false,
     }),
     name: string({

@@ -1,6 +1,7 @@
 // The VMs a daemon knows: one folder per VM under VMCTL_HOME/vms, loaded at start-up.
 // VMs that were active when the previous daemon died are marked `aborted`.
 
+import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { DiskError } from '../disk/errors.js';
@@ -11,6 +12,8 @@ import { ProtocolFailure } from '../protocol/messages.js';
 import { writeFileAtomic } from './atomic.js';
 import { vmDir, type HomePaths } from './paths.js';
 import { VmInstance, type InstanceEnv, type PersistedState } from './vm-instance.js';
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 export class Registry {
   readonly vms = new Map<string, VmInstance>();
@@ -43,12 +46,20 @@ export class Registry {
           this.removeFiles(vm);
           continue;
         }
+        let changed = false;
+        if (typeof persisted.uuid !== 'string' || !UUID_RE.test(persisted.uuid)) {
+          // A VM stored before VMs had identities: it gets one now, kept from here on.
+          persisted.uuid = randomUUID();
+          this.env.log(`vm ${name}: no UUID stored; gave it ${persisted.uuid}`);
+          changed = true;
+        }
         if (['starting', 'running', 'paused', 'stopping'].includes(persisted.state)) {
           this.env.log(`vm ${name}: was ${persisted.state} when the daemon died; now aborted`);
           persisted.state = 'aborted';
           persisted.lastError = 'the daemon ended while the VM ran';
-          vm.save();
+          changed = true;
         }
+        if (changed) vm.save();
         this.vms.set(name, vm);
         this.onAdded(vm);
       } catch (e) {
@@ -85,7 +96,7 @@ export class Registry {
       for (const w of prepared.warnings) this.env.log(`vm ${def.name}: ${w}`);
       const warnings = prepared.warnings;
       const persisted: PersistedState = {
-        state: 'stopped', bootId: 0, createdAt: new Date().toISOString(), startedAt: null,
+        uuid: randomUUID(), state: 'stopped', bootId: 0, createdAt: new Date().toISOString(), startedAt: null,
         lastPower: null, lastError: null, ephemeral, createdDisks: created, instructionsRetired: null,
       };
       writeFileAtomic(`${dir}/vm.yaml`, serializeVmDefinition(def));

@@ -8,13 +8,16 @@ import { Worker } from 'node:worker_threads';
 import type { MachineConfig, PowerEvent } from '../board/machine-types.js';
 import type { VmDefinition } from '../config/vm-definition.js';
 import { DiskError } from '../disk/errors.js';
-import { acquireDiskLocks, type DiskLock } from '../disk/lock.js';
+import { lockDiskChains } from '../disk/image.js';
+import type { DiskLock } from '../disk/lock.js';
 import { ProtocolFailure, type PowerInfo, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
 import { writeFileAtomic } from './atomic.js';
 import { SerialLog } from './serial-log.js';
 
 export interface PersistedState {
+  /** The VM's identity (RFC 4122 version 4), given at create; older VMs get one when first loaded. */
+  uuid: string;
   state: VmState;
   bootId: number;
   createdAt: string;
@@ -119,6 +122,7 @@ export class VmInstance {
     const running = p.state === 'running' || p.state === 'paused' || p.state === 'stopping' || p.state === 'starting';
     return {
       name: d.name,
+      uuid: p.uuid,
       state: p.state,
       cpus: d.cpus,
       memoryBytes: d.memoryBytes,
@@ -173,12 +177,15 @@ export class VmInstance {
 
   private boot(): Promise<void> {
     // A disk image is used by one writing VM or by any number of VMs that attach it read-only, also
-    // across daemons (src/disk/lock.ts); refused before anything changes. A guest reboot keeps the
-    // locks it already holds, so no other VM can take a disk in between.
+    // across daemons (src/disk/lock.ts); a qcow2 overlay's backing files are shared read-only, so
+    // overlays of one base run side by side. Refused before anything changes. A guest reboot keeps
+    // the locks it already holds, so no other VM can take a disk in between.
     try {
-      if (this.diskLocks.length === 0) this.diskLocks = acquireDiskLocks(this.def.disks, this.name, this.env.home);
+      if (this.diskLocks.length === 0) this.diskLocks = lockDiskChains(this.def.disks, this.name, this.env.home);
     } catch (e) {
-      return Promise.reject(e instanceof DiskError ? new ProtocolFailure('WrongState', `VM ${this.name} cannot start: ${e.message}`) : e);
+      if (!(e instanceof DiskError)) return Promise.reject(e);
+      // A disk in use is the VM's state (exit 5); a missing backing file or a damaged image is a failure.
+      return Promise.reject(new ProtocolFailure(e.code === 'IN_USE' ? 'WrongState' : 'StartFailed', `VM ${this.name} cannot start: ${e.message}`));
     }
     const p = this.persisted;
     p.bootId += 1;

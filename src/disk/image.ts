@@ -233,11 +233,6 @@ export function imageInfo(path: string): DiskChainInfo {
   return { ...top, backingChain: below };
 }
 
-/** Virtual size of the image at `path` (bytes). */
-export function virtualSize(path: string): number {
-  return layerInfo(imageChain(path)[0]).virtualBytes;
-}
-
 // ---- locks over chains ----
 
 /** The lock each file of each disk's chain needs: the top layer as the VM attaches it, every

@@ -2,11 +2,12 @@
 //
 // - A disk whose file does not exist is created sparse at its `size`; the daemon records which
 //   paths it created so `delete` removes those and never an image that existed before.
-// - An existing file is used as it is: its size wins, and a different `size` in the definition
-//   is reported as a warning.
+// - An existing file (raw, or qcow2 with its backing chain) is used as it is: its virtual size
+//   wins, and a different `size` in the definition is reported as a warning.
 
 import { existsSync, statSync, unlinkSync } from 'node:fs';
 import { formatSize } from '../config/units.js';
+import { imageInfo } from './image.js';
 import { createRawImage } from './raw-image.js';
 import { DiskError } from './errors.js';
 import { describeHolders, readDiskLocks, removeStaleLocks } from './lock.js';
@@ -40,11 +41,12 @@ export function prepareDisks(disks: readonly DiskSpec[]): PreparedDisks {
       }
       const st = statSync(d.path);
       if (!st.isFile()) throw new DiskError('INVALID', `disk ${d.name}: ${d.path} is not a regular file`);
-      if (d.sizeBytes !== undefined && st.size !== d.sizeBytes) {
-        warnings.push(`disk ${d.name}: ${d.path} already exists with ${formatSize(st.size)}, not the ${formatSize(d.sizeBytes)} in the definition; using the file as it is`);
+      const { format, virtualBytes: size } = imageInfo(d.path); // headers and backing chain checked
+      if (d.sizeBytes !== undefined && size !== d.sizeBytes) {
+        warnings.push(`disk ${d.name}: ${d.path} already exists with ${formatSize(size)}, not the ${formatSize(d.sizeBytes)} in the definition; using the ${format} image as it is`);
       }
-      if (st.size % 512 !== 0) {
-        warnings.push(`disk ${d.name}: ${d.path} is ${st.size} bytes, not a multiple of 512; the guest sees ${Math.floor(st.size / 512)} sectors`);
+      if (size % 512 !== 0) {
+        warnings.push(`disk ${d.name}: ${d.path} is ${size} bytes, not a multiple of 512; the guest sees ${Math.floor(size / 512)} sectors`);
       }
     }
   } catch (e) {

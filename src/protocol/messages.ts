@@ -54,6 +54,8 @@ export interface DiskInfo {
 
 export interface VmInfo {
   readonly name: string;
+  /** The VM's identity, given at create (RFC 4122 version 4, lower case). */
+  readonly uuid: string;
   readonly state: VmState;
   readonly cpus: number;
   readonly memoryBytes: number;

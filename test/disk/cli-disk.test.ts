@@ -52,8 +52,8 @@ describe('vmctl disk', () => {
     const img = join(h.home, 'ten.img');
     expect(await vmctl(['disk', 'create', img, '--size', '10GiB'])).toMatch(/10GiB virtual/);
     const info = JSON.parse(await vmctl(['disk', 'info', img, '--json']));
-    expect(Object.keys(info).sort()).toEqual(['allocatedBytes', 'format', 'path', 'usedBy', 'virtualBytes']);
-    expect(info).toMatchObject({ path: img, virtualBytes: 10 * GiB, format: 'raw', usedBy: [] });
+    expect(Object.keys(info).sort()).toEqual(['allocatedBytes', 'backingChain', 'backingFile', 'backingFormat', 'backingPath', 'format', 'path', 'qcow2', 'usedBy', 'virtualBytes']);
+    expect(info).toMatchObject({ path: img, virtualBytes: 10 * GiB, format: 'raw', usedBy: [], backingFile: null, backingChain: [], qcow2: null });
     expect(info.allocatedBytes).toBeLessThan(MiB);
     const text = await vmctl(['disk', 'info', img]);
     expect(text).toMatch(/virtual size: 10GiB \(10737418240 bytes\)/);

@@ -48,6 +48,7 @@ export function register(program: Command): void {
       if (o.json) return printJson(v);
       const rows: [string, string][] = [
         ['Name', out.bold(v.name)],
+        ['UUID', v.uuid],
         ['State', stateColor(v.state)],
         ['CPUs', String(v.cpus)],
         ['Memory', `${humanSize(v.memoryBytes)} (${v.memoryBytes} bytes)`],
