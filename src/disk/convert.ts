@@ -10,6 +10,8 @@ import { createImage, openDiskImage, withChainLocked, type ImageFormat } from '.
 import { RawFileBackend } from './raw-image.js';
 
 const CHUNK = 2 * 1024 * 1024;
+/** Zero detection granularity: qcow2's default cluster size. */
+const BLOCK = 64 * 1024;
 
 export function convertImage(src: string, dst: string, format: ImageFormat, home: string): { virtualBytes: number } {
   return withChainLocked(src, 'disk convert', home, false, () => {
@@ -37,14 +39,22 @@ export function convertImage(src: string, dst: string, format: ImageFormat, home
   });
 }
 
+/** Copies in chunks; within a chunk only the runs of non-zero blocks are written (a new image
+ *  reads as zeros already). */
 function copy(from: BlockBackend, to: BlockBackend, bytes: number): void {
   const buf = Buffer.alloc(CHUNK);
-  const zero = Buffer.alloc(CHUNK);
+  const zero = Buffer.alloc(BLOCK);
   for (let pos = 0; pos < bytes; pos += CHUNK) {
     const n = Math.min(CHUNK, bytes - pos);
-    const b = buf.subarray(0, n);
-    from.read(pos / SECTOR_SIZE, [b]);
-    if (b.equals(zero.subarray(0, n))) continue; // new images read as zeros already
-    to.write(pos / SECTOR_SIZE, [b]);
+    from.read(pos / SECTOR_SIZE, [buf.subarray(0, n)]);
+    for (let at = 0; at < n;) {
+      const isZero = (k: number) => buf.subarray(k, Math.min(n, k + BLOCK)).equals(zero.subarray(0, Math.min(BLOCK, n - k)));
+      if (isZero(at)) { at += BLOCK; continue; }
+      let end = at + BLOCK;
+      while (end < n && !isZero(end)) end += BLOCK;
+      end = Math.min(end, n);
+      to.write((pos + at) / SECTOR_SIZE, [buf.subarray(at, end)]);
+      at = end;
+    }
   }
 }
