@@ -158,6 +158,12 @@ export function parseHeader(c: Uint8Array, fileSize: number, path: string): Qcow
   }
   if (refcountOrder > 6) throw damaged(path, `refcount_order is ${refcountOrder}; expected 0..6 (1- to 64-bit refcounts)`);
 
+  if (backingFileOffset !== 0) {
+    if (backingFileSize > MAX_BACKING_NAME) throw damaged(path, `the backing file name is ${backingFileSize} bytes; at most ${MAX_BACKING_NAME}`);
+    if (backingFileOffset < headerLength || backingFileOffset + backingFileSize > cs) throw damaged(path, `the backing file name (byte ${backingFileOffset}, ${backingFileSize} bytes) is not inside the header cluster`);
+    if (backingFileSize === 0) throw damaged(path, 'the backing file name is empty');
+  }
+
   // Header extensions: from the end of the header to the backing file name (or the cluster's end).
   const extEnd = backingFileOffset !== 0 ? Math.min(backingFileOffset, cs) : cs;
   let backingFormat: string | null = null;
@@ -225,9 +231,6 @@ export function parseHeader(c: Uint8Array, fileSize: number, path: string): Qcow
 
   let backingFile: string | null = null;
   if (backingFileOffset !== 0) {
-    if (backingFileSize > MAX_BACKING_NAME) throw damaged(path, `the backing file name is ${backingFileSize} bytes; at most ${MAX_BACKING_NAME}`);
-    if (backingFileOffset < headerLength || backingFileOffset + backingFileSize > cs) throw damaged(path, `the backing file name (byte ${backingFileOffset}, ${backingFileSize} bytes) is not inside the header cluster`);
-    if (backingFileSize === 0) throw damaged(path, 'the backing file name is empty');
     backingFile = new TextDecoder('utf-8', { fatal: false }).decode(c.subarray(backingFileOffset, backingFileOffset + backingFileSize));
     if (backingFile.includes('\0')) throw damaged(path, 'the backing file name contains a NUL byte');
   }
