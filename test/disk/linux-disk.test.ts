@@ -2,67 +2,17 @@
 // /dev/vda: files written in one boot are there in the next, the image passes e2fsck -n, debugfs
 // shows the files on the host, and the same image boots on QEMU with the files in it.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { VirtMachine } from '../../src/board/virt.js';
-import type { MachineConfig } from '../../src/board/machine-types.js';
 import { imageInfo } from '../../src/disk/image.js';
 import { createRawImage, resizeRawImage } from '../../src/disk/raw-image.js';
+import { LINUX, linuxConfig, qemuLinuxSession, session } from '../helpers/linux-guest.js';
 
-const LINUX = [process.env.VMCTL_LINUX_DIR, join(homedir(), '.cache/vmctl/linux/out'), '/tmp/linux-guest/out']
-  .find((d): d is string => d !== undefined && existsSync(join(d, 'Image')) && existsSync(join(d, 'disk.img')));
-const OPENSBI = '/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin';
 const dir = mkdtempSync(join(tmpdir(), 'vmctl-linux-disk-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** Boots the machine, types each command once the previous one printed its end marker, and stops
- *  (closing the machine: disks flushed) after the last marker. Returns the console output. */
-async function session(cfg: MachineConfig, commands: (string | { host: () => void; cmd: string })[], timeoutMs: number): Promise<string> {
-  let text = '';
-  const vm = VirtMachine.create(cfg, {
-    consoleOutput: (b) => { text += Buffer.from(b).toString('latin1'); },
-    powerEvent: () => {},
-    log: (m) => { text += `\n[vm log] ${m}\n`; },
-  });
-  const deadline = performance.now() + timeoutMs;
-  let step = -1;
-  try {
-    for (;;) {
-      // Step 0 waits for the shell; step k waits for the marker of command k-1.
-      const waitFor = step < 0 ? 'shell on console' : `END-${step}-${step * 7 + 1}`;
-      if (text.includes(waitFor)) {
-        step++;
-        if (step === commands.length) break;
-        // The marker is computed by the shell, so the echoed command line never matches it.
-        const c = commands[step];
-        if (typeof c !== 'string') c.host();
-        vm.consoleInput(new TextEncoder().encode(`${typeof c === 'string' ? c : c.cmd}; echo END-${step}-$((${step}*7+1))\n`));
-      }
-      if (performance.now() > deadline) throw new Error(`timed out at step ${step}; console:\n${text.slice(-3000)}`);
-      const s = vm.run(50);
-      if (s === 'halted') throw new Error(`guest stopped at step ${step}; console:\n${text.slice(-3000)}`);
-      if (s === 'idle') await new Promise((r) => setTimeout(r, Math.min(vm.idleTimeoutMs(), 20)));
-      else await new Promise((r) => setImmediate(r));
-    }
-  } finally {
-    vm.close();
-  }
-  return text;
-}
-
-function linuxConfig(disk: string, extra: Partial<MachineConfig> = {}): MachineConfig {
-  return {
-    memoryBytes: 128 * 1024 * 1024, cpus: 1,
-    firmware: { kind: 'file', path: OPENSBI },
-    kernelPath: join(LINUX!, 'Image'), initrdPath: join(LINUX!, 'initramfs.cpio.gz'),
-    cmdline: 'console=ttyS0 vmctl=shell',
-    disks: [{ path: disk, readonly: false, name: 'disk0' }],
-    ...extra,
-  };
-}
 
 describe.skipIf(LINUX === undefined)('Linux with ext2 on /dev/vda', () => {
   const img = join(dir, 'ext2.img');
@@ -99,25 +49,8 @@ describe.skipIf(LINUX === undefined)('Linux with ext2 on /dev/vda', () => {
 
   it('the image written by vmctl boots on QEMU (format=raw) with the files in it; QEMU writes one too', async () => {
     if (!existsSync(img)) throw new Error('needs the image of the previous test');
-    const text = await new Promise<string>((resolve, reject) => {
-      const q = spawn('qemu-system-riscv64', [
-        '-machine', 'virt', '-cpu', 'rv64,h=false,zba=false,zbb=false,zbc=false,zbs=false', '-m', '128M', '-nographic',
-        '-kernel', join(LINUX!, 'Image'), '-initrd', join(LINUX!, 'initramfs.cpio.gz'), '-append', 'console=ttyS0 vmctl=shell',
-        '-global', 'virtio-mmio.force-legacy=false',
-        '-drive', `file=${img},if=none,format=raw,id=d0`, '-device', 'virtio-blk-device,drive=d0', '-no-reboot',
-      ], { stdio: ['pipe', 'pipe', 'pipe'] });
-      let out = '';
-      let sent = false;
-      const timer = setTimeout(() => { q.kill('SIGKILL'); reject(new Error(`QEMU timed out:\n${out.slice(-2000)}`)); }, 120_000);
-      q.stdout.on('data', (b: Buffer) => {
-        out += b.toString('latin1');
-        if (!sent && out.includes('shell on console')) {
-          sent = true;
-          q.stdin.write('mount -t ext2 /dev/vda /mnt && cat /mnt/h5.txt && echo "written by the guest on QEMU" > /mnt/qemu.txt; sync; umount /mnt; poweroff -f\n');
-        }
-      });
-      q.on('exit', () => { clearTimeout(timer); resolve(out); });
-    });
+    const text = await qemuLinuxSession([`file=${img},format=raw`],
+      'mount -t ext2 /dev/vda /mnt && cat /mnt/h5.txt && echo "written by the guest on QEMU" > /mnt/qemu.txt; sync; umount /mnt; poweroff -f\n', 120_000);
     expect(text).toContain('written by the guest on vmctl');
     expect(spawnSync('e2fsck', ['-fn', img]).status).toBe(0);
   }, 180_000);
