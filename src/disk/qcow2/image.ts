@@ -127,7 +127,9 @@ export class Qcow2Image implements BlockBackend {
   readonly readonly: boolean;
   readonly path: string;
   private readonly file: HostFile;
-  private header: Qcow2Header;
+  private header!: Qcow2Header;
+  private l1First = 0;
+  private l1End = 0;
   readonly backing: BlockBackend | null;
   private readonly cs: number;
   private readonly l2Entries: number;
@@ -167,9 +169,9 @@ export class Qcow2Image implements BlockBackend {
     const h = o.header;
     this.file = o.file;
     this.path = o.file.path;
-    this.header = h;
     this.backing = o.backing;
     this.cs = 2 ** h.clusterBits;
+    this.setHeader(h);
     this.l2Entries = this.cs / 8;
     this.l2Cover = this.cs * this.l2Entries;
     this.v3 = h.version === 3;
@@ -202,7 +204,7 @@ export class Qcow2Image implements BlockBackend {
       // Spec: software that does not understand an autoclear feature (bitmaps: vmctl does not
       // keep them up to date) clears its bit before writing, so others know it is stale.
       this.file.write(new Uint8Array(8), H.autoclearFeatures);
-      this.header = { ...h, autoclear: 0n };
+      this.setHeader({ ...h, autoclear: 0n });
     }
   }
 
@@ -227,16 +229,17 @@ export class Qcow2Image implements BlockBackend {
 
   // ---- tables ----
 
-  private l1Clusters(): [number, number] {
-    const first = this.header.l1TableOffset / this.cs;
-    return [first, first + Math.ceil((this.header.l1Size * 8) / this.cs)];
+  /** Sets the header the image works with, and the L1 table's clusters [l1First, l1End). */
+  private setHeader(h: Qcow2Header): void {
+    this.header = h;
+    this.l1First = h.l1TableOffset / this.cs;
+    this.l1End = h.l1Size === 0 ? this.l1First : this.l1First + Math.ceil((h.l1Size * 8) / this.cs);
   }
 
   /** Header, L1 table, snapshot table, L2 tables (refcount structures are the allocator's). */
   private isOtherMetadata(c: number): boolean {
     if (c === 0 || this.l2Tables.has(c)) return true;
-    const [a, b] = this.l1Clusters();
-    if (this.header.l1Size > 0 && c >= a && c < b) return true;
+    if (c >= this.l1First && c < this.l1End) return true;
     return this.header.nbSnapshots > 0 && c === this.header.snapshotsOffset / this.cs;
   }
 
@@ -260,8 +263,7 @@ export class Qcow2Image implements BlockBackend {
       if (off + this.cs > this.fileEnd) throw this.damaged(`L1 entry ${i}: L2 table at ${hex(off)} is past the end of the file (${this.fileEnd} bytes)`);
       const c = off / this.cs;
       const rt = h.refcountTableOffset / this.cs;
-      const [a, b] = this.l1Clusters();
-      if (c === 0 || (c >= a && c < b) || (c >= rt && c < rt + h.refcountTableClusters)) throw this.damaged(`L1 entry ${i}: L2 table at ${hex(off)} overlaps the header, L1 or refcount table`);
+      if (c === 0 || (c >= this.l1First && c < this.l1End) || (c >= rt && c < rt + h.refcountTableClusters)) throw this.damaged(`L1 entry ${i}: L2 table at ${hex(off)} overlaps the header, L1 or refcount table`);
       if (this.l2Tables.has(c)) throw this.damaged(`L1 entry ${i}: L2 table at ${hex(off)} is also used by another L1 entry`);
       this.l1Off[i] = off;
       this.l1Copied[i] = (hi & COPIED_HI) !== 0 ? 1 : 0;
@@ -771,7 +773,7 @@ export class Qcow2Image implements BlockBackend {
     this.file.sync();
     const oldL1 = h.l1TableOffset;
     const oldClusters = haveClusters;
-    this.header = { ...h, size: newSize, l1Size, l1TableOffset: l1Offset };
+    this.setHeader({ ...h, size: newSize, l1Size, l1TableOffset: l1Offset });
     const off = new Float64Array(l1Size);
     off.set(this.l1Off);
     const copied = new Uint8Array(l1Size);
