@@ -157,7 +157,7 @@ export class Registry {
   delete(vm: VmInstance): void {
     // Check first, so a refused delete leaves the VM registered.
     for (const p of vm.persisted.createdDisks) {
-      const others = readDiskLocks(p).filter((h) => h.vm !== vm.name).map((h) => h.vm);
+      const others = readDiskLocks(p).filter((h) => h.vm !== vm.name).map((h) => h.vm ?? `vmctl ${h.command}`);
       if (others.length > 0) {
         throw new ProtocolFailure('WrongState', `disk ${p} of VM ${vm.name} is in use by ${others.length === 1 ? 'VM' : 'VMs'} ${others.join(', ')}; stop ${others.length === 1 ? 'that VM' : 'them'} first`);
       }

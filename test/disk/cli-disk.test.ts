@@ -14,11 +14,7 @@ const SEQ_ELF = join(ROOT, 'fixtures/disk/blk-seq.elf');
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 
-async function vmctl(args: string[], expectCode = 0): Promise<string> {
-  const r = await h.run(args, { timeoutMs: 60_000 });
-  if (r.code !== expectCode) throw new Error(`vmctl ${args.join(' ')} exited ${r.code} (wanted ${expectCode}): ${r.stderr}${r.stdout}`);
-  return r.stdout + r.stderr;
-}
+const vmctl = (args: string[], expectCode = 0): Promise<string> => h.expectExit(args, expectCode);
 
 function vmFile(name: string, disk: string, size: string): string {
   copyFileSync(SEQ_ELF, join(h.home, 'blk-seq.elf'));

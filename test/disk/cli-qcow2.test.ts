@@ -16,11 +16,7 @@ afterAll(() => h.cleanup());
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 
-async function vmctl(args: string[], expectCode = 0): Promise<string> {
-  const r = await h.run(args, { timeoutMs: 60_000 });
-  if (r.code !== expectCode) throw new Error(`vmctl ${args.join(' ')} exited ${r.code} (wanted ${expectCode}): ${r.stderr}${r.stdout}`);
-  return r.stdout + r.stderr;
-}
+const vmctl = (args: string[], expectCode = 0): Promise<string> => h.expectExit(args, expectCode);
 
 const p = (name: string) => join(h.home, name);
 

@@ -108,6 +108,15 @@ function expectQemuAgrees(img: string, mirror: Uint8Array): void {
   rmSync(raw);
 }
 
+/** Opens `img`, checks it reads as `mirror`, runs the workload, closes it, asks qemu-img. */
+function exercise(img: string, mirror: Uint8Array, ops: number, seed: number): void {
+  const be = openDiskImage(img, false);
+  expectAllReads(be, mirror);
+  workload(be, mirror, ops, seed);
+  be.close();
+  expectQemuAgrees(img, mirror);
+}
+
 describe('qcow2 images vmctl creates', () => {
   it('random I/O: reads back what was written; qemu-img check clean; qemu-img compare equal; reopened the same', () => {
     const img = join(dir, 'plain.qcow2');
@@ -183,13 +192,8 @@ describe('backing chains', () => {
     createImage(top, { format: 'qcow2', backing: base });
     const q = qemuInfo(top);
     expect(q).toMatchObject({ 'virtual-size': 4 * MiB, 'backing-filename': base, 'backing-filename-format': 'raw' });
-    const be = openDiskImage(top, false);
-    const mirror = baseData.slice();
-    expectAllReads(be, mirror);
-    workload(be, mirror, 300, 4);
-    be.close();
+    exercise(top, baseData.slice(), 300, 4);
     expect(Buffer.compare(readFileSync(base), baseData)).toBe(0);
-    expectQemuAgrees(top, mirror);
   });
 
   it('a three-layer chain (qcow2 on qcow2 on raw), recorded relative to the overlay; info lists the chain', () => {
@@ -230,12 +234,7 @@ describe('images qemu-img made', () => {
     writeFileSync(base, pattern(3 * MiB, rng(11)));
     const top = join(dir, 'qtop.qcow2');
     qemuImg(['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', top]);
-    const mirror = new Uint8Array(readFileSync(base));
-    const be = openDiskImage(top, false);
-    expectAllReads(be, mirror);
-    workload(be, mirror, 300, 12);
-    be.close();
-    expectQemuAgrees(top, mirror);
+    exercise(top, new Uint8Array(readFileSync(base)), 300, 12);
   });
 
   it('qemu-img convert -c (compressed clusters): read right; writing into them allocates and keeps refcounts exact', () => {
@@ -246,12 +245,7 @@ describe('images qemu-img made', () => {
     const img = join(dir, 'c.qcow2');
     qemuImg(['convert', '-q', '-c', '-O', 'qcow2', raw, img]);
     expect(qemuCheck(img).text).toMatch(/100\.00% compressed clusters/);
-    const mirror = data.slice();
-    const be = openDiskImage(img, false);
-    expectAllReads(be, mirror);
-    workload(be, mirror, 300, 14);
-    be.close();
-    expectQemuAgrees(img, mirror);
+    exercise(img, data.slice(), 300, 14);
   });
 
   it('version 2 (compat=0.10) and an image with an internal snapshot: written without harming the snapshot', () => {

@@ -39,6 +39,13 @@ export class VmctlHome {
     return collect(child, opts.input ?? '', opts.timeoutMs ?? 60_000);
   }
 
+  /** Runs vmctl and returns its stdout and stderr; throws unless it exits with `expectCode`. */
+  async expectExit(args: string[], expectCode = 0, timeoutMs = 60_000): Promise<string> {
+    const r = await this.run(args, { timeoutMs });
+    if (r.code !== expectCode) throw new Error(`vmctl ${args.join(' ')} exited ${r.code} (wanted ${expectCode}): ${r.stderr}${r.stdout}`);
+    return r.stdout + r.stderr;
+  }
+
   pid(): number | null {
     const f = join(this.home, 'vmd.pid');
     if (!existsSync(f)) return null;

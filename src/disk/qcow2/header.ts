@@ -240,17 +240,9 @@ export function parseHeader(c: Uint8Array, fileSize: number, path: string): Qcow
   };
 }
 
-/** What `new` needs to describe a fresh image's first cluster. */
-export interface NewHeader {
-  readonly clusterBits: number;
-  readonly size: number;
-  readonly l1Size: number;
-  readonly l1TableOffset: number;
-  readonly refcountTableOffset: number;
-  readonly refcountTableClusters: number;
-  readonly backingFile?: string;
-  readonly backingFormat?: string;
-}
+/** What a fresh image's first cluster says (the rest are vmctl's defaults). */
+export type NewHeader = Pick<Qcow2Header, 'clusterBits' | 'size' | 'l1Size' | 'l1TableOffset' | 'refcountTableOffset' | 'refcountTableClusters'>
+  & { readonly backingFile?: string; readonly backingFormat?: string };
 
 /** The first cluster of a new version 3 image: header, backing-format and feature-name
  *  extensions, then the backing file name (as qemu-img lays it out). */
