@@ -430,7 +430,10 @@ export class VmInstance {
 
   /** Builds the machine in a short-lived worker to read its device tree. */
   dtb(): Promise<Uint8Array> {
-    const init: WorkerInit = { mode: 'dtb', vmName: this.name, config: this.machineConfig() };
+    // The disks are opened read-only: the tree does not depend on it, and a VM that runs meanwhile
+    // keeps its images to itself (a qcow2 image has one writer of its tables).
+    const config = this.machineConfig();
+    const init: WorkerInit = { mode: 'dtb', vmName: this.name, config: { ...config, disks: config.disks.map((d) => ({ ...d, readonly: true })) } };
     const w = new Worker(this.env.workerPath, { workerData: init, name: `dtb ${this.name}` });
     return new Promise((resolve, reject) => {
       let result: Uint8Array | null = null;
