@@ -29,7 +29,8 @@ export interface MachineConfig {
 /** Why the guest stopped running. `code` is the guest's own exit code (0..255). */
 export type PowerEvent =
   | { readonly kind: 'poweroff'; readonly code: number; readonly source: 'test-finisher' | 'sbi' | 'htif' | 'other'; readonly failed: boolean }
-  | { readonly kind: 'reset'; readonly source: 'test-finisher' | 'sbi' | 'other' };
+  /** 'vmctl': asked for by `vmctl reset` (src/vm/run-loop.ts), ending the boot as a guest's reset does. */
+  | { readonly kind: 'reset'; readonly source: 'test-finisher' | 'sbi' | 'other' | 'vmctl' };
 
 export interface MachineHost {
   /** Bytes the guest wrote to its console (UART, or SBI/HTIF console). */

@@ -3,16 +3,20 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigErrors } from '../config/errors.js';
-import { parseDuration } from '../config/units.js';
+import { durationProblem, parseDuration } from '../config/units.js';
 import { loadVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
 import type { ProtocolClient } from '../protocol/client.js';
+import type { EventMessage, StopPath } from '../protocol/messages.js';
 import { CliError, EXIT } from './exit-codes.js';
 
-/** Parses a --timeout-style option; usage error (exit 2) when malformed. */
+/**
+ * Parses a --timeout-style option: milliseconds, 0 for "no limit"; usage error (exit 2) when
+ * malformed or without a unit (`--timeout 5` names 5s as the likely meaning).
+ */
 export function durationOption(text: string | undefined, option: string): number | undefined {
   if (text === undefined) return undefined;
   const ms = parseDuration(text);
-  if (ms === null) throw new CliError(EXIT.usage, `${option}: ${JSON.stringify(text)} is not a duration; expected something like 500ms, 30s or 5m`);
+  if (ms === null) throw new CliError(EXIT.usage, `${option}: ${JSON.stringify(text)} ${durationProblem(text)}`);
   // setTimeout holds at most 2^31-1 ms (about 24.8 days); longer would fire at once.
   return Math.min(ms, 2 ** 31 - 1);
 }
@@ -52,4 +56,25 @@ export function writeHeld(c: ProtocolClient, bytes: Uint8Array): void {
     c.pause();
     process.stdout.once('drain', () => c.resume());
   }
+}
+
+/** What a stop did, in words (`stop`, `restart`, `daemon stop`). */
+export function stopText(name: string, path: StopPath, state: string): string {
+  switch (path) {
+    case 'already-stopped': return `VM ${name} was not running (state ${state})`;
+    case 'guest-poweroff': return `Typed the shutdown command; VM ${name} powered off by itself`;
+    case 'timeout-poweroff': return `VM ${name} did not power off in time after the shutdown command; powered off`;
+    case 'poweroff': return `Powered off VM ${name}`;
+  }
+}
+
+/** True for the event that ends a VM's run for its watchers (console, wait, start --wait-for): it
+ *  stopped or aborted, and no new boot follows (a reset or `vmctl restart` keeps them attached). */
+export function vmEnded(e: EventMessage): boolean {
+  return e.event === 'state' && (e.data.state === 'stopped' || e.data.state === 'aborted') && e.data.restarting !== true;
+}
+
+/** "1 cpu", "2 cpus". */
+export function cpusText(n: number): string {
+  return `${n} cpu${n === 1 ? '' : 's'}`;
 }

@@ -9,7 +9,9 @@ export function compilePattern(src: string, option: string): RegExp {
   try {
     return new RegExp(src, 'm');
   } catch (e) {
-    throw new CliError(EXIT.usage, `${option}: invalid regular expression ${JSON.stringify(src)}: ${(e as Error).message}`);
+    // V8 says "Invalid regular expression: /SRC/m: WHY"; the pattern is named once, by us.
+    const why = (e as Error).message.replace(/^Invalid regular expression: \/.*\/[a-z]*: /s, '');
+    throw new CliError(EXIT.usage, `${option}: invalid regular expression ${JSON.stringify(src)}: ${why.charAt(0).toLowerCase()}${why.slice(1)}`);
   }
 }
 

@@ -29,7 +29,10 @@ export function exitCodeForClass(c: ErrorClass): number {
     case 'NoSuchVm':
       return EXIT.noSuchVm;
     case 'WrongState':
+    case 'AlreadyExists': // the name is taken: the same answer as starting a running VM
       return EXIT.wrongState;
+    case 'ShuttingDown': // no daemon will serve it
+      return EXIT.unreachable;
     case 'Timeout':
       return EXIT.timeout;
     default:

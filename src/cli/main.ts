@@ -33,11 +33,22 @@ const GROUPS: ((program: Command) => void)[] = [
   registerDaemon,
 ];
 
+/** The command whose action runs (set before it runs): usage errors point to its own help. */
+let running: Command | null = null;
+
+/** "vmctl disk create" for a command. */
+function commandPath(c: Command): string {
+  const names: string[] = [];
+  for (let x: Command | null = c; x; x = x.parent) names.unshift(x.name());
+  return names.join(' ');
+}
+
+const helpHint = (c: Command): string => `(run ${commandPath(c)} --help for usage)`;
+
 function buildProgram(): Command {
   const program = new Command('vmctl')
     .description('Manage emulated RISC-V virtual machines')
     .version(VERSION)
-    .showHelpAfterError('(run vmctl --help for usage)')
     .addHelpText('after', `
 Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 daemon unreachable, 4 no such VM,
             5 wrong state for this command, 124 timeout; run: the guest's own code;
@@ -46,12 +57,15 @@ State lives in $VMCTL_HOME (default ~/.vmctl).`);
   program.exitOverride();
   program.configureOutput({ outputError: (s, write) => write(err.red(s)) });
   for (const g of GROUPS) g(program);
-  // Subcommands inherit exitOverride only when set on each.
+  // Subcommands inherit exitOverride only when set on each; each usage error names the help of
+  // the command it is about (`vmctl start --help`), not the top level's.
   const walk = (c: Command): void => {
     c.exitOverride();
+    c.showHelpAfterError(helpHint(c));
     c.commands.forEach(walk);
   };
   walk(program);
+  program.hook('preAction', (_root, action) => { running = action; });
   return program;
 }
 
@@ -77,7 +91,9 @@ async function main(): Promise<void> {
       return;
     }
     if (e instanceof CliError) {
-      process.stderr.write(e.plain ? `${e.message}\n` : `${err.red('vmctl:')} ${e.message}\n`);
+      // A usage error of an option (not a FILE:LINE:COL config error) points to the command's help.
+      const hint = e.exitCode === EXIT.usage && !e.plain && running ? `\n${helpHint(running)}` : '';
+      process.stderr.write(e.plain ? `${e.message}\n` : `${err.red('vmctl:')} ${e.message}${hint}\n`);
       exit(e.exitCode);
       return;
     }

@@ -50,11 +50,15 @@ export function humanSize(bytes: number): string {
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
-/** Parses "500ms", "30s", "5m", "1h", "1m30s"; a bare number is seconds. Returns milliseconds or null. */
+/**
+ * Parses "500ms", "30s", "5m", "1h", "1m30s" and "0" into milliseconds; null when the text is not
+ * a duration. A number without a unit is refused (only 0 reads the same in every unit): `--timeout 5`
+ * or `timeout: 5` could mean seconds or minutes, so the user is asked to say (see durationProblem).
+ */
 export function parseDuration(text: string | number): number | null {
-  if (typeof text === 'number') return Number.isFinite(text) && text >= 0 ? text * 1000 : null;
+  if (typeof text === 'number') return text === 0 ? 0 : null;
   const s = text.trim();
-  if (/^\d+(\.\d+)?$/.test(s)) return Number(s) * 1000;
+  if (/^0+(\.0+)?$/.test(s)) return 0;
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
   let total = 0;
   let pos = 0;
@@ -65,6 +69,24 @@ export function parseDuration(text: string | number): number | null {
   }
   if (pos === 0 || pos !== s.length) return null;
   return total;
+}
+
+/** Why parseDuration refused `text`, to follow the value in a message ("5" has no unit; did you
+ *  mean 5s?). Used by the CLI options and the VM file alike. */
+export function durationProblem(text: string | number): string {
+  const s = String(text).trim();
+  if (/^\d+(\.\d+)?$/.test(s)) return `has no unit; did you mean ${s}s? (a duration is written with ms, s, m or h; 0 means no limit)`;
+  return 'is not a duration; expected something like 30s, 500ms or 5m (0 means no limit)';
+}
+
+/** A bare number where a size in MiB was likely meant (`memory: 256`): "256MiB" when that lies
+ *  in [min, max] and the number itself, read as bytes, does not. */
+export function mebibyteHint(text: string | number, min: number, max: number): string | null {
+  const s = String(text).trim();
+  if (!/^\d+$/.test(s)) return null;
+  const n = Number(s);
+  if (n >= min && n <= max) return null;
+  return n * 1024 ** 2 >= min && n * 1024 ** 2 <= max ? `${s}MiB` : null;
 }
 
 /** "1h 2m 3s" style for tables. */

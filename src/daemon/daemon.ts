@@ -1,12 +1,13 @@
 // The daemon process: one per VMCTL_HOME. Holds the pid-file lock, listens on the control socket,
-// hosts every VM, and shuts down cleanly on SIGTERM/SIGINT or `vmctl daemon stop`.
+// hosts every VM, and shuts down cleanly on SIGTERM/SIGINT or `vmctl daemon stop`: running VMs are
+// stopped as `vmctl stop` stops them (shutdown.console, then power-off after the timeout).
 
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, unlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { DEFAULT_SETTINGS, DEFAULT_SETTINGS_TEXT, loadDaemonSettings } from '../config/daemon-settings.js';
-import { PROTOCOL_VERSION, type DaemonStatus } from '../protocol/messages.js';
+import { PROTOCOL_VERSION, type DaemonStatus, type StopReport } from '../protocol/messages.js';
 import { writeFileAtomic } from './atomic.js';
 import { ensureHome, homePaths, socketFits, type HomePaths } from './paths.js';
 import { Registry } from './registry.js';
@@ -181,13 +182,43 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     let resolveDone!: () => void;
     const done = new Promise<void>((r) => { resolveDone = r; });
 
-    const shutdown = async (why: string): Promise<void> => {
-      if (shuttingDown) return;
+    let stopping: Promise<StopReport[]> | null = null;
+    /**
+     * Phase 1: stop the running VMs, all at once, each as `vmctl stop` would (or powered off at
+     * once with `force`; a second request with force, or a second signal, powers off those still
+     * waiting for their guest). Phase 2, once the client that asked has its reply: close the
+     * connections and the socket, release the pid file, end.
+     */
+    const shutdown = (why: string, opts: { force: boolean; timeoutSeconds?: number }): Promise<StopReport[]> => {
+      if (stopping) {
+        if (opts.force) {
+          log(`shutdown (${why}): powering off the VMs still running`);
+          for (const v of registry.vms.values()) void v.powerOff().catch(() => {});
+        }
+        return stopping;
+      }
       shuttingDown = true;
-      log(`shutting down (${why})`);
+      log(`shutting down (${why}${opts.force ? ', powering VMs off' : ''})`);
       server?.close();
-      // A clean daemon stop powers VMs off (disks flushed); they show `stopped`, not `aborted`.
-      await Promise.all([...registry.vms.values()].filter((v) => v.active).map((v) => v.powerOff().catch(() => {})));
+      const running = [...registry.vms.values()].filter((v) => v.active);
+      stopping = Promise.all(running.map(async (v): Promise<StopReport> => {
+        let path: StopReport['path'];
+        try {
+          path = await v.stop(opts.force, v.stopTimeoutMs(opts.timeoutSeconds));
+        } catch (e) {
+          log(`vm ${v.name}: stop failed (${(e as Error).message}); powering off`);
+          await v.powerOff().catch(() => {});
+          path = 'poweroff';
+        }
+        log(`vm ${v.name}: stopped for the daemon's shutdown (${path})`);
+        return { name: v.name, path };
+      })).then((reports) => {
+        setImmediate(finish);
+        return reports;
+      });
+      return stopping;
+    };
+    const finish = (): void => {
       for (const vm of [...registry.vms.values()]) if (vm.persisted.ephemeral) registry.delete(vm);
       for (const c of connections) c.close();
       try { unlinkSync(socketPath); } catch { /* gone */ }
@@ -203,7 +234,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       registry,
       version: opts.version,
       status,
-      shutdown: () => void shutdown('requested by a client'),
+      shutdown: (o: { force: boolean; timeoutSeconds?: number }) => shutdown('requested by a client', o),
+      get shuttingDown() { return shuttingDown; },
       throttle: (names: readonly string[], on: boolean) => {
         for (const n of names) registry.vms.get(n)?.throttle(on);
       },
@@ -244,8 +276,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     chmodSync(socketPath, 0o600);
     log(`vmd ${opts.version} listening on ${socketPath} (home ${paths.home}, ${registry.vms.size} VMs)`);
 
-    process.on('SIGTERM', () => void shutdown('SIGTERM'));
-    process.on('SIGINT', () => void shutdown('SIGINT'));
+    // As a service manager stops it: the same clean stop as `vmctl daemon stop`; a second
+    // signal powers off what is still waiting for its guest.
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => void shutdown(sig, { force: stopping !== null }));
     process.on('SIGHUP', () => { /* detached daemons outlive their terminal */ });
     process.on('uncaughtException', (e) => log(`uncaught exception (continuing): ${e.stack ?? e.message}`));
     process.on('unhandledRejection', (e) => log(`unhandled rejection (continuing): ${(e as Error)?.stack ?? String(e)}`));

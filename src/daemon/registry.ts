@@ -7,8 +7,10 @@ import { dirname, join } from 'node:path';
 import { DiskError } from '../disk/errors.js';
 import { readDiskLocks } from '../disk/lock.js';
 import { deleteCreatedDisks, prepareDisks, type PreparedDisks } from '../disk/prepare.js';
+import { imageInfo } from '../disk/image.js';
 import { loadVmDefinition, parseVmDefinition, serializeVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
-import { ProtocolFailure } from '../protocol/messages.js';
+import { ProtocolFailure, type DeletedDisk } from '../protocol/messages.js';
+import { formatSize, humanSize } from '../config/units.js';
 import { writeFileAtomic } from './atomic.js';
 import { vmDir, type HomePaths } from './paths.js';
 import { VmInstance, type InstanceEnv, type PersistedState } from './vm-instance.js';
@@ -154,26 +156,67 @@ export class Registry {
     }
   }
 
-  delete(vm: VmInstance): void {
+  /** The images vmctl created for `vm` that hold data (host space allocated): what a delete
+   *  must not remove without being told to. */
+  disksHoldingData(vm: VmInstance): { path: string; allocatedBytes: number; virtualBytes: number }[] {
+    return createdImages(vm).filter((d) => d.allocatedBytes > 0);
+  }
+
+  /** Why a delete without a word about the disks is refused, or null when it loses no data. */
+  unsaidDiskData(vm: VmInstance): string | null {
+    const full = this.disksHoldingData(vm);
+    if (full.length === 0) return null;
+    const list = full.map((d) => `${d.path} (${humanSize(d.allocatedBytes)} allocated, ${formatSize(d.virtualBytes)} virtual)`).join(', ');
+    return `VM ${vm.name} has ${full.length === 1 ? 'a disk image' : 'disk images'} that vmctl created and that ${full.length === 1 ? 'holds' : 'hold'} data: ${list}; ` +
+      `say --delete-disks to remove ${full.length === 1 ? 'it' : 'them'} with the VM, or --keep-disks to keep ${full.length === 1 ? 'it' : 'them'}`;
+  }
+
+  /**
+   * Removes a stopped VM: its folder, and the images vmctl created for it unless `disks` is
+   * "keep" (images that existed before `create` are never touched). Returns what became of them.
+   */
+  delete(vm: VmInstance, disks: 'delete' | 'keep' = 'delete'): DeletedDisk[] {
+    const images = createdImages(vm);
     // Check first, so a refused delete leaves the VM registered.
-    for (const p of vm.persisted.createdDisks) {
-      const others = readDiskLocks(p).filter((h) => h.vm !== vm.name).map((h) => h.vm ?? `vmctl ${h.command}`);
-      if (others.length > 0) {
-        throw new ProtocolFailure('WrongState', `disk ${p} of VM ${vm.name} is in use by ${others.length === 1 ? 'VM' : 'VMs'} ${others.join(', ')}; stop ${others.length === 1 ? 'that VM' : 'them'} first`);
+    if (disks === 'delete') {
+      for (const { path: p } of images) {
+        const others = readDiskLocks(p).filter((h) => h.vm !== vm.name).map((h) => h.vm ?? `vmctl ${h.command}`);
+        if (others.length > 0) {
+          throw new ProtocolFailure('WrongState', `disk ${p} of VM ${vm.name} is in use by ${others.length === 1 ? 'VM' : 'VMs'} ${others.join(', ')}; stop ${others.length === 1 ? 'that VM' : 'them'} first, or keep the disks (--keep-disks)`);
+        }
       }
     }
     this.vms.delete(vm.name);
-    this.removeFiles(vm);
-    this.env.log(`vm ${vm.name}: deleted`);
+    const deleted = this.removeFiles(vm, disks === 'delete');
+    this.env.log(`vm ${vm.name}: deleted${images.length ? ` (${deleted ? 'removed' : 'kept'} its disk images: ${images.map((d) => d.path).join(', ')})` : ''}`);
+    return images.map((d) => ({ path: d.path, allocatedBytes: d.allocatedBytes, action: deleted ? 'deleted' : 'kept' }));
   }
 
-  private removeFiles(vm: VmInstance): void {
-    try {
-      // Only images vmctl created; refused while another VM holds one (its lock).
-      deleteCreatedDisks(vm.persisted.createdDisks);
-    } catch (e) {
-      this.env.log(`vm ${vm.name}: keeping its disk images: ${(e as Error).message}`);
+  /** Removes the VM's folder and, with `disks`, the images vmctl created; false when they stay. */
+  private removeFiles(vm: VmInstance, disks = true): boolean {
+    let removed = false;
+    if (disks) {
+      try {
+        // Only images vmctl created; refused while another VM holds one (its lock).
+        deleteCreatedDisks(vm.persisted.createdDisks);
+        removed = true;
+      } catch (e) {
+        this.env.log(`vm ${vm.name}: keeping its disk images: ${(e as Error).message}`);
+      }
     }
     rmSync(vm.dir, { recursive: true, force: true });
+    return removed;
   }
+}
+
+/** The images vmctl created for a VM that still exist, with their sizes. */
+function createdImages(vm: VmInstance): { path: string; allocatedBytes: number; virtualBytes: number }[] {
+  return vm.persisted.createdDisks.flatMap((path) => {
+    try {
+      const i = imageInfo(path);
+      return [{ path, allocatedBytes: i.allocatedBytes, virtualBytes: i.virtualBytes }];
+    } catch {
+      return []; // gone already (removed by hand)
+    }
+  });
 }

@@ -6,7 +6,7 @@ import { ConfigErrors } from '../config/errors.js';
 import { encodeFrame, LineDecoder, MAX_LINE_BYTES } from '../protocol/framing.js';
 import {
   parseRequest, PROTOCOL_VERSION, ProtocolFailure,
-  type DaemonStatus, type ErrorBody, type EventMessage, type EventName, type MethodName,
+  type DaemonStatus, type ErrorBody, type EventMessage, type EventName, type MethodName, type StopReport,
 } from '../protocol/messages.js';
 import type { Registry } from './registry.js';
 import { bootsIn, readSerialLayout, readSerialRange, selectRange, SelectionError, tailStart, type LogSelection } from './serial-log.js';
@@ -25,7 +25,11 @@ export interface ServerContext {
   readonly registry: Registry;
   readonly version: string;
   status(): DaemonStatus;
-  shutdown(): void;
+  /** Stops every running VM (as `vmctl stop`, or at once with `force`), then the daemon. Resolves
+   *  with what it did to each VM once they are stopped; the daemon closes after the reply. */
+  shutdown(opts: { force: boolean; timeoutSeconds?: number }): Promise<StopReport[]>;
+  /** True once a shutdown began: requests that would start a VM are refused. */
+  readonly shuttingDown: boolean;
   /** Tells subscribers a VM is gone. */
   vmDeleted(name: string): void;
   /** Holds back (or releases) VMs whose owner cannot keep up with their output. */
@@ -118,6 +122,7 @@ export class Connection {
   private async dispatch(method: MethodName, p: Record<string, unknown>): Promise<unknown> {
     const reg = this.ctx.registry;
     const vm = (): VmInstance => reg.get(p.name as string);
+    if (this.ctx.shuttingDown && STARTS_A_VM.has(method)) throw new ProtocolFailure('ShuttingDown', `the daemon is shutting down; ${method} refused`);
     switch (method) {
       case 'hello':
         if (p.protocol !== PROTOCOL_VERSION) throw new ProtocolFailure('VersionMismatch', `this daemon speaks protocol ${PROTOCOL_VERSION}, the client ${String(p.protocol)}; restart the daemon (vmctl daemon stop) after upgrading`);
@@ -125,9 +130,9 @@ export class Connection {
         return { protocol: PROTOCOL_VERSION };
       case 'daemon.status':
         return this.ctx.status();
-      case 'daemon.shutdown':
-        setImmediate(() => this.ctx.shutdown());
-        return { stopping: true };
+      case 'daemon.shutdown': {
+        return { stopped: await this.ctx.shutdown({ force: p.force === true, timeoutSeconds: p.timeoutSeconds as number | undefined }) };
+      }
       case 'vm.create': {
         const { vm: v, warnings } = reg.create(p.file as string, p.text as string, p.name as string | undefined, p.ephemeral === true);
         if (p.ephemeral === true) this.ephemeral.add(v.name);
@@ -144,31 +149,49 @@ export class Connection {
       }
       case 'vm.stop': {
         const v = vm();
-        const t = p.timeoutSeconds as number | undefined;
-        const timeoutMs = t !== undefined ? t * 1000 : v.def.shutdown.timeoutMs;
-        const path = await v.stop(p.force === true, timeoutMs);
+        const path = await v.stop(p.force === true, v.stopTimeoutMs(p.timeoutSeconds as number | undefined));
         return { path, ...v.info() };
+      }
+      case 'vm.restart': {
+        const v = vm();
+        const path = await v.restart(p.force === true, v.stopTimeoutMs(p.timeoutSeconds as number | undefined));
+        return { path, ...v.info() };
+      }
+      case 'vm.reset': {
+        const v = vm();
+        await v.reset();
+        return v.info();
       }
       case 'vm.pause': {
         const v = vm();
-        await v.pause();
-        return v.info();
+        const changed = await v.pause();
+        return { ...v.info(), changed };
       }
       case 'vm.resume': {
         const v = vm();
-        await v.resume();
-        return v.info();
+        const changed = await v.resume();
+        return { ...v.info(), changed };
       }
       case 'vm.delete': {
         const v = vm();
+        const disks = p.disks as string | undefined;
+        if (disks !== undefined && disks !== 'delete' && disks !== 'keep') throw new ProtocolFailure('InvalidParams', `vm.delete: parameter "disks" must be "delete" or "keep"`);
+        // Images holding data go only when the client said so; checked before anything changes,
+        // and again once a running VM is off (its guest may have written meanwhile).
+        const refuseUnsaid = (): void => {
+          const why = disks === undefined ? reg.unsaidDiskData(v) : null;
+          if (why) throw new ProtocolFailure('WrongState', why);
+        };
+        refuseUnsaid();
         if (v.active) {
           if (p.force !== true) throw new ProtocolFailure('WrongState', `VM ${v.name} is ${v.state}; stop it first or use --force`);
           await v.powerOff();
+          refuseUnsaid();
         }
-        reg.delete(v);
+        const result = reg.delete(v, disks === 'keep' ? 'keep' : 'delete');
         this.ctx.log(`vm ${v.name}: removed by a client`);
         this.ctx.vmDeleted(v.name);
-        return { deleted: v.name };
+        return { deleted: v.name, disks: result };
       }
       case 'vm.consoleInput': {
         const v = vm();
@@ -243,6 +266,9 @@ function readLog(v: VmInstance, p: Record<string, unknown>): { data: string; boo
     .map((b) => ({ bootId: b.bootId, startedAt: new Date(b.time).toISOString(), offset: b.offset - from }));
   return { data: readSerialRange(layout, from, range.to).toString('base64'), boots, omittedBytes };
 }
+
+/** Methods refused once the daemon is shutting down (they would leave a VM running). */
+const STARTS_A_VM: ReadonlySet<MethodName> = new Set(['vm.create', 'vm.start', 'vm.restart', 'vm.reset', 'vm.resume']);
 
 export function toErrorBody(e: unknown, ctx: { log(m: string): void }): ErrorBody {
   if (e instanceof ProtocolFailure) return { class: e.errorClass, message: e.message };

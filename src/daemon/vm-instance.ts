@@ -8,9 +8,9 @@ import { Worker } from 'node:worker_threads';
 import type { MachineConfig, PowerEvent } from '../board/machine-types.js';
 import type { VmDefinition } from '../config/vm-definition.js';
 import { DiskError } from '../disk/errors.js';
-import { lockDiskChains } from '../disk/image.js';
+import { imageInfo, lockDiskChains } from '../disk/image.js';
 import type { DiskLock } from '../disk/lock.js';
-import { ProtocolFailure, type PowerInfo, type VmInfo, type VmState } from '../protocol/messages.js';
+import { ProtocolFailure, type DiskInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
 import { writeFileAtomic } from './atomic.js';
 import { SerialLog } from './serial-log.js';
@@ -31,7 +31,9 @@ export interface PersistedState {
 }
 
 export type VmEvent =
-  | { event: 'state'; data: { state: VmState; bootId: number; previous: VmState } }
+  /** `restarting`: this `stopped` is followed by a new boot (a guest or `vmctl reset`, `vmctl
+   *  restart`); consoles and waiters stay attached instead of ending with the VM. */
+  | { event: 'state'; data: { state: VmState; bootId: number; previous: VmState; restarting?: true } }
   | { event: 'console'; data: { bootId: number; data: string } }
   | { event: 'power'; data: { bootId: number } & PowerInfo };
 
@@ -56,6 +58,12 @@ export class VmInstance {
   private history: Buffer[] = [];
   private historySize = 0;
   private stopping = false;
+  /** Set by powerOff(): a stop that was waiting for the guest reports a power-off instead. */
+  private poweredOff = false;
+  /** Set while restart() stops the VM: the `stopped` it announces is followed by a new boot. */
+  private restarting = false;
+  /** The boot a reset started (guest or `vmctl reset`); reset() waits for it. */
+  private reboot: Promise<void> | null = null;
   private workerDone: Promise<void> = Promise.resolve();
   listener: (e: VmEvent) => void = () => {};
 
@@ -107,13 +115,13 @@ export class VmInstance {
     writeFileAtomic(VmInstance.stateFile(this.dir), `${JSON.stringify(this.persisted, null, 2)}\n`);
   }
 
-  private setState(s: VmState): void {
+  private setState(s: VmState, restarting = false): void {
     const previous = this.persisted.state;
     if (previous === s) return;
     this.persisted.state = s;
     this.save();
-    this.env.log(`vm ${this.name}: ${previous} -> ${s}`);
-    this.listener({ event: 'state', data: { state: s, bootId: this.persisted.bootId, previous } });
+    this.env.log(`vm ${this.name}: ${previous} -> ${s}${restarting ? ' (restarting)' : ''}`);
+    this.listener({ event: 'state', data: { state: s, bootId: this.persisted.bootId, previous, ...(restarting ? { restarting: true as const } : {}) } });
   }
 
   info(): VmInfo {
@@ -134,13 +142,7 @@ export class VmInstance {
       kernel: d.boot.kernel ?? null,
       initrd: d.boot.initrd ?? null,
       cmdline: d.boot.cmdline,
-      disks: d.disks.map((x) => ({
-        name: x.name,
-        path: x.path,
-        readonly: x.readonly,
-        sizeBytes: x.sizeBytes ?? null,
-        createdByVmctl: p.createdDisks.includes(x.path),
-      })),
+      disks: d.disks.map((x) => this.diskInfo(x.name, x.path, x.readonly)),
       shutdownConsole: d.shutdown.console ?? null,
       lastPower: p.lastPower,
       lastError: p.lastError,
@@ -148,6 +150,16 @@ export class VmInstance {
       ephemeral: p.ephemeral,
       directory: this.dir,
     };
+  }
+
+  /** A disk as the file is now (also an image that existed before `create`). */
+  private diskInfo(name: string, path: string, readonly: boolean): DiskInfo {
+    let sizes: { virtualBytes: number | null; allocatedBytes: number | null } = { virtualBytes: null, allocatedBytes: null };
+    try {
+      const i = imageInfo(path);
+      sizes = { virtualBytes: i.virtualBytes, allocatedBytes: i.allocatedBytes };
+    } catch { /* missing or unreadable: the sizes say null */ }
+    return { name, path, readonly, ...sizes, createdByVmctl: this.persisted.createdDisks.includes(path) };
   }
 
   consoleHistory(): Buffer {
@@ -194,6 +206,7 @@ export class VmInstance {
     this.history = [];
     this.historySize = 0;
     this.stopping = false;
+    this.poweredOff = false;
     this.setState('starting');
     // serial.index records where this boot's output starts in serial.log (vmctl logs --boot).
     this.serial ??= new SerialLog(this.dir, this.env.serialLogMaxBytes, (e) => this.env.log(`vm ${this.name}: writing serial.index failed: ${e.message}`));
@@ -270,11 +283,12 @@ export class VmInstance {
             this.setState('stopped');
             reject(new ProtocolFailure('StartFailed', `VM ${this.name} failed to start: ${p.lastError}`));
           } else if (this.stopping || (closed && fatal === null)) {
-            this.setState('stopped');
+            this.setState('stopped', rebooting || this.restarting);
             if (rebooting) {
               // A guest reboot restarts a long-lived VM (a `run` VM ends instead, like -no-reboot).
-              this.env.log(`vm ${this.name}: guest reset; booting again`);
-              this.boot().catch((e) => {
+              this.env.log(`vm ${this.name}: ${power?.source === 'vmctl' ? 'reset by vmctl reset' : 'guest reset'}; booting again`);
+              this.reboot = this.boot();
+              this.reboot.catch((e) => {
                 this.releaseDiskLocks();
                 this.env.log(`vm ${this.name}: reboot failed: ${(e as Error).message}`);
               });
@@ -327,18 +341,22 @@ export class VmInstance {
     this.worker?.postMessage(m);
   }
 
-  async pause(): Promise<void> {
-    if (this.state === 'paused') return;
+  /** Pauses a running VM; false when it already was paused (the asked-for state holds). */
+  async pause(): Promise<boolean> {
+    if (this.state === 'paused') return false;
     if (this.state !== 'running') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${this.state}; only a running VM can be paused`);
     await this.request('pause', 'paused');
     this.setState('paused');
+    return true;
   }
 
-  async resume(): Promise<void> {
-    if (this.state === 'running') return;
+  /** Resumes a paused VM; false when it already was running. */
+  async resume(): Promise<boolean> {
+    if (this.state === 'running') return false;
     if (this.state !== 'paused') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${this.state}; only a paused VM can be resumed`);
     await this.request('resume', 'resumed');
     this.setState('running');
+    return true;
   }
 
   /** Sends a control message and waits for its acknowledgement (or the worker's end). */
@@ -380,10 +398,10 @@ export class VmInstance {
 
   /**
    * Stops the VM. Without `force` and with shutdown.console, types the command and waits up to
-   * `timeoutMs` for the guest to power off; then (or with `force`) powers off at once.
+   * `timeoutMs` (0: no limit) for the guest to power off; then (or with `force`) powers off at once.
    * Returns which path was taken.
    */
-  async stop(force: boolean, timeoutMs: number): Promise<'already-stopped' | 'guest-poweroff' | 'timeout-poweroff' | 'poweroff'> {
+  async stop(force: boolean, timeoutMs: number): Promise<StopPath> {
     if (!this.worker) {
       if (this.state === 'aborted') this.setState('stopped');
       return 'already-stopped';
@@ -394,10 +412,11 @@ export class VmInstance {
       this.stopping = true;
       this.setState('stopping');
       this.send({ type: 'input', data: new TextEncoder().encode(cmd) });
-      const done = await Promise.race([this.workerDone.then(() => true), sleep(timeoutMs).then(() => false)]);
+      const done = await Promise.race([this.workerDone.then(() => true), ...(timeoutMs > 0 ? [sleep(timeoutMs).then(() => false)] : [])]);
       if (done) {
-        // The guest powered off by itself: its own power event stands.
-        return 'guest-poweroff';
+        // The guest powered off by itself (its own power event stands), unless someone else
+        // powered it off meanwhile (a forced daemon stop).
+        return this.poweredOff ? 'poweroff' : 'guest-poweroff';
       }
       await this.powerOff();
       return 'timeout-poweroff';
@@ -406,11 +425,56 @@ export class VmInstance {
     return 'poweroff';
   }
 
+  /** How long stop() waits for the guest: the client's timeout, else the VM file's
+   *  shutdown.timeout, else 30 s (0: no limit). */
+  stopTimeoutMs(requestedSeconds?: number): number {
+    return requestedSeconds !== undefined ? requestedSeconds * 1000 : this.def.shutdown.timeoutMs ?? 30_000;
+  }
+
+  /**
+   * Stops the VM as stop() does, then boots it again; consoles and waiters see one `stopped`
+   * marked `restarting` and stay attached. A VM that is not running is just started.
+   */
+  async restart(force: boolean, timeoutMs: number): Promise<StopPath> {
+    if (this.state === 'starting' || this.state === 'stopping') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${this.state}; restart it once that is done`);
+    if (!this.worker) {
+      await this.start();
+      return 'already-stopped';
+    }
+    this.restarting = true;
+    let path: StopPath;
+    try {
+      path = await this.stop(force, timeoutMs);
+    } finally {
+      this.restarting = false;
+    }
+    await this.boot();
+    return path;
+  }
+
+  /**
+   * A hard reset, as the guest's own reset through the test finisher: this boot ends at once
+   * (disks flushed, locks kept) and the VM boots again. Resolves once the new boot runs.
+   * A `vmctl run` VM ends instead, as it does on a guest reset.
+   */
+  async reset(): Promise<void> {
+    if (this.state !== 'running' && this.state !== 'paused') {
+      const idle = this.state === 'stopped' || this.state === 'aborted';
+      throw new ProtocolFailure('WrongState', `VM ${this.name} is ${this.state}; only a running or paused VM can be reset${idle ? ' (start it instead)' : ''}`);
+    }
+    this.reboot = null;
+    const exited = this.workerDone;
+    this.send({ type: 'reset' });
+    await exited;
+    if (this.reboot) await this.reboot;
+  }
+
   /** Ends the VM within about a second, whatever the guest does. */
   async powerOff(): Promise<void> {
     const w = this.worker;
     if (!w) return;
     this.stopping = true;
+    this.poweredOff = true;
     if (this.state !== 'stopping') this.setState('stopping');
     this.send({ type: 'stop' });
     // The run loop sees the message between two slices (~15 ms) and flushes disks. A worker stuck

@@ -13,6 +13,8 @@ export const PROTOCOL_VERSION = 1;
 
 export const VM_STATES = ['stopped', 'starting', 'running', 'paused', 'stopping', 'aborted', 'saved'] as const;
 export type VmState = (typeof VM_STATES)[number];
+/** The states a VM can reach today (`saved` waits for save/resume): what `wait --state` offers. */
+export const REACHABLE_VM_STATES: readonly VmState[] = VM_STATES.filter((s) => s !== 'saved');
 
 export const ERROR_CLASSES = [
   'ProtocolError', 'VersionMismatch', 'UnknownMethod', 'InvalidParams', 'ConfigError',
@@ -47,10 +49,22 @@ export interface DiskInfo {
   readonly name: string;
   readonly path: string;
   readonly readonly: boolean;
-  readonly sizeBytes: number | null;
-  /** True when vmctl created the image (and `delete` removes it). */
+  /** The image's size as the guest sees it, read from the file (null when it cannot be read). */
+  readonly virtualBytes: number | null;
+  /** Host space the image takes (0 for a new sparse image; null when it cannot be read). */
+  readonly allocatedBytes: number | null;
+  /** True when vmctl created the image (`delete` asks before removing it when it holds data). */
   readonly createdByVmctl: boolean;
 }
+
+/** How `vmctl stop` (and `daemon stop`, `restart`) ended a VM. */
+export type StopPath = 'already-stopped' | 'guest-poweroff' | 'timeout-poweroff' | 'poweroff';
+
+/** What `daemon.shutdown` did to each VM that was running. */
+export interface StopReport { readonly name: string; readonly path: StopPath }
+
+/** What `vm.delete` did with each disk image vmctl had created for the VM. */
+export interface DeletedDisk { readonly path: string; readonly allocatedBytes: number; readonly action: 'deleted' | 'kept' }
 
 export interface VmInfo {
   readonly name: string;
@@ -97,15 +111,18 @@ const name: FieldSpec = { type: 'string', required: true };
 export const METHODS = {
   'hello': { protocol: { type: 'integer', required: true }, client: { type: 'string' } },
   'daemon.status': {},
-  'daemon.shutdown': {},
+  'daemon.shutdown': { force: { type: 'boolean' }, timeoutSeconds: { type: 'number' } },
   'vm.create': { file: { type: 'string', required: true }, text: { type: 'string', required: true }, name: { type: 'string' }, ephemeral: { type: 'boolean' } },
   'vm.list': {},
   'vm.info': { name },
   'vm.start': { name },
   'vm.stop': { name, force: { type: 'boolean' }, timeoutSeconds: { type: 'number' } },
+  'vm.restart': { name, force: { type: 'boolean' }, timeoutSeconds: { type: 'number' } },
+  'vm.reset': { name },
   'vm.pause': { name },
   'vm.resume': { name },
-  'vm.delete': { name, force: { type: 'boolean' } },
+  /** disks: "delete" or "keep" the images vmctl created; without it, images holding data refuse the delete. */
+  'vm.delete': { name, force: { type: 'boolean' }, disks: { type: 'string' } },
   'vm.consoleInput': { name, data: { type: 'string', required: true } },
   'vm.subscribe': { name, console: { type: 'boolean' }, history: { type: 'boolean' } },
   // boot: a boot id, or -1, -2, ... counting back from the newest; since: an ISO 8601 time; tail: lines.

@@ -16,7 +16,10 @@ export type ToWorker =
   /** Flow control: hold the guest while a client cannot keep up with its console (clock runs on). */
   | { readonly type: 'throttle'; readonly on: boolean }
   /** Power off now: stop running, flush and close disks, then end the thread. */
-  | { readonly type: 'stop' };
+  | { readonly type: 'stop' }
+  /** Hard reset (`vmctl reset`): end this boot as the guest's own reset would (a `reset` power
+   *  event, disks flushed and closed); the daemon then boots the VM again. */
+  | { readonly type: 'reset' };
 
 export type FromWorker =
   | { readonly type: 'ready' }

@@ -112,6 +112,12 @@ export class RunLoop {
       case 'stop':
         this.finish();
         break;
+      case 'reset':
+        // As a reset through the test finisher: the first power event of a boot is the one that counts.
+        this.host.powerEvent({ kind: 'reset', source: 'vmctl' });
+        this.post({ type: 'power', event: this.host.power! });
+        this.finish();
+        break;
     }
   }
 

@@ -92,6 +92,9 @@ describe('VM definition', () => {
   it('reports bad sizes', () => {
     expect(errorsOf('name: a\nmemory: 12 parsecs\nboot:\n  kernel: k.elf\n')[0]).toMatch(/^vm\.yaml:2:9: memory: found "12 parsecs"; expected a size like 128MiB/);
     expect(errorsOf('name: a\nmemory: 64GiB\nboot:\n  kernel: k.elf\n')[0]).toMatch(/^vm\.yaml:2:9: memory: "64GiB" is out of range/);
+    // A number without a unit counts bytes: 256 is far too little, and 256MiB is named as the likely meaning.
+    expect(errorsOf('name: a\nmemory: 256\nboot:\n  kernel: k.elf\n')[0]).toBe('vm.yaml:2:9: memory: 256 is out of range; expected from 1MiB to 16GiB (a number without a unit counts bytes: did you mean 256MiB?)');
+    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\nshutdown:\n  timeout: 30\n')[0]).toMatch(/^vm\.yaml:5:12: shutdown\.timeout: 30 has no unit; did you mean 30s\?/);
     expect(errorsOf('name: a\nmemory: 2047KiB\nboot:\n  kernel: k.elf\n')[0]).toMatch(/^vm\.yaml:2:9: memory: "2047KiB" is not a multiple of 4KiB/);
     expect(errorsOf('name: a\nboot:\n  kernel: k.elf\ndisks:\n  - path: n.img\n    size: 1000B\n')[0]).toMatch(/^vm\.yaml:6:11: disks\[0\]\.size: "1000B" is not a multiple of 512 bytes/);
     // Spelled as sizes, but out of range: say so rather than "expected a size like 128MiB".

@@ -55,7 +55,7 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
     ['a file over the size limit', `name: a\ncmdline: "${'x'.repeat(300_000)}"\n`, /:1:1: the file is 300020 bytes, more than 256KiB \(the limit for a vmctl YAML file\); expected a smaller file$/],
     ['bad size', `name: a\nmemory: 128 MB please\nboot:\n  kernel: ${kernel}\n`, /:2:9: memory: found "128 MB please"; expected a size like 128MiB/],
     ['missing kernel file', 'name: a\nboot:\n  kernel: ./no-such.elf\n', /:3:11: boot.kernel: file ".*no-such\.elf" does not exist$/],
-    ['bad duration', `name: a\nboot:\n  kernel: ${kernel}\nshutdown:\n  timeout: forever\n`, /:5:12: shutdown.timeout: found "forever"; expected a duration/],
+    ['bad duration', `name: a\nboot:\n  kernel: ${kernel}\nshutdown:\n  timeout: forever\n`, /:5:12: shutdown.timeout: "forever" is not a duration; expected something like 30s/],
     ['YAML syntax', 'name: a\nboot: {kernel: x\n', /:\d+:\d+: YAML syntax: /],
     ['a list instead of a mapping', '- name: a\n', /:1:1: the top level: found a list; expected a mapping with keys name, /],
     ['an alias without anchor', `name: a\nboot:\n  kernel: ${kernel}\n  cmdline: *args\n`, /:4:12: alias \*args refers to no anchor; expected &args on a value above it$/],
@@ -81,7 +81,7 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
     for (const cmd of ['create', 'run']) {
       const r = await h.run([cmd, '-f', f, '--name', 'bad name']);
       expect(r.code).toBe(2);
-      expect(r.stderr).toBe('vmctl: --name: "bad name" is not a valid VM name; expected letters, digits, ".", "_" or "-" (1..63 characters, starting with a letter or digit)\n');
+      expect(r.stderr).toBe(`vmctl: --name: "bad name" is not a valid VM name; expected letters, digits, ".", "_" or "-" (1..63 characters, starting with a letter or digit)\n(run vmctl ${cmd} --help for usage)\n`);
     }
   });
 
@@ -102,8 +102,9 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
     const info = JSON.parse((await h.run(['info', 'rel', '--json'])).stdout);
     expect(info.kernel).toBe(join(dir, 'k.elf'));
     expect(readFileSync(join(h.home, 'vms', 'rel', 'vm.yaml'), 'utf8')).toContain(`kernel: ${join(dir, 'k.elf')}`);
+    // The name is taken: exit 5 (wrong state), as for starting a running VM.
     const dup = await h.run(['create', '-f', join(dir, 'vm.yaml')]);
-    expect(dup.code).toBe(1);
+    expect(dup.code).toBe(5);
     expect(dup.stderr).toContain('already exists');
   });
 });
@@ -261,7 +262,7 @@ describe('the daemon', () => {
     const before = ['vm.yaml', 'state.json', 'serial.log'].map((n) => readFileSync(join(dir, n), 'utf8'));
     expect(JSON.parse((await h.run(['list', '--json'])).stdout)).toEqual([]);
     const c = await h.run(['create', '-f', f]);
-    expect(c.code, c.stderr).toBe(1);
+    expect(c.code, c.stderr).toBe(5);
     expect(c.stderr).toContain(`a VM named "keep" is stored in ${dir} but could not be loaded (${dir}/vm.yaml:`);
     expect(c.stderr).toContain('repair or remove that folder, or choose another name (--name)');
     expect(['vm.yaml', 'state.json', 'serial.log'].map((n) => readFileSync(join(dir, n), 'utf8'))).toEqual(before);
@@ -286,7 +287,7 @@ describe('the daemon', () => {
     await h.run(['daemon', 'start']);
     const pid = h.pid();
     const second = await h.run(['daemon', 'run'], { timeoutMs: 10_000 });
-    expect(second.code).toBe(1);
+    expect(second.code).toBe(5); // a second daemon for the home: wrong state, as a second boot is
     expect(second.stderr).toContain('already running');
     await sleep(100);
     expect(h.pid()).toBe(pid);

@@ -1,6 +1,6 @@
 // Runs the built `vmctl` (bin/vmctl -> dist/cli.js) against a real daemon in a temporary VMCTL_HOME.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -46,16 +46,28 @@ export class VmctlHome {
     return r.stdout + r.stderr;
   }
 
+  /** Runs vmctl and returns its stdout; throws (with its stderr) unless it exits 0. */
+  async ok(args: string[], input?: string): Promise<string> {
+    const r = await this.run(args, { input });
+    if (r.code !== 0) throw new Error(`vmctl ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+    return r.stdout;
+  }
+
+  /** `vmctl info NAME --json`. */
+  async info(name: string): Promise<Record<string, any>> {
+    return JSON.parse(await this.ok(['info', name, '--json']));
+  }
+
   pid(): number | null {
     const f = join(this.home, 'vmd.pid');
     if (!existsSync(f)) return null;
     return Number.parseInt(readFileSync(f, 'utf8'), 10);
   }
 
-  /** Stops the daemon (and makes sure it is gone), then removes the folder. */
+  /** Stops the daemon, powering VMs off (and makes sure it is gone), then removes the folder. */
   async cleanup(): Promise<void> {
     const pid = this.pid();
-    await this.run(['daemon', 'stop'], { timeoutMs: 20_000 }).catch(() => {});
+    await this.run(['daemon', 'stop', '--force'], { timeoutMs: 20_000 }).catch(() => {});
     if (pid && alive(pid)) process.kill(pid, 'SIGKILL');
     rmSync(this.home, { recursive: true, force: true });
   }
@@ -125,4 +137,26 @@ export function waitForOutput(child: ChildProcess, re: RegExp, timeoutMs = 20_00
     };
     child.stdout!.on('data', on);
   });
+}
+
+/** util-linux `script`, which gives vmctl a pseudo-terminal (tests needing one skip without it). */
+export const haveScript = spawnSync('script', ['--version']).status === 0;
+
+/** Runs vmctl on a pseudo-terminal (util-linux `script`); `keys` are typed with pauses in between. */
+export async function onTty(h: VmctlHome, args: string[], keys: string[] = [], env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<{ code: number | null; out: string }> {
+  const cmd = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  const e = h.env(env);
+  if (!('NO_COLOR' in env)) delete e.NO_COLOR;
+  const child = spawn('script', ['-qec', cmd, '/dev/null'], { env: { ...e, TERM: 'xterm-256color' }, stdio: ['pipe', 'pipe', 'pipe'], cwd });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
+  child.stderr!.on('data', (b: Buffer) => { out += b.toString(); });
+  const done = new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  for (const k of keys) {
+    await sleep(700);
+    child.stdin!.write(k);
+  }
+  const code = await done;
+  child.stdin!.destroy();
+  return { code, out };
 }

@@ -224,10 +224,14 @@ describe('life cycle', () => {
     await ok(['create', '-f', f]);
     expect(statSync(created).size).toBe(8 * 1024 * 1024);
     const i = await info('disky');
+    // Sizes as the files are now, also for the image that existed before create.
     expect(i.disks).toEqual([
-      { name: 'disk0', path: pre, readonly: false, sizeBytes: null, createdByVmctl: false },
-      { name: 'disk1', path: created, readonly: false, sizeBytes: 8 * 1024 * 1024, createdByVmctl: true },
+      { name: 'disk0', path: pre, readonly: false, virtualBytes: 64 * 1024, allocatedBytes: statSync(pre).blocks * 512, createdByVmctl: false },
+      { name: 'disk1', path: created, readonly: false, virtualBytes: 8 * 1024 * 1024, allocatedBytes: 0, createdByVmctl: true },
     ]);
+    expect(statSync(pre).blocks).toBeGreaterThan(0);
+    expect(await ok(['info', 'disky'])).toMatch(new RegExp(`Disk disk0: +${pre} \\(64KiB virtual, \\d+KiB allocated\\)\nDisk disk1: +${created} \\(8MiB virtual, 0B allocated\\) \\(created by vmctl\\)`));
+    // The new image holds no data yet: deleting it loses nothing, so no --delete-disks is needed.
     await ok(['delete', 'disky']);
     expect(existsSync(created)).toBe(false);
     expect(readFileSync(pre)).toEqual(Buffer.alloc(64 * 1024, 7));

@@ -144,7 +144,7 @@ describe('protocol', () => {
     expect(events.find((e) => e.event === 'power')?.data).toEqual({ bootId: 1, kind: 'poweroff', code: 0, failed: false, source: 'test-finisher' });
     expect(seen.find((m) => m.id === 2)).toMatchObject({ id: 2, result: { name: 'evt' } });
     c.send('{"id":3,"method":"vm.delete","params":{"name":"evt"}}\n');
-    expect(await c.next(2)).toEqual([{ event: 'deleted', vm: 'evt', data: {}, timestamp: expect.any(String) }, { id: 3, result: { deleted: 'evt' } }]);
+    expect(await c.next(2)).toEqual([{ event: 'deleted', vm: 'evt', data: {}, timestamp: expect.any(String) }, { id: 3, result: { deleted: 'evt', disks: [] } }]);
     c.sock.destroy();
   });
 

@@ -1,34 +1,14 @@
 // On a terminal (a pseudo-terminal from util-linux `script`): colour unless NO_COLOR, and the
 // raw-mode console with Ctrl-] to detach.
 
-import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, DEMO, sleep, VmctlHome } from './harness.js';
+import { DEMO, haveScript, onTty as onTtyIn, VmctlHome } from './harness.js';
 
-const haveScript = spawnSync('script', ['--version']).status === 0;
 const h = new VmctlHome();
 afterAll(() => h.cleanup());
-
-/** Runs vmctl on a pseudo-terminal; `keys` are typed with pauses in between. */
-async function onTty(args: string[], keys: string[] = [], env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<{ code: number | null; out: string }> {
-  const cmd = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
-  const e = h.env(env);
-  if (!('NO_COLOR' in env)) delete e.NO_COLOR;
-  const child = spawn('script', ['-qec', cmd, '/dev/null'], { env: { ...e, TERM: 'xterm-256color' }, stdio: ['pipe', 'pipe', 'pipe'], cwd });
-  let out = '';
-  child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
-  child.stderr.on('data', (b: Buffer) => { out += b.toString(); });
-  const done = new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
-  for (const k of keys) {
-    await sleep(700);
-    child.stdin.write(k);
-  }
-  const code = await done;
-  child.stdin.destroy();
-  return { code, out };
-}
+const onTty = (args: string[], keys: string[] = [], env: NodeJS.ProcessEnv = {}, cwd?: string) => onTtyIn(h, args, keys, env, cwd);
 
 describe.skipIf(!haveScript)('on a terminal', () => {
   it('dtb writes NAME.dtb, and never replaces an existing one it was not told to', async () => {

@@ -1,9 +1,9 @@
 // console, wait: the VM's serial console, live.
 
 import type { Command } from 'commander';
-import { VM_STATES, type EventMessage, type VmState } from '../../protocol/messages.js';
+import { REACHABLE_VM_STATES, type EventMessage, type VmState } from '../../protocol/messages.js';
 import type { ProtocolClient } from '../../protocol/client.js';
-import { b64, durationOption, unb64, writeHeld } from '../cli-helpers.js';
+import { b64, durationOption, unb64, vmEnded, writeHeld } from '../cli-helpers.js';
 import { compilePattern, ConsoleText } from '../console-match.js';
 import { connectDaemon } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
@@ -32,7 +32,7 @@ export function register(program: Command): void {
     .description('attach to the serial console (Ctrl-] detaches on a terminal; piped: for scripts)')
     .option('--until <REGEX>', 'piped: end (exit 0) when output after stdin ended matches; exit 1 if it ends otherwise')
     .option('--quiet-for <DUR>', `piped: end when the guest has printed nothing this long after stdin ended (default ${DEFAULT_QUIET_FOR}; with --until only when given; 0 = never)`)
-    .option('--timeout <DUR>', 'piped: end after this long in all (exit 124)')
+    .option('--timeout <DUR>', 'piped: end after this long in all (exit 124); 0 = no limit')
     .addHelpText('after', `
 On a terminal, every key goes to the guest until Ctrl-] detaches; the VM keeps running.
 With stdin not a terminal (a pipe, a file, /dev/null), stdin is typed to the guest and its output
@@ -73,16 +73,16 @@ Example: printf 'sleep 2; echo "do""ne"\\n' | vmctl console NAME --until done --
     .command('wait <NAME>')
     .description('wait for console output (of the current boot) or a state')
     .option('--for-console <REGEX>', 'wait until the console output of the current boot matches')
-    .option('--state <STATE>', `wait until the VM is in this state (${VM_STATES.join(', ')})`)
-    .option('--timeout <DUR>', 'give up after this long (exit 124)')
+    .option('--state <STATE>', `wait until the VM is in this state (${REACHABLE_VM_STATES.join(', ')})`)
+    .option('--timeout <DUR>', 'give up after this long (exit 124); 0 = no limit')
     .action(async (name: string, o: { forConsole?: string; state?: string; timeout?: string }) => {
       if ((o.forConsole === undefined) === (o.state === undefined)) throw new CliError(EXIT.usage, 'give exactly one of --for-console REGEX or --state STATE');
-      if (o.state !== undefined && !(VM_STATES as readonly string[]).includes(o.state)) throw new CliError(EXIT.usage, `--state: ${JSON.stringify(o.state)} is not a state; expected one of ${VM_STATES.join(', ')}`);
+      if (o.state !== undefined && !(REACHABLE_VM_STATES as readonly string[]).includes(o.state)) throw new CliError(EXIT.usage, `--state: ${JSON.stringify(o.state)} is not a state a VM can reach; expected one of ${REACHABLE_VM_STATES.join(', ')}`);
       const timeoutMs = durationOption(o.timeout, '--timeout');
       const re = o.forConsole !== undefined ? compilePattern(o.forConsole, '--for-console') : null;
       const c = await connectDaemon();
       const code = await new Promise<number>((resolve, reject) => {
-        const timer = timeoutMs !== undefined ? setTimeout(() => {
+        const timer = timeoutMs ? setTimeout(() => {
           process.stderr.write(`${err.red('timeout:')} ${name} did not ${re ? `print /${o.forConsole}/` : `reach state ${o.state}`} within ${o.timeout}\n`);
           resolve(EXIT.timeout);
         }, timeoutMs) : null;
@@ -107,7 +107,7 @@ Example: printf 'sleep 2; echo "do""ne"\\n' | vmctl console NAME --until done --
             const s = e.data.state as VmState;
             if (o.state === s) return finish(EXIT.ok);
             if (s === 'running' || s === 'starting') wasActive = true;
-            if (re && wasActive && (s === 'stopped' || s === 'aborted')) return finish(EXIT.failed, `VM ${name} stopped (${s}) before its console matched /${o.forConsole}/`);
+            if (re && wasActive && vmEnded(e)) return finish(EXIT.failed, `VM ${name} stopped (${s}) before its console matched /${o.forConsole}/`);
           } else if (e.event === 'console' && re) {
             text.push(unb64(e.data.data as string));
             if (text.test(re)) finish(EXIT.ok);
@@ -158,7 +158,7 @@ async function interactive(c: ProtocolClient, name: string): Promise<number> {
     c.onEvent((e) => {
       if (e.vm !== name) return;
       if (e.event === 'console') writeHeld(c, unb64(e.data.data as string));
-      else if (e.event === 'state' && (e.data.state === 'stopped' || e.data.state === 'aborted')) done(EXIT.ok, `VM ${name} is ${String(e.data.state)}.`);
+      else if (vmEnded(e)) done(EXIT.ok, `VM ${name} is ${String(e.data.state)}.`);
       else if (e.event === 'deleted') done(EXIT.ok, `VM ${name} was deleted.`);
     });
     c.onClose(() => done(EXIT.unreachable, 'The daemon closed the connection.'));
@@ -186,7 +186,7 @@ async function piped(c: ProtocolClient, name: string, rules: PipedRules): Promis
       resolve(code);
     };
     const unmatched = rules.until ? ` before output after stdin ended matched --until /${rules.until.src}/` : '';
-    if (rules.timeoutMs !== undefined) timeoutTimer = setTimeout(() => done(EXIT.timeout, `timed out after ${rules.timeoutText}${unmatched}`), rules.timeoutMs);
+    if (rules.timeoutMs) timeoutTimer = setTimeout(() => done(EXIT.timeout, `timed out after ${rules.timeoutText}${unmatched}`), rules.timeoutMs);
     // Quiet: nothing printed for quietMs since the input was delivered or the last output.
     const checkQuiet = () => {
       const left = lastOutput + rules.quietMs! - Date.now();
@@ -204,7 +204,7 @@ async function piped(c: ProtocolClient, name: string, rules: PipedRules): Promis
           text.push(bytes);
           if (text.test(rules.until.re)) done(EXIT.ok);
         }
-      } else if ((e.event === 'state' && (e.data.state === 'stopped' || e.data.state === 'aborted')) || e.event === 'deleted') {
+      } else if (vmEnded(e) || e.event === 'deleted') {
         const what = e.event === 'deleted' ? 'was deleted' : `is ${String(e.data.state)}`;
         if (rules.until) done(EXIT.failed, `VM ${name} ${what}${unmatched}`);
         else done(EXIT.ok);

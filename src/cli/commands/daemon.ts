@@ -3,11 +3,11 @@
 import type { Command } from 'commander';
 import { humanDuration } from '../../config/units.js';
 import { AlreadyRunning, pidAlive, readPid, runDaemon } from '../../daemon/daemon.js';
-import type { DaemonStatus } from '../../protocol/messages.js';
-import { sleep } from '../cli-helpers.js';
+import type { DaemonStatus, StopReport } from '../../protocol/messages.js';
+import { durationOption, sleep, stopText } from '../cli-helpers.js';
 import { cleanStalePid, currentHome, startDaemon, tryConnect, workerBundle } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
-import { printJson } from '../output.js';
+import { printJson, spinner } from '../output.js';
 import { VERSION } from '../version.js';
 
 export function register(program: Command): void {
@@ -32,8 +32,12 @@ export function register(program: Command): void {
     });
 
   d.command('stop')
-    .description('stop the daemon (running VMs are powered off)')
-    .action(async () => {
+    .description('stop the daemon: running VMs are stopped as vmctl stop does (shutdown.console, then power-off after the timeout)')
+    .option('--force', 'power running VMs off at once')
+    .option('--timeout <DUR>', 'how long to wait for each guest after typing its shutdown.console (default: each VM file\'s shutdown.timeout, else 30s; 0 = no limit)')
+    .option('--json', 'print {pid, stopped: [{name, path}]}')
+    .action(async (o: { force?: boolean; timeout?: string; json?: boolean }) => {
+      const timeoutMs = durationOption(o.timeout, '--timeout');
       const p = currentHome();
       let c;
       try {
@@ -43,22 +47,36 @@ export function register(program: Command): void {
         // the same clean shutdown when its event loop is alive at all.
         const pid = readPid(p);
         if (pid === null || !pidAlive(pid)) throw e;
-        process.stderr.write(`The daemon (pid ${pid}) does not answer; sending SIGTERM\n`);
+        // A second signal powers off the VMs still waiting for their guests (--force).
+        process.stderr.write(`The daemon (pid ${pid}) does not answer; sending SIGTERM${o.force ? ' twice' : ''}\n`);
         process.kill(pid, 'SIGTERM');
+        if (o.force) {
+          await sleep(200); // signals of one kind do not queue: let the first be taken
+          process.kill(pid, 'SIGTERM');
+        }
         await waitForExit(pid);
         process.stdout.write(`Stopped the daemon (pid ${pid})\n`);
         return;
       }
       if (!c) {
         cleanStalePid(p);
-        process.stdout.write(`The daemon is not running (home ${p.home})\n`);
+        if (o.json) printJson({ pid: null, stopped: [] });
+        else process.stdout.write(`The daemon is not running (home ${p.home})\n`);
         return;
       }
       const pid = c.greeting?.pid ?? 0;
-      await c.request('daemon.shutdown');
-      c.close();
+      const sp = spinner('stopping the running VMs', !o.json);
+      let r: { stopped: StopReport[] };
+      try {
+        r = await c.request<{ stopped: StopReport[] }>('daemon.shutdown', { ...(o.force ? { force: true } : {}), ...(timeoutMs !== undefined ? { timeoutSeconds: timeoutMs / 1000 } : {}) });
+      } finally {
+        sp.stop();
+        c.close();
+      }
       await waitForExit(pid);
-      process.stdout.write(`Stopped the daemon (pid ${pid})\n`);
+      if (o.json) return printJson({ pid, ...r });
+      for (const v of r.stopped) process.stdout.write(`${stopText(v.name, v.path, 'stopped')}\n`);
+      process.stdout.write(`Stopped the daemon (pid ${pid}${r.stopped.length === 0 ? ', no VM was running' : ''})\n`);
     });
 
   d.command('status')
@@ -88,7 +106,7 @@ export function register(program: Command): void {
       try {
         await runDaemon({ home: p.home, workerPath: workerBundle, version: VERSION, echoToStderr: !detached });
       } catch (e) {
-        if (e instanceof AlreadyRunning) throw new CliError(EXIT.failed, e.message);
+        if (e instanceof AlreadyRunning) throw new CliError(EXIT.wrongState, e.message);
         throw e;
       }
     });

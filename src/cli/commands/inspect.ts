@@ -3,7 +3,7 @@
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import Table from 'cli-table3';
-import { humanDuration, humanSize } from '../../config/units.js';
+import { formatSize, humanDuration, humanSize } from '../../config/units.js';
 import type { VmInfo } from '../../protocol/messages.js';
 import { unb64 } from '../cli-helpers.js';
 import { connectDaemon } from '../daemon-link.js';
@@ -59,7 +59,10 @@ export function register(program: Command): void {
       ];
       if (v.initrd) rows.push(['Initrd', v.initrd]);
       if (v.cmdline) rows.push(['Cmdline', v.cmdline]);
-      for (const d of v.disks) rows.push([`Disk ${d.name}`, `${d.path}${d.readonly ? ' (read-only)' : ''}${d.createdByVmctl ? ' (created by vmctl)' : ''}`]);
+      for (const d of v.disks) {
+        const sizes = d.virtualBytes === null ? out.red('missing or unreadable') : `${formatSize(d.virtualBytes)} virtual, ${humanSize(d.allocatedBytes ?? 0)} allocated`;
+        rows.push([`Disk ${d.name}`, `${d.path} (${sizes})${d.readonly ? ' (read-only)' : ''}${d.createdByVmctl ? ' (created by vmctl)' : ''}`]);
+      }
       if (v.shutdownConsole) rows.push(['Shutdown', `types ${JSON.stringify(v.shutdownConsole)}`]);
       if (v.lastPower) rows.push(['Last power', v.lastPower.kind === 'poweroff' ? `poweroff code ${v.lastPower.code}${v.lastPower.failed ? ' (failure)' : ''} via ${v.lastPower.source} at ${v.lastPower.at}` : `reset via ${v.lastPower.source} at ${v.lastPower.at}`]);
       if (v.lastError) rows.push(['Last error', out.red(v.lastError.split('\n')[0])]);
@@ -73,21 +76,21 @@ export function register(program: Command): void {
   program
     .command('dtb <NAME>')
     .description("write the VM's flattened device tree (decompile with: dtc -I dtb -O dts)")
-    .option('-o, --output <FILE>', 'file to write ("-" for stdout; default: stdout when it is not a terminal, else NAME.dtb)', '')
-    .action(async (name: string, o: { output: string }) => {
+    .option('-o, --output <FILE>', 'file to write, "-" for stdout (without -o: stdout when it is not a terminal, else NAME.dtb)')
+    .action(async (name: string, o: { output?: string }) => {
       const c = await connectDaemon();
       const r = await c.request<{ data: string }>('vm.dtb', { name });
       c.close();
       const bytes = unb64(r.data);
       // `vmctl dtb N > board.dtb` (as the README shows) must get the tree, not a sentence.
-      const file = o.output !== '' ? o.output : process.stdout.isTTY ? `${name}.dtb` : '-';
+      const file = o.output ?? (process.stdout.isTTY ? `${name}.dtb` : '-');
       if (file === '-') {
         process.stdout.write(bytes);
         return;
       }
       try {
         // A file the user named with -o is theirs to replace; the default name never replaces one.
-        writeFileSync(file, bytes, { flag: o.output === '' ? 'wx' : 'w' });
+        writeFileSync(file, bytes, { flag: o.output === undefined ? 'wx' : 'w' });
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code === 'EEXIST') throw new CliError(EXIT.failed, `${file} already exists; not replacing it (choose a file with -o FILE, or -o - for stdout)`);

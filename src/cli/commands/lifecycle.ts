@@ -1,20 +1,29 @@
-// create, start, stop, pause, resume, delete.
+// create, start, stop, restart, reset, pause, resume, delete.
+//
+// Asking for a state that already holds is not an error (exit 0, saying so): stop of a stopped VM,
+// pause of a paused one, resume of a running one. Asking for something the VM's state makes
+// different from what was asked is exit 5: start of a running VM (it would be a second boot),
+// reset of a stopped one (it would be a first boot). See the README's exit-code section.
 
+import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
-import { humanSize } from '../../config/units.js';
-import type { EventMessage, VmInfo } from '../../protocol/messages.js';
-import { durationOption, loadDefinitionOrExit, unb64 } from '../cli-helpers.js';
+import { formatSize, humanSize } from '../../config/units.js';
+import type { DeletedDisk, DiskInfo, EventMessage, StopPath, VmInfo } from '../../protocol/messages.js';
+import { cpusText, durationOption, loadDefinitionOrExit, stopText, unb64, vmEnded } from '../cli-helpers.js';
 import { compilePattern, ConsoleText } from '../console-match.js';
 import { connectDaemon } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
 import { err, out, printJson, spinner, stateColor } from '../output.js';
+
+/** --timeout of stop and restart: the wait for the guest after typing shutdown.console. */
+const STOP_TIMEOUT_HELP = 'how long to wait for the guest after typing shutdown.console before powering off (default: the VM file\'s shutdown.timeout, else 30s; 0 = no limit)';
 
 export function register(program: Command): void {
   program
     .command('create')
     .description('register a VM from a YAML file (state: stopped)')
     .requiredOption('-f, --file <FILE>', 'VM definition (see vm-config.example.yaml)')
-    .option('--name <NAME>', 'use this name instead of the file\'s name:')
+    .option('--name <NAME>', 'use this name instead of the one in the file')
     .option('--json', 'print the new VM as JSON')
     .action(async (o: { file: string; name?: string; json?: boolean }) => {
       const { abs, text } = loadDefinitionOrExit(o.file, o.name);
@@ -23,120 +32,191 @@ export function register(program: Command): void {
       c.close();
       for (const w of info.warnings ?? []) process.stderr.write(`${err.yellow('warning:')} ${w}\n`);
       if (o.json) printJson(info);
-      else process.stdout.write(`Created VM ${out.bold(info.name)} (${info.cpus} cpu, ${humanSize(info.memoryBytes)}), state ${stateColor(info.state)}\n`);
+      else process.stdout.write(`Created VM ${out.bold(info.name)} (${cpusText(info.cpus)}, ${humanSize(info.memoryBytes)}), state ${stateColor(info.state)}\n`);
     });
 
   program
     .command('start <NAME>')
     .description('boot a VM')
     .option('--wait-for <REGEX>', 'return once console output of this boot matches')
-    .option('--timeout <DUR>', 'give up --wait-for after this long (exit 124)')
+    .option('--timeout <DUR>', 'give up after this long (exit 124): the start itself (boot images loaded, machine up) and, with --wait-for, the wait too; 0 = no limit')
     .option('--json', 'print the VM as JSON')
     .action(async (name: string, o: { waitFor?: string; timeout?: string; json?: boolean }) => {
       const timeoutMs = durationOption(o.timeout, '--timeout');
       const re = o.waitFor !== undefined ? compilePattern(o.waitFor, '--wait-for') : null;
       const c = await connectDaemon();
-      if (!re) {
-        const sp = spinner(`starting ${name}`, !o.json);
-        let info: VmInfo;
-        try {
-          info = await c.request<VmInfo>('vm.start', { name });
-        } finally {
-          sp.stop();
-        }
-        c.close();
-        if (o.json) printJson(info);
-        else process.stdout.write(`Started VM ${out.bold(name)}, state ${stateColor(info.state)}\n`);
-        return;
-      }
-      // Subscribe before starting so no output of the new boot is missed; the new boot's id is
-      // one more than the current one.
-      const sub = await c.request<{ bootId: number }>('vm.subscribe', { name, console: true });
+      // With --wait-for, subscribe before starting so no output of the new boot is missed; the new
+      // boot's id is one more than the current one.
+      const sub = re ? await c.request<{ bootId: number }>('vm.subscribe', { name, console: true }) : null;
       const text = new ConsoleText();
-      const sp = spinner(`starting ${name}, waiting for /${o.waitFor}/`, !o.json);
+      const sp = spinner(re ? `starting ${name}, waiting for /${o.waitFor}/` : `starting ${name}`, !o.json);
+      let started: VmInfo | null = null;
       const result = await new Promise<{ code: number; message: string }>((resolve, reject) => {
-        const timer = timeoutMs !== undefined ? setTimeout(() => resolve({ code: EXIT.timeout, message: `timed out after ${o.timeout} waiting for /${o.waitFor}/` }), timeoutMs) : null;
+        let over = false;
         const finish = (r: { code: number; message: string }) => {
-          if (timer) clearTimeout(timer);
+          if (over) return;
+          over = true;
+          clearTimeout(timer);
           resolve(r);
         };
-        c.onEvent((e: EventMessage) => {
-          if (e.vm !== name) return;
-          const bootId = e.data.bootId as number | undefined;
-          if (bootId !== undefined && bootId <= sub.bootId) return;
-          if (e.event === 'console') {
-            text.push(unb64(e.data.data as string));
-            if (text.test(re)) finish({ code: EXIT.ok, message: `VM ${name} is up: console matched /${o.waitFor}/` });
-          } else if (e.event === 'state' && (e.data.state === 'stopped' || e.data.state === 'aborted')) {
-            finish({ code: EXIT.failed, message: `VM ${name} stopped (${String(e.data.state)}) before the console matched /${o.waitFor}/` });
-          } else if (e.event === 'deleted') {
-            finish({ code: EXIT.failed, message: `VM ${name} was deleted` });
-          }
-        });
+        const timer = timeoutMs ? setTimeout(() => finish(started
+          ? { code: EXIT.timeout, message: `timed out after ${o.timeout} waiting for /${o.waitFor}/ (VM ${name} keeps running)` }
+          : { code: EXIT.timeout, message: `VM ${name} did not finish starting within ${o.timeout} (it goes on starting; see vmctl info ${name})` }), timeoutMs) : undefined;
+        if (re && sub) {
+          c.onEvent((e: EventMessage) => {
+            if (e.vm !== name) return;
+            const bootId = e.data.bootId as number | undefined;
+            if (bootId !== undefined && bootId <= sub.bootId) return;
+            if (e.event === 'console') {
+              text.push(unb64(e.data.data as string));
+              if (text.test(re)) finish({ code: EXIT.ok, message: `VM ${name} is up: console matched /${o.waitFor}/` });
+            } else if (vmEnded(e)) {
+              finish({ code: EXIT.failed, message: `VM ${name} stopped (${String(e.data.state)}) before the console matched /${o.waitFor}/` });
+            } else if (e.event === 'deleted') {
+              finish({ code: EXIT.failed, message: `VM ${name} was deleted` });
+            }
+          });
+        }
         c.onClose(() => finish({ code: EXIT.unreachable, message: 'the daemon closed the connection' }));
-        c.request<VmInfo>('vm.start', { name }).catch((e) => {
-          if (timer) clearTimeout(timer);
+        c.request<VmInfo>('vm.start', { name }).then((info) => {
+          started = info;
+          if (!re) finish({ code: EXIT.ok, message: `Started VM ${out.bold(name)}, state ${stateColor(info.state)}` });
+        }, (e) => {
+          if (over) return;
+          over = true;
+          clearTimeout(timer);
           reject(e);
         });
       }).finally(() => sp.stop());
       c.close();
       if (result.code !== EXIT.ok) throw new CliError(result.code, result.message);
-      if (o.json) printJson({ name, matched: true });
+      if (o.json) printJson(re ? { name, matched: true } : started);
       else process.stdout.write(`${result.message}\n`);
     });
 
   program
     .command('stop <NAME>')
     .description('stop a VM: type shutdown.console and wait for the guest, or power off')
-    .option('--timeout <DUR>', 'how long to wait for the guest after typing shutdown.console (default 30s)')
+    .option('--timeout <DUR>', STOP_TIMEOUT_HELP)
     .option('--force', 'power off at once')
     .option('--json', 'print the result as JSON')
     .action(async (name: string, o: { timeout?: string; force?: boolean; json?: boolean }) => {
-      const timeoutMs = durationOption(o.timeout, '--timeout');
-      const c = await connectDaemon();
-      const sp = spinner(`stopping ${name}`, !o.json);
-      let r: VmInfo & { path: string };
-      try {
-        r = await c.request<VmInfo & { path: string }>('vm.stop', { name, ...(o.force ? { force: true } : {}), ...(timeoutMs !== undefined ? { timeoutSeconds: timeoutMs / 1000 } : {}) });
-      } finally {
-        sp.stop();
-      }
-      c.close();
-      if (o.json) {
-        printJson(r);
-        return;
-      }
-      const how: Record<string, string> = {
-        'already-stopped': `VM ${name} was not running (state ${r.state})`,
-        'guest-poweroff': `Typed the shutdown command; VM ${name} powered off by itself`,
-        'timeout-poweroff': `VM ${name} did not power off in time after the shutdown command; powered off`,
-        'poweroff': `Powered off VM ${name}`,
-      };
-      process.stdout.write(`${how[r.path] ?? r.path}\n`);
+      const r = await stopLike('vm.stop', `stopping ${name}`, name, o);
+      if (o.json) printJson(r);
+      else process.stdout.write(`${stopText(name, r.path, r.state)}\n`);
     });
 
-  for (const [verb, method, done] of [['pause', 'vm.pause', 'Paused'], ['resume', 'vm.resume', 'Resumed']] as const) {
+  program
+    .command('restart <NAME>')
+    .description('stop a VM as stop does, then boot it again (attached consoles stay attached); starts a stopped VM')
+    .option('--timeout <DUR>', STOP_TIMEOUT_HELP)
+    .option('--force', 'power off at once instead of typing shutdown.console')
+    .option('--json', 'print the result as JSON')
+    .action(async (name: string, o: { timeout?: string; force?: boolean; json?: boolean }) => {
+      const r = await stopLike('vm.restart', `restarting ${name}`, name, o);
+      if (o.json) printJson(r);
+      else if (r.path === 'already-stopped') process.stdout.write(`VM ${name} was not running; started it (boot ${r.bootId}), state ${stateColor(r.state)}\n`);
+      else process.stdout.write(`${stopText(name, r.path, r.state)}; started it again (boot ${r.bootId}), state ${stateColor(r.state)}\n`);
+    });
+
+  program
+    .command('reset <NAME>')
+    .description('hard reset: end the current boot at once, as a guest\'s own reset does (disks flushed), and boot again')
+    .option('--json', 'print the VM as JSON')
+    .action(async (name: string, o: { json?: boolean }) => {
+      const c = await connectDaemon();
+      const info = await c.request<VmInfo>('vm.reset', { name });
+      c.close();
+      if (o.json) printJson(info);
+      else process.stdout.write(`Reset VM ${name}: boot ${info.bootId}, state ${stateColor(info.state)}\n`);
+    });
+
+  for (const [verb, method, done, already] of [['pause', 'vm.pause', 'Paused', 'paused'], ['resume', 'vm.resume', 'Resumed', 'running']] as const) {
     program
       .command(`${verb} <NAME>`)
       .description(verb === 'pause' ? 'freeze a running VM (its clock stands still)' : 'continue a paused VM')
       .option('--json', 'print the VM as JSON')
       .action(async (name: string, o: { json?: boolean }) => {
         const c = await connectDaemon();
-        const info = await c.request<VmInfo>(method, { name });
+        const info = await c.request<VmInfo & { changed: boolean }>(method, { name });
         c.close();
         if (o.json) printJson(info);
+        else if (!info.changed) process.stdout.write(`VM ${name} is already ${already}\n`);
         else process.stdout.write(`${done} VM ${name}, state ${stateColor(info.state)}\n`);
       });
   }
 
   program
     .command('delete <NAME>')
-    .description('remove a VM and the disk images vmctl created for it')
+    .description('remove a VM; disk images vmctl created for it that hold data go only when you say so')
     .option('--force', 'power off a running VM first')
-    .action(async (name: string, o: { force?: boolean }) => {
+    .option('--delete-disks', 'also remove the disk images vmctl created for it (never images that existed before create)')
+    .option('--keep-disks', 'keep the disk images vmctl created for it')
+    .option('--json', 'print what was removed as JSON')
+    .action(async (name: string, o: { force?: boolean; deleteDisks?: boolean; keepDisks?: boolean; json?: boolean }) => {
+      if (o.deleteDisks && o.keepDisks) throw new CliError(EXIT.usage, 'give at most one of --delete-disks and --keep-disks');
+      let disks: 'delete' | 'keep' | undefined = o.deleteDisks ? 'delete' : o.keepDisks ? 'keep' : undefined;
       const c = await connectDaemon();
-      await c.request('vm.delete', { name, ...(o.force ? { force: true } : {}) });
+      if (disks === undefined && process.stdin.isTTY) {
+        // On a terminal, ask rather than refuse. (Without one, the daemon refuses with exit 5,
+        // naming the images, when they hold data.)
+        const info = await c.request<VmInfo>('vm.info', { name });
+        const running = info.state !== 'stopped' && info.state !== 'aborted';
+        const full = info.disks.filter((d) => d.createdByVmctl && (d.allocatedBytes ?? 0) > 0);
+        if (full.length > 0 && (!running || o.force)) {
+          const answer = await askAboutDisks(name, full);
+          if (answer === null) {
+            c.close();
+            throw new CliError(EXIT.failed, `nothing deleted: VM ${name} and its disk images stay as they were`);
+          }
+          disks = answer;
+        }
+      }
+      const r = await c.request<{ deleted: string; disks: DeletedDisk[] }>('vm.delete', { name, ...(o.force ? { force: true } : {}), ...(disks ? { disks } : {}) });
       c.close();
+      if (o.json) return printJson(r);
       process.stdout.write(`Deleted VM ${name}\n`);
+      for (const d of r.disks) {
+        process.stdout.write(d.action === 'deleted'
+          ? `  removed disk image ${d.path} (${humanSize(d.allocatedBytes)} allocated)\n`
+          : `  kept disk image ${d.path} (${humanSize(d.allocatedBytes)} allocated)\n`);
+      }
     });
+}
+
+/** stop and restart: the same request shape, the same spinner. */
+async function stopLike(method: 'vm.stop' | 'vm.restart', doing: string, name: string, o: { timeout?: string; force?: boolean; json?: boolean }): Promise<VmInfo & { path: StopPath }> {
+  const timeoutMs = durationOption(o.timeout, '--timeout');
+  const c = await connectDaemon();
+  const sp = spinner(doing, !o.json);
+  try {
+    return await c.request<VmInfo & { path: StopPath }>(method, { name, ...(o.force ? { force: true } : {}), ...(timeoutMs !== undefined ? { timeoutSeconds: timeoutMs / 1000 } : {}) });
+  } finally {
+    sp.stop();
+    c.close();
+  }
+}
+
+/** Asks on the terminal what to do with images that hold data: delete, keep, or (null) cancel. */
+async function askAboutDisks(name: string, disks: readonly DiskInfo[]): Promise<'delete' | 'keep' | null> {
+  process.stderr.write(`VM ${name} has ${disks.length === 1 ? 'a disk image' : 'disk images'} that vmctl created and that ${disks.length === 1 ? 'holds' : 'hold'} data:\n`);
+  for (const d of disks) {
+    process.stderr.write(`  ${d.path}  ${humanSize(d.allocatedBytes ?? 0)} allocated (${d.virtualBytes !== null ? formatSize(d.virtualBytes) : '?'} virtual)\n`);
+  }
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  let closed = false;
+  rl.on('close', () => { closed = true; });
+  try {
+    const answer = await Promise.race([
+      rl.question(`Delete ${disks.length === 1 ? 'it' : 'them'} with the VM? [y]es, delete / [k]eep / [N]o, cancel: `),
+      new Promise<string>((resolve) => rl.once('close', () => resolve(''))),
+    ]);
+    const a = answer.trim().toLowerCase();
+    if (a === 'y' || a === 'yes') return 'delete';
+    if (a === 'k' || a === 'keep') return 'keep';
+    if (closed) process.stderr.write('\n');
+    return null;
+  } finally {
+    rl.close();
+  }
 }

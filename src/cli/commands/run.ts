@@ -28,14 +28,14 @@ export function register(program: Command): void {
     .command('run')
     .description('boot a throw-away VM, stream its console, exit with the guest\'s code (for CI)')
     .requiredOption('-f, --file <FILE>', 'VM definition')
-    .option('--name <NAME>', 'use this name instead of the file\'s name: (a run suffix is added)')
-    .option('--timeout <DUR>', 'end the run after this long (exit 124)', '10m')
+    .option('--name <NAME>', 'use this name instead of the one in the file (a run suffix is added)')
+    .option('--timeout <DUR>', 'end the run after this long (exit 124); 0 = no limit', '10m')
     .option('--expect <REGEX>', 'exit 1 unless the console matched this')
     .option('--fail-on <REGEX>', 'end with exit 1 as soon as the console matches this')
     .option('--until <REGEX>', 'end with success as soon as the console matches this')
     .option('--json', 'print a summary object on stderr at the end')
     .action(async (o: { file: string; name?: string; timeout: string; expect?: string; failOn?: string; until?: string; json?: boolean }) => {
-      const timeoutMs = durationOption(o.timeout, '--timeout')!;
+      const timeoutMs = durationOption(o.timeout, '--timeout')!; // 0: no limit
       const expect = o.expect !== undefined ? compilePattern(o.expect, '--expect') : null;
       const failOn = o.failOn !== undefined ? compilePattern(o.failOn, '--fail-on') : null;
       const until = o.until !== undefined ? compilePattern(o.until, '--until') : null;
@@ -61,7 +61,7 @@ export function register(program: Command): void {
           clearTimeout(timer);
           resolve(r);
         };
-        const timer = setTimeout(() => finish('timeout'), timeoutMs);
+        const timer = timeoutMs ? setTimeout(() => finish('timeout'), timeoutMs) : undefined;
         process.once('SIGINT', () => finish('interrupted'));
         process.once('SIGTERM', () => finish('interrupted'));
         c.onEvent((e: EventMessage) => {

@@ -2,7 +2,7 @@
 
 import type { Command } from 'commander';
 import { formatSize } from '../../config/units.js';
-import { loadDefinitionOrExit } from '../cli-helpers.js';
+import { cpusText, loadDefinitionOrExit } from '../cli-helpers.js';
 import { out, printJson } from '../output.js';
 
 export function register(program: Command): void {
@@ -32,6 +32,6 @@ export function register(program: Command): void {
           },
         });
       }
-      process.stdout.write(`${o.file}: ${out.green('ok')} (VM ${def.name}: ${def.cpus} cpu, ${formatSize(def.memoryBytes)}, ${def.disks.length} disk${def.disks.length === 1 ? '' : 's'})\n`);
+      process.stdout.write(`${o.file}: ${out.green('ok')} (VM ${def.name}: ${cpusText(def.cpus)}, ${formatSize(def.memoryBytes)}, ${def.disks.length} disk${def.disks.length === 1 ? '' : 's'})\n`);
     });
 }
