@@ -122,6 +122,16 @@ export async function until<T>(fn: () => Promise<T> | T, timeoutMs = 20_000, wha
   }
 }
 
+/** Keeps everything a child writes to stdout from now on; `waitFor` also sees what came before it. */
+export function captureOutput(child: ChildProcess): { text(): string; waitFor(re: RegExp, timeoutMs?: number): Promise<string> } {
+  let text = '';
+  child.stdout!.on('data', (b: Buffer) => { text += b.toString(); });
+  return {
+    text: () => text,
+    waitFor: (re, timeoutMs = 20_000) => until(() => (re.test(text) ? text : ''), timeoutMs, `${re} in the output (got: ${text.slice(-500)})`),
+  };
+}
+
 /** Reads a child's stdout until it matches `re`. */
 export function waitForOutput(child: ChildProcess, re: RegExp, timeoutMs = 20_000): Promise<string> {
   return new Promise((resolveP, reject) => {
