@@ -23,7 +23,9 @@ export interface Spinner {
 
 /** An ora spinner on stderr when it is a TTY; otherwise nothing (the final line is printed by the caller). */
 export function spinner(text: string, enabled = true): Spinner {
-  if (!enabled || !process.stderr.isTTY) {
+  // A terminal that reports no width (a pty nobody sized, e.g. under `script`): ora divides by the
+  // width to count the lines it must clear, and with 0 it writes "up, clear line" without end.
+  if (!enabled || !process.stderr.isTTY || !(process.stderr.columns > 0)) {
     return { text() {}, stop() {} };
   }
   const s: Ora = ora({ text, stream: process.stderr, color: 'cyan', isEnabled: true, discardStdin: false }).start();

@@ -152,9 +152,13 @@ export function waitForOutput(child: ChildProcess, re: RegExp, timeoutMs = 20_00
 /** util-linux `script`, which gives vmctl a pseudo-terminal (tests needing one skip without it). */
 export const haveScript = spawnSync('script', ['--version']).status === 0;
 
-/** Runs vmctl on a pseudo-terminal (util-linux `script`); `keys` are typed with pauses in between. */
-export async function onTty(h: VmctlHome, args: string[], keys: string[] = [], env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<{ code: number | null; out: string }> {
-  const cmd = [process.execPath, BIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+/** A key typed on the terminal after a pause, or once the output so far matches `waitFor`. */
+export type Key = string | { readonly waitFor: RegExp; readonly send: string; readonly timeoutMs?: number };
+
+/** Runs vmctl on a pseudo-terminal (util-linux `script`); `keys` are typed in turn. `argv`, when
+ *  given, is the whole command instead of vmctl with `args`. */
+export async function onTty(h: VmctlHome, args: string[], keys: Key[] = [], env: NodeJS.ProcessEnv = {}, cwd?: string, argv?: string[]): Promise<{ code: number | null; out: string }> {
+  const cmd = (argv ?? [process.execPath, BIN, ...args]).map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
   const e = h.env(env);
   if (!('NO_COLOR' in env)) delete e.NO_COLOR;
   const child = spawn('script', ['-qec', cmd, '/dev/null'], { env: { ...e, TERM: 'xterm-256color' }, stdio: ['pipe', 'pipe', 'pipe'], cwd });
@@ -163,8 +167,13 @@ export async function onTty(h: VmctlHome, args: string[], keys: string[] = [], e
   child.stderr!.on('data', (b: Buffer) => { out += b.toString(); });
   const done = new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
   for (const k of keys) {
-    await sleep(700);
-    child.stdin!.write(k);
+    if (typeof k === 'string') {
+      await sleep(700);
+      child.stdin!.write(k);
+    } else {
+      await until(() => k.waitFor.test(out), k.timeoutMs ?? 60_000, `${k.waitFor} on the terminal (got: ${out.slice(-300)})`);
+      child.stdin!.write(k.send);
+    }
   }
   const code = await done;
   child.stdin!.destroy();

@@ -2,10 +2,11 @@
 // driven through create / start --wait-for / wait / (console / stop via shutdown.console) / delete.
 // Skipped when the Linux guest has not been built on this machine.
 
+import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LINUX, VmctlHome } from './harness.js';
+import { collect, haveScript, LINUX, onTty, ROOT, VmctlHome } from './harness.js';
 
 const h = new VmctlHome();
 afterAll(() => h.cleanup());
@@ -42,4 +43,32 @@ describe.skipIf(!LINUX)('Linux guest', () => {
     expect((await h.run(['delete', 'linux'])).code).toBe(0);
     if (existsSync(join(LINUX!, 'disk.img'))) expect(existsSync(disk)).toBe(true); // a pre-existing image stays
   }, 400_000);
+});
+
+describe.skipIf(!LINUX)('npm run demo:linux (scripts/demo-linux.sh; npm adds a build before it)', () => {
+  const demo = join(ROOT, 'scripts', 'demo-linux.sh');
+  const env = { VMCTL_LINUX_DIR: LINUX! };
+
+  it('without a terminal: boots a throw-away VM to the shell prompt and exits 0', async () => {
+    const child = spawn('sh', [demo], { env: h.env(env), stdio: ['pipe', 'pipe', 'pipe'] });
+    const r = await collect(child, '', 300_000);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`demo:linux: using the Linux guest in ${LINUX}`);
+    expect(r.stdout).toContain('vmctl-linux: shell on console');
+    expect(r.stdout).toMatch(/vmctl-guest:\/# /);
+    expect(JSON.parse((await h.run(['list', '--json'])).stdout).map((v: { name: string }) => v.name)).not.toContain('linux-demo');
+  }, 330_000);
+
+  it.skipIf(!haveScript)('on a terminal: a shell on the console that runs what is typed; poweroff -f ends the VM', async () => {
+    const prompt = /vmctl-guest:\/# /;
+    const r = await onTty(h, [], [
+      { waitFor: prompt, send: 'echo hi-$((6*7))\r', timeoutMs: 300_000 },
+      { waitFor: /hi-42/, send: 'poweroff -f\r' },
+    ], { ...env, NO_COLOR: '1' }, undefined, ['sh', demo]);
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toContain('hi-42');
+    expect(r.out).toContain('VM linux-demo is stopped.');
+    expect(JSON.parse((await h.run(['info', 'linux-demo', '--json'])).stdout).state).toBe('stopped');
+    expect((await h.run(['delete', 'linux-demo'])).code).toBe(0);
+  }, 330_000);
 });

@@ -98,7 +98,7 @@ describe('reset', () => {
 
   it('of a vmctl run VM ends the run, as a guest reset does', async () => {
     const run = h.run(['run', '-f', join(DEMO, 'loop.yaml'), '--timeout', '2m'], { timeoutMs: 150_000 });
-    const name = await until(async () => (await h.ok(['list', '-q'])).split('\n').find((n) => n.startsWith('loop-run-')), 30_000, 'the run VM');
+    const name = await until(async () => (await h.ok(['list', '-q'])).split('\n').find((n) => n.startsWith('loop-run-')) ?? '', 30_000, 'the run VM');
     await h.ok(['wait', name, '--for-console', 'tick 1', '--timeout', '60s']);
     await h.ok(['reset', name]);
     const r = await run;
