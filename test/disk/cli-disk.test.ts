@@ -116,7 +116,10 @@ describe('vmctl disk', () => {
     expect(JSON.parse(await vmctl(['disk', 'info', img, '--json'])).usedBy).toEqual([]);
     await vmctl(['start', 'two']);
     await vmctl(['stop', 'two', '--force']);
-    await vmctl(['delete', 'one']);
+    // shared.img holds what one wrote: delete removes it only when told to (exit 5 otherwise).
+    expect(await vmctl(['delete', 'one'], 5)).toMatch(/VM one has a disk image that vmctl created and that holds data: .*shared\.img/);
+    await vmctl(['delete', 'one', '--delete-disks']);
+    expect(existsSync(img)).toBe(false);
     await vmctl(['delete', 'two']);
   }, 300_000);
 

@@ -94,7 +94,7 @@ export function register(program: Command): void {
           reject(e);
         });
       }).catch(async (e) => {
-        await c.request('vm.delete', { name, force: true }).catch(() => {});
+        await c.request('vm.delete', { name, force: true, disks: 'delete' }).catch(() => {});
         throw e;
       });
       process.stdin.pause();
@@ -104,7 +104,7 @@ export function register(program: Command): void {
       try {
         await c.request('vm.stop', { name, force: true });
         info = await c.request<VmInfo>('vm.info', { name });
-        await c.request('vm.delete', { name, force: true });
+        await c.request('vm.delete', { name, force: true, disks: 'delete' }); // a run VM goes with the images it created
       } catch (e) {
         if (!(e instanceof ProtocolFailure)) throw e;
       }
