@@ -51,16 +51,20 @@ describe('restart', () => {
     await h.ok(['stop', 'echo', '--force']);
   });
 
-  it('keeps wait --for-console waiting across the restart', async () => {
+  it('keeps wait --for-console and wait --state stopped waiting across the restart', async () => {
     await h.ok(['start', 'echo', '--wait-for', 'guest ready', '--timeout', '60s']);
     const waiter = h.run(['wait', 'echo', '--for-console', 'echo: second boot', '--timeout', '60s']);
-    await sleep(1500); // let it subscribe (were it late, the test would pass without proving much, never fail)
+    let stoppedWaiterDone = false;
+    const stoppedWaiter = h.run(['wait', 'echo', '--state', 'stopped', '--timeout', '0'], { timeoutMs: 120_000 }).finally(() => { stoppedWaiterDone = true; });
+    await sleep(1500); // let them subscribe (were they late, the test would pass without proving much, never fail)
     await h.ok(['restart', 'echo', '--force']);
     await h.ok(['wait', 'echo', '--for-console', 'guest ready', '--timeout', '60s']);
     await h.ok(['console', 'echo'], 'second boot\n');
     const w = await waiter;
     expect(w.code, w.stderr).toBe(0);
+    expect(stoppedWaiterDone).toBe(false); // the stopped between the two boots is not where it rests
     await h.ok(['stop', 'echo', '--force']);
+    expect((await stoppedWaiter).code).toBe(0);
   });
 });
 

@@ -105,7 +105,8 @@ Example: printf 'sleep 2; echo "do""ne"\\n' | vmctl console NAME --until done --
           }
           if (e.event === 'state') {
             const s = e.data.state as VmState;
-            if (o.state === s) return finish(EXIT.ok);
+            // The `stopped` between the two boots of a restart or reset is not where the VM rests.
+            if (o.state === s && e.data.restarting !== true) return finish(EXIT.ok);
             if (s === 'running' || s === 'starting') wasActive = true;
             if (re && wasActive && vmEnded(e)) return finish(EXIT.failed, `VM ${name} stopped (${s}) before its console matched /${o.forConsole}/`);
           } else if (e.event === 'console' && re) {
