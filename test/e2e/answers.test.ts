@@ -94,7 +94,7 @@ describe('durations need a unit', () => {
 });
 
 describe('help texts', () => {
-  const commands = ['create', 'start', 'stop', 'restart', 'reset', 'pause', 'resume', 'delete', 'list', 'info', 'dtb', 'console', 'logs', 'wait', 'run', 'validate',
+  const commands = ['create', 'start', 'stop', 'restart', 'reset', 'pause', 'resume', 'delete', 'list', 'info', 'dtb', 'console', 'exec', 'logs', 'wait', 'run', 'validate',
     'disk create', 'disk info', 'disk resize', 'disk list', 'daemon start', 'daemon stop', 'daemon status', 'daemon run'];
 
   it('have no dangling colons and no empty defaults', async () => {
@@ -103,7 +103,7 @@ describe('help texts', () => {
       expect(r.code, c).toBe(0);
       expect(r.stdout, c).not.toContain('(default: "")');
       // An option's text (the description column, wrapped lines joined) never ends in a colon.
-      const options = r.stdout.slice(r.stdout.indexOf('Options:')).replace(/\n {10,}/g, ' ');
+      const options = r.stdout.slice(r.stdout.indexOf('Options:')).split('\n\n')[0].replace(/\n {10,}/g, ' ');
       for (const line of options.split('\n').slice(1)) expect(line.trimEnd(), `${c}: ${line}`).not.toMatch(/:$/);
     }
   });

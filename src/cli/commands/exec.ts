@@ -17,8 +17,8 @@ export function register(program: Command): void {
   program
     .command('exec <NAME> <COMMAND...>')
     .description("run a command in the shell on the VM's serial console; exit with its status")
-    .option('--shell-timeout <DUR>', `how long a shell on the console may take to answer (default ${DEFAULT_SHELL_TIMEOUT})`)
-    .option('--timeout <DUR>', 'give up after this long in all (exit 124; the command may still be running in the guest)')
+    .option('--shell-timeout <DUR>', `how long a shell on the console may take to answer (default ${DEFAULT_SHELL_TIMEOUT}; 0 = no limit)`)
+    .option('--timeout <DUR>', 'give up after this long in all (exit 124; the command may still be running in the guest); 0 = no limit')
     .addHelpText('after', `
 Put -- before the command when it has options: vmctl exec NAME -- ls -l /
 The words are joined with spaces and run by the guest's shell, as ssh does: pipes, redirections
@@ -58,14 +58,14 @@ daemon, no such VM, VM not running).`)
           if (msg) process.stderr.write(`${err.red('vmctl exec:')} ${msg}\n`);
           resolve(code);
         };
-        const shellTimer = setTimeout(() => {
+        const shellTimer = shellTimeoutMs ? setTimeout(() => {
           if (parser.started) return;
           const shown = lastLine(parser.consoleBefore());
           done(EXEC_NO_SHELL, `no shell answered on VM ${name}'s console within ${shellTimeoutText}; exec needs a shell at its prompt there ` +
             `(is the guest still booting, or busy with another command? the typed line runs once a shell reads it)` +
             (shown ? `; the console's last line: ${JSON.stringify(shown)}` : '; the console printed nothing'));
-        }, shellTimeoutMs);
-        const timer = timeoutMs !== undefined ? setTimeout(() => done(EXIT.timeout, `timed out after ${o.timeout}${parser.started ? '; the command may still be running in the guest' : ''}`), timeoutMs) : undefined;
+        }, shellTimeoutMs) : undefined;
+        const timer = timeoutMs ? setTimeout(() => done(EXIT.timeout, `timed out after ${o.timeout}${parser.started ? '; the command may still be running in the guest' : ''}`), timeoutMs) : undefined;
         c.onEvent((e: EventMessage) => {
           if (e.vm !== name || finished) return;
           if (e.event === 'console') {
