@@ -216,7 +216,7 @@ describe('boot images, loaded as the board will (validate/create refuse what sta
     expect(errorsOf('name: a\nmemory: 4MiB\nboot:\n  kernel: big.bin\n')).toEqual([
       `vm.yaml:4:11: boot.kernel: "${join(dir, 'big.bin')}" is 5MiB, more than the 4MiB of memory; expected a larger memory: or a smaller image`]);
     expect(errorsOf(`name: a\nmemory: 16MiB\nboot:\n  firmware: fw300k.bin\n  kernel: ${HELLO}\n`)).toEqual([
-      `vm.yaml:5:11: boot.kernel: "${HELLO}" loads at 0x80000000..0x800002d8, over the firmware at 0x80000000..0x8004b000; expected a kernel linked at or above 0x80200000`]);
+      `vm.yaml:5:11: boot.kernel: "${HELLO}" loads at 0x80000000..0x800002d5, over the firmware at 0x80000000..0x8004b000; expected a kernel linked at or above 0x80200000`]);
     // The same kernel after the builtin SBI (which takes no RAM) is fine.
     expect(parseVmDefinition(`name: a\nmemory: 16MiB\nboot:\n  firmware: builtin\n  kernel: ${HELLO}\n`, 'vm.yaml', dir).boot.kernel).toBe(HELLO);
   });
@@ -225,7 +225,7 @@ describe('boot images, loaded as the board will (validate/create refuse what sta
     expect(errorsOf(`name: a\nmemory: 4MiB\nboot:\n  kernel: ${HELLO}\n  initrd: rd.bin\n`)).toEqual([
       `vm.yaml:5:11: boot.initrd: "${join(dir, 'rd.bin')}" is 3MiB; loaded at 0x80200000 it needs RAM up to 0x80500000, but the 4MiB of memory end at 0x80400000; expected more memory: or a smaller initrd`]);
     const [m] = errorsOf(`name: a\nmemory: 2MiB\nboot:\n  kernel: ${HELLO}\n`);
-    expect(m).toMatch(/^vm\.yaml:2:9: memory: no room for the device tree \(\d+ bytes, 0 of them the cmdline\): it goes at a 2MiB boundary below the end of the 2MiB of memory \(0x80200000\) and above the kernel \(which ends at 0x800002d8\); expected memory: of at least 3MiB$/);
+    expect(m).toMatch(/^vm\.yaml:2:9: memory: no room for the device tree \(\d+ bytes, 0 of them the cmdline\): it goes at a 2MiB boundary below the end of the 2MiB of memory \(0x80200000\) and above the kernel \(which ends at 0x800002d5\); expected memory: of at least 3MiB$/);
     // The tree goes in the last 2MiB block; 100KiB past the boundary hold it only without the cmdline.
     const [c] = errorsOf(`name: a\nmemory: 2148KiB\nboot:\n  kernel: ${HELLO}\n  cmdline: "${'x'.repeat(200_000)}"\n`);
     expect(c).toMatch(/^vm\.yaml:5:12: boot\.cmdline: no room for the device tree \(\d+ bytes, 200000 of them the cmdline\).*; expected a shorter cmdline or memory: of at least 3MiB$/);
