@@ -61,11 +61,17 @@ describe('piped console', () => {
     expect(Buffer.concat(out).toString()).toContain('echo: still typing');
   });
 
+  it('stays attached across a guest reboot (the new boot answers --until)', async () => {
+    const r = await h.run(['console', 'echo', '--until', 'echo guest ready'], { input: 'reboot\n' });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/echo: reboot\n[^]*echo guest ready/);
+  });
+
   it('ends with the VM: exit 0, or 1 when --until had not matched', async () => {
-    const r = await h.run(['console', 'echo', '--until', 'not this'], { input: 'reboot\n' });
+    const r = await h.run(['console', 'echo', '--until', 'not this'], { input: 'poweroff\n' });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/VM echo is stopped before output after stdin ended matched --until \/not this\//);
-    expect((await h.run(['wait', 'echo', '--for-console', 'ready', '--timeout', '60s'])).code).toBe(0);
+    expect((await h.run(['start', 'echo', '--wait-for', 'ready', '--timeout', '60s'])).code).toBe(0);
   });
 
   it('bad options are usage errors', async () => {

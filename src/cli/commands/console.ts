@@ -37,7 +37,8 @@ export function register(program: Command): void {
 On a terminal, every key goes to the guest until Ctrl-] detaches; the VM keeps running.
 With stdin not a terminal (a pipe, a file, /dev/null), stdin is typed to the guest and its output
 goes to stdout. After stdin has ended, the console ends at the first of:
-  - the VM stops: exit 0 (1 with --until, which then did not match)
+  - the VM stops: exit 0 (1 with --until, which then did not match); a reboot, reset or
+    restart is not a stop: the console goes on with the new boot
   - --until REGEX matches output printed after stdin ended: exit 0
   - the guest printed nothing for --quiet-for: exit 0 (1 with --until)
   - --timeout, counted from the start: exit 124
