@@ -1,73 +1,15 @@
-// vmctl: the command line. One module per command group under commands/, registered here.
+// vmctl: the command line (the command tree is in program.ts): runs it, maps errors to exit codes.
 
-import { Command, CommanderError } from 'commander';
+import { type Command, CommanderError } from 'commander';
 import { ConfigErrors } from '../config/errors.js';
 import { HomeError } from '../daemon/paths.js';
 import { ProtocolFailure } from '../protocol/messages.js';
-import { register as registerConsole } from './commands/console.js';
-import { register as registerDaemon } from './commands/daemon.js';
-import { register as registerDisk } from './commands/disk.js';
-import { register as registerEdit } from './commands/edit.js';
-import { register as registerExec } from './commands/exec.js';
-import { register as registerInspect } from './commands/inspect.js';
-import { register as registerLifecycle } from './commands/lifecycle.js';
-import { register as registerLogs } from './commands/logs.js';
-import { register as registerRun } from './commands/run.js';
-import { register as registerSchema } from './commands/schema.js';
-import { register as registerValidate } from './commands/validate.js';
 import { CliError, EXIT, exitCodeForClass } from './exit-codes.js';
 import { err } from './output.js';
-import { VERSION } from './version.js';
-
-const GROUPS: ((program: Command) => void)[] = [
-  registerLifecycle,
-  registerInspect,
-  registerConsole,
-  registerLogs,
-  registerExec,
-  registerRun,
-  registerValidate,
-  registerEdit,
-  registerSchema,
-  registerDisk,
-  registerDaemon,
-];
+import { buildProgram, helpHint } from './program.js';
 
 /** The command whose action runs (set before it runs): usage errors point to its own help. */
 let running: Command | null = null;
-
-/** "vmctl disk create" for a command. */
-function commandPath(c: Command): string {
-  const names: string[] = [];
-  for (let x: Command | null = c; x; x = x.parent) names.unshift(x.name());
-  return names.join(' ');
-}
-
-const helpHint = (c: Command): string => `(run ${commandPath(c)} --help for usage)`;
-
-function buildProgram(): Command {
-  const program = new Command('vmctl')
-    .description('Manage emulated RISC-V virtual machines')
-    .version(VERSION)
-    .addHelpText('after', `
-Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 daemon unreachable, 4 no such VM,
-            5 wrong state for this command, 124 timeout; run: the guest's own code;
-            exec: the guest command's status (255: no shell answered on the console).
-State lives in $VMCTL_HOME (default ~/.vmctl).`);
-  program.exitOverride();
-  program.configureOutput({ outputError: (s, write) => write(err.red(s)) });
-  for (const g of GROUPS) g(program);
-  // Subcommands inherit exitOverride only when set on each; each usage error names the help of
-  // the command it is about (`vmctl start --help`), not the top level's.
-  const walk = (c: Command): void => {
-    c.exitOverride();
-    c.showHelpAfterError(helpHint(c));
-    c.commands.forEach(walk);
-  };
-  walk(program);
-  program.hook('preAction', (_root, action) => { running = action; });
-  return program;
-}
 
 function exit(code: number): void {
   // Let stdout/stderr drain before leaving (pipes to a CI log).
@@ -79,7 +21,7 @@ async function main(): Promise<void> {
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code === 'EPIPE') process.exit(EXIT.ok);
   });
-  const program = buildProgram();
+  const program = buildProgram((c) => { running = c; });
   try {
     await program.parseAsync(process.argv);
     const code = process.exitCode;
