@@ -19,7 +19,7 @@
 import { isAbsolute, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, Pair, type Node } from 'yaml';
 import { closest } from './suggest.js';
-import { formatSize, looksLikeSize, parseDuration, parseSize } from './units.js';
+import { durationProblem, formatSize, looksLikeSize, mebibyteHint, parseDuration, parseSize } from './units.js';
 import { describe, type SchemaReader } from './yaml-schema.js';
 
 /** A JSON Schema (draft-07) fragment. */
@@ -213,7 +213,10 @@ export class SizeSpec<P extends Presence> extends Spec<number, P> {
     const { min, max, multipleOf, multipleText } = this.options;
     const p = where.path;
     const d = describe(node);
-    const outOfRange = (): undefined => ctx.fail(node, where, `${p}: ${d} is out of range; expected from ${formatSize(min)} to ${formatSize(max!)}`);
+    // A number without a unit counts bytes: `memory: 256` is out of range, and 256MiB was meant.
+    const hint = max !== undefined && (typeof v === 'string' || typeof v === 'number') ? mebibyteHint(v, min, max) : null;
+    const outOfRange = (): undefined => ctx.fail(node, where, `${p}: ${d} is out of range; expected from ${formatSize(min)} to ${formatSize(max!)}` +
+      `${hint ? ` (a number without a unit counts bytes: did you mean ${hint}?)` : ''}`);
     const n = typeof v === 'string' || typeof v === 'number' ? parseSize(v) : null;
     if (n === null) {
       // Spelled as a size but too large to count exactly: the complaint is the range, not the spelling.
@@ -237,19 +240,25 @@ export class SizeSpec<P extends Presence> extends Spec<number, P> {
   override jsonDefault(v: number): unknown { return formatSize(v); }
 }
 
-// A duration: 500ms, 30s, 5m, 1h, 1m30s; a bare number is seconds. The value is milliseconds.
-const DURATION_PATTERN = '^\\s*([0-9]+(\\.[0-9]+)?|([0-9]+(\\.[0-9]+)?(ms|s|m|h))+)\\s*$';
+// A duration: 500ms, 30s, 5m, 1h, 1m30s, or 0 (no limit). A number without a unit is refused,
+// naming its likely meaning (`timeout: 5`: did you mean 5s?), as on the command line. The value
+// is milliseconds.
+const DURATION_PATTERN = '^\\s*(0+(\\.0+)?|([0-9]+(\\.[0-9]+)?(ms|s|m|h))+)\\s*$';
 export class DurationSpec<P extends Presence> extends Spec<number, P> {
   readonly expected = 'a duration like 30s, 500ms or 5m';
-  readonly accepts = 'duration (500ms, 30s, 5m, 1h; a bare number is seconds)';
+  readonly accepts = 'duration (500ms, 30s, 5m, 1h; a unit is required; 0 = no limit)';
   read(node: Node | null, where: Where, ctx: ReadContext): number | undefined {
     const v = scalarValue(node);
     const ms = typeof v === 'string' || typeof v === 'number' ? parseDuration(v) : null;
-    if (ms === null) return this.refuse(node, where, ctx);
-    return ms;
+    if (ms !== null) return ms;
+    if ((typeof v === 'string' || typeof v === 'number') && /^\s*\d+(\.\d+)?\s*$/.test(String(v))) {
+      return ctx.fail(node, where, `${where.path}: ${describe(node)} ${durationProblem(v)}`);
+    }
+    return this.refuse(node, where, ctx);
   }
   protected schema(): JsonSchema {
-    return { type: ['string', 'number'], pattern: DURATION_PATTERN, minimum: 0 };
+    // A number is only 0 (no limit); any other duration is text with its unit.
+    return { type: ['string', 'integer'], pattern: DURATION_PATTERN, minimum: 0, maximum: 0 };
   }
   override show(ms: number): string { return formatDuration(ms); }
   override jsonDefault(ms: number): unknown { return formatDuration(ms); }

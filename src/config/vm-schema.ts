@@ -114,7 +114,7 @@ export const VM_SCHEMA = object({
     }),
     timeout: duration({
       default: 30_000, example: '30s',
-      description: 'How long `stop` waits before powering off anyway (`stop --timeout` overrides)',
+      description: 'How long `stop`, `restart` and `daemon stop` wait before powering off anyway (0: no limit; `stop --timeout` overrides)',
     }),
   }, {
     nullIsAbsent: true,

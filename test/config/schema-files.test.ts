@@ -72,7 +72,8 @@ describe('published JSON Schemas (draft-07, checked with ajv)', () => {
     'name: a\nboot:\n  kernel: k\n',
     'name: 42\ncpus: {count: 2}\nmemory: {size: 1GiB}\nboot:\n  firmware: builtin\n  kernel: k\ndisks:\nshutdown:\n',
     'name: a\nmemory: 1073741824\nboot:\n  firmware: ./fw.bin\n',
-    'name: a\nboot: {kernel: k, cmdline: ""}\ndisks:\n  - {path: a.img, size: 1MiB, readonly: false, name: d-1}\nshutdown: {console: "x\\n", timeout: 1.5}\n',
+    'name: a\nboot: {kernel: k, cmdline: ""}\ndisks:\n  - {path: a.img, size: 1MiB, readonly: false, name: d-1}\nshutdown: {console: "x\\n", timeout: 1500ms}\n',
+    'name: a\nboot:\n  kernel: k\nshutdown: {timeout: 0}\n',
     'name: a\nboot:\n  kernel: k\ndisks:\n  - &d {path: a.img, size: 1MiB}\n  - {<<: *d, path: b.img}\nshutdown: {timeout: 1m30s}\n',
   ];
   const invalid = [
@@ -97,6 +98,9 @@ describe('published JSON Schemas (draft-07, checked with ajv)', () => {
     `name: a\nboot:\n  kernel: k\ndisks:\n${'  - {path: a.img}\n'.repeat(9)}`,
     'name: a\nboot:\n  kernel: k\nshutdown:\n  console: ""\n',
     'name: a\nboot:\n  kernel: k\nshutdown:\n  timeout: forever\n',
+    // A duration needs its unit (1.5 could be seconds or minutes); only 0 reads the same in all.
+    'name: a\nboot:\n  kernel: k\nshutdown:\n  timeout: 1.5\n',
+    'name: a\nboot:\n  kernel: k\nshutdown:\n  timeout: "30"\n',
   ];
   it.each(valid)('both accept %j', (text) => {
     expect(vmAccepts(text)).toBe(true);
