@@ -33,8 +33,9 @@ async function main(): Promise<void> {
       return;
     }
     if (e instanceof CliError) {
-      // A usage error of an option (not a FILE:LINE:COL config error) points to the command's help.
-      const hint = e.exitCode === EXIT.usage && !e.plain && running ? `\n${helpHint(running)}` : '';
+      // A usage error (an option, an argument) points to the command's help; a config error does
+      // not (FILE:LINE:COL lines, plain or listed after the message: the file is what to fix).
+      const hint = e.exitCode === EXIT.usage && !e.plain && !e.message.includes('\n') && running ? `\n${helpHint(running)}` : '';
       process.stderr.write(e.plain ? `${e.message}\n` : `${err.red('vmctl:')} ${e.message}${hint}\n`);
       exit(e.exitCode);
       return;

@@ -55,7 +55,7 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
     ['a file over the size limit', `name: a\ncmdline: "${'x'.repeat(300_000)}"\n`, /:1:1: the file is 300020 bytes, more than 256KiB \(the limit for a vmctl YAML file\); expected a smaller file$/],
     ['bad size', `name: a\nmemory: 128 MB please\nboot:\n  kernel: ${kernel}\n`, /:2:9: memory: found "128 MB please"; expected a size like 128MiB/],
     ['missing kernel file', 'name: a\nboot:\n  kernel: ./no-such.elf\n', /:3:11: boot.kernel: file ".*no-such\.elf" does not exist$/],
-    ['bad duration', `name: a\nboot:\n  kernel: ${kernel}\nshutdown:\n  timeout: forever\n`, /:5:12: shutdown.timeout: "forever" is not a duration; expected something like 30s/],
+    ['bad duration', `name: a\nboot:\n  kernel: ${kernel}\nshutdown:\n  timeout: forever\n`, /:5:12: shutdown.timeout: found "forever"; expected a duration like 30s/],
     ['YAML syntax', 'name: a\nboot: {kernel: x\n', /:\d+:\d+: YAML syntax: /],
     ['a list instead of a mapping', '- name: a\n', /:1:1: the top level: found a list; expected a mapping with keys name, /],
     ['an alias without anchor', `name: a\nboot:\n  kernel: ${kernel}\n  cmdline: *args\n`, /:4:12: alias \*args refers to no anchor; expected &args on a value above it$/],
@@ -120,7 +120,7 @@ describe('vmctl schema', () => {
     }
     const bad = await h.run(['schema', 'vmm']);
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toBe('vmctl: schema: "vmm" is not a schema; expected vm or config\n');
+    expect(bad.stderr).toBe('vmctl: schema: "vmm" is not a schema; expected vm or config\n(run vmctl schema --help for usage)\n');
     // No daemon is needed (or started) for it.
     expect(existsSync(join(h.home, 'vmd.pid'))).toBe(false);
   });
