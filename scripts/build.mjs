@@ -6,8 +6,11 @@ import { existsSync } from 'node:fs';
 const entries = {
   cli: 'src/cli/main.ts',           // bin/vmctl loads this
   'vm-worker': 'src/vm/worker.ts',  // one per running VM (worker thread)
+  'hart-worker': 'src/vm/hart-worker.ts', // one per further hart of a VM (src/board/smp.ts)
   bench: 'src/bench/main.ts',       // npm run bench
   'bench-linux': 'src/bench/linux.ts', // npm run bench:linux
+  'ram-prototype': 'src/bench/ram-prototype.ts', // npm run bench:ram (docs/guest-ram.md)
+  litmus: 'src/bench/litmus.ts',     // npm run bench:litmus (docs/harts.md)
 };
 
 const present = Object.fromEntries(Object.entries(entries).filter(([, src]) => existsSync(src)));

@@ -12,7 +12,7 @@ import type { GuestRam } from '../memory/ram.js';
 const SYS_WRITE = 64;
 
 export class Htif {
-  constructor(private readonly ram: GuestRam, private readonly tohost: number, private readonly fromhost: number | undefined,
+  constructor(private readonly ram: GuestRam, readonly tohost: number, private readonly fromhost: number | undefined,
               private readonly putchar: (b: number) => void, private readonly exit: (code: number) => void) {}
 
   /** A store landed in the tohost doubleword. Act once the high word has been written (an sd,

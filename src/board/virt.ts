@@ -1,6 +1,8 @@
 // The virt board: QEMU 7.2's `-machine virt` for RV64 (hw/riscv/virt.c), assembled from our
-// devices and harts. The runtime (src/vm) drives it with run(budgetMs) from one thread; all harts
-// share that thread, round-robin in slices of instructions.
+// devices and harts. The runtime (src/vm) drives it with run(budgetMs) from one thread. Given a
+// way to start threads (`threads`), a machine with several harts runs harts 1..N-1 in parallel
+// on threads of their own (smp.ts, docs/harts.md) while hart 0 and every device stay on this
+// thread; without one, all harts share this thread, round-robin in slices of instructions.
 //
 // Boot, as on QEMU (hw/riscv/boot.c):
 //   firmware file  loaded at 0x80000000; kernel (if any) at the next 2 MiB boundary after it
@@ -34,6 +36,8 @@ import { loadImage, LoadError, type LoadedImage } from './loader.js';
 import { fdtLoadAddress, initrdLoadAddress, kernelLoadAddress } from './boot-layout.js';
 import { Htif } from './htif.js';
 import { BuiltinSbi } from './sbi/builtin-sbi.js';
+import { SharedHarts, SmpHost, type StartHartThread } from './smp.js';
+import { HSM, HSM_STOPPED } from './hart-control.js';
 import {
   BOOT_ROM_BASE, BOOT_ROM_SIZE, CLINT_BASE, CLINT_SIZE, DRAM_BASE, KERNEL_BASE_WITH_FIRMWARE, MAX_CPUS,
   PLIC_BASE, PLIC_SIZE, RTC_BASE, RTC_IRQ, RTC_SIZE, TEST_BASE, TEST_SIZE, UART0_BASE, UART0_IRQ, UART0_SIZE,
@@ -64,8 +68,15 @@ export class VirtMachine {
   private halted = false;
   private clockPaused = false;
   private nextHart = 0;
+  /** Harts 1..N-1 on threads of their own (null: every hart runs on this thread). */
+  private readonly smp: SmpHost | null = null;
+  /** The boot ROM's image (hart threads get a copy). */
+  private romImage: Uint8Array = new Uint8Array(0);
+  /** Called when something happened that the runtime should look at soon (a hart thread's
+   *  device access or request, while this thread may be idle). */
+  onWake: () => void = () => {};
 
-  private constructor(readonly config: MachineConfig, private readonly host: MachineHost) {
+  private constructor(readonly config: MachineConfig, private readonly host: MachineHost, threads?: StartHartThread) {
     if (!Number.isInteger(config.cpus) || config.cpus < 1 || config.cpus > MAX_CPUS) {
       throw new RangeError(`cpus must be 1..${MAX_CPUS}, got ${config.cpus}`);
     }
@@ -73,10 +84,27 @@ export class VirtMachine {
     // but the guest is only told about (and only loads into) memoryBytes.
     this.ram = new GuestRam(DRAM_BASE, Math.ceil(config.memoryBytes / CHUNK_SIZE) * CHUNK_SIZE);
     this.mem = new PhysicalMemoryMap(this.ram);
-    const reservations = new ReservationSet();
-    for (let i = 0; i < config.cpus; i++) this.harts.push(new Hart(i, this.mem, this.clock, reservations));
+    const reservations = new ReservationSet(config.cpus);
+    if (threads && config.cpus > 1) {
+      // Every thread must see the same chunks: make them all now (untouched pages cost nothing).
+      this.ram.allocateAll();
+      this.smp = new SmpHost({
+        harts: config.cpus, regions: () => this.mem.listDevices(), mem: this.mem,
+        putchar: (b) => this.out.push(b), power: (ev) => this.power(ev), log: (m) => this.host.log(m),
+        wake: () => this.onWake(),
+      });
+      const h0 = new Hart(0, this.mem, this.clock, reservations);
+      h0.smp = true;
+      this.harts.push(h0);
+    } else {
+      for (let i = 0; i < config.cpus; i++) this.harts.push(new Hart(i, this.mem, this.clock, reservations));
+    }
 
-    const hartIrq = (hart: number, bit: number, level: boolean) => this.harts[hart].setInterruptLevel(bit, level);
+    const smp = this.smp;
+    const hartIrq = (hart: number, bit: number, level: boolean) => {
+      if (smp !== null && hart !== 0) smp.setLine(hart, bit, level);
+      else this.harts[hart].setInterruptLevel(bit, level);
+    };
     this.clint = new Clint(config.cpus, this.clock, hartIrq);
     this.plic = new Plic(config.cpus, hartIrq);
     this.uart = new Uart16550((b) => this.out.push(b), (l) => this.plic.setLevel(UART0_IRQ, l), this.clock);
@@ -94,15 +122,35 @@ export class VirtMachine {
     try {
       this.attachVirtioSlots();
       this.dtbBytes = this.load();
+      if (this.smp && threads) this.startHartThreads(threads, reservations);
     } catch (e) {
       this.close(); // release the disk images opened so far (locks, file handles)
       throw e;
     }
-    this.clock.resume();
+    // With hart threads, time starts when they are all up (run()).
+    if (this.smp === null) this.clock.resume();
   }
 
-  static create(cfg: MachineConfig, host: MachineHost): VirtMachine {
-    return new VirtMachine(cfg, host);
+  /** `threads`: how to start a thread for a hart (src/vm gives worker threads); without it, every
+   *  hart runs on the calling thread. */
+  static create(cfg: MachineConfig, host: MachineHost, threads?: StartHartThread): VirtMachine {
+    return new VirtMachine(cfg, host, threads);
+  }
+
+  private startHartThreads(threads: StartHartThread, reservations: ReservationSet): void {
+    const smp = this.smp!;
+    const h0 = this.harts[0];
+    smp.start(threads, {
+      ramBase: this.ram.base, ramSize: this.ram.size,
+      memories: this.ram.memories() as WebAssembly.Memory[],
+      clock: this.clock.sharedState,
+      reservations: reservations.sharedBuffer,
+      regions: this.mem.listDevices().map((r) => ({ base: r.base, size: r.size, name: r.name, rom: r.base === BOOT_ROM_BASE ? this.romImage : undefined })),
+      watched: this.htif ? [{ base: this.htif.tohost, size: 8 }] : [],
+      builtinSbi: this.sbi ? { trapSink: BOOT_ROM_BASE, uartBase: UART0_BASE } : null,
+      bootPc: BOOT_ROM_BASE,
+      jit: h0.jitEnabled,
+    });
   }
 
   /** The 8 virtio-mmio slots. THE place where disks are plugged in: slot i <- config.disks[i]
@@ -183,9 +231,13 @@ export class VirtMachine {
       // No M-mode code runs with the builtin SBI; mtvec points at a `j .` in the ROM so that an
       // unexpected M-mode trap parks the hart where run() notices it (see checkBuiltinTrap).
       const park = new Uint8Array([0x6f, 0x00, 0x00, 0x00]);
+      this.romImage = park;
       this.mem.addDevice(BOOT_ROM_BASE, BOOT_ROM_SIZE, 'boot-rom', new BootRom(park, BOOT_ROM_SIZE));
+      const smp = this.smp;
+      if (smp) for (let h = 0; h < cfg.cpus; h++) smp.control.store(h, HSM, HSM_STOPPED);
+      const h0 = this.harts[0];
       this.sbi = new BuiltinSbi({
-        harts: this.harts,
+        harts: smp ? new SharedHarts(smp.control, h0, () => {}, () => smp.beforeHart0(h0)) : this.harts,
         putchar: (b) => this.out.push(b),
         getchar: () => ((this.uart.read(5, 1) & 1) ? this.uart.read(0, 1) : -1),
         power: (ev) => this.power(ev),
@@ -193,10 +245,12 @@ export class VirtMachine {
         ramBase: DRAM_BASE,
         ramSize: cfg.memoryBytes,
       });
+      if (smp) this.sbi.attach(h0);
       this.sbi.boot(kernel!.entry, fdtAddr);
     } else {
       const startAddr = fw.kind === 'file' ? DRAM_BASE : kernel!.entry;
       const rom = buildBootRom({ startAddr, fdtAddr, nextAddr: kernel ? kernel.entry : KERNEL_BASE_WITH_FIRMWARE });
+      this.romImage = rom;
       this.mem.addDevice(BOOT_ROM_BASE, BOOT_ROM_SIZE, 'boot-rom', new BootRom(rom, BOOT_ROM_SIZE));
       for (const h of this.harts) h.setPc(BOOT_ROM_BASE);
     }
@@ -216,6 +270,7 @@ export class VirtMachine {
     // Stop at once: the instruction that powered off is the last one any hart retires (an SBI
     // SRST call must not return to the kernel, which would report it as failed).
     for (const h of this.harts) h.stopRequested = true;
+    this.smp?.stopHarts();
     this.flushOutput();
     this.host.powerEvent(ev);
   }
@@ -236,6 +291,14 @@ export class VirtMachine {
 
   run(budgetMs: number): RunState {
     if (this.halted) return 'halted';
+    const smp = this.smp;
+    if (smp !== null) {
+      if (smp.failed !== null) throw new Error(smp.failed);
+      if (!smp.running) {
+        if (!smp.tryStart()) return 'idle'; // hart threads still starting: their message wakes us
+        if (!this.clockPaused) this.clock.resume();
+      }
+    }
     const deadline = performance.now() + budgetMs;
     const harts = this.harts;
     const n = harts.length;
@@ -243,8 +306,10 @@ export class VirtMachine {
       for (;;) {
         this.pollTimers();
         let active = 0;
+        if (smp !== null) smp.hart0Running(true, harts[0]);
         for (let k = 0; k < n && !this.halted; k++) {
           const h = harts[(this.nextHart + k) % n];
+          if (smp !== null) smp.beforeHart0(h);
           if (h.halted) continue;
           h.run(SLICE);
           if (this.sbi !== null && h.mode === 3) this.builtinTrapped(h);
@@ -255,7 +320,11 @@ export class VirtMachine {
         if (active === 0) {
           // Everyone waits (WFI, or stopped): unless a timer is already due, the VM is idle.
           this.pollTimers();
-          if (!this.anyHartRunnable()) return 'idle';
+          if (smp !== null) smp.beforeHart0(harts[0]);
+          if (!this.anyHartRunnable()) {
+            if (smp !== null) smp.hart0Running(false, harts[0]);
+            return 'idle';
+          }
         }
         if (performance.now() >= deadline) return 'running';
       }
@@ -280,7 +349,7 @@ export class VirtMachine {
   /** When idle: ms until a timer could wake a hart (CLINT mtimecmp, Sstc stimecmp, RTC alarm,
    *  the UART's character timeout). */
   idleTimeoutMs(): number {
-    if (this.halted) return Infinity;
+    if (this.halted || (this.smp !== null && !this.smp.running)) return Infinity;
     if (this.anyHartRunnable()) return 0;
     let t = Math.min(this.clock.msUntil(this.clint.nextDeadline()), this.clock.msUntil(this.uart.nextDeadline()));
     for (const h of this.harts) {
@@ -297,11 +366,21 @@ export class VirtMachine {
     this.uart.receive(bytes);
   }
 
-  pauseClock(): void { this.clockPaused = true; this.clock.pause(); }
-  resumeClock(): void { this.clockPaused = false; this.clock.resume(); }
+  /** Pause: hart threads are held (within a slice) before the clock stops. */
+  pauseClock(): void {
+    if (this.smp?.running && !this.smp.hold(1000)) this.host.log('pause: a hart thread did not stop within 1 s');
+    this.clockPaused = true;
+    this.clock.pause();
+  }
+  resumeClock(): void {
+    this.clockPaused = false;
+    if (this.smp && !this.smp.running) return; // run() starts the clock once the hart threads are up
+    this.clock.resume();
+    this.smp?.release();
+  }
 
   instructionsRetired(): number {
-    let n = 0;
+    let n = this.smp?.instructionsRetired() ?? 0;
     for (const h of this.harts) n += h.instret;
     return n;
   }
@@ -309,6 +388,7 @@ export class VirtMachine {
   dtb(): Uint8Array { return this.dtbBytes; }
 
   close(): void {
+    this.smp?.close();
     this.flushOutput();
     for (const c of this.closers.splice(0)) c();
   }

@@ -19,6 +19,8 @@ export interface DaemonOptions {
   readonly home: string;
   /** dist/vm-worker.js */
   readonly workerPath: string;
+  /** dist/hart-worker.js, what a VM's worker runs for each further hart (default: next to it). */
+  readonly hartWorkerPath?: string;
   readonly version: string;
   /** Also copy log lines to stderr (foreground `vmctl daemon run`; a detached daemon's stderr is
    *  vmd.stderr.log, which is not rotated, so it gets none). */
@@ -146,6 +148,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     const workerEnv = {
       home: paths.home,
       workerPath: opts.workerPath,
+      hartWorkerPath: opts.hartWorkerPath,
       serialLogMaxBytes: settings.serialLogMaxBytes,
       consoleHistoryBytes: settings.consoleHistoryBytes,
       log,

@@ -41,6 +41,8 @@ export interface InstanceEnv {
   /** VMCTL_HOME (recorded in disk locks, so `vmctl disk info` can say which daemon holds an image). */
   readonly home: string;
   readonly workerPath: string;
+  /** The hart thread script, when not the one next to the VM worker's bundle. */
+  readonly hartWorkerPath?: string;
   readonly serialLogMaxBytes: number;
   readonly consoleHistoryBytes: number;
   log(msg: string): void;
@@ -211,7 +213,7 @@ export class VmInstance {
     // serial.index records where this boot's output starts in serial.log (vmctl logs --boot).
     this.serial ??= new SerialLog(this.dir, this.env.serialLogMaxBytes, (e) => this.env.log(`vm ${this.name}: writing serial.index failed: ${e.message}`));
     this.serial.beginBoot(p.bootId, Date.parse(p.startedAt));
-    const init: WorkerInit = { mode: 'run', vmName: this.name, config: this.machineConfig() };
+    const init: WorkerInit = { mode: 'run', vmName: this.name, config: this.machineConfig(), hartWorkerPath: this.env.hartWorkerPath };
     let worker: Worker;
     try {
       worker = new Worker(this.env.workerPath, { workerData: init, name: `vm ${this.name}` });

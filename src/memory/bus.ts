@@ -47,6 +47,32 @@ export class PhysicalMemoryMap {
 
   listDevices(): readonly MmioRegion[] { return this.regions; }
 
+  /** High word of the last 8-byte readDevice. */
+  readHi = 0;
+
+  /** Reads `size` (1, 2, 4 or 8) bytes at `offset` of device region `r`: an 8-byte access is two
+   *  4-byte ones, low half first; the low word is returned and the high one left in readHi.
+   *  (A machine whose devices live on another thread overrides this to forward the access
+   *  whole, see src/board/smp.ts.) */
+  readDevice(r: MmioRegion, offset: number, size: number): number {
+    if (size === 8) {
+      const lo = r.device.read(offset, 4);
+      this.readHi = r.device.read(offset + 4, 4);
+      return lo;
+    }
+    return r.device.read(offset, size as 1 | 2 | 4);
+  }
+
+  /** Writes `size` bytes at `offset` of device region `r` (an 8-byte access: low half first). */
+  writeDevice(r: MmioRegion, offset: number, size: number, lo: number, hi: number): void {
+    if (size === 8) {
+      r.device.write(offset, 4, lo >>> 0);
+      r.device.write(offset + 4, 4, hi >>> 0);
+    } else {
+      r.device.write(offset, size as 1 | 2 | 4, size === 4 ? lo >>> 0 : lo & (size === 1 ? 0xff : 0xffff));
+    }
+  }
+
   /** Registers a watcher for stores into [paddr, paddr+size) of RAM. */
   watchWrites(paddr: number, size: number, fn: WriteWatcher): void {
     for (let p = Math.floor(paddr / 4096); p <= Math.floor((paddr + size - 1) / 4096); p++) {

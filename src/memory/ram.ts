@@ -1,33 +1,72 @@
-// Guest RAM, made of fixed-size chunks backed by SharedArrayBuffers.
+// Guest RAM, made of fixed-size chunks, each its own shared WebAssembly.Memory (docs/guest-ram.md).
 //
-// Why chunks: untouched memory costs nothing (a chunk is allocated on first touch), harts on
-// other threads can share the same buffers, and a balloon can give a chunk back (Node cannot
-// return pages of a live ArrayBuffer to the OS, but it can drop a whole buffer).
-// The soft TLB maps a guest page straight to (chunk, offset), so the hart never goes through
-// this class on its fast path; loaders, DMA (virtio) and slow paths do.
+// Why chunks: untouched memory costs nothing (a chunk is created on first touch, and the OS only
+// commits the pages the guest writes), harts on other threads share the same memories, and a
+// balloon can give a chunk back (Node cannot return pages of a live buffer to the OS, but it can
+// drop a whole one). Why WebAssembly.Memory rather than a SharedArrayBuffer: V8 maps a wasm
+// memory with mmap and unmaps it when it is collected, so the host's RSS really falls and an
+// untouched chunk stays free; a SharedArrayBuffer comes from malloc, which after some churn
+// hands out heap memory it zeroes by touching every page (measured: docs/guest-ram.md). And wasm
+// code can import the memory (the 64-bit atomics of atomics64.ts do).
+//
+// Every chunk has typed-array views of each width: the integer views are what the ECMAScript
+// memory model makes tear-free for aligned accesses from several threads; doublewords go through
+// the Float64Array view, one 64-bit machine access (see the note for why and how it is checked).
+// The soft TLB maps a guest page straight to (chunk views, offset), so the hart never goes
+// through this class on its fast path; loaders, DMA (virtio) and slow paths do.
+
+import { atomics64, type Atomics64 } from './atomics64.js';
 
 export const CHUNK_SHIFT = 21;               // 2 MiB per chunk
 export const CHUNK_SIZE = 1 << CHUNK_SHIFT;
 export const CHUNK_MASK = CHUNK_SIZE - 1;
 export const MAX_RAM_BYTES = 16 * 1024 * 1024 * 1024;
+const WASM_PAGE = 65536;
+
+/** A doubleword as two int32 halves: the Float64Array views read and write guest doublewords in
+ *  one 64-bit access (single-copy atomic, docs/guest-ram.md); this scratch splits and joins them
+ *  (it belongs to the thread, like every module-level value). */
+export const D64 = new Float64Array(1);
+export const D32 = new Int32Array(D64.buffer);
+/** A word a FENCE does an Atomics read-modify-write on, for the full barrier that comes with it. */
+export const FENCE_CELL = new Int32Array(new SharedArrayBuffer(4));
+
+/** The views of one chunk (all over the same shared memory). */
+export class ChunkViews {
+  readonly u8: Uint8Array;
+  readonly u16: Uint16Array;
+  readonly i32: Int32Array;
+  readonly f64: Float64Array;
+  private atomics: Atomics64 | null = null;
+  constructor(readonly memory: WebAssembly.Memory) {
+    const b = memory.buffer;
+    this.u8 = new Uint8Array(b);
+    this.u16 = new Uint16Array(b);
+    this.i32 = new Int32Array(b);
+    this.f64 = new Float64Array(b);
+  }
+  /** 64-bit atomic operations on this chunk (this thread's instance of the wasm helper). */
+  atomic64(): Atomics64 {
+    return this.atomics ??= atomics64(this.memory);
+  }
+}
+
+export function newChunkMemory(): WebAssembly.Memory {
+  return new WebAssembly.Memory({ initial: CHUNK_SIZE / WASM_PAGE, maximum: CHUNK_SIZE / WASM_PAGE, shared: true });
+}
 
 export class GuestRam {
-  /** Lazily allocated chunk byte views; `undefined` until first touched. */
-  readonly chunks: (Uint8Array | undefined)[];
   readonly chunkCount: number;
-  /** Cached DataViews over the chunks (the hart's soft TLB points at these). */
-  private readonly views: (DataView | undefined)[];
-  private readonly views16: (Uint16Array | undefined)[];
+  /** Views per chunk; `undefined` until first touched. */
+  private readonly chunks: (ChunkViews | undefined)[];
 
-  constructor(readonly base: number, readonly size: number, buffers?: (SharedArrayBuffer | undefined)[]) {
+  constructor(readonly base: number, readonly size: number, memories?: readonly (WebAssembly.Memory | undefined)[]) {
     if (!Number.isInteger(size) || size <= 0 || size % CHUNK_SIZE !== 0 || size > MAX_RAM_BYTES) {
       throw new RangeError(`guest RAM size ${size} must be a positive multiple of ${CHUNK_SIZE} bytes, at most 16 GiB`);
     }
     this.chunkCount = size / CHUNK_SIZE;
     this.chunks = new Array(this.chunkCount).fill(undefined);
-    this.views = new Array(this.chunkCount).fill(undefined);
-    this.views16 = new Array(this.chunkCount).fill(undefined);
-    if (buffers) buffers.forEach((b, i) => { if (b) this.chunks[i] = new Uint8Array(b); });
+    if (memories) memories.forEach((m, i) => { if (m) this.chunks[i] = new ChunkViews(m); });
   }
 
   /** True when [paddr, paddr+len) lies entirely inside RAM. */
@@ -35,52 +74,40 @@ export class GuestRam {
     return paddr >= this.base && paddr + len <= this.base + this.size;
   }
 
-  /** The chunk holding RAM offset `index << CHUNK_SHIFT`, allocated (zeroed) on first use. */
-  chunk(index: number): Uint8Array {
+  /** The views of chunk `index` (RAM offset `index << CHUNK_SHIFT`), created (zeroed) on first
+   *  use. Harts cache them in their soft TLB, so after `release()` every hart must `flushTlb()`. */
+  views(index: number): ChunkViews {
     let c = this.chunks[index];
     if (c === undefined) {
-      c = new Uint8Array(new SharedArrayBuffer(CHUNK_SIZE));
+      c = new ChunkViews(newChunkMemory());
       this.chunks[index] = c;
     }
     return c;
   }
 
-  /** A DataView over chunk `index` (allocated on first use). Harts cache these in their soft TLB,
-   *  so after `release()` every hart must `flushTlb()`. */
-  dataView(index: number): DataView {
-    let v = this.views[index];
-    if (v === undefined) {
-      const c = this.chunk(index);
-      v = new DataView(c.buffer, c.byteOffset, c.byteLength);
-      this.views[index] = v;
-    }
-    return v;
+  /** The bytes of chunk `index` (created on first use). */
+  chunk(index: number): Uint8Array {
+    return this.views(index).u8;
   }
 
-  /** A Uint16Array over chunk `index` (the hart fetches instruction parcels through it). */
-  u16View(index: number): Uint16Array {
-    let v = this.views16[index];
-    if (v === undefined) {
-      const c = this.chunk(index);
-      v = new Uint16Array(c.buffer, c.byteOffset, c.byteLength >>> 1);
-      this.views16[index] = v;
-    }
-    return v;
+  /** Creates every chunk now: harts on several threads must all see the same memories, so a
+   *  machine with more than one hart thread allocates them before it starts the threads (the OS
+   *  still commits only the pages the guest touches). */
+  allocateAll(): void {
+    for (let i = 0; i < this.chunkCount; i++) this.views(i);
   }
 
-  /** The shared buffers, for handing RAM to another thread (undefined = never touched). */
-  buffers(): (SharedArrayBuffer | undefined)[] {
-    return this.chunks.map((c) => c?.buffer as SharedArrayBuffer | undefined);
+  /** The chunk memories, for handing RAM to another thread (undefined = never touched). */
+  memories(): (WebAssembly.Memory | undefined)[] {
+    return this.chunks.map((c) => c?.memory);
   }
 
   /** Drops a chunk (balloon); it reads as zeros and is allocated again when touched. */
   release(index: number): void {
     this.chunks[index] = undefined;
-    this.views[index] = undefined;
-    this.views16[index] = undefined;
   }
 
-  /** Host bytes actually allocated for guest RAM. */
+  /** Host bytes reserved for guest RAM (chunks created so far). */
   allocatedBytes(): number {
     let n = 0;
     for (const c of this.chunks) if (c !== undefined) n += CHUNK_SIZE;
@@ -98,7 +125,7 @@ export class GuestRam {
       const n = Math.min(CHUNK_SIZE - inChunk, dst.length - done);
       const c = this.chunks[idx];
       if (c === undefined) dst.fill(0, done, done + n);
-      else dst.set(c.subarray(inChunk, inChunk + n), done);
+      else dst.set(c.u8.subarray(inChunk, inChunk + n), done);
       done += n;
       off += n;
     }
@@ -113,7 +140,7 @@ export class GuestRam {
       const idx = Math.floor(off / CHUNK_SIZE);
       const inChunk = off % CHUNK_SIZE;
       const n = Math.min(CHUNK_SIZE - inChunk, src.length - done);
-      this.chunk(idx).set(src.subarray(done, done + n), inChunk);
+      this.views(idx).u8.set(src.subarray(done, done + n), inChunk);
       done += n;
       off += n;
     }
@@ -129,21 +156,34 @@ export class GuestRam {
       const inChunk = off % CHUNK_SIZE;
       const n = Math.min(CHUNK_SIZE - inChunk, left);
       const c = this.chunks[idx];
-      if (c !== undefined) c.fill(0, inChunk, inChunk + n);
+      if (c !== undefined) c.u8.fill(0, inChunk, inChunk + n);
       left -= n;
       off += n;
     }
   }
 
-  // Little-endian scalar accessors for device models (virtqueues, SBI, loaders). Not for the hart's hot path.
-  readU8(paddr: number): number { this.check(paddr, 1); const o = paddr - this.base; const c = this.chunks[Math.floor(o / CHUNK_SIZE)]; return c === undefined ? 0 : c[o % CHUNK_SIZE]; }
-  readU16(paddr: number): number { return this.readU8(paddr) | (this.readU8(paddr + 1) << 8); }
-  readU32(paddr: number): number { return (this.readU16(paddr) | (this.readU16(paddr + 2) << 16)) >>> 0; }
+  // Little-endian scalar accessors for device models (virtqueues, SBI, loaders). Not for the
+  // hart's hot path. Aligned 16/32-bit accesses are single accesses (tear-free for other threads).
+  readU8(paddr: number): number { this.check(paddr, 1); const o = paddr - this.base; const c = this.chunks[Math.floor(o / CHUNK_SIZE)]; return c === undefined ? 0 : c.u8[o % CHUNK_SIZE]; }
+  readU16(paddr: number): number {
+    if ((paddr & 1) === 0 && this.contains(paddr, 2)) { const o = paddr - this.base; const c = this.chunks[Math.floor(o / CHUNK_SIZE)]; return c === undefined ? 0 : c.u16[(o % CHUNK_SIZE) >> 1]; }
+    return this.readU8(paddr) | (this.readU8(paddr + 1) << 8);
+  }
+  readU32(paddr: number): number {
+    if ((paddr & 3) === 0 && this.contains(paddr, 4)) { const o = paddr - this.base; const c = this.chunks[Math.floor(o / CHUNK_SIZE)]; return c === undefined ? 0 : c.i32[(o % CHUNK_SIZE) >> 2] >>> 0; }
+    return (this.readU16(paddr) | (this.readU16(paddr + 2) << 16)) >>> 0;
+  }
   /** 64-bit read as a JS number; exact up to 2^53 (guest physical addresses and lengths). */
   readU64(paddr: number): number { return this.readU32(paddr) + this.readU32(paddr + 4) * 0x1_0000_0000; }
-  writeU8(paddr: number, v: number): void { this.check(paddr, 1); const o = paddr - this.base; this.chunk(Math.floor(o / CHUNK_SIZE))[o % CHUNK_SIZE] = v; }
-  writeU16(paddr: number, v: number): void { this.writeU8(paddr, v & 0xff); this.writeU8(paddr + 1, (v >>> 8) & 0xff); }
-  writeU32(paddr: number, v: number): void { this.writeU16(paddr, v & 0xffff); this.writeU16(paddr + 2, (v >>> 16) & 0xffff); }
+  writeU8(paddr: number, v: number): void { this.check(paddr, 1); const o = paddr - this.base; this.views(Math.floor(o / CHUNK_SIZE)).u8[o % CHUNK_SIZE] = v; }
+  writeU16(paddr: number, v: number): void {
+    if ((paddr & 1) === 0 && this.contains(paddr, 2)) { const o = paddr - this.base; this.views(Math.floor(o / CHUNK_SIZE)).u16[(o % CHUNK_SIZE) >> 1] = v; return; }
+    this.writeU8(paddr, v & 0xff); this.writeU8(paddr + 1, (v >>> 8) & 0xff);
+  }
+  writeU32(paddr: number, v: number): void {
+    if ((paddr & 3) === 0 && this.contains(paddr, 4)) { const o = paddr - this.base; this.views(Math.floor(o / CHUNK_SIZE)).i32[(o % CHUNK_SIZE) >> 2] = v; return; }
+    this.writeU16(paddr, v & 0xffff); this.writeU16(paddr + 2, (v >>> 16) & 0xffff);
+  }
   writeU64(paddr: number, v: number): void { this.writeU32(paddr, v % 0x1_0000_0000 >>> 0); this.writeU32(paddr + 4, Math.floor(v / 0x1_0000_0000) >>> 0); }
 
   private check(paddr: number, len: number): void {

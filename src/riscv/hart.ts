@@ -37,7 +37,7 @@
 // Hot loops and regions of a page run as translated JS functions (jit.ts), entered at taken
 // backward branches, jumps, calls and returns into the page (runRegions).
 
-import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
+import { CHUNK_SIZE, ChunkViews, D32, D64, FENCE_CELL, GuestRam } from '../memory/ram.js';
 import { PhysicalMemoryMap } from '../memory/bus.js';
 import { warmUpProgram, jitWarmUpProgram, WARMUP_HANDLER } from './warmup.js';
 import { ReservationSet } from './reservations.js';
@@ -95,32 +95,29 @@ const IRQ_ORDER = [11, 3, 7, 9, 1, 5];
 const MISA_LO_BASE = (1 << 0) | (1 << 2) | (1 << 8) | (1 << 12) | (1 << 18) | (1 << 20); // A C I M S U
 const MISA_FD = (1 << 3) | (1 << 5);
 
-const DUMMY_VIEW = new DataView(new ArrayBuffer(8));
-const DUMMY_16 = new Uint16Array(4);
+/** Views of no chunk: what an invalid TLB entry points at (never read: its tag never matches). */
+const DUMMY = new ChunkViews(new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }));
+const DUMMY_16 = DUMMY.u16;
 
-function newViews16(): Uint16Array[] {
-  const a: Uint16Array[] = new Array(TLB_SIZE);
-  for (let i = 0; i < TLB_SIZE; i++) a[i] = DUMMY_16;
+function filled<T>(v: T): T[] {
+  const a: T[] = new Array(TLB_SIZE);
+  for (let i = 0; i < TLB_SIZE; i++) a[i] = v;
   return a;
 }
 
-function newViews(): DataView[] {
-  const a: DataView[] = new Array(TLB_SIZE);
-  for (let i = 0; i < TLB_SIZE; i++) a[i] = DUMMY_VIEW;
-  return a;
-}
-
-/** Soft TLB for one access type. */
-class Tlb {
+/** Soft TLB for one access type: per entry, the views of the page's chunk (one array per width,
+ *  so the hot path indexes a typed array directly) and the page's byte offset in it. */
+export class Tlb {
   readonly tagLo = new Int32Array(TLB_SIZE).fill(TLB_INVALID);
   readonly tagHi = new Int32Array(TLB_SIZE);
-  readonly view: DataView[] = newViews();
-  /** Byte offset of the page inside its chunk view. */
+  /** Byte offset of the page inside its chunk. */
   readonly off = new Int32Array(TLB_SIZE);
   /** Physical address of the page. */
   readonly pa = new Float64Array(TLB_SIZE);
-  /** Uint16Array of the chunk (fetch TLB only). */
-  readonly v16: Uint16Array[] = newViews16();
+  readonly u8: Uint8Array[] = filled(DUMMY.u8);
+  readonly u16: Uint16Array[] = filled(DUMMY.u16);
+  readonly i32: Int32Array[] = filled(DUMMY.i32);
+  readonly f64: Float64Array[] = filled(DUMMY.f64);
   flush(): void { this.tagLo.fill(TLB_INVALID); }
 }
 
@@ -207,6 +204,11 @@ export class Hart {
    *  only code that stays hot is worth a region. */
   private readonly hot2 = new Uint16Array(1 << 14);
   private hotWindowEnd = 0;
+  /** Other harts run on other threads over the same RAM: aligned doublewords are then read and
+   *  written in one 64-bit access (the Float64Array views), so that no hart sees one torn (RVWMO
+   *  single-copy atomicity). A hart alone uses two 32-bit accesses, which measured faster
+   *  (docs/guest-ram.md); devices' DMA does not race with the hart's own doublewords. */
+  smp = false;
   /** Loop translation on/off (jit.ts); off = pure interpreter. */
   jitEnabled = true;
   /** Full regions translated so far (statistics; tests check that a path was translated). */
@@ -217,6 +219,12 @@ export class Hart {
   codeDirty = false;
   private pageCode = new Map<number, PageCode>();
   private readonly bytePa = new Float64Array(8);
+  /** The last LR: physical address and the value it loaded (SC compares against it). */
+  private lrPa = -1;
+  private lrLo = 0;
+  private lrHi = 0;
+  /** Offset in its chunk of the RAM operand found by ramChunk. */
+  private amoOff = 0;
 
   readonly reservations: ReservationSet;
 
@@ -307,7 +315,7 @@ export class Hart {
     let code = this.pageCode.get(pn);
     if (code === undefined) { code = new PageCode(); this.pageCode.set(pn, code); }
     this.fCode = code;
-    const r = compileRegion(view, base, off, full);
+    const r = compileRegion(view, base, off, full, this.smp);
     if (r === null) {
       const old = code.blocks[slot];
       // A first-tier loop stays when no region could be made from its head.
@@ -337,7 +345,7 @@ export class Hart {
     const xl = this.xlo, xh = this.xhi, r = this.tlbR, w = this.tlbW;
     let n = 0;
     for (;;) {
-      n += blk.fn(this, fVa, blk.pc, budget - n, xl, xh, r.tagLo, r.tagHi, r.view, r.off, w.tagLo, w.tagHi, w.view, w.off, w.pa, this.reservations);
+      n += blk.fn(this, fVa, blk.pc, budget - n, xl, xh, r, w, this.reservations);
       if (this.jitTrap || this.linesChanged) return n;
       const d = this.pc - fVa;
       if (!(d >= 0 && d <= 4092)) return n;
@@ -451,8 +459,10 @@ export class Hart {
   /** Executes up to `budget` instructions; returns how many retired. */
   private execBlock(budget: number): number {
     const xl = this.xlo, xh = this.xhi;
-    const rTag = this.tlbR.tagLo, rTagH = this.tlbR.tagHi, rView = this.tlbR.view, rOff = this.tlbR.off;
-    const wTag = this.tlbW.tagLo, wTagH = this.tlbW.tagHi, wView = this.tlbW.view, wOff = this.tlbW.off, wPa = this.tlbW.pa;
+    const tr = this.tlbR, tw = this.tlbW;
+    const rTag = tr.tagLo, rTagH = tr.tagHi, rOff = tr.off, r8 = tr.u8, r16 = tr.u16, r32 = tr.i32, r64 = tr.f64;
+    const wTag = tw.tagLo, wTagH = tw.tagHi, wOff = tw.off, wPa = tw.pa, w8 = tw.u8, w16 = tw.u16, w32 = tw.i32, w64 = tw.f64;
+    const d64 = D64, d32 = D32, smp = this.smp;
     const resv = this.reservations;
     const cexp = CEXP;
     // pc = fVa + pcOff: fVa is the virtual address of the current fetch page (a double), pcOff an
@@ -575,16 +585,17 @@ export class Hart {
           const hi = (xh[rs1] + (imm >> 31) + ((lo >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
           const f3 = (insn >>> 12) & 7;
           const e = (lo >>> 12) & TLB_MASK, po = lo & 4095;
-          if (rTag[e] === (lo & -4096) && rTagH[e] === hi && po <= 4088 && f3 !== 7) {
-            const dv = rView[e], a = rOff[e] + po;
+          // Aligned accesses only (a misaligned one takes the slow path, byte by byte).
+          if (rTag[e] === (lo & -4096) && rTagH[e] === hi && (po & ((1 << (f3 & 3)) - 1)) === 0 && f3 !== 7) {
+            const a = rOff[e] + po;
             switch (f3) {
-              case 0: { const v = dv.getInt8(a); xl[rd] = v; xh[rd] = v >> 31; break; }
-              case 1: { const v = dv.getInt16(a, true); xl[rd] = v; xh[rd] = v >> 31; break; }
-              case 2: { const v = dv.getInt32(a, true); xl[rd] = v; xh[rd] = v >> 31; break; }
-              case 3: xl[rd] = dv.getInt32(a, true); xh[rd] = dv.getInt32(a + 4, true); break;
-              case 4: xl[rd] = dv.getUint8(a); xh[rd] = 0; break;
-              case 5: xl[rd] = dv.getUint16(a, true); xh[rd] = 0; break;
-              default: xl[rd] = dv.getInt32(a, true); xh[rd] = 0; break;
+              case 0: { const v = (r8[e][a] << 24) >> 24; xl[rd] = v; xh[rd] = v >> 31; break; }
+              case 1: { const v = (r16[e][a >> 1] << 16) >> 16; xl[rd] = v; xh[rd] = v >> 31; break; }
+              case 2: { const v = r32[e][a >> 2]; xl[rd] = v; xh[rd] = v >> 31; break; }
+              case 3: if (smp) { d64[0] = r64[e][a >> 3]; xl[rd] = d32[0]; xh[rd] = d32[1]; } else { const w = r32[e]; xl[rd] = w[a >> 2]; xh[rd] = w[(a >> 2) + 1]; } break;
+              case 4: xl[rd] = r8[e][a]; xh[rd] = 0; break;
+              case 5: xl[rd] = r16[e][a >> 1]; xh[rd] = 0; break;
+              default: xl[rd] = r32[e][a >> 2]; xh[rd] = 0; break;
             }
           } else {
             this.pc = fVa + pcOff;
@@ -602,15 +613,15 @@ export class Hart {
           const hi = (xh[rs1] + (imm >> 31) + ((lo >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
           const f3 = (insn >>> 12) & 7;
           const e = (lo >>> 12) & TLB_MASK, po = lo & 4095;
-          if (wTag[e] === (lo & -4096) && wTagH[e] === hi && po <= 4088 && f3 < 4) {
-            const dv = wView[e], a = wOff[e] + po;
+          if (wTag[e] === (lo & -4096) && wTagH[e] === hi && (po & ((1 << f3) - 1)) === 0 && f3 < 4) {
+            const a = wOff[e] + po;
             switch (f3) {
-              case 0: dv.setInt8(a, xl[rs2]); break;
-              case 1: dv.setInt16(a, xl[rs2], true); break;
-              case 2: dv.setInt32(a, xl[rs2], true); break;
-              default: dv.setInt32(a, xl[rs2], true); dv.setInt32(a + 4, xh[rs2], true); break;
+              case 0: w8[e][a] = xl[rs2]; break;
+              case 1: w16[e][a >> 1] = xl[rs2]; break;
+              case 2: w32[e][a >> 2] = xl[rs2]; break;
+              default: if (smp) { d32[0] = xl[rs2]; d32[1] = xh[rs2]; w64[e][a >> 3] = d64[0]; } else { const w = w32[e]; w[a >> 2] = xl[rs2]; w[(a >> 2) + 1] = xh[rs2]; } break;
             }
-            if (resv.active !== 0) resv.storeBy(this.hartId, wPa[e] + po, 1 << f3);
+            if (resv.active[0] !== 0) resv.storeBy(this.hartId, wPa[e] + po, 1 << f3);
           } else {
             this.pc = fVa + pcOff;
             if (f3 >= 4) { n--; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
@@ -758,9 +769,13 @@ export class Hart {
           } else { fVa = t; pcOff = 0; fLim = -1; }
           break;
         }
-        case 0x0f: { // MISC-MEM: FENCE (all variants, incl. PAUSE and TSO: ordering is trivial here), FENCE.I
+        case 0x0f: { // MISC-MEM: FENCE (all variants, incl. PAUSE and TSO), FENCE.I
           const f3 = (insn >>> 12) & 7;
           if (f3 > 1) { n--; this.pc = fVa + pcOff; this.trap(EXC_ILLEGAL, false, raw, 0); break loop; }
+          // With harts on other threads, a full barrier from a JS Atomics read-modify-write (a
+          // superset of every FENCE's predecessor/successor sets; docs/guest-ram.md). Alone, a
+          // hart has nobody to order against.
+          if (smp) Atomics.add(FENCE_CELL, 0, 0);
           pcOff += ilen;
           if (f3 === 1) { this.flushCode(); this.pc = fVa + pcOff; return n; } // Zifencei
           break;
@@ -1179,9 +1194,11 @@ export class Hart {
     // Sv39: bits 63..39 must equal bit 38.
     if (((hi << 25) >> 25) !== hi) { this.trapAddr(PAGE_FAULT[acc], lo, hi); return -1; }
     const ram = this.mem.ram;
+    walk: for (;;) {
     let a = this.satpRoot;
     let level = 2;
     let pteLo = 0, pteHi = 0, pteAddr = 0;
+    let pteChunk: ChunkViews = DUMMY, pteOff = 0;
     for (;;) {
       const vpn = level === 2 ? (((hi & 0x7f) << 2) | (lo >>> 30)) : level === 1 ? (lo >>> 21) & 511 : (lo >>> 12) & 511;
       pteAddr = a + vpn * 8;
@@ -1190,9 +1207,11 @@ export class Hart {
       }
       const ro = pteAddr - ram.base;
       const ci = Math.floor(ro / CHUNK_SIZE);
-      const dv = ram.dataView(ci);
-      const co = ro - ci * CHUNK_SIZE;
-      pteLo = dv.getInt32(co, true); pteHi = dv.getInt32(co + 4, true);
+      pteChunk = ram.views(ci);
+      pteOff = ro - ci * CHUNK_SIZE;
+      // One 64-bit access: a PTE another hart rewrites is never seen torn (RVWMO, priv spec 4.3.2).
+      D64[0] = pteChunk.f64[pteOff >> 3];
+      pteLo = D32[0]; pteHi = D32[1];
       if ((pteLo & 1) === 0 || (pteLo & 6) === 4 || (pteHi >>> 22) !== 0) { this.trapAddr(PAGE_FAULT[acc], lo, hi); return -1; }
       if ((pteLo & 0xa) !== 0) break; // leaf (R or X)
       if (level === 0) { this.trapAddr(PAGE_FAULT[acc], lo, hi); return -1; }
@@ -1209,18 +1228,22 @@ export class Hart {
     else if (acc === ACC_WRITE) ok = (pteLo & 4) !== 0;
     else ok = (pteLo & 8) !== 0;
     if (!ok) { this.trapAddr(PAGE_FAULT[acc], lo, hi); return -1; }
-    // Hardware A/D update (priv spec 4.3.1 / Svade not required): set A, and D on writes.
+    // Hardware A/D update (priv spec 4.3.1, Svadu behaviour): set A, and D on writes, atomically
+    // with the check that the PTE is still what the walk read; if another hart changed it in
+    // between, the walk starts again (priv spec 4.3.2 step 7).
     const need = acc === ACC_WRITE ? 0xc0 : 0x40;
     if ((pteLo & need) !== need) {
       if (!this.pmpOk(pteAddr, 8, ACC_WRITE, 1)) { this.trapAddr(ACCESS_FAULT[acc], lo, hi); return -1; }
-      const ro = pteAddr - ram.base;
-      const ci = Math.floor(ro / CHUNK_SIZE);
-      ram.dataView(ci).setInt32(ro - ci * CHUNK_SIZE, pteLo | need, true);
+      const at = pteChunk.atomic64();
+      const oldLo = at.cas(pteOff, pteLo, pteHi, pteLo | need, pteHi);
+      if (oldLo !== pteLo || at.hi() !== pteHi) continue walk;
+      if (this.pageCode.size !== 0) this.storeToCode(pteAddr, 8);
     }
     let pageNum = ppn;
     if (level >= 1) pageNum += (lo >>> 12) & 511;
     if (level === 2) pageNum += ((lo >>> 21) & 511) * 512;
     return pageNum * 4096 + (lo & 4095);
+    }
   }
 
   /** Fills the TLB entry of `tlb` for the page of (lo, hi) -> pa when the page is RAM and PMP
@@ -1237,10 +1260,13 @@ export class Hart {
     const e = (lo >>> 12) & TLB_MASK;
     tlb.tagLo[e] = lo & -4096;
     tlb.tagHi[e] = hi;
-    tlb.view[e] = ram.dataView(ci);
+    const v = ram.views(ci);
+    tlb.u8[e] = v.u8;
+    tlb.u16[e] = v.u16;
+    tlb.i32[e] = v.i32;
+    tlb.f64[e] = v.f64;
     tlb.off[e] = ro - ci * CHUNK_SIZE;
     tlb.pa[e] = pagePa;
-    if (acc === ACC_FETCH) tlb.v16[e] = ram.u16View(ci);
   }
 
   // ================= physical access =================
@@ -1252,7 +1278,7 @@ export class Hart {
       const ro = pa - ram.base;
       const ci = Math.floor(ro / CHUNK_SIZE);
       const co = ro - ci * CHUNK_SIZE;
-      if (co + size > CHUNK_SIZE) { // crosses a chunk: byte by byte
+      if ((co & (size - 1)) !== 0) { // misaligned (RVWMO: no atomicity asked): byte by byte
         let l = 0, h = 0;
         for (let i = 0; i < size; i++) {
           const b = ram.readU8(pa + i);
@@ -1261,25 +1287,19 @@ export class Hart {
         this.memLo = l; this.memHi = h;
         return true;
       }
-      const dv = ram.dataView(ci);
+      const v = ram.views(ci);
       switch (size) {
-        case 1: this.memLo = dv.getUint8(co); this.memHi = 0; break;
-        case 2: this.memLo = dv.getUint16(co, true); this.memHi = 0; break;
-        case 4: this.memLo = dv.getInt32(co, true); this.memHi = 0; break;
-        default: this.memLo = dv.getInt32(co, true); this.memHi = dv.getInt32(co + 4, true); break;
+        case 1: this.memLo = v.u8[co]; this.memHi = 0; break;
+        case 2: this.memLo = v.u16[co >> 1]; this.memHi = 0; break;
+        case 4: this.memLo = v.i32[co >> 2]; this.memHi = 0; break;
+        default: D64[0] = v.f64[co >> 3]; this.memLo = D32[0]; this.memHi = D32[1]; break;
       }
       return true;
     }
     const r = this.mem.findDevice(pa);
     if (r === null || pa + size > r.base + r.size) return false;
-    const o = pa - r.base;
-    if (size === 8) {
-      this.memLo = r.device.read(o, 4) | 0;
-      this.memHi = r.device.read(o + 4, 4) | 0;
-    } else {
-      this.memLo = r.device.read(o, size as 1 | 2 | 4) | 0;
-      this.memHi = 0;
-    }
+    this.memLo = this.mem.readDevice(r, pa - r.base, size) | 0;
+    this.memHi = size === 8 ? this.mem.readHi | 0 : 0;
     return true;
   }
 
@@ -1290,34 +1310,34 @@ export class Hart {
       const ro = pa - ram.base;
       const ci = Math.floor(ro / CHUNK_SIZE);
       const co = ro - ci * CHUNK_SIZE;
-      if (co + size > CHUNK_SIZE) {
+      if ((co & (size - 1)) !== 0) {
         for (let i = 0; i < size; i++) ram.writeU8(pa + i, (i < 4 ? lo >>> (8 * i) : hi >>> (8 * (i - 4))) & 0xff);
       } else {
-        const dv = ram.dataView(ci);
+        const v = ram.views(ci);
         switch (size) {
-          case 1: dv.setInt8(co, lo); break;
-          case 2: dv.setInt16(co, lo, true); break;
-          case 4: dv.setInt32(co, lo, true); break;
-          default: dv.setInt32(co, lo, true); dv.setInt32(co + 4, hi, true); break;
+          case 1: v.u8[co] = lo; break;
+          case 2: v.u16[co >> 1] = lo; break;
+          case 4: v.i32[co >> 2] = lo; break;
+          default: D32[0] = lo; D32[1] = hi; v.f64[co >> 3] = D64[0]; break;
         }
       }
-      if (this.reservations.active !== 0) this.reservations.storeBy(this.hartId, pa, size);
-      if (this.pageCode.size !== 0) this.storeToCode(pa, size);
-      if (this.mem.isPageWatched(Math.floor(pa / 4096)) || this.mem.isPageWatched(Math.floor((pa + size - 1) / 4096))) {
-        this.mem.notifyWrite(pa, size);
-      }
+      this.stored(pa, size);
       return true;
     }
     const r = this.mem.findDevice(pa);
     if (r === null || pa + size > r.base + r.size) return false;
-    const o = pa - r.base;
-    if (size === 8) {
-      r.device.write(o, 4, lo >>> 0);
-      r.device.write(o + 4, 4, hi >>> 0);
-    } else {
-      r.device.write(o, size as 1 | 2 | 4, size === 4 ? lo >>> 0 : lo & (size === 1 ? 0xff : 0xffff));
-    }
+    this.mem.writeDevice(r, pa - r.base, size, lo, hi);
     return true;
+  }
+
+  /** After a store to RAM at [pa, pa+size) outside the TLB fast path: other harts' reservations
+   *  on it break, translated code compiled from it is dropped, write watchers (HTIF) run. */
+  private stored(pa: number, size: number): void {
+    if (this.reservations.active[0] !== 0) this.reservations.storeBy(this.hartId, pa, size);
+    if (this.pageCode.size !== 0) this.storeToCode(pa, size);
+    if (this.mem.isPageWatched(Math.floor(pa / 4096)) || this.mem.isPageWatched(Math.floor((pa + size - 1) / 4096))) {
+      this.mem.notifyWrite(pa, size);
+    }
   }
 
   // ================= loads / stores (slow paths; also used by the F/D unit) =================
@@ -1326,12 +1346,12 @@ export class Hart {
   loadMem(lo: number, hi: number, f3: number): boolean {
     const e = (lo >>> 12) & TLB_MASK, po = lo & 4095;
     const t = this.tlbR;
-    if (t.tagLo[e] === (lo & -4096) && t.tagHi[e] === hi && po <= 4088) {
-      const dv = t.view[e], a = t.off[e] + po;
+    if (t.tagLo[e] === (lo & -4096) && t.tagHi[e] === hi && (po & ((1 << (f3 & 3)) - 1)) === 0) {
+      const a = t.off[e] + po;
       switch (f3) {
-        case 2: { const v = dv.getInt32(a, true); this.memLo = v; this.memHi = v >> 31; return true; }
-        case 3: this.memLo = dv.getInt32(a, true); this.memHi = dv.getInt32(a + 4, true); return true;
-        case 6: this.memLo = dv.getInt32(a, true); this.memHi = 0; return true;
+        case 2: { const v = t.i32[e][a >> 2]; this.memLo = v; this.memHi = v >> 31; return true; }
+        case 3: D64[0] = t.f64[e][a >> 3]; this.memLo = D32[0]; this.memHi = D32[1]; return true;
+        case 6: this.memLo = t.i32[e][a >> 2]; this.memHi = 0; return true;
         default: break;
       }
     }
@@ -1342,11 +1362,11 @@ export class Hart {
   storeMem(lo: number, hi: number, f3: number, vlo: number, vhi: number): boolean {
     const e = (lo >>> 12) & TLB_MASK, po = lo & 4095;
     const t = this.tlbW;
-    if ((f3 === 2 || f3 === 3) && t.tagLo[e] === (lo & -4096) && t.tagHi[e] === hi && po <= 4088) {
-      const dv = t.view[e], a = t.off[e] + po;
-      dv.setInt32(a, vlo, true);
-      if (f3 === 3) dv.setInt32(a + 4, vhi, true);
-      if (this.reservations.active !== 0) this.reservations.storeBy(this.hartId, t.pa[e] + po, 1 << f3);
+    if ((f3 === 2 || f3 === 3) && t.tagLo[e] === (lo & -4096) && t.tagHi[e] === hi && (po & ((1 << f3) - 1)) === 0) {
+      const a = t.off[e] + po;
+      if (f3 === 2) t.i32[e][a >> 2] = vlo;
+      else { D32[0] = vlo; D32[1] = vhi; t.f64[e][a >> 3] = D64[0]; }
+      if (this.reservations.active[0] !== 0) this.reservations.storeBy(this.hartId, t.pa[e] + po, 1 << f3);
       return true;
     }
     return this.storeSlow(lo, hi, f3, vlo, vhi);
@@ -1454,13 +1474,13 @@ export class Hart {
     if (t.tagLo[e] === (lo & -4096) && t.tagHi[e] === hi) {
       if (setPage) {
         this.fVa = hi * TWO32 + ((lo & -4096) >>> 0);
-        this.fView = t.v16[e];
+        this.fView = t.u16[e];
         this.fOff = t.off[e] >>> 1;
         const pn = t.pa[e] / 4096;
         this.fCode = this.pageCode.get(pn) ?? NO_CODE;
         this.fPn = pn;
       }
-      return t.view[e].getUint16(t.off[e] + (lo & 4095), true);
+      return t.u16[e][(t.off[e] + (lo & 4095)) >> 1];
     }
     // Not cacheable (MMIO, or PMP granularity finer than a page): read through the bus.
     if (!this.pmpOk(pa, 2, ACC_FETCH, this.mode) || !this.physRead(pa, 2)) { this.trapAddr(EXC_INSN_ACCESS, lo, hi); return -1; }
@@ -1470,6 +1490,19 @@ export class Hart {
 
   // ================= A extension =================
 
+  /** The chunk holding RAM bytes [pa, pa+size) (amoOff = pa's offset in it); null when not RAM. */
+  private ramChunk(pa: number, size: number): ChunkViews | null {
+    const ram = this.mem.ram;
+    if (!ram.contains(pa, size)) return null;
+    const ro = pa - ram.base;
+    const ci = Math.floor(ro / CHUNK_SIZE);
+    this.amoOff = ro - ci * CHUNK_SIZE;
+    return ram.views(ci);
+  }
+
+  /** LR, SC and AMOs (A extension). On RAM they are atomic across threads: word operations with
+   *  JS Atomics, doubleword ones with the wasm helper (docs/guest-ram.md); SC is a compare-and-swap
+   *  against the value LR loaded, and fails when another hart stored to the granule since. */
   private execAmo(insn: number, raw: number, rd: number): boolean {
     const f3 = (insn >>> 12) & 7;
     if (f3 !== 2 && f3 !== 3) { this.trap(EXC_ILLEGAL, false, raw, 0); return false; }
@@ -1490,49 +1523,109 @@ export class Hart {
     if (f5 === 0x02) { // LR
       const pa = this.translate(lo, hi, ACC_READ);
       if (pa < 0) return false;
-      if (!this.pmpOk(pa, size, ACC_READ, mode) || !this.physRead(pa, size)) { this.trapAddr(EXC_LOAD_ACCESS, lo, hi); return false; }
+      if (!this.pmpOk(pa, size, ACC_READ, mode)) { this.trapAddr(EXC_LOAD_ACCESS, lo, hi); return false; }
+      const c = this.ramChunk(pa, size);
+      let vl: number, vh: number;
+      if (c !== null) {
+        if (size === 4) { vl = Atomics.load(c.i32, this.amoOff >> 2); vh = 0; } else { D64[0] = c.f64[this.amoOff >> 3]; vl = D32[0]; vh = D32[1]; }
+      } else {
+        if (!this.physRead(pa, size)) { this.trapAddr(EXC_LOAD_ACCESS, lo, hi); return false; }
+        vl = this.memLo; vh = this.memHi;
+      }
+      this.lrPa = pa; this.lrLo = vl; this.lrHi = vh;
       this.reservations.set(this.hartId, pa);
-      if (size === 4) { xl[rd] = this.memLo; xh[rd] = this.memLo >> 31; } else { xl[rd] = this.memLo; xh[rd] = this.memHi; }
+      if (size === 4) { xl[rd] = vl; xh[rd] = vl >> 31; } else { xl[rd] = vl; xh[rd] = vh; }
       return true;
     }
     if (f5 === 0x03) { // SC
-      const reserved = this.reservations.get(this.hartId);
-      if (reserved < 0) { xl[rd] = 1; xh[rd] = 0; return true; }
+      if (!this.reservations.holds(this.hartId)) { xl[rd] = 1; xh[rd] = 0; return true; }
       const pa = this.translate(lo, hi, ACC_WRITE);
       if (pa < 0) return false;
-      this.reservations.clear(this.hartId);
-      if (pa !== reserved) { xl[rd] = 1; xh[rd] = 0; return true; }
-      if (!this.pmpOk(pa, size, ACC_WRITE, mode) || !this.physWrite(pa, size, xl[rs2], xh[rs2])) { this.trapAddr(EXC_STORE_ACCESS, lo, hi); return false; }
-      xl[rd] = 0; xh[rd] = 0;
+      if (!this.reservations.take(this.hartId, pa) || pa !== this.lrPa) { xl[rd] = 1; xh[rd] = 0; return true; }
+      if (!this.pmpOk(pa, size, ACC_WRITE, mode)) { this.trapAddr(EXC_STORE_ACCESS, lo, hi); return false; }
+      const c = this.ramChunk(pa, size);
+      let ok = true;
+      if (c !== null) {
+        const o = this.amoOff;
+        if (size === 4) ok = Atomics.compareExchange(c.i32, o >> 2, this.lrLo, xl[rs2]) === this.lrLo;
+        else { const at = c.atomic64(); ok = at.cas(o, this.lrLo, this.lrHi, xl[rs2], xh[rs2]) === this.lrLo && at.hi() === this.lrHi; }
+        if (ok) this.stored(pa, size);
+      } else if (!this.physWrite(pa, size, xl[rs2], xh[rs2])) { this.trapAddr(EXC_STORE_ACCESS, lo, hi); return false; }
+      xl[rd] = ok ? 0 : 1; xh[rd] = 0;
       return true;
     }
     const pa = this.translate(lo, hi, ACC_WRITE);
     if (pa < 0) return false;
-    if (!this.pmpOk(pa, size, ACC_WRITE, mode) || !this.pmpOk(pa, size, ACC_READ, mode) || !this.physRead(pa, size)) {
-      this.trapAddr(EXC_STORE_ACCESS, lo, hi); return false;
-    }
-    let al = this.memLo, ah = this.memHi;
-    if (size === 4) ah = al >> 31;
+    if (!this.pmpOk(pa, size, ACC_WRITE, mode) || !this.pmpOk(pa, size, ACC_READ, mode)) { this.trapAddr(EXC_STORE_ACCESS, lo, hi); return false; }
     const bl = xl[rs2], bh = size === 4 ? xl[rs2] >> 31 : xh[rs2];
-    let nl: number, nh: number;
-    switch (f5) {
-      case 0x01: nl = bl; nh = bh; break;                                    // AMOSWAP
-      case 0x00: nl = (al + bl) | 0; nh = (ah + bh + (((nl >>> 0) < (al >>> 0)) ? 1 : 0)) | 0; break; // AMOADD
-      case 0x04: nl = al ^ bl; nh = ah ^ bh; break;
-      case 0x0c: nl = al & bl; nh = ah & bh; break;
-      case 0x08: nl = al | bl; nh = ah | bh; break;
-      default: {
-        const lt = f5 === 0x10 || f5 === 0x14
-          ? ah < bh || (ah === bh && (al >>> 0) < (bl >>> 0))
-          : (ah >>> 0) < (bh >>> 0) || (ah === bh && (al >>> 0) < (bl >>> 0));
-        const takeA = (f5 === 0x10 || f5 === 0x18) ? lt : !lt; // MIN/MINU keep the smaller, MAX/MAXU the larger
-        if (takeA) { nl = al; nh = ah; } else { nl = bl; nh = bh; }
+    const c = this.ramChunk(pa, size);
+    let al: number, ah: number;
+    if (c === null) {
+      // A device register: read, compute, write (atomicity towards other harts is not promised
+      // for I/O regions, PMA "AMOs" in the privileged spec).
+      if (!this.physRead(pa, size)) { this.trapAddr(EXC_STORE_ACCESS, lo, hi); return false; }
+      al = this.memLo; ah = size === 4 ? al >> 31 : this.memHi;
+      amoResult(f5, al, ah, bl, bh);
+      if (!this.physWrite(pa, size, AMO[0], AMO[1])) { this.trapAddr(EXC_STORE_ACCESS, lo, hi); return false; }
+    } else if (size === 4) {
+      const w = c.i32, i = this.amoOff >> 2;
+      switch (f5) {
+        case 0x01: al = Atomics.exchange(w, i, bl); break;
+        case 0x00: al = Atomics.add(w, i, bl); break;
+        case 0x04: al = Atomics.xor(w, i, bl); break;
+        case 0x0c: al = Atomics.and(w, i, bl); break;
+        case 0x08: al = Atomics.or(w, i, bl); break;
+        default: // MIN/MAX/MINU/MAXU: compare-and-swap until nobody stored in between
+          for (;;) {
+            al = Atomics.load(w, i);
+            amoResult(f5, al, al >> 31, bl, bh);
+            if (Atomics.compareExchange(w, i, al, AMO[0]) === al) break;
+          }
       }
+      ah = al >> 31;
+      this.stored(pa, 4);
+    } else {
+      const at = c.atomic64(), o = this.amoOff;
+      switch (f5) {
+        case 0x01: al = at.xchg(o, bl, bh); ah = at.hi(); break;
+        case 0x00: al = at.add(o, bl, bh); ah = at.hi(); break;
+        case 0x04: al = at.xor(o, bl, bh); ah = at.hi(); break;
+        case 0x0c: al = at.and(o, bl, bh); ah = at.hi(); break;
+        case 0x08: al = at.or(o, bl, bh); ah = at.hi(); break;
+        default:
+          for (;;) {
+            D64[0] = c.f64[o >> 3];
+            al = D32[0]; ah = D32[1];
+            amoResult(f5, al, ah, bl, bh);
+            if (at.cas(o, al, ah, AMO[0], AMO[1]) === al && at.hi() === ah) break;
+          }
+      }
+      this.stored(pa, 8);
     }
-    if (!this.physWrite(pa, size, nl, nh)) { this.trapAddr(EXC_STORE_ACCESS, lo, hi); return false; }
     xl[rd] = al; xh[rd] = ah;
     return true;
   }
+}
+
+/** Result of the AMO `f5` on old value (al, ah) and operand (bl, bh), in AMO[0..1]. */
+const AMO = new Int32Array(2);
+function amoResult(f5: number, al: number, ah: number, bl: number, bh: number): void {
+  let nl: number, nh: number;
+  switch (f5) {
+    case 0x01: nl = bl; nh = bh; break;                                    // AMOSWAP
+    case 0x00: nl = (al + bl) | 0; nh = (ah + bh + (((nl >>> 0) < (al >>> 0)) ? 1 : 0)) | 0; break; // AMOADD
+    case 0x04: nl = al ^ bl; nh = ah ^ bh; break;
+    case 0x0c: nl = al & bl; nh = ah & bh; break;
+    case 0x08: nl = al | bl; nh = ah | bh; break;
+    default: {
+      const lt = f5 === 0x10 || f5 === 0x14
+        ? ah < bh || (ah === bh && (al >>> 0) < (bl >>> 0))
+        : (ah >>> 0) < (bh >>> 0) || (ah === bh && (al >>> 0) < (bl >>> 0));
+      const takeA = (f5 === 0x10 || f5 === 0x18) ? lt : !lt; // MIN/MINU keep the smaller, MAX/MAXU the larger
+      if (takeA) { nl = al; nh = ah; } else { nl = bl; nh = bh; }
+    }
+  }
+  AMO[0] = nl; AMO[1] = nh;
 }
 
 // ================= warm-up (see warmup.ts) =================

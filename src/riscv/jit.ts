@@ -18,7 +18,7 @@
 // the hart's slow paths (which take traps), and F/D through the FP unit's execFp, as the
 // interpreter calls it. SYSTEM, AMO, FENCE.I and reserved encodings end a region before them.
 //
-// Contract: fn(h, pc0, pc, budget, xl, xh, rTag, rTagH, rView, rOff, wTag, wTagH, wView, wOff, wPa, resv),
+// Contract: fn(h, pc0, pc, budget, xl, xh, r, w, resv) (r, w: the hart's read and write soft TLBs),
 // pc0 = virtual address of the page (everything pc-relative is computed from it), pc = the byte
 // offset to start at (a block of the region). It retires at most `budget` instructions: the
 // caller enters only when budget >= size, and every dispatch (taken branch, jump, return) leaves
@@ -33,6 +33,7 @@
 import * as alu from './alu.js';
 import { CEXP } from './compressed.js';
 import { execFp } from './fp/execute.js';
+import { D32, D64, FENCE_CELL } from '../memory/ram.js';
 
 export const HOT_THRESHOLD = 256;
 /** A first-tier translation (a loop with a straight-line body) is made when a loop head or call
@@ -60,7 +61,7 @@ export interface CompiledRegion { readonly fn: BlockFn; readonly size: number; r
 /** One entry point of a region (what the hart keeps per halfword of a page). */
 export interface RegionEntry { readonly fn: BlockFn; readonly size: number; readonly pc: number; readonly full: boolean }
 
-const ARGS = ['h', 'pc0', 'pc', 'budget', 'xl', 'xh', 'rTag', 'rTagH', 'rView', 'rOff', 'wTag', 'wTagH', 'wView', 'wOff', 'wPa', 'resv'];
+const ARGS = ['h', 'pc0', 'pc', 'budget', 'xl', 'xh', 'r', 'w', 'resv'];
 
 /** What one instruction is to the region builder. `code` runs the instruction in place; control
  *  transfers (br, jal, jalr) are emitted by compileRegion from `cond`/`target`/the fields. */
@@ -74,7 +75,7 @@ type Gen =
  *  before it). `k` = instructions retired before this one in its block (n is updated at block
  *  ends); `off` = its byte offset in the page (pc0 = the page's virtual address); `raw` = its bits
  *  as fetched (16-bit for compressed). */
-function gen(insn: number, raw: number, off: number, ilen: number, k: number): Gen | null {
+function gen(insn: number, raw: number, off: number, ilen: number, k: number, smp: boolean): Gen | null {
   const rd = (insn >>> 7) & 31, rs1 = (insn >>> 15) & 31, rs2 = (insn >>> 20) & 31;
   const f3 = (insn >>> 12) & 7;
   const D = rd === 0 ? 32 : rd; // writes to x0 go to the sink register, as in the interpreter
@@ -165,31 +166,33 @@ function gen(insn: number, raw: number, off: number, ilen: number, k: number): G
       if (f3 === 7) return null;
       const imm = insn >> 20;
       const rd32 = [
-        `const v = dv.getInt8(a); xl[${D}] = v; xh[${D}] = v >> 31;`,
-        `const v = dv.getInt16(a, true); xl[${D}] = v; xh[${D}] = v >> 31;`,
-        `const v = dv.getInt32(a, true); xl[${D}] = v; xh[${D}] = v >> 31;`,
-        `xl[${D}] = dv.getInt32(a, true); xh[${D}] = dv.getInt32(a + 4, true);`,
-        `xl[${D}] = dv.getUint8(a); xh[${D}] = 0;`,
-        `xl[${D}] = dv.getUint16(a, true); xh[${D}] = 0;`,
-        `xl[${D}] = dv.getInt32(a, true); xh[${D}] = 0;`,
+        `const v = (r8[e][a] << 24) >> 24; xl[${D}] = v; xh[${D}] = v >> 31;`,
+        `const v = (r16[e][a >> 1] << 16) >> 16; xl[${D}] = v; xh[${D}] = v >> 31;`,
+        `const v = r32[e][a >> 2]; xl[${D}] = v; xh[${D}] = v >> 31;`,
+        smp ? `d64[0] = r64[e][a >> 3]; xl[${D}] = d32[0]; xh[${D}] = d32[1];` : `const w = r32[e]; xl[${D}] = w[a >> 2]; xh[${D}] = w[(a >> 2) + 1];`,
+        `xl[${D}] = r8[e][a]; xh[${D}] = 0;`,
+        `xl[${D}] = r16[e][a >> 1]; xh[${D}] = 0;`,
+        `xl[${D}] = r32[e][a >> 2]; xh[${D}] = 0;`,
       ][f3];
+      const align = (1 << (f3 & 3)) - 1;
       return op(`{ const bl = xl[${rs1}]; const lo = (bl + ${imm}) | 0; const hi = (xh[${rs1}] + ${imm >> 31} + ((lo >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
   const e = (lo >>> 12) & 255, po = lo & 4095;
-  if (rTag[e] === (lo & -4096) && rTagH[e] === hi && po <= 4088) { const dv = rView[e], a = rOff[e] + po; ${rd32} }
+  if (rTag[e] === (lo & -4096) && rTagH[e] === hi${align === 0 ? '' : ` && (po & ${align}) === 0`}) { const a = rOff[e] + po; ${rd32} }
   else { h.pc = ${here}; if (!h.loadSlow(lo, hi, ${f3})) { h.jitTrap = true; return n + ${k}; } xl[${D}] = h.memLo; xh[${D}] = h.memHi; } }`);
     }
     case 0x23: {
       if (f3 >= 4) return null;
       const imm = ((insn >> 25) << 5) | ((insn >>> 7) & 31);
       const st = [
-        `dv.setInt8(a, xl[${rs2}]);`,
-        `dv.setInt16(a, xl[${rs2}], true);`,
-        `dv.setInt32(a, xl[${rs2}], true);`,
-        `dv.setInt32(a, xl[${rs2}], true); dv.setInt32(a + 4, xh[${rs2}], true);`,
+        `w8[e][a] = xl[${rs2}];`,
+        `w16[e][a >> 1] = xl[${rs2}];`,
+        `w32[e][a >> 2] = xl[${rs2}];`,
+        smp ? `d32[0] = xl[${rs2}]; d32[1] = xh[${rs2}]; w64[e][a >> 3] = d64[0];` : `const w = w32[e]; w[a >> 2] = xl[${rs2}]; w[(a >> 2) + 1] = xh[${rs2}];`,
       ][f3];
+      const align = (1 << f3) - 1;
       return op(`{ const bl = xl[${rs1}]; const lo = (bl + ${imm}) | 0; const hi = (xh[${rs1}] + ${imm >> 31} + ((lo >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
   const e = (lo >>> 12) & 255, po = lo & 4095;
-  if (wTag[e] === (lo & -4096) && wTagH[e] === hi && po <= 4088) { const dv = wView[e], a = wOff[e] + po; ${st} if (resv.active !== 0) resv.storeBy(h.hartId, wPa[e] + po, ${1 << f3}); }
+  if (wTag[e] === (lo & -4096) && wTagH[e] === hi${align === 0 ? '' : ` && (po & ${align}) === 0`}) { const a = wOff[e] + po; ${st} if (resv.active[0] !== 0) resv.storeBy(h.hartId, wPa[e] + po, ${1 << f3}); }
   else { h.pc = ${here}; if (!h.storeSlow(lo, hi, ${f3}, xl[${rs2}], xh[${rs2}])) { h.jitTrap = true; return n + ${k}; } if (h.codeDirty || h.linesChanged) { h.codeDirty = false; h.pc = ${here} + ${ilen}; return n + ${k + 1}; } } }`);
     }
     case 0x63: {
@@ -211,7 +214,8 @@ function gen(insn: number, raw: number, off: number, ilen: number, k: number): G
     case 0x67:
       return f3 === 0 ? { kind: 'jalr', rd: D, rs1, imm: insn >> 20 } : null;
     case 0x0f:
-      return f3 === 0 ? op('') : null; // FENCE: nothing to order here; FENCE.I goes to the interpreter
+      // FENCE: as in the interpreter (a full barrier with other harts' threads); FENCE.I goes to the interpreter
+      return f3 === 0 ? op(smp ? 'Atomics.add(FENCE, 0, 0);' : '') : null;
     case 0x07: case 0x27: case 0x43: case 0x47: case 0x4b: case 0x4f: case 0x53:
       // F/D: the FP unit's own semantics (fp/execute.ts), exactly as the interpreter calls them.
       return op(`h.pc = ${here}; h.rawInsn = ${raw}; if (!execFp(h, ${insn | 0})) { h.jitTrap = true; return n + ${k}; }`);
@@ -237,8 +241,9 @@ function decodeAt(view: Uint16Array, base: number, o: number): Insn | null {
 /** Compiles the region of the page reachable from byte offset `entry` (page halfwords start at
  *  index `base` of `view`): every translatable instruction reached by falling through, branches
  *  (both ways) and JAL within the page, plus the return points of JALs. null = nothing worth
- *  translating there (no loop inside the region). */
-export function compileRegion(view: Uint16Array, base: number, entry: number, full: boolean): CompiledRegion | null {
+ *  translating there (no loop inside the region). `smp`: doublewords as single 64-bit accesses
+ *  (the hart's `smp`, see hart.ts). */
+export function compileRegion(view: Uint16Array, base: number, entry: number, full: boolean, smp = false): CompiledRegion | null {
   const at = new Map<number, { i: Insn; g: Gen }>();
   const leaders = new Set<number>([entry]);
   const work = [entry];
@@ -253,7 +258,7 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
     if (at.has(o)) continue;
     const i = decodeAt(view, base, o);
     if (i === null) continue;
-    const g = gen(i.insn, i.raw, o, i.len, 0);
+    const g = gen(i.insn, i.raw, o, i.len, 0, smp);
     if (g === null) continue;
     at.set(o, { i, g });
     count++;
@@ -314,7 +319,7 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
       k = 0;
       if (selfLoop(x)) { inner = o; out.push('for (;;) {'); }
     }
-    if (g.kind === 'op' && k !== 0) g = gen(i.insn, i.raw, o, i.len, k)!; // trap exits count the block so far
+    if (g.kind === 'op' && k !== 0) g = gen(i.insn, i.raw, o, i.len, k, smp)!; // trap exits count the block so far
     const next = o + i.len;
     const fallsIn = x + 1 < offs.length && offs[x + 1] === next;
     switch (g.kind) {
@@ -353,7 +358,7 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
   // region dropped by FENCE.I and compiled again keeps V8's optimized code.
   let fn = fnCache.get(body);
   if (fn === undefined) {
-    fn = new Function('alu', 'execFp', functionSource(body))(alu, execFp) as BlockFn;
+    fn = new Function('alu', 'execFp', 'D64', 'D32', 'FENCE', functionSource(body))(alu, execFp, D64, D32, FENCE_CELL) as BlockFn;
     if (fnCache.size >= FN_CACHE_MAX) fnCache.clear();
     fnCache.set(body, fn);
   }
@@ -370,6 +375,9 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
 function functionSource(body: string): string {
   const head = `"use strict"; const { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } = alu;
 return function region(${ARGS.join(', ')}) {
+const rTag = r.tagLo, rTagH = r.tagHi, rOff = r.off, r8 = r.u8, r16 = r.u16, r32 = r.i32, r64 = r.f64;
+const wTag = w.tagLo, wTagH = w.tagHi, wOff = w.off, wPa = w.pa, w8 = w.u8, w16 = w.u16, w32 = w.i32, w64 = w.f64;
+const d64 = D64, d32 = D32;
 let n = 0;`;
   if (body.includes('execFp(')) {
     return `${head}

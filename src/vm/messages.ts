@@ -7,6 +7,8 @@ export interface WorkerInit {
   readonly mode: 'run' | 'dtb';
   readonly vmName: string;
   readonly config: MachineConfig;
+  /** The script of the VM's further hart threads (default: dist/hart-worker.js beside this one). */
+  readonly hartWorkerPath?: string;
 }
 
 export type ToWorker =

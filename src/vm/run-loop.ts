@@ -14,6 +14,8 @@ export interface RunnableMachine {
   resumeClock(): void;
   instructionsRetired(): number;
   close(): void;
+  /** Set by the run loop: the machine calls it when it wants a tick soon (it may be idle). */
+  onWake: () => void;
 }
 
 /** One slice of guest execution between two looks at the message queue. */
@@ -67,7 +69,9 @@ export class RunLoop {
   /** Held back by flow control; unlike `paused`, the guest's clock keeps running. */
   private throttled = false;
   private finished = false;
-  private lastStats = Date.now();
+  /** Figures go out every STATS_EVERY_MS whatever the machine does (also while paused: they
+   *  show that nothing runs then). */
+  private statsTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly machine: RunnableMachine,
@@ -77,7 +81,15 @@ export class RunLoop {
   ) {}
 
   start(): void {
+    this.machine.onWake = () => {
+      // Something for hart 0 or a device came from another hart's thread: look now, not at the
+      // next timer.
+      if (!this.paused && !this.throttled && !this.finished && this.timer) this.schedule(0);
+    };
     this.schedule(0);
+    this.statsTimer = setInterval(() => {
+      this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired() });
+    }, STATS_EVERY_MS);
   }
 
   handle(msg: ToWorker): void {
@@ -148,11 +160,6 @@ export class RunLoop {
       return;
     }
     this.host.flush();
-    const now = Date.now();
-    if (now - this.lastStats >= STATS_EVERY_MS) {
-      this.lastStats = now;
-      this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired() });
-    }
     if (r === 'halted' || this.host.power) {
       if (this.host.power) this.post({ type: 'power', event: this.host.power });
       this.finish();
@@ -173,6 +180,7 @@ export class RunLoop {
     if (this.finished) return;
     this.finished = true;
     this.cancel();
+    if (this.statsTimer) clearInterval(this.statsTimer);
     this.host.flush();
     let instret = 0;
     try {

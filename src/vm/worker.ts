@@ -1,10 +1,12 @@
 // A VM's worker thread (bundled as dist/vm-worker.js). The daemon starts one per running VM;
 // a guest that loops or faults only ever occupies this thread, never the daemon's.
 
+import { pathToFileURL } from 'node:url';
 import { parentPort, workerData } from 'node:worker_threads';
 import { VirtMachine } from '../board/virt.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
 import { ConsoleBatcher, RunLoop } from './run-loop.js';
+import { hartThreads } from './hart-threads.js';
 
 const port = parentPort;
 if (!port) throw new Error('vm-worker must run as a worker thread');
@@ -15,7 +17,8 @@ function main(): void {
   const host = new ConsoleBatcher(post);
   let machine: VirtMachine;
   try {
-    machine = VirtMachine.create(init.config, host);
+    const threads = init.hartWorkerPath ? hartThreads(pathToFileURL(init.hartWorkerPath)) : hartThreads();
+    machine = VirtMachine.create(init.config, host, init.mode === 'run' ? threads : undefined);
   } catch (e) {
     post({ type: 'fatal', message: `cannot build the machine: ${(e as Error).message}` });
     port!.close();

@@ -12,9 +12,9 @@ const PROMPT = 'uart: type a line\n';
 const LINE = 'hello from the host\n';
 const haveQemu = spawnSync('qemu-system-riscv64', ['--version'], { stdio: 'ignore' }).status === 0;
 
-async function onVmctl(cpus: number) {
+async function onVmctl(cpus: number, threads = false) {
   return runGuest({ kernelPath: ELF, firmware: { kind: 'none' }, cpus, memoryBytes: 128 << 20 },
-    { timeoutMs: 60_000, script: [{ when: PROMPT, send: LINE }] });
+    { timeoutMs: 60_000, script: [{ when: PROMPT, send: LINE }], threads });
 }
 
 /** QEMU 7.2, modern virtio-mmio (force-legacy=false, as vmctl's slots are). */
@@ -54,4 +54,11 @@ describe('board self-test guest', () => {
       expect(ours.output).toBe(qemu.output);
     });
   }
+
+  // Harts 1..3 on threads of their own, reaching the devices through the machine's thread.
+  it.skipIf(!haveQemu)('prints exactly what QEMU prints with 4 harts on threads', async () => {
+    const [ours, qemu] = await Promise.all([onVmctl(4, true), onQemu(4)]);
+    expect(qemu.code).toBe(0);
+    expect(ours.output).toBe(qemu.output);
+  }, 90_000);
 });

@@ -65,6 +65,12 @@ describe.skipIf(!haveOpenSbi)('OpenSBI (Debian opensbi package)', () => {
         expect(normalize(r.output)).toBe(normalize(qemu(`${OPENSBI}/${fw}.bin`, PAYLOAD, cpus)));
       });
     }
+
+    it.skipIf(!haveQemu)(`${fw}.bin console output equals QEMU's, 4 harts on threads`, async () => {
+      const r = await runGuest({ firmware: { kind: 'file', path: `${OPENSBI}/${fw}.bin` }, kernelPath: PAYLOAD, cpus: 4, memoryBytes: MEM },
+        { timeoutMs: 60_000, threads: true });
+      expect(normalize(r.output)).toBe(normalize(qemu(`${OPENSBI}/${fw}.bin`, PAYLOAD, 4)));
+    }, 90_000);
   }
 });
 

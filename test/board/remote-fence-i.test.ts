@@ -33,26 +33,30 @@ const EXPECTED = 'remote-fence-i: start\n' +
   'after the flag: 10000 iterations, 0 ran the old instruction\n' +
   'remote-fence-i: PASS\n';
 
-async function vmctl(firmware: FirmwareSpec, program: string) {
-  const r = await runGuest({ firmware, kernelPath: program, cpus: 2, memoryBytes: 128 << 20 }, { timeoutMs: 60_000 });
+async function vmctl(firmware: FirmwareSpec, program: string, threads = false) {
+  const r = await runGuest({ firmware, kernelPath: program, cpus: 2, memoryBytes: 128 << 20 }, { timeoutMs: 60_000, threads });
   expect(r.timedOut, r.output).toBe(false);
   return r;
 }
 
 describe.each(PROGRAMS)('SBI remote FENCE.I (%s) reaches another hart\'s translated loop', (_, program) => {
-  it('vmctl, builtin SBI', async () => {
-    const r = await vmctl({ kind: 'builtin' }, program);
-    expect(report(r.output)).toBe(EXPECTED);
-    expect(r.power).toEqual({ kind: 'poweroff', code: 0, source: 'sbi', failed: false });
-  }, 90_000);
+  // Harts taking turns on one thread, and in parallel on hart threads (src/board/smp.ts).
+  for (const threads of [false, true]) {
+    const how = threads ? 'harts on threads' : 'harts on one thread';
+    it(`vmctl, builtin SBI, ${how}`, async () => {
+      const r = await vmctl({ kind: 'builtin' }, program, threads);
+      expect(report(r.output)).toBe(EXPECTED);
+      expect(r.power).toEqual({ kind: 'poweroff', code: 0, source: 'sbi', failed: false });
+    }, 90_000);
 
-  it('vmctl, OpenSBI fw_jump', async () => {
-    const r = await vmctl({ kind: 'file', path: FW_JUMP }, program);
-    expect(r.output).toContain('OpenSBI v1.');
-    expect(report(r.output)).toBe(EXPECTED);
-    // OpenSBI's SRST backend on virt is the SiFive test finisher
-    expect(r.power).toEqual({ kind: 'poweroff', code: 0, source: 'test-finisher', failed: false });
-  }, 90_000);
+    it(`vmctl, OpenSBI fw_jump, ${how}`, async () => {
+      const r = await vmctl({ kind: 'file', path: FW_JUMP }, program, threads);
+      expect(r.output).toContain('OpenSBI v1.');
+      expect(report(r.output)).toBe(EXPECTED);
+      // OpenSBI's SRST backend on virt is the SiFive test finisher
+      expect(r.power).toEqual({ kind: 'poweroff', code: 0, source: 'test-finisher', failed: false });
+    }, 90_000);
+  }
 
   // Single-threaded TCG (both vCPUs on one host thread, like vmctl's harts): with QEMU 7.2's
   // default multi-threaded TCG, about a third to a half of the runs here keep executing the old

@@ -49,25 +49,29 @@ const EXPECTED = [
   '',
 ].join('\n');
 
-async function vmctl(firmware: FirmwareSpec) {
-  const r = await runGuest({ firmware, kernelPath: PROGRAM, cpus: 3, memoryBytes: 128 << 20 }, { timeoutMs: 60_000 });
+async function vmctl(firmware: FirmwareSpec, threads = false) {
+  const r = await runGuest({ firmware, kernelPath: PROGRAM, cpus: 3, memoryBytes: 128 << 20 }, { timeoutMs: 60_000, threads });
   expect(r.timedOut, r.output).toBe(false);
   return r;
 }
 
 describe('legacy SBI v0.1 hart-mask calls', () => {
-  it('vmctl, builtin SBI', async () => {
-    const r = await vmctl({ kind: 'builtin' });
-    expect(report(r.output)).toBe(EXPECTED);
-    expect(r.power).toEqual({ kind: 'poweroff', code: 0, source: 'sbi', failed: false });
-  }, 90_000);
+  // Harts taking turns on one thread, and in parallel on hart threads (src/board/smp.ts).
+  for (const threads of [false, true]) {
+    const how = threads ? 'harts on threads' : 'harts on one thread';
+    it(`vmctl, builtin SBI, ${how}`, async () => {
+      const r = await vmctl({ kind: 'builtin' }, threads);
+      expect(report(r.output)).toBe(EXPECTED);
+      expect(r.power).toEqual({ kind: 'poweroff', code: 0, source: 'sbi', failed: false });
+    }, 90_000);
 
-  it('vmctl, OpenSBI fw_dynamic', async () => {
-    const r = await vmctl({ kind: 'file', path: FW_DYNAMIC });
-    expect(r.output).toContain('OpenSBI v1.');
-    expect(report(r.output)).toBe(EXPECTED);
-    expect(r.power).toEqual({ kind: 'poweroff', code: 0, source: 'test-finisher', failed: false });
-  }, 90_000);
+    it(`vmctl, OpenSBI fw_dynamic, ${how}`, async () => {
+      const r = await vmctl({ kind: 'file', path: FW_DYNAMIC }, threads);
+      expect(r.output).toContain('OpenSBI v1.');
+      expect(report(r.output)).toBe(EXPECTED);
+      expect(r.power).toEqual({ kind: 'poweroff', code: 0, source: 'test-finisher', failed: false });
+    }, 90_000);
+  }
 
   it('QEMU 7.2, OpenSBI fw_dynamic', async () => {
     requireQemu();

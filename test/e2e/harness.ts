@@ -64,6 +64,17 @@ export class VmctlHome {
     return Number.parseInt(readFileSync(f, 'utf8'), 10);
   }
 
+  /** Milliseconds between two state-change lines of a VM in vmd.log (the daemon's own clock). */
+  transitionMs(vm: string, from: string, to: string): number {
+    const lines = readFileSync(join(this.home, 'vmd.log'), 'utf8').split('\n');
+    const at = (s: string) => {
+      const l = lines.filter((x) => x.includes(`vm ${vm}: ${s}`)).pop();
+      if (!l) throw new Error(`no "${s}" for ${vm} in vmd.log`);
+      return Date.parse(l.slice(0, 24));
+    };
+    return at(to) - at(from);
+  }
+
   /** Stops the daemon, powering VMs off (and makes sure it is gone), then removes the folder. */
   async cleanup(): Promise<void> {
     const pid = this.pid();

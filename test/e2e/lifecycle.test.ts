@@ -25,16 +25,6 @@ function tickCount(text: string): number {
   const m = [...text.matchAll(/tick (\d+)/g)];
   return m.length ? Number(m[m.length - 1][1]) : 0;
 }
-/** Milliseconds between two state-change lines of a VM in vmd.log (the daemon's own clock). */
-function transitionMs(vm: string, from: string, to: string): number {
-  const lines = readFileSync(join(h.home, 'vmd.log'), 'utf8').split('\n');
-  const at = (s: string) => {
-    const l = lines.filter((x) => x.includes(`vm ${vm}: ${s}`)).pop();
-    if (!l) throw new Error(`no "${s}" for ${vm} in vmd.log`);
-    return Date.parse(l.slice(0, 24));
-  };
-  return at(`${to.split(' -> ')[0]} -> ${to.split(' -> ')[1]}`) - at(`${from.split(' -> ')[0]} -> ${from.split(' -> ')[1]}`);
-}
 
 beforeAll(async () => {
   await ok(['daemon', 'start']);
@@ -169,7 +159,7 @@ describe('life cycle', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('Powered off');
     expect((await info('spin')).state).toBe('stopped');
-    expect(transitionMs('spin', 'running -> stopping', 'stopping -> stopped')).toBeLessThan(1000);
+    expect(h.transitionMs('spin', 'running -> stopping', 'stopping -> stopped')).toBeLessThan(1000);
     await ok(['delete', 'spin']);
   });
 

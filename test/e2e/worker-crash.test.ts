@@ -1,6 +1,7 @@
 // A VM's worker thread that crashes while the guest runs: the VM shows `aborted` (as VirtualBox
-// does), its disk lock is released, the daemon keeps serving and other VMs keep running.
-// The daemon runs in this process with a worker that wraps the real one (fixtures/crashing-worker.mjs).
+// does), its disk lock is released, the daemon keeps serving and other VMs keep running. The same
+// for a VM whose hart thread (a further hart running in parallel, src/board/smp.ts) crashes.
+// The daemon runs in this process with workers that wrap the real ones (fixtures/crashing-*.mjs).
 
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,6 +15,7 @@ import { DEMO, sleep } from './harness.js';
 
 const home = mkdtempSync(join(tmpdir(), 'vmctl-crash-'));
 const crashingWorker = fileURLToPath(new URL('./fixtures/crashing-worker.mjs', import.meta.url));
+const crashingHart = fileURLToPath(new URL('./fixtures/crashing-hart.mjs', import.meta.url));
 let client: ProtocolClient | null = null;
 let daemonDone: Promise<void> | null = null;
 
@@ -25,7 +27,7 @@ afterAll(async () => {
 
 describe('a crashing VM worker', () => {
   it('marks the VM aborted, releases its disk, and leaves the daemon and other VMs running', async () => {
-    daemonDone = runDaemon({ home, workerPath: crashingWorker, version: 'test', echoToStderr: false });
+    daemonDone = runDaemon({ home, workerPath: crashingWorker, hartWorkerPath: crashingHart, version: 'test', echoToStderr: false });
     const sockPath = clientSocketPath(homePaths(home));
     for (let i = 0; i < 100 && !existsSync(sockPath); i++) await sleep(50);
     client = await ProtocolClient.connect(sockPath);
@@ -57,5 +59,20 @@ describe('a crashing VM worker', () => {
     expect(list.map((v) => [v.name, v.state]).sort()).toEqual([['bystander', 'running'], ['victim', 'aborted']]);
     await client.request('vm.start', { name: 'victim' });
     expect((await client.request<{ state: string }>('vm.info', { name: 'victim' })).state).toBe('running');
-  });
+
+    // Two harts: hart 1 runs on a hart thread of its own, which crashes (crashing-hart.mjs).
+    const twoHarts = join(home, 'hart-victim.yaml');
+    writeFileSync(twoHarts, `name: hart-victim\ncpus: 2\nmemory: 16MiB\nboot:\n  kernel: ${join(DEMO, 'loop.elf')}\n`);
+    await client.request('vm.create', { file: twoHarts, text: readFileSync(twoHarts, 'utf8') });
+    await client.request('vm.start', { name: 'hart-victim' });
+    for (let i = 0; i < 200; i++) {
+      info = await client.request('vm.info', { name: 'hart-victim' });
+      if (info.state === 'aborted') break;
+      await sleep(50);
+    }
+    expect(info.state).toBe('aborted');
+    expect(info.lastError).toMatch(/hart 1 thread crashed: .*injected crash inside a hart thread/s);
+    const after = await client.request<{ name: string; state: string }[]>('vm.list', {});
+    expect(after.find((v) => v.name === 'bystander')?.state).toBe('running');
+  }, 60_000);
 });

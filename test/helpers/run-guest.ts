@@ -1,7 +1,9 @@
 // Runs a guest on a VirtMachine inside the test process (no daemon, no worker): the way ISA, FP,
 // board tests and the benchmark run guests. Sleeps like the real runtime when all harts wait
-// in WFI, so timer-driven guests behave as under `vmctl run`.
+// in WFI, so timer-driven guests behave as under `vmctl run`. With `threads`, harts 1..N-1 run on
+// hart threads as in a VM's worker (the built dist/hart-worker.js: run `npm run build` first).
 import { VirtMachine } from '../../src/board/virt.js';
+import { hartThreads } from '../../src/vm/hart-threads.js';
 import type { MachineConfig, PowerEvent } from '../../src/board/machine-types.js';
 
 export interface RunGuestResult {
@@ -20,7 +22,11 @@ export interface RunGuestOptions {
   script?: { when: string | RegExp; send: string }[];
   /** Called with console output as it arrives (e.g. to echo it while debugging). */
   onOutput?: (text: string) => void;
+  /** Harts 1..N-1 on threads of their own (src/board/smp.ts), as the VM worker runs them. */
+  threads?: boolean;
 }
+
+export const HART_WORKER = new URL('../../dist/hart-worker.js', import.meta.url);
 
 /** Partial configs are completed with small defaults (128 MiB, 1 hart, no firmware). */
 export type GuestConfig = Partial<MachineConfig> & Pick<MachineConfig, 'kernelPath'> | MachineConfig;
@@ -46,8 +52,10 @@ export async function runGuest(cfg: GuestConfig, opts: RunGuestOptions): Promise
       opts.onOutput?.(s);
     },
     powerEvent(ev) { power ??= ev; },
-    log() {},
-  });
+    log(m) { if (opts.threads) chunks.push(`[log] ${m}\n`); },
+  }, opts.threads ? hartThreads(HART_WORKER) : undefined);
+  let wakeUp: (() => void) | null = null;
+  vm.onWake = () => { wakeUp?.(); };
   if (opts.input !== undefined) {
     vm.consoleInput(typeof opts.input === 'string' ? new TextEncoder().encode(opts.input) : opts.input);
   }
@@ -70,7 +78,8 @@ export async function runGuest(cfg: GuestConfig, opts: RunGuestOptions): Promise
       if (state === 'halted') break;
       if (state === 'idle') {
         const wait = Math.min(vm.idleTimeoutMs(), deadline - performance.now(), 50);
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        if (wait > 0) await new Promise<void>((r) => { wakeUp = r; setTimeout(r, wait); });
+        wakeUp = null;
       } else {
         // let timers and I/O of the test process run now and then
         await new Promise((r) => setImmediate(r));

@@ -37,7 +37,6 @@ const SPEC_VERSION = 1n << 24n;
 export const SBI_IMPL_ID_VMCTL = 0x766d6374n; // "vmct"
 const IMPL_VERSION = 1n;
 
-const HSM_STARTED = 0n, HSM_STOPPED = 1n;
 const NO_RETURN = Symbol('no return');
 
 const CSR_SCOUNTEREN = 0x106, CSR_SIP = 0x144, CSR_STIMECMP = 0x14d;
@@ -52,8 +51,62 @@ const MIDELEG = 0x222n;
 
 const U64 = (v: bigint) => BigInt.asUintN(64, v);
 
+/** The harts as the SBI sees them, by hart ID. On a machine whose harts share one thread they
+ *  are Hart objects (LocalHarts); with harts on several threads, shared control words
+ *  (src/board/smp.ts). `self` is the calling hart, always of the calling thread. */
+export interface SbiHarts {
+  readonly count: number;
+  /** SBI HSM status (spec 9.1): 0 started, 1 stopped, 2 start pending. */
+  status(id: number): number;
+  /** hart_start of a stopped hart; false when it is not stopped (anymore). */
+  start(id: number, pc: number, opaque: bigint): boolean;
+  /** hart_stop of the calling hart. */
+  stop(self: Hart): void;
+  /** Sets sip.SSIP of the hart (an IPI). */
+  raiseSsip(id: number): void;
+  /** Remote FENCE.I (`fenceI`) or SFENCE.VMA on these harts: done when this returns, as far as
+   *  any guest instruction can tell. */
+  fence(self: Hart, ids: readonly number[], fenceI: boolean): void;
+}
+
+export const HSM_STATUS_STARTED = 0, HSM_STATUS_STOPPED = 1;
+
+/** The harts of a machine that runs them all on one thread. */
+export class LocalHarts implements SbiHarts {
+  constructor(private readonly harts: readonly Hart[]) {}
+  get count(): number { return this.harts.length; }
+  status(id: number): number { return this.harts[id].halted ? HSM_STATUS_STOPPED : HSM_STATUS_STARTED; }
+  start(id: number, pc: number, opaque: bigint): boolean {
+    const t = this.harts[id];
+    if (!t.halted) return false;
+    t.hsmStart(pc, opaque);
+    return true;
+  }
+  stop(self: Hart): void { self.halted = true; }
+  raiseSsip(id: number): void { raiseSsip(this.harts[id]); }
+  /**
+   * FENCE.I: harts fetch straight from RAM, but each keeps loops it translated to JS
+   * (src/riscv/jit.ts), which only its own stores and FENCE.I drop: drop them on the targets.
+   * SFENCE.VMA (any range or ASID): drop the remote soft TLBs, a superset of what was asked.
+   */
+  fence(_self: Hart, ids: readonly number[], fenceI: boolean): void {
+    for (const id of ids) remoteFence(this.harts[id], fenceI);
+  }
+}
+
+/** What a remote fence does on the hart it reaches. */
+export function remoteFence(t: Hart, fenceI: boolean): void {
+  if (fenceI) t.flushCode(); else t.flushTlb();
+}
+
+/** An IPI as the SBI delivers it: sip.SSIP. */
+export function raiseSsip(t: Hart): void {
+  t.writeCsr(CSR_SIP, (t.readCsr(CSR_SIP) ?? 0n) | MIP_SSIP);
+}
+
 export interface SbiPlatform {
-  readonly harts: readonly Hart[];
+  /** Every hart of the machine; as Hart objects, they are also the harts of this thread. */
+  readonly harts: readonly Hart[] | SbiHarts;
   /** A byte for the console. */
   putchar(b: number): void;
   /** The next console input byte, or -1. */
@@ -66,27 +119,37 @@ export interface SbiPlatform {
 }
 
 export class BuiltinSbi {
+  private readonly harts: SbiHarts;
+
+  /** With `harts` as Hart objects, every one of them is attached at once. */
   constructor(private readonly p: SbiPlatform) {
-    for (const h of p.harts) h.ecallHook = (hart) => this.ecall(hart);
+    if (Array.isArray(p.harts)) {
+      this.harts = new LocalHarts(p.harts);
+      for (const h of p.harts as readonly Hart[]) this.attach(h);
+    } else this.harts = p.harts as SbiHarts;
   }
 
-  /** Puts every hart in the state OpenSBI hands over in; hart 0 starts the kernel, the others
-   *  are HSM-stopped until the kernel starts them (SBI spec 9: only the boot hart runs). */
+  /** Takes a hart of this thread: its ECALLs from S-mode come here, and it is put in the state
+   *  OpenSBI hands over in, HSM-stopped until hart 0 is booted or the kernel starts it (SBI spec
+   *  9: only the boot hart runs). */
+  attach(h: Hart): void {
+    h.ecallHook = (hart) => this.ecall(hart);
+    this.csr(h, CSR_PMPADDR0, (1n << 54n) - 1n);    // NAPOT covering the whole address space
+    this.csr(h, CSR_PMPCFG0, 0x1fn);                 // A=NAPOT, X, W, R
+    this.csr(h, CSR_MEDELEG, MEDELEG);
+    this.csr(h, CSR_MIDELEG, MIDELEG);
+    this.csr(h, CSR_MCOUNTEREN, 0xffffffffn);
+    // OpenSBI also opens cycle/time/instret to U-mode (scounteren = CY|TM|IR); Linux relies on
+    // it for the vDSO's rdtime and never sets scounteren itself.
+    this.csr(h, CSR_SCOUNTEREN, 7n);
+    this.csr(h, CSR_MENVCFG, 1n << 63n);              // STCE
+    this.csr(h, CSR_MTVEC, BigInt(this.p.trapSink));
+    h.halted = true;
+  }
+
+  /** Hart 0 starts the kernel in S-mode (a0 = 0, a1 = the device tree). */
   boot(kernelEntry: number, fdtAddr: number): void {
-    for (const h of this.p.harts) {
-      this.csr(h, CSR_PMPADDR0, (1n << 54n) - 1n);    // NAPOT covering the whole address space
-      this.csr(h, CSR_PMPCFG0, 0x1fn);                 // A=NAPOT, X, W, R
-      this.csr(h, CSR_MEDELEG, MEDELEG);
-      this.csr(h, CSR_MIDELEG, MIDELEG);
-      this.csr(h, CSR_MCOUNTEREN, 0xffffffffn);
-      // OpenSBI also opens cycle/time/instret to U-mode (scounteren = CY|TM|IR); Linux relies on
-      // it for the vDSO's rdtime and never sets scounteren itself.
-      this.csr(h, CSR_SCOUNTEREN, 7n);
-      this.csr(h, CSR_MENVCFG, 1n << 63n);              // STCE
-      this.csr(h, CSR_MTVEC, BigInt(this.p.trapSink));
-      h.halted = true;
-    }
-    this.p.harts[0].hsmStart(kernelEntry, fdtAddr);
+    this.harts.start(0, kernelEntry, BigInt(fdtAddr));
   }
 
   private csr(h: Hart, n: number, v: bigint): void {
@@ -120,7 +183,7 @@ export class BuiltinSbi {
           return true;
         }
         if (eid === 0x04) this.sendIpi(targets);
-        else this.remoteFence(targets, eid === 0x05);
+        else this.harts.fence(h, targets, eid === 0x05);
         h.setX(10, 0n);
         return true;
       }
@@ -154,7 +217,7 @@ export class BuiltinSbi {
         if (fid > 2) { err = SBI_ERR_NOT_SUPPORTED; break; } // hypervisor fences: no H extension
         const targets = this.targets(a(0), a(1));
         if (targets === null) { err = SBI_ERR_INVALID_PARAM; break; }
-        this.remoteFence(targets, fid === 0);
+        this.harts.fence(h, targets, fid === 0);
         break;
       }
 
@@ -201,19 +264,8 @@ export class BuiltinSbi {
     h.writeCsr(CSR_STIMECMP, t);
   }
 
-  private sendIpi(targets: readonly Hart[]): void {
-    for (const t of targets) this.raiseSsip(t);
-  }
-
-  /**
-   * Remote FENCE.I (`fenceI`) or SFENCE.VMA on the target harts. FENCE.I: harts fetch straight
-   * from RAM, but each keeps loops it translated to JS (src/riscv/jit.ts), which only its own
-   * stores and FENCE.I drop: drop them on the targets. SFENCE.VMA (any range or ASID): drop the
-   * remote soft TLBs, a superset of what was asked.
-   */
-  private remoteFence(targets: readonly Hart[], fenceI: boolean): void {
-    if (fenceI) for (const t of targets) t.flushCode();
-    else for (const t of targets) t.flushTlb();
+  private sendIpi(targets: readonly number[]): void {
+    for (const t of targets) this.harts.raiseSsip(t);
   }
 
   /**
@@ -222,16 +274,13 @@ export class BuiltinSbi {
    * has taken the trap). As in OpenSBI, only started harts are targets: bits of stopped or
    * nonexistent harts are ignored, and a null pointer means every started hart.
    */
-  private legacyTargets(h: Hart, ptr: bigint): Hart[] | null {
-    const harts = this.p.harts;
-    if (ptr === 0n) return harts.filter((t) => !t.halted);
+  private legacyTargets(h: Hart, ptr: bigint): number[] | null {
+    const all = [...Array(this.harts.count).keys()];
+    const started = (i: number) => this.harts.status(i) === HSM_STATUS_STARTED;
+    if (ptr === 0n) return all.filter(started);
     if (!h.loadMem(Number(BigInt.asIntN(32, ptr)), Number(BigInt.asIntN(32, ptr >> 32n)), 3)) return null;
     const mask = (BigInt(h.memHi >>> 0) << 32n) | BigInt(h.memLo >>> 0);
-    return harts.filter((t, i) => i < 64 && ((mask >> BigInt(i)) & 1n) !== 0n && !t.halted);
-  }
-
-  private raiseSsip(t: Hart): void {
-    t.writeCsr(CSR_SIP, (t.readCsr(CSR_SIP) ?? 0n) | MIP_SSIP);
+    return all.filter((i) => i < 64 && ((mask >> BigInt(i)) & 1n) !== 0n && started(i));
   }
 
   private clearSsip(h: Hart): void {
@@ -239,36 +288,36 @@ export class BuiltinSbi {
   }
 
   /** Harts named by (hart_mask, hart_mask_base) (SBI spec 3.1); null = an invalid hart ID. */
-  private targets(mask: bigint, base: bigint): Hart[] | null {
-    const harts = this.p.harts;
-    if (base === U64(-1n)) return [...harts];
-    const out: Hart[] = [];
+  private targets(mask: bigint, base: bigint): number[] | null {
+    const n = this.harts.count;
+    if (base === U64(-1n)) return [...Array(n).keys()];
+    const out: number[] = [];
     for (let i = 0n; i < 64n; i++) {
       if (((mask >> i) & 1n) === 0n) continue;
       const id = base + i;
-      if (id >= BigInt(harts.length)) return null;
-      out.push(harts[Number(id)]);
+      if (id >= BigInt(n)) return null;
+      out.push(Number(id));
     }
     return out;
   }
 
   private hsm(h: Hart, fid: number, a0: bigint, a1: bigint, a2: bigint): [bigint, bigint | null] | typeof NO_RETURN {
-    const harts = this.p.harts;
+    const harts = this.harts;
     switch (fid) {
       case 0: { // hart_start(hartid, start_addr, opaque)
-        if (a0 >= BigInt(harts.length)) return [SBI_ERR_INVALID_PARAM, null];
-        const t = harts[Number(a0)];
-        if (!t.halted) return [SBI_ERR_ALREADY_AVAILABLE, null];
+        if (a0 >= BigInt(harts.count)) return [SBI_ERR_INVALID_PARAM, null];
+        const id = Number(a0);
+        if (harts.status(id) !== HSM_STATUS_STOPPED) return [SBI_ERR_ALREADY_AVAILABLE, null];
         if (!this.inRam(a1)) return [SBI_ERR_INVALID_ADDRESS, null];
-        t.hsmStart(Number(a1), a2);
+        if (!harts.start(id, Number(a1), a2)) return [SBI_ERR_ALREADY_AVAILABLE, null];
         return [SBI_SUCCESS, 0n];
       }
       case 1: // hart_stop(): does not return; the hart waits for a hart_start
-        h.halted = true;
+        harts.stop(h);
         return NO_RETURN;
       case 2: { // hart_get_status(hartid)
-        if (a0 >= BigInt(harts.length)) return [SBI_ERR_INVALID_PARAM, null];
-        return [SBI_SUCCESS, harts[Number(a0)].halted ? HSM_STOPPED : HSM_STARTED];
+        if (a0 >= BigInt(harts.count)) return [SBI_ERR_INVALID_PARAM, null];
+        return [SBI_SUCCESS, BigInt(harts.status(Number(a0)))];
       }
       case 3: { // hart_suspend(suspend_type, resume_addr, opaque)
         const type = a0;

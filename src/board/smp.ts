@@ -1,0 +1,478 @@
+// Harts in parallel (docs/harts.md): hart 0 runs on the machine's own thread, where every device
+// model lives; harts 1..N-1 each run on a hart thread of their own, over the same guest RAM
+// (shared chunk memories, src/memory/ram.ts), the same clock and LR/SC reservations, and the
+// control words of hart-control.ts.
+//
+// A hart thread reaches a device by forwarding the access to the machine's thread through a
+// MessagePort and waiting until it is done (the machine's thread serves it between hart 0's
+// slices, or at once when it is idle). Writes wait too: a posted write would land after accesses
+// the hart made later, e.g. OpenSBI clearing its MSIP, then another hart raising it again for the
+// next IPI, then the clear arriving and losing that IPI. Devices therefore never run on two
+// threads and need no locks; a device raising an interrupt for a hart on another thread sets
+// that hart's LINES word and wakes it. Only the boot ROM, which never changes, is copied into
+// every thread (harts fetch their first instructions from it).
+//
+// This file has both sides: SmpHost on the machine's thread, HartThread on a hart thread, and
+// SharedHarts, the builtin SBI's view of harts on several threads.
+
+import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { GuestRam } from '../memory/ram.js';
+import { PhysicalMemoryMap, type MmioDevice, type MmioRegion } from '../memory/bus.js';
+import { Hart } from '../riscv/hart.js';
+import { ReservationSet } from '../riscv/reservations.js';
+import { VirtClock } from '../devices/clock.js';
+import { BootRom } from './boot-rom.js';
+import { BuiltinSbi, raiseSsip, remoteFence, type SbiHarts } from './sbi/builtin-sbi.js';
+import type { PowerEvent } from './machine-types.js';
+import {
+  CTRL_PAUSE, CTRL_RUN, CTRL_STOP, HartControl, INSTRET, HSM, HSM_START_PENDING, HSM_STARTED, HSM_STOPPED, LINES, REQ, REQ_FENCE_I, REQ_SFENCE,
+  REQ_SSIP, REQ_START, RESP_HI, RESP_LO, RESP_SEQ, RUNNING, START_ARG_HI, START_ARG_LO, START_PC_HI, START_PC_LO, WAKE,
+} from './hart-control.js';
+
+/** Instructions a hart thread runs between two looks at its control words. */
+const SLICE = 20_000;
+/** A hart thread waiting for the machine's thread looks at the machine's state this often. */
+const POLL_MS = 50;
+const TWO32 = 4294967296;
+
+/** What a hart thread is started with (structured-clonable: it crosses to the thread). */
+export interface HartThreadInit {
+  readonly hartId: number;
+  readonly harts: number;
+  readonly ramBase: number;
+  readonly ramSize: number;
+  readonly memories: WebAssembly.Memory[];
+  readonly control: SharedArrayBuffer;
+  readonly clock: SharedArrayBuffer;
+  readonly reservations: SharedArrayBuffer;
+  /** Device regions of the machine; `rom`: a copy to serve locally, else forwarded. */
+  readonly regions: { base: number; size: number; name: string; rom?: Uint8Array }[];
+  /** RAM ranges with a write watcher on the machine's thread (HTIF tohost). */
+  readonly watched: { base: number; size: number }[];
+  /** Builtin SBI: where unexpected M-mode traps land, and the UART its legacy getchar reads.
+   *  null = real firmware or none: the hart starts at `bootPc` (the boot ROM). */
+  readonly builtinSbi: { trapSink: number; uartBase: number } | null;
+  readonly bootPc: number;
+  readonly jit: boolean;
+  /** The hart thread's end of its channel to the machine's thread. */
+  readonly port: MessagePort;
+}
+
+/** Messages from a hart thread to the machine's thread. */
+export type HartMessage =
+  | { k: 'r'; i: number; o: number; s: number }                    // device read (answered in RESP_*)
+  | { k: 'w'; i: number; o: number; s: number; lo: number; hi: number } // device write (done: RESP_SEQ)
+  | { k: 'watch'; pa: number; s: number }                          // a store into a watched RAM range (done: RESP_SEQ)
+  | { k: 'out'; b: number }                                        // a console byte (builtin SBI putchar)
+  | { k: 'power'; ev: PowerEvent }
+  | { k: 'log'; m: string }
+  | { k: 'ready' }                                                 // the thread built its hart
+  | { k: 'wake' };                                                 // hart 0 has requests
+
+/** A running hart thread, as the machine sees it (src/vm makes them Worker threads). */
+export interface HartThreadHandle {
+  /** Called once when the thread ends; `error` when it died of an exception. */
+  onExit(cb: (error: Error | null) => void): void;
+  terminate(): void;
+}
+export type StartHartThread = (init: HartThreadInit) => HartThreadHandle;
+
+// =============================================================================================
+// Both sides
+
+/** Applies the requests other harts posted to `hart` (it is not executing guest code now). */
+function applyRequests(ctl: HartControl, hart: Hart): void {
+  const id = hart.hartId;
+  const bits = ctl.takeRequests(id, REQ_SSIP | REQ_FENCE_I | REQ_SFENCE | REQ_START);
+  if (bits === 0) return;
+  if (bits & REQ_FENCE_I) remoteFence(hart, true);
+  if (bits & REQ_SFENCE) remoteFence(hart, false);
+  if (bits & REQ_SSIP) raiseSsip(hart);
+  if (bits & REQ_START) {
+    const pc = ctl.load(id, START_PC_HI) * TWO32 + (ctl.load(id, START_PC_LO) >>> 0);
+    const arg = (BigInt(ctl.load(id, START_ARG_HI) >>> 0) << 32n) | BigInt(ctl.load(id, START_ARG_LO) >>> 0);
+    hart.hsmStart(pc, arg);
+    ctl.store(id, HSM, HSM_STARTED);
+  }
+  ctl.requestsDone(id);
+}
+
+/**
+ * The builtin SBI's harts when they run on several threads. Every thread has one: `self` is the
+ * hart of that thread. Requests to other harts go through their control words; `wakeMachine`
+ * wakes the machine's thread, which sleeps on its event loop rather than on a WAKE word.
+ */
+export class SharedHarts implements SbiHarts {
+  constructor(private readonly ctl: HartControl, private readonly self: Hart, private readonly wakeMachine: () => void,
+              private readonly whileWaiting: () => void) {}
+
+  get count(): number { return this.ctl.harts; }
+
+  status(id: number): number { return this.ctl.load(id, HSM); }
+
+  start(id: number, pc: number, opaque: bigint): boolean {
+    const c = this.ctl;
+    if (id === this.self.hartId) {
+      if (c.load(id, HSM) !== HSM_STOPPED) return false;
+      this.self.hsmStart(pc, opaque);
+      c.store(id, HSM, HSM_STARTED);
+      return true;
+    }
+    if (Atomics.compareExchange(c.words, c.at(id, HSM), HSM_STOPPED, HSM_START_PENDING) !== HSM_STOPPED) return false;
+    const v = BigInt.asUintN(64, opaque);
+    c.store(id, START_PC_LO, pc | 0);
+    c.store(id, START_PC_HI, Math.floor(pc / TWO32) | 0);
+    c.store(id, START_ARG_LO, Number(BigInt.asIntN(32, v)));
+    c.store(id, START_ARG_HI, Number(BigInt.asIntN(32, v >> 32n)));
+    this.post(id, REQ_START);
+    return true;
+  }
+
+  stop(self: Hart): void {
+    self.halted = true;
+    this.ctl.store(self.hartId, HSM, HSM_STOPPED);
+  }
+
+  raiseSsip(id: number): void {
+    if (id === this.self.hartId) raiseSsip(this.self);
+    else this.post(id, REQ_SSIP);
+  }
+
+  fence(self: Hart, ids: readonly number[], fenceI: boolean): void {
+    const bit = fenceI ? REQ_FENCE_I : REQ_SFENCE;
+    const waitFor: number[] = [];
+    for (const id of ids) {
+      if (id === self.hartId) remoteFence(self, fenceI);
+      else { this.post(id, bit); waitFor.push(id); }
+    }
+    // Done when every target has taken the request, or executes nothing (it looks at its
+    // requests before it runs again). Meanwhile serve whatever this thread must serve, or two
+    // harts fencing each other would wait forever.
+    const c = this.ctl;
+    for (const id of waitFor) {
+      for (;;) {
+        const req = Atomics.load(c.words, c.at(id, REQ));
+        if ((req & bit) === 0 || c.load(id, RUNNING) === 0 || c.ctrl === CTRL_STOP) break;
+        this.whileWaiting();
+        Atomics.wait(c.words, c.at(id, REQ), req, 1);
+      }
+    }
+  }
+
+  private post(id: number, bits: number): void {
+    this.ctl.request(id, bits);
+    this.ctl.wake(id);
+    if (id === 0) this.wakeMachine();
+  }
+}
+
+// =============================================================================================
+// The machine's thread
+
+/** The machine's side of its hart threads: starts them, serves their device accesses, drives
+ *  their interrupt lines, holds them for a pause and stops them. */
+export class SmpHost {
+  readonly control: HartControl;
+  private readonly threads: HartThreadHandle[] = [];
+  private readonly ports: MessagePort[] = [];
+  private failure: string | null = null;
+  private closed = false;
+  private readyThreads = 0;
+  private started = false;
+
+  constructor(private readonly p: {
+    harts: number;
+    regions: () => readonly MmioRegion[];
+    mem: PhysicalMemoryMap;
+    /** Console output of the builtin SBI on a hart thread. */
+    putchar: (b: number) => void;
+    power: (ev: PowerEvent) => void;
+    log: (m: string) => void;
+    /** The machine's thread should look at hart 0 and the devices (it may be asleep). */
+    wake: () => void;
+  }) {
+    this.control = new HartControl(p.harts);
+    // Hart threads take a while to start (a fresh V8 isolate, the interpreter's warm-up); they
+    // are held until every one of them is there, so that all harts start at once, at power-on.
+    this.control.setCtrl(CTRL_PAUSE);
+  }
+
+  /** Have the harts started (every hart thread up, see the constructor)? */
+  get running(): boolean { return this.started; }
+
+  /** Starts the harts once every hart thread is up; true when they run. */
+  tryStart(): boolean {
+    if (this.started) return true;
+    this.serve();
+    if (this.readyThreads < this.p.harts - 1) return false;
+    this.started = true;
+    this.release();
+    return true;
+  }
+
+  /** Starts harts 1..N-1 on their threads. */
+  start(spawn: StartHartThread, base: Omit<HartThreadInit, 'hartId' | 'port' | 'harts' | 'control'>): void {
+    for (let id = 1; id < this.p.harts; id++) {
+      const { port1: mine, port2: theirs } = new MessageChannel();
+      // The event loop delivers a message when this thread was not polling (idle): handle it,
+      // then whatever came after it, and let hart 0 look at its requests.
+      mine.on('message', (m: HartMessage) => { this.handle(id, m); this.serve(); this.p.wake(); });
+      this.ports.push(mine);
+      const t = spawn({ ...base, hartId: id, harts: this.p.harts, control: this.control.buffer, port: theirs });
+      t.onExit((error) => {
+        if (this.closed) return;
+        this.failure ??= error ? `hart ${id} thread crashed: ${error.stack ?? error.message}` : `hart ${id} thread ended unexpectedly`;
+        this.p.wake();
+      });
+      this.threads.push(t);
+    }
+  }
+
+  /** Why the machine cannot go on (a hart thread died), or null. */
+  get failed(): string | null { return this.failure; }
+
+  /** Serves every forwarded device access waiting (called between hart 0's slices). */
+  serve(): void {
+    for (let i = 0; i < this.ports.length; i++) {
+      const port = this.ports[i];
+      for (;;) {
+        const m = receiveMessageOnPort(port);
+        if (m === undefined) break;
+        this.handle(i + 1, m.message as HartMessage);
+      }
+    }
+  }
+
+  private handle(hartId: number, m: HartMessage): void {
+    const c = this.control;
+    switch (m.k) {
+      case 'r': {
+        const r = this.p.regions()[m.i];
+        const lo = this.p.mem.readDevice(r, m.o, m.s) | 0;
+        c.store(hartId, RESP_LO, lo);
+        c.store(hartId, RESP_HI, m.s === 8 ? this.p.mem.readHi | 0 : 0);
+        this.done(hartId);
+        break;
+      }
+      case 'w':
+        this.p.mem.writeDevice(this.p.regions()[m.i], m.o, m.s, m.lo, m.hi);
+        this.done(hartId);
+        break;
+      case 'watch': this.p.mem.notifyWrite(m.pa, m.s); this.done(hartId); break;
+      case 'out': this.p.putchar(m.b); break;
+      case 'power': this.p.power(m.ev); break;
+      case 'log': this.p.log(m.m); break;
+      case 'ready': this.readyThreads++; break;
+      case 'wake': break;
+    }
+  }
+
+  /** Instructions retired by the hart threads. */
+  instructionsRetired(): number {
+    let n = 0;
+    for (let h = 1; h < this.p.harts; h++) n += this.control.figure(h, INSTRET);
+    return n;
+  }
+
+  /** The forwarded access of hart `h` is done: it may go on. */
+  private done(h: number): void {
+    const c = this.control;
+    c.addPending(-1);
+    Atomics.add(c.words, c.at(h, RESP_SEQ), 1);
+    Atomics.notify(c.words, c.at(h, RESP_SEQ));
+  }
+
+  /** A device drove interrupt line `bit` of hart `h` (h >= 1). */
+  setLine(h: number, bit: number, level: boolean): void {
+    if (this.control.setLine(h, bit, level)) this.control.wake(h);
+  }
+
+  /** Hart 0's turn: serve forwarded accesses and apply what other harts asked of it. */
+  beforeHart0(h0: Hart): void {
+    if (this.control.pending !== 0) this.serve();
+    applyRequests(this.control, h0);
+  }
+
+  /** Hart 0 executes guest code (or stops doing so): see RUNNING in hart-control.ts. */
+  hart0Running(on: boolean, h0: Hart): void {
+    this.control.store(0, RUNNING, on ? 1 : 0);
+    if (on) applyRequests(this.control, h0);
+  }
+
+  /** Holds every hart thread (a pause): true once they are all parked (within `ms`). */
+  hold(ms: number): boolean {
+    this.control.setCtrl(CTRL_PAUSE);
+    const end = Date.now() + ms;
+    // Parking harts may wait for a device read: keep serving until they are all held.
+    for (;;) {
+      this.serve();
+      if (this.control.waitHeld(this.p.harts - 1, 2)) return true;
+      if (Date.now() > end) return false;
+    }
+  }
+
+  release(): void {
+    this.control.setCtrl(CTRL_RUN);
+  }
+
+  /** The machine powered off: no hart executes another instruction (their threads end on close). */
+  stopHarts(): void {
+    this.control.setCtrl(CTRL_STOP);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.control.setCtrl(CTRL_STOP);
+    for (const t of this.threads) t.terminate();
+    for (const p of this.ports) p.close();
+  }
+}
+
+// =============================================================================================
+// A hart thread
+
+/** The physical address space as a hart thread sees it: the shared RAM, the boot ROM copy, and
+ *  every other device region forwarded to the machine's thread. */
+class ForwardingMemoryMap extends PhysicalMemoryMap {
+  constructor(ram: GuestRam, private readonly link: MachineLink) { super(ram); }
+
+  override readDevice(r: MmioRegion, offset: number, size: number): number {
+    if (r.device !== FORWARDED) return super.readDevice(r, offset, size);
+    const lo = this.link.read(this.indexOf(r), offset, size);
+    this.readHi = this.link.hi;
+    return lo;
+  }
+
+  override writeDevice(r: MmioRegion, offset: number, size: number, lo: number, hi: number): void {
+    if (r.device !== FORWARDED) { super.writeDevice(r, offset, size, lo, hi); return; }
+    this.link.call({ k: 'w', i: this.indexOf(r), o: offset, s: size, lo: lo | 0, hi: hi | 0 });
+  }
+
+  private indexOf(r: MmioRegion): number { return (r as MmioRegion & { index: number }).index; }
+}
+
+/** Stands for a device that lives on the machine's thread (ForwardingMemoryMap forwards it). */
+const FORWARDED: MmioDevice = {
+  read: () => { throw new Error('forwarded device read locally'); },
+  write: () => { throw new Error('forwarded device written locally'); },
+};
+
+/** A hart thread's channel to the machine's thread. */
+class MachineLink {
+  hi = 0;
+  constructor(private readonly port: MessagePort, private readonly ctl: HartControl, private readonly id: number) {}
+
+  post(m: HartMessage): void {
+    if (m.k === 'r' || m.k === 'w' || m.k === 'watch') this.ctl.addPending(1);
+    this.port.postMessage(m);
+  }
+
+  /** A device access: waits until the machine's thread has done it (or stops). */
+  call(m: HartMessage): void {
+    const c = this.ctl, seqAt = c.at(this.id, RESP_SEQ);
+    const seq = Atomics.load(c.words, seqAt);
+    this.post(m);
+    while (Atomics.load(c.words, seqAt) === seq) {
+      if (c.ctrl === CTRL_STOP) return;
+      Atomics.wait(c.words, seqAt, seq, POLL_MS);
+    }
+  }
+
+  /** A device read: the answer (low word; the high one in `hi`). */
+  read(i: number, o: number, s: number): number {
+    this.call({ k: 'r', i, o, s });
+    this.hi = this.ctl.load(this.id, RESP_HI);
+    return this.ctl.load(this.id, RESP_LO);
+  }
+}
+
+/** Runs one hart on the calling (hart) thread until the machine stops. */
+export class HartThread {
+  readonly hart: Hart;
+  private readonly ctl: HartControl;
+  private readonly clock: VirtClock;
+  private readonly link: MachineLink;
+  private lines = 0;
+
+  constructor(init: HartThreadInit) {
+    const id = init.hartId;
+    this.ctl = new HartControl(init.harts, init.control);
+    this.link = new MachineLink(init.port, this.ctl, id);
+    const ram = new GuestRam(init.ramBase, init.ramSize, init.memories);
+    const mem = new ForwardingMemoryMap(ram, this.link);
+    init.regions.forEach((r, index) => {
+      mem.addDevice(r.base, r.size, r.name, r.rom ? new BootRom(r.rom, r.size) : FORWARDED);
+      (mem.findDevice(r.base) as MmioRegion & { index: number }).index = index;
+    });
+    for (const w of init.watched) mem.watchWrites(w.base, w.size, (pa, s) => this.link.call({ k: 'watch', pa, s }));
+    this.clock = new VirtClock(undefined, init.clock);
+    const hart = new Hart(id, mem, this.clock, new ReservationSet(init.harts, init.reservations));
+    hart.smp = true;
+    hart.jitEnabled = init.jit;
+    this.hart = hart;
+    if (init.builtinSbi) {
+      const harts = new SharedHarts(this.ctl, hart, () => this.link.post({ k: 'wake' }), () => applyRequests(this.ctl, hart));
+      const sbi = new BuiltinSbi({
+        harts,
+        putchar: (b) => this.link.post({ k: 'out', b }),
+        getchar: () => { // legacy console_getchar: the UART on the machine's thread, as on hart 0
+          const r = mem.findDevice(init.builtinSbi!.uartBase)!;
+          return (mem.readDevice(r, 5, 1) & 1) ? mem.readDevice(r, 0, 1) : -1;
+        },
+        power: (ev) => { this.hart.stopRequested = true; this.link.post({ k: 'power', ev }); },
+        trapSink: init.builtinSbi.trapSink,
+        ramBase: init.ramBase,
+        ramSize: init.ramSize,
+      });
+      sbi.attach(hart);
+    } else hart.setPc(init.bootPc);
+    this.link.post({ k: 'ready' });
+  }
+
+  /** The hart's loop: returns when the machine stops. */
+  run(): void {
+    const c = this.ctl, h = this.hart, id = h.hartId;
+    for (;;) {
+      const ctrl = c.ctrl;
+      if (ctrl === CTRL_STOP) return;
+      if (ctrl === CTRL_PAUSE) { c.store(id, RUNNING, 0); c.hold(); continue; }
+      const seen = c.load(id, WAKE);
+      c.store(id, RUNNING, 1);
+      this.takeLines();
+      applyRequests(c, h);
+      if (h.halted || h.waiting || h.stopRequested) {
+        c.store(id, RUNNING, 0);
+        // Nothing to run until something happens: an interrupt line, a request, Sstc's timer.
+        if (Atomics.load(c.words, c.at(id, LINES)) === this.lines && Atomics.load(c.words, c.at(id, REQ)) === 0) {
+          const t = h.halted || h.stopRequested ? Infinity : h.nextTimerEvent();
+          const ms = t === Infinity ? POLL_MS * 20 : Math.max(0, Math.min(POLL_MS * 20, this.clock.msUntil(t)));
+          if (ms > 0) c.sleep(id, seen, ms);
+        }
+        if (h.waiting && !h.halted) h.run(1); // lets Sstc's timer (if due) end the wait
+        continue;
+      }
+      h.run(SLICE);
+      c.setFigure(id, INSTRET, h.instret);
+      if (h.mode === 3 && h.ecallHook !== null) this.builtinTrapped();
+    }
+  }
+
+  /** Copies changed interrupt lines into the hart. */
+  private takeLines(): void {
+    const v = this.ctl.load(this.hart.hartId, LINES);
+    const changed = v ^ this.lines;
+    if (changed === 0) return;
+    this.lines = v;
+    for (let bit = 0; bit < 12; bit++) if ((changed >>> bit) & 1) this.hart.setInterruptLevel(bit, ((v >>> bit) & 1) !== 0);
+  }
+
+  /** With the builtin SBI nothing may trap into M-mode (see VirtMachine.builtinTrapped). */
+  private builtinTrapped(): void {
+    const h = this.hart;
+    const hex = (n: number) => `0x${(h.readCsr(n) ?? 0n).toString(16)}`;
+    this.link.post({ k: 'log', m: `hart ${h.hartId}: unexpected trap into M-mode under the builtin SBI (mcause ${hex(0x342)}, mepc ${hex(0x341)}, mtval ${hex(0x343)})` });
+    h.stopRequested = true;
+    this.link.post({ k: 'power', ev: { kind: 'poweroff', code: 255, source: 'other', failed: true } });
+  }
+}
