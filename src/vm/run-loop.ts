@@ -13,6 +13,8 @@ export interface RunnableMachine {
   pauseClock(): void;
   resumeClock(): void;
   instructionsRetired(): number;
+  /** What the harts' translators did (logged when the VM stops). */
+  jitStats(): { describe(instret: number): string };
   close(): void;
 }
 
@@ -171,6 +173,7 @@ export class RunLoop {
     let instret = 0;
     try {
       instret = this.machine.instructionsRetired();
+      this.host.log(`translator: ${this.machine.jitStats().describe(instret)}`);
       this.machine.close();
     } catch (e) {
       this.post({ type: 'fatal', message: `closing the machine failed: ${(e as Error).message}` });

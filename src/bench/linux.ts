@@ -1,0 +1,197 @@
+// The Linux test guest (fixtures/linux/build.sh) in the benchmark, run through the real `vmctl`
+// (CLI, daemon, VM worker) in a temporary VMCTL_HOME, and on qemu-system-riscv64:
+//  - boot: from `vmctl start` (QEMU: from spawning it) to the init script's userspace marker,
+//    with 1 and 4 harts; vmctl with its builtin SBI and with OpenSBI fw_dynamic, QEMU with the same
+//    OpenSBI fw_dynamic (Debian's opensbi package);
+//  - programs: the guest's `vmctl=bench` mode times busybox programs on the text of a disk named
+//    bench-data and mke2fs on a 256 MiB disk named bench-scratch, with the guest's own clock, and
+//    prints each program's time and result; the results must be the same on both emulators.
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
+import { processCpuSeconds, reapedChildrenCpuSeconds, type Row, type Timing } from './measure.js';
+import { QEMU, QEMU_CPU } from './qemu.js';
+import { benchText } from './text.js';
+
+const VMCTL = resolve(dirname(fileURLToPath(import.meta.url)), '../bin/vmctl');
+const OPENSBI = '/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin';
+const MARKER = 'vmctl-linux: userspace up';
+const MEMORY_MIB = 256;
+const DATA_BYTES = 2 << 20;
+const SCRATCH_BYTES = 256 << 20;
+
+export interface LinuxBenchOptions {
+  /** Folder with Image and initramfs.cpio.gz. */
+  guest: string;
+  /** Scratch folder (removed by the caller). */
+  tmp: string;
+  qemu: boolean;
+  boots: boolean;
+  programs: boolean;
+  log: (s: string) => void;
+}
+
+/** Checks that the guest has the init script's bench mode (built by a recent build.sh). */
+export function checkGuest(dir: string): string | null {
+  for (const f of ['Image', 'initramfs.cpio.gz']) if (!existsSync(join(dir, f))) return `${join(dir, f)} is missing: run fixtures/linux/build.sh`;
+  if (!gunzipSync(readFileSync(join(dir, 'initramfs.cpio.gz'))).includes('vmctl=bench')) {
+    return `${dir}/initramfs.cpio.gz has no vmctl=bench mode: rebuild it with fixtures/linux/build.sh`;
+  }
+  return null;
+}
+
+class Vmctl {
+  readonly home: string;
+  readonly env: NodeJS.ProcessEnv;
+  constructor(tmp: string) {
+    this.home = join(tmp, 'home');
+    this.env = { ...process.env, VMCTL_HOME: this.home, NO_COLOR: '1' };
+  }
+  run(args: string[], timeoutMs = 1_800_000): SpawnSyncReturns<string> {
+    const r = spawnSync(process.execPath, [VMCTL, ...args], { env: this.env, encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 });
+    return r;
+  }
+  must(args: string[], timeoutMs?: number): string {
+    const r = this.run(args, timeoutMs);
+    if (r.status !== 0) throw new Error(`vmctl ${args.join(' ')} failed (exit ${r.status ?? r.signal}): ${r.stderr.trim() || r.stdout.slice(-2000)}`);
+    return r.stdout;
+  }
+  daemonPid(): number { return Number.parseInt(readFileSync(join(this.home, 'vmd.pid'), 'utf8'), 10); }
+  /** The last translator line the VM's worker logged when it stopped (run-loop.ts); `vmctl run`
+   *  adds a suffix to the VM's name. */
+  translatorLine(vm: string): string | undefined {
+    const re = new RegExp(`vm ${vm}(-\\S+)?: translator: (.*)$`);
+    const l = readFileSync(join(this.home, 'vmd.log'), 'utf8').split('\n').map((x) => re.exec(x)).filter((x) => x !== null).pop();
+    return l?.[2];
+  }
+}
+
+interface Vm { name: string; cpus: number; firmware: 'builtin' | 'opensbi'; cmdline: string; disks?: { path: string; readonly: boolean; name: string }[] }
+
+function vmYaml(guest: string, vm: Vm): string {
+  const disks = vm.disks ?? [];
+  return [
+    `name: ${vm.name}`, `cpus: ${vm.cpus}`, `memory: ${MEMORY_MIB}MiB`, 'boot:',
+    `  firmware: ${vm.firmware === 'builtin' ? 'builtin' : OPENSBI}`,
+    `  kernel: ${join(guest, 'Image')}`, `  initrd: ${join(guest, 'initramfs.cpio.gz')}`, `  cmdline: "${vm.cmdline}"`,
+    ...(disks.length === 0 ? [] : ['disks:', ...disks.flatMap((d) => [`  - path: ${d.path}`, `    readonly: ${d.readonly}`, `    name: ${d.name}`])]),
+    '',
+  ].join('\n');
+}
+
+function qemuArgs(guest: string, cpus: number, cmdline: string, disks: { path: string; readonly: boolean; name: string }[] = []): string[] {
+  return ['-machine', 'virt', '-cpu', QEMU_CPU, '-m', `${MEMORY_MIB}M`, '-smp', String(cpus), '-nographic', '-monitor', 'none',
+    '-serial', 'stdio', '-no-reboot', '-bios', OPENSBI, '-kernel', join(guest, 'Image'), '-initrd', join(guest, 'initramfs.cpio.gz'),
+    '-append', cmdline,
+    ...disks.flatMap((d, i) => ['-drive', `if=none,format=raw,id=d${i},file=${d.path}${d.readonly ? ',readonly=on' : ''}`,
+      '-device', `virtio-blk-device,drive=d${i},serial=${d.name}`])];
+}
+
+/** Runs QEMU until `until` appears on its console (then kills it) or it exits; timing at that point. */
+function runQemu(args: string[], until: string | null, timeoutMs: number): Promise<{ out: string; t: Timing }> {
+  return new Promise((resolveP, reject) => {
+    const cpu0 = reapedChildrenCpuSeconds();
+    const start = performance.now();
+    const p = spawn(QEMU, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    let t: Timing | null = null;
+    const timer = setTimeout(() => { p.kill('SIGKILL'); reject(new Error(`QEMU timed out: ${out.slice(-2000)}`)); }, timeoutMs);
+    p.stdout.on('data', (b: Buffer) => {
+      out += b.toString('latin1');
+      if (until !== null && t === null && out.includes(until)) {
+        t = { wall: (performance.now() - start) / 1000, cpu: processCpuSeconds(p.pid!) };
+        p.kill('SIGKILL');
+      }
+    });
+    p.stderr.on('data', (b: Buffer) => { err += b.toString('latin1'); });
+    p.on('error', (e) => { clearTimeout(timer); reject(e); });
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      if (t === null) {
+        if (until !== null) { reject(new Error(`QEMU exited (${code}) before '${until}': ${err.trim()} ${out.slice(-2000)}`)); return; }
+        t = { wall: (performance.now() - start) / 1000, cpu: reapedChildrenCpuSeconds() - cpu0 };
+      }
+      resolveP({ out, t });
+    });
+  });
+}
+
+/** A sparse file of `bytes` (a fresh scratch disk each run). */
+function sparse(path: string, bytes: number): void {
+  rmSync(path, { force: true });
+  const fd = openSync(path, 'w');
+  ftruncateSync(fd, bytes);
+  closeSync(fd);
+}
+
+/** The guest's `vmctl-bench: NAME SECONDS CHECK` lines. */
+function benchLines(out: string): Map<string, { seconds: number; check: string }> {
+  const m = new Map<string, { seconds: number; check: string }>();
+  for (const l of out.split(/\r?\n/)) {
+    const x = /^vmctl-bench: (\S+) (\d+\.\d+) ?(.*)$/.exec(l);
+    if (x) m.set(x[1], { seconds: Number(x[2]), check: x[3].trim() });
+  }
+  return m;
+}
+
+export async function benchLinux(o: LinuxBenchOptions): Promise<Row[]> {
+  const rows: Row[] = [];
+  mkdirSync(o.tmp, { recursive: true });
+  const v = new Vmctl(o.tmp);
+  v.must(['daemon', 'start'], 60_000);
+  try {
+    if (o.boots) {
+      for (const cpus of [1, 4]) {
+        for (const firmware of ['builtin', 'opensbi'] as const) {
+          const name = `boot-${cpus}-${firmware}`;
+          const file = join(o.tmp, `${name}.yaml`);
+          writeFileSync(file, vmYaml(o.guest, { name, cpus, firmware, cmdline: 'console=ttyS0' }));
+          v.must(['create', '-f', file]);
+          const pid = v.daemonPid();
+          const d0 = processCpuSeconds(pid) ?? 0, c0 = reapedChildrenCpuSeconds();
+          const start = performance.now();
+          v.must(['start', name, '--wait-for', MARKER, '--timeout', '10m']);
+          const wall = (performance.now() - start) / 1000;
+          const cpu = (processCpuSeconds(pid) ?? 0) - d0 + reapedChildrenCpuSeconds() - c0;
+          v.must(['wait', name, '--state', 'stopped', '--timeout', '10m']);
+          const jit = v.translatorLine(name);
+          const q = o.qemu ? await runQemu(qemuArgs(o.guest, cpus, 'console=ttyS0'), MARKER, 600_000) : null;
+          const label = `${cpus} hart${cpus > 1 ? 's' : ''}, vmctl ${firmware === 'builtin' ? 'builtin SBI' : 'OpenSBI'} / QEMU OpenSBI`;
+          o.log(`  boot to '${MARKER}', ${label}: vmctl ${wall.toFixed(2)} s${q ? `, QEMU ${q.t.wall.toFixed(2)} s` : ''}`);
+          rows.push({ group: 'linux boot', name: label, vmctl: { wall, cpu }, qemu: q?.t ?? null, jit });
+        }
+      }
+    }
+    if (o.programs) {
+      const data = join(o.tmp, 'bench-data.img');
+      writeFileSync(data, benchText(DATA_BYTES));
+      const scratch = join(o.tmp, 'bench-scratch.img');
+      sparse(scratch, SCRATCH_BYTES);
+      const disks = [{ path: data, readonly: true, name: 'bench-data' }, { path: scratch, readonly: false, name: 'bench-scratch' }];
+      const name = 'programs';
+      const file = join(o.tmp, `${name}.yaml`);
+      writeFileSync(file, vmYaml(o.guest, { name, cpus: 1, firmware: 'builtin', cmdline: 'console=ttyS0 vmctl=bench', disks }));
+      const r = v.run(['run', '-f', file, '--timeout', '30m']);
+      if (r.status !== 0) throw new Error(`vmctl run (bench mode) failed (exit ${r.status ?? r.signal}): ${r.stderr.trim()} ${r.stdout.slice(-3000)}`);
+      const jit = v.translatorLine(name);
+      const vm = benchLines(r.stdout);
+      sparse(scratch, SCRATCH_BYTES);
+      const q = o.qemu ? benchLines((await runQemu(qemuArgs(o.guest, 1, 'console=ttyS0 vmctl=bench', disks), null, 1_800_000)).out) : null;
+      if (!r.stdout.includes('vmctl-bench: done')) throw new Error(`the guest's bench mode did not finish: ${r.stdout.slice(-3000)}`);
+      for (const [prog, x] of vm) {
+        const y = q?.get(prog);
+        let mismatch: string | undefined;
+        if (x.check.startsWith('FAILED')) mismatch = `vmctl: ${x.check}`;
+        else if (q !== null && y === undefined) mismatch = 'QEMU did not run it';
+        else if (y !== undefined && y.check !== x.check) mismatch = `vmctl's result '${x.check}', QEMU's '${y.check}'`;
+        o.log(`  ${prog}: vmctl ${x.seconds.toFixed(3)} s${y ? `, QEMU ${y.seconds.toFixed(3)} s` : ''} (${x.check})`);
+        rows.push({ group: 'linux program', name: prog, vmctl: { wall: x.seconds, cpu: null }, qemu: y ? { wall: y.seconds, cpu: null } : null, mismatch, jit });
+      }
+    }
+  } finally {
+    v.run(['daemon', 'stop'], 60_000);
+  }
+  return rows;
+}
