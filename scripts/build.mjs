@@ -7,6 +7,7 @@ const entries = {
   cli: 'src/cli/main.ts',           // bin/vmctl loads this
   'vm-worker': 'src/vm/worker.ts',  // one per running VM (worker thread)
   bench: 'src/bench/main.ts',       // npm run bench
+  'bench-inproc': 'src/bench/boot.ts', // Linux in one process, for profiling (see the file)
 };
 
 const present = Object.fromEntries(Object.entries(entries).filter(([, src]) => existsSync(src)));

@@ -89,19 +89,38 @@ function qemuArgs(guest: string, cpus: number, cmdline: string, disks: { path: s
       '-device', `virtio-blk-device,drive=d${i},serial=${d.name}`])];
 }
 
-/** Runs QEMU until `until` appears on its console (then kills it) or it exits; timing at that point. */
-function runQemu(args: string[], until: string | null, timeoutMs: number): Promise<{ out: string; t: Timing }> {
+interface Streamed {
+  out: string;
+  /** Timing when `until` appeared (QEMU is then killed), else when the process ended. */
+  t: Timing;
+  /** CPU seconds of `cpuPid` when each `vmctl-bench: begin|end NAME` line arrived. */
+  marks: Map<string, number>;
+  code: number | null;
+}
+
+/** Runs a process, following its output line by line: at `until` (if given) it is timed and
+ *  killed; at the guest's `vmctl-bench: begin|end NAME` lines the CPU time of `cpuPid(child)` (the
+ *  process that runs the guest) is sampled. */
+function runStreaming(cmd: string, args: string[], o: { env?: NodeJS.ProcessEnv; until?: string; timeoutMs: number; cpuPid: (child: number) => number }): Promise<Streamed> {
   return new Promise((resolveP, reject) => {
     const cpu0 = reapedChildrenCpuSeconds();
     const start = performance.now();
-    const p = spawn(QEMU, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '', err = '';
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: o.env });
+    let out = '', err = '', line = '';
     let t: Timing | null = null;
-    const timer = setTimeout(() => { p.kill('SIGKILL'); reject(new Error(`QEMU timed out: ${out.slice(-2000)}`)); }, timeoutMs);
+    const marks = new Map<string, number>();
+    const timer = setTimeout(() => { p.kill('SIGKILL'); reject(new Error(`${cmd} timed out: ${out.slice(-2000)}`)); }, o.timeoutMs);
     p.stdout.on('data', (b: Buffer) => {
-      out += b.toString('latin1');
-      if (until !== null && t === null && out.includes(until)) {
-        t = { wall: (performance.now() - start) / 1000, cpu: processCpuSeconds(p.pid!) };
+      const s = b.toString('latin1');
+      out += s;
+      line += s;
+      for (let i = line.indexOf('\n'); i >= 0; i = line.indexOf('\n')) {
+        const m = /^vmctl-bench: (begin|end) (\S+)\r?$/.exec(line.slice(0, i));
+        line = line.slice(i + 1);
+        if (m) marks.set(`${m[1]} ${m[2]}`, processCpuSeconds(o.cpuPid(p.pid!)) ?? NaN);
+      }
+      if (o.until !== undefined && t === null && out.includes(o.until)) {
+        t = { wall: (performance.now() - start) / 1000, cpu: processCpuSeconds(o.cpuPid(p.pid!)) };
         p.kill('SIGKILL');
       }
     });
@@ -110,10 +129,11 @@ function runQemu(args: string[], until: string | null, timeoutMs: number): Promi
     p.on('close', (code) => {
       clearTimeout(timer);
       if (t === null) {
-        if (until !== null) { reject(new Error(`QEMU exited (${code}) before '${until}': ${err.trim()} ${out.slice(-2000)}`)); return; }
+        if (o.until !== undefined) { reject(new Error(`${cmd} exited (${code}) before '${o.until}': ${err.trim()} ${out.slice(-2000)}`)); return; }
         t = { wall: (performance.now() - start) / 1000, cpu: reapedChildrenCpuSeconds() - cpu0 };
       }
-      resolveP({ out, t });
+      if (code !== 0 && o.until === undefined) { reject(new Error(`${cmd} ${args.slice(0, 3).join(' ')} failed (exit ${code}): ${err.trim()} ${out.slice(-3000)}`)); return; }
+      resolveP({ out, t, marks, code });
     });
   });
 }
@@ -157,7 +177,7 @@ export async function benchLinux(o: LinuxBenchOptions): Promise<Row[]> {
           const cpu = (processCpuSeconds(pid) ?? 0) - d0 + reapedChildrenCpuSeconds() - c0;
           v.must(['wait', name, '--state', 'stopped', '--timeout', '10m']);
           const jit = v.translatorLine(name);
-          const q = o.qemu ? await runQemu(qemuArgs(o.guest, cpus, 'console=ttyS0'), MARKER, 600_000) : null;
+          const q = o.qemu ? await runStreaming(QEMU, qemuArgs(o.guest, cpus, 'console=ttyS0'), { until: MARKER, timeoutMs: 600_000, cpuPid: (c) => c }) : null;
           const label = `${cpus} hart${cpus > 1 ? 's' : ''}, vmctl ${firmware === 'builtin' ? 'builtin SBI' : 'OpenSBI'} / QEMU OpenSBI`;
           o.log(`  boot to '${MARKER}', ${label}: vmctl ${wall.toFixed(2)} s${q ? `, QEMU ${q.t.wall.toFixed(2)} s` : ''}`);
           rows.push({ group: 'linux boot', name: label, vmctl: { wall, cpu }, qemu: q?.t ?? null, jit });
@@ -173,21 +193,27 @@ export async function benchLinux(o: LinuxBenchOptions): Promise<Row[]> {
       const name = 'programs';
       const file = join(o.tmp, `${name}.yaml`);
       writeFileSync(file, vmYaml(o.guest, { name, cpus: 1, firmware: 'builtin', cmdline: 'console=ttyS0 vmctl=bench', disks }));
-      const r = v.run(['run', '-f', file, '--timeout', '30m']);
-      if (r.status !== 0) throw new Error(`vmctl run (bench mode) failed (exit ${r.status ?? r.signal}): ${r.stderr.trim()} ${r.stdout.slice(-3000)}`);
+      const daemon = v.daemonPid();
+      const r = await runStreaming(process.execPath, [VMCTL, 'run', '-f', file, '--timeout', '30m'], { env: v.env, timeoutMs: 1_900_000, cpuPid: () => daemon });
       const jit = v.translatorLine(name);
-      const vm = benchLines(r.stdout);
+      if (!r.out.includes('vmctl-bench: done')) throw new Error(`the guest's bench mode did not finish: ${r.out.slice(-3000)}`);
+      const vm = benchLines(r.out);
       sparse(scratch, SCRATCH_BYTES);
-      const q = o.qemu ? benchLines((await runQemu(qemuArgs(o.guest, 1, 'console=ttyS0 vmctl=bench', disks), null, 1_800_000)).out) : null;
-      if (!r.stdout.includes('vmctl-bench: done')) throw new Error(`the guest's bench mode did not finish: ${r.stdout.slice(-3000)}`);
+      const q = o.qemu ? await runStreaming(QEMU, qemuArgs(o.guest, 1, 'console=ttyS0 vmctl=bench', disks), { timeoutMs: 1_800_000, cpuPid: (c) => c }) : null;
+      const qm = q === null ? null : benchLines(q.out);
+      const cpu = (s: Streamed | null, prog: string): number | null => {
+        const b = s?.marks.get(`begin ${prog}`), e = s?.marks.get(`end ${prog}`);
+        return b === undefined || e === undefined || Number.isNaN(b + e) ? null : e - b;
+      };
       for (const [prog, x] of vm) {
-        const y = q?.get(prog);
+        const y = qm?.get(prog);
         let mismatch: string | undefined;
         if (x.check.startsWith('FAILED')) mismatch = `vmctl: ${x.check}`;
-        else if (q !== null && y === undefined) mismatch = 'QEMU did not run it';
+        else if (qm !== null && y === undefined) mismatch = 'QEMU did not run it';
         else if (y !== undefined && y.check !== x.check) mismatch = `vmctl's result '${x.check}', QEMU's '${y.check}'`;
         o.log(`  ${prog}: vmctl ${x.seconds.toFixed(3)} s${y ? `, QEMU ${y.seconds.toFixed(3)} s` : ''} (${x.check})`);
-        rows.push({ group: 'linux program', name: prog, vmctl: { wall: x.seconds, cpu: null }, qemu: y ? { wall: y.seconds, cpu: null } : null, mismatch, jit });
+        rows.push({ group: 'linux program', name: prog, vmctl: { wall: x.seconds, cpu: cpu(r, prog) },
+          qemu: y ? { wall: y.seconds, cpu: cpu(q, prog) } : null, mismatch, jit });
       }
     }
   } finally {
