@@ -8,9 +8,10 @@ const entries = {
   'vm-worker': 'src/vm/worker.ts',  // one per running VM (worker thread)
   'hart-worker': 'src/vm/hart-worker.ts', // one per further hart of a VM (src/board/smp.ts)
   bench: 'src/bench/main.ts',       // npm run bench
-  'bench-linux': 'src/bench/linux.ts', // npm run bench:linux
+  'bench-linux': 'src/bench/linux-boot.ts', // npm run bench:linux
   'ram-prototype': 'src/bench/ram-prototype.ts', // npm run bench:ram (docs/guest-ram.md)
   litmus: 'src/bench/litmus.ts',     // npm run bench:litmus (docs/harts.md)
+  'bench-inproc': 'src/bench/boot.ts', // Linux in one process, for profiling (see the file)
 };
 
 const present = Object.fromEntries(Object.entries(entries).filter(([, src]) => existsSync(src)));

@@ -1,39 +1,61 @@
-// Linux boot timing (not part of `npm run bench`): boots the cached fixtures/linux guest
-// (~/.cache/vmctl/linux/out) with the builtin SBI in-process and reports the wall and CPU time
-// and the instructions to the init script's marker. Usage:
-//   npx esbuild src/bench/boot.ts --bundle --platform=node --format=esm --packages=external \
-//     --outfile=/tmp/boot.mjs && node /tmp/boot.mjs [cpus] [--no-jit]
-import { homedir } from 'node:os';
+// The Linux test guest in this process, for profiling the emulator (`node --cpu-prof
+// dist/bench-inproc.js ...`); not part of `npm run bench`, which runs Linux through the real
+// daemon (linux.ts). Boots ~/.cache/vmctl/linux/out (or VMCTL_LINUX_DIR) to the init script's
+// marker, or with --programs runs the guest's vmctl=bench mode to its end, and prints wall and CPU
+// time, instructions and the translator's figures.
+//   node dist/bench-inproc.js [--cpus N] [--opensbi] [--no-jit] [--programs]
+import { homedir, tmpdir } from 'node:os';
+import { mkdtempSync, rmSync, writeFileSync, closeSync, openSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { VirtMachine } from '../board/virt.js';
+import { benchText } from './text.js';
 
 const OUT = process.env.VMCTL_LINUX_DIR ?? join(homedir(), '.cache/vmctl/linux/out');
-const cpus = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 1);
-const MARKER = 'vmctl-linux: userspace up';
+const arg = (name: string): string | undefined => { const i = process.argv.indexOf(name); return i < 0 ? undefined : process.argv[i + 1]; };
+const cpus = Number(arg('--cpus') ?? 1);
+const programs = process.argv.includes('--programs');
+const MARKER = programs ? 'vmctl-bench: done' : 'vmctl-linux: userspace up';
+const tmp = mkdtempSync(join(tmpdir(), 'vmctl-inproc-'));
+const disks: { path: string; readonly: boolean; name: string }[] = [];
+if (programs) {
+  writeFileSync(join(tmp, 'data.img'), benchText(2 << 20));
+  const fd = openSync(join(tmp, 'scratch.img'), 'w');
+  ftruncateSync(fd, 256 << 20);
+  closeSync(fd);
+  disks.push({ path: join(tmp, 'data.img'), readonly: true, name: 'bench-data' }, { path: join(tmp, 'scratch.img'), readonly: false, name: 'bench-scratch' });
+}
 let text = '';
 let done = false;
 const vm = VirtMachine.create(
-  { memoryBytes: 256 << 20, cpus, firmware: { kind: 'builtin' }, kernelPath: join(OUT, 'Image'),
-    initrdPath: join(OUT, 'initramfs.cpio.gz'), cmdline: 'console=ttyS0', disks: [] },
-  { consoleOutput: (b) => { text += Buffer.from(b).toString('latin1'); if (text.includes(MARKER)) done = true; },
-    powerEvent: () => { done = true; }, log: () => {} },
+  { memoryBytes: 256 << 20, cpus,
+    firmware: process.argv.includes('--opensbi') ? { kind: 'file', path: '/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin' } : { kind: 'builtin' },
+    kernelPath: join(OUT, 'Image'), initrdPath: join(OUT, 'initramfs.cpio.gz'),
+    cmdline: programs ? 'console=ttyS0 vmctl=bench' : 'console=ttyS0', disks },
+  { consoleOutput: (b) => {
+    const s = Buffer.from(b).toString('latin1');
+    if (programs) for (const l of s.split('\n')) if (l.startsWith('vmctl-bench:')) console.log(l);
+    text += s; if (text.includes(MARKER)) done = true;
+  }, powerEvent: () => { done = true; }, log: () => {} },
 );
 if (process.argv.includes('--no-jit')) for (const h of vm.harts) h.jitEnabled = false;
 const start = performance.now();
 const cpu0 = process.cpuUsage();
 let idle = 0;
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
 while (!done) {
   const s = vm.run(20);
   if (s === 'halted') break;
   if (s === 'idle') {
-    // Wait for the next timer event (busy: this script has no event loop to return to).
     const w = Math.min(vm.idleTimeoutMs(), 20);
     idle += w;
-    const t = performance.now();
-    while (performance.now() - t < w) { /* wait */ }
+    Atomics.wait(sleeper, 0, 0, w);
   }
 }
 const ms = performance.now() - start;
 const cpu = process.cpuUsage(cpu0);
 vm.close();
-console.log(`boot to marker: ${(ms / 1000).toFixed(3)} s (cpu ${((cpu.user + cpu.system) / 1e6).toFixed(3)} s), ${vm.instructionsRetired()} instructions, idle ~${idle.toFixed(0)} ms, ${text.includes(MARKER) ? 'marker seen' : 'NO MARKER'}`);
+rmSync(tmp, { recursive: true, force: true });
+const instret = vm.instructionsRetired();
+console.log(`${programs ? 'bench mode' : 'boot to marker'}: ${(ms / 1000).toFixed(3)} s (cpu ${((cpu.user + cpu.system) / 1e6).toFixed(3)} s), ` +
+  `${instret} instructions, idle ~${idle.toFixed(0)} ms, ${text.includes(MARKER) ? 'marker seen' : 'NO MARKER'}`);
+console.log(`translator: ${vm.jitStats().describe(instret)}`);

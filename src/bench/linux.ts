@@ -1,138 +1,223 @@
-// `npm run bench:linux`: how long the Linux test guest (fixtures/linux/build.sh: Linux 6.1 +
-// busybox, 1 hart, 128 MiB, console=ttyS0, its init powers off) takes to reach userspace
-// ("vmctl-linux: userspace up") and to power off, measured in one run on:
-//   - vmctl's machine driven by the VM run loop in this process (src/vm/run-loop.ts; no daemon,
-//     no worker), with `firmware: builtin` and with OpenSBI fw_jump;
-//   - `vmctl run` of the same VM (the CLI, the daemon already running, the VM's worker): what a
-//     user waits for;
-//   - qemu-system-riscv64 (TCG) with OpenSBI fw_jump, QEMU's own default firmware.
-// Times are wall-clock seconds from the start (QEMU and `vmctl run`: from spawning the process);
-// the ratio is vmctl's time over QEMU's. Usage: npm run bench:linux [-- LINUX_DIR]
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import type { FirmwareSpec } from '../board/machine-types.js';
-import { VirtMachine } from '../board/virt.js';
-import type { FromWorker } from '../vm/messages.js';
-import { ConsoleBatcher, RunLoop } from '../vm/run-loop.js';
+// The Linux test guest (fixtures/linux/build.sh) in the benchmark, run through the real `vmctl`
+// (CLI, daemon, VM worker) in a temporary VMCTL_HOME, and on qemu-system-riscv64:
+//  - boot: from `vmctl start` (QEMU: from spawning it) to the init script's userspace marker,
+//    with 1 and 4 harts; vmctl with its builtin SBI and with OpenSBI fw_dynamic, QEMU with the same
+//    OpenSBI fw_dynamic (Debian's opensbi package);
+//  - programs: the guest's `vmctl=bench` mode times busybox programs on the text of a disk named
+//    bench-data and mke2fs on a 256 MiB disk named bench-scratch, with the guest's own clock, and
+//    prints each program's time and result; the results must be the same on both emulators.
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
+import { processCpuSeconds, reapedChildrenCpuSeconds, type Row, type Timing } from './measure.js';
+import { QEMU, QEMU_CPU } from './qemu.js';
+import { benchText } from './text.js';
 
-const DIR = resolve(process.argv[2] ?? process.env.VMCTL_LINUX_DIR ?? join(homedir(), '.cache/vmctl/linux/out'));
-const KERNEL = join(DIR, 'Image');
-const INITRD = join(DIR, 'initramfs.cpio.gz');
-const OPENSBI = '/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin';
+const VMCTL = resolve(dirname(fileURLToPath(import.meta.url)), '../bin/vmctl');
+const OPENSBI = '/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin';
 const MARKER = 'vmctl-linux: userspace up';
-const CMDLINE = 'console=ttyS0';
-const MEMORY_MIB = 128;
-const TIMEOUT_MS = 300_000;
+const MEMORY_MIB = 256;
+const DATA_BYTES = 2 << 20;
+const SCRATCH_BYTES = 256 << 20;
 
-interface Times { userspace: number | null; poweroff: number | null; note?: string }
-
-/** Watches a console stream for the marker; `t` is seconds since the start. */
-function markerWatch(): { push(text: string, t: number): void; userspace: number | null } {
-  let tail = '';
-  const w = {
-    userspace: null as number | null,
-    push(text: string, t: number) {
-      if (w.userspace !== null) return;
-      tail = (tail + text).slice(-4096);
-      if (tail.includes(MARKER)) w.userspace = t;
-    },
-  };
-  return w;
+export interface LinuxBenchOptions {
+  /** Folder with Image and initramfs.cpio.gz. */
+  guest: string;
+  /** Scratch folder (removed by the caller). */
+  tmp: string;
+  qemu: boolean;
+  boots: boolean;
+  programs: boolean;
+  log: (s: string) => void;
 }
 
-/** vmctl's machine under the VM run loop, in this process. */
-function inProcess(firmware: FirmwareSpec): Promise<Times> {
-  return new Promise((resolvePromise) => {
+/** Checks that the guest has the init script's bench mode (built by a recent build.sh). */
+export function checkGuest(dir: string): string | null {
+  for (const f of ['Image', 'initramfs.cpio.gz']) if (!existsSync(join(dir, f))) return `${join(dir, f)} is missing: run fixtures/linux/build.sh`;
+  if (!gunzipSync(readFileSync(join(dir, 'initramfs.cpio.gz'))).includes('vmctl=bench')) {
+    return `${dir}/initramfs.cpio.gz has no vmctl=bench mode: rebuild it with fixtures/linux/build.sh`;
+  }
+  return null;
+}
+
+class Vmctl {
+  readonly home: string;
+  readonly env: NodeJS.ProcessEnv;
+  constructor(tmp: string) {
+    this.home = join(tmp, 'home');
+    this.env = { ...process.env, VMCTL_HOME: this.home, NO_COLOR: '1' };
+  }
+  run(args: string[], timeoutMs = 1_800_000): SpawnSyncReturns<string> {
+    const r = spawnSync(process.execPath, [VMCTL, ...args], { env: this.env, encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 });
+    return r;
+  }
+  must(args: string[], timeoutMs?: number): string {
+    const r = this.run(args, timeoutMs);
+    if (r.status !== 0) throw new Error(`vmctl ${args.join(' ')} failed (exit ${r.status ?? r.signal}): ${r.stderr.trim() || r.stdout.slice(-2000)}`);
+    return r.stdout;
+  }
+  daemonPid(): number { return Number.parseInt(readFileSync(join(this.home, 'vmd.pid'), 'utf8'), 10); }
+  /** The last translator line the VM's worker logged when it stopped (run-loop.ts); `vmctl run`
+   *  adds a suffix to the VM's name. */
+  translatorLine(vm: string): string | undefined {
+    const re = new RegExp(`vm ${vm}(-\\S+)?: translator: (.*)$`);
+    const l = readFileSync(join(this.home, 'vmd.log'), 'utf8').split('\n').map((x) => re.exec(x)).filter((x) => x !== null).pop();
+    return l?.[2];
+  }
+}
+
+interface Vm { name: string; cpus: number; firmware: 'builtin' | 'opensbi'; cmdline: string; disks?: { path: string; readonly: boolean; name: string }[] }
+
+function vmYaml(guest: string, vm: Vm): string {
+  const disks = vm.disks ?? [];
+  return [
+    `name: ${vm.name}`, `cpus: ${vm.cpus}`, `memory: ${MEMORY_MIB}MiB`, 'boot:',
+    `  firmware: ${vm.firmware === 'builtin' ? 'builtin' : OPENSBI}`,
+    `  kernel: ${join(guest, 'Image')}`, `  initrd: ${join(guest, 'initramfs.cpio.gz')}`, `  cmdline: "${vm.cmdline}"`,
+    ...(disks.length === 0 ? [] : ['disks:', ...disks.flatMap((d) => [`  - path: ${d.path}`, `    readonly: ${d.readonly}`, `    name: ${d.name}`])]),
+    '',
+  ].join('\n');
+}
+
+function qemuArgs(guest: string, cpus: number, cmdline: string, disks: { path: string; readonly: boolean; name: string }[] = []): string[] {
+  return ['-machine', 'virt', '-cpu', QEMU_CPU, '-m', `${MEMORY_MIB}M`, '-smp', String(cpus), '-nographic', '-monitor', 'none',
+    '-serial', 'stdio', '-no-reboot', '-bios', OPENSBI, '-kernel', join(guest, 'Image'), '-initrd', join(guest, 'initramfs.cpio.gz'),
+    '-append', cmdline,
+    ...disks.flatMap((d, i) => ['-drive', `if=none,format=raw,id=d${i},file=${d.path}${d.readonly ? ',readonly=on' : ''}`,
+      '-device', `virtio-blk-device,drive=d${i},serial=${d.name}`])];
+}
+
+interface Streamed {
+  out: string;
+  /** Timing when `until` appeared (QEMU is then killed), else when the process ended. */
+  t: Timing;
+  /** CPU seconds of `cpuPid` when each `vmctl-bench: begin|end NAME` line arrived. */
+  marks: Map<string, number>;
+  code: number | null;
+}
+
+/** Runs a process, following its output line by line: at `until` (if given) it is timed and
+ *  killed; at the guest's `vmctl-bench: begin|end NAME` lines the CPU time of `cpuPid(child)` (the
+ *  process that runs the guest) is sampled. */
+function runStreaming(cmd: string, args: string[], o: { env?: NodeJS.ProcessEnv; until?: string; timeoutMs: number; cpuPid: (child: number) => number }): Promise<Streamed> {
+  return new Promise((resolveP, reject) => {
+    const cpu0 = reapedChildrenCpuSeconds();
     const start = performance.now();
-    const secs = (): number => (performance.now() - start) / 1000;
-    const watch = markerWatch();
-    let poweroff: number | null = null;
-    let note: string | undefined;
-    const post = (m: FromWorker): void => {
-      if (m.type === 'console') watch.push(Buffer.from(m.data).toString('latin1'), secs());
-      else if (m.type === 'power') {
-        poweroff = secs();
-        if (m.event.kind !== 'poweroff' || m.event.failed) note = `ended with ${JSON.stringify(m.event)}`;
-      } else if (m.type === 'fatal') note = m.message.split('\n')[0];
-    };
-    const host = new ConsoleBatcher(post);
-    const machine = VirtMachine.create({
-      memoryBytes: MEMORY_MIB * 1024 * 1024, cpus: 1, firmware, kernelPath: KERNEL, initrdPath: INITRD, cmdline: CMDLINE, disks: [],
-    }, host);
-    const timer = setTimeout(() => {
-      note = `no power-off within ${TIMEOUT_MS / 1000} s`;
-      loop.handle({ type: 'stop' });
-    }, TIMEOUT_MS);
-    const loop = new RunLoop(machine, host, post, () => {
-      clearTimeout(timer);
-      resolvePromise({ userspace: watch.userspace, poweroff, note });
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: o.env });
+    let out = '', err = '', line = '';
+    let t: Timing | null = null;
+    const marks = new Map<string, number>();
+    const timer = setTimeout(() => { p.kill('SIGKILL'); reject(new Error(`${cmd} timed out: ${out.slice(-2000)}`)); }, o.timeoutMs);
+    p.stdout.on('data', (b: Buffer) => {
+      const s = b.toString('latin1');
+      out += s;
+      line += s;
+      for (let i = line.indexOf('\n'); i >= 0; i = line.indexOf('\n')) {
+        const m = /^vmctl-bench: (begin|end) (\S+)\r?$/.exec(line.slice(0, i));
+        line = line.slice(i + 1);
+        if (m) marks.set(`${m[1]} ${m[2]}`, processCpuSeconds(o.cpuPid(p.pid!)) ?? NaN);
+      }
+      if (o.until !== undefined && t === null && out.includes(o.until)) {
+        t = { wall: (performance.now() - start) / 1000, cpu: processCpuSeconds(o.cpuPid(p.pid!)) };
+        p.kill('SIGKILL');
+      }
     });
-    loop.start();
+    p.stderr.on('data', (b: Buffer) => { err += b.toString('latin1'); });
+    p.on('error', (e) => { clearTimeout(timer); reject(e); });
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      if (t === null) {
+        if (o.until !== undefined) { reject(new Error(`${cmd} exited (${code}) before '${o.until}': ${err.trim()} ${out.slice(-2000)}`)); return; }
+        t = { wall: (performance.now() - start) / 1000, cpu: reapedChildrenCpuSeconds() - cpu0 };
+      }
+      if (code !== 0 && o.until === undefined) { reject(new Error(`${cmd} ${args.slice(0, 3).join(' ')} failed (exit ${code}): ${err.trim()} ${out.slice(-3000)}`)); return; }
+      resolveP({ out, t, marks, code });
+    });
   });
 }
 
-/** A process whose stdout is the guest's console: seconds to the marker and to its exit. */
-function spawned(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<Times> {
-  return new Promise((resolvePromise) => {
-    const start = performance.now();
-    const secs = (): number => (performance.now() - start) / 1000;
-    const watch = markerWatch();
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => watch.push(b.toString('latin1'), secs()));
-    child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-    const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
-    child.on('error', (e) => resolvePromise({ userspace: null, poweroff: null, note: e.message }));
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      const t = secs();
-      resolvePromise({ userspace: watch.userspace, poweroff: code === 0 ? t : null, ...(code !== 0 ? { note: `exit ${code}: ${stderr.trim().split('\n').pop()}` } : {}) });
-    });
-  });
+/** A sparse file of `bytes` (a fresh scratch disk each run). */
+function sparse(path: string, bytes: number): void {
+  rmSync(path, { force: true });
+  const fd = openSync(path, 'w');
+  ftruncateSync(fd, bytes);
+  closeSync(fd);
 }
 
-async function vmctlRun(): Promise<Times> {
-  const bin = resolve('bin/vmctl');
-  const home = mkdtempSync(join(tmpdir(), 'vmctl-bench-'));
-  const env = { ...process.env, VMCTL_HOME: home, NO_COLOR: '1' };
-  const yaml = join(home, 'linux.yaml');
-  writeFileSync(yaml, `name: linux\ncpus: 1\nmemory: ${MEMORY_MIB}MiB\nboot:\n  firmware: builtin\n  kernel: ${KERNEL}\n  initrd: ${INITRD}\n  cmdline: "${CMDLINE}"\n`);
+/** The guest's `vmctl-bench: NAME SECONDS CHECK` lines. */
+function benchLines(out: string): Map<string, { seconds: number; check: string }> {
+  const m = new Map<string, { seconds: number; check: string }>();
+  for (const l of out.split(/\r?\n/)) {
+    const x = /^vmctl-bench: (\S+) (\d+\.\d+) ?(.*)$/.exec(l);
+    if (x) m.set(x[1], { seconds: Number(x[2]), check: x[3].trim() });
+  }
+  return m;
+}
+
+export async function benchLinux(o: LinuxBenchOptions): Promise<Row[]> {
+  const rows: Row[] = [];
+  mkdirSync(o.tmp, { recursive: true });
+  const v = new Vmctl(o.tmp);
+  v.must(['daemon', 'start'], 60_000);
   try {
-    // The daemon is started first: `vmctl run` of a VM, not a daemon's start-up, is measured.
-    await spawned(process.execPath, [bin, 'daemon', 'start'], env);
-    return await spawned(process.execPath, [bin, 'run', '-f', yaml, '--timeout', '5m'], env);
+    if (o.boots) {
+      for (const cpus of [1, 4]) {
+        for (const firmware of ['builtin', 'opensbi'] as const) {
+          const name = `boot-${cpus}-${firmware}`;
+          const file = join(o.tmp, `${name}.yaml`);
+          writeFileSync(file, vmYaml(o.guest, { name, cpus, firmware, cmdline: 'console=ttyS0' }));
+          v.must(['create', '-f', file]);
+          const pid = v.daemonPid();
+          const d0 = processCpuSeconds(pid) ?? 0, c0 = reapedChildrenCpuSeconds();
+          const start = performance.now();
+          v.must(['start', name, '--wait-for', MARKER, '--timeout', '10m']);
+          const wall = (performance.now() - start) / 1000;
+          const cpu = (processCpuSeconds(pid) ?? 0) - d0 + reapedChildrenCpuSeconds() - c0;
+          v.must(['wait', name, '--state', 'stopped', '--timeout', '10m']);
+          const jit = v.translatorLine(name);
+          const q = o.qemu ? await runStreaming(QEMU, qemuArgs(o.guest, cpus, 'console=ttyS0'), { until: MARKER, timeoutMs: 600_000, cpuPid: (c) => c }) : null;
+          const label = `${cpus} hart${cpus > 1 ? 's' : ''}, vmctl ${firmware === 'builtin' ? 'builtin SBI' : 'OpenSBI'} / QEMU OpenSBI`;
+          o.log(`  boot to '${MARKER}', ${label}: vmctl ${wall.toFixed(2)} s${q ? `, QEMU ${q.t.wall.toFixed(2)} s` : ''}`);
+          rows.push({ group: 'linux boot', name: label, vmctl: { wall, cpu }, qemu: q?.t ?? null, jit });
+        }
+      }
+    }
+    if (o.programs) {
+      const data = join(o.tmp, 'bench-data.img');
+      writeFileSync(data, benchText(DATA_BYTES));
+      const scratch = join(o.tmp, 'bench-scratch.img');
+      sparse(scratch, SCRATCH_BYTES);
+      const disks = [{ path: data, readonly: true, name: 'bench-data' }, { path: scratch, readonly: false, name: 'bench-scratch' }];
+      const name = 'programs';
+      const file = join(o.tmp, `${name}.yaml`);
+      writeFileSync(file, vmYaml(o.guest, { name, cpus: 1, firmware: 'builtin', cmdline: 'console=ttyS0 vmctl=bench', disks }));
+      const daemon = v.daemonPid();
+      const r = await runStreaming(process.execPath, [VMCTL, 'run', '-f', file, '--timeout', '30m'], { env: v.env, timeoutMs: 1_900_000, cpuPid: () => daemon });
+      const jit = v.translatorLine(name);
+      if (!r.out.includes('vmctl-bench: done')) throw new Error(`the guest's bench mode did not finish: ${r.out.slice(-3000)}`);
+      const vm = benchLines(r.out);
+      sparse(scratch, SCRATCH_BYTES);
+      const q = o.qemu ? await runStreaming(QEMU, qemuArgs(o.guest, 1, 'console=ttyS0 vmctl=bench', disks), { timeoutMs: 1_800_000, cpuPid: (c) => c }) : null;
+      const qm = q === null ? null : benchLines(q.out);
+      const cpu = (s: Streamed | null, prog: string): number | null => {
+        const b = s?.marks.get(`begin ${prog}`), e = s?.marks.get(`end ${prog}`);
+        return b === undefined || e === undefined || Number.isNaN(b + e) ? null : e - b;
+      };
+      for (const [prog, x] of vm) {
+        const y = qm?.get(prog);
+        let mismatch: string | undefined;
+        if (x.check.startsWith('FAILED')) mismatch = `vmctl: ${x.check}`;
+        else if (qm !== null && y === undefined) mismatch = 'QEMU did not run it';
+        else if (y !== undefined && y.check !== x.check) mismatch = `vmctl's result '${x.check}', QEMU's '${y.check}'`;
+        o.log(`  ${prog}: vmctl ${x.seconds.toFixed(3)} s${y ? `, QEMU ${y.seconds.toFixed(3)} s` : ''} (${x.check})`);
+        rows.push({ group: 'linux program', name: prog, vmctl: { wall: x.seconds, cpu: cpu(r, prog) },
+          qemu: y ? { wall: y.seconds, cpu: cpu(q, prog) } : null, mismatch, jit });
+      }
+    }
   } finally {
-    await spawned(process.execPath, [bin, 'daemon', 'stop', '--force'], env);
-    rmSync(home, { recursive: true, force: true });
+    v.run(['daemon', 'stop'], 60_000);
   }
+  return rows;
 }
-
-const s = (t: number | null): string => (t === null ? '   -  ' : `${t.toFixed(2).padStart(5)} s`);
-const ratio = (a: number | null, b: number | null): string => (a !== null && b !== null && b > 0 ? `${(a / b).toFixed(1)}x` : '-');
-
-async function main(): Promise<void> {
-  if (!existsSync(KERNEL) || !existsSync(INITRD)) {
-    console.error(`bench:linux: no Linux guest in ${DIR}; build it with: bash fixtures/linux/build.sh ${DIR}`);
-    process.exitCode = 1;
-    return;
-  }
-  console.log(`Linux guest in ${DIR}: 1 hart, ${MEMORY_MIB} MiB, cmdline "${CMDLINE}"; times to "${MARKER}" and to power-off`);
-  const rows: [string, Times][] = [];
-  rows.push(['vmctl, in-process, firmware builtin', await inProcess({ kind: 'builtin' })]);
-  if (existsSync(OPENSBI)) rows.push(['vmctl, in-process, OpenSBI fw_jump', await inProcess({ kind: 'file', path: OPENSBI })]);
-  rows.push(['vmctl run (CLI, daemon, worker), builtin', await vmctlRun()]);
-  const qemu = await spawned('qemu-system-riscv64', ['-machine', 'virt', '-m', `${MEMORY_MIB}M`, '-smp', '1', '-nographic', '-monitor', 'none',
-    '-serial', 'stdio', '-bios', OPENSBI, '-kernel', KERNEL, '-initrd', INITRD, '-append', CMDLINE]);
-  rows.push(['qemu-system-riscv64 (TCG), OpenSBI fw_jump', qemu]);
-  const w = Math.max(...rows.map(([n]) => n.length));
-  console.log(`${''.padEnd(w)}  userspace   power-off   (x QEMU's time)`);
-  for (const [name, t] of rows) {
-    const x = name.startsWith('qemu') ? '' : `   (${ratio(t.userspace, qemu.userspace)}, ${ratio(t.poweroff, qemu.poweroff)})`;
-    console.log(`${name.padEnd(w)}  ${s(t.userspace)}     ${s(t.poweroff)}${x}${t.note ? `   ${t.note}` : ''}`);
-    if (t.userspace === null || t.poweroff === null) process.exitCode = 1;
-  }
-}
-
-void main();

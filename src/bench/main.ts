@@ -1,68 +1,111 @@
-// `npm run bench`: runs fixtures/bench/bench.elf (CRC32, sorting, 64-bit multiply/divide; see
-// fixtures/bench/bench.c) on vmctl's virt machine in-process (the same VirtMachine the VM runtime
-// uses, no firmware: the hart starts at the ELF entry in M-mode) and on qemu-system-riscv64, one
-// after the other; checks both print the same result line and reports MIPS for each (QEMU cannot
-// count instructions here, so its figure is vmctl's exact instruction count / QEMU's wall time).
-import { readFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
-import { resolve } from 'node:path';
-import { VirtMachine } from '../board/virt.js';
-import type { PowerEvent } from '../board/machine-types.js';
+// `npm run bench [-- OPTIONS]`: vmctl against qemu-system-riscv64 on the same workloads, one after
+// the other in the same run, each ratio vmctl time / QEMU time and their geometric mean:
+//   bare metal     our guests of different shapes (fixtures/bench, baremetal.ts), in this process
+//   linux boot     the Linux test guest to its userspace marker, 1 and 4 harts (linux.ts)
+//   linux program  busybox programs and mke2fs inside that guest, timed by the guest (linux.ts)
+// Options:
+//   --only LIST    comma-separated sections (bare, boot, programs) or bare-metal guest names
+//   --repeat N     run everything N times; then the median of each workload's ratios
+//   --verbose      the translator's figures for each workload
+//   --no-qemu      vmctl only
+//   --no-jit       bare-metal guests with translation off (the pure interpreter)
+// The machine may be shared: the load average is printed before and after, and CPU times (less
+// disturbed by other load than wall times) are given where they can be measured.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, homedir, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { BARE_METAL, benchBareMetal } from './baremetal.js';
+import { benchLinux, checkGuest } from './linux.js';
+import { formatTable, geomean, loadText, type Row } from './measure.js';
+import { qemuVersion } from './qemu.js';
 
-const ELF = resolve(process.argv[2] ?? 'fixtures/bench/bench.elf');
-const QEMU_CPU = 'rv64,h=false,zba=false,zbb=false,zbc=false,zbs=false';
+const USAGE = 'usage: npm run bench -- [--only bare,boot,programs,GUEST] [--repeat N] [--verbose] [--no-qemu] [--no-jit]';
 
-function runVmctl(): { line: string; instret: number; seconds: number; power: PowerEvent | null } {
-  let out = '';
-  let power: PowerEvent | null = null;
-  const vm = VirtMachine.create(
-    { memoryBytes: 128 * 1024 * 1024, cpus: 1, firmware: { kind: 'none' }, kernelPath: ELF, cmdline: '', disks: [] },
-    {
-      consoleOutput: (bytes) => { out += Buffer.from(bytes).toString('latin1'); },
-      powerEvent: (ev) => { power ??= ev; },
-      log: () => {},
-    },
-  );
-  const start = performance.now();
-  try {
-    // The guest never sleeps (WFI only after it has finished), so run until it powers off.
-    while (vm.run(1000) !== 'halted') { /* keep going */ }
-  } finally {
-    vm.close();
+function parseArgs(argv: string[]): { only: Set<string> | null; repeat: number; verbose: boolean; qemu: boolean; jit: boolean } {
+  const o = { only: null as Set<string> | null, repeat: 1, verbose: false, qemu: true, jit: true };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--verbose' || a === '-v') o.verbose = true;
+    else if (a === '--no-qemu') o.qemu = false;
+    else if (a === '--no-jit') o.jit = false;
+    else if (a === '--only' || a === '--repeat') {
+      const val = argv[++i];
+      if (val === undefined) throw new Error(`${a} needs a value\n${USAGE}`);
+      if (a === '--repeat') {
+        o.repeat = Number(val);
+        if (!Number.isInteger(o.repeat) || o.repeat < 1) throw new Error(`--repeat: expected a whole number >= 1, got '${val}'`);
+      } else {
+        const known = ['bare', 'boot', 'programs', ...BARE_METAL.map((g) => g.name)];
+        o.only = new Set(val.split(','));
+        for (const x of o.only) if (!known.includes(x)) throw new Error(`--only: unknown workload '${x}' (expected ${known.join(', ')})`);
+      }
+    } else throw new Error(`unknown option '${a}'\n${USAGE}`);
   }
-  const seconds = (performance.now() - start) / 1000;
-  return { line: out.trim(), instret: vm.instructionsRetired(), seconds, power };
+  return o;
 }
 
-function runQemu(): { line: string; seconds: number } | null {
-  const start = performance.now();
-  const r = spawnSync('qemu-system-riscv64', ['-machine', 'virt', '-bios', 'none', '-nographic', '-monitor', 'none',
-    '-serial', 'stdio', '-cpu', QEMU_CPU, '-kernel', ELF], { encoding: 'latin1', timeout: 120_000 });
-  const seconds = (performance.now() - start) / 1000;
-  if (r.error || r.status !== 0) {
-    console.log(`qemu: not run (${r.error?.message ?? `exit ${r.status}`})`);
-    return null;
-  }
-  return { line: r.stdout.trim(), seconds };
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 === 1 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-readFileSync(ELF); // fail early with a clear error when the ELF is missing
-const v = runVmctl();
-if (v.power === null || v.power.kind !== 'poweroff' || v.power.failed) {
-  console.log(`vmctl: the guest did not power off cleanly (${JSON.stringify(v.power)})`);
+async function main(): Promise<void> {
+  const opts = parseArgs(process.argv.slice(2));
+  const want = (section: string): boolean => opts.only === null || opts.only.has(section);
+  const bare = BARE_METAL.map((g) => g.name).filter((n) => want('bare') || opts.only!.has(n));
+  const qemu = opts.qemu ? qemuVersion() : null;
+  if (opts.qemu && qemu === null) throw new Error('qemu-system-riscv64 is not runnable (Debian: apt-get install qemu-system-misc), or use --no-qemu');
+  const guest = process.env.VMCTL_LINUX_DIR ?? join(homedir(), '.cache/vmctl/linux/out');
+  const linux = want('boot') || want('programs');
+  if (linux) {
+    const bad = checkGuest(guest);
+    if (bad !== null) throw new Error(`${bad} (or set VMCTL_LINUX_DIR, or leave Linux out with --only bare)`);
+  }
+  console.log(`vmctl bench: Node ${process.version} (V8 ${process.versions.v8}), ${qemu ?? 'no QEMU'}, ` +
+    `${cpus().length} host cpus (${cpus()[0]?.model ?? '?'}); load average ${loadText()}`);
+  if (linux) console.log(`Linux guest: ${guest}`);
+  const runs: Row[][] = [];
+  for (let k = 0; k < opts.repeat; k++) {
+    if (opts.repeat > 1) console.log(`--- run ${k + 1} of ${opts.repeat} (load ${loadText()})`);
+    const rows: Row[] = [];
+    if (bare.length > 0) rows.push(...benchBareMetal(resolve('fixtures/bench'), bare, { qemu: opts.qemu, jit: opts.jit, log: console.log }));
+    if (linux) {
+      const tmp = mkdtempSync(join(tmpdir(), 'vmctl-bench-'));
+      try {
+        rows.push(...await benchLinux({ guest, tmp, qemu: opts.qemu, boots: want('boot'), programs: want('programs'), log: console.log }));
+      } finally {
+        rmSync(tmp, { recursive: true, force: true });
+      }
+    }
+    console.log(`\n${formatTable(rows)}`);
+    if (opts.verbose) {
+      console.log('translator (vmctl side):');
+      let last = '';
+      for (const r of rows) {
+        if (r.jit === undefined || r.jit === last) continue;
+        last = r.jit;
+        console.log(`  ${r.group}${r.group === 'linux program' ? 's (the whole run)' : `: ${r.name}`}: ${r.jit}`);
+      }
+    }
+    console.log(`load average ${loadText()}\n`);
+    runs.push(rows);
+  }
+  if (opts.repeat > 1) {
+    console.log(`median of ${opts.repeat} runs, per workload (vmctl / QEMU, wall time):`);
+    const ratios: number[] = [];
+    for (let i = 0; i < runs[0].length; i++) {
+      const rs = runs.map((rows) => rows[i]).filter((r) => r?.qemu).map((r) => r.vmctl.wall / r.qemu!.wall);
+      if (rs.length === 0) continue;
+      const m = median(rs);
+      ratios.push(m);
+      console.log(`  ${runs[0][i].group}: ${runs[0][i].name}: ${m.toFixed(2)}  (${rs.map((x) => x.toFixed(2)).join(' ')})`);
+    }
+    if (ratios.length > 0) console.log(`geometric mean of the medians: ${geomean(ratios).toFixed(2)}; highest ${Math.max(...ratios).toFixed(2)}`);
+  }
+  if (runs.some((rows) => rows.some((r) => r.mismatch))) process.exitCode = 1;
+}
+
+main().catch((e: Error) => {
+  console.error(`bench: ${e.message}`);
   process.exitCode = 1;
-}
-const vMips = v.instret / v.seconds / 1e6;
-console.log(`vmctl: ${v.line}`);
-console.log(`vmctl: ${v.instret} instructions in ${v.seconds.toFixed(2)} s = ${vMips.toFixed(1)} MIPS`);
-const q = runQemu();
-if (q) {
-  const qMips = v.instret / q.seconds / 1e6;
-  console.log(`qemu:  ${q.line}`);
-  console.log(`qemu:  ${q.seconds.toFixed(2)} s wall (incl. start-up) = ${qMips.toFixed(1)} MIPS`);
-  console.log(`ratio: vmctl/qemu = ${(vMips / qMips).toFixed(3)}`);
-  if (q.line !== v.line) {
-    console.log('MISMATCH: vmctl and QEMU printed different result lines');
-    process.exitCode = 1;
-  } else console.log('result lines match');
-}
+});

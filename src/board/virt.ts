@@ -21,6 +21,7 @@ import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
 import { PhysicalMemoryMap, type MmioDevice } from '../memory/bus.js';
 import { Hart } from '../riscv/hart.js';
 import { ReservationSet } from '../riscv/reservations.js';
+import { JitStats } from '../riscv/jit.js';
 import { VirtClock } from '../devices/clock.js';
 import { Clint } from '../devices/clint.js';
 import { Plic } from '../devices/plic.js';
@@ -383,6 +384,13 @@ export class VirtMachine {
     let n = this.smp?.instructionsRetired() ?? 0;
     for (const h of this.harts) n += h.instret;
     return n;
+  }
+
+  /** The translators' figures summed over the harts (src/riscv/jit.ts JitStats). */
+  jitStats(): JitStats {
+    const s = new JitStats();
+    for (const h of this.harts) s.add(h.jitStats);
+    return s;
   }
 
   dtb(): Uint8Array { return this.dtbBytes; }

@@ -44,7 +44,7 @@ import { ReservationSet } from './reservations.js';
 import { CEXP } from './compressed.js';
 import { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } from './alu.js';
 import { execFp, FP_PRESENT } from './fp/execute.js';
-import { compileRegion, HOT_THRESHOLD, REGION_THRESHOLD, REGION_WINDOW, type RegionEntry } from './jit.js';
+import { compileRegion, HOT_THRESHOLD, JitStats, REGION_THRESHOLD, REGION_WINDOW, type RegionEntry } from './jit.js';
 import {
   MS_SIE, MS_MIE, MS_SPIE, MS_MPIE, MS_SPP, MS_MPP_SHIFT, MS_MPP, MS_FS, MS_MPRV, MS_SUM, MS_MXR, MS_TVM, MS_TW, MS_TSR,
   MSTATUS_WMASK, SSTATUS_MASK, MSTATUS_HI, SSTATUS_HI, MIP_SSIP, MIP_STIP, MIP_SEIP, MIE_MASK, S_INTS, MEDELEG_MASK,
@@ -213,6 +213,8 @@ export class Hart {
   jitEnabled = true;
   /** Full regions translated so far (statistics; tests check that a path was translated). */
   regionsCompiled = 0;
+  /** The translator's figures for this hart (bench --verbose, the VM's log). */
+  readonly jitStats = new JitStats();
   /** Set by a translated loop whose instruction trapped. */
   jitTrap = false;
   /** Set when a store dropped translated code (a running loop then stops after that store). */
@@ -315,14 +317,16 @@ export class Hart {
     let code = this.pageCode.get(pn);
     if (code === undefined) { code = new PageCode(); this.pageCode.set(pn, code); }
     this.fCode = code;
+    const t0 = performance.now();
     const r = compileRegion(view, base, off, full, this.smp);
+    this.jitStats.compileMs += performance.now() - t0;
     if (r === null) {
       const old = code.blocks[slot];
       // A first-tier loop stays when no region could be made from its head.
       if (!full) code.blocks[slot] = null; else if (old === undefined || old === null || old.full) code.blocks[slot] = NO_REGION;
       return code;
     }
-    if (full) this.regionsCompiled++;
+    if (full) { this.regionsCompiled++; this.jitStats.regions++; } else this.jitStats.loops++;
     for (const o of r.entries) code.blocks[o >> 1] = { fn: r.fn, size: r.size, pc: o, full };
     const cv = r.covered;
     for (let i = 0; i < cv.length; i += 2) {
@@ -346,13 +350,15 @@ export class Hart {
     let n = 0;
     for (;;) {
       n += blk.fn(this, fVa, blk.pc, budget - n, xl, xh, r, w, this.reservations);
-      if (this.jitTrap || this.linesChanged) return n;
+      if (this.jitTrap || this.linesChanged) break;
       const d = this.pc - fVa;
-      if (!(d >= 0 && d <= 4092)) return n;
+      if (!(d >= 0 && d <= 4092)) break;
       const next = blocks[d >> 1];
-      if (next === undefined || next === null || n + next.size > budget) return n;
+      if (next === undefined || next === null || n + next.size > budget) break;
       blk = next;
     }
+    this.jitStats.translatedInsns += n;
+    return n;
   }
 
   /** A store to RAM at `pa`: drops the page's translated loops if the bytes were part of one. */

@@ -53,6 +53,31 @@ const MAX_REGION = 256;
 const MAX_LOOP = 48;
 
 export type BlockFn = (...args: unknown[]) => number;
+
+/** What a hart's translator did: `npm run bench -- --verbose` prints it, and a VM's log gets it
+ *  when the VM stops. Counted at compile time and per entry into translated code, never per
+ *  instruction. */
+export class JitStats {
+  /** First-tier translations (single-block loops). */
+  loops = 0;
+  /** Full regions. */
+  regions = 0;
+  /** Time spent generating and compiling translations (ms; V8's later optimization not included). */
+  compileMs = 0;
+  /** Instructions retired inside translated code. */
+  translatedInsns = 0;
+
+  add(o: JitStats): void {
+    this.loops += o.loops; this.regions += o.regions; this.compileMs += o.compileMs; this.translatedInsns += o.translatedInsns;
+  }
+
+  /** One line for people: what was translated, what it cost, the share of `instret` it ran. */
+  describe(instret: number): string {
+    const pct = instret > 0 ? (100 * this.translatedInsns / instret).toFixed(1) : '0.0';
+    return `${this.loops} loops + ${this.regions} regions translated in ${this.compileMs.toFixed(0)} ms; ` +
+      `${pct}% of ${instret} instructions ran translated`;
+  }
+}
 const FN_CACHE_MAX = 10_000;
 const fnCache = new Map<string, BlockFn>();
 /** A compiled region: `size` instructions; `covered` = (offset, length) pairs of the

@@ -13,6 +13,8 @@ export interface RunnableMachine {
   pauseClock(): void;
   resumeClock(): void;
   instructionsRetired(): number;
+  /** What the harts' translators did (logged when the VM stops). */
+  jitStats(): { describe(instret: number): string };
   close(): void;
   /** Set by the run loop: the machine calls it when it wants a tick soon (it may be idle). */
   onWake: () => void;
@@ -185,6 +187,7 @@ export class RunLoop {
     let instret = 0;
     try {
       instret = this.machine.instructionsRetired();
+      this.host.log(`translator: ${this.machine.jitStats().describe(instret)}`);
       this.machine.close();
     } catch (e) {
       this.post({ type: 'fatal', message: `closing the machine failed: ${(e as Error).message}` });
