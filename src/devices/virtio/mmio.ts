@@ -7,6 +7,19 @@
 //
 // Requests run synchronously: a QueueNotify write processes every available chain of that queue
 // before the store retires, so the hart is held for exactly the I/O the driver asked for.
+//
+// What a driver may get wrong is accepted as QEMU 7.2's hw/virtio/virtio-mmio.c accepts it, so
+// that guests written against QEMU run unchanged:
+//   - FEATURES_OK without VIRTIO_F_VERSION_1 (a driver that only ever writes feature page 0):
+//     accepted; the device then follows the legacy layout where one differs (virtio-net's
+//     10-byte header, 5.1.6.1);
+//   - feature bits the device did not offer: masked off (QEMU's virtio_set_features), logged;
+//   - DRIVER_OK without FEATURES_OK (the legacy initialisation order): the queues run with no
+//     feature negotiated;
+//   - rings that are not aligned as 2.7 asks, or a queue size that is not a power of 2: served.
+// What would let a guest harm the host stays refused: a queue larger than QueueNumMax or of size
+// 0, rings outside RAM, and every malformed chain (queue.ts) put the device in
+// DEVICE_NEEDS_RESET, as QEMU's virtio_error does.
 
 import type { MmioDevice } from '../../memory/bus.js';
 import type { GuestRam } from '../../memory/ram.js';
@@ -209,19 +222,15 @@ export class VirtioMmioDevice implements MmioDevice {
     }
     let v = value & ~STATUS_DEVICE_NEEDS_RESET; // device-owned bit
     if ((v & STATUS_FEATURES_OK) !== 0 && (this.status & STATUS_FEATURES_OK) === 0) {
-      // 3.1.1 step 5-6: accept the features only if they are a subset of what we offered and
-      // the driver speaks virtio 1 (a legacy driver on a modern device must not proceed).
+      // 3.1.1 step 5-6. As QEMU (virtio_set_features): bits we did not offer are dropped rather
+      // than refused, and a driver without VIRTIO_F_VERSION_1 proceeds with legacy semantics.
       const extra = this.driverFeatures & ~this.offered;
-      if (extra !== 0n || (this.driverFeatures & feature(VIRTIO_F_VERSION_1)) === 0n) {
-        this.opts.log(`${this.opts.name}: driver features 0x${this.driverFeatures.toString(16)} refused (${extra !== 0n ? `not offered: 0x${extra.toString(16)}` : 'VIRTIO_F_VERSION_1 missing'})`);
-        v &= ~STATUS_FEATURES_OK;
-      } else {
-        this.negotiated = this.driverFeatures;
-        const indirect = (this.negotiated & feature(VIRTIO_F_INDIRECT_DESC)) !== 0n;
-        const eventIdx = (this.negotiated & feature(VIRTIO_F_EVENT_IDX)) !== 0n;
-        for (const q of this.queues) { q.indirectEnabled = indirect; q.eventIdxEnabled = eventIdx; }
-        this.model.featuresAccepted?.(this.negotiated);
-      }
+      if (extra !== 0n) this.opts.log(`${this.opts.name}: driver accepted features 0x${extra.toString(16)} that were not offered; ignoring them`);
+      this.negotiated = this.driverFeatures & this.offered;
+      const indirect = (this.negotiated & feature(VIRTIO_F_INDIRECT_DESC)) !== 0n;
+      const eventIdx = (this.negotiated & feature(VIRTIO_F_EVENT_IDX)) !== 0n;
+      for (const q of this.queues) { q.indirectEnabled = indirect; q.eventIdxEnabled = eventIdx; }
+      this.model.featuresAccepted?.(this.negotiated);
     }
     const becameOk = (v & STATUS_DRIVER_OK) !== 0 && (this.status & STATUS_DRIVER_OK) === 0;
     this.status = v | (this.status & STATUS_DEVICE_NEEDS_RESET);
@@ -261,7 +270,9 @@ export class VirtioMmioDevice implements MmioDevice {
 
   private notify(index: number): void {
     const q = this.queues[index];
-    if (q === undefined || !q.ready || this.needsReset() || (this.status & STATUS_FEATURES_OK) === 0) return;
+    // No FEATURES_OK needed (QEMU's virtio_queue_notify does not look at the status): a driver
+    // using the legacy order runs with no feature negotiated.
+    if (q === undefined || !q.ready || this.needsReset()) return;
     const oldUsed = q.usedIdx;
     try {
       // Consume everything available, then (event index) tell the driver where we are and look
