@@ -2,7 +2,8 @@
 // board tests and the benchmark run guests. Sleeps like the real runtime when all harts wait
 // in WFI, so timer-driven guests behave as under `vmctl run`.
 import { VirtMachine } from '../../src/board/virt.js';
-import type { MachineConfig, PowerEvent } from '../../src/board/machine-types.js';
+import type { MachineConfig, NicAttachment, PowerEvent } from '../../src/board/machine-types.js';
+import type { NetBackend } from '../../src/net/nic.js';
 
 export interface RunGuestResult {
   /** Everything the guest wrote to its console (UART, SBI or HTIF), decoded as latin1. */
@@ -20,6 +21,10 @@ export interface RunGuestOptions {
   script?: { when: string | RegExp; send: string }[];
   /** Called with console output as it arrives (e.g. to echo it while debugging). */
   onOutput?: (text: string) => void;
+  /** The host side of the config's NICs (without it they are unplugged). */
+  openNic?: (index: number, nic: NicAttachment) => NetBackend;
+  /** Log lines of the machine (device errors). */
+  onLog?: (message: string) => void;
 }
 
 /** Partial configs are completed with small defaults (128 MiB, 1 hart, no firmware). */
@@ -38,7 +43,10 @@ export async function runGuest(cfg: GuestConfig, opts: RunGuestOptions): Promise
   let text = '';
   let power: PowerEvent | null = null;
   const decoder = new TextDecoder('latin1');
+  let wake: (() => void) | null = null;
   const vm = VirtMachine.create(full, {
+    openNic: opts.openNic,
+    wake: () => wake?.(),
     consoleOutput(bytes) {
       const s = decoder.decode(bytes);
       chunks.push(s);
@@ -46,7 +54,7 @@ export async function runGuest(cfg: GuestConfig, opts: RunGuestOptions): Promise
       opts.onOutput?.(s);
     },
     powerEvent(ev) { power ??= ev; },
-    log() {},
+    log(m) { opts.onLog?.(m); },
   });
   if (opts.input !== undefined) {
     vm.consoleInput(typeof opts.input === 'string' ? new TextEncoder().encode(opts.input) : opts.input);
@@ -70,7 +78,13 @@ export async function runGuest(cfg: GuestConfig, opts: RunGuestOptions): Promise
       if (state === 'halted') break;
       if (state === 'idle') {
         const wait = Math.min(vm.idleTimeoutMs(), deadline - performance.now(), 50);
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        if (wait > 0) {
+          // A frame from the network ends the sleep early, as in the real run loop.
+          await new Promise<void>((r) => {
+            const t = setTimeout(() => { wake = null; r(); }, wait);
+            wake = () => { clearTimeout(t); wake = null; r(); };
+          });
+        }
       } else {
         // let timers and I/O of the test process run now and then
         await new Promise((r) => setImmediate(r));

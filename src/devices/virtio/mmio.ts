@@ -78,6 +78,14 @@ export interface VirtioDeviceModel {
   reset(): void;
   /** Called once FEATURES_OK is accepted, with the negotiated features. */
   featuresAccepted?(features: bigint): void;
+  /** The driver notified a queue whose buffers the device fills on its own schedule (virtio-net's
+   *  receive queue): return true to leave its chains in place (the device takes them later with
+   *  VirtioMmioDevice.fillQueue); false to have them served by handleChain as usual. */
+  queueNotified?(queueIndex: number): boolean;
+  /** The driver set DRIVER_OK. */
+  driverReady?(): void;
+  /** The chains of one notify on `queueIndex` have all been served. */
+  queueServed?(queueIndex: number): void;
 }
 
 export interface VirtioMmioOptions {
@@ -193,6 +201,31 @@ export class VirtioMmioDevice implements MmioDevice {
     }
   }
 
+  /**
+   * For a device that fills a queue when it has something for the driver (virtio-net's receive
+   * queue), outside of any notify: runs `fill` with the queue when the driver has it ready, then
+   * raises the used-buffer interrupt the driver asked for (`fill` asks for a notification with
+   * SplitVirtqueue.notifyOnNextAvail when it waits for buffers). A malformed ring puts the device in DEVICE_NEEDS_RESET. Returns false (without
+   * calling `fill`) when the queue cannot be used now: not ready, DRIVER_OK not set, needs reset.
+   */
+  fillQueue(index: number, fill: (q: SplitVirtqueue) => void): boolean {
+    const q = this.queues[index];
+    if (q === undefined || !q.ready || this.needsReset() || (this.status & STATUS_DRIVER_OK) === 0) return false;
+    const oldUsed = q.usedIdx;
+    try {
+      fill(q);
+    } catch (e) {
+      if (e instanceof VirtqueueError || e instanceof RangeError) this.fail(`queue ${index}: ${e.message}`);
+      else this.fail(`queue ${index}: internal error: ${(e as Error).stack ?? String(e)}`);
+      return false;
+    }
+    if (q.needsInterrupt(oldUsed)) {
+      this.interruptStatus |= INT_USED_BUFFER;
+      this.updateIrq();
+    }
+    return true;
+  }
+
   /** The device configuration changed (e.g. the disk grew): bump the generation and, once the
    *  driver is running, raise a configuration change notification (4.2.3.4 / 2.5). */
   configChanged(): void {
@@ -234,6 +267,7 @@ export class VirtioMmioDevice implements MmioDevice {
     }
     const becameOk = (v & STATUS_DRIVER_OK) !== 0 && (this.status & STATUS_DRIVER_OK) === 0;
     this.status = v | (this.status & STATUS_DEVICE_NEEDS_RESET);
+    if (becameOk && !this.needsReset()) this.model.driverReady?.();
     // A failure found before DRIVER_OK (e.g. a bad queue at QueueReady) is announced once the
     // driver is ready to receive notifications.
     if (becameOk && this.needsReset()) {
@@ -273,6 +307,7 @@ export class VirtioMmioDevice implements MmioDevice {
     // No FEATURES_OK needed (QEMU's virtio_queue_notify does not look at the status): a driver
     // using the legacy order runs with no feature negotiated.
     if (q === undefined || !q.ready || this.needsReset()) return;
+    if (this.model.queueNotified?.(index) === true) return;
     const oldUsed = q.usedIdx;
     try {
       // Consume everything available, then (event index) tell the driver where we are and look
@@ -292,6 +327,7 @@ export class VirtioMmioDevice implements MmioDevice {
       this.interruptStatus |= INT_USED_BUFFER;
       this.updateIrq();
     }
+    this.model.queueServed?.(index);
   }
 
   private updateIrq(): void {

@@ -160,6 +160,13 @@ export class SplitVirtqueue {
     if (this.firstWritable < 0) this.firstWritable = this.segCount;
   }
 
+  /** Gives back the chains popped since the available-ring position `availIdx` (a value of
+   *  lastAvailIdx saved before popping): they were not used, the driver still owns them. */
+  unpop(availIdx: number): void {
+    this.lastAvailIdx = availIdx & 0xffff;
+    this.segCount = 0;
+  }
+
   /** Guest RAM views for bytes [start, start+len) of the chain's readable (or writable) part,
    *  split at RAM chunk boundaries: zero-copy I/O straight between guest memory and the disk. */
   views(writable: boolean, start: number, len: number, out: Uint8Array[]): void {
@@ -217,6 +224,13 @@ export class SplitVirtqueue {
   /** With VIRTIO_F_EVENT_IDX, tells the driver to notify when it adds past what we consumed (2.7.10). */
   publishAvailEvent(): void {
     if (this.eventIdxEnabled) this.ram.writeU16(this.usedAddr + 4 + 8 * this.size, this.lastAvailIdx);
+  }
+
+  /** For a device waiting for buffers (a receive queue with a frame that does not fit yet): with
+   *  VIRTIO_F_EVENT_IDX, asks the driver to notify as soon as it makes any more available (2.7.10:
+   *  avail_event = the driver's current avail.idx). Without it the driver always notifies. */
+  notifyOnNextAvail(): void {
+    if (this.eventIdxEnabled) this.ram.writeU16(this.usedAddr + 4 + 8 * this.size, this.ram.readU16(this.availAddr + 2));
   }
 
   /** True when the driver has made buffers available that we have not consumed. */
