@@ -5,7 +5,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { MachineConfig, PowerEvent } from '../board/machine-types.js';
+import type { MachineConfig, NicAttachment, PowerEvent } from '../board/machine-types.js';
+import { VIRTIO_COUNT as VIRTIO_SLOTS } from '../board/memory-map.js';
+import { defaultMac } from '../net/mac.js';
 import type { VmDefinition } from '../config/vm-definition.js';
 import { DiskError } from '../disk/errors.js';
 import { acquireDiskLocks, type DiskLock } from '../disk/lock.js';
@@ -145,7 +147,15 @@ export class VmInstance {
       initrdPath: d.boot.initrd,
       cmdline: d.boot.cmdline,
       disks: d.disks.map((x) => ({ path: x.path, readonly: x.readonly, name: x.name })),
+      nics: this.nics(),
     };
+  }
+
+  /** The VM's network cards: without a `network:` key, one on user-mode NAT where a virtio
+   *  slot is left (as QEMU and VirtualBox default to). */
+  private nics(): NicAttachment[] {
+    if (this.def.disks.length >= VIRTIO_SLOTS) return [];
+    return [{ mac: defaultMac(this.name, 0), network: { mode: 'user', forwards: [], restrict: false } }];
   }
 
   // ---- lifecycle ----
@@ -192,6 +202,7 @@ export class VmInstance {
     let ready = false;
     let closed = false;
     let fatal: string | null = null;
+    let refused = false;
     let power: PowerEvent | null = null;
 
     return new Promise<void>((resolve, reject) => {
@@ -225,7 +236,10 @@ export class VmInstance {
             break;
           case 'fatal':
             fatal = m.message;
+            refused = m.startRefused === true;
             this.env.log(`vm ${this.name}: ${m.message}`);
+            break;
+          case 'port-reply':
             break;
         }
       });
@@ -243,7 +257,8 @@ export class VmInstance {
             // The machine never came up (a missing kernel, a bad image): the VM stays stopped.
             p.lastError = fatal ?? `worker exited with code ${code} before the machine was ready`;
             this.setState('stopped');
-            reject(new ProtocolFailure('StartFailed', `VM ${this.name} failed to start: ${p.lastError}`));
+            // A refusal for the host's state (a forward's port is taken) is "wrong state", as a disk in use.
+            reject(new ProtocolFailure(refused ? 'WrongState' : 'StartFailed', `VM ${this.name} ${refused ? 'cannot start' : 'failed to start'}: ${p.lastError}`));
           } else if (this.stopping || (closed && fatal === null)) {
             this.setState('stopped');
             if (rebooting) {
