@@ -5,13 +5,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { MachineConfig, NicAttachment, PowerEvent } from '../board/machine-types.js';
+import type { MachineConfig, NicAttachment, PortForward, PowerEvent } from '../board/machine-types.js';
 import { VIRTIO_COUNT as VIRTIO_SLOTS } from '../board/memory-map.js';
 import { defaultMac } from '../net/mac.js';
 import type { VmDefinition } from '../config/vm-definition.js';
 import { DiskError } from '../disk/errors.js';
 import { acquireDiskLocks, type DiskLock } from '../disk/lock.js';
-import { ProtocolFailure, type PowerInfo, type VmInfo, type VmState } from '../protocol/messages.js';
+import { ProtocolFailure, type PortInfo, type PowerInfo, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
 import { writeFileAtomic } from './atomic.js';
 import { SerialLog } from './serial-log.js';
@@ -353,6 +353,65 @@ export class VmInstance {
       w.on('message', onMsg);
       w.on('exit', onExit);
       w.postMessage({ type } satisfies ToWorker);
+    });
+  }
+
+  // ---- port forwards (`vmctl port`): asked of the worker, which owns the user-mode networks ----
+
+  private portRequests = 0;
+
+  /** The forwards bound now; for a VM that is not running, those of its definition. */
+  async ports(): Promise<PortInfo[]> {
+    if (!this.worker || this.state === 'starting') return this.definedForwards();
+    return [...(await this.portRequest({ type: 'port-list', id: ++this.portRequests })).forwards ?? []];
+  }
+
+  /** Binds a forward on the running VM; a port that cannot be bound is "wrong state" (in use). */
+  async addPort(f: PortForward, nic?: number): Promise<PortInfo> {
+    this.requireRunningForPorts();
+    const r = await this.portRequest({ type: 'port-add', id: ++this.portRequests, forward: f, ...(nic !== undefined ? { nic } : {}) });
+    if (r.error !== undefined) throw new ProtocolFailure(/cannot listen/.test(r.error) ? 'WrongState' : 'InvalidParams', `VM ${this.name}: ${r.error}`);
+    this.env.log(`vm ${this.name}: forward ${f.proto} ${f.hostAddress}:${r.forwards![0].hostPort} -> guest port ${f.guestPort} added`);
+    return r.forwards![0];
+  }
+
+  async removePort(proto: 'tcp' | 'udp', hostAddress: string, hostPort: number): Promise<void> {
+    this.requireRunningForPorts();
+    const r = await this.portRequest({ type: 'port-remove', id: ++this.portRequests, proto, hostAddress, hostPort });
+    if (r.removed !== true) {
+      const have = (await this.ports()).map((p) => `${p.proto} ${p.hostAddress}:${p.hostPort}`);
+      throw new ProtocolFailure('InvalidParams', `VM ${this.name} has no ${proto} forward on ${hostAddress}:${hostPort}; it has ${have.length ? have.join(', ') : 'none'}`);
+    }
+    this.env.log(`vm ${this.name}: forward ${proto} ${hostAddress}:${hostPort} removed`);
+  }
+
+  private requireRunningForPorts(): void {
+    const s = this.state;
+    if (!this.worker || (s !== 'running' && s !== 'paused')) {
+      throw new ProtocolFailure('WrongState', `VM ${this.name} is ${s}; forwards can be changed on a running VM (the definition's network: sets those bound at start)`);
+    }
+  }
+
+  private definedForwards(): PortInfo[] {
+    const out: PortInfo[] = [];
+    this.nics().forEach((n, nic) => {
+      if (n.network.mode === 'user') for (const f of n.network.forwards) out.push({ nic, ...f });
+    });
+    return out;
+  }
+
+  private portRequest(m: Extract<ToWorker, { id: number }>): Promise<Extract<FromWorker, { type: 'port-reply' }>> {
+    const w = this.worker;
+    if (!w) return Promise.reject(new ProtocolFailure('WrongState', `VM ${this.name} is not running`));
+    return new Promise((resolve, reject) => {
+      const onMsg = (r: FromWorker): void => {
+        if (r.type === 'port-reply' && r.id === m.id) { cleanup(); resolve(r); }
+      };
+      const onExit = (): void => { cleanup(); reject(new ProtocolFailure('WrongState', `VM ${this.name} stopped`)); };
+      const cleanup = (): void => { w.off('message', onMsg); w.off('exit', onExit); };
+      w.on('message', onMsg);
+      w.on('exit', onExit);
+      w.postMessage(m);
     });
   }
 

@@ -74,6 +74,16 @@ export interface VmInfo {
   readonly directory: string;
 }
 
+/** A port forward as `vmctl port` shows it. */
+export interface PortInfo {
+  readonly nic: number;
+  readonly proto: 'tcp' | 'udp';
+  readonly hostAddress: string;
+  /** The port bound (the one the system picked when 0 was asked for). */
+  readonly hostPort: number;
+  readonly guestPort: number;
+}
+
 export interface DaemonStatus {
   readonly pid: number;
   readonly version: string;
@@ -109,6 +119,10 @@ export const METHODS = {
   // boot: a boot id, or -1, -2, ... counting back from the newest; since: an ISO 8601 time; tail: lines.
   'vm.log': { name, follow: { type: 'boolean' }, boot: { type: 'integer' }, since: { type: 'string' }, tail: { type: 'integer' } },
   'vm.dtb': { name },
+  // Port forwards of a running VM's user-mode network (as QEMU's hostfwd_add/hostfwd_remove).
+  'vm.port.list': { name },
+  'vm.port.add': { name, proto: { type: 'string' }, hostAddress: { type: 'string' }, hostPort: { type: 'integer', required: true }, guestPort: { type: 'integer', required: true }, nic: { type: 'integer' } },
+  'vm.port.remove': { name, proto: { type: 'string' }, hostAddress: { type: 'string' }, hostPort: { type: 'integer', required: true } },
 } as const satisfies Record<string, ParamSpec>;
 export type MethodName = keyof typeof METHODS;
 

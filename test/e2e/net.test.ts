@@ -3,10 +3,24 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
+import { writeFileSync } from 'node:fs';
+import { get } from 'node:http';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VmctlHome } from './harness.js';
 import { createLinuxVm, findLinux, guestRun, startLinuxVm } from './linux-guest.js';
+
+function fetchText(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    get(url, (res) => {
+      let s = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => { s += c; });
+      res.on('end', () => (res.statusCode === 200 ? resolve(s) : reject(new Error(`HTTP ${res.statusCode}`))));
+    }).on('error', reject);
+  });
+}
 
 const LINUX = findLinux(['VIRTIO_NET', 'INET', 'PACKET']);
 const h = new VmctlHome();
@@ -47,6 +61,39 @@ describe.skipIf(!LINUX)('user-mode networking with the Linux guest', () => {
     expect(r.out).toMatch(new RegExp(`Name:\\s+${hostname()}\\s+Address: \\d+\\.\\d+\\.\\d+\\.\\d+`));
     expect(r.out).not.toMatch(/can't find localhost: NXDOMAIN/);
   }, 120_000);
+
+  it('vmctl port: add a forward to the guest\'s busybox httpd, fetch through it from the host, list it, remove it', async () => {
+    const page = randomBytes(200_000).toString('base64');
+    const sha = createHash('sha256').update(page).digest('hex');
+    writeFileSync(join(h.home, 'page.txt'), page);
+    const up = await guestRun(h, 'net1', `mkdir -p /tmp/www && httpd -p 8080 -h /tmp/www && echo started`);
+    expect(up.out).toContain('started');
+    // The page goes in over the network too: the guest fetches it from a host server.
+    const srv = createServer((_q, res) => res.end(page));
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const hp = (srv.address() as { port: number }).port;
+    expect((await guestRun(h, 'net1', `wget -q -O /tmp/www/page.txt http://10.0.2.2:${hp}/`)).status).toBe(0);
+    srv.close();
+    const add = await h.run(['port', 'add', 'net1', '0:8080', '--json']);
+    expect(add.code, add.stderr).toBe(0);
+    const fw = JSON.parse(add.stdout) as { hostAddress: string; hostPort: number; guestPort: number; proto: string };
+    expect(fw).toMatchObject({ hostAddress: '127.0.0.1', guestPort: 8080, proto: 'tcp' });
+    const body = await fetchText(`http://127.0.0.1:${fw.hostPort}/page.txt`);
+    expect(createHash('sha256').update(body).digest('hex')).toBe(sha);
+    const list = await h.run(['port', 'net1']);
+    expect(list.stdout).toContain(`tcp  127.0.0.1:${fw.hostPort}`);
+    expect(list.stdout).toContain('-> guest 8080');
+    // A port that is taken: exit 5, naming it.
+    const taken = await h.run(['port', 'add', 'net1', `${fw.hostPort}:22`]);
+    expect(taken.code).toBe(5);
+    expect(taken.stderr).toContain(`127.0.0.1:${fw.hostPort}`);
+    expect((await h.run(['port', 'remove', 'net1', String(fw.hostPort)])).code).toBe(0);
+    expect((await h.run(['port', 'net1'])).stdout).toContain('no port forwards');
+    await expect(fetchText(`http://127.0.0.1:${fw.hostPort}/page.txt`)).rejects.toThrow();
+    const again = await h.run(['port', 'remove', 'net1', String(fw.hostPort)]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain('has no tcp forward');
+  }, 180_000);
 
   it('ping reaches the gateway and the DNS address', async () => {
     const r = await guestRun(h, 'net1', 'ping -c 2 10.0.2.2 && ping -c 2 10.0.2.3');
