@@ -7,6 +7,7 @@ const entries = {
   cli: 'src/cli/main.ts',           // bin/vmctl loads this
   'vm-worker': 'src/vm/worker.ts',  // one per running VM (worker thread)
   bench: 'src/bench/main.ts',       // npm run bench
+  'bench-net': 'src/bench/net.ts',  // npm run bench:net
 };
 
 const present = Object.fromEntries(Object.entries(entries).filter(([, src]) => existsSync(src)));

@@ -106,7 +106,6 @@ export class TcpConnection {
   private rcvWscale = 0;
   private rcvRightEdge = 0;
   private guestFin = false;
-  private inFlightToHost = 0;
   /** The window we last advertised was small: announce it when the host socket drains. */
   private windowClosed = false;
   ackPending = false;
@@ -192,6 +191,7 @@ export class TcpConnection {
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.hostData(chunk));
     socket.on('end', () => { this.hostEof = true; this.pump(); });
+    socket.on('drain', () => this.maybeWindowUpdate());
     socket.on('error', () => { /* 'close' follows with hadError */ });
     socket.on('close', (hadError: boolean) => this.hostClosed(hadError));
   }
@@ -225,22 +225,26 @@ export class TcpConnection {
     this.pump();
   }
 
-  /** Writes guest data to the host socket; the window reopens as the socket flushes it. */
+  /** Writes guest data to the host socket. What the socket could not hand to the host kernel at
+   *  once stays in its buffer (socket.writableLength) and closes our window by as much; the
+   *  window reopens as the socket flushes it. */
   private toHost(data: Uint8Array): void {
     const s = this.socket;
     if (!s || s.destroyed) return;
     const n = data.length;
-    this.inFlightToHost += n;
     this.net.budget.add(n);
     s.write(data, () => {
-      this.inFlightToHost -= n;
       this.net.budget.sub(n);
-      if (this.windowClosed && this.receiveWindowBytes() >= Math.min(RCV_BUF / 4, 16 * this.mss)) {
-        // RFC 9293 3.8.6.2.2: tell the guest once the window has opened by a useful amount.
-        this.windowClosed = false;
-        this.sendAck();
-      }
+      this.maybeWindowUpdate();
     });
+  }
+
+  /** RFC 9293 3.8.6.2.2: once the window we closed has opened by a useful amount, say so. */
+  private maybeWindowUpdate(): void {
+    if (this.windowClosed && this.state === 'established' && this.receiveWindowBytes() >= Math.min(RCV_BUF / 4, 16 * this.mss)) {
+      this.windowClosed = false;
+      this.sendAck();
+    }
   }
 
   // -------------------------------------------------------------- guest side --
@@ -405,7 +409,8 @@ export class TcpConnection {
 
   /** Our receive window in bytes: what the host socket can still take, and the VM's budget. */
   private receiveWindowBytes(): number {
-    return Math.max(0, Math.min(RCV_BUF - this.inFlightToHost, this.net.budget.free()));
+    const pending = this.socket ? this.socket.writableLength : 0;
+    return Math.max(0, Math.min(RCV_BUF - pending, this.net.budget.free()));
   }
 
   /** The window field for a segment we send now; moves our right edge (never to the left). */
