@@ -2,12 +2,37 @@
 // The runtime builds a MachineConfig from a validated VM definition and drives the machine
 // through VirtMachine (src/board/virt.ts); the machine reports back through MachineHost.
 
+import type { NetBackend } from '../net/nic.js';
+
 export interface DiskAttachment {
   /** Absolute path of a raw image file. */
   readonly path: string;
   readonly readonly: boolean;
   /** virtio-blk serial the guest reads as its ID (disk0, disk1, ... by default). */
   readonly name: string;
+}
+
+/** A host port forwarded to a guest port through the user-mode network (QEMU's hostfwd). */
+export interface PortForward {
+  readonly proto: 'tcp' | 'udp';
+  /** The host address to listen on (127.0.0.1 unless the VM definition names another). */
+  readonly hostAddress: string;
+  /** 0: any free port (the bound one is reported back). */
+  readonly hostPort: number;
+  readonly guestPort: number;
+}
+
+/** Where a NIC's frames go (src/vm connects the card to it). */
+export type NicNetwork =
+  /** User-mode NAT: the TCP/IP stack of src/net in the VM's worker (QEMU's -netdev user). */
+  | { readonly mode: 'user'; readonly forwards: readonly PortForward[]; readonly restrict: boolean }
+  /** A daemon switch joining the NICs of several VMs (frames cross to the daemon thread). */
+  | { readonly mode: 'switch'; readonly name: string };
+
+export interface NicAttachment {
+  /** "52:54:00:xx:xx:xx" */
+  readonly mac: string;
+  readonly network: NicNetwork;
 }
 
 export type FirmwareSpec =
@@ -24,6 +49,10 @@ export interface MachineConfig {
   readonly initrdPath?: string;
   readonly cmdline: string;
   readonly disks: readonly DiskAttachment[];
+  /** Network cards (virtio-net), in the VM definition's order; absent = none. Disks take the
+   *  virtio-mmio slots from 0 up, NICs from 7 down (so Linux, which probes the highest slot
+   *  first, calls the first NIC eth0). */
+  readonly nics?: readonly NicAttachment[];
 }
 
 /** Why the guest stopped running. `code` is the guest's own exit code (0..255). */
@@ -39,4 +68,10 @@ export interface MachineHost {
   powerEvent(ev: PowerEvent): void;
   /** A line for the VM's log (device errors, malformed virtqueues, ...). */
   log(message: string): void;
+  /** The host side of NIC `index` of `config.nics`. Without it a NIC is connected to nothing
+   *  (frames it sends are dropped, nothing arrives): enough to build a machine for its tree. */
+  openNic?(index: number, nic: NicAttachment): NetBackend;
+  /** Something outside the harts (a frame received from the network) raised an interrupt: an
+   *  idle machine should run now rather than at its next timer. */
+  wake?(): void;
 }

@@ -30,6 +30,9 @@ import { GoldfishRtc } from '../devices/goldfish-rtc.js';
 import { TestFinisher } from '../devices/test-finisher.js';
 import { EmptyVirtioSlot } from '../devices/virtio-mmio-empty.js';
 import { VirtioBlkSlot } from '../devices/virtio/blk-slot.js';
+import { VirtioNetSlot } from '../devices/virtio/net-slot.js';
+import { parseMac } from '../net/mac.js';
+import { UnpluggedBackend } from '../net/nic.js';
 import type { MachineConfig, MachineHost, PowerEvent } from './machine-types.js';
 import { buildDeviceTree } from './device-tree.js';
 import { BootRom, buildBootRom } from './boot-rom.js';
@@ -63,6 +66,7 @@ export class VirtMachine {
   private readonly dtbBytes: Uint8Array;
   private readonly out: number[] = [];
   private readonly closers: (() => void)[] = [];
+  private readonly nics: VirtioNetSlot[] = [];
   private htif: Htif | null = null;
   private firmwareImage: LoadedImage | null = null;
   private sbi: BuiltinSbi | null = null;
@@ -154,22 +158,39 @@ export class VirtMachine {
     });
   }
 
-  /** The 8 virtio-mmio slots. THE place where disks are plugged in: slot i <- config.disks[i]
-   *  (H5's virtio-blk over the virtio-mmio transport); the remaining slots stay empty. */
+  /** The 8 virtio-mmio slots. THE place where devices are plugged in: slot i <- config.disks[i]
+   *  (virtio-blk), slot 7 - j <- config.nics[j] (virtio-net: QEMU also fills its slots from the
+   *  top, and Linux probes the highest slot first, so the first NIC is eth0); the remaining
+   *  slots stay empty. */
   private attachVirtioSlots(): void {
-    if (this.config.disks.length > VIRTIO_COUNT) {
-      throw new RangeError(`at most ${VIRTIO_COUNT} disks fit the virt board's virtio-mmio slots, got ${this.config.disks.length}`);
+    const disks = this.config.disks;
+    const nics = this.config.nics ?? [];
+    if (disks.length + nics.length > VIRTIO_COUNT) {
+      throw new RangeError(`${disks.length} disks and ${nics.length} NICs do not fit the virt board's ${VIRTIO_COUNT} virtio-mmio slots`);
     }
     for (let i = 0; i < VIRTIO_COUNT; i++) {
       const base = VIRTIO_BASE + i * VIRTIO_SIZE;
+      const irq = (l: boolean): void => this.plic.setLevel(VIRTIO_IRQ + i, l);
       let device: MmioDevice = new EmptyVirtioSlot();
-      const disk = this.config.disks[i];
+      const disk = disks[i];
+      const nicIndex = VIRTIO_COUNT - 1 - i;
+      const nic = nics[nicIndex];
       if (disk) {
-        const slot = new VirtioBlkSlot({
-          disk, ram: this.ram, base, irq: (l) => this.plic.setLevel(VIRTIO_IRQ + i, l), log: (m) => this.host.log(m),
-        });
+        const slot = new VirtioBlkSlot({ disk, ram: this.ram, base, irq, log: (m) => this.host.log(m) });
         this.closers.push(() => slot.close());
         device = slot.device;
+      } else if (nic) {
+        const mac = parseMac(nic.mac);
+        if (!mac) throw new RangeError(`NIC ${nicIndex}: ${JSON.stringify(nic.mac)} is not a MAC address`);
+        const backend = this.host.openNic?.(nicIndex, nic) ?? new UnpluggedBackend();
+        const slot = new VirtioNetSlot({
+          mac, backend, ram: this.ram, base, index: nicIndex, log: (m) => this.host.log(m),
+          // A frame that arrived while every hart waits must wake the machine now.
+          irq: (l) => { irq(l); if (l) this.host.wake?.(); },
+        });
+        this.nics.push(slot);
+        this.closers.push(() => slot.close());
+        device = slot.transport;
       }
       this.mem.addDevice(base, VIRTIO_SIZE, `virtio-mmio@${base.toString(16)}`, device);
     }
@@ -372,9 +393,11 @@ export class VirtMachine {
     if (this.smp?.running && !this.smp.hold(1000)) this.host.log('pause: a hart thread did not stop within 1 s');
     this.clockPaused = true;
     this.clock.pause();
+    for (const n of this.nics) n.setPaused(true);
   }
   resumeClock(): void {
     this.clockPaused = false;
+    for (const n of this.nics) n.setPaused(false);
     if (this.smp && !this.smp.running) return; // run() starts the clock once the hart threads are up
     this.clock.resume();
     this.smp?.release();

@@ -10,6 +10,7 @@ import { register as registerExec } from './commands/exec.js';
 import { register as registerInspect } from './commands/inspect.js';
 import { register as registerLifecycle } from './commands/lifecycle.js';
 import { register as registerLogs } from './commands/logs.js';
+import { register as registerPort } from './commands/port.js';
 import { register as registerRun } from './commands/run.js';
 import { register as registerSchema } from './commands/schema.js';
 import { register as registerValidate } from './commands/validate.js';
@@ -22,6 +23,7 @@ const GROUPS: ((program: Command) => void)[] = [
   registerConsole,
   registerLogs,
   registerExec,
+  registerPort,
   registerRun,
   registerValidate,
   registerEdit,

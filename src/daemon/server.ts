@@ -8,6 +8,7 @@ import {
   parseRequest, PROTOCOL_VERSION, ProtocolFailure,
   type DaemonStatus, type ErrorBody, type EventMessage, type EventName, type MethodName, type StopReport,
 } from '../protocol/messages.js';
+import { DEFAULT_FORWARD_ADDRESS, guestPortProblem, parseHostEndpoint } from '../net/forward-spec.js';
 import type { Registry } from './registry.js';
 import { bootsIn, readSerialLayout, readSerialRange, selectRange, SelectionError, tailStart, type LogSelection } from './serial-log.js';
 import type { VmInstance } from './vm-instance.js';
@@ -222,6 +223,20 @@ export class Connection {
       }
       case 'vm.dtb':
         return { data: Buffer.from(await vm().dtb()).toString('base64') };
+      case 'vm.port.list':
+        return { forwards: await vm().ports() };
+      case 'vm.port.add': {
+        const f = forwardParams(p);
+        const guestPort = p.guestPort as number;
+        const gp = guestPortProblem(guestPort);
+        if (gp) throw new ProtocolFailure('InvalidParams', `vm.port.add: ${gp}`);
+        return { forward: await vm().addPort({ ...f, guestPort }, p.nic as number | undefined) };
+      }
+      case 'vm.port.remove': {
+        const f = forwardParams(p);
+        await vm().removePort(f.proto, f.hostAddress, f.hostPort);
+        return { removed: true };
+      }
     }
   }
 
@@ -269,6 +284,14 @@ function readLog(v: VmInstance, p: Record<string, unknown>): { data: string; boo
 
 /** Methods refused once the daemon is shutting down (they would leave a VM running). */
 const STARTS_A_VM: ReadonlySet<MethodName> = new Set(['vm.create', 'vm.start', 'vm.restart', 'vm.reset', 'vm.resume']);
+/** proto / hostAddress / hostPort of vm.port.add and vm.port.remove, checked. */
+function forwardParams(p: Record<string, unknown>): { proto: 'tcp' | 'udp'; hostAddress: string; hostPort: number } {
+  const proto = (p.proto ?? 'tcp') as string;
+  if (proto !== 'tcp' && proto !== 'udp') throw new ProtocolFailure('InvalidParams', `"proto" must be tcp or udp, not ${JSON.stringify(proto)}`);
+  const host = parseHostEndpoint(`${(p.hostAddress as string | undefined) ?? DEFAULT_FORWARD_ADDRESS}:${p.hostPort as number}`);
+  if (typeof host === 'string') throw new ProtocolFailure('InvalidParams', host);
+  return { proto, hostAddress: host.address, hostPort: host.port };
+}
 
 export function toErrorBody(e: unknown, ctx: { log(m: string): void }): ErrorBody {
   if (e instanceof ProtocolFailure) return { class: e.errorClass, message: e.message };

@@ -5,12 +5,14 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { MachineConfig, PowerEvent } from '../board/machine-types.js';
+import type { MachineConfig, NicAttachment, PortForward, PowerEvent } from '../board/machine-types.js';
+import { VIRTIO_COUNT as VIRTIO_SLOTS } from '../board/memory-map.js';
+import { defaultMac } from '../net/mac.js';
 import type { VmDefinition } from '../config/vm-definition.js';
 import { DiskError } from '../disk/errors.js';
 import { imageInfo, lockDiskChains } from '../disk/image.js';
 import type { DiskLock } from '../disk/lock.js';
-import { ProtocolFailure, type DiskInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
+import { ProtocolFailure, type DiskInfo, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
 import { writeFileAtomic } from './atomic.js';
 import { SerialLog } from './serial-log.js';
@@ -178,7 +180,15 @@ export class VmInstance {
       initrdPath: d.boot.initrd,
       cmdline: d.boot.cmdline,
       disks: d.disks.map((x) => ({ path: x.path, readonly: x.readonly, name: x.name })),
+      nics: this.nics(),
     };
+  }
+
+  /** The VM's network cards: without a `network:` key, one on user-mode NAT where a virtio
+   *  slot is left (as QEMU and VirtualBox default to). */
+  private nics(): NicAttachment[] {
+    if (this.def.disks.length >= VIRTIO_SLOTS) return [];
+    return [{ mac: defaultMac(this.name, 0), network: { mode: 'user', forwards: [], restrict: false } }];
   }
 
   // ---- lifecycle ----
@@ -229,6 +239,7 @@ export class VmInstance {
     let ready = false;
     let closed = false;
     let fatal: string | null = null;
+    let refused = false;
     let power: PowerEvent | null = null;
 
     return new Promise<void>((resolve, reject) => {
@@ -262,7 +273,10 @@ export class VmInstance {
             break;
           case 'fatal':
             fatal = m.message;
+            refused = m.startRefused === true;
             this.env.log(`vm ${this.name}: ${m.message}`);
+            break;
+          case 'port-reply':
             break;
         }
       });
@@ -283,7 +297,8 @@ export class VmInstance {
             // The machine never came up (a missing kernel, a bad image): the VM stays stopped.
             p.lastError = fatal ?? `worker exited with code ${code} before the machine was ready`;
             this.setState('stopped');
-            reject(new ProtocolFailure('StartFailed', `VM ${this.name} failed to start: ${p.lastError}`));
+            // A refusal for the host's state (a forward's port is taken) is "wrong state", as a disk in use.
+            reject(new ProtocolFailure(refused ? 'WrongState' : 'StartFailed', `VM ${this.name} ${refused ? 'cannot start' : 'failed to start'}: ${p.lastError}`));
           } else if (this.stopping || (closed && fatal === null)) {
             this.setState('stopped', rebooting || this.restarting);
             if (rebooting) {
@@ -383,6 +398,65 @@ export class VmInstance {
       w.on('message', onMsg);
       w.on('exit', onExit);
       w.postMessage({ type } satisfies ToWorker);
+    });
+  }
+
+  // ---- port forwards (`vmctl port`): asked of the worker, which owns the user-mode networks ----
+
+  private portRequests = 0;
+
+  /** The forwards bound now; for a VM that is not running, those of its definition. */
+  async ports(): Promise<PortInfo[]> {
+    if (!this.worker || this.state === 'starting') return this.definedForwards();
+    return [...(await this.portRequest({ type: 'port-list', id: ++this.portRequests })).forwards ?? []];
+  }
+
+  /** Binds a forward on the running VM; a port that cannot be bound is "wrong state" (in use). */
+  async addPort(f: PortForward, nic?: number): Promise<PortInfo> {
+    this.requireRunningForPorts();
+    const r = await this.portRequest({ type: 'port-add', id: ++this.portRequests, forward: f, ...(nic !== undefined ? { nic } : {}) });
+    if (r.error !== undefined) throw new ProtocolFailure(/cannot listen/.test(r.error) ? 'WrongState' : 'InvalidParams', `VM ${this.name}: ${r.error}`);
+    this.env.log(`vm ${this.name}: forward ${f.proto} ${f.hostAddress}:${r.forwards![0].hostPort} -> guest port ${f.guestPort} added`);
+    return r.forwards![0];
+  }
+
+  async removePort(proto: 'tcp' | 'udp', hostAddress: string, hostPort: number): Promise<void> {
+    this.requireRunningForPorts();
+    const r = await this.portRequest({ type: 'port-remove', id: ++this.portRequests, proto, hostAddress, hostPort });
+    if (r.removed !== true) {
+      const have = (await this.ports()).map((p) => `${p.proto} ${p.hostAddress}:${p.hostPort}`);
+      throw new ProtocolFailure('InvalidParams', `VM ${this.name} has no ${proto} forward on ${hostAddress}:${hostPort}; it has ${have.length ? have.join(', ') : 'none'}`);
+    }
+    this.env.log(`vm ${this.name}: forward ${proto} ${hostAddress}:${hostPort} removed`);
+  }
+
+  private requireRunningForPorts(): void {
+    const s = this.state;
+    if (!this.worker || (s !== 'running' && s !== 'paused')) {
+      throw new ProtocolFailure('WrongState', `VM ${this.name} is ${s}; forwards can be changed on a running VM (the definition's network: sets those bound at start)`);
+    }
+  }
+
+  private definedForwards(): PortInfo[] {
+    const out: PortInfo[] = [];
+    this.nics().forEach((n, nic) => {
+      if (n.network.mode === 'user') for (const f of n.network.forwards) out.push({ nic, ...f });
+    });
+    return out;
+  }
+
+  private portRequest(m: Extract<ToWorker, { id: number }>): Promise<Extract<FromWorker, { type: 'port-reply' }>> {
+    const w = this.worker;
+    if (!w) return Promise.reject(new ProtocolFailure('WrongState', `VM ${this.name} is not running`));
+    return new Promise((resolve, reject) => {
+      const onMsg = (r: FromWorker): void => {
+        if (r.type === 'port-reply' && r.id === m.id) { cleanup(); resolve(r); }
+      };
+      const onExit = (): void => { cleanup(); reject(new ProtocolFailure('WrongState', `VM ${this.name} stopped`)); };
+      const cleanup = (): void => { w.off('message', onMsg); w.off('exit', onExit); };
+      w.on('message', onMsg);
+      w.on('exit', onExit);
+      w.postMessage(m);
     });
   }
 

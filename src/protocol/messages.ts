@@ -90,6 +90,16 @@ export interface VmInfo {
   readonly directory: string;
 }
 
+/** A port forward as `vmctl port` shows it. */
+export interface PortInfo {
+  readonly nic: number;
+  readonly proto: 'tcp' | 'udp';
+  readonly hostAddress: string;
+  /** The port bound (the one the system picked when 0 was asked for). */
+  readonly hostPort: number;
+  readonly guestPort: number;
+}
+
 export interface DaemonStatus {
   readonly pid: number;
   readonly version: string;
@@ -130,6 +140,10 @@ export const METHODS = {
   'vm.dtb': { name },
   'vm.definition': { name },
   'vm.redefine': { name, file: { type: 'string', required: true }, text: { type: 'string', required: true }, base: { type: 'string' } },
+  // Port forwards of a running VM's user-mode network (as QEMU's hostfwd_add/hostfwd_remove).
+  'vm.port.list': { name },
+  'vm.port.add': { name, proto: { type: 'string' }, hostAddress: { type: 'string' }, hostPort: { type: 'integer', required: true }, guestPort: { type: 'integer', required: true }, nic: { type: 'integer' } },
+  'vm.port.remove': { name, proto: { type: 'string' }, hostAddress: { type: 'string' }, hostPort: { type: 'integer', required: true } },
 } as const satisfies Record<string, ParamSpec>;
 export type MethodName = keyof typeof METHODS;
 

@@ -1,6 +1,7 @@
 // Messages between the daemon (src/daemon/vm-instance.ts) and a VM's worker thread (worker.ts).
 
-import type { MachineConfig, PowerEvent } from '../board/machine-types.js';
+import type { MachineConfig, PortForward, PowerEvent } from '../board/machine-types.js';
+import type { ForwardInfo } from './networks.js';
 
 export interface WorkerInit {
   /** 'run' boots the machine; 'dtb' builds it only to return its device tree. */
@@ -21,7 +22,11 @@ export type ToWorker =
   | { readonly type: 'stop' }
   /** Hard reset (`vmctl reset`): end this boot as the guest's own reset would (a `reset` power
    *  event, disks flushed and closed); the daemon then boots the VM again. */
-  | { readonly type: 'reset' };
+  | { readonly type: 'reset' }
+  /** Port forwards of the user-mode networks (`vmctl port`); answered by 'port-reply' with the id. */
+  | { readonly type: 'port-list'; readonly id: number }
+  | { readonly type: 'port-add'; readonly id: number; readonly forward: PortForward; readonly nic?: number }
+  | { readonly type: 'port-remove'; readonly id: number; readonly proto: 'tcp' | 'udp'; readonly hostAddress: string; readonly hostPort: number };
 
 export type FromWorker =
   | { readonly type: 'ready' }
@@ -34,4 +39,7 @@ export type FromWorker =
   | { readonly type: 'dtb'; readonly data: Uint8Array }
   /** The machine was closed (disks flushed); the thread ends next. */
   | { readonly type: 'closed'; readonly instructionsRetired: number }
-  | { readonly type: 'fatal'; readonly message: string };
+  /** `startRefused`: the machine could not start for a reason of the host's state (a forward's
+   *  port is taken), not a broken machine: the start is refused as "wrong state" (exit 5). */
+  | { readonly type: 'fatal'; readonly message: string; readonly startRefused?: boolean }
+  | { readonly type: 'port-reply'; readonly id: number; readonly forwards?: readonly ForwardInfo[]; readonly removed?: boolean; readonly error?: string };

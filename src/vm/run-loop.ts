@@ -2,7 +2,8 @@
 // messages (console input, pause, stop) get through, and sleep while every hart waits for an
 // interrupt, so an idle VM costs almost no host CPU.
 
-import type { MachineHost, PowerEvent } from '../board/machine-types.js';
+import type { MachineHost, NicAttachment, PowerEvent } from '../board/machine-types.js';
+import type { NetBackend } from '../net/nic.js';
 import type { FromWorker, ToWorker } from './messages.js';
 
 /** The part of VirtMachine (src/board/virt.ts) the run loop uses. */
@@ -32,8 +33,16 @@ export class ConsoleBatcher implements MachineHost {
   private chunks: Uint8Array[] = [];
   private size = 0;
   power: PowerEvent | null = null;
+  /** Set by the worker: the backends of the VM's NICs (src/vm/networks.ts). */
+  openNic: ((index: number, nic: NicAttachment) => NetBackend) | undefined;
+  /** Set by the worker: wakes the run loop. */
+  onWake: () => void = () => {};
 
   constructor(private readonly post: (m: FromWorker) => void) {}
+
+  wake(): void {
+    this.onWake();
+  }
 
   consoleOutput(bytes: Uint8Array): void {
     // The machine may reuse its buffer: copy.
@@ -92,6 +101,12 @@ export class RunLoop {
     this.statsTimer = setInterval(() => {
       this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired() });
     }, STATS_EVERY_MS);
+  }
+
+  /** Something outside the harts (a received frame) needs the machine: if it sleeps idle, run
+   *  it now rather than at its next timer. */
+  wake(): void {
+    if (this.timer !== null && !this.paused && !this.throttled && !this.finished) this.schedule(0);
   }
 
   handle(msg: ToWorker): void {

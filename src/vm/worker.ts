@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { parentPort, workerData } from 'node:worker_threads';
 import { VirtMachine } from '../board/virt.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
+import { VmNetworks } from './networks.js';
 import { ConsoleBatcher, RunLoop } from './run-loop.js';
 import { hartThreads } from './hart-threads.js';
 
@@ -13,8 +14,11 @@ if (!port) throw new Error('vm-worker must run as a worker thread');
 const init = workerData as WorkerInit;
 const post = (m: FromWorker): void => port.postMessage(m);
 
-function main(): void {
+async function main(): Promise<void> {
   const host = new ConsoleBatcher(post);
+  // In 'dtb' mode nothing is connected: the machine is built only for its device tree.
+  const networks = init.mode === 'run' ? new VmNetworks((m) => host.log(m)) : null;
+  if (networks) host.openNic = (i, nic) => networks.open(i, nic);
   let machine: VirtMachine;
   try {
     const threads = init.hartWorkerPath ? hartThreads(pathToFileURL(init.hartWorkerPath)) : hartThreads();
@@ -24,17 +28,42 @@ function main(): void {
     port!.close();
     return;
   }
-  if (init.mode === 'dtb') {
+  if (init.mode === 'dtb' || !networks) {
     const dtb = machine.dtb();
     machine.close();
     post({ type: 'dtb', data: dtb });
     port!.close();
     return;
   }
+  try {
+    await networks.start();
+  } catch (e) {
+    machine.close();
+    post({ type: 'fatal', message: (e as Error).message, startRefused: true });
+    port!.close();
+    return;
+  }
   const loop = new RunLoop(machine, host, post, () => port!.close());
-  port!.on('message', (m: ToWorker) => loop.handle(m));
+  host.onWake = () => loop.wake();
+  port!.on('message', (m: ToWorker) => {
+    switch (m.type) {
+      case 'port-list':
+        post({ type: 'port-reply', id: m.id, forwards: networks.list() });
+        return;
+      case 'port-add':
+        networks.add(m.forward, m.nic).then(
+          (f) => post({ type: 'port-reply', id: m.id, forwards: [f] }),
+          (e: Error) => post({ type: 'port-reply', id: m.id, error: e.message }));
+        return;
+      case 'port-remove':
+        post({ type: 'port-reply', id: m.id, removed: networks.remove(m.proto, m.hostAddress, m.hostPort) });
+        return;
+      default:
+        loop.handle(m);
+    }
+  });
   post({ type: 'ready' });
   loop.start();
 }
 
-main();
+void main();

@@ -4,7 +4,8 @@
 // hart threads as in a VM's worker (the built dist/hart-worker.js: run `npm run build` first).
 import { VirtMachine } from '../../src/board/virt.js';
 import { hartThreads } from '../../src/vm/hart-threads.js';
-import type { MachineConfig, PowerEvent } from '../../src/board/machine-types.js';
+import type { MachineConfig, NicAttachment, PowerEvent } from '../../src/board/machine-types.js';
+import type { NetBackend } from '../../src/net/nic.js';
 
 export interface RunGuestResult {
   /** Everything the guest wrote to its console (UART, SBI or HTIF), decoded as latin1. */
@@ -24,6 +25,10 @@ export interface RunGuestOptions {
   onOutput?: (text: string) => void;
   /** Harts 1..N-1 on threads of their own (src/board/smp.ts), as the VM worker runs them. */
   threads?: boolean;
+  /** The host side of the config's NICs (without it they are unplugged). */
+  openNic?: (index: number, nic: NicAttachment) => NetBackend;
+  /** Log lines of the machine (device errors). */
+  onLog?: (message: string) => void;
 }
 
 export const HART_WORKER = new URL('../../dist/hart-worker.js', import.meta.url);
@@ -44,7 +49,10 @@ export async function runGuest(cfg: GuestConfig, opts: RunGuestOptions): Promise
   let text = '';
   let power: PowerEvent | null = null;
   const decoder = new TextDecoder('latin1');
+  let wake: (() => void) | null = null;
   const vm = VirtMachine.create(full, {
+    openNic: opts.openNic,
+    wake: () => wake?.(),
     consoleOutput(bytes) {
       const s = decoder.decode(bytes);
       chunks.push(s);
@@ -52,10 +60,10 @@ export async function runGuest(cfg: GuestConfig, opts: RunGuestOptions): Promise
       opts.onOutput?.(s);
     },
     powerEvent(ev) { power ??= ev; },
-    log(m) { if (opts.threads) chunks.push(`[log] ${m}\n`); },
+    log(m) { if (opts.threads) chunks.push(`[log] ${m}\n`); opts.onLog?.(m); },
   }, opts.threads ? hartThreads(HART_WORKER) : undefined);
-  let wakeUp: (() => void) | null = null;
-  vm.onWake = () => { wakeUp?.(); };
+  // Hart threads (an interrupt for hart 0) and the network (a frame) end an idle sleep early.
+  vm.onWake = () => { wake?.(); };
   if (opts.input !== undefined) {
     vm.consoleInput(typeof opts.input === 'string' ? new TextEncoder().encode(opts.input) : opts.input);
   }
@@ -78,8 +86,13 @@ export async function runGuest(cfg: GuestConfig, opts: RunGuestOptions): Promise
       if (state === 'halted') break;
       if (state === 'idle') {
         const wait = Math.min(vm.idleTimeoutMs(), deadline - performance.now(), 50);
-        if (wait > 0) await new Promise<void>((r) => { wakeUp = r; setTimeout(r, wait); });
-        wakeUp = null;
+        if (wait > 0) {
+          // A frame from the network ends the sleep early, as in the real run loop.
+          await new Promise<void>((r) => {
+            const t = setTimeout(() => { wake = null; r(); }, wait);
+            wake = () => { clearTimeout(t); wake = null; r(); };
+          });
+        }
       } else {
         // let timers and I/O of the test process run now and then
         await new Promise((r) => setImmediate(r));

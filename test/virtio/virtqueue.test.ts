@@ -3,7 +3,8 @@
 
 import { describe, expect, it } from 'vitest';
 import {
-  INT_CONFIG_CHANGE, INT_USED_BUFFER, REG, STATUS_DEVICE_NEEDS_RESET, STATUS_DRIVER_OK, VIRTIO_F_EVENT_IDX,
+  INT_CONFIG_CHANGE, INT_USED_BUFFER, REG, STATUS_ACKNOWLEDGE, STATUS_DEVICE_NEEDS_RESET, STATUS_DRIVER, STATUS_DRIVER_OK,
+  STATUS_FEATURES_OK, VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, VIRTIO_MMIO_MAGIC, VIRTIO_MMIO_VENDOR, feature, type VirtioDeviceModel,
 } from '../../src/devices/virtio/mmio.js';
 import {
@@ -65,14 +66,68 @@ describe('virtio-mmio registers', () => {
     expect(d.dev.read(REG.Config, 2)).toBe(0xabcd);
   });
 
-  it('refuses FEATURES_OK without VIRTIO_F_VERSION_1 or with features it did not offer', () => {
+  it('accepts, as QEMU, a driver that never writes feature page 1 (no VIRTIO_F_VERSION_1), and serves its queue', () => {
+    const m = new EchoDevice();
+    const d = new TestDriver(m);
+    d.w(REG.Status, 0);
+    d.w(REG.Status, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    d.w(REG.DriverFeaturesSel, 0);
+    d.w(REG.DriverFeatures, Number(feature(VIRTIO_F_INDIRECT_DESC) | feature(3)));
+    d.w(REG.Status, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+    expect(d.r(REG.Status) & STATUS_FEATURES_OK).toBe(STATUS_FEATURES_OK);
+    expect(d.dev.features()).toBe(feature(VIRTIO_F_INDIRECT_DESC) | feature(3));
+    d.setupQueue(8);
+    d.ram.write(DATA, new Uint8Array([5, 6]));
+    d.submit(d.chain([{ addr: DATA, len: 2 }, { addr: DATA + 0x100, len: 2, write: true }]));
+    expect(m.chains).toBe(1);
+    expect(d.used(0)).toEqual({ id: 0, len: 2 });
+    expect(d.logs).toEqual([]);
+  });
+
+  it('drops feature bits it did not offer instead of refusing FEATURES_OK (QEMU virtio_set_features), and logs them', () => {
     const d = new TestDriver(new EchoDevice());
-    expect(d.negotiate(feature(VIRTIO_F_INDIRECT_DESC))).toBe(false);
-    expect(d.logs.join()).toMatch(/VERSION_1 missing/);
-    expect(d.negotiate(feature(VIRTIO_F_VERSION_1) | feature(40))).toBe(false);
-    expect(d.logs.join()).toMatch(/not offered/);
-    expect(d.negotiate(feature(VIRTIO_F_VERSION_1))).toBe(true);
+    expect(d.negotiate(feature(VIRTIO_F_VERSION_1) | feature(40) | feature(5))).toBe(true);
     expect(d.dev.features()).toBe(feature(VIRTIO_F_VERSION_1));
+    expect(d.logs.join()).toMatch(/features 0x10000000020 that were not offered/);
+  });
+
+  it('serves a driver that sets DRIVER_OK without ever setting FEATURES_OK (legacy order), with no feature negotiated', () => {
+    const m = new EchoDevice();
+    const d = new TestDriver(m);
+    d.w(REG.Status, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    d.w(REG.DriverFeatures, Number(feature(VIRTIO_F_INDIRECT_DESC)));
+    d.setupQueue(8);
+    expect(d.r(REG.Status) & STATUS_FEATURES_OK).toBe(0);
+    d.submit(d.chain([{ addr: DATA, len: 1 }, { addr: DATA + 8, len: 1, write: true }]));
+    expect(m.chains).toBe(1);
+    expect(d.dev.features()).toBe(0n);
+    // Indirect descriptors were not negotiated, so one is a malformed chain.
+    d.submit(d.indirectChain([{ addr: DATA, len: 1 }, { addr: DATA + 8, len: 1, write: true }], RAM_BASE + 0x5_0000));
+    expectNeedsReset(d, /INDIRECT_DESC was not negotiated/);
+  });
+
+  it('serves a queue whose size is not a power of 2 and whose rings are not aligned (as QEMU)', () => {
+    const m = new EchoDevice();
+    const d = new TestDriver(m);
+    expect(d.negotiate(ALL)).toBe(true);
+    d.setupQueue(6, { desc: DESC + 8, avail: AVAIL + 1, used: USED + 2 });
+    expect(d.r(REG.QueueReady)).toBe(1);
+    for (let k = 0; k < 100; k++) {
+      d.ram.write(DATA, new Uint8Array([k, 1]));
+      const head = k % 6;
+      const t = DESC + 8 + 16 * head;
+      d.ram.writeU64(t, DATA); d.ram.writeU32(t + 8, 2); d.ram.writeU16(t + 12, VIRTQ_DESC_F_NEXT); d.ram.writeU16(t + 14, (head + 1) % 6);
+      const u = DESC + 8 + 16 * ((head + 1) % 6);
+      d.ram.writeU64(u, DATA + 0x100); d.ram.writeU32(u + 8, 2); d.ram.writeU16(u + 12, VIRTQ_DESC_F_WRITE); d.ram.writeU16(u + 14, 0);
+      d.ram.writeU16(AVAIL + 1 + 4 + 2 * (k % 6), head);
+      d.ram.writeU16(AVAIL + 1 + 2, k + 1);
+      d.w(REG.QueueNotify, 0);
+      expect(d.ram.readU16(USED + 2 + 2)).toBe(k + 1);
+      expect(d.ram.readU32(USED + 2 + 4 + 8 * (k % 6))).toBe(head);
+      expect(d.ram.readU8(DATA + 0x101)).toBe(k);
+    }
+    expect(m.chains).toBe(100);
+    expect(d.r(REG.Status) & STATUS_DEVICE_NEEDS_RESET).toBe(0);
   });
 
   it('ignores feature writes after FEATURES_OK and narrow accesses to control registers', () => {
@@ -345,12 +400,11 @@ describe('hostile descriptor tables', () => {
   }
 
   const badQueues: { name: string; size?: number; addrs?: { desc?: number; avail?: number; used?: number }; pattern: RegExp }[] = [
-    { name: 'size 0', size: 0, pattern: /not a power of 2/ },
-    { name: 'size not a power of 2', size: 6, pattern: /not a power of 2/ },
-    { name: 'size above QueueNumMax', size: 32, pattern: /not a power of 2 in 1..16/ },
+    { name: 'size 0', size: 0, pattern: /queue size 0 is not in 1..16/ },
+    { name: 'size above QueueNumMax', size: 32, pattern: /queue size 32 is not in 1..16/ },
     { name: 'descriptor table outside RAM', addrs: { desc: 0x1000 }, pattern: /descriptor table .* outside RAM/ },
     { name: 'descriptor table straddling the end of RAM', addrs: { desc: RAM_BASE + RAM_SIZE - 64 }, pattern: /descriptor table .* outside RAM/ },
-    { name: 'misaligned used ring', addrs: { used: USED + 2 }, pattern: /not 4-byte aligned/ },
+    { name: 'used ring straddling the end of RAM', addrs: { used: RAM_BASE + RAM_SIZE - 40 }, pattern: /used ring .* outside RAM/ },
     { name: 'available ring above 4 GiB', addrs: { avail: 0x1_0000_0000_0 }, pattern: /available ring .* outside RAM/ },
   ];
   for (const c of badQueues) {

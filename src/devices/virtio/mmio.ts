@@ -16,6 +16,18 @@
 // and again only when the next request completes. Also as QEMU: a configuration notification
 // sets both InterruptStatus bits (virtio_notify_config), and a device that has failed and
 // announced it (DEVICE_NEEDS_RESET, QEMU's "broken") signals nothing more until it is reset.
+// What a driver may get wrong is accepted as QEMU 7.2's hw/virtio/virtio-mmio.c accepts it, so
+// that guests written against QEMU run unchanged:
+//   - FEATURES_OK without VIRTIO_F_VERSION_1 (a driver that only ever writes feature page 0):
+//     accepted; the device then follows the legacy layout where one differs (virtio-net's
+//     10-byte header, 5.1.6.1);
+//   - feature bits the device did not offer: masked off (QEMU's virtio_set_features), logged;
+//   - DRIVER_OK without FEATURES_OK (the legacy initialisation order): the queues run with no
+//     feature negotiated;
+//   - rings that are not aligned as 2.7 asks, or a queue size that is not a power of 2: served.
+// What would let a guest harm the host stays refused: a queue larger than QueueNumMax or of size
+// 0, rings outside RAM, and every malformed chain (queue.ts) put the device in
+// DEVICE_NEEDS_RESET, as QEMU's virtio_error does.
 
 import type { MmioDevice } from '../../memory/bus.js';
 import type { GuestRam } from '../../memory/ram.js';
@@ -74,6 +86,14 @@ export interface VirtioDeviceModel {
   reset(): void;
   /** Called once FEATURES_OK is accepted, with the negotiated features. */
   featuresAccepted?(features: bigint): void;
+  /** The driver notified a queue whose buffers the device fills on its own schedule (virtio-net's
+   *  receive queue): return true to leave its chains in place (the device takes them later with
+   *  VirtioMmioDevice.fillQueue); false to have them served by handleChain as usual. */
+  queueNotified?(queueIndex: number): boolean;
+  /** The driver set DRIVER_OK. */
+  driverReady?(): void;
+  /** The chains of one notify on `queueIndex` have all been served. */
+  queueServed?(queueIndex: number): void;
 }
 
 export interface VirtioMmioOptions {
@@ -190,6 +210,31 @@ export class VirtioMmioDevice implements MmioDevice {
     }
   }
 
+  /**
+   * For a device that fills a queue when it has something for the driver (virtio-net's receive
+   * queue), outside of any notify: runs `fill` with the queue when the driver has it ready, then
+   * raises the used-buffer interrupt the driver asked for (`fill` asks for a notification with
+   * SplitVirtqueue.notifyOnNextAvail when it waits for buffers). A malformed ring puts the device in DEVICE_NEEDS_RESET. Returns false (without
+   * calling `fill`) when the queue cannot be used now: not ready, DRIVER_OK not set, needs reset.
+   */
+  fillQueue(index: number, fill: (q: SplitVirtqueue) => void): boolean {
+    const q = this.queues[index];
+    if (q === undefined || !q.ready || this.needsReset() || (this.status & STATUS_DRIVER_OK) === 0) return false;
+    const oldUsed = q.usedIdx;
+    try {
+      fill(q);
+    } catch (e) {
+      if (e instanceof VirtqueueError || e instanceof RangeError) this.fail(`queue ${index}: ${e.message}`);
+      else this.fail(`queue ${index}: internal error: ${(e as Error).stack ?? String(e)}`);
+      return false;
+    }
+    if (q.needsInterrupt(oldUsed)) {
+      this.interruptStatus |= INT_USED_BUFFER;
+      this.signal();
+    }
+    return true;
+  }
+
   /** The device configuration changed (e.g. the disk grew): bump the generation and, once the
    *  driver is running, raise a configuration change notification (4.2.3.4 / 2.5). */
   configChanged(): void {
@@ -213,22 +258,19 @@ export class VirtioMmioDevice implements MmioDevice {
     }
     let v = value & ~STATUS_DEVICE_NEEDS_RESET; // device-owned bit
     if ((v & STATUS_FEATURES_OK) !== 0 && (this.status & STATUS_FEATURES_OK) === 0) {
-      // 3.1.1 step 5-6: accept the features only if they are a subset of what we offered and
-      // the driver speaks virtio 1 (a legacy driver on a modern device must not proceed).
+      // 3.1.1 step 5-6. As QEMU (virtio_set_features): bits we did not offer are dropped rather
+      // than refused, and a driver without VIRTIO_F_VERSION_1 proceeds with legacy semantics.
       const extra = this.driverFeatures & ~this.offered;
-      if (extra !== 0n || (this.driverFeatures & feature(VIRTIO_F_VERSION_1)) === 0n) {
-        this.opts.log(`${this.opts.name}: driver features 0x${this.driverFeatures.toString(16)} refused (${extra !== 0n ? `not offered: 0x${extra.toString(16)}` : 'VIRTIO_F_VERSION_1 missing'})`);
-        v &= ~STATUS_FEATURES_OK;
-      } else {
-        this.negotiated = this.driverFeatures;
-        const indirect = (this.negotiated & feature(VIRTIO_F_INDIRECT_DESC)) !== 0n;
-        const eventIdx = (this.negotiated & feature(VIRTIO_F_EVENT_IDX)) !== 0n;
-        for (const q of this.queues) { q.indirectEnabled = indirect; q.eventIdxEnabled = eventIdx; }
-        this.model.featuresAccepted?.(this.negotiated);
-      }
+      if (extra !== 0n) this.opts.log(`${this.opts.name}: driver accepted features 0x${extra.toString(16)} that were not offered; ignoring them`);
+      this.negotiated = this.driverFeatures & this.offered;
+      const indirect = (this.negotiated & feature(VIRTIO_F_INDIRECT_DESC)) !== 0n;
+      const eventIdx = (this.negotiated & feature(VIRTIO_F_EVENT_IDX)) !== 0n;
+      for (const q of this.queues) { q.indirectEnabled = indirect; q.eventIdxEnabled = eventIdx; }
+      this.model.featuresAccepted?.(this.negotiated);
     }
     const becameOk = (v & STATUS_DRIVER_OK) !== 0 && (this.status & STATUS_DRIVER_OK) === 0;
     this.status = v | (this.status & STATUS_DEVICE_NEEDS_RESET);
+    if (becameOk && !this.needsReset()) this.model.driverReady?.();
     // A failure found before DRIVER_OK (e.g. a bad queue at QueueReady) is announced once the
     // driver is ready to receive notifications.
     if (becameOk && this.needsReset()) this.announceFailure();
@@ -274,7 +316,10 @@ export class VirtioMmioDevice implements MmioDevice {
 
   private notify(index: number): void {
     const q = this.queues[index];
-    if (q === undefined || !q.ready || this.needsReset() || (this.status & STATUS_FEATURES_OK) === 0) return;
+    // No FEATURES_OK needed (QEMU's virtio_queue_notify does not look at the status): a driver
+    // using the legacy order runs with no feature negotiated.
+    if (q === undefined || !q.ready || this.needsReset()) return;
+    if (this.model.queueNotified?.(index) === true) return;
     const oldUsed = q.usedIdx;
     try {
       // Consume everything available, then (event index) tell the driver where we are and look
@@ -294,6 +339,7 @@ export class VirtioMmioDevice implements MmioDevice {
       this.interruptStatus |= INT_USED_BUFFER;
       this.signal();
     }
+    this.model.queueServed?.(index);
   }
 
   /** Signals the interrupt line at its level (every call is a signal, see above). */

@@ -70,15 +70,13 @@ export class SplitVirtqueue {
     this.segCount = 0;
   }
 
-  /** Checks the queue's configuration when the driver sets QueueReady; returns a problem or null. */
+  /** Checks the queue's configuration when the driver sets QueueReady; returns a problem or null.
+   *  As QEMU, a size that is not a power of 2 and rings not aligned as 2.7's table "Virtqueue
+   *  Part Alignment" asks are accepted (ring positions are taken modulo the size, and guest RAM
+   *  is read byte-wise); what does not fit the queue we offered or lies outside RAM is refused. */
   validate(): string | null {
     const n = this.size;
-    // 2.7: split queue sizes are powers of 2, at most 32768 and at most what we offered.
-    if (n === 0 || n > this.maxSize || (n & (n - 1)) !== 0) return `queue size ${n} is not a power of 2 in 1..${this.maxSize}`;
-    // 2.7 table "Virtqueue Part Alignment".
-    if (this.descAddr % 16 !== 0) return `descriptor table ${hex(this.descAddr)} is not 16-byte aligned`;
-    if (this.availAddr % 2 !== 0) return `available ring ${hex(this.availAddr)} is not 2-byte aligned`;
-    if (this.usedAddr % 4 !== 0) return `used ring ${hex(this.usedAddr)} is not 4-byte aligned`;
+    if (n === 0 || n > this.maxSize) return `queue size ${n} is not in 1..${this.maxSize}`;
     if (!this.ram.contains(this.descAddr, 16 * n)) return `descriptor table ${hex(this.descAddr)}+${16 * n} is outside RAM`;
     if (!this.ram.contains(this.availAddr, 6 + 2 * n)) return `available ring ${hex(this.availAddr)}+${6 + 2 * n} is outside RAM`;
     if (!this.ram.contains(this.usedAddr, 6 + 8 * n)) return `used ring ${hex(this.usedAddr)}+${6 + 8 * n} is outside RAM`;
@@ -100,7 +98,7 @@ export class SplitVirtqueue {
     if (pending > this.size) {
       throw new VirtqueueError(`avail.idx ${availIdx} is ${pending} entries ahead of the device (${this.lastAvailIdx}), more than the queue size ${this.size}`);
     }
-    const head = ram.readU16(this.availAddr + 4 + 2 * (this.lastAvailIdx & (this.size - 1)));
+    const head = ram.readU16(this.availAddr + 4 + 2 * (this.lastAvailIdx % this.size));
     this.lastAvailIdx = (this.lastAvailIdx + 1) & 0xffff;
     if (head >= this.size) throw new VirtqueueError(`available ring entry names descriptor ${head}, outside the queue of ${this.size}`);
     this.walk(head);
@@ -162,6 +160,13 @@ export class SplitVirtqueue {
     if (this.firstWritable < 0) this.firstWritable = this.segCount;
   }
 
+  /** Gives back the chains popped since the available-ring position `availIdx` (a value of
+   *  lastAvailIdx saved before popping): they were not used, the driver still owns them. */
+  unpop(availIdx: number): void {
+    this.lastAvailIdx = availIdx & 0xffff;
+    this.segCount = 0;
+  }
+
   /** Guest RAM views for bytes [start, start+len) of the chain's readable (or writable) part,
    *  split at RAM chunk boundaries: zero-copy I/O straight between guest memory and the disk. */
   views(writable: boolean, start: number, len: number, out: Uint8Array[]): void {
@@ -208,7 +213,7 @@ export class SplitVirtqueue {
   /** Returns a chain to the driver: used ring entry {id: head, len: bytes written} (2.7.8). */
   push(head: number, written: number): void {
     const ram = this.ram;
-    const slot = this.usedAddr + 4 + 8 * (this.usedIdx & (this.size - 1));
+    const slot = this.usedAddr + 4 + 8 * (this.usedIdx % this.size);
     ram.writeU32(slot, head);
     ram.writeU32(slot + 4, written);
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
@@ -219,6 +224,13 @@ export class SplitVirtqueue {
   /** With VIRTIO_F_EVENT_IDX, tells the driver to notify when it adds past what we consumed (2.7.10). */
   publishAvailEvent(): void {
     if (this.eventIdxEnabled) this.ram.writeU16(this.usedAddr + 4 + 8 * this.size, this.lastAvailIdx);
+  }
+
+  /** For a device waiting for buffers (a receive queue with a frame that does not fit yet): with
+   *  VIRTIO_F_EVENT_IDX, asks the driver to notify as soon as it makes any more available (2.7.10:
+   *  avail_event = the driver's current avail.idx). Without it the driver always notifies. */
+  notifyOnNextAvail(): void {
+    if (this.eventIdxEnabled) this.ram.writeU16(this.usedAddr + 4 + 8 * this.size, this.ram.readU16(this.availAddr + 2));
   }
 
   /** True when the driver has made buffers available that we have not consumed. */
