@@ -18,6 +18,8 @@ export interface DeviceTreeParams {
   readonly memoryBytes: number;
   readonly bootargs?: string;
   readonly initrd?: { readonly start: number; readonly end: number };
+  /** OpenSSH public key lines for the guest's root (vmctl ssh), as /chosen/vmctl,ssh-authorized-keys. */
+  readonly sshAuthorizedKeys?: string;
 }
 
 // Local interrupt numbers on the hart's interrupt controller (Priv spec 3.1.9, mip bits).
@@ -49,6 +51,9 @@ export function buildDeviceTree(p: DeviceTreeParams): Uint8Array {
   }
   if (p.bootargs !== undefined && p.bootargs !== '') w.propStrings('bootargs', p.bootargs);
   w.propStrings('stdout-path', `/soc/serial@${hex(UART0_BASE)}`);
+  // vmctl's own: the key `vmctl ssh` logs in with, for the guest to install (like cloud-init's
+  // NoCloud data, without a disk): a guest that does not know the property ignores it.
+  if (p.sshAuthorizedKeys) w.propStrings('vmctl,ssh-authorized-keys', p.sshAuthorizedKeys);
   w.endNode();
 
   // Linux's syscon-poweroff / syscon-reboot drivers write these values into the test device.

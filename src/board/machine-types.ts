@@ -53,6 +53,8 @@ export interface MachineConfig {
    *  virtio-mmio slots from 0 up, NICs from 7 down (so Linux, which probes the highest slot
    *  first, calls the first NIC eth0). */
   readonly nics?: readonly NicAttachment[];
+  /** Public keys (OpenSSH lines) put in the device tree for the guest's ssh server (vmctl ssh). */
+  readonly sshAuthorizedKeys?: string;
 }
 
 /** Why the guest stopped running. `code` is the guest's own exit code (0..255). */

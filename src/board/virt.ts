@@ -242,7 +242,7 @@ export class VirtMachine {
       initrd = { start, end: start + data.length };
     }
 
-    const dtb = buildDeviceTree({ cpus: cfg.cpus, memoryBytes: cfg.memoryBytes, bootargs: cfg.cmdline, initrd });
+    const dtb = buildDeviceTree({ cpus: cfg.cpus, memoryBytes: cfg.memoryBytes, bootargs: cfg.cmdline, initrd, sshAuthorizedKeys: cfg.sshAuthorizedKeys });
     const fdtAddr = fdtLoadAddress(cfg.memoryBytes, dtb.length);
     if (fdtAddr < DRAM_BASE || (kernel && fdtAddr < kernel.end) || (initrd && fdtAddr < initrd.end)) {
       throw new LoadError('(config)', `not enough memory (${cfg.memoryBytes / MiB} MiB) for kernel, initrd and device tree`);

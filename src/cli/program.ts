@@ -13,6 +13,7 @@ import { register as registerLogs } from './commands/logs.js';
 import { register as registerPort } from './commands/port.js';
 import { register as registerRun } from './commands/run.js';
 import { register as registerSchema } from './commands/schema.js';
+import { register as registerSsh } from './commands/ssh.js';
 import { register as registerValidate } from './commands/validate.js';
 import { err } from './output.js';
 import { VERSION } from './version.js';
@@ -24,6 +25,7 @@ const GROUPS: ((program: Command) => void)[] = [
   registerLogs,
   registerExec,
   registerPort,
+  registerSsh,
   registerRun,
   registerValidate,
   registerEdit,
@@ -50,7 +52,8 @@ export function buildProgram(onAction: (c: Command) => void = () => {}): Command
     .addHelpText('after', `
 Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 daemon unreachable, 4 no such VM,
             5 wrong state for this command, 124 timeout; run: the guest's own code;
-            exec: the guest command's status (255: no shell answered on the console).
+            exec: the guest command's status (255: no shell answered on the console);
+            ssh: the remote command's status (255: ssh failed or no ssh server answered).
 State lives in $VMCTL_HOME (default ~/.vmctl).`);
   program.exitOverride();
   program.configureOutput({ outputError: (s, write) => write(err.red(s)) });

@@ -223,6 +223,8 @@ export class Connection {
       }
       case 'vm.dtb':
         return { data: Buffer.from(await vm().dtb()).toString('base64') };
+      case 'vm.ssh':
+        return await vm().sshEndpoint();
       case 'vm.port.list':
         return { forwards: await vm().ports() };
       case 'vm.port.add': {

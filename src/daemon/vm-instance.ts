@@ -8,6 +8,7 @@ import { Worker } from 'node:worker_threads';
 import type { MachineConfig, NicAttachment, PortForward, PowerEvent } from '../board/machine-types.js';
 import { VIRTIO_COUNT as VIRTIO_SLOTS } from '../board/memory-map.js';
 import { defaultMac } from '../net/mac.js';
+import { ensureSshKey, sshKeyPaths } from './ssh-key.js';
 import type { VmDefinition } from '../config/vm-definition.js';
 import { DiskError } from '../disk/errors.js';
 import { imageInfo, lockDiskChains } from '../disk/image.js';
@@ -172,6 +173,7 @@ export class VmInstance {
 
   machineConfig(): MachineConfig {
     const d = this.def;
+    const nics = this.nics();
     return {
       memoryBytes: d.memoryBytes,
       cpus: d.cpus,
@@ -180,8 +182,19 @@ export class VmInstance {
       initrdPath: d.boot.initrd,
       cmdline: d.boot.cmdline,
       disks: d.disks.map((x) => ({ path: x.path, readonly: x.readonly, name: x.name })),
-      nics: this.nics(),
+      nics,
+      ...(nics.length > 0 ? { sshAuthorizedKeys: this.sshPublicKey() } : {}),
     };
+  }
+
+  /** The home's key for `vmctl ssh`, handed to the guest in its device tree (made on first use). */
+  private sshPublicKey(): string | undefined {
+    try {
+      return ensureSshKey(this.env.home);
+    } catch (e) {
+      this.env.log(`vm ${this.name}: no ssh key for the guest: ${(e as Error).message}`);
+      return undefined;
+    }
   }
 
   /** The VM's network cards: without a `network:` key, one on user-mode NAT where a virtio
@@ -428,6 +441,15 @@ export class VmInstance {
       throw new ProtocolFailure('InvalidParams', `VM ${this.name} has no ${proto} forward on ${hostAddress}:${hostPort}; it has ${have.length ? have.join(', ') : 'none'}`);
     }
     this.env.log(`vm ${this.name}: forward ${proto} ${hostAddress}:${hostPort} removed`);
+  }
+
+  /** Where `vmctl ssh` connects: a forward to the guest's port 22 on 127.0.0.1 (one the VM has,
+   *  or one made now, for this boot), with the home's key. */
+  async sshEndpoint(): Promise<{ host: string; port: number; identityFile: string; user: string }> {
+    this.requireRunningForPorts();
+    const have = (await this.ports()).find((f) => f.proto === 'tcp' && f.guestPort === 22 && (f.hostAddress === '127.0.0.1' || f.hostAddress === '0.0.0.0'));
+    const f = have ?? await this.addPort({ proto: 'tcp', hostAddress: '127.0.0.1', hostPort: 0, guestPort: 22 });
+    return { host: '127.0.0.1', port: f.hostPort, identityFile: sshKeyPaths(this.env.home).privateKey, user: 'root' };
   }
 
   private requireRunningForPorts(): void {

@@ -144,6 +144,8 @@ export const METHODS = {
   'vm.port.list': { name },
   'vm.port.add': { name, proto: { type: 'string' }, hostAddress: { type: 'string' }, hostPort: { type: 'integer', required: true }, guestPort: { type: 'integer', required: true }, nic: { type: 'integer' } },
   'vm.port.remove': { name, proto: { type: 'string' }, hostAddress: { type: 'string' }, hostPort: { type: 'integer', required: true } },
+  // Where `vmctl ssh` connects (a forward to the guest's port 22, made if needed) and with what key.
+  'vm.ssh': { name },
 } as const satisfies Record<string, ParamSpec>;
 export type MethodName = keyof typeof METHODS;
 

@@ -3,12 +3,13 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
-import { writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { VmctlHome } from './harness.js';
+import { BIN, VmctlHome } from './harness.js';
 import { createLinuxVm, findLinux, guestRun, startLinuxVm } from './linux-guest.js';
 
 function fetchText(url: string): Promise<string> {
@@ -23,6 +24,10 @@ function fetchText(url: string): Promise<string> {
 }
 
 const LINUX = findLinux(['VIRTIO_NET', 'INET', 'PACKET']);
+// vmctl ssh needs the host's ssh client, and a guest build with dropbear in it.
+const SSH = spawnSync('ssh', ['-V']).status === 0 && LINUX !== undefined && existsSync(join(LINUX, 'build-info.txt')) &&
+  readFileSync(join(LINUX, 'build-info.txt'), 'utf8').includes('dropbear');
+const SCRIPT = spawnSync('script', ['--version']).status === 0;
 const h = new VmctlHome();
 afterAll(() => h.cleanup());
 
@@ -94,6 +99,35 @@ describe.skipIf(!LINUX)('user-mode networking with the Linux guest', () => {
     expect(again.code).toBe(2);
     expect(again.stderr).toContain('has no tcp forward');
   }, 180_000);
+
+  it.skipIf(!SSH)('vmctl ssh NAME -- COMMAND runs it in the guest with the host\'s ssh and returns its exit status', async () => {
+    const u = await h.run(['ssh', 'net1', '--', 'uname', '-a'], { timeoutMs: 200_000 });
+    expect(u.code, u.stderr).toBe(0);
+    expect(u.stdout).toMatch(/^Linux .* 6\.1\.\d+ .*riscv64/);
+    const s = await h.run(['ssh', 'net1', '--', 'echo on-stderr >&2; exit 7']);
+    expect(s.code).toBe(7);
+    expect(s.stderr).toContain('on-stderr');
+    // stdin goes to the remote shell.
+    const i = await h.run(['ssh', 'net1'], { input: 'echo piped-$((6*7)); exit 3\n' });
+    expect(i.code).toBe(3);
+    expect(i.stdout).toContain('piped-42');
+    // The forward it made is an ordinary one, to guest port 22 on loopback.
+    expect((await h.run(['port', 'net1'])).stdout).toMatch(/tcp {2}127\.0\.0\.1:\d+ +-> guest 22/);
+  }, 300_000);
+
+  it.skipIf(!SSH || !SCRIPT)('vmctl ssh NAME on a terminal: an interactive shell with a pseudo-terminal', async () => {
+    const cmd = [process.execPath, BIN, 'ssh', 'net1'].map((a) => `'${a}'`).join(' ');
+    const child = spawn('script', ['-qec', cmd, '/dev/null'], { env: { ...h.env(), TERM: 'xterm' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+    const code = new Promise<number | null>((r) => child.on('close', (c) => r(c)));
+    const deadline = Date.now() + 200_000;
+    while (!out.includes('vmctl-guest:~# ') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    child.stdin.write('tty; echo tty-$((40+2)); exit 5\n');
+    expect(await code).toBe(5);
+    expect(out).toMatch(/\/dev\/pts\/\d+/);
+    expect(out).toContain('tty-42');
+  }, 300_000);
 
   it('ping reaches the gateway and the DNS address', async () => {
     const r = await guestRun(h, 'net1', 'ping -c 2 10.0.2.2 && ping -c 2 10.0.2.3');
