@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 const entries = {
   cli: 'src/cli/main.ts',           // bin/vmctl loads this
   'vm-worker': 'src/vm/worker.ts',  // one per running VM (worker thread)
+  'definition-worker': 'src/daemon/definition-worker.ts', // the daemon's VM definition validator threads
   bench: 'src/bench/main.ts',       // npm run bench
 };
 

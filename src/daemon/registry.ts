@@ -1,14 +1,18 @@
 // The VMs a daemon knows: one folder per VM under VMCTL_HOME/vms, loaded at start-up.
 // VMs that were active when the previous daemon died are marked `aborted`.
 
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { DiskError } from '../disk/errors.js';
 import { readDiskLocks } from '../disk/lock.js';
 import { deleteCreatedDisks, prepareDisks, type PreparedDisks } from '../disk/prepare.js';
-import { loadVmDefinition, parseVmDefinition, serializeVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
+import { loadVmDefinition, serializeVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
+import { quote } from '../config/quote.js';
+import { YAML_LIMITS } from '../config/yaml-schema.js';
+import { readRegular } from '../host/regular-file.js';
 import { ProtocolFailure } from '../protocol/messages.js';
 import { writeFileAtomic } from './atomic.js';
+import type { DefinitionPool } from './definition-pool.js';
 import { vmDir, type HomePaths } from './paths.js';
 import { VmInstance, type InstanceEnv, type PersistedState } from './vm-instance.js';
 
@@ -20,6 +24,8 @@ export class Registry {
   constructor(
     private readonly paths: HomePaths,
     private readonly env: InstanceEnv,
+    /** Validates definitions sent by clients, off the main thread. */
+    private readonly definitions: DefinitionPool,
     /** Called for every VM loaded or created (the daemon routes its events). */
     private readonly onAdded: (vm: VmInstance) => void,
   ) {}
@@ -60,13 +66,14 @@ export class Registry {
 
   get(name: string): VmInstance {
     const vm = this.vms.get(name);
-    if (!vm) throw new ProtocolFailure('NoSuchVm', `no VM named ${JSON.stringify(name)}`);
+    if (!vm) throw new ProtocolFailure('NoSuchVm', `no VM named ${quote(name)}`);
     return vm;
   }
 
-  /** Registers a VM from YAML text (validated again here: the daemon trusts no client). */
-  create(file: string, text: string, nameOverride: string | undefined, ephemeral: boolean): { vm: VmInstance; warnings: string[] } {
-    const def = parseVmDefinition(text, file, dirname(file), { nameOverride });
+  /** Registers a VM from YAML text (validated again here, in the definition pool: the daemon trusts
+   *  no client). Everything after the validation is synchronous, so two creates cannot interleave. */
+  async create(file: string, text: string, nameOverride: string | undefined, ephemeral: boolean): Promise<{ vm: VmInstance; warnings: string[] }> {
+    const def = await this.definitions.validate(text, file, { nameOverride });
     if (this.vms.has(def.name)) throw new ProtocolFailure('AlreadyExists', `a VM named ${JSON.stringify(def.name)} already exists`);
     const dir = vmDir(this.paths, def.name);
     // A folder without state.json is an interrupted create; one with it is a VM this daemon could
@@ -104,20 +111,21 @@ export class Registry {
 
   /** The stored definition (vm.yaml) as text, for `vmctl edit`. */
   definitionText(vm: VmInstance): string {
-    return readFileSync(join(vm.dir, 'vm.yaml'), 'utf8');
+    return readRegular(join(vm.dir, 'vm.yaml'), { maxBytes: YAML_LIMITS.bytes }).toString('utf8');
   }
 
   /**
    * Replaces a VM's definition (`vmctl edit`), validated here like `create` (the daemon trusts no
    * client); `base` is the text the edit started from, so two edits at once cannot silently undo
    * each other. New disk images are created as on create. A running VM keeps its definition
-   * until it stops.
+   * until it stops. The text is validated in the definition pool; what follows is synchronous.
    */
-  redefine(vm: VmInstance, file: string, text: string, base: string | undefined): { applies: 'now' | 'next-start'; warnings: string[] } {
+  async redefine(vm: VmInstance, file: string, text: string, base: string | undefined): Promise<{ applies: 'now' | 'next-start'; warnings: string[] }> {
+    const def = await this.definitions.validate(text, file, { keepName: vm.name });
+    if (this.vms.get(vm.name) !== vm) throw new ProtocolFailure('NoSuchVm', `VM ${vm.name} was deleted while its new definition was checked`);
     if (base !== undefined && base !== this.definitionText(vm)) {
       throw new ProtocolFailure('WrongState', `the definition of VM ${vm.name} was changed by someone else while it was edited; nothing was saved`);
     }
-    const def = parseVmDefinition(text, file, dirname(file), { keepName: vm.name });
     const prepared = this.prepareDisks(file, def);
     try {
       writeFileAtomic(join(vm.dir, 'vm.yaml'), serializeVmDefinition(def));
@@ -143,14 +151,19 @@ export class Registry {
     }
   }
 
-  delete(vm: VmInstance): void {
-    // Check first, so a refused delete leaves the VM registered.
+  /** Throws WrongState when `delete` would be refused: another VM holds a disk this one created. */
+  checkDeletable(vm: VmInstance): void {
     for (const p of vm.persisted.createdDisks) {
       const others = readDiskLocks(p).filter((h) => h.vm !== vm.name).map((h) => h.vm);
       if (others.length > 0) {
         throw new ProtocolFailure('WrongState', `disk ${p} of VM ${vm.name} is in use by ${others.length === 1 ? 'VM' : 'VMs'} ${others.join(', ')}; stop ${others.length === 1 ? 'that VM' : 'them'} first`);
       }
     }
+  }
+
+  delete(vm: VmInstance): void {
+    // Check first, so a refused delete leaves the VM registered.
+    this.checkDeletable(vm);
     this.vms.delete(vm.name);
     this.removeFiles(vm);
     this.env.log(`vm ${vm.name}: deleted`);

@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import { ConfigErrors } from '../config/errors.js';
 import { encodeFrame, LineDecoder, MAX_LINE_BYTES } from '../protocol/framing.js';
 import {
-  parseRequest, PROTOCOL_VERSION, ProtocolFailure,
+  parseRequest, PROTOCOL_VERSION, ProtocolFailure, validId,
   type DaemonStatus, type ErrorBody, type EventMessage, type EventName, type MethodName,
 } from '../protocol/messages.js';
 import type { Registry } from './registry.js';
@@ -20,6 +20,9 @@ const THROTTLE_HIGH_WATER = 1024 * 1024;
 const MAX_LOG_REPLY_BYTES = 64 * 1024 * 1024;
 /** A peer that keeps sending garbage is disconnected. */
 const MAX_BAD_LINES = 64;
+/** Requests of one client being handled at once; beyond this its socket is not read until some
+ *  are answered, so a client piling up `vm.create`s of 1 MiB each cannot fill the daemon's memory. */
+const MAX_IN_FLIGHT = 16;
 
 export interface ServerContext {
   readonly registry: Registry;
@@ -43,6 +46,7 @@ export class Connection {
   /** `vmctl run` VMs owned by this client: removed when it disconnects. */
   readonly ephemeral = new Set<string>();
   private throttling = false;
+  private inFlight = 0;
 
   constructor(private readonly sock: Socket, private readonly ctx: ServerContext, private readonly onClose: (c: Connection) => void) {
     sock.on('error', () => { /* close follows */ });
@@ -60,7 +64,8 @@ export class Connection {
         req = parseRequest(f.value);
       } catch (e) {
         const pf = e as ProtocolFailure;
-        const id = typeof f.value === 'object' && f.value !== null && 'id' in f.value && (typeof (f.value as { id: unknown }).id === 'number' || typeof (f.value as { id: unknown }).id === 'string') ? (f.value as { id: number | string }).id : null;
+        // The reply echoes the id only when it is a valid one (never a 900 KB string).
+        const id = typeof f.value === 'object' && f.value !== null && !Array.isArray(f.value) ? validId((f.value as { id?: unknown }).id) : null;
         this.badLine(pf.errorClass ?? 'ProtocolError', pf.message, id);
         return;
       }
@@ -105,6 +110,7 @@ export class Connection {
   }
 
   private async handle(id: number | string, method: MethodName, params: Record<string, unknown>): Promise<void> {
+    if (++this.inFlight === MAX_IN_FLIGHT) this.sock.pause();
     try {
       if (!this.helloDone && method !== 'hello') throw new ProtocolFailure('ProtocolError', 'the first request must be "hello" with the protocol version');
       const result = await this.dispatch(method, params);
@@ -112,6 +118,8 @@ export class Connection {
     } catch (e) {
       this.send({ id, error: toErrorBody(e, this.ctx) });
       if (e instanceof ProtocolFailure && e.errorClass === 'VersionMismatch') this.sock.end();
+    } finally {
+      if (this.inFlight-- === MAX_IN_FLIGHT) this.sock.resume();
     }
   }
 
@@ -129,7 +137,7 @@ export class Connection {
         setImmediate(() => this.ctx.shutdown());
         return { stopping: true };
       case 'vm.create': {
-        const { vm: v, warnings } = reg.create(p.file as string, p.text as string, p.name as string | undefined, p.ephemeral === true);
+        const { vm: v, warnings } = await reg.create(p.file as string, p.text as string, p.name as string | undefined, p.ephemeral === true);
         if (p.ephemeral === true) this.ephemeral.add(v.name);
         return { ...v.info(), warnings };
       }
@@ -163,7 +171,8 @@ export class Connection {
         const v = vm();
         if (v.active) {
           if (p.force !== true) throw new ProtocolFailure('WrongState', `VM ${v.name} is ${v.state}; stop it first or use --force`);
-          await v.powerOff();
+          reg.checkDeletable(v); // refused before the VM is stopped for it
+          await v.powerOff('delete');
         }
         reg.delete(v);
         this.ctx.log(`vm ${v.name}: removed by a client`);
@@ -194,7 +203,7 @@ export class Connection {
       }
       case 'vm.redefine': {
         const v = vm();
-        const { applies, warnings } = reg.redefine(v, p.file as string, p.text as string, p.base as string | undefined);
+        const { applies, warnings } = await reg.redefine(v, p.file as string, p.text as string, p.base as string | undefined);
         return { ...v.info(), applies, warnings };
       }
       case 'vm.dtb':

@@ -11,6 +11,7 @@ import {
   closeSync, constants as fsc, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, readvSync, statSync, unlinkSync, writeSync, writevSync,
 } from 'node:fs';
 import { formatSize } from '../config/units.js';
+import { FileRefused, openRegular, type OpenMode } from '../host/regular-file.js';
 import { SECTOR_SIZE, type BlockBackend } from './block-backend.js';
 import { DiskError } from './errors.js';
 import { punchHole } from './hole-punch.js';
@@ -100,12 +101,7 @@ export function resizeRawImage(path: string, newBytes: number, opts: { shrink?: 
       throw new DiskError('IN_USE', `${path} is in use by ${describeHolders(info.usedBy)}; stop ${info.usedBy.length === 1 ? 'it' : 'them'} before shrinking the disk`);
     }
   }
-  let fd: number;
-  try {
-    fd = openSync(path, 'r+');
-  } catch (e) {
-    throw new DiskError('IO', `cannot open ${path} for writing: ${(e as Error).message}`);
-  }
+  const fd = openImage(path, 'readwrite');
   try {
     ftruncateSync(fd, newBytes);
     fsyncSync(fd);
@@ -115,6 +111,17 @@ export function resizeRawImage(path: string, newBytes: number, opts: { shrink?: 
     closeSync(fd);
   }
   return { oldBytes: info.virtualBytes, newBytes };
+}
+
+/** Opens an existing image, never blocking: an image replaced by a FIFO or a device is refused. */
+function openImage(path: string, mode: OpenMode): number {
+  try {
+    return openRegular(path, mode).fd;
+  } catch (e) {
+    if (!(e instanceof FileRefused)) throw e;
+    if (e.code === 'NOT_FOUND') throw new DiskError('NOT_FOUND', `${path}: no such disk image`);
+    throw new DiskError(e.code === 'NOT_REGULAR' ? 'INVALID' : 'IO', `disk image ${e.message}${mode === 'read' ? '' : ' (opened for writing)'}`);
+  }
 }
 
 const ZERO_CHUNK = 1024 * 1024;
@@ -155,13 +162,7 @@ export class RawFileBackend implements BlockBackend {
   private fileBytes: number;
 
   constructor(readonly path: string, readonly readonly: boolean) {
-    try {
-      this.fd = openSync(path, readonly ? 'r' : 'r+');
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') throw new DiskError('NOT_FOUND', `${path}: no such disk image`);
-      throw new DiskError('IO', `cannot open ${path}${readonly ? '' : ' for writing'}: ${(e as Error).message}`);
-    }
+    this.fd = openImage(path, readonly ? 'read' : 'readwrite');
     this.fileBytes = fstatSync(this.fd).size;
     // A trailing partial sector is not visible to the guest (QEMU rounds the same way for raw).
     this.sectors = Math.floor(this.fileBytes / SECTOR_SIZE);

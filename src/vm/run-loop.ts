@@ -3,6 +3,7 @@
 // interrupt, so an idle VM costs almost no host CPU.
 
 import type { MachineHost, PowerEvent } from '../board/machine-types.js';
+import { LogLimiter } from './log-limiter.js';
 import type { FromWorker, ToWorker } from './messages.js';
 
 /** The part of VirtMachine (src/board/virt.ts) the run loop uses. */
@@ -28,8 +29,12 @@ export class ConsoleBatcher implements MachineHost {
   private chunks: Uint8Array[] = [];
   private size = 0;
   power: PowerEvent | null = null;
+  /** Device messages, rate-limited per device on their way to the daemon's log. */
+  private readonly logs: LogLimiter;
 
-  constructor(private readonly post: (m: FromWorker) => void) {}
+  constructor(private readonly post: (m: FromWorker) => void) {
+    this.logs = new LogLimiter((message) => post({ type: 'log', message }));
+  }
 
   consoleOutput(bytes: Uint8Array): void {
     // The machine may reuse its buffer: copy.
@@ -43,7 +48,12 @@ export class ConsoleBatcher implements MachineHost {
   }
 
   log(message: string): void {
-    this.post({ type: 'log', message });
+    this.logs.log(message);
+  }
+
+  /** Reports the messages held back by the rate limit (of windows that are over, or all: `final`). */
+  flushLogs(final = false): void {
+    this.logs.flush(final);
   }
 
   flush(): void {
@@ -146,6 +156,7 @@ export class RunLoop {
     if (now - this.lastStats >= STATS_EVERY_MS) {
       this.lastStats = now;
       this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired() });
+      this.host.flushLogs();
     }
     if (r === 'halted' || this.host.power) {
       if (this.host.power) this.post({ type: 'power', event: this.host.power });
@@ -175,6 +186,7 @@ export class RunLoop {
     } catch (e) {
       this.post({ type: 'fatal', message: `closing the machine failed: ${(e as Error).message}` });
     }
+    this.host.flushLogs(true);
     this.post({ type: 'closed', instructionsRetired: instret });
     this.onFinished();
   }

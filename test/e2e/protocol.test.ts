@@ -155,7 +155,7 @@ describe('protocol', () => {
     for (let i = 0; i < 5; i++) c.send(chunk); // 1.25 MiB without a newline
     c.send('\n{"id":2,"method":"vm.list"}\n');
     expect(await c.next(2)).toEqual([
-      { id: null, error: { class: 'ProtocolError', message: expect.stringContaining('line longer than') } },
+      { id: null, error: { class: 'ProtocolError', message: expect.stringContaining("longer than 1048576 bytes, the protocol's limit for one line") } },
       { id: 2, result: [] },
     ]);
     c.sock.destroy();

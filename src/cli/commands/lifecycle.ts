@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { humanSize } from '../../config/units.js';
 import type { EventMessage, VmInfo } from '../../protocol/messages.js';
-import { durationOption, loadDefinitionOrExit, unb64 } from '../cli-helpers.js';
+import { durationOption, isDeletion, loadDefinitionOrExit, unb64 } from '../cli-helpers.js';
 import { compilePattern, ConsoleText } from '../console-match.js';
 import { connectDaemon } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
@@ -30,7 +30,7 @@ export function register(program: Command): void {
     .command('start <NAME>')
     .description('boot a VM')
     .option('--wait-for <REGEX>', 'return once console output of this boot matches')
-    .option('--timeout <DUR>', 'give up --wait-for after this long (exit 124)')
+    .option('--timeout <DUR>', 'give up after this long (exit 124): waiting for the machine to start, and for --wait-for')
     .option('--json', 'print the VM as JSON')
     .action(async (name: string, o: { waitFor?: string; timeout?: string; json?: boolean }) => {
       const timeoutMs = durationOption(o.timeout, '--timeout');
@@ -39,9 +39,14 @@ export function register(program: Command): void {
       if (!re) {
         const sp = spinner(`starting ${name}`, !o.json);
         let info: VmInfo;
+        let timer: NodeJS.Timeout | undefined;
         try {
-          info = await c.request<VmInfo>('vm.start', { name });
+          const started = c.request<VmInfo>('vm.start', { name });
+          info = timeoutMs === undefined ? await started : await Promise.race([started, new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new CliError(EXIT.timeout, `timed out after ${o.timeout} waiting for VM ${name} to start`)), timeoutMs);
+          })]);
         } finally {
+          clearTimeout(timer);
           sp.stop();
         }
         c.close();
@@ -63,14 +68,16 @@ export function register(program: Command): void {
         c.onEvent((e: EventMessage) => {
           if (e.vm !== name) return;
           const bootId = e.data.bootId as number | undefined;
+          if (isDeletion(e)) {
+            finish({ code: EXIT.noSuchVm, message: `VM ${name} was deleted before its console matched /${o.waitFor}/` });
+            return;
+          }
           if (bootId !== undefined && bootId <= sub.bootId) return;
           if (e.event === 'console') {
             text.push(unb64(e.data.data as string));
             if (text.test(re)) finish({ code: EXIT.ok, message: `VM ${name} is up: console matched /${o.waitFor}/` });
           } else if (e.event === 'state' && (e.data.state === 'stopped' || e.data.state === 'aborted')) {
             finish({ code: EXIT.failed, message: `VM ${name} stopped (${String(e.data.state)}) before the console matched /${o.waitFor}/` });
-          } else if (e.event === 'deleted') {
-            finish({ code: EXIT.failed, message: `VM ${name} was deleted` });
           }
         });
         c.onClose(() => finish({ code: EXIT.unreachable, message: 'the daemon closed the connection' }));
