@@ -3,6 +3,8 @@
 // means parsing YAML of up to a protocol line and loading the boot images as the board would.
 // That can take long for a hostile file; here it only occupies this thread, never the daemon's.
 
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { dirname } from 'node:path';
 import { parentPort } from 'node:worker_threads';
 import { ConfigErrors } from '../config/errors.js';
@@ -11,6 +13,13 @@ import type { DefinitionReply, DefinitionRequest } from './definition-pool.js';
 
 const port = parentPort;
 if (!port) throw new Error('definition-worker must run as a worker thread');
+
+// Validation is background work: the daemon's main thread (which answers clients) and the VMs
+// come first. On Linux a thread has a nice value of its own; /proc/thread-self names this
+// thread's id (elsewhere this is skipped: the thread runs at the daemon's priority).
+try {
+  setPriority(Number(readlinkSync('/proc/thread-self').split('/').pop()), 19);
+} catch { /* not Linux, or not allowed */ }
 
 port.on('message', (req: DefinitionRequest) => {
   let reply: DefinitionReply;
