@@ -35,6 +35,14 @@ function vmFile(name: string, body: string, files: Record<string, string> = {}):
   writeFileSync(f, `name: ${name}\n${body}`);
   return f;
 }
+/** A ticker VM with a 64 KiB disk image NAME.img, created; returns the image's path. */
+async function createWithDisk(name: string): Promise<string> {
+  const f = vmFile(name, `memory: 16MiB\nboot:\n  kernel: ${name}.elf\ndisks:\n  - path: ${name}.img\n`, { [`${name}.elf`]: join(DEMO, 'loop.elf') });
+  const img = join(h.home, `${name}.img`);
+  writeFileSync(img, Buffer.alloc(64 * 1024));
+  await ok(['create', '-f', f]);
+  return img;
+}
 /** `start` must fail with exit 1, naming the file and what it is; the VM stays stopped and usable. */
 async function startFails(name: string, file: string, what: RegExp, code = 1): Promise<Result> {
   const r = await h.run(['start', name, '--timeout', '20s'], { timeoutMs: 30_000 });
@@ -79,29 +87,23 @@ describe('files replaced under a VM', () => {
   });
 
   it('firmware and initrd replaced by a FIFO or /dev/zero: the same', async () => {
-    const fw = vmFile('fifofw', 'memory: 16MiB\nboot:\n  firmware: fifofw.elf\n', { 'fifofw.elf': join(DEMO, 'loop.elf') });
-    await ok(['create', '-f', fw]);
-    mkfifo(join(h.home, 'fifofw.elf'));
-    await startFails('fifofw', join(h.home, 'fifofw.elf'), /the firmware is a FIFO/);
-    toDevZero(join(h.home, 'fifofw.elf'));
-    await startFails('fifofw', join(h.home, 'fifofw.elf'), /the firmware is a character device/);
-    await ok(['delete', 'fifofw']);
-
     writeFileSync(join(h.home, 'rd.img'), Buffer.alloc(4096, 1));
-    const rd = vmFile('fiford', 'memory: 64MiB\nboot:\n  firmware: builtin\n  kernel: fiford.elf\n  initrd: rd.img\n', { 'fiford.elf': join(DEMO, 'loop.elf') });
-    await ok(['create', '-f', rd]);
-    mkfifo(join(h.home, 'rd.img'));
-    await startFails('fiford', join(h.home, 'rd.img'), /the initrd is a FIFO/);
-    toDevZero(join(h.home, 'rd.img'));
-    await startFails('fiford', join(h.home, 'rd.img'), /the initrd is a character device/);
-    await ok(['delete', 'fiford']);
+    for (const [name, what, file, body] of [
+      ['fifofw', 'firmware', 'fifofw.elf', 'memory: 16MiB\nboot:\n  firmware: fifofw.elf\n'],
+      ['fiford', 'initrd', 'rd.img', 'memory: 64MiB\nboot:\n  firmware: builtin\n  kernel: fiford.elf\n  initrd: rd.img\n'],
+    ]) {
+      await ok(['create', '-f', vmFile(name, body, { [`${name}.elf`]: join(DEMO, 'loop.elf') })]);
+      const path = join(h.home, file);
+      mkfifo(path);
+      await startFails(name, path, new RegExp(`the ${what} is a FIFO`));
+      toDevZero(path);
+      await startFails(name, path, new RegExp(`the ${what} is a character device`));
+      await ok(['delete', name]);
+    }
   });
 
   it('a disk image replaced by a FIFO: start fails naming it, and its lock is released', async () => {
-    const f = vmFile('fifod', 'memory: 16MiB\nboot:\n  kernel: fifod.elf\ndisks:\n  - path: fifod.img\n', { 'fifod.elf': join(DEMO, 'loop.elf') });
-    writeFileSync(join(h.home, 'fifod.img'), Buffer.alloc(64 * 1024));
-    await ok(['create', '-f', f]);
-    const img = join(h.home, 'fifod.img');
+    const img = await createWithDisk('fifod');
     mkfifo(img);
     await startFails('fifod', img, /disk image .*is a FIFO/);
     expect(existsSync(`${img}.lock`)).toBe(false);
@@ -111,10 +113,7 @@ describe('files replaced under a VM', () => {
   });
 
   it("a disk's lock file replaced by a FIFO: refused at once as a lock that cannot be read (exit 5)", async () => {
-    const f = vmFile('fifol', 'memory: 16MiB\nboot:\n  kernel: fifol.elf\ndisks:\n  - path: fifol.img\n', { 'fifol.elf': join(DEMO, 'loop.elf') });
-    writeFileSync(join(h.home, 'fifol.img'), Buffer.alloc(64 * 1024));
-    await ok(['create', '-f', f]);
-    const lock = join(h.home, 'fifol.img.lock');
+    const lock = `${await createWithDisk('fifol')}.lock`;
     mkfifo(lock);
     const r = await startFails('fifol', lock, /cannot be read; remove it if no VM uses the disk/, 5);
     expect(r.stderr).toContain('VM fifol cannot start');
