@@ -165,7 +165,7 @@ describe('files replaced under a VM', () => {
     expect(log).toContain(`${join(h.home, 'vms', 'store2', 'state.json')}: is a FIFO (named pipe)`);
     expect(h.pid()).toBeGreaterThan(0); // vmd.pid is a file with the daemon's pid again
     const c = await h.run(['create', '-f', f, '--name', 'store1']);
-    expect(c.code).toBe(1);
+    expect(c.code).toBe(5); // AlreadyExists: exit 5 on main (src/cli/exit-codes.ts)
     expect(c.stderr).toContain('could not be loaded');
 
     await ok(['daemon', 'stop']);
