@@ -7,6 +7,7 @@ const entries = {
   cli: 'src/cli/main.ts',           // bin/vmctl loads this
   'vm-worker': 'src/vm/worker.ts',  // one per running VM (worker thread)
   'hart-worker': 'src/vm/hart-worker.ts', // one per further hart of a VM (src/board/smp.ts)
+  'definition-worker': 'src/daemon/definition-worker.ts', // the daemon's VM definition validator threads
   bench: 'src/bench/main.ts',       // npm run bench
   'bench-linux': 'src/bench/linux-boot.ts', // npm run bench:linux
   'ram-prototype': 'src/bench/ram-prototype.ts', // npm run bench:ram (docs/guest-ram.md)

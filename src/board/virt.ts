@@ -16,8 +16,8 @@
 // The device tree goes to the top 2 MiB-aligned spot below min(RAM end, 3 GiB), the initrd at
 // kernel + min(RAM/2, 128 MiB) (riscv_load_initrd): see boot-layout.ts.
 
-import { readFileSync } from 'node:fs';
 import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
+import { FileRefused, readRegular } from '../host/regular-file.js';
 import { PhysicalMemoryMap, type MmioDevice } from '../memory/bus.js';
 import { Hart } from '../riscv/hart.js';
 import { ReservationSet } from '../riscv/reservations.js';
@@ -200,15 +200,22 @@ export class VirtMachine {
   private load(): Uint8Array {
     const cfg = this.config;
     const fw = cfg.firmware;
-    const read = (path: string, what: string) => {
-      try { return new Uint8Array(readFileSync(path)); } catch (e) {
-        throw new LoadError(path, `cannot read ${what}: ${(e as Error).message}`);
+    const ramEnd = DRAM_BASE + cfg.memoryBytes;
+    // Each image is read with a bound known in advance, the memory it can go to: a file replaced
+    // since `create` by a FIFO or a symlink to /dev/zero is refused, never waited on or read forever.
+    const read = (path: string, what: string, maxBytes: number) => {
+      try {
+        const b = readRegular(path, { maxBytes, tooLarge: (size) => `is ${size} bytes, more than the ${maxBytes} bytes of memory it can go to` });
+        return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+      } catch (e) {
+        if (e instanceof FileRefused) throw new LoadError(path, `the ${what} ${e.reason}`);
+        throw e;
       }
     };
 
     let firmwareEnd = DRAM_BASE;
     if (fw.kind === 'file') {
-      const img = loadImage(this.ram, fw.path, read(fw.path, 'firmware'), DRAM_BASE);
+      const img = loadImage(this.ram, fw.path, read(fw.path, 'firmware', cfg.memoryBytes), DRAM_BASE);
       this.firmwareImage = img;
       firmwareEnd = img.end;
       this.watchHtif(img);
@@ -216,7 +223,7 @@ export class VirtMachine {
     let kernel: LoadedImage | null = null;
     if (cfg.kernelPath) {
       const at = kernelLoadAddress(fw.kind, firmwareEnd);
-      kernel = loadImage(this.ram, cfg.kernelPath, read(cfg.kernelPath, 'kernel'), at);
+      kernel = loadImage(this.ram, cfg.kernelPath, read(cfg.kernelPath, 'kernel', cfg.memoryBytes), at);
       this.watchHtif(kernel);
     } else if (fw.kind !== 'file') {
       throw new LoadError('(config)', fw.kind === 'builtin'
@@ -224,7 +231,7 @@ export class VirtMachine {
     }
 
     for (const img of [kernel, this.firmwareImage]) {
-      if (img && img.end > DRAM_BASE + cfg.memoryBytes) {
+      if (img && img.end > ramEnd) {
         throw new LoadError(img === kernel ? cfg.kernelPath! : (fw as { path: string }).path,
           `needs RAM up to 0x${img.end.toString(16)}, more than the ${cfg.memoryBytes / MiB} MiB configured`);
       }
@@ -233,11 +240,9 @@ export class VirtMachine {
     let initrd: { start: number; end: number } | undefined;
     if (cfg.initrdPath) {
       if (!kernel) throw new LoadError(cfg.initrdPath, 'an initrd needs a kernel');
-      const data = read(cfg.initrdPath, 'initrd');
       const start = initrdLoadAddress(kernel.entry, cfg.memoryBytes);
-      if (start + data.length > DRAM_BASE + cfg.memoryBytes) {
-        throw new LoadError(cfg.initrdPath, `initrd (${data.length} bytes) does not fit in RAM at 0x${start.toString(16)}`);
-      }
+      // It goes at `start`: what fits between there and the end of RAM is the bound.
+      const data = read(cfg.initrdPath, 'initrd', Math.max(0, ramEnd - start));
       this.ram.write(start, data);
       initrd = { start, end: start + data.length };
     }

@@ -1,10 +1,11 @@
 // Small helpers shared by the command groups.
 
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { ConfigErrors } from '../config/errors.js';
+import { quote } from '../config/quote.js';
 import { durationProblem, parseDuration } from '../config/units.js';
-import { loadVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
+import { parseVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
+import { readYamlFile } from '../config/yaml-schema.js';
 import type { ProtocolClient } from '../protocol/client.js';
 import type { EventMessage, StopPath } from '../protocol/messages.js';
 import { CliError, EXIT } from './exit-codes.js';
@@ -16,7 +17,7 @@ import { CliError, EXIT } from './exit-codes.js';
 export function durationOption(text: string | undefined, option: string): number | undefined {
   if (text === undefined) return undefined;
   const ms = parseDuration(text);
-  if (ms === null) throw new CliError(EXIT.usage, `${option}: ${JSON.stringify(text)} ${durationProblem(text)}`);
+  if (ms === null) throw new CliError(EXIT.usage, `${option}: ${quote(text)} ${durationProblem(text)}`);
   // setTimeout holds at most 2^31-1 ms (about 24.8 days); longer would fire at once.
   return Math.min(ms, 2 ** 31 - 1);
 }
@@ -25,16 +26,24 @@ export function durationOption(text: string | undefined, option: string): number
 export function loadDefinitionOrExit(file: string, nameOverride?: string): { def: VmDefinition; abs: string; text: string } {
   // An option has no line and column: say which option (the schema would print "--name:1:1:").
   if (nameOverride !== undefined && !VM_NAME_RE.test(nameOverride)) {
-    throw new CliError(EXIT.usage, `--name: ${JSON.stringify(nameOverride)} is not a valid VM name; expected letters, digits, ".", "_" or "-" (1..63 characters, starting with a letter or digit)`);
+    throw new CliError(EXIT.usage, `--name: ${quote(nameOverride)} is not a valid VM name; expected letters, digits, ".", "_" or "-" (1..63 characters, starting with a letter or digit)`);
   }
   const abs = resolve(file);
   try {
-    const def = loadVmDefinition(file, { nameOverride });
-    return { def, abs, text: readFileSync(abs, 'utf8') };
+    // Read once: the daemon gets exactly the text that was checked here.
+    const text = readYamlFile(abs, file);
+    const def = parseVmDefinition(text, file, dirname(abs), { nameOverride });
+    return { def, abs, text };
   } catch (e) {
     if (e instanceof ConfigErrors) throw new CliError(EXIT.usage, e.message, true);
     throw e;
   }
+}
+
+/** True for the events that say the VM is being (or was) deleted: its stop on the way to being
+ *  deleted (a state event with reason "delete"), and the `deleted` event itself. */
+export function isDeletion(e: EventMessage): boolean {
+  return e.event === 'deleted' || (e.event === 'state' && e.data.reason === 'delete');
 }
 
 export function b64(bytes: Uint8Array | string): string {

@@ -9,13 +9,14 @@
 // device tree (with the cmdline in /chosen/bootargs) in the last 2 MiB aligned block below the
 // top of RAM, above kernel and initrd.
 
-import { readFileSync, statSync } from 'node:fs';
 import { buildDeviceTree } from '../board/device-tree.js';
 import { loadImage, LoadError, type LoadedImage } from '../board/loader.js';
 import type { FirmwareSpec } from '../board/machine-types.js';
 import { DRAM_BASE } from '../board/memory-map.js';
 import { fdtLoadAddress, initrdLoadAddress, kernelLoadAddress } from '../board/boot-layout.js';
 import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
+import { FileRefused, readRegular, regularFileSize } from '../host/regular-file.js';
+import { quotePath } from './quote.js';
 import { formatSize } from './units.js';
 
 const MiB = 1024 * 1024;
@@ -32,16 +33,25 @@ export function bootImageProblems(boot: { firmware: FirmwareSpec; kernel?: strin
   const ramEnd = DRAM_BASE + memoryBytes;
   const ram = new GuestRam(DRAM_BASE, Math.ceil(memoryBytes / CHUNK_SIZE) * CHUNK_SIZE);
 
+  // A file replaced since it was checked (a FIFO, a symlink to /dev/zero) is refused, not waited on.
+  const refused = (key: BootImageProblem['key'], path: string, e: unknown): null => {
+    if (!(e instanceof FileRefused)) throw e;
+    problems.push({ key, message: `${key}: ${quotePath(path)} ${e.reason}` });
+    return null;
+  };
+
   const load = (key: 'boot.firmware' | 'boot.kernel', path: string, at: number): LoadedImage | null => {
-    const size = statSync(path).size;
-    if (size > memoryBytes) {
-      problems.push({ key, message: `${key}: ${JSON.stringify(path)} is ${formatSize(size)}, more than the ${formatSize(memoryBytes)} of memory; expected a larger memory: or a smaller image` });
-      return null;
+    let bytes: Buffer;
+    try {
+      // An image can never be larger than the memory it goes to: nothing more is read.
+      bytes = readRegular(path, { maxBytes: memoryBytes, tooLarge: (size) => `is ${formatSize(size)}, more than the ${formatSize(memoryBytes)} of memory; expected a larger memory: or a smaller image` });
+    } catch (e) {
+      return refused(key, path, e);
     }
     try {
-      const img = loadImage(ram, path, new Uint8Array(readFileSync(path)), at);
+      const img = loadImage(ram, path, new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), at);
       if (img.end > ramEnd) {
-        problems.push({ key, message: `${key}: ${JSON.stringify(path)} needs RAM up to ${hex(img.end)}, but the ${formatSize(memoryBytes)} of memory end at ${hex(ramEnd)}; expected memory: of at least ${formatSize(Math.ceil((img.end - DRAM_BASE) / MiB) * MiB)}` });
+        problems.push({ key, message: `${key}: ${quotePath(path)} needs RAM up to ${hex(img.end)}, but the ${formatSize(memoryBytes)} of memory end at ${hex(ramEnd)}; expected memory: of at least ${formatSize(Math.ceil((img.end - DRAM_BASE) / MiB) * MiB)}` });
         return null;
       }
       return img;
@@ -62,16 +72,22 @@ export function bootImageProblems(boot: { firmware: FirmwareSpec; kernel?: strin
     kernel = load('boot.kernel', boot.kernel, at);
     // The board loads the firmware first and the kernel over it: the firmware would be corrupt.
     if (kernel && firmware && kernel.start < firmware.end && firmware.start < kernel.end) {
-      problems.push({ key: 'boot.kernel', message: `boot.kernel: ${JSON.stringify(boot.kernel)} loads at ${hex(kernel.start)}..${hex(kernel.end)}, over the firmware at ${hex(firmware.start)}..${hex(firmware.end)}; expected a kernel linked at or above ${hex(at)}` });
+      problems.push({ key: 'boot.kernel', message: `boot.kernel: ${quotePath(boot.kernel)} loads at ${hex(kernel.start)}..${hex(kernel.end)}, over the firmware at ${hex(firmware.start)}..${hex(firmware.end)}; expected a kernel linked at or above ${hex(at)}` });
     }
   }
 
   let initrd: { start: number; end: number } | undefined;
   if (boot.initrd !== undefined && kernel) {
-    const size = statSync(boot.initrd).size;
+    let size: number;
+    try {
+      size = regularFileSize(boot.initrd);
+    } catch (e) {
+      refused('boot.initrd', boot.initrd, e);
+      return problems;
+    }
     const start = initrdLoadAddress(kernel.entry, memoryBytes);
     if (start + size > ramEnd) {
-      problems.push({ key: 'boot.initrd', message: `boot.initrd: ${JSON.stringify(boot.initrd)} is ${formatSize(size)}; loaded at ${hex(start)} it needs RAM up to ${hex(start + size)}, but the ${formatSize(memoryBytes)} of memory end at ${hex(ramEnd)}; expected more memory: or a smaller initrd` });
+      problems.push({ key: 'boot.initrd', message: `boot.initrd: ${quotePath(boot.initrd)} is ${formatSize(size)}; loaded at ${hex(start)} it needs RAM up to ${hex(start + size)}, but the ${formatSize(memoryBytes)} of memory end at ${hex(ramEnd)}; expected more memory: or a smaller initrd` });
       return problems;
     }
     initrd = { start, end: start + size };

@@ -18,6 +18,7 @@
 
 import { isAbsolute, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, Pair, type Node } from 'yaml';
+import { quote } from './quote.js';
 import { closest } from './suggest.js';
 import { durationProblem, formatSize, looksLikeSize, mebibyteHint, parseDuration, parseSize } from './units.js';
 import { describe, type SchemaReader } from './yaml-schema.js';
@@ -452,11 +453,11 @@ export class ObjectSpec<F extends Fields, P extends Presence> extends Spec<Objec
   private unknownKey(typed: string, full: string, where: Where, ctx: ReadContext): string {
     const expected = `expected one of ${this.keys.join(', ')}`;
     const near = closest(typed, this.keys);
-    if (near !== undefined) return `unknown key "${full}"; did you mean "${where.path === '' ? near : `${where.path}.${near}`}"? (${expected})`;
+    if (near !== undefined) return `unknown key ${quote(full)}; did you mean "${where.path === '' ? near : `${where.path}.${near}`}"? (${expected})`;
     // A key written at the wrong level: `kernel:` at the top instead of under `boot:`.
     const elsewhere = ctx.allKeys.filter((k) => k.key === typed);
-    if (elsewhere.length === 1) return `unknown key "${full}"; did you mean "${elsewhere[0].path}"? (${expected})`;
-    return `unknown key "${full}"; ${expected}`;
+    if (elsewhere.length === 1) return `unknown key ${quote(full)}; did you mean "${elsewhere[0].path}"? (${expected})`;
+    return `unknown key ${quote(full)}; ${expected}`;
   }
 
   protected schema(): JsonSchema {

@@ -10,6 +10,7 @@ import { ConfigError, ConfigErrors } from './errors.js';
 import { readYamlFile, SchemaReader } from './yaml-schema.js';
 import { formatSize } from './units.js';
 import { bootImageProblems } from './boot-images.js';
+import { quote, quotePath } from './quote.js';
 import { formatDuration, readDocument, ReadContext } from './schema.js';
 import { VM_NAME_RE, VM_NAME_TEXT, VM_SCHEMA, type VmFile } from './vm-schema.js';
 // Disk identity as the disk locks see it: the same file under two names is one disk.
@@ -74,7 +75,7 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
   if (r.errors.length > 0) throw new ConfigErrors(r.errors);
   const given = new Map<string, unknown>();
   if (opts.nameOverride !== undefined) {
-    if (!VM_NAME_RE.test(opts.nameOverride)) r.errors.push(new ConfigError({ file: '--name', line: 1, col: 1 }, `name ${JSON.stringify(opts.nameOverride)} is not a valid VM name; expected ${VM_NAME_TEXT}`));
+    if (!VM_NAME_RE.test(opts.nameOverride)) r.errors.push(new ConfigError({ file: '--name', line: 1, col: 1 }, `name ${quote(opts.nameOverride)} is not a valid VM name; expected ${VM_NAME_TEXT}`));
     given.set('name', opts.nameOverride);
   }
   if (opts.keepName !== undefined) given.set('name', opts.keepName);
@@ -84,7 +85,7 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
   const namePair = ctx.at.get('name');
   if (opts.keepName !== undefined && namePair && ctx.ok('name')) {
     const written = isScalar(namePair.value) ? (typeof namePair.value.value === 'string' ? namePair.value.value : namePair.value.source) : undefined;
-    if (written !== opts.keepName) r.fail(namePair.value, `name: found ${JSON.stringify(written)}, but this is VM ${JSON.stringify(opts.keepName)}, and a VM cannot be renamed; expected ${JSON.stringify(opts.keepName)}`, namePair.key);
+    if (written !== opts.keepName) r.fail(namePair.value, `name: found ${written === undefined ? String(written) : quote(written)}, but this is VM ${quote(opts.keepName)}, and a VM cannot be renamed; expected ${quote(opts.keepName)}`, namePair.key);
   }
   checkBeyondShape(v, ctx, !opts.skipFileChecks);
   if (r.errors.length > 0) throw new ConfigErrors(r.errors);
@@ -108,10 +109,10 @@ function checkBeyondShape(v: VmFile, ctx: ReadContext, files: boolean): void {
   };
   /** False when the file is missing or unusable (reported); true when it is there. */
   const checkFile = (key: string, p: string, expected?: string): boolean => {
-    if (!existsSync(p)) fail(key, `${key}: file ${JSON.stringify(p)} does not exist`);
-    else if (!statSync(p).isFile()) fail(key, `${key}: ${JSON.stringify(p)} is not a regular file`);
+    if (!existsSync(p)) fail(key, `${key}: file ${quotePath(p)} does not exist`);
+    else if (!statSync(p).isFile()) fail(key, `${key}: ${quotePath(p)} is not a regular file`);
     // An empty image would load as nothing at all and the hart would run whatever RAM holds.
-    else if (expected !== undefined && statSync(p).size === 0) fail(key, `${key}: ${JSON.stringify(p)} is empty (0 bytes); expected ${expected}`);
+    else if (expected !== undefined && statSync(p).size === 0) fail(key, `${key}: ${quotePath(p)} is empty (0 bytes); expected ${expected}`);
     else return true;
     return false;
   };
@@ -146,17 +147,17 @@ function checkBeyondShape(v: VmFile, ctx: ReadContext, files: boolean): void {
     const key = `${where}.path`;
     // The same file under two names (a symlink) is still the same disk.
     const real = files ? canonicalImagePath(d.path) : d.path;
-    if (seenPaths.has(real)) fail(key, `${key}: ${JSON.stringify(d.path)}${real !== d.path ? ` (${JSON.stringify(real)})` : ''} is already attached as another disk`);
+    if (seenPaths.has(real)) fail(key, `${key}: ${quotePath(d.path)}${real !== d.path ? ` (${quotePath(real)})` : ''} is already attached as another disk`);
     seenPaths.add(real);
     // A guest that can write its own kernel, firmware or initrd corrupts the next boot.
     const image = files && !d.readonly ? bootFiles.find(([, f]) => canonicalImagePath(f) === real) : undefined;
-    if (image) fail(key, `${key}: ${JSON.stringify(d.path)} is also ${image[0]}; the guest would write over it; expected another file, or readonly: true`);
+    if (image) fail(key, `${key}: ${quotePath(d.path)} is also ${image[0]}; the guest would write over it; expected another file, or readonly: true`);
     if (!files) return;
     if (!existsSync(d.path)) {
-      if (!ctx.at.has(`${where}.size`)) fail(key, `${key}: file ${JSON.stringify(d.path)} does not exist; give ${where}.size to have vmctl create it`);
-      else if (!existsSync(dirname(d.path))) fail(key, `${key}: folder ${JSON.stringify(dirname(d.path))} does not exist`);
+      if (!ctx.at.has(`${where}.size`)) fail(key, `${key}: file ${quotePath(d.path)} does not exist; give ${where}.size to have vmctl create it`);
+      else if (!existsSync(dirname(d.path))) fail(key, `${key}: folder ${quotePath(dirname(d.path))} does not exist`);
       else if (d.readonly) fail(ctx.at.has(`${where}.readonly`) ? `${where}.readonly` : where, `${where}.readonly: a new (empty) image cannot be read-only`);
-    } else if (!statSync(d.path).isFile()) fail(key, `${key}: ${JSON.stringify(d.path)} is not a regular file`);
+    } else if (!statSync(d.path).isFile()) fail(key, `${key}: ${quotePath(d.path)} is not a regular file`);
     else {
       // The image as the VM will open it: its header (raw or qcow2) and its whole backing chain.
       try {

@@ -2,9 +2,10 @@
 // node's source range, so every complaint can say FILE:LINE:COL; aliases and merge keys are
 // resolved here.
 
-import { readFileSync } from 'node:fs';
+import { FileRefused, readRegular } from '../host/regular-file.js';
 import { Composer, CST, Lexer, LineCounter, Parser, isAlias, isMap, isScalar, isSeq, parseDocument, visit, type Alias, type Document, type Node, type Pair, type YAMLMap } from 'yaml';
 import { ConfigError, ConfigErrors } from './errors.js';
+import { quote, QUOTE_MAX_CHARS } from './quote.js';
 import { formatSize } from './units.js';
 
 /**
@@ -15,10 +16,13 @@ import { formatSize } from './units.js';
 export function readYamlFile(file: string, displayFile = file): string {
   let bytes: Buffer;
   try {
-    bytes = readFileSync(file);
+    // Never blocks or reads without end (src/host/regular-file.ts): a FIFO or /dev/zero is refused,
+    // naming what it is, and no more than the size limit is ever read.
+    bytes = readRegular(file, { maxBytes: YAML_LIMITS.bytes, tooLarge: (size) => tooLarge(size, YAML_LIMITS.bytes) });
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const what = code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'is a folder; expected a YAML file' : `cannot read file (${code ?? String(e)})`;
+    if (!(e instanceof FileRefused)) throw e;
+    const what = e.code === 'NOT_FOUND' ? 'file not found'
+      : e.code === 'NOT_REGULAR' ? e.reason.replace(/expected a regular file$/, 'expected a YAML file') : e.reason;
     throw new ConfigErrors([new ConfigError({ file: displayFile, line: 1, col: 1 }, what)]);
   }
   const text = bytes.toString('utf8');
@@ -56,6 +60,10 @@ export const YAML_LIMITS = {
 export type YamlLimits = { readonly [K in keyof typeof YAML_LIMITS]: number };
 
 const LIMIT_NOTE = 'the limit for a vmctl YAML file';
+
+function tooLarge(bytes: number, limit: number): string {
+  return `the file is ${bytes} bytes, more than ${formatSize(limit)} (${LIMIT_NOTE}); expected a smaller file`;
+}
 
 export class SchemaReader {
   readonly errors: ConfigError[] = [];
@@ -100,7 +108,7 @@ export class SchemaReader {
     const bytes = Buffer.byteLength(this.text);
     if (bytes > limits.bytes) {
       this.lines.addNewLine(0);
-      this.failAt(0, `the file is ${bytes} bytes, more than ${formatSize(limits.bytes)} (${LIMIT_NOTE}); expected a smaller file`);
+      this.failAt(0, tooLarge(bytes, limits.bytes));
       return null;
     }
     const parser = new Parser(this.lines.addNewLine);
@@ -189,7 +197,7 @@ export class SchemaReader {
           const target = anchors.get(node.source);
           this.aliases.set(node, target);
           // The parser accepts `*name` without a matching `&name` (only converting to JS would fail).
-          if (target === undefined) this.fail(node, `alias *${node.source} refers to no anchor; expected &${node.source} on a value above it`);
+          if (target === undefined) this.fail(node, `alias *${quoteName(node.source)} refers to no anchor; expected &${quoteName(node.source)} on a value above it`);
         } else if (node.anchor) anchors.set(node.anchor, node);
       },
     });
@@ -236,16 +244,21 @@ export class SchemaReader {
   }
 }
 
+/** An anchor name as written (unquoted), cut like any quoted value. */
+function quoteName(name: string): string {
+  return name.length <= QUOTE_MAX_CHARS ? name : quote(name);
+}
+
 /** A short description of a node's value for messages: `"abc"`, `12`, `a mapping`. */
 export function describe(node: unknown): string {
   if (node === null || node === undefined) return 'nothing';
   if (isScalar(node)) {
     const v = node.value;
     if (v === null) return 'null';
-    if (typeof v === 'string') return JSON.stringify(v);
+    if (typeof v === 'string') return quote(v);
     return String(v);
   }
-  if (isAlias(node)) return `the alias *${node.source}`;
+  if (isAlias(node)) return `the alias *${quoteName(node.source)}`;
   if (isMap(node)) return 'a mapping';
   if (isSeq(node)) return 'a list';
   return 'an unsupported value';

@@ -1,7 +1,7 @@
 // Crash-safe file replacement: write a temporary file, fsync it, rename it over the target, fsync the
 // folder. After a crash (or SIGKILL) the target holds either the old or the new content, never half.
 
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsc, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): void {
@@ -25,7 +25,8 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
 export function fsyncDir(dir: string): void {
   let fd: number | undefined;
   try {
-    fd = openSync(dir, 'r');
+    // O_DIRECTORY: a folder replaced by a FIFO fails at once instead of waiting for a writer.
+    fd = openSync(dir, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NONBLOCK);
     fsyncSync(fd);
   } catch {
     // Some filesystems refuse fsync on a directory; the rename itself is still atomic.

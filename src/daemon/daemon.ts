@@ -9,7 +9,9 @@ import { dirname, join } from 'node:path';
 import { DEFAULT_SETTINGS, DEFAULT_SETTINGS_TEXT, loadDaemonSettings } from '../config/daemon-settings.js';
 import { PROTOCOL_VERSION, type DaemonStatus, type StopReport } from '../protocol/messages.js';
 import { writeFileAtomic } from './atomic.js';
-import { ensureHome, homePaths, socketFits, type HomePaths } from './paths.js';
+import { readRegular, readRegularTail } from '../host/regular-file.js';
+import { ensureHome, homePaths, readSocketPathFile, socketFits, type HomePaths } from './paths.js';
+import { DefinitionPool } from './definition-pool.js';
 import { Registry } from './registry.js';
 import { RotatingLog } from './rotating-log.js';
 import { Connection } from './server.js';
@@ -21,6 +23,8 @@ export interface DaemonOptions {
   readonly workerPath: string;
   /** dist/hart-worker.js, what a VM's worker runs for each further hart (default: next to it). */
   readonly hartWorkerPath?: string;
+  /** dist/definition-worker.js: validates VM definitions sent by clients (definition-pool.ts). */
+  readonly definitionWorkerPath: string;
   readonly version: string;
   /** Also copy log lines to stderr (foreground `vmctl daemon run`; a detached daemon's stderr is
    *  vmd.stderr.log, which is not rotated, so it gets none). */
@@ -50,7 +54,8 @@ export function pidAlive(pid: number): boolean {
 
 export function readPid(p: HomePaths): number | null {
   try {
-    const n = Number.parseInt(readFileSync(p.pidFile, 'utf8').trim(), 10);
+    // A pid file is a number and a newline; anything else (a FIFO, a huge file) is no pid.
+    const n = Number.parseInt(readRegular(p.pidFile, { maxBytes: 64 }).toString('utf8').trim(), 10);
     return Number.isInteger(n) ? n : null;
   } catch {
     return null;
@@ -127,10 +132,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
 
     if (!socketFits(paths.defaultSocket)) {
       // unix(7): sun_path holds 107 bytes. Use a private short folder and record where it is.
-      if (existsSync(paths.socketPathFile)) {
-        const old = readFileSync(paths.socketPathFile, 'utf8').trim();
-        if (old.startsWith(tmpdir()) && old.includes('vmctl-')) rmSync(dirname(old), { recursive: true, force: true });
-      }
+      const old = readSocketPathFile(paths);
+      if (old !== null && old.startsWith(tmpdir()) && old.includes('vmctl-')) rmSync(dirname(old), { recursive: true, force: true });
       shortDir = mkdtempSync(join(tmpdir(), 'vmctl-'));
       chmodSync(shortDir, 0o700);
       socketPath = join(shortDir, 'vmd.sock');
@@ -145,6 +148,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       unlinkSync(socketPath);
     }
 
+    /** VMs whose worker thread could not be ended (see VmInstance.powerOff). */
+    const lostWorkers = new Set<string>();
     const workerEnv = {
       home: paths.home,
       workerPath: opts.workerPath,
@@ -152,6 +157,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       serialLogMaxBytes: settings.serialLogMaxBytes,
       consoleHistoryBytes: settings.consoleHistoryBytes,
       log,
+      workerLost: (vm: string) => { lostWorkers.add(vm); },
     };
     const connections = new Set<Connection>();
     const wire = (vm: VmInstance): void => {
@@ -165,7 +171,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       };
     };
 
-    const registry = new Registry(paths, workerEnv, (vm) => wire(vm));
+    const definitions = new DefinitionPool(opts.definitionWorkerPath, log);
+    const registry = new Registry(paths, workerEnv, definitions, (vm) => wire(vm));
     registry.load();
 
     const startedAt = Date.now();
@@ -180,6 +187,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
       vms: registry.vms.size,
       runningVms: [...registry.vms.values()].filter((v) => v.active).length,
+      memory: (({ rss, heapUsed, heapTotal, external, arrayBuffers }) => ({ rss, heapUsed, heapTotal, external, arrayBuffers }))(process.memoryUsage()),
     });
 
     let resolveDone!: () => void;
@@ -203,6 +211,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       shuttingDown = true;
       log(`shutting down (${why}${opts.force ? ', powering VMs off' : ''})`);
       server?.close();
+      definitions.close();
       const running = [...registry.vms.values()].filter((v) => v.active);
       stopping = Promise.all(running.map(async (v): Promise<StopReport> => {
         let path: StopReport['path'];
@@ -227,7 +236,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       try { unlinkSync(socketPath); } catch { /* gone */ }
       if (shortDir) rmSync(shortDir, { recursive: true, force: true });
       releaseLock();
-      log('stopped');
+      log(lostWorkers.size > 0 ? `stopped (the worker threads of ${[...lostWorkers].join(', ')} could not be ended; killing the process)` : 'stopped');
       daemonLog.file?.close();
       daemonLog.file = null;
       resolveDone();
@@ -261,7 +270,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
         for (const name of c.ephemeral) {
           const vm = registry.vms.get(name);
           if (!vm) continue;
-          vm.powerOff().then(() => {
+          vm.powerOff('delete').then(() => {
             if (registry.vms.get(name) === vm) {
               registry.delete(vm);
               ctx.vmDeleted(name);
@@ -287,6 +296,12 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     process.on('unhandledRejection', (e) => log(`unhandled rejection (continuing): ${(e as Error)?.stack ?? String(e)}`));
 
     await done;
+    if (lostWorkers.size > 0) {
+      // A thread blocked in a system call keeps the process from exiting (process.exit waits for
+      // it), and a daemon that closed its socket but lives on would be half alive. Everything is
+      // cleaned up (pid file, socket, log) at this point, so end the process the one way that works.
+      process.kill(process.pid, 'SIGKILL');
+    }
   } catch (e) {
     // Also in vmd.log: a detached daemon's stderr is only read when it fails to come up.
     log(`cannot start: ${(e as Error).message}`);
@@ -306,17 +321,18 @@ const STDERR_FOLD_MAX_BYTES = 16 * 1024;
  * then) copies its end into vmd.log, where it is rotated with everything else, and empties it.
  */
 function foldEarlierStderr(p: HomePaths, log: (m: string) => void): void {
-  let text: Buffer;
+  let tail: Buffer;
+  let size: number;
   try {
-    text = readFileSync(p.stderrFile);
+    size = statSync(p.stderrFile).size;
+    tail = readRegularTail(p.stderrFile, STDERR_FOLD_MAX_BYTES);
   } catch {
     return;
   }
-  if (text.length === 0) return;
-  const dropped = Math.max(0, text.length - STDERR_FOLD_MAX_BYTES);
-  const kept = text.subarray(dropped).toString('utf8').replace(/\n$/, '');
+  if (tail.length === 0) return;
+  const kept = tail.toString('utf8').replace(/\n$/, '');
   if (kept.trim() !== '') {
-    log(`output of an earlier daemon process on stderr (${p.stderrFile}${dropped ? `, last ${kept.length} of ${text.length} bytes` : ''}):\n` +
+    log(`output of an earlier daemon process on stderr (${p.stderrFile}${size > tail.length ? `, last ${tail.length} of ${size} bytes` : ''}):\n` +
       kept.split('\n').map((l) => `  | ${l}`).join('\n'));
   }
   try { truncateSync(p.stderrFile, 0); } catch { /* best effort */ }

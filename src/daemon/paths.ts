@@ -2,9 +2,10 @@
 //   vmd.pid  vmd.log (+ vmd.log.1)  vmd.stderr.log  config.yaml  vmd.sock (or vmd.sock.path)
 //   vms/NAME/{vm.yaml,state.json,serial.log}
 
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { readRegular } from '../host/regular-file.js';
 
 /** sockaddr_un.sun_path is 108 bytes on Linux, one of them the terminating NUL (unix(7)). */
 export const MAX_SOCKET_PATH_BYTES = 107;
@@ -88,8 +89,16 @@ export function socketFits(path: string): boolean {
 /** Where a client should connect: the usual place, or the recorded short path. */
 export function clientSocketPath(p: HomePaths): string {
   if (socketFits(p.defaultSocket)) return p.defaultSocket;
-  if (existsSync(p.socketPathFile)) return readFileSync(p.socketPathFile, 'utf8').trim();
-  return p.defaultSocket;
+  return readSocketPathFile(p) ?? p.defaultSocket;
+}
+
+/** The socket path recorded in vmd.sock.path, or null when there is none (or it is not a file). */
+export function readSocketPathFile(p: HomePaths): string | null {
+  try {
+    return readRegular(p.socketPathFile, { maxBytes: 4096 }).toString('utf8').trim();
+  } catch {
+    return null;
+  }
 }
 
 export function vmDir(p: HomePaths, name: string): string {

@@ -2,16 +2,20 @@
 // VMs that were active when the previous daemon died are marked `aborted`.
 
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { DiskError } from '../disk/errors.js';
 import { readDiskLocks } from '../disk/lock.js';
 import { deleteCreatedDisks, prepareDisks, type PreparedDisks } from '../disk/prepare.js';
 import { imageInfo } from '../disk/image.js';
-import { loadVmDefinition, parseVmDefinition, serializeVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
+import { loadVmDefinition, serializeVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
 import { ProtocolFailure, type DeletedDisk } from '../protocol/messages.js';
 import { formatSize, humanSize } from '../config/units.js';
+import { quote } from '../config/quote.js';
+import { YAML_LIMITS } from '../config/yaml-schema.js';
+import { readRegular } from '../host/regular-file.js';
 import { writeFileAtomic } from './atomic.js';
+import type { DefinitionPool } from './definition-pool.js';
 import { vmDir, type HomePaths } from './paths.js';
 import { VmInstance, type InstanceEnv, type PersistedState } from './vm-instance.js';
 
@@ -25,6 +29,8 @@ export class Registry {
   constructor(
     private readonly paths: HomePaths,
     private readonly env: InstanceEnv,
+    /** Validates definitions sent by clients, off the main thread. */
+    private readonly definitions: DefinitionPool,
     /** Called for every VM loaded or created (the daemon routes its events). */
     private readonly onAdded: (vm: VmInstance) => void,
   ) {}
@@ -73,13 +79,14 @@ export class Registry {
 
   get(name: string): VmInstance {
     const vm = this.vms.get(name);
-    if (!vm) throw new ProtocolFailure('NoSuchVm', `no VM named ${JSON.stringify(name)}`);
+    if (!vm) throw new ProtocolFailure('NoSuchVm', `no VM named ${quote(name)}`);
     return vm;
   }
 
-  /** Registers a VM from YAML text (validated again here: the daemon trusts no client). */
-  create(file: string, text: string, nameOverride: string | undefined, ephemeral: boolean): { vm: VmInstance; warnings: string[] } {
-    const def = parseVmDefinition(text, file, dirname(file), { nameOverride });
+  /** Registers a VM from YAML text (validated again here, in the definition pool: the daemon trusts
+   *  no client). Everything after the validation is synchronous, so two creates cannot interleave. */
+  async create(file: string, text: string, nameOverride: string | undefined, ephemeral: boolean): Promise<{ vm: VmInstance; warnings: string[] }> {
+    const def = await this.definitions.validate(text, file, { nameOverride });
     if (this.vms.has(def.name)) throw new ProtocolFailure('AlreadyExists', `a VM named ${JSON.stringify(def.name)} already exists`);
     const dir = vmDir(this.paths, def.name);
     // A folder without state.json is an interrupted create; one with it is a VM this daemon could
@@ -117,20 +124,21 @@ export class Registry {
 
   /** The stored definition (vm.yaml) as text, for `vmctl edit`. */
   definitionText(vm: VmInstance): string {
-    return readFileSync(join(vm.dir, 'vm.yaml'), 'utf8');
+    return readRegular(join(vm.dir, 'vm.yaml'), { maxBytes: YAML_LIMITS.bytes }).toString('utf8');
   }
 
   /**
    * Replaces a VM's definition (`vmctl edit`), validated here like `create` (the daemon trusts no
    * client); `base` is the text the edit started from, so two edits at once cannot silently undo
    * each other. New disk images are created as on create. A running VM keeps its definition
-   * until it stops.
+   * until it stops. The text is validated in the definition pool; what follows is synchronous.
    */
-  redefine(vm: VmInstance, file: string, text: string, base: string | undefined): { applies: 'now' | 'next-start'; warnings: string[] } {
+  async redefine(vm: VmInstance, file: string, text: string, base: string | undefined): Promise<{ applies: 'now' | 'next-start'; warnings: string[] }> {
+    const def = await this.definitions.validate(text, file, { keepName: vm.name });
+    if (this.vms.get(vm.name) !== vm) throw new ProtocolFailure('NoSuchVm', `VM ${vm.name} was deleted while its new definition was checked`);
     if (base !== undefined && base !== this.definitionText(vm)) {
       throw new ProtocolFailure('WrongState', `the definition of VM ${vm.name} was changed by someone else while it was edited; nothing was saved`);
     }
-    const def = parseVmDefinition(text, file, dirname(file), { keepName: vm.name });
     const prepared = this.prepareDisks(file, def);
     try {
       writeFileAtomic(join(vm.dir, 'vm.yaml'), serializeVmDefinition(def));
@@ -171,6 +179,18 @@ export class Registry {
       `say --delete-disks to remove ${full.length === 1 ? 'it' : 'them'} with the VM, or --keep-disks to keep ${full.length === 1 ? 'it' : 'them'}`;
   }
 
+  /** Throws WrongState when `delete` would be refused: the images vmctl created for `vm` go with
+   *  it (`disks` "delete") and another VM (or vmctl command) holds one of them. */
+  checkDeletable(vm: VmInstance, disks: 'delete' | 'keep' = 'delete'): void {
+    if (disks !== 'delete') return;
+    for (const { path: p } of createdImages(vm)) {
+      const others = readDiskLocks(p).filter((h) => h.vm !== vm.name).map((h) => h.vm ?? `vmctl ${h.command}`);
+      if (others.length > 0) {
+        throw new ProtocolFailure('WrongState', `disk ${p} of VM ${vm.name} is in use by ${others.length === 1 ? 'VM' : 'VMs'} ${others.join(', ')}; stop ${others.length === 1 ? 'that VM' : 'them'} first, or keep the disks (--keep-disks)`);
+      }
+    }
+  }
+
   /**
    * Removes a stopped VM: its folder, and the images vmctl created for it unless `disks` is
    * "keep" (images that existed before `create` are never touched). Returns what became of them.
@@ -178,14 +198,7 @@ export class Registry {
   delete(vm: VmInstance, disks: 'delete' | 'keep' = 'delete'): DeletedDisk[] {
     const images = createdImages(vm);
     // Check first, so a refused delete leaves the VM registered.
-    if (disks === 'delete') {
-      for (const { path: p } of images) {
-        const others = readDiskLocks(p).filter((h) => h.vm !== vm.name).map((h) => h.vm ?? `vmctl ${h.command}`);
-        if (others.length > 0) {
-          throw new ProtocolFailure('WrongState', `disk ${p} of VM ${vm.name} is in use by ${others.length === 1 ? 'VM' : 'VMs'} ${others.join(', ')}; stop ${others.length === 1 ? 'that VM' : 'them'} first, or keep the disks (--keep-disks)`);
-        }
-      }
-    }
+    this.checkDeletable(vm, disks);
     this.vms.delete(vm.name);
     const deleted = this.removeFiles(vm, disks === 'delete');
     this.env.log(`vm ${vm.name}: deleted${images.length ? ` (${deleted ? 'removed' : 'kept'} its disk images: ${images.map((d) => d.path).join(', ')})` : ''}`);

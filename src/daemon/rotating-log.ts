@@ -6,22 +6,20 @@
 // `.1` (replacing the older one), reopen: a line is written whole to one file or the other, so a
 // reader of `.1` followed by the current file sees every line once and in order.
 
-import { closeSync, fstatSync, openSync, renameSync, statSync, writeSync } from 'node:fs';
+import { closeSync, renameSync, statSync, writeSync } from 'node:fs';
+import { openRegular } from '../host/regular-file.js';
 
 export class RotatingLog {
-  private fd: number;
-  private size: number;
-  private ino: number;
+  private fd = -1;
+  private size = 0;
+  private ino = -1;
 
   /**
    * @param onRotate called after each rotation, once the new file is open, with the size the
    *   rotated file had (serial-log.ts keeps stream positions across files with it).
    */
   constructor(private readonly path: string, private maxBytes: number, private readonly onRotate?: (rotatedSize: number) => void) {
-    this.fd = openSync(path, 'a', 0o600);
-    const st = fstatSync(this.fd);
-    this.size = st.size;
-    this.ino = st.ino;
+    this.open();
   }
 
   /** A new limit (e.g. once the daemon has read config.yaml); applies from the next write. */
@@ -31,6 +29,7 @@ export class RotatingLog {
 
   /** A byte stream (console output): filled up to the limit exactly, the rest goes to a new file. */
   append(data: Uint8Array): void {
+    if (this.fd < 0) this.open(); // a reopen that failed before
     let off = 0;
     while (off < data.length) {
       if (this.size >= this.maxBytes) this.rotate();
@@ -58,14 +57,14 @@ export class RotatingLog {
   private reopenIfMoved(): void {
     let ino = -1;
     try { ino = statSync(this.path).ino; } catch { /* deleted */ }
-    if (ino === this.ino) return;
-    closeSync(this.fd);
+    if (ino === this.ino && this.fd >= 0) return;
+    this.close();
     this.open();
   }
 
   private rotate(): void {
     const rotatedSize = this.size;
-    closeSync(this.fd);
+    this.close();
     renameSync(this.path, `${this.path}.1`);
     this.open();
     this.onRotate?.(rotatedSize);
@@ -77,13 +76,16 @@ export class RotatingLog {
   }
 
   private open(): void {
-    this.fd = openSync(this.path, 'a', 0o600);
-    const st = fstatSync(this.fd);
-    this.size = st.size;
-    this.ino = st.ino;
+    // Never blocks: a log replaced by a FIFO is refused (FileRefused), not opened for writing.
+    const { fd, stat } = openRegular(this.path, 'append');
+    this.fd = fd;
+    this.size = stat.size;
+    this.ino = stat.ino;
   }
 
   close(): void {
+    if (this.fd < 0) return;
     closeSync(this.fd);
+    this.fd = -1;
   }
 }

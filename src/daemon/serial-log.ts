@@ -16,8 +16,9 @@
 // second (fewer for a quiet guest). At each rotation the index is rewritten without the records of
 // output no longer kept.
 
-import { appendFileSync, closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { appendRegular, openRegular, readRegular } from '../host/regular-file.js';
 import { writeFileAtomic } from './atomic.js';
 import { RotatingLog } from './rotating-log.js';
 
@@ -28,6 +29,8 @@ export const SERIAL_INDEX = 'serial.index';
 export const TIME_MARK_MAX_SPAN_MS = 10_000;
 const TIME_MARK_MIN_SPAN_MS = 1000;
 const TIME_MARK_BYTES = 1024;
+/** serial.index is read whole; it is rewritten at each rotation of serial.log, so it stays small. */
+const MAX_INDEX_BYTES = 16 * 1024 * 1024;
 
 export interface BootRecord {
   readonly bootId: number;
@@ -93,6 +96,8 @@ function formatRecord(r: IndexRecord): string {
 function statFile(path: string): { size: number; ino: number } | null {
   try {
     const st = statSync(path);
+    // Anything but a regular file (a FIFO put in its place) holds no kept output.
+    if (!st.isFile()) return null;
     return { size: st.size, ino: st.ino };
   } catch {
     return null;
@@ -101,7 +106,8 @@ function statFile(path: string): { size: number; ino: number } | null {
 
 function readRecords(dir: string): IndexRecord[] {
   try {
-    return parseIndex(readFileSync(join(dir, SERIAL_INDEX), 'utf8'));
+    // One short line per second of output at most; a larger (or non-regular) file is not ours.
+    return parseIndex(readRegular(join(dir, SERIAL_INDEX), { maxBytes: MAX_INDEX_BYTES }).toString('utf8'));
   } catch {
     return [];
   }
@@ -161,7 +167,7 @@ export function readSerialRange(layout: SerialLayout, from: number, to: number):
     const b = Math.min(to, f.start + f.size);
     if (a >= b) continue;
     const buf = Buffer.alloc(b - a);
-    const fd = openSync(f.path, 'r');
+    const fd = openRegular(f.path, 'read').fd;
     try {
       let got = 0;
       while (got < buf.length) {
@@ -326,7 +332,7 @@ export class SerialLog {
 
   private appendRecord(r: IndexRecord): void {
     try {
-      appendFileSync(join(this.dir, SERIAL_INDEX), formatRecord(r), { mode: 0o600 });
+      appendRegular(join(this.dir, SERIAL_INDEX), formatRecord(r));
     } catch (e) {
       this.onIndexError(e as Error);
     }

@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import { ConfigErrors } from '../config/errors.js';
 import { encodeFrame, LineDecoder, MAX_LINE_BYTES } from '../protocol/framing.js';
 import {
-  parseRequest, PROTOCOL_VERSION, ProtocolFailure,
+  parseRequest, PROTOCOL_VERSION, ProtocolFailure, validId,
   type DaemonStatus, type ErrorBody, type EventMessage, type EventName, type MethodName, type StopReport,
 } from '../protocol/messages.js';
 import { DEFAULT_FORWARD_ADDRESS, guestPortProblem, parseHostEndpoint } from '../net/forward-spec.js';
@@ -21,6 +21,9 @@ const THROTTLE_HIGH_WATER = 1024 * 1024;
 const MAX_LOG_REPLY_BYTES = 64 * 1024 * 1024;
 /** A peer that keeps sending garbage is disconnected. */
 const MAX_BAD_LINES = 64;
+/** Requests of one client being handled at once; beyond this its socket is not read until some
+ *  are answered, so a client piling up `vm.create`s of 1 MiB each cannot fill the daemon's memory. */
+const MAX_IN_FLIGHT = 16;
 
 export interface ServerContext {
   readonly registry: Registry;
@@ -48,6 +51,7 @@ export class Connection {
   /** `vmctl run` VMs owned by this client: removed when it disconnects. */
   readonly ephemeral = new Set<string>();
   private throttling = false;
+  private inFlight = 0;
 
   constructor(private readonly sock: Socket, private readonly ctx: ServerContext, private readonly onClose: (c: Connection) => void) {
     sock.on('error', () => { /* close follows */ });
@@ -65,7 +69,8 @@ export class Connection {
         req = parseRequest(f.value);
       } catch (e) {
         const pf = e as ProtocolFailure;
-        const id = typeof f.value === 'object' && f.value !== null && 'id' in f.value && (typeof (f.value as { id: unknown }).id === 'number' || typeof (f.value as { id: unknown }).id === 'string') ? (f.value as { id: number | string }).id : null;
+        // The reply echoes the id only when it is a valid one (never a 900 KB string).
+        const id = typeof f.value === 'object' && f.value !== null && !Array.isArray(f.value) ? validId((f.value as { id?: unknown }).id) : null;
         this.badLine(pf.errorClass ?? 'ProtocolError', pf.message, id);
         return;
       }
@@ -110,6 +115,7 @@ export class Connection {
   }
 
   private async handle(id: number | string, method: MethodName, params: Record<string, unknown>): Promise<void> {
+    if (++this.inFlight === MAX_IN_FLIGHT) this.sock.pause();
     try {
       if (!this.helloDone && method !== 'hello') throw new ProtocolFailure('ProtocolError', 'the first request must be "hello" with the protocol version');
       const result = await this.dispatch(method, params);
@@ -117,6 +123,8 @@ export class Connection {
     } catch (e) {
       this.send({ id, error: toErrorBody(e, this.ctx) });
       if (e instanceof ProtocolFailure && e.errorClass === 'VersionMismatch') this.sock.end();
+    } finally {
+      if (this.inFlight-- === MAX_IN_FLIGHT) this.sock.resume();
     }
   }
 
@@ -135,7 +143,7 @@ export class Connection {
         return { stopped: await this.ctx.shutdown({ force: p.force === true, timeoutSeconds: p.timeoutSeconds as number | undefined }) };
       }
       case 'vm.create': {
-        const { vm: v, warnings } = reg.create(p.file as string, p.text as string, p.name as string | undefined, p.ephemeral === true);
+        const { vm: v, warnings } = await reg.create(p.file as string, p.text as string, p.name as string | undefined, p.ephemeral === true);
         if (p.ephemeral === true) this.ephemeral.add(v.name);
         return { ...v.info(), warnings };
       }
@@ -186,7 +194,8 @@ export class Connection {
         refuseUnsaid();
         if (v.active) {
           if (p.force !== true) throw new ProtocolFailure('WrongState', `VM ${v.name} is ${v.state}; stop it first or use --force`);
-          await v.powerOff();
+          reg.checkDeletable(v, disks === 'keep' ? 'keep' : 'delete'); // refused before the VM is stopped for it
+          await v.powerOff('delete');
           refuseUnsaid();
         }
         const result = reg.delete(v, disks === 'keep' ? 'keep' : 'delete');
@@ -218,7 +227,7 @@ export class Connection {
       }
       case 'vm.redefine': {
         const v = vm();
-        const { applies, warnings } = reg.redefine(v, p.file as string, p.text as string, p.base as string | undefined);
+        const { applies, warnings } = await reg.redefine(v, p.file as string, p.text as string, p.base as string | undefined);
         return { ...v.info(), applies, warnings };
       }
       case 'vm.dtb':

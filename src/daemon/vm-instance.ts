@@ -2,7 +2,7 @@
 // the worker thread that hosts its machine. All state changes go through here and are persisted
 // atomically before they are announced.
 
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { MachineConfig, NicAttachment, PortForward, PowerEvent } from '../board/machine-types.js';
@@ -13,6 +13,7 @@ import type { VmDefinition } from '../config/vm-definition.js';
 import { DiskError } from '../disk/errors.js';
 import { imageInfo, lockDiskChains } from '../disk/image.js';
 import type { DiskLock } from '../disk/lock.js';
+import { FileRefused, readRegular } from '../host/regular-file.js';
 import { ProtocolFailure, type DiskInfo, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
 import { writeFileAtomic } from './atomic.js';
@@ -36,7 +37,8 @@ export interface PersistedState {
 export type VmEvent =
   /** `restarting`: this `stopped` is followed by a new boot (a guest or `vmctl reset`, `vmctl
    *  restart`); consoles and waiters stay attached instead of ending with the VM. */
-  | { event: 'state'; data: { state: VmState; bootId: number; previous: VmState; restarting?: true } }
+  /** `reason: 'delete'`: the VM is being stopped because it is being deleted (a `deleted` event follows). */
+  | { event: 'state'; data: { state: VmState; bootId: number; previous: VmState; restarting?: true; reason?: 'delete' } }
   | { event: 'console'; data: { bootId: number; data: string } }
   | { event: 'power'; data: { bootId: number } & PowerInfo };
 
@@ -49,10 +51,17 @@ export interface InstanceEnv {
   readonly serialLogMaxBytes: number;
   readonly consoleHistoryBytes: number;
   log(msg: string): void;
+  /** A VM's worker thread could not be ended (the process cannot exit normally any more). */
+  workerLost(vm: string): void;
 }
+
+/** state.json is a few hundred bytes; a larger one was not written by vmctl. */
+const MAX_STATE_FILE_BYTES = 1024 * 1024;
 
 /** `stop --force` waits this long for the worker to close its disks before terminating it. */
 const FORCE_GRACE_MS = 400;
+/** ... and this long for the terminated worker to end before giving it up. */
+const TERMINATE_WAIT_MS = 3000;
 
 export class VmInstance {
   private worker: Worker | null = null;
@@ -69,7 +78,13 @@ export class VmInstance {
   private restarting = false;
   /** The boot a reset started (guest or `vmctl reset`); reset() waits for it. */
   private reboot: Promise<void> | null = null;
+  /** Set by powerOff('delete'): the VM is stopped in order to be deleted (clients say so). */
+  private deleting = false;
+  /** Failed serial.log writes this boot (only the first is logged as it happens). */
+  private serialErrors = 0;
   private workerDone: Promise<void> = Promise.resolve();
+  /** Ends the current boot as if its worker had exited, when the worker cannot be ended. */
+  private abandonWorker: ((why: string) => void) | null = null;
   listener: (e: VmEvent) => void = () => {};
 
   /** A definition saved (`vmctl edit`) while the VM runs: it applies once the worker has ended
@@ -113,7 +128,7 @@ export class VmInstance {
   static readPersisted(dir: string): PersistedState | null {
     const f = VmInstance.stateFile(dir);
     if (!existsSync(f)) return null;
-    return JSON.parse(readFileSync(f, 'utf8')) as PersistedState;
+    return JSON.parse(readRegular(f, { maxBytes: MAX_STATE_FILE_BYTES }).toString('utf8')) as PersistedState;
   }
 
   save(): void {
@@ -126,7 +141,7 @@ export class VmInstance {
     this.persisted.state = s;
     this.save();
     this.env.log(`vm ${this.name}: ${previous} -> ${s}${restarting ? ' (restarting)' : ''}`);
-    this.listener({ event: 'state', data: { state: s, bootId: this.persisted.bootId, previous, ...(restarting ? { restarting: true as const } : {}) } });
+    this.listener({ event: 'state', data: { state: s, bootId: this.persisted.bootId, previous, ...(restarting ? { restarting: true as const } : {}), ...(this.deleting ? { reason: 'delete' as const } : {}) } });
   }
 
   info(): VmInfo {
@@ -225,6 +240,14 @@ export class VmInstance {
       return Promise.reject(new ProtocolFailure(e.code === 'IN_USE' ? 'WrongState' : 'StartFailed', `VM ${this.name} cannot start: ${e.message}`));
     }
     const p = this.persisted;
+    try {
+      // Opened without blocking: a serial.log replaced by a FIFO is refused here, naming it.
+      // serial.index records where each boot's output starts in serial.log (vmctl logs --boot).
+      this.serial ??= new SerialLog(this.dir, this.env.serialLogMaxBytes, (e) => this.env.log(`vm ${this.name}: writing serial.index failed: ${e.message}`));
+    } catch (e) {
+      this.releaseDiskLocks();
+      return Promise.reject(e instanceof FileRefused ? new ProtocolFailure('StartFailed', `VM ${this.name} failed to start: its serial log ${e.message}`) : e);
+    }
     p.bootId += 1;
     p.startedAt = new Date().toISOString();
     p.lastError = null;
@@ -232,10 +255,9 @@ export class VmInstance {
     this.historySize = 0;
     this.stopping = false;
     this.poweredOff = false;
+    this.serialErrors = 0;
     this.setState('starting');
-    // serial.index records where this boot's output starts in serial.log (vmctl logs --boot).
-    this.serial ??= new SerialLog(this.dir, this.env.serialLogMaxBytes, (e) => this.env.log(`vm ${this.name}: writing serial.index failed: ${e.message}`));
-    this.serial.beginBoot(p.bootId, Date.parse(p.startedAt));
+    this.serial!.beginBoot(p.bootId, Date.parse(p.startedAt));
     const init: WorkerInit = { mode: 'run', vmName: this.name, config: this.machineConfig(), hartWorkerPath: this.env.hartWorkerPath };
     let worker: Worker;
     try {
@@ -256,7 +278,9 @@ export class VmInstance {
     let power: PowerEvent | null = null;
 
     return new Promise<void>((resolve, reject) => {
+      let ended = false;
       worker.on('message', (m: FromWorker) => {
+        if (ended) return; // an abandoned worker's last words
         switch (m.type) {
           case 'ready':
             ready = true;
@@ -298,8 +322,27 @@ export class VmInstance {
         this.env.log(`vm ${this.name}: ${fatal}`);
       });
       this.workerDone = new Promise<void>((done) => {
-        worker.on('exit', (code) => {
+        /** The worker is gone: it exited (`code`), or it was given up on (`lost`: see abandonWorker). */
+        const end = (code: number | null, lost: string | null): void => {
+          if (ended) return;
+          ended = true;
+          this.abandonWorker = null;
           this.worker = null;
+          if (this.serialErrors > 1) this.env.log(`vm ${this.name}: writing serial.log failed ${this.serialErrors - 1} more times this boot`);
+          if (lost !== null) {
+            // The thread may still exist, blocked in the host; its images were not closed by it.
+            this.releaseDiskLocks();
+            if (this.nextDef) this.redefine(this.nextDef);
+            this.serialFlushClose();
+            p.lastError = lost;
+            if (ready) this.setState('aborted');
+            else {
+              this.setState('stopped');
+              reject(new ProtocolFailure('StartFailed', `VM ${this.name} failed to start: ${lost}`));
+            }
+            done();
+            return;
+          }
           const rebooting = ready && !this.stopping && closed && fatal === null && power?.kind === 'reset' && !p.ephemeral;
           if (!rebooting) {
             this.releaseDiskLocks(); // the worker closed (fsync'd) its images, or died
@@ -330,7 +373,12 @@ export class VmInstance {
             this.setState('aborted');
           }
           done();
+        };
+        worker.on('exit', (code) => {
+          if (ended) this.env.log(`vm ${this.name}: its abandoned worker thread ended after all (code ${code})`);
+          end(code, null);
         });
+        this.abandonWorker = (why) => end(null, why);
       });
     });
   }
@@ -350,7 +398,8 @@ export class VmInstance {
     try {
       this.serial?.append(data);
     } catch (e) {
-      this.env.log(`vm ${this.name}: writing serial.log failed: ${(e as Error).message}`);
+      // Once per boot in the log (a full disk would otherwise log every chunk); counted at the end.
+      if (this.serialErrors++ === 0) this.env.log(`vm ${this.name}: writing serial.log failed: ${(e as Error).message}`);
     }
     this.history.push(data);
     this.historySize += data.length;
@@ -567,10 +616,12 @@ export class VmInstance {
     if (this.reboot) await this.reboot;
   }
 
-  /** Ends the VM within about a second, whatever the guest does. */
-  async powerOff(): Promise<void> {
+  /** Ends the VM within about a second, whatever the guest does. `why: 'delete'` marks its state
+   *  changes as part of a deletion, so that a client waiting on it does not report a mere stop. */
+  async powerOff(why?: 'delete'): Promise<void> {
     const w = this.worker;
     if (!w) return;
+    if (why === 'delete') this.deleting = true;
     this.stopping = true;
     this.poweredOff = true;
     if (this.state !== 'stopping') this.setState('stopping');
@@ -578,11 +629,19 @@ export class VmInstance {
     // The run loop sees the message between two slices (~15 ms) and flushes disks. A worker stuck
     // inside one slice (an emulator bug) is terminated.
     const exited = await Promise.race([this.workerDone.then(() => true), sleep(FORCE_GRACE_MS).then(() => false)]);
-    if (!exited) {
-      this.env.log(`vm ${this.name}: worker did not stop in ${FORCE_GRACE_MS} ms; terminating it`);
-      await w.terminate();
-      await this.workerDone;
+    if (exited) return;
+    this.env.log(`vm ${this.name}: worker did not stop in ${FORCE_GRACE_MS} ms; terminating it`);
+    // terminate() stops JavaScript, not a system call that never returns (no vmctl code makes such
+    // a call: files are opened without blocking, src/host/regular-file.ts). Should one happen
+    // anyway, the VM is given up on rather than leaving `stop --force` and `daemon stop` hanging.
+    const ended = await Promise.race([w.terminate().then(() => true, () => true), sleep(TERMINATE_WAIT_MS).then(() => false)]);
+    if (!ended && this.abandonWorker) {
+      const why = `its worker thread did not end within ${TERMINATE_WAIT_MS / 1000} s of being terminated (blocked in the host)`;
+      this.env.log(`vm ${this.name}: ${why}; giving it up`);
+      this.env.workerLost(this.name);
+      this.abandonWorker(why);
     }
+    await this.workerDone;
   }
 
   /** Waits for the worker to end (after the guest powered off). */

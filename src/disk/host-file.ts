@@ -5,7 +5,8 @@
 // The qcow2 backend does all its I/O through one HostFile, so tests can put a file in its place
 // that "dies" after N writes and check what a crash at each point leaves behind.
 
-import { closeSync, fstatSync, fsyncSync, openSync, readSync, readvSync, writeSync, writevSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, readSync, readvSync, writeSync, writevSync } from 'node:fs';
+import { FileRefused, openRegular } from '../host/regular-file.js';
 import { DiskError } from './errors.js';
 
 /** Linux's IOV_MAX: readv/writev take at most this many buffers per call. */
@@ -35,14 +36,16 @@ export function vectored(bufs: readonly Uint8Array[], pos: number, op: (list: Ui
   return null;
 }
 
-/** Opens an image file; a missing file is NOT_FOUND, anything else the host refused is IO. */
+/** Opens an existing image file, never blocking (src/host/regular-file.ts): an image replaced by
+ *  a FIFO or a device is refused (INVALID); a missing file is NOT_FOUND, anything else the host
+ *  refused is IO. */
 export function openImageFile(path: string, writable: boolean): number {
   try {
-    return openSync(path, writable ? 'r+' : 'r');
+    return openRegular(path, writable ? 'readwrite' : 'read').fd;
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new DiskError('NOT_FOUND', `${path}: no such disk image`);
-    throw new DiskError('IO', `cannot open ${path}${writable ? ' for writing' : ''}: ${(e as Error).message}`);
+    if (!(e instanceof FileRefused)) throw e;
+    if (e.code === 'NOT_FOUND') throw new DiskError('NOT_FOUND', `${path}: no such disk image`);
+    throw new DiskError(e.code === 'NOT_REGULAR' ? 'INVALID' : 'IO', `disk image ${e.message}${writable ? ' (opened for writing)' : ''}`);
   }
 }
 

@@ -30,6 +30,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { hostname } from 'node:os';
+import { FileRefused, readRegular } from '../host/regular-file.js';
 import { DiskError } from './errors.js';
 
 export interface DiskLockHolder {
@@ -113,12 +114,17 @@ function procStartTime(pid: number): string | null {
   return procStat(pid)?.[19] ?? null; // field 22 (starttime); fields 3.. start at index 0
 }
 
+/** A lock file is one short JSON line; anything larger (or not a regular file) is not ours. */
+const MAX_LOCK_FILE_BYTES = 64 * 1024;
+
 function readLockFile(path: string): LockFileContent | null | 'unreadable' {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    // Never blocks: a lock file replaced by a FIFO is 'unreadable' (it keeps the disk locked and
+    // the error says to remove it), not a wait for a writer that never comes.
+    text = readRegular(path, { maxBytes: MAX_LOCK_FILE_BYTES }).toString('utf8');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    if (e instanceof FileRefused && e.code === 'NOT_FOUND') return null;
     return 'unreadable';
   }
   try {

@@ -81,12 +81,7 @@ export function resizeRawImage(path: string, newBytes: number, opts: { shrink?: 
       throw new DiskError('IN_USE', `${path} is in use by ${describeHolders(usedBy)}; stop ${usedBy.length === 1 ? 'it' : 'them'} before shrinking the disk`);
     }
   }
-  let fd: number;
-  try {
-    fd = openSync(path, 'r+');
-  } catch (e) {
-    throw new DiskError('IO', `cannot open ${path} for writing: ${(e as Error).message}`);
-  }
+  const fd = openImageFile(path, true);
   try {
     ftruncateSync(fd, newBytes);
     fsyncSync(fd);

@@ -1,7 +1,7 @@
 // The client side of the protocol: one connection, request/reply by id, events to a listener.
 
 import { connect, type Socket } from 'node:net';
-import { encodeFrame, LineDecoder } from './framing.js';
+import { encodeFrame, LineDecoder, MAX_LINE_BYTES } from './framing.js';
 import { PROTOCOL_VERSION, ProtocolFailure, type EventMessage, type Greeting, type MethodName, type Reply } from './messages.js';
 
 /** Replies can be large (`vm.log` carries the serial log); the daemon is trusted more than its clients. */
@@ -76,6 +76,14 @@ export class ProtocolClient {
       for (const l of this.eventListeners) l(m as EventMessage);
       return;
     }
+    if (m && typeof m === 'object' && m.id === null && m.error) {
+      // The daemon could not tell which request this answers (it could not read one): every
+      // request still waiting is failed with it rather than left waiting for ever.
+      const err = new ProtocolFailure(m.error.class, m.error.message);
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+      return;
+    }
     if (!m || typeof m !== 'object' || typeof m.id !== 'number') return;
     const p = this.pending.get(m.id);
     if (!p) return;
@@ -87,9 +95,14 @@ export class ProtocolClient {
   request<T = unknown>(method: MethodName, params: Record<string, unknown> = {}): Promise<T> {
     if (this.closed) return Promise.reject(new ProtocolFailure('Internal', 'the connection to the daemon is closed'));
     const id = this.nextId++;
+    const frame = encodeFrame({ id, method, params });
+    const bytes = Buffer.byteLength(frame);
+    if (bytes > MAX_LINE_BYTES) {
+      return Promise.reject(new ProtocolFailure('InvalidParams', `${method}: the request is ${bytes} bytes, more than the ${MAX_LINE_BYTES} bytes the daemon accepts in one message`));
+    }
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.sock.write(encodeFrame({ id, method, params }));
+      this.sock.write(frame);
     });
   }
 

@@ -1,7 +1,12 @@
 // Newline-delimited JSON framing. Lines are bounded so a peer cannot make us buffer without limit.
 
-/** Longest request line the daemon accepts (a VM file in vm.create, console input). */
+/** Longest request line the daemon accepts (a VM file in vm.create, console input). A longer one
+ *  is discarded as it arrives (never buffered whole) and answered with a ProtocolError. */
 export const MAX_LINE_BYTES = 1024 * 1024;
+
+function tooLong(max: number): string {
+  return `message longer than ${max} bytes, the protocol's limit for one line; it was discarded`;
+}
 
 export type FrameResult = { ok: true; value: unknown } | { ok: false; reason: 'too-long' | 'bad-json' | 'bad-utf8'; detail: string };
 
@@ -26,7 +31,7 @@ export class LineDecoder {
           this.parts = [];
           this.size = 0;
           this.skipping = true;
-          this.onFrame({ ok: false, reason: 'too-long', detail: `line longer than ${this.maxLine} bytes` });
+          this.onFrame({ ok: false, reason: 'too-long', detail: tooLong(this.maxLine) });
           return;
         }
         if (rest.length > 0) {
@@ -44,7 +49,7 @@ export class LineDecoder {
       if (this.size + piece.length > this.maxLine) {
         this.parts = [];
         this.size = 0;
-        this.onFrame({ ok: false, reason: 'too-long', detail: `line longer than ${this.maxLine} bytes` });
+        this.onFrame({ ok: false, reason: 'too-long', detail: tooLong(this.maxLine) });
         continue;
       }
       const line = this.parts.length === 0 ? piece : Buffer.concat([...this.parts, piece]);

@@ -9,6 +9,8 @@
 // Like QMP: versioned greeting, ids on requests, errors with a class, events separate from replies,
 // strict about unknown fields. A malformed line gets an error reply (id null), never a crash.
 
+import { quote } from '../config/quote.js';
+
 export const PROTOCOL_VERSION = 1;
 
 export const VM_STATES = ['stopped', 'starting', 'running', 'paused', 'stopping', 'aborted', 'saved'] as const;
@@ -109,6 +111,9 @@ export interface DaemonStatus {
   readonly uptimeSeconds: number;
   readonly vms: number;
   readonly runningVms: number;
+  /** The daemon process's memory (process.memoryUsage()), in bytes: rss is what the OS counts,
+   *  heapUsed the live JavaScript objects, external and arrayBuffers what lives outside the heap. */
+  readonly memory: { readonly rss: number; readonly heapUsed: number; readonly heapTotal: number; readonly external: number; readonly arrayBuffers: number };
 }
 
 type FieldType = 'string' | 'boolean' | 'number' | 'integer';
@@ -149,33 +154,49 @@ export const METHODS = {
 } as const satisfies Record<string, ParamSpec>;
 export type MethodName = keyof typeof METHODS;
 
-/** Checks a decoded line is a well-formed request; throws ProtocolFailure otherwise. */
+/** Longest string id a request may carry (an id is echoed in the reply). */
+export const MAX_ID_CHARS = 128;
+
+/** The request's id when it is one the reply may echo (a finite number or a short string), else null. */
+export function validId(id: unknown): number | string | null {
+  if (typeof id === 'number' && Number.isFinite(id)) return id;
+  if (typeof id === 'string' && id.length <= MAX_ID_CHARS) return id;
+  return null;
+}
+
+/**
+ * Checks a decoded line is a well-formed request; throws ProtocolFailure otherwise. Parameters
+ * come back in a null-prototype object holding only the method's own parameters: a key such as
+ * "__proto__" or "constructor" is refused as unknown, never looked up on Object.prototype.
+ */
 export function parseRequest(v: unknown): Request & { method: MethodName; params: Record<string, unknown> } {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ProtocolFailure('ProtocolError', 'a request must be a JSON object');
   const o = v as Record<string, unknown>;
   for (const k of Object.keys(o)) {
-    if (k !== 'id' && k !== 'method' && k !== 'params') throw new ProtocolFailure('ProtocolError', `unknown request field "${k}"; expected id, method, params`);
+    if (k !== 'id' && k !== 'method' && k !== 'params') throw new ProtocolFailure('ProtocolError', `unknown request field ${quote(k)}; expected id, method, params`);
   }
-  if (!(typeof o.id === 'number' && Number.isFinite(o.id)) && !(typeof o.id === 'string' && o.id.length <= 128)) {
-    throw new ProtocolFailure('ProtocolError', 'request "id" must be a number or a short string');
+  const id = validId(o.id);
+  if (id === null) {
+    throw new ProtocolFailure('ProtocolError', `request "id" must be a number or a string of at most ${MAX_ID_CHARS} characters; found ${typeof o.id === 'string' ? quote(o.id) : o.id === undefined ? 'none' : typeof o.id}`);
   }
   if (typeof o.method !== 'string') throw new ProtocolFailure('ProtocolError', 'request "method" must be a string');
-  if (!Object.prototype.hasOwnProperty.call(METHODS, o.method)) throw new ProtocolFailure('UnknownMethod', `unknown method ${JSON.stringify(o.method.slice(0, 64))}`);
+  if (!Object.hasOwn(METHODS, o.method)) throw new ProtocolFailure('UnknownMethod', `unknown method ${quote(o.method)}`);
   const method = o.method as MethodName;
   const spec: ParamSpec = METHODS[method];
-  let params: Record<string, unknown> = {};
+  const expected = Object.keys(spec).length ? `; expected ${Object.keys(spec).join(', ')}` : '; it takes none';
+  const params: Record<string, unknown> = Object.create(null);
   if (o.params !== undefined) {
     if (typeof o.params !== 'object' || o.params === null || Array.isArray(o.params)) throw new ProtocolFailure('InvalidParams', `${method}: "params" must be an object`);
-    params = o.params as Record<string, unknown>;
-  }
-  for (const [k, val] of Object.entries(params)) {
-    const f = spec[k];
-    if (!f) throw new ProtocolFailure('InvalidParams', `${method}: unknown parameter "${k.slice(0, 64)}"${Object.keys(spec).length ? `; expected ${Object.keys(spec).join(', ')}` : '; it takes none'}`);
-    const ok = f.type === 'integer' ? Number.isInteger(val) : f.type === 'number' ? typeof val === 'number' && Number.isFinite(val) : typeof val === f.type;
-    if (!ok) throw new ProtocolFailure('InvalidParams', `${method}: parameter "${k}" must be ${f.type === 'integer' ? 'an integer' : `a ${f.type}`}`);
+    for (const [k, val] of Object.entries(o.params)) {
+      if (!Object.hasOwn(spec, k)) throw new ProtocolFailure('InvalidParams', `${method}: unknown parameter ${quote(k)}${expected}`);
+      const f = spec[k];
+      const ok = f.type === 'integer' ? Number.isInteger(val) : f.type === 'number' ? typeof val === 'number' && Number.isFinite(val) : typeof val === f.type;
+      if (!ok) throw new ProtocolFailure('InvalidParams', `${method}: parameter "${k}" must be ${f.type === 'integer' ? 'an integer' : `a ${f.type}`}`);
+      params[k] = val;
+    }
   }
   for (const [k, f] of Object.entries(spec)) {
-    if (f.required && !(k in params)) throw new ProtocolFailure('InvalidParams', `${method}: missing parameter "${k}"`);
+    if (f.required && !Object.hasOwn(params, k)) throw new ProtocolFailure('InvalidParams', `${method}: missing parameter "${k}"`);
   }
-  return { id: o.id as number | string, method, params };
+  return { id, method, params };
 }

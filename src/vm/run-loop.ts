@@ -4,6 +4,7 @@
 
 import type { MachineHost, NicAttachment, PowerEvent } from '../board/machine-types.js';
 import type { NetBackend } from '../net/nic.js';
+import { LogLimiter } from './log-limiter.js';
 import type { FromWorker, ToWorker } from './messages.js';
 
 /** The part of VirtMachine (src/board/virt.ts) the run loop uses. */
@@ -37,8 +38,12 @@ export class ConsoleBatcher implements MachineHost {
   openNic: ((index: number, nic: NicAttachment) => NetBackend) | undefined;
   /** Set by the worker: wakes the run loop. */
   onWake: () => void = () => {};
+  /** Device messages, rate-limited per device on their way to the daemon's log. */
+  private readonly logs: LogLimiter;
 
-  constructor(private readonly post: (m: FromWorker) => void) {}
+  constructor(private readonly post: (m: FromWorker) => void) {
+    this.logs = new LogLimiter((message) => post({ type: 'log', message }));
+  }
 
   wake(): void {
     this.onWake();
@@ -56,7 +61,12 @@ export class ConsoleBatcher implements MachineHost {
   }
 
   log(message: string): void {
-    this.post({ type: 'log', message });
+    this.logs.log(message);
+  }
+
+  /** Reports the messages held back by the rate limit (of windows that are over, or all: `final`). */
+  flushLogs(final = false): void {
+    this.logs.flush(final);
   }
 
   flush(): void {
@@ -100,6 +110,7 @@ export class RunLoop {
     this.schedule(0);
     this.statsTimer = setInterval(() => {
       this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired() });
+      this.host.flushLogs();
     }, STATS_EVERY_MS);
   }
 
@@ -207,6 +218,7 @@ export class RunLoop {
     } catch (e) {
       this.post({ type: 'fatal', message: `closing the machine failed: ${(e as Error).message}` });
     }
+    this.host.flushLogs(true);
     this.post({ type: 'closed', instructionsRetired: instret });
     this.onFinished();
   }

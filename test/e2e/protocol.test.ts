@@ -109,6 +109,11 @@ describe('protocol', () => {
     ['no such VM', '{"id":13,"method":"vm.info","params":{"name":"ghost"}}', { id: 13, error: { class: 'NoSuchVm', message: 'no VM named "ghost"' } }],
     ['a path as a VM name', '{"id":14,"method":"vm.delete","params":{"name":"../../etc"}}', { id: 14, error: { class: 'NoSuchVm', message: expect.any(String) } }],
     ['a prototype key', '{"id":15,"method":"__proto__"}', { id: 15, error: { class: 'UnknownMethod', message: expect.any(String) } }],
+    // Parameters are read from a null-prototype copy: prototype keys are unknown, not "a undefined".
+    ['a "__proto__" parameter', '{"id":16,"method":"vm.info","params":{"name":"x","__proto__":{"a":1}}}', { id: 16, error: { class: 'InvalidParams', message: 'vm.info: unknown parameter "__proto__"; expected name' } }],
+    ['a "constructor" parameter', '{"id":17,"method":"vm.list","params":{"constructor":1}}', { id: 17, error: { class: 'InvalidParams', message: 'vm.list: unknown parameter "constructor"; it takes none' } }],
+    ['a "toString" parameter', '{"id":18,"method":"vm.start","params":{"name":"x","toString":"y"}}', { id: 18, error: { class: 'InvalidParams', message: expect.stringContaining('unknown parameter "toString"') } }],
+    ['a "hasOwnProperty" request field', '{"id":19,"method":"vm.list","hasOwnProperty":1}', { id: 19, error: { class: 'ProtocolError', message: expect.stringContaining('unknown request field "hasOwnProperty"') } }],
     ['invalid UTF-8', Buffer.from([0xff, 0xfe, 0x7b, 0x0a]), { id: null, error: { class: 'ProtocolError', message: expect.stringContaining('UTF-8') } }],
   ])('%s gets an error reply', async (_what, line, reply) => {
     const c = new Raw();
@@ -148,6 +153,29 @@ describe('protocol', () => {
     c.sock.destroy();
   });
 
+  it('never echoes an unbounded value: a huge id, method, parameter name or VM name is cut with its length', async () => {
+    const c = new Raw();
+    await c.hello();
+    const big = 'x'.repeat(900_000);
+    const short = (m: string) => m.length < 400;
+    c.send(`{"id":"${big}","method":"vm.list"}\n`);
+    const [idReply] = (await c.next()) as any[];
+    // The reply cannot echo an id that is not one.
+    expect(idReply).toEqual({ id: null, error: { class: 'ProtocolError', message: expect.stringContaining('… (900000 bytes)') } });
+    expect(short(idReply.error.message)).toBe(true);
+    c.send(`{"id":2,"method":"${big}"}\n`);
+    c.send(`{"id":3,"method":"vm.list","params":{"${big}":1}}\n`);
+    c.send(`{"id":4,"method":"vm.info","params":{"name":"${big}"}}\n`);
+    const replies = (await c.next(3)) as any[];
+    expect(replies.map((r) => [r.id, r.error.class])).toEqual([[2, 'UnknownMethod'], [3, 'InvalidParams'], [4, 'NoSuchVm']]);
+    for (const r of replies) {
+      expect(r.error.message).toContain('… (900000 bytes)');
+      expect(short(r.error.message)).toBe(true);
+    }
+    c.sock.destroy();
+    await stillServes();
+  });
+
   it('bounds the line length', async () => {
     const c = new Raw();
     await c.hello();
@@ -155,7 +183,7 @@ describe('protocol', () => {
     for (let i = 0; i < 5; i++) c.send(chunk); // 1.25 MiB without a newline
     c.send('\n{"id":2,"method":"vm.list"}\n');
     expect(await c.next(2)).toEqual([
-      { id: null, error: { class: 'ProtocolError', message: expect.stringContaining('line longer than') } },
+      { id: null, error: { class: 'ProtocolError', message: expect.stringContaining("longer than 1048576 bytes, the protocol's limit for one line") } },
       { id: 2, result: [] },
     ]);
     c.sock.destroy();

@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runDaemon } from '../../src/daemon/daemon.js';
 import { clientSocketPath, homePaths } from '../../src/daemon/paths.js';
 import { ProtocolClient } from '../../src/protocol/client.js';
-import { DEMO, sleep } from './harness.js';
+import { DEMO, ROOT, sleep } from './harness.js';
 
 const home = mkdtempSync(join(tmpdir(), 'vmctl-crash-'));
 const crashingWorker = fileURLToPath(new URL('./fixtures/crashing-worker.mjs', import.meta.url));
@@ -27,7 +27,7 @@ afterAll(async () => {
 
 describe('a crashing VM worker', () => {
   it('marks the VM aborted, releases its disk, and leaves the daemon and other VMs running', async () => {
-    daemonDone = runDaemon({ home, workerPath: crashingWorker, hartWorkerPath: crashingHart, version: 'test', echoToStderr: false });
+    daemonDone = runDaemon({ home, workerPath: crashingWorker, hartWorkerPath: crashingHart, definitionWorkerPath: join(ROOT, 'dist', 'definition-worker.js'), version: 'test', echoToStderr: false });
     const sockPath = clientSocketPath(homePaths(home));
     for (let i = 0; i < 100 && !existsSync(sockPath); i++) await sleep(50);
     client = await ProtocolClient.connect(sockPath);

@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { REACHABLE_VM_STATES, type EventMessage, type VmState } from '../../protocol/messages.js';
 import type { ProtocolClient } from '../../protocol/client.js';
-import { b64, durationOption, unb64, vmEnded, writeHeld } from '../cli-helpers.js';
+import { b64, durationOption, isDeletion, unb64, vmEnded, writeHeld } from '../cli-helpers.js';
 import { compilePattern, ConsoleText } from '../console-match.js';
 import { connectDaemon } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
@@ -97,7 +97,7 @@ Example: printf 'sleep 2; echo "do""ne"\\n' | vmctl console NAME --until done --
         let wasActive = false;
         c.onEvent((e: EventMessage) => {
           if (e.vm !== name) return;
-          if (e.event === 'deleted') return finish(EXIT.noSuchVm, `VM ${name} was deleted`);
+          if (isDeletion(e)) return finish(EXIT.noSuchVm, `VM ${name} was deleted`);
           const eb = e.data.bootId as number;
           if (eb > bootId) {
             // A new boot: matches count from it.
@@ -160,8 +160,8 @@ async function interactive(c: ProtocolClient, name: string): Promise<number> {
     c.onEvent((e) => {
       if (e.vm !== name) return;
       if (e.event === 'console') writeHeld(c, unb64(e.data.data as string));
+      else if (isDeletion(e)) done(EXIT.noSuchVm, `VM ${name} was deleted.`);
       else if (vmEnded(e)) done(EXIT.ok, `VM ${name} is ${String(e.data.state)}.`);
-      else if (e.event === 'deleted') done(EXIT.ok, `VM ${name} was deleted.`);
     });
     c.onClose(() => done(EXIT.unreachable, 'The daemon closed the connection.'));
   });
@@ -206,9 +206,11 @@ async function piped(c: ProtocolClient, name: string, rules: PipedRules): Promis
           text.push(bytes);
           if (text.test(rules.until.re)) done(EXIT.ok);
         }
-      } else if (vmEnded(e) || e.event === 'deleted') {
-        const what = e.event === 'deleted' ? 'was deleted' : `is ${String(e.data.state)}`;
-        if (rules.until) done(EXIT.failed, `VM ${name} ${what}${unmatched}`);
+      } else if (isDeletion(e)) {
+        // Its stop on the way to being deleted comes first: say what really happened.
+        done(EXIT.noSuchVm, `VM ${name} was deleted${unmatched}`);
+      } else if (vmEnded(e)) {
+        if (rules.until) done(EXIT.failed, `VM ${name} is ${String(e.data.state)}${unmatched}`);
         else done(EXIT.ok);
       }
     });

@@ -1,11 +1,11 @@
 // daemon start | stop | status | run.
 
 import type { Command } from 'commander';
-import { humanDuration } from '../../config/units.js';
+import { humanDuration, humanSize } from '../../config/units.js';
 import { AlreadyRunning, pidAlive, readPid, runDaemon } from '../../daemon/daemon.js';
 import type { DaemonStatus, StopReport } from '../../protocol/messages.js';
 import { durationOption, sleep, stopText } from '../cli-helpers.js';
-import { cleanStalePid, currentHome, startDaemon, tryConnect, workerBundle } from '../daemon-link.js';
+import { cleanStalePid, currentHome, definitionWorkerBundle, startDaemon, tryConnect, workerBundle } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
 import { printJson, spinner } from '../output.js';
 import { VERSION } from '../version.js';
@@ -95,7 +95,8 @@ export function register(program: Command): void {
       c.close();
       if (o.json) return printJson({ running: true, ...s });
       process.stdout.write(`The daemon is running: pid ${s.pid}, vmd ${s.version}, protocol ${s.protocol}, up ${humanDuration(s.uptimeSeconds)}\n` +
-        `home ${s.home}\nsocket ${s.socket}\n${s.vms} VM${s.vms === 1 ? '' : 's'}, ${s.runningVms} running\n`);
+        `home ${s.home}\nsocket ${s.socket}\n${s.vms} VM${s.vms === 1 ? '' : 's'}, ${s.runningVms} running\n` +
+        `memory ${humanSize(s.memory.rss)} resident (JavaScript heap ${humanSize(s.memory.heapUsed)} used of ${humanSize(s.memory.heapTotal)})\n`);
     });
 
   d.command('run')
@@ -104,7 +105,7 @@ export function register(program: Command): void {
       const p = currentHome();
       const detached = process.env.VMCTL_DAEMON_DETACHED === '1';
       try {
-        await runDaemon({ home: p.home, workerPath: workerBundle, version: VERSION, echoToStderr: !detached });
+        await runDaemon({ home: p.home, workerPath: workerBundle, definitionWorkerPath: definitionWorkerBundle, version: VERSION, echoToStderr: !detached });
       } catch (e) {
         if (e instanceof AlreadyRunning) throw new CliError(EXIT.wrongState, e.message);
         throw e;

@@ -3,7 +3,7 @@
 
 import type { Command } from 'commander';
 import type { EventMessage, VmState } from '../../protocol/messages.js';
-import { b64, durationOption, unb64, writeHeld } from '../cli-helpers.js';
+import { b64, durationOption, isDeletion, unb64, writeHeld } from '../cli-helpers.js';
 import { ExecOutput, MAX_TYPED_LINE, newNonce, typedLine } from '../console-exec.js';
 import { connectDaemon } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
@@ -76,7 +76,7 @@ daemon, no such VM, VM not running).`)
               else done(parser.status);
             }
           } else if ((e.event === 'state' && (e.data.state === 'stopped' || e.data.state === 'aborted' || e.data.state === 'stopping')) || e.event === 'deleted') {
-            const what = e.event === 'deleted' ? 'was deleted' : `is ${String(e.data.state)}`;
+            const what = isDeletion(e) ? 'was deleted' : `is ${String(e.data.state)}`;
             done(EXEC_NO_SHELL, `VM ${name} ${what}; ${parser.started ? 'the command did not finish' : 'no shell answered'}`);
           }
         });

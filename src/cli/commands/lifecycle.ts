@@ -9,7 +9,7 @@ import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import { formatSize, humanSize } from '../../config/units.js';
 import type { DeletedDisk, DiskInfo, EventMessage, StopPath, VmInfo } from '../../protocol/messages.js';
-import { cpusText, durationOption, loadDefinitionOrExit, stopText, unb64, vmEnded } from '../cli-helpers.js';
+import { cpusText, durationOption, isDeletion, loadDefinitionOrExit, stopText, unb64, vmEnded } from '../cli-helpers.js';
 import { compilePattern, ConsoleText } from '../console-match.js';
 import { connectDaemon } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
@@ -66,14 +66,16 @@ export function register(program: Command): void {
           c.onEvent((e: EventMessage) => {
             if (e.vm !== name) return;
             const bootId = e.data.bootId as number | undefined;
+            if (isDeletion(e)) {
+              finish({ code: EXIT.noSuchVm, message: `VM ${name} was deleted before its console matched /${o.waitFor}/` });
+              return;
+            }
             if (bootId !== undefined && bootId <= sub.bootId) return;
             if (e.event === 'console') {
               text.push(unb64(e.data.data as string));
               if (text.test(re)) finish({ code: EXIT.ok, message: `VM ${name} is up: console matched /${o.waitFor}/` });
             } else if (vmEnded(e)) {
               finish({ code: EXIT.failed, message: `VM ${name} stopped (${String(e.data.state)}) before the console matched /${o.waitFor}/` });
-            } else if (e.event === 'deleted') {
-              finish({ code: EXIT.failed, message: `VM ${name} was deleted` });
             }
           });
         }

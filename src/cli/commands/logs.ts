@@ -55,14 +55,15 @@ line there. Times are exact to about 10 seconds (serial.index marks when output 
         c.close();
         return;
       }
-      await follow(c, name, printer);
+      const code = await follow(c, name, printer);
       printer.end();
       c.close();
+      process.exitCode = code;
     });
 }
 
-/** Prints new output until the VM is deleted, the daemon goes away, or Ctrl-C. */
-async function follow(c: ProtocolClient, name: string, printer: LogPrinter): Promise<void> {
+/** Prints new output until the VM is deleted (exit 4, saying so), the daemon goes away, or Ctrl-C. */
+async function follow(c: ProtocolClient, name: string, printer: LogPrinter): Promise<number> {
   c.onEvent((e: EventMessage) => {
     if (e.vm !== name) return;
     const bootId = e.data.bootId as number | undefined;
@@ -70,12 +71,15 @@ async function follow(c: ProtocolClient, name: string, printer: LogPrinter): Pro
     if (bootId !== undefined && (e.event === 'console' || (e.event === 'state' && e.data.state === 'starting'))) printer.boot(bootId, e.timestamp);
     if (e.event === 'console') printer.write(c, unb64(e.data.data as string));
   });
-  await new Promise<void>((resolve) => {
+  return new Promise<number>((resolve) => {
     c.onEvent((e) => {
-      if (e.vm === name && e.event === 'deleted') resolve();
+      if (e.vm === name && e.event === 'deleted') {
+        process.stderr.write(`VM ${name} was deleted; its log is gone\n`);
+        resolve(EXIT.noSuchVm);
+      }
     });
-    c.onClose(() => resolve());
-    process.once('SIGINT', () => resolve());
+    c.onClose(() => resolve(EXIT.unreachable));
+    process.once('SIGINT', () => resolve(EXIT.ok));
   });
 }
 

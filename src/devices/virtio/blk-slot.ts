@@ -34,10 +34,13 @@ export class VirtioBlkSlot {
   private readonly backend: BlockBackend;
   private timer: ReturnType<typeof setInterval> | undefined;
   private closed = false;
+  /** Every log line of the slot starts with this (the virtio-blk model's lines get it here). */
+  private readonly name: string;
 
   constructor(private readonly opts: VirtioBlkSlotOptions) {
     this.backend = opts.backend ?? openDiskImage(opts.disk.path, opts.disk.readonly);
     const name = `virtio-blk ${opts.disk.name} @0x${opts.base.toString(16)}`;
+    this.name = name;
     this.blk = new VirtioBlk({ backend: this.backend, id: opts.disk.name, log: (m) => opts.log(`${name}: ${m}`) });
     this.transport = new VirtioMmioDevice({ ram: opts.ram, model: this.blk, setIrq: opts.irq, log: opts.log, name });
     this.device = this.transport;
@@ -54,10 +57,10 @@ export class VirtioBlkSlot {
     try {
       if (!this.blk.refreshCapacity()) return false;
     } catch (e) {
-      this.opts.log(`virtio-blk ${this.opts.disk.name}: cannot read the size of ${this.opts.disk.path}: ${(e as Error).message}`);
+      this.opts.log(`${this.name}: cannot read the size of ${this.opts.disk.path}: ${(e as Error).message}`);
       return false;
     }
-    this.opts.log(`virtio-blk ${this.opts.disk.name}: ${this.opts.disk.path} is now ${this.backend.sectorCount()} sectors; telling the guest`);
+    this.opts.log(`${this.name}: ${this.opts.disk.path} is now ${this.backend.sectorCount()} sectors; telling the guest`);
     this.transport.configChanged();
     return true;
   }

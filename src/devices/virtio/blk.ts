@@ -75,7 +75,6 @@ export class VirtioBlk implements VirtioDeviceModel {
   private readonly idBytes: Uint8Array;
   private readonly status = new Uint8Array(1);
   private readonly io: Uint8Array[] = [];
-  private ioErrors = 0;
 
   constructor(private readonly opts: VirtioBlkOptions) {
     this.idBytes = new Uint8Array(VIRTIO_BLK_ID_BYTES);
@@ -185,7 +184,8 @@ export class VirtioBlk implements VirtioDeviceModel {
     } catch (e) {
       if (e instanceof VirtqueueError) throw e;
       // The host refused (EIO, ENOSPC, ...): the guest gets an I/O error, the VM keeps running.
-      if (this.ioErrors++ < 16) this.opts.log(`virtio-blk ${this.opts.id}: request type ${type} at sector ${sector} failed: ${(e as Error).message}`);
+      // The log line is rate-limited by the VM (src/vm/log-limiter.ts), and prefixed with the device.
+      this.opts.log(`request type ${type} at sector ${sector} failed: ${(e as Error).message}`);
       status = VIRTIO_BLK_S_IOERR;
     }
     this.status[0] = status;

@@ -121,8 +121,6 @@ export class VirtioMmioDevice implements MmioDevice {
   private configGeneration = 0;
   /** The device failed and told the driver: no more signals until reset (QEMU: vdev->broken). */
   private broken = false;
-  /** Log lines about bad register accesses are limited so a hostile guest cannot flood the log. */
-  private accessWarnings = 0;
 
   constructor(private readonly opts: VirtioMmioOptions) {
     this.model = opts.model;
@@ -348,7 +346,8 @@ export class VirtioMmioDevice implements MmioDevice {
   }
 
   private warnAccess(what: string): void {
-    if (this.accessWarnings++ < 8) this.opts.log(`${this.opts.name}: ignored ${what} (control registers take aligned 32-bit accesses, 4.2.2.2)`);
+    // A hostile guest can do this in a loop: the VM rate-limits its log lines (src/vm/log-limiter.ts).
+    this.opts.log(`${this.opts.name}: ignored ${what} (control registers take aligned 32-bit accesses, 4.2.2.2)`);
   }
 }
 
