@@ -109,7 +109,7 @@ describe('HTIF (tohost) for ELF guests', () => {
 
 describe('load errors say what is wrong and with which file', () => {
   it('missing kernel file', () => {
-    expect(() => VirtMachine.create(config({ kernelPath: '/nonexistent/Image' }), host)).toThrow(/\/nonexistent\/Image: cannot read kernel/);
+    expect(() => VirtMachine.create(config({ kernelPath: '/nonexistent/Image' }), host)).toThrow(/\/nonexistent\/Image: the kernel does not exist/);
   });
   it('an ELF linked outside RAM', () => {
     // the HTIF guest is linked at 0x80000000: 4 MiB of RAM is fine, but not below DRAM base
