@@ -443,6 +443,11 @@ export class VirtMachine {
     return new Uint8Array(Buffer.from(s.board.dtb, 'base64'));
   }
 
+  /** Makes every completed disk write durable (fsync). */
+  flushDisks(): void {
+    for (const s of this.blkSlots) s?.blk.backend.flush();
+  }
+
   private power(ev: PowerEvent): void {
     if (this.halted) return;
     this.halted = true;

@@ -3,6 +3,7 @@
 
 import { Chalk, type ChalkInstance } from 'chalk';
 import ora, { type Ora } from 'ora';
+import { createInterface } from 'node:readline/promises';
 
 function colorLevel(stream: NodeJS.WriteStream): 0 | 1 | 2 | 3 {
   const noColor = process.env.NO_COLOR;
@@ -35,6 +36,17 @@ export function spinner(text: string, enabled = true): Spinner {
   };
 }
 
+/** Asks a yes/no question on the terminal (stderr); true only for an answer starting with y. */
+export async function confirm(question: string): Promise<boolean> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await rl.question(question);
+    return /^\s*y/i.test(answer);
+  } finally {
+    rl.close();
+  }
+}
+
 export function printJson(v: unknown): void {
   process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
 }
@@ -46,6 +58,7 @@ export function stateColor(state: string): string {
     case 'aborted': return out.red(state);
     case 'starting':
     case 'stopping': return out.cyan(state);
+    case 'saved': return out.blue(state);
     default: return out.dim(state);
   }
 }

@@ -61,6 +61,7 @@ export class Registry {
           this.env.log(`vm ${name}: no UUID stored; gave it ${persisted.uuid}`);
           changed = true;
         }
+        vm.recoverSavedState();
         if (['starting', 'running', 'paused', 'stopping'].includes(persisted.state)) {
           this.env.log(`vm ${name}: was ${persisted.state} when the daemon died; now aborted`);
           persisted.state = 'aborted';

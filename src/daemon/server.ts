@@ -153,12 +153,12 @@ export class Connection {
         return vm().info();
       case 'vm.start': {
         const v = vm();
-        await v.start();
+        await v.start({ discardState: p.discardState === true });
         return v.info();
       }
       case 'vm.stop': {
         const v = vm();
-        const path = await v.stop(p.force === true, v.stopTimeoutMs(p.timeoutSeconds as number | undefined));
+        const path = await v.stop(p.force === true, v.stopTimeoutMs(p.timeoutSeconds as number | undefined), p.discardState === true);
         return { path, ...v.info() };
       }
       case 'vm.restart': {
@@ -170,6 +170,11 @@ export class Connection {
         const v = vm();
         await v.reset();
         return v.info();
+      }
+      case 'vm.save': {
+        const v = vm();
+        const r = await v.saveMachine();
+        return { ...v.info(), saveSeconds: r.ms / 1000 };
       }
       case 'vm.pause': {
         const v = vm();

@@ -2,7 +2,7 @@
 // the worker thread that hosts its machine. All state changes go through here and are persisted
 // atomically before they are announced.
 
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { MachineConfig, NicAttachment, PortForward, PowerEvent } from '../board/machine-types.js';
@@ -14,9 +14,9 @@ import { DiskError } from '../disk/errors.js';
 import { imageInfo, lockDiskChains } from '../disk/image.js';
 import type { DiskLock } from '../disk/lock.js';
 import { FileRefused, readRegular } from '../host/regular-file.js';
-import { ProtocolFailure, type DiskInfo, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
+import { isActiveState, ProtocolFailure, type DiskInfo, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
-import { writeFileAtomic } from './atomic.js';
+import { isTempFileFor, renameIntoPlace, tempPathFor, writeFileAtomic } from './atomic.js';
 import { SerialLog } from './serial-log.js';
 
 export interface PersistedState {
@@ -32,7 +32,17 @@ export interface PersistedState {
   /** Disk images vmctl created on `create` (removed by `delete`); others are never touched. */
   createdDisks: string[];
   instructionsRetired: number | null;
+  /** The machine state `vmctl save` wrote (SAVED_STATE_FILE in the VM's folder); null when none. */
+  savedState?: SavedStateRecord | null;
 }
+
+export interface SavedStateRecord {
+  readonly bytes: number;
+  readonly savedAt: string;
+}
+
+/** Where `vmctl save` keeps a VM's machine state, in the VM's folder. */
+export const SAVED_STATE_FILE = 'saved.vmstate';
 
 export type VmEvent =
   /** `restarting`: this `stopped` is followed by a new boot (a guest or `vmctl reset`, `vmctl
@@ -45,6 +55,8 @@ export type VmEvent =
 export interface InstanceEnv {
   /** VMCTL_HOME (recorded in disk locks, so `vmctl disk info` can say which daemon holds an image). */
   readonly home: string;
+  /** vmctl's version (recorded in machine-state files). */
+  readonly version: string;
   readonly workerPath: string;
   /** The hart thread script, when not the one next to the VM worker's bundle. */
   readonly hartWorkerPath?: string;
@@ -82,6 +94,8 @@ export class VmInstance {
   private deleting = false;
   /** Failed serial.log writes this boot (only the first is logged as it happens). */
   private serialErrors = 0;
+  /** `vmctl save` is writing the state or winding the worker down afterwards. */
+  private saving = false;
   private workerDone: Promise<void> = Promise.resolve();
   /** Ends the current boot as if its worker had exited, when the worker cannot be ended. */
   private abandonWorker: ((why: string) => void) | null = null;
@@ -147,7 +161,7 @@ export class VmInstance {
   info(): VmInfo {
     const p = this.persisted;
     const d = this.def;
-    const running = p.state === 'running' || p.state === 'paused' || p.state === 'stopping' || p.state === 'starting';
+    const running = isActiveState(p.state);
     return {
       name: d.name,
       uuid: p.uuid,
@@ -167,6 +181,7 @@ export class VmInstance {
       lastPower: p.lastPower,
       lastError: p.lastError,
       instructionsRetired: p.instructionsRetired,
+      savedState: p.savedState ? { bytes: p.savedState.bytes, savedAt: p.savedState.savedAt } : null,
       ephemeral: p.ephemeral,
       directory: this.dir,
     };
@@ -221,13 +236,59 @@ export class VmInstance {
 
   // ---- lifecycle ----
 
-  async start(): Promise<void> {
+  /** Boots the VM, or resumes a saved one (unless `discardState`: then it boots afresh). */
+  async start(opts: { discardState?: boolean } = {}): Promise<void> {
     const s = this.state;
-    if (s !== 'stopped' && s !== 'aborted') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${s}; only a stopped or aborted VM can be started`);
+    if (s !== 'stopped' && s !== 'aborted' && s !== 'saved') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${s}; only a stopped, saved or aborted VM can be started`);
+    if (s === 'saved' && !opts.discardState) {
+      await this.boot(this.savedStatePath());
+      return;
+    }
+    if (s === 'saved') this.discardSavedState();
     await this.boot();
   }
 
-  private boot(): Promise<void> {
+  /** The file `vmctl save` wrote. */
+  savedStatePath(): string {
+    return join(this.dir, SAVED_STATE_FILE);
+  }
+
+  /** Drops the saved state: the VM is stopped, as if powered off when it was saved. */
+  discardSavedState(): void {
+    this.persisted.savedState = null;
+    if (this.state === 'saved') this.persisted.state = 'stopped';
+    this.save();
+    try { unlinkSync(this.savedStatePath()); } catch { /* already gone */ }
+    this.env.log(`vm ${this.name}: saved state discarded`);
+    this.listener({ event: 'state', data: { state: this.persisted.state, bootId: this.persisted.bootId, previous: 'saved' } });
+  }
+
+  /** What a previous daemon, killed at any instant, may have left: temporary state files (never
+   *  taken for good), and a saved state recorded while the VM was still winding down. */
+  recoverSavedState(): void {
+    for (const n of readdirSync(this.dir)) {
+      if (isTempFileFor(this.savedStatePath(), n)) try { unlinkSync(join(this.dir, n)); } catch { /* gone */ }
+    }
+    const p = this.persisted;
+    if (p.savedState && p.state !== 'saved' && existsSync(this.savedStatePath())) {
+      this.env.log(`vm ${this.name}: its state was saved before the daemon ended; now saved`);
+      p.state = 'saved';
+      p.lastError = null;
+      this.save();
+    } else if (p.state === 'saved' && !existsSync(this.savedStatePath())) {
+      this.env.log(`vm ${this.name}: saved, but ${this.savedStatePath()} is gone; now stopped`);
+      p.state = 'stopped';
+      p.savedState = null;
+      p.lastError = `the saved state ${this.savedStatePath()} was missing`;
+      this.save();
+    } else if (!p.savedState && p.state !== 'saved' && existsSync(this.savedStatePath())) {
+      unlinkSync(this.savedStatePath()); // written, but never recorded: not the VM's state
+    }
+  }
+
+  /** Boots the machine, or resumes it from its saved state (`restoreFrom`: the same boot goes
+   *  on; the file is dropped once resumed). */
+  private boot(restoreFrom?: string): Promise<void> {
     // A disk image is used by one writing VM or by any number of VMs that attach it read-only, also
     // across daemons (src/disk/lock.ts); a qcow2 overlay's backing files are shared read-only, so
     // overlays of one base run side by side. Refused before anything changes. A guest reboot keeps
@@ -248,7 +309,9 @@ export class VmInstance {
       this.releaseDiskLocks();
       return Promise.reject(e instanceof FileRefused ? new ProtocolFailure('StartFailed', `VM ${this.name} failed to start: its serial log ${e.message}`) : e);
     }
-    p.bootId += 1;
+    const resuming = restoreFrom !== undefined;
+    // A resumed VM goes on with the boot it was saved in (same boot id, its output continues).
+    if (!resuming) p.bootId += 1;
     p.startedAt = new Date().toISOString();
     p.lastError = null;
     this.history = [];
@@ -256,9 +319,13 @@ export class VmInstance {
     this.stopping = false;
     this.poweredOff = false;
     this.serialErrors = 0;
+    this.saving = false;
     this.setState('starting');
-    this.serial!.beginBoot(p.bootId, Date.parse(p.startedAt));
-    const init: WorkerInit = { mode: 'run', vmName: this.name, config: this.machineConfig(), hartWorkerPath: this.env.hartWorkerPath };
+    if (!resuming) this.serial!.beginBoot(p.bootId, Date.parse(p.startedAt));
+    const init: WorkerInit = {
+      mode: 'run', vmName: this.name, config: this.machineConfig(), hartWorkerPath: this.env.hartWorkerPath, vmctlVersion: this.env.version,
+      ...(resuming ? { restoreFrom } : {}),
+    };
     let worker: Worker;
     try {
       worker = new Worker(this.env.workerPath, { workerData: init, name: `vm ${this.name}` });
@@ -284,7 +351,14 @@ export class VmInstance {
         switch (m.type) {
           case 'ready':
             ready = true;
+            // A resumed guest goes on from the state, which is then no longer the VM's state
+            // (its disks change from here on): it is dropped, as VirtualBox drops a resumed one.
+            if (resuming) p.savedState = null;
             this.setState('running');
+            if (resuming) {
+              try { unlinkSync(restoreFrom!); } catch { /* gone */ }
+              this.env.log(`vm ${this.name}: resumed from its saved state`);
+            }
             resolve();
             break;
           case 'console':
@@ -303,6 +377,8 @@ export class VmInstance {
           case 'paused':
           case 'resumed':
           case 'dtb':
+          case 'stateWritten':
+          case 'stateFailed':
             break;
           case 'closed':
             closed = true;
@@ -343,18 +419,22 @@ export class VmInstance {
             done();
             return;
           }
-          const rebooting = ready && !this.stopping && closed && fatal === null && power?.kind === 'reset' && !p.ephemeral;
+          const rebooting = ready && !this.stopping && !this.saving && closed && fatal === null && power?.kind === 'reset' && !p.ephemeral;
           if (!rebooting) {
             this.releaseDiskLocks(); // the worker closed (fsync'd) its images, or died
             if (this.nextDef) this.redefine(this.nextDef);
           }
           this.serialFlushClose();
           if (!ready) {
-            // The machine never came up (a missing kernel, a bad image): the VM stays stopped.
+            // The machine never came up (a missing kernel, a bad image): the VM stays stopped, or
+            // saved when its state could not be resumed (the state is kept for another try).
             p.lastError = fatal ?? `worker exited with code ${code} before the machine was ready`;
-            this.setState('stopped');
+            this.setState(resuming ? 'saved' : 'stopped');
             // A refusal for the host's state (a forward's port is taken) is "wrong state", as a disk in use.
-            reject(new ProtocolFailure(refused ? 'WrongState' : 'StartFailed', `VM ${this.name} ${refused ? 'cannot start' : 'failed to start'}: ${p.lastError}`));
+            reject(new ProtocolFailure(refused ? 'WrongState' : 'StartFailed', `VM ${this.name} ${refused ? 'cannot start' : `failed to ${resuming ? 'resume' : 'start'}`}: ${p.lastError}` +
+              (resuming && !refused ? `; vmctl start --discard-state ${this.name} boots it afresh` : '')));
+          } else if (this.saving && p.savedState) {
+            this.setState('saved');
           } else if (this.stopping || (closed && fatal === null)) {
             this.setState('stopped', rebooting || this.restarting);
             if (rebooting) {
@@ -439,14 +519,19 @@ export class VmInstance {
   }
 
   /** Sends a control message and waits for its acknowledgement (or the worker's end). */
-  private request(type: 'pause' | 'resume', ack: 'paused' | 'resumed'): Promise<void> {
+  private async request(type: 'pause' | 'resume', ack: 'paused' | 'resumed'): Promise<void> {
+    await this.call({ type }, [ack]);
+  }
+
+  /** Sends `msg` and waits for the worker's first reply of one of the `replies` types. */
+  private call<T extends FromWorker['type']>(msg: ToWorker, replies: readonly T[]): Promise<Extract<FromWorker, { type: T }>> {
     const w = this.worker;
     if (!w) return Promise.reject(new ProtocolFailure('WrongState', `VM ${this.name} is not running`));
     return new Promise((resolve, reject) => {
       const onMsg = (m: FromWorker) => {
-        if (m.type === ack) {
+        if ((replies as readonly string[]).includes(m.type)) {
           cleanup();
-          resolve();
+          resolve(m as Extract<FromWorker, { type: T }>);
         }
       };
       const onExit = () => {
@@ -459,8 +544,43 @@ export class VmInstance {
       };
       w.on('message', onMsg);
       w.on('exit', onExit);
-      w.postMessage({ type } satisfies ToWorker);
+      w.postMessage(msg);
     });
+  }
+
+  /**
+   * `vmctl save`: pauses the VM, writes its machine state (disks fsynced first), then ends the
+   * worker; the VM is `saved` and `start` resumes it. The state is written to a temporary file
+   * and renamed into place only when complete, and recorded in state.json after that, so a
+   * daemon killed at any instant never leaves a half-written state taken for good. A failed
+   * write leaves the VM as it was (a running VM runs on).
+   */
+  async saveMachine(): Promise<{ bytes: number; ms: number }> {
+    const was = this.state;
+    if (!this.worker || (was !== 'running' && was !== 'paused')) {
+      throw new ProtocolFailure('WrongState', `VM ${this.name} is ${was}; only a running or paused VM can be saved`);
+    }
+    if (this.saving) throw new ProtocolFailure('WrongState', `VM ${this.name} is being saved already`);
+    this.saving = true;
+    try {
+      if (was === 'running') await this.pause();
+      const file = this.savedStatePath();
+      const tmp = tempPathFor(file);
+      const r = await this.call({ type: 'writeState', path: tmp }, ['stateWritten', 'stateFailed']);
+      if (r.type === 'stateFailed') {
+        if (was === 'running') await this.resume().catch(() => {});
+        throw new ProtocolFailure('Internal', `VM ${this.name} could not be saved: ${r.message}`);
+      }
+      renameIntoPlace(tmp, file);
+      this.persisted.savedState = { bytes: r.bytes, savedAt: new Date().toISOString() };
+      this.save();
+      this.env.log(`vm ${this.name}: state saved to ${file} (${r.bytes} bytes in ${Math.round(r.ms)} ms)`);
+      await this.powerOff();
+      return { bytes: r.bytes, ms: r.ms };
+    } catch (e) {
+      if (!this.persisted.savedState) this.saving = false;
+      throw e;
+    }
   }
 
   // ---- port forwards (`vmctl port`): asked of the worker, which owns the user-mode networks ----
@@ -548,7 +668,16 @@ export class VmInstance {
    * `timeoutMs` (0: no limit) for the guest to power off; then (or with `force`) powers off at once.
    * Returns which path was taken.
    */
-  async stop(force: boolean, timeoutMs: number): Promise<StopPath> {
+  async stop(force: boolean, timeoutMs: number, discardState = false): Promise<StopPath> {
+    if (this.state === 'saved') {
+      // `--force` keeps its meaning (power off at once): only an explicit --discard-state drops a state.
+      if (!discardState) {
+        throw new ProtocolFailure('WrongState', `VM ${this.name} is saved (its machine state is in ${this.savedStatePath()}); ` +
+          `vmctl start ${this.name} resumes it, vmctl stop --discard-state ${this.name} discards the state`);
+      }
+      this.discardSavedState();
+      return 'discarded-state';
+    }
     if (!this.worker) {
       if (this.state === 'aborted') this.setState('stopped');
       return 'already-stopped';
@@ -654,7 +783,7 @@ export class VmInstance {
     // The disks are opened read-only: the tree does not depend on it, and a VM that runs meanwhile
     // keeps its images to itself (a qcow2 image has one writer of its tables).
     const config = this.machineConfig();
-    const init: WorkerInit = { mode: 'dtb', vmName: this.name, config: { ...config, disks: config.disks.map((d) => ({ ...d, readonly: true })) } };
+    const init: WorkerInit = { mode: 'dtb', vmName: this.name, config: { ...config, disks: config.disks.map((d) => ({ ...d, readonly: true })) }, vmctlVersion: this.env.version };
     const w = new Worker(this.env.workerPath, { workerData: init, name: `dtb ${this.name}` });
     return new Promise((resolve, reject) => {
       let result: Uint8Array | null = null;

@@ -15,8 +15,14 @@ export const PROTOCOL_VERSION = 1;
 
 export const VM_STATES = ['stopped', 'starting', 'running', 'paused', 'stopping', 'aborted', 'saved'] as const;
 export type VmState = (typeof VM_STATES)[number];
-/** The states a VM can reach today (`saved` waits for save/resume): what `wait --state` offers. */
-export const REACHABLE_VM_STATES: readonly VmState[] = VM_STATES.filter((s) => s !== 'saved');
+/** The states a VM can reach: what `wait --state` offers (all of them, `saved` included). */
+export const REACHABLE_VM_STATES: readonly VmState[] = VM_STATES;
+
+/** States in which the VM's machine exists (its worker runs). The others, stopped, aborted and
+ *  saved, have no machine running. */
+export function isActiveState(s: string): boolean {
+  return s === 'starting' || s === 'running' || s === 'paused' || s === 'stopping';
+}
 
 export const ERROR_CLASSES = [
   'ProtocolError', 'VersionMismatch', 'UnknownMethod', 'InvalidParams', 'ConfigError',
@@ -60,7 +66,7 @@ export interface DiskInfo {
 }
 
 /** How `vmctl stop` (and `daemon stop`, `restart`) ended a VM. */
-export type StopPath = 'already-stopped' | 'guest-poweroff' | 'timeout-poweroff' | 'poweroff';
+export type StopPath = 'already-stopped' | 'guest-poweroff' | 'timeout-poweroff' | 'poweroff' | 'discarded-state';
 
 /** What `daemon.shutdown` did to each VM that was running. */
 export interface StopReport { readonly name: string; readonly path: StopPath }
@@ -88,6 +94,8 @@ export interface VmInfo {
   readonly lastPower: (PowerInfo & { at: string }) | null;
   readonly lastError: string | null;
   readonly instructionsRetired: number | null;
+  /** The machine state of a `saved` VM: its file's size and when it was written. */
+  readonly savedState: { readonly bytes: number; readonly savedAt: string } | null;
   readonly ephemeral: boolean;
   readonly directory: string;
 }
@@ -130,8 +138,9 @@ export const METHODS = {
   'vm.create': { file: { type: 'string', required: true }, text: { type: 'string', required: true }, name: { type: 'string' }, ephemeral: { type: 'boolean' } },
   'vm.list': {},
   'vm.info': { name },
-  'vm.start': { name },
-  'vm.stop': { name, force: { type: 'boolean' }, timeoutSeconds: { type: 'number' } },
+  'vm.start': { name, discardState: { type: 'boolean' } },
+  'vm.stop': { name, force: { type: 'boolean' }, timeoutSeconds: { type: 'number' }, discardState: { type: 'boolean' } },
+  'vm.save': { name },
   'vm.restart': { name, force: { type: 'boolean' }, timeoutSeconds: { type: 'number' } },
   'vm.reset': { name },
   'vm.pause': { name },

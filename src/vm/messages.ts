@@ -10,6 +10,10 @@ export interface WorkerInit {
   readonly config: MachineConfig;
   /** The script of the VM's further hart threads (default: dist/hart-worker.js beside this one). */
   readonly hartWorkerPath?: string;
+  /** vmctl's version, recorded in machine-state files. */
+  readonly vmctlVersion: string;
+  /** Resume from this machine-state file (src/vm/machine-state.ts) instead of booting. */
+  readonly restoreFrom?: string;
 }
 
 export type ToWorker =
@@ -26,7 +30,10 @@ export type ToWorker =
   /** Port forwards of the user-mode networks (`vmctl port`); answered by 'port-reply' with the id. */
   | { readonly type: 'port-list'; readonly id: number }
   | { readonly type: 'port-add'; readonly id: number; readonly forward: PortForward; readonly nic?: number }
-  | { readonly type: 'port-remove'; readonly id: number; readonly proto: 'tcp' | 'udp'; readonly hostAddress: string; readonly hostPort: number };
+  | { readonly type: 'port-remove'; readonly id: number; readonly proto: 'tcp' | 'udp'; readonly hostAddress: string; readonly hostPort: number }
+  /** Write the machine's state to the new file `path` (the machine must be paused, and stays
+   *  so); answered by 'stateWritten' or 'stateFailed'. */
+  | { readonly type: 'writeState'; readonly path: string };
 
 export type FromWorker =
   | { readonly type: 'ready' }
@@ -37,6 +44,8 @@ export type FromWorker =
   | { readonly type: 'resumed' }
   | { readonly type: 'stats'; readonly instructionsRetired: number }
   | { readonly type: 'dtb'; readonly data: Uint8Array }
+  | { readonly type: 'stateWritten'; readonly bytes: number; readonly ms: number }
+  | { readonly type: 'stateFailed'; readonly message: string }
   /** The machine was closed (disks flushed); the thread ends next. */
   | { readonly type: 'closed'; readonly instructionsRetired: number }
   /** `startRefused`: the machine could not start for a reason of the host's state (a forward's

@@ -2,9 +2,10 @@
 // messages (console input, pause, stop) get through, and sleep while every hart waits for an
 // interrupt, so an idle VM costs almost no host CPU.
 
-import type { MachineHost, NicAttachment, PowerEvent } from '../board/machine-types.js';
+import type { MachineHost, MachineState, NicAttachment, PowerEvent } from '../board/machine-types.js';
 import type { NetBackend } from '../net/nic.js';
 import { LogLimiter } from './log-limiter.js';
+import { writeMachineState } from './machine-state.js';
 import type { FromWorker, ToWorker } from './messages.js';
 
 /** The part of VirtMachine (src/board/virt.ts) the run loop uses. */
@@ -17,6 +18,9 @@ export interface RunnableMachine {
   instructionsRetired(): number;
   /** What the harts' translators did (logged when the VM stops). */
   jitStats(): { describe(instret: number): string };
+  /** Makes every completed disk write durable (fsync). */
+  flushDisks(): void;
+  saveState(copyRam: boolean): MachineState;
   close(): void;
   /** Set by the run loop: the machine calls it when it wants a tick soon (it may be idle). */
   onWake: () => void;
@@ -93,12 +97,15 @@ export class RunLoop {
   /** Figures go out every STATS_EVERY_MS whatever the machine does (also while paused: they
    *  show that nothing runs then). */
   private statsTimer: NodeJS.Timeout | null = null;
+  /** A state being written from the live RAM: the machine must not run until it is done. */
+  private writing: Promise<void> | null = null;
 
   constructor(
     private readonly machine: RunnableMachine,
     private readonly host: ConsoleBatcher,
     private readonly post: (m: FromWorker) => void,
     private readonly onFinished: () => void,
+    private readonly vmctlVersion = '',
   ) {}
 
   start(): void {
@@ -137,6 +144,10 @@ export class RunLoop {
         this.post({ type: 'paused' });
         break;
       case 'resume':
+        if (this.writing) {
+          void this.writing.then(() => this.handle(msg));
+          break;
+        }
         if (this.paused) {
           this.paused = false;
           this.machine.resumeClock();
@@ -158,7 +169,31 @@ export class RunLoop {
         this.post({ type: 'power', event: this.host.power! });
         this.finish();
         break;
+      case 'writeState':
+        this.writeState(msg.path);
+        break;
     }
+  }
+
+  /** Writes the paused machine's state (disks fsynced first: the state and the disks then
+   *  survive a host crash together). */
+  private writeState(path: string): void {
+    if (!this.paused || this.writing) {
+      this.post({ type: 'stateFailed', message: this.writing ? 'a state is already being written' : 'the machine is not paused' });
+      return;
+    }
+    const t0 = performance.now();
+    this.writing = (async () => {
+      try {
+        this.machine.flushDisks();
+        const w = await writeMachineState(path, this.machine.saveState(false), this.vmctlVersion);
+        this.post({ type: 'stateWritten', bytes: w.bytes, ms: performance.now() - t0 });
+      } catch (e) {
+        this.post({ type: 'stateFailed', message: (e as Error).message });
+      } finally {
+        this.writing = null;
+      }
+    })();
   }
 
   private cancel(): void {

@@ -32,7 +32,8 @@ export function register(program: Command): void {
         chars: { top: '', 'top-mid': '', 'top-left': '', 'top-right': '', bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '', left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: '  ' },
       });
       for (const v of vms) {
-        table.push([v.name, stateColor(v.state), String(v.cpus), humanSize(v.memoryBytes), v.uptimeSeconds > 0 ? humanDuration(v.uptimeSeconds) : '-']);
+        const state = v.savedState ? `${stateColor(v.state)} (${humanSize(v.savedState.bytes)})` : stateColor(v.state);
+        table.push([v.name, state, String(v.cpus), humanSize(v.memoryBytes), v.uptimeSeconds > 0 ? humanDuration(v.uptimeSeconds) : '-']);
       }
       process.stdout.write(vms.length === 0 ? 'No VMs. Create one with: vmctl create -f vm.yaml\n' : `${table.toString().split('\n').map((l) => l.trimEnd()).join('\n')}\n`);
     });
@@ -50,6 +51,7 @@ export function register(program: Command): void {
         ['Name', out.bold(v.name)],
         ['UUID', v.uuid],
         ['State', stateColor(v.state)],
+        ...(v.savedState ? [['Saved state', `${humanSize(v.savedState.bytes)} (${v.savedState.bytes} bytes), saved ${v.savedState.savedAt}`] as [string, string]] : []),
         ['CPUs', String(v.cpus)],
         ['Memory', `${humanSize(v.memoryBytes)} (${v.memoryBytes} bytes)`],
         ['Uptime', v.uptimeSeconds > 0 ? humanDuration(v.uptimeSeconds) : '-'],
