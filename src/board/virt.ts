@@ -34,6 +34,7 @@ import { VirtioMmioDevice } from '../devices/virtio/mmio.js';
 import { VirtioNetSlot } from '../devices/virtio/net-slot.js';
 import { parseMac } from '../net/mac.js';
 import { UnpluggedBackend } from '../net/nic.js';
+import type { BlockBackend } from '../disk/block-backend.js';
 import type { BoardShape, MachineConfig, MachineHost, MachineState, PowerEvent } from './machine-types.js';
 import { buildDeviceTree } from './device-tree.js';
 import { BootRom, buildBootRom } from './boot-rom.js';
@@ -578,6 +579,37 @@ export class VirtMachine {
   jitStats(): JitStats {
     const s = new JitStats();
     for (const h of this.harts) s.add(h.jitStats);
+    return s;
+  }
+
+  /** Puts other images behind disks (by slot index; the guest sees the same disks), between two
+   *  run() calls. `onCurrent`: each is a new overlay over the disk's current top (a snapshot),
+   *  which stays open as its backing image; those old tops are returned (to be flushed). */
+  reopenDisks(paths: readonly { readonly index: number; readonly path: string }[], onCurrent = false): BlockBackend[] {
+    // All or nothing: every new image is opened before any disk switches.
+    const opened: { slot: VirtioBlkSlot; b: BlockBackend; path: string }[] = [];
+    try {
+      for (const { index, path } of paths) opened.push({ slot: this.slot(index), b: this.slot(index).open(path, onCurrent), path });
+    } catch (e) {
+      // Closing a new overlay would close the top it was built on: leave those to be collected.
+      if (!onCurrent) for (const o of opened) o.b.close();
+      throw e;
+    }
+    return opened.flatMap((o) => o.slot.swap(o.b, o.path, onCurrent) ?? []);
+  }
+
+  /** Closes every disk for a while (their files are being merged); attachDisks opens them. */
+  detachDisks(): void {
+    for (const s of this.blkSlots) s?.detach();
+  }
+
+  attachDisks(paths: readonly { readonly index: number; readonly path: string }[]): void {
+    this.reopenDisks(paths);
+  }
+
+  private slot(index: number): VirtioBlkSlot {
+    const s = this.blkSlots[index];
+    if (!s) throw new RangeError(`no disk in virtio slot ${index}`);
     return s;
   }
 

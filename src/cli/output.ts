@@ -2,6 +2,7 @@
 // only on a TTY, JSON untouched by either.
 
 import { Chalk, type ChalkInstance } from 'chalk';
+import Table from 'cli-table3';
 import ora, { type Ora } from 'ora';
 import { createInterface } from 'node:readline/promises';
 
@@ -45,6 +46,17 @@ export async function confirm(question: string): Promise<boolean> {
   } finally {
     rl.close();
   }
+}
+
+/** A borderless table (columns two spaces apart, bold headings), as `list` prints it. */
+export function columns(head: readonly string[], rows: readonly string[][]): string {
+  const table = new Table({
+    head: head.map((h) => out.bold(h)),
+    style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
+    chars: { top: '', 'top-mid': '', 'top-left': '', 'top-right': '', bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '', left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: '  ' },
+  });
+  for (const r of rows) table.push(r);
+  return `${table.toString().split('\n').map((l) => l.trimEnd()).join('\n')}\n`;
 }
 
 export function printJson(v: unknown): void {

@@ -5,7 +5,8 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { DiskError } from '../disk/errors.js';
-import { readDiskLocks } from '../disk/lock.js';
+import { imageChain } from '../disk/image.js';
+import { canonicalImagePath, readDiskLocks } from '../disk/lock.js';
 import { deleteCreatedDisks, prepareDisks, type PreparedDisks } from '../disk/prepare.js';
 import { imageInfo } from '../disk/image.js';
 import { loadVmDefinition, serializeVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
@@ -62,6 +63,7 @@ export class Registry {
           changed = true;
         }
         vm.recoverSavedState();
+        vm.tree.recover((m) => this.env.log(`vm ${name}: ${m}`));
         if (['starting', 'running', 'paused', 'stopping'].includes(persisted.state)) {
           this.env.log(`vm ${name}: was ${persisted.state} when the daemon died; now aborted`);
           persisted.state = 'aborted';
@@ -163,6 +165,23 @@ export class Registry {
       if (e instanceof DiskError) throw new ProtocolFailure('ConfigError', `${file}: ${e.message}`);
       throw e;
     }
+  }
+
+  /** VMs other than `except` whose disks are built on any of `files` (linked clones), or that
+   *  hold a lock on one (VMs of other daemons too). */
+  usersOf(files: readonly string[], except: VmInstance): string[] {
+    const wanted = new Set(files.map(canonicalImagePath));
+    const users = new Set<string>();
+    for (const v of this.vms.values()) {
+      if (v === except) continue;
+      for (const d of v.def.disks) {
+        let chain: string[];
+        try { chain = imageChain(d.path).map((l) => canonicalImagePath(l.path)); } catch { continue; }
+        if (chain.some((f) => wanted.has(f))) users.add(v.name);
+      }
+    }
+    for (const f of wanted) for (const h of readDiskLocks(f)) if (h.vm !== except.name || h.home !== this.paths.home) users.add(h.vm ?? `vmctl ${h.command}`);
+    return [...users];
   }
 
   /** The images vmctl created for `vm` that hold data (host space allocated): what a delete

@@ -9,15 +9,16 @@ import type { MachineConfig, NicAttachment, PortForward, PowerEvent } from '../b
 import { VIRTIO_COUNT as VIRTIO_SLOTS } from '../board/memory-map.js';
 import { defaultMac } from '../net/mac.js';
 import { ensureSshKey, sshKeyPaths } from './ssh-key.js';
-import type { VmDefinition } from '../config/vm-definition.js';
+import { serializeVmDefinition, type VmDefinition } from '../config/vm-definition.js';
 import { DiskError } from '../disk/errors.js';
 import { imageInfo, lockDiskChains } from '../disk/image.js';
-import type { DiskLock } from '../disk/lock.js';
+import { canonicalImagePath, type DiskLock } from '../disk/lock.js';
 import { FileRefused, readRegular } from '../host/regular-file.js';
 import { isActiveState, ProtocolFailure, type DiskInfo, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
 import { isTempFileFor, renameIntoPlace, tempPathFor, writeFileAtomic } from './atomic.js';
 import { SerialLog } from './serial-log.js';
+import { SnapshotTree, type Snapshot } from './snapshots.js';
 
 export interface PersistedState {
   /** The VM's identity (RFC 4122 version 4), given at create; older VMs get one when first loaded. */
@@ -105,12 +106,52 @@ export class VmInstance {
    *  and its disks are released (a guest reboot keeps the running definition and its locks). */
   private nextDef: VmDefinition | null = null;
 
+  /** The operation that holds the VM (a snapshot, a save): others wait for it to end. */
+  private busy: string | null = null;
+  private treeObj: SnapshotTree | null = null;
+
   constructor(
     public def: VmDefinition,
     readonly dir: string,
     readonly persisted: PersistedState,
     private readonly env: InstanceEnv,
   ) {}
+
+  /** The VM's snapshots (snapshots.json, read when first needed). */
+  get tree(): SnapshotTree {
+    return this.treeObj ??= new SnapshotTree(this);
+  }
+
+  /**
+   * Makes `def` the VM's definition at once and writes vm.yaml: the disk paths a snapshot moves
+   * the VM to (also while it runs: the machine has switched already), or a snapshot's definition
+   * on restore. A definition saved by `vmctl edit` for the next start keeps its own settings,
+   * with the same disks moved.
+   */
+  setDefinition(def: VmDefinition): void {
+    if (this.nextDef) {
+      const moved = new Map<string, string>();
+      this.def.disks.forEach((d, i) => { if (def.disks[i] && def.disks[i].name === d.name && def.disks[i].path !== d.path) moved.set(canonicalImagePath(d.path), def.disks[i].path); });
+      this.nextDef = { ...this.nextDef, disks: this.nextDef.disks.map((d) => (moved.has(canonicalImagePath(d.path)) ? { ...d, path: moved.get(canonicalImagePath(d.path))! } : d)) };
+    }
+    this.def = def;
+    writeFileAtomic(join(this.dir, 'vm.yaml'), serializeVmDefinition(this.nextDef ?? def));
+  }
+
+  /** Runs `fn` as the VM's one operation of its kind at a time (snapshots, save). */
+  private async exclusive<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.busy !== null) throw new ProtocolFailure('WrongState', `VM ${this.name} is busy (${this.busy}); try again when it is done`);
+    this.busy = what;
+    try {
+      return await fn();
+    } finally {
+      this.busy = null;
+    }
+  }
+
+  checkNotBusy(what: string): void {
+    if (this.busy !== null) throw new ProtocolFailure('WrongState', `VM ${this.name} is busy (${this.busy}); cannot ${what} now`);
+  }
 
   get name(): string {
     return this.def.name;
@@ -182,6 +223,8 @@ export class VmInstance {
       lastError: p.lastError,
       instructionsRetired: p.instructionsRetired,
       savedState: p.savedState ? { bytes: p.savedState.bytes, savedAt: p.savedState.savedAt } : null,
+      snapshots: this.tree.snapshots.length,
+      currentSnapshot: this.tree.snapshots.find((s) => s.id === this.tree.current)?.name ?? null,
       ephemeral: p.ephemeral,
       directory: this.dir,
     };
@@ -238,10 +281,11 @@ export class VmInstance {
 
   /** Boots the VM, or resumes a saved one (unless `discardState`: then it boots afresh). */
   async start(opts: { discardState?: boolean } = {}): Promise<void> {
+    this.checkNotBusy('start');
     const s = this.state;
     if (s !== 'stopped' && s !== 'aborted' && s !== 'saved') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${s}; only a stopped, saved or aborted VM can be started`);
     if (s === 'saved' && !opts.discardState) {
-      await this.boot(this.savedStatePath());
+      await this.boot({ file: this.savedStatePath(), kind: 'saved', paused: false });
       return;
     }
     if (s === 'saved') this.discardSavedState();
@@ -286,9 +330,10 @@ export class VmInstance {
     }
   }
 
-  /** Boots the machine, or resumes it from its saved state (`restoreFrom`: the same boot goes
-   *  on; the file is dropped once resumed). */
-  private boot(restoreFrom?: string): Promise<void> {
+  /** Boots the machine, or resumes it `from` a machine state: the VM's saved state (the same boot
+   *  goes on; the file is dropped once resumed) or a snapshot's (a new boot; the file stays). */
+  private boot(from?: { file: string; kind: 'saved' | 'snapshot'; paused: boolean }): Promise<void> {
+    const restoreFrom = from?.file;
     // A disk image is used by one writing VM or by any number of VMs that attach it read-only, also
     // across daemons (src/disk/lock.ts); a qcow2 overlay's backing files are shared read-only, so
     // overlays of one base run side by side. Refused before anything changes. A guest reboot keeps
@@ -309,7 +354,7 @@ export class VmInstance {
       this.releaseDiskLocks();
       return Promise.reject(e instanceof FileRefused ? new ProtocolFailure('StartFailed', `VM ${this.name} failed to start: its serial log ${e.message}`) : e);
     }
-    const resuming = restoreFrom !== undefined;
+    const resuming = from?.kind === 'saved';
     // A resumed VM goes on with the boot it was saved in (same boot id, its output continues).
     if (!resuming) p.bootId += 1;
     p.startedAt = new Date().toISOString();
@@ -324,7 +369,7 @@ export class VmInstance {
     if (!resuming) this.serial!.beginBoot(p.bootId, Date.parse(p.startedAt));
     const init: WorkerInit = {
       mode: 'run', vmName: this.name, config: this.machineConfig(), hartWorkerPath: this.env.hartWorkerPath, vmctlVersion: this.env.version,
-      ...(resuming ? { restoreFrom } : {}),
+      ...(restoreFrom !== undefined ? { restoreFrom, startPaused: from!.paused } : {}),
     };
     let worker: Worker;
     try {
@@ -354,7 +399,7 @@ export class VmInstance {
             // A resumed guest goes on from the state, which is then no longer the VM's state
             // (its disks change from here on): it is dropped, as VirtualBox drops a resumed one.
             if (resuming) p.savedState = null;
-            this.setState('running');
+            this.setState(from?.paused ? 'paused' : 'running');
             if (resuming) {
               try { unlinkSync(restoreFrom!); } catch { /* gone */ }
               this.env.log(`vm ${this.name}: resumed from its saved state`);
@@ -431,7 +476,7 @@ export class VmInstance {
             p.lastError = fatal ?? `worker exited with code ${code} before the machine was ready`;
             this.setState(resuming ? 'saved' : 'stopped');
             // A refusal for the host's state (a forward's port is taken) is "wrong state", as a disk in use.
-            reject(new ProtocolFailure(refused ? 'WrongState' : 'StartFailed', `VM ${this.name} ${refused ? 'cannot start' : `failed to ${resuming ? 'resume' : 'start'}`}: ${p.lastError}` +
+            reject(new ProtocolFailure(refused ? 'WrongState' : 'StartFailed', `VM ${this.name} ${refused ? 'cannot start' : `failed to ${from ? 'resume' : 'start'}`}: ${p.lastError}` +
               (resuming && !refused ? `; vmctl start --discard-state ${this.name} boots it afresh` : '')));
           } else if (this.saving && p.savedState) {
             this.setState('saved');
@@ -555,7 +600,11 @@ export class VmInstance {
    * daemon killed at any instant never leaves a half-written state taken for good. A failed
    * write leaves the VM as it was (a running VM runs on).
    */
-  async saveMachine(): Promise<{ bytes: number; ms: number }> {
+  saveMachine(): Promise<{ bytes: number; ms: number }> {
+    return this.exclusive('save', () => this.saveNow());
+  }
+
+  private async saveNow(): Promise<{ bytes: number; ms: number }> {
     const was = this.state;
     if (!this.worker || (was !== 'running' && was !== 'paused')) {
       throw new ProtocolFailure('WrongState', `VM ${this.name} is ${was}; only a running or paused VM can be saved`);
@@ -669,6 +718,7 @@ export class VmInstance {
    * Returns which path was taken.
    */
   async stop(force: boolean, timeoutMs: number, discardState = false): Promise<StopPath> {
+    this.checkNotBusy('stop');
     if (this.state === 'saved') {
       // `--force` keeps its meaning (power off at once): only an explicit --discard-state drops a state.
       if (!discardState) {
@@ -776,6 +826,176 @@ export class VmInstance {
   /** Waits for the worker to end (after the guest powered off). */
   whenStopped(): Promise<void> {
     return this.workerDone;
+  }
+
+  // ---- snapshots ----
+
+  /** Replies of the worker of the types asked for, in order, from now on (so none is missed
+   *  between a request and the wait for its answer); rejects once the worker has ended. */
+  private replies(types: readonly FromWorker['type'][]): { next(): Promise<FromWorker>; close(): void } {
+    const w = this.worker;
+    if (!w) throw new ProtocolFailure('WrongState', `VM ${this.name} is not running`);
+    const queue: FromWorker[] = [];
+    const waiting: { resolve: (m: FromWorker) => void; reject: (e: Error) => void }[] = [];
+    let ended = false;
+    const onMsg = (m: FromWorker) => {
+      if (!types.includes(m.type)) return;
+      const wt = waiting.shift();
+      if (wt) wt.resolve(m); else queue.push(m);
+    };
+    const onExit = () => {
+      ended = true;
+      for (const wt of waiting.splice(0)) wt.reject(new ProtocolFailure('WrongState', `VM ${this.name} stopped`));
+    };
+    w.on('message', onMsg);
+    w.on('exit', onExit);
+    return {
+      next: () => {
+        const m = queue.shift();
+        if (m) return Promise.resolve(m);
+        if (ended) return Promise.reject(new ProtocolFailure('WrongState', `VM ${this.name} stopped`));
+        return new Promise((resolve, reject) => waiting.push({ resolve, reject }));
+      },
+      close: () => {
+        w.off('message', onMsg);
+        w.off('exit', onExit);
+      },
+    };
+  }
+
+  /** Locks the VM's disks for an operation on a VM that is not running (nobody else may use them
+   *  meanwhile); a disk in use is exit 5. */
+  private lockForOperation(): DiskLock[] {
+    try {
+      return lockDiskChains(this.def.disks, this.name, this.env.home);
+    } catch (e) {
+      if (e instanceof DiskError) throw new ProtocolFailure(e.code === 'IN_USE' ? 'WrongState' : 'Internal', `VM ${this.name}: ${e.message}`);
+      throw e;
+    }
+  }
+
+  /** A running VM's disks moved to other files: its locks follow (new top layers exclusive, the
+   *  layers below shared). */
+  private relockDisks(): void {
+    this.releaseDiskLocks();
+    try {
+      this.diskLocks = lockDiskChains(this.def.disks, this.name, this.env.home);
+    } catch (e) {
+      this.env.log(`vm ${this.name}: cannot lock its disks after they moved: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * `vmctl snapshot take`: the disks always, and the machine state of a running or paused VM
+   * captured at the same instant (the guest is held only for the capture: `pauseMs`), or a
+   * saved VM's state. Returns the snapshot.
+   */
+  takeSnapshot(name: string | undefined, description: string): Promise<Snapshot & { warning?: string }> {
+    return this.exclusive('snapshot take', async () => {
+      const s = this.state;
+      if (s === 'starting' || s === 'stopping') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${s}; try again when it is done`);
+      const tree = this.tree;
+      const locks = this.worker ? [] : this.lockForOperation();
+      try {
+        const vmState = s === 'running' || s === 'paused' || s === 'saved' ? s : 'stopped';
+        const { snapshot, switches } = tree.beginTake(name ?? tree.freeName(), description, vmState);
+        const { tmp } = tree.stateFileFor(snapshot);
+        if (!this.worker) {
+          if (s === 'saved') return tree.finishTake(tmp, tree.linkState(this.savedStatePath(), tmp), null);
+          return tree.finishTake(null, 0, null);
+        }
+        const r = this.replies(['snapshotTaken', 'snapshotFailed', 'stateWritten', 'stateFailed']);
+        try {
+          this.send({ type: 'snapshot', statePath: tmp, disks: switches });
+          const taken = await r.next().catch(() => null);
+          if (taken?.type === 'snapshotFailed') {
+            tree.abortTake();
+            throw new ProtocolFailure('Internal', `VM ${this.name}: the snapshot could not be taken: ${taken.message}`);
+          }
+          if (taken?.type !== 'snapshotTaken') {
+            // The machine ended meanwhile; the definition names the new layers already, so the
+            // snapshot stands with its disks (the state could not be captured).
+            return { ...tree.finishTake(null, 0, null), warning: 'the VM stopped while the snapshot was taken: it holds the disks only' };
+          }
+          this.relockDisks();
+          this.env.log(`vm ${this.name}: snapshot ${snapshot.name} taken; the guest was held ${taken.pauseMs.toFixed(1)} ms`);
+          const written = await r.next().catch((e: Error) => ({ type: 'stateFailed' as const, message: e.message }));
+          if (written.type !== 'stateWritten') {
+            const why = written.type === 'stateFailed' ? written.message : written.type;
+            this.env.log(`vm ${this.name}: the machine state of snapshot ${snapshot.name} was not written: ${why}`);
+            return { ...tree.finishTake(null, 0, taken.pauseMs), warning: `its machine state could not be written (${why}): it holds the disks only` };
+          }
+          return tree.finishTake(tmp, written.bytes, taken.pauseMs);
+        } finally {
+          r.close();
+        }
+      } finally {
+        for (const l of locks) l.release();
+      }
+    });
+  }
+
+  /**
+   * `vmctl snapshot restore`: the VM goes back to the snapshot (its definition and disks; its
+   * machine state too, running or paused as it was taken). A running, paused or saved VM needs
+   * `force` (it is powered off, a saved state discarded).
+   */
+  restoreSnapshot(name: string, force: boolean): Promise<void> {
+    return this.exclusive('snapshot restore', async () => {
+      const snap = this.tree.find(name);
+      const s = this.state;
+      if (s !== 'stopped' && s !== 'aborted') {
+        if (!force) {
+          throw new ProtocolFailure('WrongState', `VM ${this.name} is ${s}; stop it first, or restore with --force (${s === 'saved' ? 'its saved state is discarded' : 'it is powered off at once'})`);
+        }
+        if (s === 'saved') this.discardSavedState();
+        else await this.powerOff();
+      }
+      const locks = this.lockForOperation();
+      try {
+        this.tree.restore(snap);
+      } finally {
+        for (const l of locks) l.release();
+      }
+      this.env.log(`vm ${this.name}: restored snapshot ${snap.name}`);
+      const state = this.tree.statePath(snap);
+      if (state !== null) await this.boot({ file: state, kind: 'snapshot', paused: snap.vmState === 'paused' });
+    });
+  }
+
+  /**
+   * `vmctl snapshot delete`: merges the snapshot's layers into their neighbours (src/daemon/
+   * snapshots.ts). A running VM whose disks are among the files that change is held with its
+   * disks closed meanwhile. `inUseElsewhere` names other VMs built on files that would change.
+   */
+  deleteSnapshot(name: string, inUseElsewhere: (files: string[]) => string[]): Promise<void> {
+    return this.exclusive('snapshot delete', async () => {
+      const snap = this.tree.find(name);
+      if (this.state === 'starting' || this.state === 'stopping') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${this.state}; try again when it is done`);
+      const plan = this.tree.planDelete(snap, inUseElsewhere);
+      const hold = this.worker !== null && this.tree.planTouchesCurrent(plan);
+      const locks = this.worker ? [] : this.lockForOperation();
+      if (hold) {
+        const r = await this.call({ type: 'detachDisks' }, ['disksDetached', 'disksFailed']);
+        if (r.type === 'disksFailed') throw new ProtocolFailure('Internal', `VM ${this.name}: cannot close its disks: ${r.message}`);
+      }
+      const t0 = performance.now();
+      try {
+        this.tree.delete(snap, plan);
+      } finally {
+        for (const l of locks) l.release();
+        if (hold && this.worker) {
+          this.relockDisks();
+          const r = await this.call({ type: 'attachDisks', disks: this.def.disks.map((d, index) => ({ index, path: d.path })) }, ['disksAttached', 'disksFailed']);
+          if (r.type === 'disksFailed') {
+            this.persisted.lastError = `its disks could not be opened again after snapshot ${name} was deleted: ${r.message}`;
+            this.env.log(`vm ${this.name}: ${this.persisted.lastError}; powering it off`);
+            await this.powerOff();
+          }
+        }
+      }
+      this.env.log(`vm ${this.name}: deleted snapshot ${snap.name} (${plan.length} layer merges, ${Math.round(performance.now() - t0)} ms${hold ? ', guest held meanwhile' : ''})`);
+    });
   }
 
   /** Builds the machine in a short-lived worker to read its device tree. */

@@ -27,7 +27,7 @@ export function isActiveState(s: string): boolean {
 export const ERROR_CLASSES = [
   'ProtocolError', 'VersionMismatch', 'UnknownMethod', 'InvalidParams', 'ConfigError',
   'NoSuchVm', 'AlreadyExists', 'WrongState', 'StartFailed', 'Timeout', 'ShuttingDown', 'Internal',
-  'NoSuchBoot',
+  'NoSuchBoot', 'NoSuchSnapshot',
 ] as const;
 export type ErrorClass = (typeof ERROR_CLASSES)[number];
 
@@ -96,6 +96,9 @@ export interface VmInfo {
   readonly instructionsRetired: number | null;
   /** The machine state of a `saved` VM: its file's size and when it was written. */
   readonly savedState: { readonly bytes: number; readonly savedAt: string } | null;
+  /** How many snapshots the VM has, and the one its current state descends from. */
+  readonly snapshots: number;
+  readonly currentSnapshot: string | null;
   readonly ephemeral: boolean;
   readonly directory: string;
 }
@@ -108,6 +111,28 @@ export interface PortInfo {
   /** The port bound (the one the system picked when 0 was asked for). */
   readonly hostPort: number;
   readonly guestPort: number;
+}
+
+/** One snapshot as `snapshot list --json` shows it. */
+export interface SnapshotInfo {
+  readonly name: string;
+  readonly id: string;
+  readonly parent: string | null;
+  readonly children: readonly string[];
+  readonly createdAt: string;
+  readonly description: string;
+  /** What the VM was doing: running and paused VMs' snapshots hold the machine state. */
+  readonly vmState: 'stopped' | 'running' | 'paused' | 'saved';
+  readonly withState: boolean;
+  readonly stateBytes: number;
+  /** Host space of the snapshot's own disk layers. */
+  readonly diskBytes: number;
+  readonly sizeBytes: number;
+  /** The VM's current state descends from this snapshot. */
+  readonly current: boolean;
+  /** How long the guest was held to take it (running VMs). */
+  readonly pauseSeconds: number | null;
+  readonly disks: readonly { readonly name: string; readonly layer: string }[];
 }
 
 export interface DaemonStatus {
@@ -153,6 +178,10 @@ export const METHODS = {
   'vm.log': { name, follow: { type: 'boolean' }, boot: { type: 'integer' }, since: { type: 'string' }, tail: { type: 'integer' } },
   'vm.dtb': { name },
   'vm.definition': { name },
+  'snapshot.take': { name, snapshot: { type: 'string' }, description: { type: 'string' } },
+  'snapshot.list': { name },
+  'snapshot.restore': { name, snapshot: { type: 'string', required: true }, force: { type: 'boolean' } },
+  'snapshot.delete': { name, snapshot: { type: 'string', required: true } },
   'vm.redefine': { name, file: { type: 'string', required: true }, text: { type: 'string', required: true }, base: { type: 'string' } },
   // Port forwards of a running VM's user-mode network (as QEMU's hostfwd_add/hostfwd_remove).
   'vm.port.list': { name },

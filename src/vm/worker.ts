@@ -71,7 +71,8 @@ async function main(): Promise<void> {
     }
   });
   post({ type: 'ready' });
-  if (init.restoreFrom !== undefined) machine.resumeClock(); // mtime goes on from the saved value
+  if (init.startPaused) loop.handle({ type: 'pause' });
+  else if (init.restoreFrom !== undefined) machine.resumeClock(); // mtime goes on from the saved value
   loop.start();
 }
 
