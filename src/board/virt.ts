@@ -16,6 +16,7 @@
 // The device tree goes to the top 2 MiB-aligned spot below min(RAM end, 3 GiB), the initrd at
 // kernel + min(RAM/2, 128 MiB) (riscv_load_initrd): see boot-layout.ts.
 
+import { randomBytes } from 'node:crypto';
 import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
 import { FileRefused, readRegular } from '../host/regular-file.js';
 import { PhysicalMemoryMap, type MmioDevice } from '../memory/bus.js';
@@ -296,7 +297,12 @@ export class VirtMachine {
       initrd = { start, end: start + data.length };
     }
 
-    const dtb = buildDeviceTree({ cpus: cfg.cpus, memoryBytes: cfg.memoryBytes, bootargs: cfg.cmdline, initrd, sshAuthorizedKeys: cfg.sshAuthorizedKeys });
+    // A fresh seed on every boot (as QEMU 7.2's virt board): clones of one disk, and every boot
+    // of one VM, start their random number generators apart.
+    const dtb = buildDeviceTree({
+      cpus: cfg.cpus, memoryBytes: cfg.memoryBytes, bootargs: cfg.cmdline, initrd, sshAuthorizedKeys: cfg.sshAuthorizedKeys,
+      rngSeed: new Uint8Array(randomBytes(32)),
+    });
     const fdtAddr = fdtLoadAddress(cfg.memoryBytes, dtb.length);
     if (fdtAddr < DRAM_BASE || (kernel && fdtAddr < kernel.end) || (initrd && fdtAddr < initrd.end)) {
       throw new LoadError('(config)', `not enough memory (${cfg.memoryBytes / MiB} MiB) for kernel, initrd and device tree`);

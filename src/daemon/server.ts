@@ -200,16 +200,23 @@ export class Connection {
         };
         refuseUnsaid();
         v.checkNotBusy('delete it');
+        // Linked clones built on its layers: refused (or flattened) before anything changes.
+        const clones = reg.checkClones(v, p.flattenClones === true);
         if (v.active) {
           if (p.force !== true) throw new ProtocolFailure('WrongState', `VM ${v.name} is ${v.state}; stop it first or use --force`);
           reg.checkDeletable(v, disks === 'keep' ? 'keep' : 'delete'); // refused before the VM is stopped for it
           await v.powerOff('delete');
           refuseUnsaid();
         }
+        for (const c of clones) reg.flattenClone(c, v);
         const result = reg.delete(v, disks === 'keep' ? 'keep' : 'delete');
         this.ctx.log(`vm ${v.name}: removed by a client`);
         this.ctx.vmDeleted(v.name);
         return { deleted: v.name, disks: result };
+      }
+      case 'vm.clone': {
+        const v = await reg.clone(vm(), p.newName as string, { snapshot: p.snapshot as string | undefined, linked: p.linked === true });
+        return v.info();
       }
       case 'vm.consoleInput': {
         const v = vm();

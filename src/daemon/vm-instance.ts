@@ -35,6 +35,8 @@ export interface PersistedState {
   instructionsRetired: number | null;
   /** The machine state `vmctl save` wrote (SAVED_STATE_FILE in the VM's folder); null when none. */
   savedState?: SavedStateRecord | null;
+  /** What the VM was cloned from (`vmctl clone`). */
+  clonedFrom?: { readonly vm: string; readonly snapshot: string | null; readonly linked: boolean } | null;
 }
 
 export interface SavedStateRecord {
@@ -223,6 +225,7 @@ export class VmInstance {
       lastError: p.lastError,
       instructionsRetired: p.instructionsRetired,
       savedState: p.savedState ? { bytes: p.savedState.bytes, savedAt: p.savedState.savedAt } : null,
+      clonedFrom: p.clonedFrom ?? null,
       snapshots: this.tree.snapshots.length,
       currentSnapshot: this.tree.snapshots.find((s) => s.id === this.tree.current)?.name ?? null,
       ephemeral: p.ephemeral,

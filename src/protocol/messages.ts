@@ -96,6 +96,8 @@ export interface VmInfo {
   readonly instructionsRetired: number | null;
   /** The machine state of a `saved` VM: its file's size and when it was written. */
   readonly savedState: { readonly bytes: number; readonly savedAt: string } | null;
+  /** The VM this one was cloned from (at which snapshot; linked: built on its layers). */
+  readonly clonedFrom: { readonly vm: string; readonly snapshot: string | null; readonly linked: boolean } | null;
   /** How many snapshots the VM has, and the one its current state descends from. */
   readonly snapshots: number;
   readonly currentSnapshot: string | null;
@@ -171,7 +173,8 @@ export const METHODS = {
   'vm.pause': { name },
   'vm.resume': { name },
   /** disks: "delete" or "keep" the images vmctl created; without it, images holding data refuse the delete. */
-  'vm.delete': { name, force: { type: 'boolean' }, disks: { type: 'string' } },
+  'vm.delete': { name, force: { type: 'boolean' }, disks: { type: 'string' }, flattenClones: { type: 'boolean' } },
+  'vm.clone': { name, newName: { type: 'string', required: true }, snapshot: { type: 'string' }, linked: { type: 'boolean' } },
   'vm.consoleInput': { name, data: { type: 'string', required: true } },
   'vm.subscribe': { name, console: { type: 'boolean' }, history: { type: 'boolean' } },
   // boot: a boot id, or -1, -2, ... counting back from the newest; since: an ISO 8601 time; tail: lines.

@@ -59,6 +59,7 @@ export function register(program: Command): void {
         const sizes = d.virtualBytes === null ? out.red('missing or unreadable') : `${formatSize(d.virtualBytes)} virtual, ${humanSize(d.allocatedBytes ?? 0)} allocated`;
         rows.push([`Disk ${d.name}`, `${d.path} (${sizes})${d.readonly ? ' (read-only)' : ''}${d.createdByVmctl ? ' (created by vmctl)' : ''}`]);
       }
+      if (v.clonedFrom) rows.push(['Cloned from', `${v.clonedFrom.vm}${v.clonedFrom.snapshot ? ` at snapshot ${v.clonedFrom.snapshot}` : ''} (${v.clonedFrom.linked ? 'linked' : 'full copy'})`]);
       if (v.snapshots > 0) rows.push(['Snapshots', `${v.snapshots}${v.currentSnapshot ? ` (current: ${v.currentSnapshot})` : ''}`]);
       if (v.shutdownConsole) rows.push(['Shutdown', `types ${JSON.stringify(v.shutdownConsole)}`]);
       if (v.lastPower) rows.push(['Last power', v.lastPower.kind === 'poweroff' ? `poweroff code ${v.lastPower.code}${v.lastPower.failed ? ' (failure)' : ''} via ${v.lastPower.source} at ${v.lastPower.at}` : `reset via ${v.lastPower.source} at ${v.lastPower.at}`]);

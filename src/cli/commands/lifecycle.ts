@@ -192,8 +192,9 @@ export function register(program: Command): void {
     .option('--force', 'power off a running VM first')
     .option('--delete-disks', 'also remove the disk images vmctl created for it (never images that existed before create)')
     .option('--keep-disks', 'keep the disk images vmctl created for it')
+    .option('--flatten-clones', 'linked clones built on its disk layers first get what they need copied into their own')
     .option('--json', 'print what was removed as JSON')
-    .action(async (name: string, o: { force?: boolean; deleteDisks?: boolean; keepDisks?: boolean; json?: boolean }) => {
+    .action(async (name: string, o: { force?: boolean; deleteDisks?: boolean; keepDisks?: boolean; flattenClones?: boolean; json?: boolean }) => {
       if (o.deleteDisks && o.keepDisks) throw new CliError(EXIT.usage, 'give at most one of --delete-disks and --keep-disks');
       let disks: 'delete' | 'keep' | undefined = o.deleteDisks ? 'delete' : o.keepDisks ? 'keep' : undefined;
       const c = await connectDaemon();
@@ -212,7 +213,7 @@ export function register(program: Command): void {
           disks = answer;
         }
       }
-      const r = await c.request<{ deleted: string; disks: DeletedDisk[] }>('vm.delete', { name, ...(o.force ? { force: true } : {}), ...(disks ? { disks } : {}) });
+      const r = await c.request<{ deleted: string; disks: DeletedDisk[] }>('vm.delete', { name, ...(o.force ? { force: true } : {}), ...(disks ? { disks } : {}), ...(o.flattenClones ? { flattenClones: true } : {}) });
       c.close();
       if (o.json) return printJson(r);
       process.stdout.write(`Deleted VM ${name}\n`);

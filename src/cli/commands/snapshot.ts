@@ -1,4 +1,4 @@
-// snapshot take / list / restore / delete (src/daemon/snapshots.ts does the work).
+// snapshot take / list / restore / delete (src/daemon/snapshots.ts does the work), and clone.
 
 import type { Command } from 'commander';
 import { humanSize } from '../../config/units.js';
@@ -89,6 +89,27 @@ export function register(program: Command): void {
       c.close();
       if (o.json) return printJson(info);
       process.stdout.write(`Restored VM ${out.bold(name)} to snapshot ${snapName}, state ${stateColor(info.state)}\n`);
+    });
+
+  program
+    .command('clone <SRC> <NEW>')
+    .description('a new VM from SRC\'s disks (a stopped VM, or a snapshot): new UUID, boots afresh')
+    .option('--snapshot <SNAP>', 'clone the disks and definition of this snapshot (SRC may run)')
+    .option('--linked', 'build the clone on SRC\'s disk layers (qcow2 overlays, instant) instead of copying them')
+    .option('--json', 'print the new VM as JSON')
+    .action(async (src: string, name: string, o: { snapshot?: string; linked?: boolean; json?: boolean }) => {
+      const c = await connectDaemon();
+      const sp = spinner(`cloning ${src}`, !o.json);
+      let info: VmInfo;
+      try {
+        info = await c.request<VmInfo>('vm.clone', { name: src, newName: name, ...(o.snapshot !== undefined ? { snapshot: o.snapshot } : {}), ...(o.linked ? { linked: true } : {}) });
+      } finally {
+        sp.stop();
+      }
+      c.close();
+      if (o.json) return printJson(info);
+      const at = info.clonedFrom?.snapshot ? ` at snapshot ${info.clonedFrom.snapshot}` : '';
+      process.stdout.write(`Created VM ${out.bold(name)}, a ${o.linked ? 'linked' : 'full'} clone of ${src}${at}, state ${stateColor(info.state)}\n`);
     });
 
   snap
