@@ -337,7 +337,15 @@ export class Registry {
   /** Throws WrongState when `delete` would be refused: the images vmctl created for `vm` go with
    *  it (`disks` "delete") and another VM (or vmctl command) holds one of them. */
   checkDeletable(vm: VmInstance, disks: 'delete' | 'keep' = 'delete'): void {
-    if (disks !== 'delete') return;
+    if (disks !== 'delete') {
+      // Its snapshot layers live in its folder, which goes: they cannot be kept where they are.
+      const inFolder = layersInFolder(vm);
+      if (inFolder.length > 0) {
+        throw new ProtocolFailure('WrongState', `VM ${vm.name}'s disks are snapshot layers in its folder (${inFolder.join(', ')}), which goes with the VM: ` +
+          `to keep a disk, copy it out first (vmctl disk convert ${inFolder[0]} COPY --format qcow2), then delete with --delete-disks`);
+      }
+      return;
+    }
     for (const { path: p } of createdImages(vm)) {
       const others = readDiskLocks(p).filter((h) => h.vm !== vm.name).map((h) => h.vm ?? `vmctl ${h.command}`);
       if (others.length > 0) {
@@ -377,9 +385,16 @@ export class Registry {
   }
 }
 
-/** The images vmctl created for a VM that still exist, with their sizes. */
+/** The VM's disks that are top layers in its own folder (the overlays snapshots put it on): its
+ *  data since the first snapshot, gone with the folder. */
+function layersInFolder(vm: VmInstance): string[] {
+  return vm.def.disks.filter((d) => !d.readonly && d.path.startsWith(`${vm.dir}/`)).map((d) => d.path);
+}
+
+/** The images vmctl created for a VM that still exist, with their sizes (the overlays its
+ *  snapshots made included). */
 function createdImages(vm: VmInstance): { path: string; allocatedBytes: number; virtualBytes: number }[] {
-  return vm.persisted.createdDisks.flatMap((path) => {
+  return [...vm.persisted.createdDisks, ...layersInFolder(vm).filter((p) => !vm.persisted.createdDisks.includes(p))].flatMap((path) => {
     try {
       const i = imageInfo(path);
       return [{ path, allocatedBytes: i.allocatedBytes, virtualBytes: i.virtualBytes }];

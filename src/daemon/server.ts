@@ -198,10 +198,12 @@ export class Connection {
           const why = disks === undefined ? reg.unsaidDiskData(v) : null;
           if (why) throw new ProtocolFailure('WrongState', why);
         };
-        refuseUnsaid();
         v.checkNotBusy('delete it');
         // Linked clones built on its layers: refused (or flattened) before anything changes.
         const clones = reg.checkClones(v, p.flattenClones === true);
+        refuseUnsaid();
+        // (and a kept disk must be one that survives the folder's removal)
+        if (disks === 'keep') reg.checkDeletable(v, 'keep');
         if (v.active) {
           if (p.force !== true) throw new ProtocolFailure('WrongState', `VM ${v.name} is ${v.state}; stop it first or use --force`);
           reg.checkDeletable(v, disks === 'keep' ? 'keep' : 'delete'); // refused before the VM is stopped for it

@@ -91,7 +91,7 @@ describe('vmctl clone', () => {
     expect((await info('src')).name).toBe('src');
     await h.expectExit(['snapshot', 'take', 'lc', 'mine']); // a clone's own snapshot is flattened too
     const before = lastSeq((await info('lc')).disks[0].path);
-    await h.expectExit(['delete', 'src', '--flatten-clones']);
+    await h.expectExit(['delete', 'src', '--flatten-clones', '--delete-disks']);
     expect((await h.run(['info', 'src'])).code).toBe(4);
     const lc = await info('lc');
     expect(lc.clonedFrom.linked).toBe(false);
