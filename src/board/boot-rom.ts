@@ -61,4 +61,11 @@ export class BootRom {
     return (b[offset] | (b[offset + 1] << 8) | (b[offset + 2] << 16) | (b[offset + 3] << 24)) >>> 0;
   }
   write(_offset: number, _size: 1 | 2 | 4, _value: number): void {}
+  /** The ROM's bytes up to the last non-zero one (a machine's saved state keeps them, so a
+   *  restored machine does not depend on the images it was booted from). */
+  contents(): Uint8Array {
+    let n = this.image.length;
+    while (n > 0 && this.image[n - 1] === 0) n--;
+    return this.image.slice(0, n);
+  }
 }

@@ -1,7 +1,9 @@
 // The device tree of our virt board, node by node as QEMU 7.2 generates it for
 // `-machine virt -cpu rv64,h=false,zba=false,zbb=false,zbc=false,zbs=false`
 // (hw/riscv/virt.c), minus what we do not emulate: pmu, fw-cfg, flash, platform-bus and pci;
-// no rng-seed; `mmu-type` is sv39 (our MMU) and `riscv,isa` lists what our hart implements.
+// `mmu-type` is sv39 (our MMU) and `riscv,isa` lists what our hart implements. Like QEMU 7.2,
+// /chosen carries a fresh `rng-seed` (32 random bytes) on every boot, so that the guest's random
+// numbers differ between boots and between clones of one disk.
 // Nodes and properties come in the order QEMU's blob has them (libfdt inserts new nodes and
 // properties in front of older ones, so QEMU's order is the reverse of its code's), and
 // phandles are numbered the same way, so `dtc -I dtb -O dts` prints the same text for both.
@@ -20,6 +22,8 @@ export interface DeviceTreeParams {
   readonly initrd?: { readonly start: number; readonly end: number };
   /** OpenSSH public key lines for the guest's root (vmctl ssh), as /chosen/vmctl,ssh-authorized-keys. */
   readonly sshAuthorizedKeys?: string;
+  /** /chosen/rng-seed (QEMU: 32 bytes from its entropy source, per boot); none when absent. */
+  readonly rngSeed?: Uint8Array;
 }
 
 // Local interrupt numbers on the hart's interrupt controller (Priv spec 3.1.9, mip bits).
@@ -49,6 +53,7 @@ export function buildDeviceTree(p: DeviceTreeParams): Uint8Array {
     w.propCells('linux,initrd-end', p.initrd.end);
     w.propCells('linux,initrd-start', p.initrd.start);
   }
+  if (p.rngSeed) w.prop('rng-seed', p.rngSeed);
   if (p.bootargs !== undefined && p.bootargs !== '') w.propStrings('bootargs', p.bootargs);
   w.propStrings('stdout-path', `/soc/serial@${hex(UART0_BASE)}`);
   // vmctl's own: the key `vmctl ssh` logs in with, for the guest to install (like cloud-init's

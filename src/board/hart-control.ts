@@ -9,7 +9,8 @@
 //   LINES    interrupt lines driven by devices of the machine's thread (MSIP MTIP SEIP MEIP bits,
 //            as mip); the hart copies changes into its own mip between blocks
 //   REQ      requests from other harts: REQ_SSIP (SBI IPI), REQ_FENCE_I, REQ_SFENCE (remote
-//            fences), REQ_START (HSM hart_start, with START_*); the hart clears a bit once done
+//            fences), REQ_START (HSM hart_start, with START_*); the hart clears a bit once done.
+//            REQ_SAVE, from the machine's thread while the harts are held: post your state.
 //   RUNNING  1 while the hart executes guest code; a hart that sleeps, is stopped or held
 //            executes nothing, so a remote fence need not wait for it (it looks at REQ first
 //            when it runs again: it sets RUNNING before reading REQ, the requester sets REQ
@@ -25,7 +26,7 @@ export const START_PC_LO = 5, START_PC_HI = 6, START_ARG_LO = 7, START_ARG_HI = 
 export const RESP_SEQ = 9, RESP_LO = 10, RESP_HI = 11;
 const STRIDE = 16;
 
-export const REQ_SSIP = 1, REQ_FENCE_I = 2, REQ_SFENCE = 4, REQ_START = 8;
+export const REQ_SSIP = 1, REQ_FENCE_I = 2, REQ_SFENCE = 4, REQ_START = 8, REQ_SAVE = 16;
 /** SBI spec 9.1 hart states. */
 export const HSM_STARTED = 0, HSM_STOPPED = 1, HSM_START_PENDING = 2;
 
@@ -99,12 +100,20 @@ export class HartControl {
     Atomics.notify(this.words, CTRL);
     for (let h = 0; h < this.harts; h++) this.wake(h);
   }
-  /** A hart parks while the machine is paused (returns when it is not). */
-  hold(): void {
+  /** A hart parks while the machine is paused (returns when it is not); `whileHeld` runs each
+   *  time it is woken meanwhile (see nudgeHeld). */
+  hold(whileHeld?: () => void): void {
     Atomics.add(this.words, HELD, 1);
     Atomics.notify(this.words, HELD);
-    while (Atomics.load(this.words, CTRL) === CTRL_PAUSE) Atomics.wait(this.words, CTRL, CTRL_PAUSE, 1000);
+    while (Atomics.load(this.words, CTRL) === CTRL_PAUSE) {
+      whileHeld?.();
+      Atomics.wait(this.words, CTRL, CTRL_PAUSE, 1000);
+    }
     Atomics.sub(this.words, HELD, 1);
+  }
+  /** Wakes the parked harts (still paused) to look at their requests. */
+  nudgeHeld(): void {
+    Atomics.notify(this.words, CTRL);
   }
   /** Waits (at most `ms`) until `n` harts are parked; true when they are. */
   waitHeld(n: number, ms: number): boolean {

@@ -3,6 +3,13 @@
 // through VirtMachine (src/board/virt.ts); the machine reports back through MachineHost.
 
 import type { NetBackend } from '../net/nic.js';
+import type { HartState } from '../riscv/hart.js';
+import type { ClockState } from '../devices/clock.js';
+import type { ClintState } from '../devices/clint.js';
+import type { PlicState } from '../devices/plic.js';
+import type { UartState } from '../devices/uart16550.js';
+import type { RtcState } from '../devices/goldfish-rtc.js';
+import type { VirtioMmioState } from '../devices/virtio/mmio.js';
 
 export interface DiskAttachment {
   /** Absolute path of a raw image file. */
@@ -76,4 +83,48 @@ export interface MachineHost {
   /** Something outside the harts (a frame received from the network) raised an interrupt: an
    *  idle machine should run now rather than at its next timer. */
   wake?(): void;
+}
+
+/** What a saved machine state must match to be loaded: the board as the VM's definition builds
+ *  it (another memory size, hart count, firmware kind or disk set cannot take the state). */
+export interface BoardShape {
+  readonly harts: number;
+  readonly memoryBytes: number;
+  readonly firmware: FirmwareSpec['kind'];
+  /** Each attached disk as the guest sees it (the image files may change: snapshots add layers). */
+  readonly disks: readonly { readonly name: string; readonly readonly: boolean; readonly sectors: number }[];
+  /** Each network card's MAC. */
+  readonly nics: readonly string[];
+  /** The memory-mapped devices by name, in address order. */
+  readonly devices: readonly string[];
+}
+
+/** A whole machine at one instant, between two slices (VirtMachine.saveState): plain data apart
+ *  from RAM; src/vm/machine-state.ts writes it to a file and reads it back. */
+export interface MachineState {
+  readonly shape: BoardShape;
+  readonly board: {
+    readonly nextHart: number;
+    /** The boot ROM's bytes and the device tree as booted (base64): a restored machine does not
+     *  load its images again. */
+    readonly bootRom: string;
+    readonly dtb: string;
+    /** HTIF's tohost/fromhost addresses, when the booted ELF had them. */
+    readonly htif: { readonly tohost: number; readonly fromhost: number | null } | null;
+  };
+  readonly harts: readonly HartState[];
+  readonly devices: {
+    readonly clock: ClockState;
+    readonly clint: ClintState;
+    readonly plic: PlicState;
+    readonly uart: UartState;
+    readonly rtc: RtcState;
+    /** One per virtio-mmio slot (disks and network cards); null for an empty slot. (The test
+     *  finisher and the empty slots hold no state; a network card's host side, the user-mode
+     *  NAT or a switch port, is not saved: the guest's connections through it are gone after a
+     *  restore, as after a network outage, and its port forwards are set up again.) */
+    readonly virtio: readonly (VirtioMmioState | null)[];
+  };
+  /** The RAM chunks the guest touched (CHUNK_SIZE bytes each), by index from DRAM_BASE. */
+  readonly ram: readonly { readonly index: number; readonly bytes: Uint8Array }[];
 }

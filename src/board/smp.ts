@@ -18,14 +18,14 @@
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { GuestRam } from '../memory/ram.js';
 import { PhysicalMemoryMap, type MmioDevice, type MmioRegion } from '../memory/bus.js';
-import { Hart } from '../riscv/hart.js';
+import { Hart, type HartState } from '../riscv/hart.js';
 import { ReservationSet } from '../riscv/reservations.js';
 import { VirtClock } from '../devices/clock.js';
 import { BootRom } from './boot-rom.js';
 import { BuiltinSbi, raiseSsip, remoteFence, type SbiHarts } from './sbi/builtin-sbi.js';
 import type { PowerEvent } from './machine-types.js';
 import {
-  CTRL_PAUSE, CTRL_RUN, CTRL_STOP, HartControl, INSTRET, HSM, HSM_START_PENDING, HSM_STARTED, HSM_STOPPED, LINES, REQ, REQ_FENCE_I, REQ_SFENCE,
+  CTRL_PAUSE, CTRL_RUN, CTRL_STOP, HartControl, INSTRET, HSM, HSM_START_PENDING, HSM_STARTED, HSM_STOPPED, LINES, REQ, REQ_FENCE_I, REQ_SAVE, REQ_SFENCE,
   REQ_SSIP, REQ_START, RESP_HI, RESP_LO, RESP_SEQ, RUNNING, START_ARG_HI, START_ARG_LO, START_PC_HI, START_PC_LO, WAKE,
 } from './hart-control.js';
 
@@ -56,6 +56,8 @@ export interface HartThreadInit {
   readonly jit: boolean;
   /** The hart thread's end of its channel to the machine's thread. */
   readonly port: MessagePort;
+  /** A saved state to start from (a restored machine) instead of the boot state. */
+  readonly state?: HartState;
 }
 
 /** Messages from a hart thread to the machine's thread. */
@@ -67,6 +69,7 @@ export type HartMessage =
   | { k: 'power'; ev: PowerEvent }
   | { k: 'log'; m: string }
   | { k: 'ready' }                                                 // the thread built its hart
+  | { k: 'state'; s: HartState }                                   // its saved state (REQ_SAVE)
   | { k: 'wake' };                                                 // hart 0 has requests
 
 /** A running hart thread, as the machine sees it (src/vm makes them Worker threads). */
@@ -179,6 +182,8 @@ export class SmpHost {
   private closed = false;
   private readyThreads = 0;
   private started = false;
+  /** States the hart threads posted for a REQ_SAVE (collectStates). */
+  private readonly states: (HartState | undefined)[] = [];
 
   constructor(private readonly p: {
     harts: number;
@@ -210,15 +215,19 @@ export class SmpHost {
     return true;
   }
 
-  /** Starts harts 1..N-1 on their threads. */
-  start(spawn: StartHartThread, base: Omit<HartThreadInit, 'hartId' | 'port' | 'harts' | 'control'>): void {
+  /** Starts harts 1..N-1 on their threads (from `states[id]`, a restored machine's, when given). */
+  start(spawn: StartHartThread, init: Omit<HartThreadInit, 'hartId' | 'port' | 'harts' | 'control' | 'state'> & { states?: readonly HartState[] }): void {
+    const { states, ...base } = init;
     for (let id = 1; id < this.p.harts; id++) {
+      const state = states?.[id];
+      // The device lines the hart saw are in its state: the LINES word starts from them.
+      if (state) this.control.store(id, LINES, state.mipLines);
       const { port1: mine, port2: theirs } = new MessageChannel();
       // The event loop delivers a message when this thread was not polling (idle): handle it,
       // then whatever came after it, and let hart 0 look at its requests.
       mine.on('message', (m: HartMessage) => { this.handle(id, m); this.serve(); this.p.wake(); });
       this.ports.push(mine);
-      const t = spawn({ ...base, hartId: id, harts: this.p.harts, control: this.control.buffer, port: theirs });
+      const t = spawn({ ...base, hartId: id, harts: this.p.harts, control: this.control.buffer, port: theirs, ...(state ? { state } : {}) });
       t.onExit((error) => {
         if (this.closed) return;
         this.failure ??= error ? `hart ${id} thread crashed: ${error.stack ?? error.message}` : `hart ${id} thread ended unexpectedly`;
@@ -263,8 +272,30 @@ export class SmpHost {
       case 'power': this.p.power(m.ev); break;
       case 'log': this.p.log(m.m); break;
       case 'ready': this.readyThreads++; break;
+      case 'state': this.states[hartId] = m.s; break;
       case 'wake': break;
     }
+  }
+
+  /** The states of harts 1..N-1, asked of their threads (which must be held: hold()). */
+  collectStates(timeoutMs = 5000): HartState[] {
+    const c = this.control;
+    this.states.length = 0;
+    for (let h = 1; h < this.p.harts; h++) c.request(h, REQ_SAVE);
+    c.nudgeHeld();
+    const end = Date.now() + timeoutMs;
+    const out: HartState[] = [];
+    for (let h = 1; h < this.p.harts; h++) {
+      for (;;) {
+        this.serve();
+        const s = this.states[h];
+        if (s) { out.push(s); break; }
+        if (this.failure) throw new Error(this.failure);
+        if (Date.now() > end) throw new Error(`hart ${h} did not hand over its state within ${timeoutMs} ms`);
+        Atomics.wait(c.words, 0, c.ctrl, 1); // a short nap
+      }
+    }
+    return out;
   }
 
   /** Instructions retired by the hart threads. */
@@ -427,6 +458,10 @@ export class HartThread {
       });
       sbi.attach(hart);
     } else hart.setPc(init.bootPc);
+    if (init.state) {
+      hart.loadState(init.state);
+      this.lines = init.state.mipLines;
+    }
     this.link.post({ k: 'ready' });
   }
 
@@ -436,7 +471,12 @@ export class HartThread {
     for (;;) {
       const ctrl = c.ctrl;
       if (ctrl === CTRL_STOP) return;
-      if (ctrl === CTRL_PAUSE) { c.store(id, RUNNING, 0); c.hold(); continue; }
+      if (ctrl === CTRL_PAUSE) {
+        c.store(id, RUNNING, 0);
+        // While held, the machine's thread may ask for the hart's state (a save, a snapshot).
+        c.hold(() => { if (c.takeRequests(id, REQ_SAVE) !== 0) this.link.post({ k: 'state', s: h.saveState() }); });
+        continue;
+      }
       const seen = c.load(id, WAKE);
       c.store(id, RUNNING, 1);
       this.takeLines();

@@ -16,10 +16,11 @@
 // The device tree goes to the top 2 MiB-aligned spot below min(RAM end, 3 GiB), the initrd at
 // kernel + min(RAM/2, 128 MiB) (riscv_load_initrd): see boot-layout.ts.
 
+import { randomBytes } from 'node:crypto';
 import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
 import { FileRefused, readRegular } from '../host/regular-file.js';
 import { PhysicalMemoryMap, type MmioDevice } from '../memory/bus.js';
-import { Hart } from '../riscv/hart.js';
+import { Hart, type HartState } from '../riscv/hart.js';
 import { ReservationSet } from '../riscv/reservations.js';
 import { JitStats } from '../riscv/jit.js';
 import { VirtClock } from '../devices/clock.js';
@@ -30,10 +31,12 @@ import { GoldfishRtc } from '../devices/goldfish-rtc.js';
 import { TestFinisher } from '../devices/test-finisher.js';
 import { EmptyVirtioSlot } from '../devices/virtio-mmio-empty.js';
 import { VirtioBlkSlot } from '../devices/virtio/blk-slot.js';
+import { VirtioMmioDevice } from '../devices/virtio/mmio.js';
 import { VirtioNetSlot } from '../devices/virtio/net-slot.js';
 import { parseMac } from '../net/mac.js';
 import { UnpluggedBackend } from '../net/nic.js';
-import type { MachineConfig, MachineHost, PowerEvent } from './machine-types.js';
+import type { BlockBackend } from '../disk/block-backend.js';
+import type { BoardShape, MachineConfig, MachineHost, MachineState, PowerEvent } from './machine-types.js';
 import { buildDeviceTree } from './device-tree.js';
 import { BootRom, buildBootRom } from './boot-rom.js';
 import { loadImage, LoadError, type LoadedImage } from './loader.js';
@@ -41,7 +44,7 @@ import { fdtLoadAddress, initrdLoadAddress, kernelLoadAddress } from './boot-lay
 import { Htif } from './htif.js';
 import { BuiltinSbi } from './sbi/builtin-sbi.js';
 import { SharedHarts, SmpHost, type StartHartThread } from './smp.js';
-import { HSM, HSM_STOPPED } from './hart-control.js';
+import { HSM, HSM_STARTED, HSM_STOPPED } from './hart-control.js';
 import {
   BOOT_ROM_BASE, BOOT_ROM_SIZE, CLINT_BASE, CLINT_SIZE, DRAM_BASE, KERNEL_BASE_WITH_FIRMWARE, MAX_CPUS,
   PLIC_BASE, PLIC_SIZE, RTC_BASE, RTC_IRQ, RTC_SIZE, TEST_BASE, TEST_SIZE, UART0_BASE, UART0_IRQ, UART0_SIZE,
@@ -53,6 +56,38 @@ const MiB = 1024 * 1024;
 const SLICE = 20_000;
 
 export type RunState = 'running' | 'idle' | 'halted';
+
+let zeroChunk: Uint8Array | null = null;
+function isZeroChunk(c: Uint8Array): boolean {
+  zeroChunk ??= new Uint8Array(CHUNK_SIZE);
+  return Buffer.from(c.buffer, c.byteOffset, c.byteLength).equals(zeroChunk);
+}
+
+/** A saved machine state that does not fit the machine (another memory size, disk set, ...). */
+export class MachineStateMismatch extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MachineStateMismatch';
+  }
+}
+
+const sizeText = (b: number): string => (b % MiB === 0 ? `${b / MiB} MiB` : `${b} bytes`);
+
+/** What differs between a saved board and this one, in words; null when they match. */
+export function describeMismatch(saved: BoardShape, now: BoardShape): string | null {
+  const d: string[] = [];
+  if (saved.harts !== now.harts) d.push(`${saved.harts} cpus (the VM has ${now.harts})`);
+  if (saved.memoryBytes !== now.memoryBytes) d.push(`${sizeText(saved.memoryBytes)} of memory (the VM has ${sizeText(now.memoryBytes)})`);
+  if (saved.firmware !== now.firmware) d.push(`firmware ${saved.firmware} (the VM has ${now.firmware})`);
+  const disk = (x: BoardShape['disks'][number]) => `${x.name} (${x.sectors * 512} bytes${x.readonly ? ', read-only' : ''})`;
+  const sd = saved.disks.map(disk).join(', ') || 'none';
+  const nd = now.disks.map(disk).join(', ') || 'none';
+  if (sd !== nd) d.push(`disks ${sd} (the VM has ${nd})`);
+  const sn = saved.nics.join(', ') || 'none', nn = now.nics.join(', ') || 'none';
+  if (sn !== nn) d.push(`network cards ${sn} (the VM has ${nn})`);
+  if (saved.devices.join(',') !== now.devices.join(',')) d.push(`devices ${saved.devices.join(', ')} (this vmctl's board has ${now.devices.join(', ')})`);
+  return d.length === 0 ? null : `the saved state was taken with ${d.join('; ')}`;
+}
 
 export class VirtMachine {
   readonly ram: GuestRam;
@@ -68,6 +103,9 @@ export class VirtMachine {
   private readonly closers: (() => void)[] = [];
   private readonly nics: VirtioNetSlot[] = [];
   private htif: Htif | null = null;
+  private htifAt: { tohost: number; fromhost: number | null } | null = null;
+  /** The virtio-blk slots by index (null: no disk there). */
+  private readonly blkSlots: (VirtioBlkSlot | null)[] = [];
   private firmwareImage: LoadedImage | null = null;
   private sbi: BuiltinSbi | null = null;
   private halted = false;
@@ -81,7 +119,7 @@ export class VirtMachine {
    *  device access or request, while this thread may be idle). */
   onWake: () => void = () => {};
 
-  private constructor(readonly config: MachineConfig, private readonly host: MachineHost, threads?: StartHartThread) {
+  private constructor(readonly config: MachineConfig, private readonly host: MachineHost, threads?: StartHartThread, saved?: MachineState) {
     if (!Number.isInteger(config.cpus) || config.cpus < 1 || config.cpus > MAX_CPUS) {
       throw new RangeError(`cpus must be 1..${MAX_CPUS}, got ${config.cpus}`);
     }
@@ -126,14 +164,16 @@ export class VirtMachine {
     this.mem.addDevice(UART0_BASE, UART0_SIZE, 'uart0', this.uart);
     try {
       this.attachVirtioSlots();
-      this.dtbBytes = this.load();
-      if (this.smp && threads) this.startHartThreads(threads, reservations);
+      this.dtbBytes = saved ? this.loadState(saved) : this.load();
+      if (this.smp && threads) this.startHartThreads(threads, reservations, saved?.harts);
     } catch (e) {
       this.close(); // release the disk images opened so far (locks, file handles)
       throw e;
     }
+    // A restored machine's clock stays paused at the saved mtime until its runtime resumes it.
     // With hart threads, time starts when they are all up (run()).
-    if (this.smp === null) this.clock.resume();
+    if (saved) this.clockPaused = true;
+    else if (this.smp === null) this.clock.resume();
   }
 
   /** `threads`: how to start a thread for a hart (src/vm gives worker threads); without it, every
@@ -142,7 +182,14 @@ export class VirtMachine {
     return new VirtMachine(cfg, host, threads);
   }
 
-  private startHartThreads(threads: StartHartThread, reservations: ReservationSet): void {
+  /** A machine built from `cfg` and put into a saved state instead of booting: it goes on where
+   *  the saved one stopped (its clock paused at the saved mtime: resumeClock() to run). Throws
+   *  MachineStateMismatch when the state does not fit `cfg` (nothing is left open then). */
+  static restore(cfg: MachineConfig, host: MachineHost, state: MachineState, threads?: StartHartThread): VirtMachine {
+    return new VirtMachine(cfg, host, threads, state);
+  }
+
+  private startHartThreads(threads: StartHartThread, reservations: ReservationSet, states?: readonly HartState[]): void {
     const smp = this.smp!;
     const h0 = this.harts[0];
     smp.start(threads, {
@@ -155,6 +202,7 @@ export class VirtMachine {
       builtinSbi: this.sbi ? { trapSink: BOOT_ROM_BASE, uartBase: UART0_BASE } : null,
       bootPc: BOOT_ROM_BASE,
       jit: h0.jitEnabled,
+      ...(states ? { states } : {}),
     });
   }
 
@@ -172,12 +220,14 @@ export class VirtMachine {
       const base = VIRTIO_BASE + i * VIRTIO_SIZE;
       const irq = (l: boolean): void => this.plic.setLevel(VIRTIO_IRQ + i, l);
       let device: MmioDevice = new EmptyVirtioSlot();
+      this.blkSlots[i] = null;
       const disk = disks[i];
       const nicIndex = VIRTIO_COUNT - 1 - i;
       const nic = nics[nicIndex];
       if (disk) {
         const slot = new VirtioBlkSlot({ disk, ram: this.ram, base, irq, log: (m) => this.host.log(m) });
         this.closers.push(() => slot.close());
+        this.blkSlots[i] = slot;
         device = slot.device;
       } else if (nic) {
         const mac = parseMac(nic.mac);
@@ -247,7 +297,12 @@ export class VirtMachine {
       initrd = { start, end: start + data.length };
     }
 
-    const dtb = buildDeviceTree({ cpus: cfg.cpus, memoryBytes: cfg.memoryBytes, bootargs: cfg.cmdline, initrd, sshAuthorizedKeys: cfg.sshAuthorizedKeys });
+    // A fresh seed on every boot (as QEMU 7.2's virt board): clones of one disk, and every boot
+    // of one VM, start their random number generators apart.
+    const dtb = buildDeviceTree({
+      cpus: cfg.cpus, memoryBytes: cfg.memoryBytes, bootargs: cfg.cmdline, initrd, sshAuthorizedKeys: cfg.sshAuthorizedKeys,
+      rngSeed: new Uint8Array(randomBytes(32)),
+    });
     const fdtAddr = fdtLoadAddress(cfg.memoryBytes, dtb.length);
     if (fdtAddr < DRAM_BASE || (kernel && fdtAddr < kernel.end) || (initrd && fdtAddr < initrd.end)) {
       throw new LoadError('(config)', `not enough memory (${cfg.memoryBytes / MiB} MiB) for kernel, initrd and device tree`);
@@ -257,38 +312,147 @@ export class VirtMachine {
     if (fw.kind === 'builtin') {
       // No M-mode code runs with the builtin SBI; mtvec points at a `j .` in the ROM so that an
       // unexpected M-mode trap parks the hart where run() notices it (see checkBuiltinTrap).
-      const park = new Uint8Array([0x6f, 0x00, 0x00, 0x00]);
-      this.romImage = park;
-      this.mem.addDevice(BOOT_ROM_BASE, BOOT_ROM_SIZE, 'boot-rom', new BootRom(park, BOOT_ROM_SIZE));
-      const smp = this.smp;
-      if (smp) for (let h = 0; h < cfg.cpus; h++) smp.control.store(h, HSM, HSM_STOPPED);
-      const h0 = this.harts[0];
-      this.sbi = new BuiltinSbi({
-        harts: smp ? new SharedHarts(smp.control, h0, () => {}, () => smp.beforeHart0(h0)) : this.harts,
-        putchar: (b) => this.out.push(b),
-        getchar: () => ((this.uart.read(5, 1) & 1) ? this.uart.read(0, 1) : -1),
-        power: (ev) => this.power(ev),
-        trapSink: BOOT_ROM_BASE,
-        ramBase: DRAM_BASE,
-        ramSize: cfg.memoryBytes,
-      });
-      if (smp) this.sbi.attach(h0);
-      this.sbi.boot(kernel!.entry, fdtAddr);
+      this.attachBootRom(new Uint8Array([0x6f, 0x00, 0x00, 0x00]));
+      if (this.smp) for (let h = 0; h < cfg.cpus; h++) this.smp.control.store(h, HSM, HSM_STOPPED);
+      this.attachBuiltinSbi().boot(kernel!.entry, fdtAddr);
     } else {
       const startAddr = fw.kind === 'file' ? DRAM_BASE : kernel!.entry;
-      const rom = buildBootRom({ startAddr, fdtAddr, nextAddr: kernel ? kernel.entry : KERNEL_BASE_WITH_FIRMWARE });
-      this.romImage = rom;
-      this.mem.addDevice(BOOT_ROM_BASE, BOOT_ROM_SIZE, 'boot-rom', new BootRom(rom, BOOT_ROM_SIZE));
+      this.attachBootRom(buildBootRom({ startAddr, fdtAddr, nextAddr: kernel ? kernel.entry : KERNEL_BASE_WITH_FIRMWARE }));
       for (const h of this.harts) h.setPc(BOOT_ROM_BASE);
     }
     return dtb;
   }
 
+  private attachBootRom(rom: Uint8Array): void {
+    this.romImage = rom;
+    this.mem.addDevice(BOOT_ROM_BASE, BOOT_ROM_SIZE, 'boot-rom', new BootRom(rom, BOOT_ROM_SIZE));
+  }
+
+  /** The builtin SBI, taking this thread's harts (hart threads attach theirs: smp.ts). */
+  private attachBuiltinSbi(): BuiltinSbi {
+    const smp = this.smp;
+    const h0 = this.harts[0];
+    this.sbi = new BuiltinSbi({
+      harts: smp ? new SharedHarts(smp.control, h0, () => {}, () => smp.beforeHart0(h0)) : this.harts,
+      putchar: (b) => this.out.push(b),
+      getchar: () => ((this.uart.read(5, 1) & 1) ? this.uart.read(0, 1) : -1),
+      power: (ev) => this.power(ev),
+      trapSink: BOOT_ROM_BASE,
+      ramBase: DRAM_BASE,
+      ramSize: this.config.memoryBytes,
+    });
+    if (smp) this.sbi.attach(h0);
+    return this.sbi;
+  }
+
   private watchHtif(img: LoadedImage): void {
     if (img.tohost === undefined || this.htif) return;
-    this.htif = new Htif(this.ram, img.tohost, img.fromhost, (b) => this.out.push(b), (code) =>
+    this.attachHtif(img.tohost, img.fromhost ?? null);
+  }
+
+  private attachHtif(tohost: number, fromhost: number | null): void {
+    this.htifAt = { tohost, fromhost };
+    this.htif = new Htif(this.ram, tohost, fromhost ?? undefined, (b) => this.out.push(b), (code) =>
       this.power({ kind: 'poweroff', code: code & 0xff, source: 'htif', failed: code !== 0 }));
-    this.mem.watchWrites(img.tohost, 8, (paddr, size) => this.htif!.onWrite(paddr, size));
+    this.mem.watchWrites(tohost, 8, (paddr, size) => this.htif!.onWrite(paddr, size));
+  }
+
+  // ---- saved state ----
+
+  /** The board as this machine was built: what a saved state must match. */
+  shape(): BoardShape {
+    return {
+      harts: this.config.cpus,
+      memoryBytes: this.config.memoryBytes,
+      firmware: this.config.firmware.kind,
+      disks: this.config.disks.map((d, i) => ({ name: d.name, readonly: d.readonly, sectors: this.blkSlots[i]!.blk.backend.sectorCount() })),
+      nics: (this.config.nics ?? []).map((n) => n.mac),
+      devices: this.mem.listDevices().map((r) => r.name),
+    };
+  }
+
+  /**
+   * The whole machine at this instant (between two run() calls: no hart of this thread is inside
+   * a block, and no virtio request is in flight, since a notify serves its requests before the
+   * store that made it retires). Harts on threads of their own are held meanwhile (and asked for
+   * their state). `copyRam`: RAM chunks are copied, so the machine may run on while the state is
+   * written; otherwise they are the live chunks (the machine must not run until it is written).
+   * All-zero chunks are left out. Console output pending is delivered first.
+   */
+  saveState(copyRam: boolean): MachineState {
+    this.flushOutput();
+    const smp = this.smp;
+    const held = smp !== null && smp.running && !this.clockPaused;
+    if (held && !smp.hold(1000)) throw new Error('a hart thread did not stop within 1 s');
+    try {
+      const harts: HartState[] = [this.harts[0].saveState(), ...(smp ? smp.collectStates() : this.harts.slice(1).map((h) => h.saveState()))];
+      const ram: { index: number; bytes: Uint8Array }[] = [];
+      for (let index = 0; index < this.ram.chunkCount; index++) {
+        const c = this.ram.existing(index);
+        if (c !== undefined && !isZeroChunk(c)) ram.push({ index, bytes: copyRam ? c.slice() : c });
+      }
+      return {
+        shape: this.shape(),
+        board: {
+          nextHart: this.nextHart,
+          bootRom: Buffer.from(this.romImage).toString('base64'),
+          dtb: Buffer.from(this.dtbBytes).toString('base64'),
+          htif: this.htifAt,
+        },
+        harts,
+        devices: {
+          clock: this.clock.saveState(),
+          clint: this.clint.saveState(),
+          plic: this.plic.saveState(),
+          uart: this.uart.saveState(),
+          rtc: this.rtc.saveState(),
+          virtio: this.mem.listDevices().filter((r) => r.name.startsWith('virtio-mmio@')).map((r) => (r.device instanceof VirtioMmioDevice ? r.device.saveState() : null)),
+        },
+        ram,
+      };
+    } finally {
+      if (held) smp.release();
+    }
+  }
+
+  /** Puts the freshly built machine into `s` (instead of load()); returns the saved DTB. Harts
+   *  on threads of their own get their states when their threads start. */
+  private loadState(s: MachineState): Uint8Array {
+    // The boot ROM is part of the board: add it before comparing the device lists.
+    this.attachBootRom(new Uint8Array(Buffer.from(s.board.bootRom, 'base64')));
+    const problem = describeMismatch({ ...s.shape, nics: s.shape.nics ?? [] }, this.shape());
+    if (problem !== null) throw new MachineStateMismatch(problem);
+    if (s.harts.length !== this.config.cpus) throw new MachineStateMismatch(`the saved state has ${s.harts.length} harts`);
+    if (this.config.firmware.kind === 'builtin') {
+      if (this.smp) s.harts.forEach((h, i) => this.smp!.control.store(i, HSM, h.halted ? HSM_STOPPED : HSM_STARTED));
+      this.attachBuiltinSbi();
+    }
+    if (s.board.htif) this.attachHtif(s.board.htif.tohost, s.board.htif.fromhost);
+    for (const { index, bytes } of s.ram) {
+      if (index < 0 || index >= this.ram.chunkCount || bytes.length !== CHUNK_SIZE) throw new MachineStateMismatch(`RAM chunk ${index} does not fit ${this.ram.size} bytes of RAM`);
+      this.ram.chunk(index).set(bytes);
+    }
+    this.harts.forEach((h) => h.loadState(s.harts[h.hartId]));
+    const d = s.devices;
+    this.clock.loadState(d.clock);
+    this.clint.loadState(d.clint);
+    this.plic.loadState(d.plic);
+    this.uart.loadState(d.uart);
+    this.rtc.loadState(d.rtc);
+    const slots = this.mem.listDevices().filter((r) => r.name.startsWith('virtio-mmio@'));
+    slots.forEach((r, i) => {
+      const v = d.virtio[i] ?? null;
+      const here = r.device instanceof VirtioMmioDevice ? r.device : null;
+      if ((here === null) !== (v === null)) throw new MachineStateMismatch(`virtio slot ${i} differs`);
+      here?.loadState(v!);
+    });
+    this.nextHart = s.board.nextHart % this.harts.length;
+    return new Uint8Array(Buffer.from(s.board.dtb, 'base64'));
+  }
+
+  /** Makes every completed disk write durable (fsync). */
+  flushDisks(): void {
+    for (const s of this.blkSlots) s?.blk.backend.flush();
   }
 
   private power(ev: PowerEvent): void {
@@ -316,7 +480,9 @@ export class VirtMachine {
     this.uart.poll();
   }
 
-  run(budgetMs: number): RunState {
+  /** Runs the harts for about `budgetMs` of host time (or, for tests that need runs to repeat
+   *  exactly, until the harts of this thread have retired `maxInstructions`). */
+  run(budgetMs: number, maxInstructions = Infinity): RunState {
     if (this.halted) return 'halted';
     const smp = this.smp;
     if (smp !== null) {
@@ -329,16 +495,17 @@ export class VirtMachine {
     const deadline = performance.now() + budgetMs;
     const harts = this.harts;
     const n = harts.length;
+    let left = maxInstructions;
     try {
       for (;;) {
         this.pollTimers();
         let active = 0;
         if (smp !== null) smp.hart0Running(true, harts[0]);
-        for (let k = 0; k < n && !this.halted; k++) {
+        for (let k = 0; k < n && !this.halted && left > 0; k++) {
           const h = harts[(this.nextHart + k) % n];
           if (smp !== null) smp.beforeHart0(h);
           if (h.halted) continue;
-          h.run(SLICE);
+          left -= h.run(left < SLICE ? left : SLICE);
           if (this.sbi !== null && h.mode === 3) this.builtinTrapped(h);
           if (!h.waiting && !h.halted) active++;
         }
@@ -353,7 +520,7 @@ export class VirtMachine {
             return 'idle';
           }
         }
-        if (performance.now() >= deadline) return 'running';
+        if (left <= 0 || performance.now() >= deadline) return 'running';
       }
     } finally {
       this.flushOutput();
@@ -418,6 +585,37 @@ export class VirtMachine {
   jitStats(): JitStats {
     const s = new JitStats();
     for (const h of this.harts) s.add(h.jitStats);
+    return s;
+  }
+
+  /** Puts other images behind disks (by slot index; the guest sees the same disks), between two
+   *  run() calls. `onCurrent`: each is a new overlay over the disk's current top (a snapshot),
+   *  which stays open as its backing image; those old tops are returned (to be flushed). */
+  reopenDisks(paths: readonly { readonly index: number; readonly path: string }[], onCurrent = false): BlockBackend[] {
+    // All or nothing: every new image is opened before any disk switches.
+    const opened: { slot: VirtioBlkSlot; b: BlockBackend; path: string }[] = [];
+    try {
+      for (const { index, path } of paths) opened.push({ slot: this.slot(index), b: this.slot(index).open(path, onCurrent), path });
+    } catch (e) {
+      // Closing a new overlay would close the top it was built on: leave those to be collected.
+      if (!onCurrent) for (const o of opened) o.b.close();
+      throw e;
+    }
+    return opened.flatMap((o) => o.slot.swap(o.b, o.path, onCurrent) ?? []);
+  }
+
+  /** Closes every disk for a while (their files are being merged); attachDisks opens them. */
+  detachDisks(): void {
+    for (const s of this.blkSlots) s?.detach();
+  }
+
+  attachDisks(paths: readonly { readonly index: number; readonly path: string }[]): void {
+    this.reopenDisks(paths);
+  }
+
+  private slot(index: number): VirtioBlkSlot {
+    const s = this.blkSlots[index];
+    if (!s) throw new RangeError(`no disk in virtio slot ${index}`);
     return s;
   }
 

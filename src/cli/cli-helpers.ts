@@ -7,7 +7,7 @@ import { durationProblem, parseDuration } from '../config/units.js';
 import { parseVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
 import { readYamlFile } from '../config/yaml-schema.js';
 import type { ProtocolClient } from '../protocol/client.js';
-import type { EventMessage, StopPath } from '../protocol/messages.js';
+import { isActiveState, type EventMessage, type StopPath } from '../protocol/messages.js';
 import { CliError, EXIT } from './exit-codes.js';
 
 /**
@@ -74,13 +74,14 @@ export function stopText(name: string, path: StopPath, state: string): string {
     case 'guest-poweroff': return `Typed the shutdown command; VM ${name} powered off by itself`;
     case 'timeout-poweroff': return `VM ${name} did not power off in time after the shutdown command; powered off`;
     case 'poweroff': return `Powered off VM ${name}`;
+    case 'discarded-state': return `Discarded the saved state of VM ${name}; it is stopped`;
   }
 }
 
 /** True for the event that ends a VM's run for its watchers (console, wait, start --wait-for): it
- *  stopped or aborted, and no new boot follows (a reset or `vmctl restart` keeps them attached). */
+ *  stopped, aborted or was saved, and no new boot follows (a reset or `vmctl restart` keeps them attached). */
 export function vmEnded(e: EventMessage): boolean {
-  return e.event === 'state' && (e.data.state === 'stopped' || e.data.state === 'aborted') && e.data.restarting !== true;
+  return e.event === 'state' && !isActiveState(e.data.state as string) && e.data.restarting !== true;
 }
 
 /** "1 cpu", "2 cpus". */

@@ -27,6 +27,7 @@ export function exitCodeForClass(c: ErrorClass): number {
     case 'InvalidParams':
       return EXIT.usage;
     case 'NoSuchVm':
+    case 'NoSuchSnapshot':
       return EXIT.noSuchVm;
     case 'WrongState':
     case 'AlreadyExists': // the name is taken: the same answer as starting a running VM

@@ -2,7 +2,9 @@
 // only on a TTY, JSON untouched by either.
 
 import { Chalk, type ChalkInstance } from 'chalk';
+import Table from 'cli-table3';
 import ora, { type Ora } from 'ora';
+import { createInterface } from 'node:readline/promises';
 
 function colorLevel(stream: NodeJS.WriteStream): 0 | 1 | 2 | 3 {
   const noColor = process.env.NO_COLOR;
@@ -35,6 +37,28 @@ export function spinner(text: string, enabled = true): Spinner {
   };
 }
 
+/** Asks a yes/no question on the terminal (stderr); true only for an answer starting with y. */
+export async function confirm(question: string): Promise<boolean> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = await rl.question(question);
+    return /^\s*y/i.test(answer);
+  } finally {
+    rl.close();
+  }
+}
+
+/** A borderless table (columns two spaces apart, bold headings), as `list` prints it. */
+export function columns(head: readonly string[], rows: readonly string[][]): string {
+  const table = new Table({
+    head: head.map((h) => out.bold(h)),
+    style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
+    chars: { top: '', 'top-mid': '', 'top-left': '', 'top-right': '', bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '', left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: '  ' },
+  });
+  for (const r of rows) table.push(r);
+  return `${table.toString().split('\n').map((l) => l.trimEnd()).join('\n')}\n`;
+}
+
 export function printJson(v: unknown): void {
   process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
 }
@@ -46,6 +70,7 @@ export function stateColor(state: string): string {
     case 'aborted': return out.red(state);
     case 'starting':
     case 'stopping': return out.cyan(state);
+    case 'saved': return out.blue(state);
     default: return out.dim(state);
   }
 }

@@ -13,6 +13,7 @@ import { register as registerLogs } from './commands/logs.js';
 import { register as registerPort } from './commands/port.js';
 import { register as registerRun } from './commands/run.js';
 import { register as registerSchema } from './commands/schema.js';
+import { register as registerSnapshot } from './commands/snapshot.js';
 import { register as registerSsh } from './commands/ssh.js';
 import { register as registerValidate } from './commands/validate.js';
 import { err } from './output.js';
@@ -20,6 +21,7 @@ import { VERSION } from './version.js';
 
 const GROUPS: ((program: Command) => void)[] = [
   registerLifecycle,
+  registerSnapshot,
   registerInspect,
   registerConsole,
   registerLogs,

@@ -4,8 +4,25 @@
 import { closeSync, constants as fsc, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
+/** A new temporary name next to `path` (".NAME.PID.RANDOM.tmp"): never taken for the real file,
+ *  and recognisable (isTempFileFor) to clean up what a killed process left. */
+export function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2, 8)}.tmp`);
+}
+
+/** Is `name` (a file name in the same folder) a temporary file of tempPathFor(path)? */
+export function isTempFileFor(path: string, name: string): boolean {
+  return name.startsWith(`.${basename(path)}.`) && name.endsWith('.tmp');
+}
+
+/** Moves a complete, fsynced `tmp` into place over `path`, durably. */
+export function renameIntoPlace(tmp: string, path: string): void {
+  renameSync(tmp, path);
+  fsyncDir(dirname(path));
+}
+
 export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2, 8)}.tmp`);
+  const tmp = tempPathFor(path);
   const fd = openSync(tmp, 'wx', mode);
   try {
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
@@ -18,8 +35,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 
     throw e;
   }
   closeSync(fd);
-  renameSync(tmp, path);
-  fsyncDir(dirname(path));
+  renameIntoPlace(tmp, path);
 }
 
 export function fsyncDir(dir: string): void {

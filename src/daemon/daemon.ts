@@ -152,6 +152,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     const lostWorkers = new Set<string>();
     const workerEnv = {
       home: paths.home,
+      version: opts.version,
       workerPath: opts.workerPath,
       hartWorkerPath: opts.hartWorkerPath,
       serialLogMaxBytes: settings.serialLogMaxBytes,

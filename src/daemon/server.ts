@@ -1,16 +1,18 @@
 // The daemon's socket server: one Connection per client, requests dispatched to the registry,
 // events fanned out to subscribers.
 
+import { statSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { ConfigErrors } from '../config/errors.js';
 import { encodeFrame, LineDecoder, MAX_LINE_BYTES } from '../protocol/framing.js';
 import {
   parseRequest, PROTOCOL_VERSION, ProtocolFailure, validId,
-  type DaemonStatus, type ErrorBody, type EventMessage, type EventName, type MethodName, type StopReport,
+  type DaemonStatus, type ErrorBody, type EventMessage, type EventName, type MethodName, type StopReport, type SnapshotInfo,
 } from '../protocol/messages.js';
 import { DEFAULT_FORWARD_ADDRESS, guestPortProblem, parseHostEndpoint } from '../net/forward-spec.js';
 import type { Registry } from './registry.js';
 import { bootsIn, readSerialLayout, readSerialRange, selectRange, SelectionError, tailStart, type LogSelection } from './serial-log.js';
+import type { Snapshot } from './snapshots.js';
 import type { VmInstance } from './vm-instance.js';
 
 /** A client that reads too slowly is dropped rather than buffered without bound. */
@@ -153,12 +155,12 @@ export class Connection {
         return vm().info();
       case 'vm.start': {
         const v = vm();
-        await v.start();
+        await v.start({ discardState: p.discardState === true });
         return v.info();
       }
       case 'vm.stop': {
         const v = vm();
-        const path = await v.stop(p.force === true, v.stopTimeoutMs(p.timeoutSeconds as number | undefined));
+        const path = await v.stop(p.force === true, v.stopTimeoutMs(p.timeoutSeconds as number | undefined), p.discardState === true);
         return { path, ...v.info() };
       }
       case 'vm.restart': {
@@ -170,6 +172,11 @@ export class Connection {
         const v = vm();
         await v.reset();
         return v.info();
+      }
+      case 'vm.save': {
+        const v = vm();
+        const r = await v.saveMachine();
+        return { ...v.info(), saveSeconds: r.ms / 1000 };
       }
       case 'vm.pause': {
         const v = vm();
@@ -191,17 +198,27 @@ export class Connection {
           const why = disks === undefined ? reg.unsaidDiskData(v) : null;
           if (why) throw new ProtocolFailure('WrongState', why);
         };
+        v.checkNotBusy('delete it');
+        // Linked clones built on its layers: refused (or flattened) before anything changes.
+        const clones = reg.checkClones(v, p.flattenClones === true);
         refuseUnsaid();
+        // (and a kept disk must be one that survives the folder's removal)
+        if (disks === 'keep') reg.checkDeletable(v, 'keep');
         if (v.active) {
           if (p.force !== true) throw new ProtocolFailure('WrongState', `VM ${v.name} is ${v.state}; stop it first or use --force`);
           reg.checkDeletable(v, disks === 'keep' ? 'keep' : 'delete'); // refused before the VM is stopped for it
           await v.powerOff('delete');
           refuseUnsaid();
         }
+        for (const c of clones) reg.flattenClone(c, v);
         const result = reg.delete(v, disks === 'keep' ? 'keep' : 'delete');
         this.ctx.log(`vm ${v.name}: removed by a client`);
         this.ctx.vmDeleted(v.name);
         return { deleted: v.name, disks: result };
+      }
+      case 'vm.clone': {
+        const v = await reg.clone(vm(), p.newName as string, { snapshot: p.snapshot as string | undefined, linked: p.linked === true });
+        return v.info();
       }
       case 'vm.consoleInput': {
         const v = vm();
@@ -229,6 +246,25 @@ export class Connection {
         const v = vm();
         const { applies, warnings } = await reg.redefine(v, p.file as string, p.text as string, p.base as string | undefined);
         return { ...v.info(), applies, warnings };
+      }
+      case 'snapshot.take': {
+        const v = vm();
+        const s = await v.takeSnapshot(p.snapshot as string | undefined, (p.description as string | undefined) ?? '');
+        return { snapshot: snapshotInfo(v, s), vm: v.info(), ...(s.warning ? { warning: s.warning } : {}) };
+      }
+      case 'snapshot.list': {
+        const v = vm();
+        return { current: v.tree.snapshots.find((s) => s.id === v.tree.current)?.name ?? null, snapshots: v.tree.snapshots.map((s) => snapshotInfo(v, s)) };
+      }
+      case 'snapshot.restore': {
+        const v = vm();
+        await v.restoreSnapshot(p.snapshot as string, p.force === true);
+        return v.info();
+      }
+      case 'snapshot.delete': {
+        const v = vm();
+        await v.deleteSnapshot(p.snapshot as string, (files) => reg.usersOf(files, v));
+        return { deleted: p.snapshot, vm: v.info() };
       }
       case 'vm.dtb':
         return { data: Buffer.from(await vm().dtb()).toString('base64') };
@@ -259,6 +295,24 @@ export class Connection {
   get isClosed(): boolean {
     return this.closed;
   }
+}
+
+/** A snapshot as `snapshot list` shows it. */
+function snapshotInfo(v: VmInstance, s: Snapshot): SnapshotInfo {
+  const t = v.tree;
+  const byId = (id: string | null) => (id === null ? null : t.snapshots.find((x) => x.id === id)?.name ?? null);
+  const diskBytes = s.disks.reduce((n, d) => n + allocatedBytes(d.path), 0);
+  return {
+    name: s.name, id: s.id, parent: byId(s.parent), children: t.children(s.id).map((c) => c.name),
+    createdAt: s.createdAt, description: s.description, vmState: s.vmState, withState: s.state !== null,
+    stateBytes: s.state?.bytes ?? 0, diskBytes, sizeBytes: diskBytes + (s.state?.bytes ?? 0),
+    current: t.current === s.id, pauseSeconds: s.pauseMs === null ? null : s.pauseMs / 1000,
+    disks: s.disks.map((d) => ({ name: d.name, layer: d.path })),
+  };
+}
+
+function allocatedBytes(path: string): number {
+  try { return statSync(path).blocks * 512; } catch { return 0; }
 }
 
 /** vm.log: the serial log, or the part of it a selection (boot, since, tail) picks, with where

@@ -2,22 +2,23 @@
 // the worker thread that hosts its machine. All state changes go through here and are persisted
 // atomically before they are announced.
 
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { MachineConfig, NicAttachment, PortForward, PowerEvent } from '../board/machine-types.js';
 import { VIRTIO_COUNT as VIRTIO_SLOTS } from '../board/memory-map.js';
 import { defaultMac } from '../net/mac.js';
 import { ensureSshKey, sshKeyPaths } from './ssh-key.js';
-import type { VmDefinition } from '../config/vm-definition.js';
+import { serializeVmDefinition, type VmDefinition } from '../config/vm-definition.js';
 import { DiskError } from '../disk/errors.js';
 import { imageInfo, lockDiskChains } from '../disk/image.js';
-import type { DiskLock } from '../disk/lock.js';
+import { canonicalImagePath, type DiskLock } from '../disk/lock.js';
 import { FileRefused, readRegular } from '../host/regular-file.js';
-import { ProtocolFailure, type DiskInfo, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
+import { isActiveState, ProtocolFailure, type DiskInfo, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
-import { writeFileAtomic } from './atomic.js';
+import { isTempFileFor, renameIntoPlace, tempPathFor, writeFileAtomic } from './atomic.js';
 import { SerialLog } from './serial-log.js';
+import { SnapshotTree, type Snapshot } from './snapshots.js';
 
 export interface PersistedState {
   /** The VM's identity (RFC 4122 version 4), given at create; older VMs get one when first loaded. */
@@ -32,7 +33,19 @@ export interface PersistedState {
   /** Disk images vmctl created on `create` (removed by `delete`); others are never touched. */
   createdDisks: string[];
   instructionsRetired: number | null;
+  /** The machine state `vmctl save` wrote (SAVED_STATE_FILE in the VM's folder); null when none. */
+  savedState?: SavedStateRecord | null;
+  /** What the VM was cloned from (`vmctl clone`). */
+  clonedFrom?: { readonly vm: string; readonly snapshot: string | null; readonly linked: boolean } | null;
 }
+
+export interface SavedStateRecord {
+  readonly bytes: number;
+  readonly savedAt: string;
+}
+
+/** Where `vmctl save` keeps a VM's machine state, in the VM's folder. */
+export const SAVED_STATE_FILE = 'saved.vmstate';
 
 export type VmEvent =
   /** `restarting`: this `stopped` is followed by a new boot (a guest or `vmctl reset`, `vmctl
@@ -45,6 +58,8 @@ export type VmEvent =
 export interface InstanceEnv {
   /** VMCTL_HOME (recorded in disk locks, so `vmctl disk info` can say which daemon holds an image). */
   readonly home: string;
+  /** vmctl's version (recorded in machine-state files). */
+  readonly version: string;
   readonly workerPath: string;
   /** The hart thread script, when not the one next to the VM worker's bundle. */
   readonly hartWorkerPath?: string;
@@ -82,6 +97,8 @@ export class VmInstance {
   private deleting = false;
   /** Failed serial.log writes this boot (only the first is logged as it happens). */
   private serialErrors = 0;
+  /** `vmctl save` is writing the state or winding the worker down afterwards. */
+  private saving = false;
   private workerDone: Promise<void> = Promise.resolve();
   /** Ends the current boot as if its worker had exited, when the worker cannot be ended. */
   private abandonWorker: ((why: string) => void) | null = null;
@@ -91,12 +108,52 @@ export class VmInstance {
    *  and its disks are released (a guest reboot keeps the running definition and its locks). */
   private nextDef: VmDefinition | null = null;
 
+  /** The operation that holds the VM (a snapshot, a save): others wait for it to end. */
+  private busy: string | null = null;
+  private treeObj: SnapshotTree | null = null;
+
   constructor(
     public def: VmDefinition,
     readonly dir: string,
     readonly persisted: PersistedState,
     private readonly env: InstanceEnv,
   ) {}
+
+  /** The VM's snapshots (snapshots.json, read when first needed). */
+  get tree(): SnapshotTree {
+    return this.treeObj ??= new SnapshotTree(this);
+  }
+
+  /**
+   * Makes `def` the VM's definition at once and writes vm.yaml: the disk paths a snapshot moves
+   * the VM to (also while it runs: the machine has switched already), or a snapshot's definition
+   * on restore. A definition saved by `vmctl edit` for the next start keeps its own settings,
+   * with the same disks moved.
+   */
+  setDefinition(def: VmDefinition): void {
+    if (this.nextDef) {
+      const moved = new Map<string, string>();
+      this.def.disks.forEach((d, i) => { if (def.disks[i] && def.disks[i].name === d.name && def.disks[i].path !== d.path) moved.set(canonicalImagePath(d.path), def.disks[i].path); });
+      this.nextDef = { ...this.nextDef, disks: this.nextDef.disks.map((d) => (moved.has(canonicalImagePath(d.path)) ? { ...d, path: moved.get(canonicalImagePath(d.path))! } : d)) };
+    }
+    this.def = def;
+    writeFileAtomic(join(this.dir, 'vm.yaml'), serializeVmDefinition(this.nextDef ?? def));
+  }
+
+  /** Runs `fn` as the VM's one operation of its kind at a time (snapshots, save). */
+  private async exclusive<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.busy !== null) throw new ProtocolFailure('WrongState', `VM ${this.name} is busy (${this.busy}); try again when it is done`);
+    this.busy = what;
+    try {
+      return await fn();
+    } finally {
+      this.busy = null;
+    }
+  }
+
+  checkNotBusy(what: string): void {
+    if (this.busy !== null) throw new ProtocolFailure('WrongState', `VM ${this.name} is busy (${this.busy}); cannot ${what} now`);
+  }
 
   get name(): string {
     return this.def.name;
@@ -147,7 +204,7 @@ export class VmInstance {
   info(): VmInfo {
     const p = this.persisted;
     const d = this.def;
-    const running = p.state === 'running' || p.state === 'paused' || p.state === 'stopping' || p.state === 'starting';
+    const running = isActiveState(p.state);
     return {
       name: d.name,
       uuid: p.uuid,
@@ -167,6 +224,10 @@ export class VmInstance {
       lastPower: p.lastPower,
       lastError: p.lastError,
       instructionsRetired: p.instructionsRetired,
+      savedState: p.savedState ? { bytes: p.savedState.bytes, savedAt: p.savedState.savedAt } : null,
+      clonedFrom: p.clonedFrom ?? null,
+      snapshots: this.tree.snapshots.length,
+      currentSnapshot: this.tree.snapshots.find((s) => s.id === this.tree.current)?.name ?? null,
       ephemeral: p.ephemeral,
       directory: this.dir,
     };
@@ -221,13 +282,61 @@ export class VmInstance {
 
   // ---- lifecycle ----
 
-  async start(): Promise<void> {
+  /** Boots the VM, or resumes a saved one (unless `discardState`: then it boots afresh). */
+  async start(opts: { discardState?: boolean } = {}): Promise<void> {
+    this.checkNotBusy('start');
     const s = this.state;
-    if (s !== 'stopped' && s !== 'aborted') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${s}; only a stopped or aborted VM can be started`);
+    if (s !== 'stopped' && s !== 'aborted' && s !== 'saved') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${s}; only a stopped, saved or aborted VM can be started`);
+    if (s === 'saved' && !opts.discardState) {
+      await this.boot({ file: this.savedStatePath(), kind: 'saved', paused: false });
+      return;
+    }
+    if (s === 'saved') this.discardSavedState();
     await this.boot();
   }
 
-  private boot(): Promise<void> {
+  /** The file `vmctl save` wrote. */
+  savedStatePath(): string {
+    return join(this.dir, SAVED_STATE_FILE);
+  }
+
+  /** Drops the saved state: the VM is stopped, as if powered off when it was saved. */
+  discardSavedState(): void {
+    this.persisted.savedState = null;
+    if (this.state === 'saved') this.persisted.state = 'stopped';
+    this.save();
+    try { unlinkSync(this.savedStatePath()); } catch { /* already gone */ }
+    this.env.log(`vm ${this.name}: saved state discarded`);
+    this.listener({ event: 'state', data: { state: this.persisted.state, bootId: this.persisted.bootId, previous: 'saved' } });
+  }
+
+  /** What a previous daemon, killed at any instant, may have left: temporary state files (never
+   *  taken for good), and a saved state recorded while the VM was still winding down. */
+  recoverSavedState(): void {
+    for (const n of readdirSync(this.dir)) {
+      if (isTempFileFor(this.savedStatePath(), n)) try { unlinkSync(join(this.dir, n)); } catch { /* gone */ }
+    }
+    const p = this.persisted;
+    if (p.savedState && p.state !== 'saved' && existsSync(this.savedStatePath())) {
+      this.env.log(`vm ${this.name}: its state was saved before the daemon ended; now saved`);
+      p.state = 'saved';
+      p.lastError = null;
+      this.save();
+    } else if (p.state === 'saved' && !existsSync(this.savedStatePath())) {
+      this.env.log(`vm ${this.name}: saved, but ${this.savedStatePath()} is gone; now stopped`);
+      p.state = 'stopped';
+      p.savedState = null;
+      p.lastError = `the saved state ${this.savedStatePath()} was missing`;
+      this.save();
+    } else if (!p.savedState && p.state !== 'saved' && existsSync(this.savedStatePath())) {
+      unlinkSync(this.savedStatePath()); // written, but never recorded: not the VM's state
+    }
+  }
+
+  /** Boots the machine, or resumes it `from` a machine state: the VM's saved state (the same boot
+   *  goes on; the file is dropped once resumed) or a snapshot's (a new boot; the file stays). */
+  private boot(from?: { file: string; kind: 'saved' | 'snapshot'; paused: boolean }): Promise<void> {
+    const restoreFrom = from?.file;
     // A disk image is used by one writing VM or by any number of VMs that attach it read-only, also
     // across daemons (src/disk/lock.ts); a qcow2 overlay's backing files are shared read-only, so
     // overlays of one base run side by side. Refused before anything changes. A guest reboot keeps
@@ -248,7 +357,9 @@ export class VmInstance {
       this.releaseDiskLocks();
       return Promise.reject(e instanceof FileRefused ? new ProtocolFailure('StartFailed', `VM ${this.name} failed to start: its serial log ${e.message}`) : e);
     }
-    p.bootId += 1;
+    const resuming = from?.kind === 'saved';
+    // A resumed VM goes on with the boot it was saved in (same boot id, its output continues).
+    if (!resuming) p.bootId += 1;
     p.startedAt = new Date().toISOString();
     p.lastError = null;
     this.history = [];
@@ -256,9 +367,13 @@ export class VmInstance {
     this.stopping = false;
     this.poweredOff = false;
     this.serialErrors = 0;
+    this.saving = false;
     this.setState('starting');
-    this.serial!.beginBoot(p.bootId, Date.parse(p.startedAt));
-    const init: WorkerInit = { mode: 'run', vmName: this.name, config: this.machineConfig(), hartWorkerPath: this.env.hartWorkerPath };
+    if (!resuming) this.serial!.beginBoot(p.bootId, Date.parse(p.startedAt));
+    const init: WorkerInit = {
+      mode: 'run', vmName: this.name, config: this.machineConfig(), hartWorkerPath: this.env.hartWorkerPath, vmctlVersion: this.env.version,
+      ...(restoreFrom !== undefined ? { restoreFrom, startPaused: from!.paused } : {}),
+    };
     let worker: Worker;
     try {
       worker = new Worker(this.env.workerPath, { workerData: init, name: `vm ${this.name}` });
@@ -284,7 +399,14 @@ export class VmInstance {
         switch (m.type) {
           case 'ready':
             ready = true;
-            this.setState('running');
+            // A resumed guest goes on from the state, which is then no longer the VM's state
+            // (its disks change from here on): it is dropped, as VirtualBox drops a resumed one.
+            if (resuming) p.savedState = null;
+            this.setState(from?.paused ? 'paused' : 'running');
+            if (resuming) {
+              try { unlinkSync(restoreFrom!); } catch { /* gone */ }
+              this.env.log(`vm ${this.name}: resumed from its saved state`);
+            }
             resolve();
             break;
           case 'console':
@@ -303,6 +425,8 @@ export class VmInstance {
           case 'paused':
           case 'resumed':
           case 'dtb':
+          case 'stateWritten':
+          case 'stateFailed':
             break;
           case 'closed':
             closed = true;
@@ -343,18 +467,22 @@ export class VmInstance {
             done();
             return;
           }
-          const rebooting = ready && !this.stopping && closed && fatal === null && power?.kind === 'reset' && !p.ephemeral;
+          const rebooting = ready && !this.stopping && !this.saving && closed && fatal === null && power?.kind === 'reset' && !p.ephemeral;
           if (!rebooting) {
             this.releaseDiskLocks(); // the worker closed (fsync'd) its images, or died
             if (this.nextDef) this.redefine(this.nextDef);
           }
           this.serialFlushClose();
           if (!ready) {
-            // The machine never came up (a missing kernel, a bad image): the VM stays stopped.
+            // The machine never came up (a missing kernel, a bad image): the VM stays stopped, or
+            // saved when its state could not be resumed (the state is kept for another try).
             p.lastError = fatal ?? `worker exited with code ${code} before the machine was ready`;
-            this.setState('stopped');
+            this.setState(resuming ? 'saved' : 'stopped');
             // A refusal for the host's state (a forward's port is taken) is "wrong state", as a disk in use.
-            reject(new ProtocolFailure(refused ? 'WrongState' : 'StartFailed', `VM ${this.name} ${refused ? 'cannot start' : 'failed to start'}: ${p.lastError}`));
+            reject(new ProtocolFailure(refused ? 'WrongState' : 'StartFailed', `VM ${this.name} ${refused ? 'cannot start' : `failed to ${from ? 'resume' : 'start'}`}: ${p.lastError}` +
+              (resuming && !refused ? `; vmctl start --discard-state ${this.name} boots it afresh` : '')));
+          } else if (this.saving && p.savedState) {
+            this.setState('saved');
           } else if (this.stopping || (closed && fatal === null)) {
             this.setState('stopped', rebooting || this.restarting);
             if (rebooting) {
@@ -439,14 +567,19 @@ export class VmInstance {
   }
 
   /** Sends a control message and waits for its acknowledgement (or the worker's end). */
-  private request(type: 'pause' | 'resume', ack: 'paused' | 'resumed'): Promise<void> {
+  private async request(type: 'pause' | 'resume', ack: 'paused' | 'resumed'): Promise<void> {
+    await this.call({ type }, [ack]);
+  }
+
+  /** Sends `msg` and waits for the worker's first reply of one of the `replies` types. */
+  private call<T extends FromWorker['type']>(msg: ToWorker, replies: readonly T[]): Promise<Extract<FromWorker, { type: T }>> {
     const w = this.worker;
     if (!w) return Promise.reject(new ProtocolFailure('WrongState', `VM ${this.name} is not running`));
     return new Promise((resolve, reject) => {
       const onMsg = (m: FromWorker) => {
-        if (m.type === ack) {
+        if ((replies as readonly string[]).includes(m.type)) {
           cleanup();
-          resolve();
+          resolve(m as Extract<FromWorker, { type: T }>);
         }
       };
       const onExit = () => {
@@ -459,8 +592,47 @@ export class VmInstance {
       };
       w.on('message', onMsg);
       w.on('exit', onExit);
-      w.postMessage({ type } satisfies ToWorker);
+      w.postMessage(msg);
     });
+  }
+
+  /**
+   * `vmctl save`: pauses the VM, writes its machine state (disks fsynced first), then ends the
+   * worker; the VM is `saved` and `start` resumes it. The state is written to a temporary file
+   * and renamed into place only when complete, and recorded in state.json after that, so a
+   * daemon killed at any instant never leaves a half-written state taken for good. A failed
+   * write leaves the VM as it was (a running VM runs on).
+   */
+  saveMachine(): Promise<{ bytes: number; ms: number }> {
+    return this.exclusive('save', () => this.saveNow());
+  }
+
+  private async saveNow(): Promise<{ bytes: number; ms: number }> {
+    const was = this.state;
+    if (!this.worker || (was !== 'running' && was !== 'paused')) {
+      throw new ProtocolFailure('WrongState', `VM ${this.name} is ${was}; only a running or paused VM can be saved`);
+    }
+    if (this.saving) throw new ProtocolFailure('WrongState', `VM ${this.name} is being saved already`);
+    this.saving = true;
+    try {
+      if (was === 'running') await this.pause();
+      const file = this.savedStatePath();
+      const tmp = tempPathFor(file);
+      const r = await this.call({ type: 'writeState', path: tmp }, ['stateWritten', 'stateFailed']);
+      if (r.type === 'stateFailed') {
+        if (was === 'running') await this.resume().catch(() => {});
+        throw new ProtocolFailure('Internal', `VM ${this.name} could not be saved: ${r.message}`);
+      }
+      renameIntoPlace(tmp, file);
+      this.persisted.savedState = { bytes: r.bytes, savedAt: new Date().toISOString() };
+      this.save();
+      this.env.log(`vm ${this.name}: state saved to ${file} (${r.bytes} bytes in ${Math.round(r.ms)} ms)`);
+      await this.powerOff();
+      return { bytes: r.bytes, ms: r.ms };
+    } catch (e) {
+      if (!this.persisted.savedState) this.saving = false;
+      throw e;
+    }
   }
 
   // ---- port forwards (`vmctl port`): asked of the worker, which owns the user-mode networks ----
@@ -548,7 +720,17 @@ export class VmInstance {
    * `timeoutMs` (0: no limit) for the guest to power off; then (or with `force`) powers off at once.
    * Returns which path was taken.
    */
-  async stop(force: boolean, timeoutMs: number): Promise<StopPath> {
+  async stop(force: boolean, timeoutMs: number, discardState = false): Promise<StopPath> {
+    this.checkNotBusy('stop');
+    if (this.state === 'saved') {
+      // `--force` keeps its meaning (power off at once): only an explicit --discard-state drops a state.
+      if (!discardState) {
+        throw new ProtocolFailure('WrongState', `VM ${this.name} is saved (its machine state is in ${this.savedStatePath()}); ` +
+          `vmctl start ${this.name} resumes it, vmctl stop --discard-state ${this.name} discards the state`);
+      }
+      this.discardSavedState();
+      return 'discarded-state';
+    }
     if (!this.worker) {
       if (this.state === 'aborted') this.setState('stopped');
       return 'already-stopped';
@@ -649,12 +831,182 @@ export class VmInstance {
     return this.workerDone;
   }
 
+  // ---- snapshots ----
+
+  /** Replies of the worker of the types asked for, in order, from now on (so none is missed
+   *  between a request and the wait for its answer); rejects once the worker has ended. */
+  private replies(types: readonly FromWorker['type'][]): { next(): Promise<FromWorker>; close(): void } {
+    const w = this.worker;
+    if (!w) throw new ProtocolFailure('WrongState', `VM ${this.name} is not running`);
+    const queue: FromWorker[] = [];
+    const waiting: { resolve: (m: FromWorker) => void; reject: (e: Error) => void }[] = [];
+    let ended = false;
+    const onMsg = (m: FromWorker) => {
+      if (!types.includes(m.type)) return;
+      const wt = waiting.shift();
+      if (wt) wt.resolve(m); else queue.push(m);
+    };
+    const onExit = () => {
+      ended = true;
+      for (const wt of waiting.splice(0)) wt.reject(new ProtocolFailure('WrongState', `VM ${this.name} stopped`));
+    };
+    w.on('message', onMsg);
+    w.on('exit', onExit);
+    return {
+      next: () => {
+        const m = queue.shift();
+        if (m) return Promise.resolve(m);
+        if (ended) return Promise.reject(new ProtocolFailure('WrongState', `VM ${this.name} stopped`));
+        return new Promise((resolve, reject) => waiting.push({ resolve, reject }));
+      },
+      close: () => {
+        w.off('message', onMsg);
+        w.off('exit', onExit);
+      },
+    };
+  }
+
+  /** Locks the VM's disks for an operation on a VM that is not running (nobody else may use them
+   *  meanwhile); a disk in use is exit 5. */
+  private lockForOperation(): DiskLock[] {
+    try {
+      return lockDiskChains(this.def.disks, this.name, this.env.home);
+    } catch (e) {
+      if (e instanceof DiskError) throw new ProtocolFailure(e.code === 'IN_USE' ? 'WrongState' : 'Internal', `VM ${this.name}: ${e.message}`);
+      throw e;
+    }
+  }
+
+  /** A running VM's disks moved to other files: its locks follow (new top layers exclusive, the
+   *  layers below shared). */
+  private relockDisks(): void {
+    this.releaseDiskLocks();
+    try {
+      this.diskLocks = lockDiskChains(this.def.disks, this.name, this.env.home);
+    } catch (e) {
+      this.env.log(`vm ${this.name}: cannot lock its disks after they moved: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * `vmctl snapshot take`: the disks always, and the machine state of a running or paused VM
+   * captured at the same instant (the guest is held only for the capture: `pauseMs`), or a
+   * saved VM's state. Returns the snapshot.
+   */
+  takeSnapshot(name: string | undefined, description: string): Promise<Snapshot & { warning?: string }> {
+    return this.exclusive('snapshot take', async () => {
+      const s = this.state;
+      if (s === 'starting' || s === 'stopping') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${s}; try again when it is done`);
+      const tree = this.tree;
+      const locks = this.worker ? [] : this.lockForOperation();
+      try {
+        const vmState = s === 'running' || s === 'paused' || s === 'saved' ? s : 'stopped';
+        const { snapshot, switches } = tree.beginTake(name ?? tree.freeName(), description, vmState);
+        const { tmp } = tree.stateFileFor(snapshot);
+        if (!this.worker) {
+          if (s === 'saved') return tree.finishTake(tmp, tree.linkState(this.savedStatePath(), tmp), null);
+          return tree.finishTake(null, 0, null);
+        }
+        const r = this.replies(['snapshotTaken', 'snapshotFailed', 'stateWritten', 'stateFailed']);
+        try {
+          this.send({ type: 'snapshot', statePath: tmp, disks: switches });
+          const taken = await r.next().catch(() => null);
+          if (taken?.type === 'snapshotFailed') {
+            tree.abortTake();
+            throw new ProtocolFailure('Internal', `VM ${this.name}: the snapshot could not be taken: ${taken.message}`);
+          }
+          if (taken?.type !== 'snapshotTaken') {
+            // The machine ended meanwhile; the definition names the new layers already, so the
+            // snapshot stands with its disks (the state could not be captured).
+            return { ...tree.finishTake(null, 0, null), warning: 'the VM stopped while the snapshot was taken: it holds the disks only' };
+          }
+          this.relockDisks();
+          this.env.log(`vm ${this.name}: snapshot ${snapshot.name} taken; the guest was held ${taken.pauseMs.toFixed(1)} ms`);
+          const written = await r.next().catch((e: Error) => ({ type: 'stateFailed' as const, message: e.message }));
+          if (written.type !== 'stateWritten') {
+            const why = written.type === 'stateFailed' ? written.message : written.type;
+            this.env.log(`vm ${this.name}: the machine state of snapshot ${snapshot.name} was not written: ${why}`);
+            return { ...tree.finishTake(null, 0, taken.pauseMs), warning: `its machine state could not be written (${why}): it holds the disks only` };
+          }
+          return tree.finishTake(tmp, written.bytes, taken.pauseMs);
+        } finally {
+          r.close();
+        }
+      } finally {
+        for (const l of locks) l.release();
+      }
+    });
+  }
+
+  /**
+   * `vmctl snapshot restore`: the VM goes back to the snapshot (its definition and disks; its
+   * machine state too, running or paused as it was taken). A running, paused or saved VM needs
+   * `force` (it is powered off, a saved state discarded).
+   */
+  restoreSnapshot(name: string, force: boolean): Promise<void> {
+    return this.exclusive('snapshot restore', async () => {
+      const snap = this.tree.find(name);
+      const s = this.state;
+      if (s !== 'stopped' && s !== 'aborted') {
+        if (!force) {
+          throw new ProtocolFailure('WrongState', `VM ${this.name} is ${s}; stop it first, or restore with --force (${s === 'saved' ? 'its saved state is discarded' : 'it is powered off at once'})`);
+        }
+        if (s === 'saved') this.discardSavedState();
+        else await this.powerOff();
+      }
+      const locks = this.lockForOperation();
+      try {
+        this.tree.restore(snap);
+      } finally {
+        for (const l of locks) l.release();
+      }
+      this.env.log(`vm ${this.name}: restored snapshot ${snap.name}`);
+      const state = this.tree.statePath(snap);
+      if (state !== null) await this.boot({ file: state, kind: 'snapshot', paused: snap.vmState === 'paused' });
+    });
+  }
+
+  /**
+   * `vmctl snapshot delete`: merges the snapshot's layers into their neighbours (src/daemon/
+   * snapshots.ts). A running VM whose disks are among the files that change is held with its
+   * disks closed meanwhile. `inUseElsewhere` names other VMs built on files that would change.
+   */
+  deleteSnapshot(name: string, inUseElsewhere: (files: string[]) => string[]): Promise<void> {
+    return this.exclusive('snapshot delete', async () => {
+      const snap = this.tree.find(name);
+      if (this.state === 'starting' || this.state === 'stopping') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${this.state}; try again when it is done`);
+      const plan = this.tree.planDelete(snap, inUseElsewhere);
+      const hold = this.worker !== null && this.tree.planTouchesCurrent(plan);
+      const locks = this.worker ? [] : this.lockForOperation();
+      if (hold) {
+        const r = await this.call({ type: 'detachDisks' }, ['disksDetached', 'disksFailed']);
+        if (r.type === 'disksFailed') throw new ProtocolFailure('Internal', `VM ${this.name}: cannot close its disks: ${r.message}`);
+      }
+      const t0 = performance.now();
+      try {
+        this.tree.delete(snap, plan);
+      } finally {
+        for (const l of locks) l.release();
+        if (hold && this.worker) {
+          this.relockDisks();
+          const r = await this.call({ type: 'attachDisks', disks: this.def.disks.map((d, index) => ({ index, path: d.path })) }, ['disksAttached', 'disksFailed']);
+          if (r.type === 'disksFailed') {
+            this.persisted.lastError = `its disks could not be opened again after snapshot ${name} was deleted: ${r.message}`;
+            this.env.log(`vm ${this.name}: ${this.persisted.lastError}; powering it off`);
+            await this.powerOff();
+          }
+        }
+      }
+      this.env.log(`vm ${this.name}: deleted snapshot ${snap.name} (${plan.length} layer merges, ${Math.round(performance.now() - t0)} ms${hold ? ', guest held meanwhile' : ''})`);
+    });
+  }
+
   /** Builds the machine in a short-lived worker to read its device tree. */
   dtb(): Promise<Uint8Array> {
     // The disks are opened read-only: the tree does not depend on it, and a VM that runs meanwhile
     // keeps its images to itself (a qcow2 image has one writer of its tables).
     const config = this.machineConfig();
-    const init: WorkerInit = { mode: 'dtb', vmName: this.name, config: { ...config, disks: config.disks.map((d) => ({ ...d, readonly: true })) } };
+    const init: WorkerInit = { mode: 'dtb', vmName: this.name, config: { ...config, disks: config.disks.map((d) => ({ ...d, readonly: true })) }, vmctlVersion: this.env.version };
     const w = new Worker(this.env.workerPath, { workerData: init, name: `dtb ${this.name}` });
     return new Promise((resolve, reject) => {
       let result: Uint8Array | null = null;

@@ -19,6 +19,10 @@ const TWO32 = 0x1_0000_0000;
 
 export type HartIrqSink = (hart: number, bit: number, level: boolean) => void;
 
+export interface ClintState {
+  msip: number[]; cmpLo: number[]; cmpHi: number[]; mtip: number[]; latchedHi: number; latchValid: boolean;
+}
+
 export class Clint implements MmioDevice {
   private readonly msip: Uint8Array;
   private readonly cmpLo: Uint32Array;
@@ -118,6 +122,21 @@ export class Clint implements MmioDevice {
       if (c < best) best = c;
     }
     return best;
+  }
+
+  saveState(): ClintState {
+    return {
+      msip: Array.from(this.msip), cmpLo: Array.from(this.cmpLo), cmpHi: Array.from(this.cmpHi),
+      mtip: Array.from(this.mtip), latchedHi: this.latchedHi, latchValid: this.latchValid,
+    };
+  }
+
+  /** Restores the registers; the harts' MSIP/MTIP lines are part of their own saved state, so
+   *  nothing is signalled here. */
+  loadState(s: ClintState): void {
+    if (s.msip.length !== this.harts) throw new RangeError(`CLINT: saved state is for ${s.msip.length} harts, not ${this.harts}`);
+    this.msip.set(s.msip); this.cmpLo.set(s.cmpLo); this.cmpHi.set(s.cmpHi); this.mtip.set(s.mtip);
+    this.latchedHi = s.latchedHi; this.latchValid = s.latchValid;
   }
 
   /** Resets all registers (machine reset). */

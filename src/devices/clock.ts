@@ -28,6 +28,8 @@ const monoOffsetMs = ((): number => {
 })();
 export function monotonicMs(): number { return performance.now() + monoOffsetMs; }
 
+export interface ClockState { mtime: number }
+
 export class VirtClock {
   /** [BASE] mtime at [HOST_START] (or the frozen value while paused), [RUNNING] 0/1,
    *  [LAST] the largest value handed out (mtime never goes backwards). */
@@ -61,6 +63,17 @@ export class VirtClock {
   }
 
   get isRunning(): boolean { return this.s[RUNNING] !== 0; }
+
+  /** Saved state: mtime alone (host time is not part of the machine). */
+  saveState(): ClockState {
+    return { mtime: this.mtime() };
+  }
+
+  /** Continues from a saved mtime, running or paused as this clock is: the guest sees no jump
+   *  in its monotonic clock, however long the state was kept (QEMU's loadvm does the same). */
+  loadState(s: ClockState): void {
+    this.setMtime(s.mtime);
+  }
 
   resume(): void {
     const s = this.s;

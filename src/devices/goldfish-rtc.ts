@@ -19,6 +19,12 @@ import type { MmioDevice } from '../memory/bus.js';
 export const RTC_SIZE = 0x1000;
 const MASK32 = 0xffffffffn;
 
+export interface RtcState {
+  /** bigints as decimal strings */
+  offsetNs: string; latchedHigh: number; alarmHigh: number; alarmNs: string;
+  alarmArmed: boolean; irqEnabled: boolean; irqPending: boolean;
+}
+
 export class GoldfishRtc implements MmioDevice {
   private offsetNs = 0n;
   private latchedHigh = 0;
@@ -86,6 +92,20 @@ export class GoldfishRtc implements MmioDevice {
         this.signal();
         break;
     }
+  }
+
+  /** Saved state. The time itself is not saved: the RTC reads the host's wall clock (plus the
+   *  guest's own offset, if it set the time), so a restored guest sees the real date. */
+  saveState(): RtcState {
+    return {
+      offsetNs: this.offsetNs.toString(), latchedHigh: this.latchedHigh, alarmHigh: this.alarmHigh,
+      alarmNs: this.alarmNs.toString(), alarmArmed: this.alarmArmed, irqEnabled: this.irqEnabled, irqPending: this.irqPending,
+    };
+  }
+
+  loadState(s: RtcState): void {
+    this.offsetNs = BigInt(s.offsetNs); this.latchedHigh = s.latchedHigh; this.alarmHigh = s.alarmHigh;
+    this.alarmNs = BigInt(s.alarmNs); this.alarmArmed = s.alarmArmed; this.irqEnabled = s.irqEnabled; this.irqPending = s.irqPending;
   }
 
   /** Fires the alarm if its time has come (the board calls this between slices). */

@@ -37,6 +37,10 @@ const ENABLE_STRIDE = 0x80;
 const CONTEXT_BASE = 0x200000;
 const CONTEXT_STRIDE = 0x1000;
 
+export interface PlicState {
+  priority: number[]; pending: number[]; claimed: number[]; enable: number[]; threshold: number[]; output: number[];
+}
+
 export class Plic implements MmioDevice {
   private readonly priority = new Uint32Array(PLIC_NUM_SOURCES);
   private readonly pending = new Uint8Array(PLIC_NUM_SOURCES);
@@ -52,6 +56,21 @@ export class Plic implements MmioDevice {
     this.enable = new Uint32Array(this.contexts * WORDS);
     this.threshold = new Uint32Array(this.contexts);
     this.output = new Uint8Array(this.contexts);
+  }
+
+  saveState(): PlicState {
+    return {
+      priority: Array.from(this.priority), pending: Array.from(this.pending), claimed: Array.from(this.claimed),
+      enable: Array.from(this.enable), threshold: Array.from(this.threshold), output: Array.from(this.output),
+    };
+  }
+
+  /** Restores the registers and gateways; the harts' MEIP/SEIP lines are part of their own saved
+   *  state, so nothing is signalled here. */
+  loadState(s: PlicState): void {
+    if (s.threshold.length !== this.contexts) throw new RangeError(`PLIC: saved state has ${s.threshold.length} contexts, not ${this.contexts}`);
+    this.priority.set(s.priority); this.pending.set(s.pending); this.claimed.set(s.claimed);
+    this.enable.set(s.enable); this.threshold.set(s.threshold); this.output.set(s.output);
   }
 
   /** A device signals its interrupt line at `high` (QEMU: qemu_set_irq into the PLIC). Each

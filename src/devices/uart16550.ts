@@ -62,6 +62,16 @@ const BAUDBASE = 399193;
 /** mtime ticks (10 MHz) per nanosecond. */
 const TICKS_PER_NS = 1 / 100;
 
+export interface UartState {
+  ier: number; lcr: number; mcr: number; lsr: number; scr: number; divisor: number; fcr: number;
+  thrIpending: boolean; timeoutIpending: boolean;
+  /** mtime of the armed character timeout (null: none). */
+  timeoutAt: number | null; charTicks: number;
+  rxFifo: number[]; rxHead: number; rxCount: number; rbr: number;
+  /** Console input from the host not yet in the receiver (base64). */
+  hostInput: string;
+}
+
 export class Uart16550 implements MmioDevice {
   private ier = 0;
   private lcr = 0;
@@ -119,6 +129,30 @@ export class Uart16550 implements MmioDevice {
       this.timeoutIpending = true;
       this.signal();
     }
+  }
+
+  /** Saved state: every register, the receiver (FIFO or holding register), the character
+   *  timeout (an mtime, which continues across a restore) and the host input not yet received. */
+  saveState(): UartState {
+    const pending = Buffer.concat(this.hostQueue.map((c, i) => (i === 0 ? c.subarray(this.hostPos) : c)));
+    return {
+      ier: this.ier, lcr: this.lcr, mcr: this.mcr, lsr: this.lsr, scr: this.scr, divisor: this.divisor, fcr: this.fcr,
+      thrIpending: this.thrIpending, timeoutIpending: this.timeoutIpending,
+      timeoutAt: this.timeoutAt === Infinity ? null : this.timeoutAt, charTicks: this.charTicks,
+      rxFifo: Array.from(this.rxFifo), rxHead: this.rxHead, rxCount: this.rxCount, rbr: this.rbr, hostInput: pending.toString('base64'),
+    };
+  }
+
+  /** Restores the registers; the PLIC keeps its own pending state, so nothing is signalled. */
+  loadState(s: UartState): void {
+    this.ier = s.ier; this.lcr = s.lcr; this.mcr = s.mcr; this.lsr = s.lsr; this.scr = s.scr; this.divisor = s.divisor; this.fcr = s.fcr;
+    this.thrIpending = s.thrIpending; this.timeoutIpending = s.timeoutIpending;
+    this.timeoutAt = s.timeoutAt === null ? Infinity : s.timeoutAt; this.charTicks = s.charTicks;
+    this.rxFifo.set(s.rxFifo); this.rxHead = s.rxHead; this.rxCount = s.rxCount; this.rbr = s.rbr;
+    this.hostQueue.length = 0;
+    this.hostPos = 0;
+    const input = Buffer.from(s.hostInput, 'base64');
+    if (input.length > 0) this.hostQueue.push(new Uint8Array(input));
   }
 
   read(offset: number, _size: 1 | 2 | 4): number {

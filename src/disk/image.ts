@@ -87,13 +87,14 @@ function layerFormat(file: HostFile, recorded: string | null, namedBy: string | 
  * `writableTop`), its header read and checked, then handed to `visit` (which keeps or closes the
  * file). Refuses a loop, a chain deeper than MAX_CHAIN_DEPTH and a missing backing file.
  */
-function walkChain(path: string, writableTop: boolean, visit: (layer: ChainLayer, file: HostFile) => void): void {
+function walkChain(path: string, writableTop: boolean, visit: (layer: ChainLayer, file: HostFile) => void, stopAt?: string): void {
   const seen: string[] = [];
   let p: string | null = path;
   let recorded: string | null = null;
   let namedBy: string | null = null;
   while (p !== null) {
     const canonical = canonicalImagePath(p);
+    if (stopAt !== undefined && canonical === stopAt && seen.length > 0) return;
     if (seen.includes(canonical)) {
       throw new DiskError('CORRUPT', `${path}: the backing chain loops: ${[...seen, canonical].join(' -> ')}`);
     }
@@ -138,18 +139,27 @@ export function imageChain(path: string): ChainLayer[] {
 
 /**
  * Opens the image at `path` with its whole backing chain as one BlockBackend. Backing layers are
- * always read-only; the top one is writable unless `readonly`.
+ * always read-only; the top one is writable unless `readonly`. `on`: a chain already open
+ * (`backend`, whose top is the file `path`) that the new image is built on: where the walk
+ * reaches that file, the open chain is used as the backing image instead of opening it again (a
+ * snapshot's new overlay over a running disk: the new chain then owns it and closes it).
  */
-export function openDiskImage(path: string, readonly: boolean): BlockBackend {
+export function openDiskImage(path: string, readonly: boolean, on?: { readonly path: string; readonly backend: BlockBackend }): BlockBackend {
   const opened: { layer: ChainLayer; file: HostFile }[] = [];
+  const stopAt = on !== undefined ? canonicalImagePath(on.path) : undefined;
   try {
-    walkChain(path, !readonly, (layer, file) => opened.push({ layer, file }));
+    walkChain(path, !readonly, (layer, file) => opened.push({ layer, file }), stopAt);
   } catch (e) {
     for (const o of opened) o.file.close();
     throw e;
   }
+  const last = opened[opened.length - 1];
+  if (on !== undefined && (last === undefined || last.layer.backingPath === null || canonicalImagePath(last.layer.backingPath) !== stopAt)) {
+    for (const o of opened) o.file.close();
+    throw new DiskError('INVALID', `${path} is not built on ${on.path}`);
+  }
   // Bottom up: each layer gets the one below as its backing image.
-  let below: BlockBackend | null = null;
+  let below: BlockBackend | null = on?.backend ?? null;
   try {
     for (let i = opened.length - 1; i >= 0; i--) {
       const { layer, file } = opened[i];
@@ -164,7 +174,7 @@ export function openDiskImage(path: string, readonly: boolean): BlockBackend {
     }
   } catch (e) {
     for (const o of opened) o.file.close();
-    below?.close();
+    if (below !== on?.backend) below?.close(); // (an open chain we were given stays open)
     throw e;
   }
   return below!;

@@ -90,6 +90,11 @@ export class GuestRam {
     return this.views(index).u8;
   }
 
+  /** The bytes of chunk `index` when it exists (nothing is created). */
+  existing(index: number): Uint8Array | undefined {
+    return this.chunks[index]?.u8;
+  }
+
   /** Creates every chunk now: harts on several threads must all see the same memories, so a
    *  machine with more than one hart thread allocates them before it starts the threads (the OS
    *  still commits only the pages the guest touches). */

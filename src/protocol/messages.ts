@@ -15,13 +15,19 @@ export const PROTOCOL_VERSION = 1;
 
 export const VM_STATES = ['stopped', 'starting', 'running', 'paused', 'stopping', 'aborted', 'saved'] as const;
 export type VmState = (typeof VM_STATES)[number];
-/** The states a VM can reach today (`saved` waits for save/resume): what `wait --state` offers. */
-export const REACHABLE_VM_STATES: readonly VmState[] = VM_STATES.filter((s) => s !== 'saved');
+/** The states a VM can reach: what `wait --state` offers (all of them, `saved` included). */
+export const REACHABLE_VM_STATES: readonly VmState[] = VM_STATES;
+
+/** States in which the VM's machine exists (its worker runs). The others, stopped, aborted and
+ *  saved, have no machine running. */
+export function isActiveState(s: string): boolean {
+  return s === 'starting' || s === 'running' || s === 'paused' || s === 'stopping';
+}
 
 export const ERROR_CLASSES = [
   'ProtocolError', 'VersionMismatch', 'UnknownMethod', 'InvalidParams', 'ConfigError',
   'NoSuchVm', 'AlreadyExists', 'WrongState', 'StartFailed', 'Timeout', 'ShuttingDown', 'Internal',
-  'NoSuchBoot',
+  'NoSuchBoot', 'NoSuchSnapshot',
 ] as const;
 export type ErrorClass = (typeof ERROR_CLASSES)[number];
 
@@ -60,7 +66,7 @@ export interface DiskInfo {
 }
 
 /** How `vmctl stop` (and `daemon stop`, `restart`) ended a VM. */
-export type StopPath = 'already-stopped' | 'guest-poweroff' | 'timeout-poweroff' | 'poweroff';
+export type StopPath = 'already-stopped' | 'guest-poweroff' | 'timeout-poweroff' | 'poweroff' | 'discarded-state';
 
 /** What `daemon.shutdown` did to each VM that was running. */
 export interface StopReport { readonly name: string; readonly path: StopPath }
@@ -88,6 +94,13 @@ export interface VmInfo {
   readonly lastPower: (PowerInfo & { at: string }) | null;
   readonly lastError: string | null;
   readonly instructionsRetired: number | null;
+  /** The machine state of a `saved` VM: its file's size and when it was written. */
+  readonly savedState: { readonly bytes: number; readonly savedAt: string } | null;
+  /** The VM this one was cloned from (at which snapshot; linked: built on its layers). */
+  readonly clonedFrom: { readonly vm: string; readonly snapshot: string | null; readonly linked: boolean } | null;
+  /** How many snapshots the VM has, and the one its current state descends from. */
+  readonly snapshots: number;
+  readonly currentSnapshot: string | null;
   readonly ephemeral: boolean;
   readonly directory: string;
 }
@@ -100,6 +113,28 @@ export interface PortInfo {
   /** The port bound (the one the system picked when 0 was asked for). */
   readonly hostPort: number;
   readonly guestPort: number;
+}
+
+/** One snapshot as `snapshot list --json` shows it. */
+export interface SnapshotInfo {
+  readonly name: string;
+  readonly id: string;
+  readonly parent: string | null;
+  readonly children: readonly string[];
+  readonly createdAt: string;
+  readonly description: string;
+  /** What the VM was doing: running and paused VMs' snapshots hold the machine state. */
+  readonly vmState: 'stopped' | 'running' | 'paused' | 'saved';
+  readonly withState: boolean;
+  readonly stateBytes: number;
+  /** Host space of the snapshot's own disk layers. */
+  readonly diskBytes: number;
+  readonly sizeBytes: number;
+  /** The VM's current state descends from this snapshot. */
+  readonly current: boolean;
+  /** How long the guest was held to take it (running VMs). */
+  readonly pauseSeconds: number | null;
+  readonly disks: readonly { readonly name: string; readonly layer: string }[];
 }
 
 export interface DaemonStatus {
@@ -130,20 +165,26 @@ export const METHODS = {
   'vm.create': { file: { type: 'string', required: true }, text: { type: 'string', required: true }, name: { type: 'string' }, ephemeral: { type: 'boolean' } },
   'vm.list': {},
   'vm.info': { name },
-  'vm.start': { name },
-  'vm.stop': { name, force: { type: 'boolean' }, timeoutSeconds: { type: 'number' } },
+  'vm.start': { name, discardState: { type: 'boolean' } },
+  'vm.stop': { name, force: { type: 'boolean' }, timeoutSeconds: { type: 'number' }, discardState: { type: 'boolean' } },
+  'vm.save': { name },
   'vm.restart': { name, force: { type: 'boolean' }, timeoutSeconds: { type: 'number' } },
   'vm.reset': { name },
   'vm.pause': { name },
   'vm.resume': { name },
   /** disks: "delete" or "keep" the images vmctl created; without it, images holding data refuse the delete. */
-  'vm.delete': { name, force: { type: 'boolean' }, disks: { type: 'string' } },
+  'vm.delete': { name, force: { type: 'boolean' }, disks: { type: 'string' }, flattenClones: { type: 'boolean' } },
+  'vm.clone': { name, newName: { type: 'string', required: true }, snapshot: { type: 'string' }, linked: { type: 'boolean' } },
   'vm.consoleInput': { name, data: { type: 'string', required: true } },
   'vm.subscribe': { name, console: { type: 'boolean' }, history: { type: 'boolean' } },
   // boot: a boot id, or -1, -2, ... counting back from the newest; since: an ISO 8601 time; tail: lines.
   'vm.log': { name, follow: { type: 'boolean' }, boot: { type: 'integer' }, since: { type: 'string' }, tail: { type: 'integer' } },
   'vm.dtb': { name },
   'vm.definition': { name },
+  'snapshot.take': { name, snapshot: { type: 'string' }, description: { type: 'string' } },
+  'snapshot.list': { name },
+  'snapshot.restore': { name, snapshot: { type: 'string', required: true }, force: { type: 'boolean' } },
+  'snapshot.delete': { name, snapshot: { type: 'string', required: true } },
   'vm.redefine': { name, file: { type: 'string', required: true }, text: { type: 'string', required: true }, base: { type: 'string' } },
   // Port forwards of a running VM's user-mode network (as QEMU's hostfwd_add/hostfwd_remove).
   'vm.port.list': { name },

@@ -20,6 +20,8 @@
 //   flushCode(): drop translated code (jit.ts) — needed after code is written into RAM by anything
 //     other than this hart's own stores (loaders after a reset, SBI remote_fence_i); FENCE.I does it too.
 //     jitEnabled = false runs the pure interpreter.
+//   saveState(): HartState / loadState(s): the architectural state as plain data (registers, CSRs,
+//     privilege, interrupt sources, counters, LR reservation, WFI/HSM state), between runs.
 //   readCsr(csr): bigint | null / writeCsr(csr, value): boolean — M-level CSR access for TypeScript
 //     firmware (same WARL masks and side effects as CSRRW; mip writes set the software bits).
 //   For the F/D unit (H4): fregs (Int32Array(64), register i = [2i] low word, [2i+1] high word, raw
@@ -406,6 +408,68 @@ export class Hart {
       this.csrWrite(csr, Number(BigInt.asIntN(32, v)), Number(BigInt.asIntN(32, v >> 32n)));
     this.mode = mode;
     return ok;
+  }
+
+  // ================= saved state (vmctl save, snapshots) =================
+
+  /** The hart's architectural state as plain data (JSON-safe, and structured-cloneable so a hart
+   *  on another thread can hand it over): every register and CSR (the fields CSRs are read from,
+   *  so derived ones — satp's root, PMP ranges, mip — are recomputed on load), the privilege mode,
+   *  the interrupt sources (device lines, software bits, the Sstc comparator), the counters, the
+   *  LR reservation and the WFI/HSM run state. Taken between blocks (never inside run()).
+   *  Translated code, soft TLBs and hotness counters are caches: not saved, rebuilt after load. */
+  saveState(): HartState {
+    const csrs: [number, number, number][] = [];
+    for (let c = 0; c < 4096; c++) if (this.cLo[c] !== 0 || this.cHi[c] !== 0) csrs.push([c, this.cLo[c], this.cHi[c]]);
+    const pcKnown = this.pc === this.pc;
+    return {
+      pc: pcKnown ? this.pc : null, farLo: this.farLo, farHi: this.farHi, mode: this.mode,
+      xlo: Array.from(this.xlo.subarray(0, 32)), xhi: Array.from(this.xhi.subarray(0, 32)),
+      fregs: Array.from(this.fregs), fflags: this.fflags, frm: this.frm,
+      mstatus: this.mstatus, mie: this.mie, mipSw: this.mipSw, mipLines: this.mipLines, stipTimer: this.stipTimer,
+      medeleg: this.medeleg, mideleg: this.mideleg, mcounteren: this.mcounteren, scounteren: this.scounteren,
+      menvcfgLo: this.menvcfgLo, menvcfgHi: this.menvcfgHi, senvcfg: this.senvcfg, mcountinhibit: this.mcountinhibit,
+      csrs, stimecmp: this.stimecmp === Infinity ? null : this.stimecmp,
+      pmpcfg: Array.from(this.pmpcfg), pmpAddrLo: Array.from(this.pmpAddrLo), pmpAddrHi: Array.from(this.pmpAddrHi),
+      instret: this.instret, cycleOff: this.cycleOff, instretOff: this.instretOff,
+      cycleFrozen: this.cycleFrozen, instretFrozen: this.instretFrozen,
+      reservation: this.reservations.holds(this.hartId) ? this.lrPa : -1, lrLo: this.lrLo, lrHi: this.lrHi,
+      waiting: this.waiting, halted: this.halted,
+    };
+  }
+
+  /** Puts the hart into a state saveState() returned (on any thread, between runs). */
+  loadState(s: HartState): void {
+    if (s.xlo.length !== 32 || s.xhi.length !== 32 || s.fregs.length !== 64 || s.pmpcfg.length !== 16) {
+      throw new RangeError(`hart ${this.hartId}: saved state has the wrong number of registers`);
+    }
+    this.xlo.set(s.xlo); this.xhi.set(s.xhi); this.xlo[32] = 0; this.xhi[32] = 0;
+    this.farLo = s.farLo; this.farHi = s.farHi;
+    this.pc = s.pc === null ? NaN : s.pc;
+    this.mode = s.mode;
+    this.fregs.set(s.fregs); this.fflags = s.fflags; this.frm = s.frm;
+    this.mstatus = s.mstatus; this.mie = s.mie;
+    this.mipSw = s.mipSw; this.mipLines = s.mipLines; this.stipTimer = s.stipTimer;
+    this.mip = this.mipLines | this.mipSw | this.stipTimer;
+    this.medeleg = s.medeleg; this.mideleg = s.mideleg; this.mcounteren = s.mcounteren; this.scounteren = s.scounteren;
+    this.menvcfgLo = s.menvcfgLo; this.menvcfgHi = s.menvcfgHi; this.senvcfg = s.senvcfg; this.mcountinhibit = s.mcountinhibit;
+    this.cLo.fill(0); this.cHi.fill(0);
+    for (const [c, lo, hi] of s.csrs) { this.cLo[c] = lo; this.cHi[c] = hi; }
+    const satpHi = this.cHi[0x180];
+    this.satpSv39 = (satpHi >>> 28) === 8;
+    this.satpRoot = ((satpHi & 0xfff) * TWO32 + (this.cLo[0x180] >>> 0)) * 4096;
+    this.stimecmp = s.stimecmp === null ? Infinity : s.stimecmp;
+    this.pmpcfg.set(s.pmpcfg); this.pmpAddrLo.set(s.pmpAddrLo); this.pmpAddrHi.set(s.pmpAddrHi);
+    this.pmpUpdate();
+    this.instret = s.instret; this.blockN = 0;
+    this.cycleOff = s.cycleOff; this.instretOff = s.instretOff;
+    this.cycleFrozen = s.cycleFrozen; this.instretFrozen = s.instretFrozen;
+    this.lrPa = s.reservation; this.lrLo = s.lrLo; this.lrHi = s.lrHi;
+    if (s.reservation >= 0) this.reservations.set(this.hartId, s.reservation); else this.reservations.clear(this.hartId);
+    this.waiting = s.waiting; this.halted = s.halted;
+    this.stopRequested = false; this.linesChanged = false; this.jitTrap = false; this.codeDirty = false;
+    this.flushTlb();
+    this.flushCode();
   }
 
   private stce(): boolean { return this.menvcfgHi < 0; }
@@ -1632,6 +1696,31 @@ function amoResult(f5: number, al: number, ah: number, bl: number, bh: number): 
     }
   }
   AMO[0] = nl; AMO[1] = nh;
+}
+
+/** A hart's saved state (Hart.saveState): 64-bit values as int32 lo/hi halves, JSON-safe. */
+export interface HartState {
+  /** null: a pc beyond 2^53 (only reachable as a fetch fault), exact in farLo/farHi. */
+  pc: number | null; farLo: number; farHi: number;
+  mode: number;
+  xlo: number[]; xhi: number[];
+  /** f0..f31 as raw bits, [2i] low word, [2i+1] high word. */
+  fregs: number[]; fflags: number; frm: number;
+  mstatus: number; mie: number; mipSw: number; mipLines: number; stipTimer: number;
+  medeleg: number; mideleg: number; mcounteren: number; scounteren: number;
+  menvcfgLo: number; menvcfgHi: number; senvcfg: number; mcountinhibit: number;
+  /** The plain 64-bit CSRs (xtvec, xepc, xscratch, xcause, xtval, satp, stimecmp) that are not 0. */
+  csrs: [number, number, number][];
+  /** Sstc comparator (null: never written). */
+  stimecmp: number | null;
+  pmpcfg: number[]; pmpAddrLo: number[]; pmpAddrHi: number[];
+  instret: number; cycleOff: number; instretOff: number; cycleFrozen: number; instretFrozen: number;
+  /** Physical address of the LR reservation (-1 = none) and the value LR loaded (SC compares it). */
+  reservation: number; lrLo: number; lrHi: number;
+  /** In WFI with nothing pending. */
+  waiting: boolean;
+  /** HSM stopped (builtin SBI). */
+  halted: boolean;
 }
 
 // ================= warm-up (see warmup.ts) =================

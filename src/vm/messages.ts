@@ -10,6 +10,12 @@ export interface WorkerInit {
   readonly config: MachineConfig;
   /** The script of the VM's further hart threads (default: dist/hart-worker.js beside this one). */
   readonly hartWorkerPath?: string;
+  /** vmctl's version, recorded in machine-state files. */
+  readonly vmctlVersion: string;
+  /** Resume from this machine-state file (src/vm/machine-state.ts) instead of booting. */
+  readonly restoreFrom?: string;
+  /** ... and stay paused (a paused VM's snapshot) until told to resume. */
+  readonly startPaused?: boolean;
 }
 
 export type ToWorker =
@@ -26,7 +32,21 @@ export type ToWorker =
   /** Port forwards of the user-mode networks (`vmctl port`); answered by 'port-reply' with the id. */
   | { readonly type: 'port-list'; readonly id: number }
   | { readonly type: 'port-add'; readonly id: number; readonly forward: PortForward; readonly nic?: number }
-  | { readonly type: 'port-remove'; readonly id: number; readonly proto: 'tcp' | 'udp'; readonly hostAddress: string; readonly hostPort: number };
+  | { readonly type: 'port-remove'; readonly id: number; readonly proto: 'tcp' | 'udp'; readonly hostAddress: string; readonly hostPort: number }
+  /** Write the machine's state to the new file `path` (the machine must be paused, and stays
+   *  so); answered by 'stateWritten' or 'stateFailed'. */
+  | { readonly type: 'writeState'; readonly path: string }
+  /** A snapshot, between two slices: the state is captured (RAM copied, when `statePath` is
+   *  given) and the disks switch to their new top layers at the same instant; the guest goes on
+   *  at once ('snapshotTaken'), and the state is written meanwhile ('stateWritten'/'stateFailed'). */
+  | { readonly type: 'snapshot'; readonly statePath: string | null; readonly disks: readonly DiskSwitch[] }
+  /** Holds the guest (clock too) and closes every disk ('disksDetached'), while their files change. */
+  | { readonly type: 'detachDisks' }
+  /** Opens the disks again, from these top layers, and lets the guest go on ('disksAttached'). */
+  | { readonly type: 'attachDisks'; readonly disks: readonly DiskSwitch[] };
+
+/** The image a disk (by virtio slot) continues on. */
+export interface DiskSwitch { readonly index: number; readonly path: string }
 
 export type FromWorker =
   | { readonly type: 'ready' }
@@ -37,6 +57,13 @@ export type FromWorker =
   | { readonly type: 'resumed' }
   | { readonly type: 'stats'; readonly instructionsRetired: number }
   | { readonly type: 'dtb'; readonly data: Uint8Array }
+  | { readonly type: 'stateWritten'; readonly bytes: number; readonly ms: number }
+  | { readonly type: 'snapshotTaken'; readonly pauseMs: number }
+  | { readonly type: 'snapshotFailed'; readonly message: string }
+  | { readonly type: 'disksDetached' }
+  | { readonly type: 'disksAttached' }
+  | { readonly type: 'disksFailed'; readonly message: string }
+  | { readonly type: 'stateFailed'; readonly message: string }
   /** The machine was closed (disks flushed); the thread ends next. */
   | { readonly type: 'closed'; readonly instructionsRetired: number }
   /** `startRefused`: the machine could not start for a reason of the host's state (a forward's

@@ -2,10 +2,11 @@
 // messages (console input, pause, stop) get through, and sleep while every hart waits for an
 // interrupt, so an idle VM costs almost no host CPU.
 
-import type { MachineHost, NicAttachment, PowerEvent } from '../board/machine-types.js';
+import type { MachineHost, MachineState, NicAttachment, PowerEvent } from '../board/machine-types.js';
 import type { NetBackend } from '../net/nic.js';
 import { LogLimiter } from './log-limiter.js';
-import type { FromWorker, ToWorker } from './messages.js';
+import { writeMachineState } from './machine-state.js';
+import type { DiskSwitch, FromWorker, ToWorker } from './messages.js';
 
 /** The part of VirtMachine (src/board/virt.ts) the run loop uses. */
 export interface RunnableMachine {
@@ -17,6 +18,12 @@ export interface RunnableMachine {
   instructionsRetired(): number;
   /** What the harts' translators did (logged when the VM stops). */
   jitStats(): { describe(instret: number): string };
+  /** Makes every completed disk write durable (fsync). */
+  flushDisks(): void;
+  reopenDisks(disks: readonly DiskSwitch[], onCurrent?: boolean): { flush(): void }[];
+  detachDisks(): void;
+  attachDisks(disks: readonly DiskSwitch[]): void;
+  saveState(copyRam: boolean): MachineState;
   close(): void;
   /** Set by the run loop: the machine calls it when it wants a tick soon (it may be idle). */
   onWake: () => void;
@@ -89,16 +96,21 @@ export class RunLoop {
   private paused = false;
   /** Held back by flow control; unlike `paused`, the guest's clock keeps running. */
   private throttled = false;
+  /** Held while the disks are detached (their files change); the clock stands still. */
+  private held = false;
   private finished = false;
   /** Figures go out every STATS_EVERY_MS whatever the machine does (also while paused: they
    *  show that nothing runs then). */
   private statsTimer: NodeJS.Timeout | null = null;
+  /** A state being written from the live RAM: the machine must not run until it is done. */
+  private writing: Promise<void> | null = null;
 
   constructor(
     private readonly machine: RunnableMachine,
     private readonly host: ConsoleBatcher,
     private readonly post: (m: FromWorker) => void,
     private readonly onFinished: () => void,
+    private readonly vmctlVersion = '',
   ) {}
 
   start(): void {
@@ -126,28 +138,34 @@ export class RunLoop {
       case 'input':
         this.machine.consoleInput(msg.data);
         // Wake an idle machine now rather than at its next timer.
-        if (!this.paused && !this.throttled && this.timer) this.schedule(0);
+        if (!this.paused && !this.throttled && !this.held && this.timer) this.schedule(0);
         break;
       case 'pause':
         if (!this.paused) {
           this.paused = true;
           this.cancel();
-          this.machine.pauseClock();
+          if (!this.held) this.machine.pauseClock();
         }
         this.post({ type: 'paused' });
         break;
       case 'resume':
+        if (this.writing) {
+          void this.writing.then(() => this.handle(msg));
+          break;
+        }
         if (this.paused) {
           this.paused = false;
-          this.machine.resumeClock();
-          if (!this.throttled) this.schedule(0);
+          if (!this.held) {
+            this.machine.resumeClock();
+            if (!this.throttled) this.schedule(0);
+          }
         }
         this.post({ type: 'resumed' });
         break;
       case 'throttle':
         this.throttled = msg.on;
         if (msg.on) this.cancel();
-        else if (!this.paused) this.schedule(0);
+        else if (!this.paused && !this.held) this.schedule(0);
         break;
       case 'stop':
         this.finish();
@@ -158,7 +176,103 @@ export class RunLoop {
         this.post({ type: 'power', event: this.host.power! });
         this.finish();
         break;
+      case 'writeState':
+        this.writeState(msg.path);
+        break;
+      case 'snapshot':
+        this.snapshot(msg.statePath, msg.disks);
+        break;
+      case 'detachDisks':
+        try {
+          this.machine.flushDisks();
+          this.hold(true);
+          this.machine.detachDisks();
+          this.post({ type: 'disksDetached' });
+        } catch (e) {
+          this.post({ type: 'disksFailed', message: (e as Error).message });
+        }
+        break;
+      case 'attachDisks':
+        try {
+          this.machine.attachDisks(msg.disks);
+        } catch (e) {
+          // The guest stays held: its disks are not there. The daemon powers it off.
+          this.post({ type: 'disksFailed', message: (e as Error).message });
+          break;
+        }
+        this.hold(false);
+        this.post({ type: 'disksAttached' });
+        break;
     }
+  }
+
+  private hold(on: boolean): void {
+    if (this.held === on) return;
+    this.held = on;
+    if (on) {
+      this.cancel();
+      if (!this.paused) this.machine.pauseClock();
+    } else if (!this.paused) {
+      this.machine.resumeClock();
+      if (!this.throttled) this.schedule(0);
+    }
+  }
+
+  /** Takes a snapshot between two slices: nothing of the guest runs while this handler does,
+   *  which is the whole pause; the state (from a copy of RAM) is written while the guest runs on. */
+  private snapshot(statePath: string | null, disks: readonly DiskSwitch[]): void {
+    const t0 = performance.now();
+    let state: MachineState | null;
+    let oldTops: { flush(): void }[];
+    try {
+      state = statePath !== null ? this.machine.saveState(true) : null;
+      oldTops = this.machine.reopenDisks(disks, true);
+    } catch (e) {
+      this.post({ type: 'snapshotFailed', message: (e as Error).message });
+      return;
+    }
+    // The disks have switched. The old top layers, read-only from now on, are made durable
+    // (fsync) before the guest goes on: part of the pause, as it blocks this thread.
+    try {
+      for (const t of oldTops) t.flush();
+    } catch (e) {
+      this.post({ type: 'log', message: `snapshot: flushing the old top layers failed: ${(e as Error).message}` });
+    }
+    this.post({ type: 'snapshotTaken', pauseMs: performance.now() - t0 });
+    if (state === null || statePath === null) return;
+    const path = statePath;
+    const s = state;
+    // The guest runs on meanwhile (its next slice is scheduled already); the state is written
+    // from the RAM copy, compressed on libuv's threads.
+    void (async () => {
+      try {
+        const w = await writeMachineState(path, s, this.vmctlVersion);
+        this.post({ type: 'stateWritten', bytes: w.bytes, ms: performance.now() - t0 });
+      } catch (e) {
+        this.post({ type: 'stateFailed', message: (e as Error).message });
+      }
+    })();
+  }
+
+  /** Writes the paused machine's state (disks fsynced first: the state and the disks then
+   *  survive a host crash together). */
+  private writeState(path: string): void {
+    if (!this.paused || this.writing) {
+      this.post({ type: 'stateFailed', message: this.writing ? 'a state is already being written' : 'the machine is not paused' });
+      return;
+    }
+    const t0 = performance.now();
+    this.writing = (async () => {
+      try {
+        this.machine.flushDisks();
+        const w = await writeMachineState(path, this.machine.saveState(false), this.vmctlVersion);
+        this.post({ type: 'stateWritten', bytes: w.bytes, ms: performance.now() - t0 });
+      } catch (e) {
+        this.post({ type: 'stateFailed', message: (e as Error).message });
+      } finally {
+        this.writing = null;
+      }
+    })();
   }
 
   private cancel(): void {
@@ -177,7 +291,7 @@ export class RunLoop {
   private readonly tick = (): void => {
     this.timer = null;
     this.immediate = null;
-    if (this.paused || this.throttled || this.finished) return;
+    if (this.paused || this.throttled || this.held || this.finished) return;
     let r: 'running' | 'idle' | 'halted';
     try {
       r = this.machine.run(SLICE_MS);

@@ -3,7 +3,8 @@
 
 import { pathToFileURL } from 'node:url';
 import { parentPort, workerData } from 'node:worker_threads';
-import { VirtMachine } from '../board/virt.js';
+import { MachineStateMismatch, VirtMachine } from '../board/virt.js';
+import { readMachineState, StateFileError } from './machine-state.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
 import { VmNetworks } from './networks.js';
 import { ConsoleBatcher, RunLoop } from './run-loop.js';
@@ -21,10 +22,17 @@ async function main(): Promise<void> {
   if (networks) host.openNic = (i, nic) => networks.open(i, nic);
   let machine: VirtMachine;
   try {
-    const threads = init.hartWorkerPath ? hartThreads(pathToFileURL(init.hartWorkerPath)) : hartThreads();
-    machine = VirtMachine.create(init.config, host, init.mode === 'run' ? threads : undefined);
+    const threads = init.mode === 'run' ? (init.hartWorkerPath ? hartThreads(pathToFileURL(init.hartWorkerPath)) : hartThreads()) : undefined;
+    if (init.restoreFrom !== undefined) {
+      const { state } = await readMachineState(init.restoreFrom);
+      machine = VirtMachine.restore(init.config, host, state, threads);
+    } else {
+      machine = VirtMachine.create(init.config, host, threads);
+    }
   } catch (e) {
-    post({ type: 'fatal', message: `cannot build the machine: ${(e as Error).message}` });
+    const why = e instanceof StateFileError || e instanceof MachineStateMismatch
+      ? `cannot resume from the saved state: ${(e as Error).message}` : `cannot build the machine: ${(e as Error).message}`;
+    post({ type: 'fatal', message: why });
     port!.close();
     return;
   }
@@ -43,7 +51,7 @@ async function main(): Promise<void> {
     port!.close();
     return;
   }
-  const loop = new RunLoop(machine, host, post, () => port!.close());
+  const loop = new RunLoop(machine, host, post, () => port!.close(), init.vmctlVersion);
   host.onWake = () => loop.wake();
   port!.on('message', (m: ToWorker) => {
     switch (m.type) {
@@ -63,6 +71,8 @@ async function main(): Promise<void> {
     }
   });
   post({ type: 'ready' });
+  if (init.startPaused) loop.handle({ type: 'pause' });
+  else if (init.restoreFrom !== undefined) machine.resumeClock(); // mtime goes on from the saved value
   loop.start();
 }
 

@@ -100,10 +100,10 @@ describe('durations need a unit', () => {
 describe('help texts', () => {
   it('wait --state offers the states a VM can reach', async () => {
     const r = await h.run(['wait', '--help']);
-    expect(r.stdout.replace(/\s+/g, ' ')).toContain('(stopped, starting, running, paused, stopping, aborted)');
-    const bad = await h.run(['wait', 'loop', '--state', 'saved']);
+    expect(r.stdout.replace(/\s+/g, ' ')).toContain('(stopped, starting, running, paused, stopping, aborted, saved)');
+    const bad = await h.run(['wait', 'loop', '--state', 'sleeping']);
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toContain('--state: "saved" is not a state a VM can reach; expected one of stopped, starting, running, paused, stopping, aborted');
+    expect(bad.stderr).toContain('--state: "sleeping" is not a state a VM can reach; expected one of stopped, starting, running, paused, stopping, aborted, saved');
   });
 
   it('a usage error points to the command\'s own help; an invalid regular expression is named once', async () => {

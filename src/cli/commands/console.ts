@@ -1,7 +1,7 @@
 // console, wait: the VM's serial console, live.
 
 import type { Command } from 'commander';
-import { REACHABLE_VM_STATES, type EventMessage, type VmState } from '../../protocol/messages.js';
+import { isActiveState, REACHABLE_VM_STATES, type EventMessage, type VmState } from '../../protocol/messages.js';
 import type { ProtocolClient } from '../../protocol/client.js';
 import { b64, durationOption, isDeletion, unb64, vmEnded, writeHeld } from '../cli-helpers.js';
 import { compilePattern, ConsoleText } from '../console-match.js';
@@ -122,7 +122,7 @@ Example: printf 'sleep 2; echo "do""ne"\\n' | vmctl console NAME --until done --
             text.reset();
             if (re) text.push(unb64(sub.history));
           }
-          wasActive = sub.state === 'running' || sub.state === 'paused' || sub.state === 'starting' || sub.state === 'stopping';
+          wasActive = isActiveState(sub.state);
           if (o.state !== undefined && sub.state === o.state) return finish(EXIT.ok);
           if (re && text.test(re)) return finish(EXIT.ok);
         }, (e) => {

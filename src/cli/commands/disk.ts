@@ -4,7 +4,6 @@
 
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import Table from 'cli-table3';
 import { formatSize, humanSize, looksLikeSize, parseSize } from '../../config/units.js';
 import { convertImage } from '../../disk/convert.js';
 import { DiskError } from '../../disk/errors.js';
@@ -13,7 +12,7 @@ import { vmctlHome } from '../../daemon/paths.js';
 import type { VmInfo } from '../../protocol/messages.js';
 import { connectDaemon } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
-import { out, printJson } from '../output.js';
+import { columns, out, printJson } from '../output.js';
 
 function sizeArg(text: string, option = '--size'): number {
   const n = parseSize(text);
@@ -169,20 +168,12 @@ export function register(program: Command): void {
         process.stdout.write('No VM has disks.\n');
         return;
       }
-      const table = new Table({
-        head: ['VM', 'DISK', 'PATH', 'FORMAT', 'VIRTUAL', 'ALLOCATED', 'MODE', 'USED BY'].map((h) => out.bold(h)),
-        style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
-        chars: { top: '', 'top-mid': '', 'top-left': '', 'top-right': '', bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '', left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: '  ' },
-      });
-      for (const r of rows) {
-        table.push([
-          r.vm, r.name, r.path, r.format ?? '-',
-          r.virtualBytes === null ? out.red('missing') : humanSize(r.virtualBytes),
-          r.allocatedBytes === null ? '-' : humanSize(r.allocatedBytes),
-          r.readonly ? 'ro' : 'rw',
-          r.usedBy.length === 0 ? '-' : r.usedBy.map((u) => (u.command !== undefined ? `vmctl ${u.command}` : u.vm === r.vm ? 'this VM' : `VM ${u.vm}`)).join(', '),
-        ]);
-      }
-      process.stdout.write(`${table.toString().split('\n').map((l) => l.trimEnd()).join('\n')}\n`);
+      process.stdout.write(columns(['VM', 'DISK', 'PATH', 'FORMAT', 'VIRTUAL', 'ALLOCATED', 'MODE', 'USED BY'], rows.map((r) => [
+        r.vm, r.name, r.path, r.format ?? '-',
+        r.virtualBytes === null ? out.red('missing') : humanSize(r.virtualBytes),
+        r.allocatedBytes === null ? '-' : humanSize(r.allocatedBytes),
+        r.readonly ? 'ro' : 'rw',
+        r.usedBy.length === 0 ? '-' : r.usedBy.map((u) => (u.command !== undefined ? `vmctl ${u.command}` : u.vm === r.vm ? 'this VM' : `VM ${u.vm}`)).join(', '),
+      ])));
     });
 }

@@ -2,7 +2,7 @@
 // output and end with its exit status, as `ssh HOST COMMAND` does.
 
 import type { Command } from 'commander';
-import type { EventMessage, VmState } from '../../protocol/messages.js';
+import { isActiveState, type EventMessage, type VmState } from '../../protocol/messages.js';
 import { b64, durationOption, isDeletion, unb64, writeHeld } from '../cli-helpers.js';
 import { ExecOutput, MAX_TYPED_LINE, newNonce, typedLine } from '../console-exec.js';
 import { connectDaemon } from '../daemon-link.js';
@@ -75,7 +75,7 @@ daemon, no such VM, VM not running).`)
               if (parser.status === null) done(EXEC_NO_SHELL, 'the command ended, but its exit status could not be read from the console');
               else done(parser.status);
             }
-          } else if ((e.event === 'state' && (e.data.state === 'stopped' || e.data.state === 'aborted' || e.data.state === 'stopping')) || e.event === 'deleted') {
+          } else if ((e.event === 'state' && (!isActiveState(e.data.state as string) || e.data.state === 'stopping')) || e.event === 'deleted') {
             const what = isDeletion(e) ? 'was deleted' : `is ${String(e.data.state)}`;
             done(EXEC_NO_SHELL, `VM ${name} ${what}; ${parser.started ? 'the command did not finish' : 'no shell answered'}`);
           }

@@ -2,13 +2,12 @@
 
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import Table from 'cli-table3';
 import { formatSize, humanDuration, humanSize } from '../../config/units.js';
 import type { VmInfo } from '../../protocol/messages.js';
 import { unb64 } from '../cli-helpers.js';
 import { connectDaemon } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
-import { out, printJson, stateColor } from '../output.js';
+import { columns, out, printJson, stateColor } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -26,15 +25,11 @@ export function register(program: Command): void {
         for (const v of vms) process.stdout.write(`${v.name}\n`);
         return;
       }
-      const table = new Table({
-        head: ['NAME', 'STATE', 'CPUS', 'MEMORY', 'UPTIME'].map((h) => out.bold(h)),
-        style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0 },
-        chars: { top: '', 'top-mid': '', 'top-left': '', 'top-right': '', bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '', left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: '  ' },
-      });
-      for (const v of vms) {
-        table.push([v.name, stateColor(v.state), String(v.cpus), humanSize(v.memoryBytes), v.uptimeSeconds > 0 ? humanDuration(v.uptimeSeconds) : '-']);
-      }
-      process.stdout.write(vms.length === 0 ? 'No VMs. Create one with: vmctl create -f vm.yaml\n' : `${table.toString().split('\n').map((l) => l.trimEnd()).join('\n')}\n`);
+      const rows = vms.map((v) => [
+        v.name, v.savedState ? `${stateColor(v.state)} (${humanSize(v.savedState.bytes)})` : stateColor(v.state),
+        String(v.cpus), humanSize(v.memoryBytes), v.uptimeSeconds > 0 ? humanDuration(v.uptimeSeconds) : '-',
+      ]);
+      process.stdout.write(vms.length === 0 ? 'No VMs. Create one with: vmctl create -f vm.yaml\n' : columns(['NAME', 'STATE', 'CPUS', 'MEMORY', 'UPTIME'], rows));
     });
 
   program
@@ -50,6 +45,7 @@ export function register(program: Command): void {
         ['Name', out.bold(v.name)],
         ['UUID', v.uuid],
         ['State', stateColor(v.state)],
+        ...(v.savedState ? [['Saved state', `${humanSize(v.savedState.bytes)} (${v.savedState.bytes} bytes), saved ${v.savedState.savedAt}`] as [string, string]] : []),
         ['CPUs', String(v.cpus)],
         ['Memory', `${humanSize(v.memoryBytes)} (${v.memoryBytes} bytes)`],
         ['Uptime', v.uptimeSeconds > 0 ? humanDuration(v.uptimeSeconds) : '-'],
@@ -63,6 +59,8 @@ export function register(program: Command): void {
         const sizes = d.virtualBytes === null ? out.red('missing or unreadable') : `${formatSize(d.virtualBytes)} virtual, ${humanSize(d.allocatedBytes ?? 0)} allocated`;
         rows.push([`Disk ${d.name}`, `${d.path} (${sizes})${d.readonly ? ' (read-only)' : ''}${d.createdByVmctl ? ' (created by vmctl)' : ''}`]);
       }
+      if (v.clonedFrom) rows.push(['Cloned from', `${v.clonedFrom.vm}${v.clonedFrom.snapshot ? ` at snapshot ${v.clonedFrom.snapshot}` : ''} (${v.clonedFrom.linked ? 'linked' : 'full copy'})`]);
+      if (v.snapshots > 0) rows.push(['Snapshots', `${v.snapshots}${v.currentSnapshot ? ` (current: ${v.currentSnapshot})` : ''}`]);
       if (v.shutdownConsole) rows.push(['Shutdown', `types ${JSON.stringify(v.shutdownConsole)}`]);
       if (v.lastPower) rows.push(['Last power', v.lastPower.kind === 'poweroff' ? `poweroff code ${v.lastPower.code}${v.lastPower.failed ? ' (failure)' : ''} via ${v.lastPower.source} at ${v.lastPower.at}` : `reset via ${v.lastPower.source} at ${v.lastPower.at}`]);
       if (v.lastError) rows.push(['Last error', out.red(v.lastError.split('\n')[0])]);

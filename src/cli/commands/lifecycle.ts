@@ -13,7 +13,7 @@ import { cpusText, durationOption, isDeletion, loadDefinitionOrExit, stopText, u
 import { compilePattern, ConsoleText } from '../console-match.js';
 import { connectDaemon } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
-import { err, out, printJson, spinner, stateColor } from '../output.js';
+import { confirm, err, out, printJson, spinner, stateColor } from '../output.js';
 
 /** --timeout of stop and restart: the wait for the guest after typing shutdown.console. */
 const STOP_TIMEOUT_HELP = 'how long to wait for the guest after typing shutdown.console before powering off (default: the VM file\'s shutdown.timeout, else 30s; 0 = no limit)';
@@ -37,19 +37,23 @@ export function register(program: Command): void {
 
   program
     .command('start <NAME>')
-    .description('boot a VM')
-    .option('--wait-for <REGEX>', 'return once console output of this boot matches')
+    .description('boot a VM, or resume a saved one where it was')
+    .option('--wait-for <REGEX>', 'return once console output of this boot matches (after a resume: output from then on)')
     .option('--timeout <DUR>', 'give up after this long (exit 124): the start itself (boot images loaded, machine up) and, with --wait-for, the wait too; 0 = no limit')
+    .option('--discard-state', 'a saved VM: drop its saved state and boot afresh')
     .option('--json', 'print the VM as JSON')
-    .action(async (name: string, o: { waitFor?: string; timeout?: string; json?: boolean }) => {
+    .action(async (name: string, o: { waitFor?: string; timeout?: string; discardState?: boolean; json?: boolean }) => {
       const timeoutMs = durationOption(o.timeout, '--timeout');
       const re = o.waitFor !== undefined ? compilePattern(o.waitFor, '--wait-for') : null;
       const c = await connectDaemon();
-      // With --wait-for, subscribe before starting so no output of the new boot is missed; the new
-      // boot's id is one more than the current one.
-      const sub = re ? await c.request<{ bootId: number }>('vm.subscribe', { name, console: true }) : null;
+      // Subscribe before starting so no output of the new boot is missed; the new boot's id is
+      // one more than the current one (a resumed VM goes on with its boot: its new output counts).
+      const sub = await c.request<{ bootId: number; state: string }>('vm.subscribe', { name, console: re !== null });
+      const resuming = sub.state === 'saved' && !o.discardState;
+      const firstBoot = resuming ? sub.bootId : sub.bootId + 1;
+      const verb = resuming ? 'resuming' : 'starting';
       const text = new ConsoleText();
-      const sp = spinner(re ? `starting ${name}, waiting for /${o.waitFor}/` : `starting ${name}`, !o.json);
+      const sp = spinner(re ? `${verb} ${name}, waiting for /${o.waitFor}/` : `${verb} ${name}`, !o.json);
       let started: VmInfo | null = null;
       const result = await new Promise<{ code: number; message: string }>((resolve, reject) => {
         let over = false;
@@ -62,7 +66,7 @@ export function register(program: Command): void {
         const timer = timeoutMs ? setTimeout(() => finish(started
           ? { code: EXIT.timeout, message: `timed out after ${o.timeout} waiting for /${o.waitFor}/ (VM ${name} keeps running)` }
           : { code: EXIT.timeout, message: `VM ${name} did not finish starting within ${o.timeout} (it goes on starting; see vmctl info ${name})` }), timeoutMs) : undefined;
-        if (re && sub) {
+        if (re) {
           c.onEvent((e: EventMessage) => {
             if (e.vm !== name) return;
             const bootId = e.data.bootId as number | undefined;
@@ -70,7 +74,8 @@ export function register(program: Command): void {
               finish({ code: EXIT.noSuchVm, message: `VM ${name} was deleted before its console matched /${o.waitFor}/` });
               return;
             }
-            if (bootId !== undefined && bootId <= sub.bootId) return;
+            if (bootId !== undefined && bootId < firstBoot) return;
+            if (e.event === 'state' && e.data.previous === 'saved') return; // the resume itself
             if (e.event === 'console') {
               text.push(unb64(e.data.data as string));
               if (text.test(re)) finish({ code: EXIT.ok, message: `VM ${name} is up: console matched /${o.waitFor}/` });
@@ -80,9 +85,9 @@ export function register(program: Command): void {
           });
         }
         c.onClose(() => finish({ code: EXIT.unreachable, message: 'the daemon closed the connection' }));
-        c.request<VmInfo>('vm.start', { name }).then((info) => {
+        c.request<VmInfo>('vm.start', { name, ...(o.discardState ? { discardState: true } : {}) }).then((info) => {
           started = info;
-          if (!re) finish({ code: EXIT.ok, message: `Started VM ${out.bold(name)}, state ${stateColor(info.state)}` });
+          if (!re) finish({ code: EXIT.ok, message: `${resuming ? 'Resumed' : 'Started'} VM ${out.bold(name)}, state ${stateColor(info.state)}` });
         }, (e) => {
           if (over) return;
           over = true;
@@ -98,11 +103,26 @@ export function register(program: Command): void {
 
   program
     .command('stop <NAME>')
-    .description('stop a VM: type shutdown.console and wait for the guest, or power off')
+    .description('stop a VM: type shutdown.console and wait for the guest, or power off; a saved VM: discard its state')
     .option('--timeout <DUR>', STOP_TIMEOUT_HELP)
     .option('--force', 'power off at once')
+    .option('--discard-state', 'a saved VM: discard its saved state without asking (the VM is then stopped)')
     .option('--json', 'print the result as JSON')
-    .action(async (name: string, o: { timeout?: string; force?: boolean; json?: boolean }) => {
+    .action(async (name: string, o: { timeout?: string; force?: boolean; discardState?: boolean; json?: boolean }) => {
+      if (!o.discardState && process.stdin.isTTY) {
+        // Stopping a saved VM loses what its guest was doing: asked on a terminal; a script must
+        // say so (--discard-state), as --force keeps its meaning (power off at once).
+        const c = await connectDaemon();
+        const v = await c.request<VmInfo>('vm.info', { name });
+        c.close();
+        if (v.state === 'saved') {
+          const size = v.savedState ? ` (${humanSize(v.savedState.bytes)}, saved ${v.savedState.savedAt})` : '';
+          if (!await confirm(`VM ${name} is saved${size}. Discard its saved state? Its guest then boots afresh at the next start. [y/N] `)) {
+            throw new CliError(EXIT.wrongState, `kept the saved state of VM ${name}`);
+          }
+          o = { ...o, discardState: true };
+        }
+      }
       const r = await stopLike('vm.stop', `stopping ${name}`, name, o);
       if (o.json) printJson(r);
       else process.stdout.write(`${stopText(name, r.path, r.state)}\n`);
@@ -149,13 +169,32 @@ export function register(program: Command): void {
   }
 
   program
+    .command('save <NAME>')
+    .description('save a running or paused VM: its whole machine state to a file, then stop it (state: saved; start resumes it)')
+    .option('--json', 'print the VM as JSON')
+    .action(async (name: string, o: { json?: boolean }) => {
+      const c = await connectDaemon();
+      const sp = spinner(`saving ${name}`, !o.json);
+      let info: VmInfo & { saveSeconds: number };
+      try {
+        info = await c.request<VmInfo & { saveSeconds: number }>('vm.save', { name });
+      } finally {
+        sp.stop();
+      }
+      c.close();
+      if (o.json) printJson(info);
+      else process.stdout.write(`Saved VM ${out.bold(name)} (${humanSize(info.savedState?.bytes ?? 0)} in ${info.saveSeconds.toFixed(1)} s), state ${stateColor(info.state)}\n`);
+    });
+
+  program
     .command('delete <NAME>')
     .description('remove a VM; disk images vmctl created for it that hold data go only when you say so')
     .option('--force', 'power off a running VM first')
     .option('--delete-disks', 'also remove the disk images vmctl created for it (never images that existed before create)')
     .option('--keep-disks', 'keep the disk images vmctl created for it')
+    .option('--flatten-clones', 'linked clones built on its disk layers first get what they need copied into their own')
     .option('--json', 'print what was removed as JSON')
-    .action(async (name: string, o: { force?: boolean; deleteDisks?: boolean; keepDisks?: boolean; json?: boolean }) => {
+    .action(async (name: string, o: { force?: boolean; deleteDisks?: boolean; keepDisks?: boolean; flattenClones?: boolean; json?: boolean }) => {
       if (o.deleteDisks && o.keepDisks) throw new CliError(EXIT.usage, 'give at most one of --delete-disks and --keep-disks');
       let disks: 'delete' | 'keep' | undefined = o.deleteDisks ? 'delete' : o.keepDisks ? 'keep' : undefined;
       const c = await connectDaemon();
@@ -174,7 +213,7 @@ export function register(program: Command): void {
           disks = answer;
         }
       }
-      const r = await c.request<{ deleted: string; disks: DeletedDisk[] }>('vm.delete', { name, ...(o.force ? { force: true } : {}), ...(disks ? { disks } : {}) });
+      const r = await c.request<{ deleted: string; disks: DeletedDisk[] }>('vm.delete', { name, ...(o.force ? { force: true } : {}), ...(disks ? { disks } : {}), ...(o.flattenClones ? { flattenClones: true } : {}) });
       c.close();
       if (o.json) return printJson(r);
       process.stdout.write(`Deleted VM ${name}\n`);
@@ -187,12 +226,14 @@ export function register(program: Command): void {
 }
 
 /** stop and restart: the same request shape, the same spinner. */
-async function stopLike(method: 'vm.stop' | 'vm.restart', doing: string, name: string, o: { timeout?: string; force?: boolean; json?: boolean }): Promise<VmInfo & { path: StopPath }> {
+async function stopLike(method: 'vm.stop' | 'vm.restart', doing: string, name: string, o: { timeout?: string; force?: boolean; discardState?: boolean; json?: boolean }): Promise<VmInfo & { path: StopPath }> {
   const timeoutMs = durationOption(o.timeout, '--timeout');
   const c = await connectDaemon();
-  const sp = spinner(doing, !o.json);
+  // (No spinner after a question: discarding a state takes no time, and ora would fight readline
+  // over the terminal.)
+  const sp = spinner(doing, !o.json && !o.discardState);
   try {
-    return await c.request<VmInfo & { path: StopPath }>(method, { name, ...(o.force ? { force: true } : {}), ...(timeoutMs !== undefined ? { timeoutSeconds: timeoutMs / 1000 } : {}) });
+    return await c.request<VmInfo & { path: StopPath }>(method, { name, ...(o.force ? { force: true } : {}), ...(o.discardState ? { discardState: true } : {}), ...(timeoutMs !== undefined ? { timeoutSeconds: timeoutMs / 1000 } : {}) });
   } finally {
     sp.stop();
     c.close();

@@ -31,13 +31,18 @@ export class VirtioBlkSlot {
   readonly device: MmioDevice;
   readonly transport: VirtioMmioDevice;
   readonly blk: VirtioBlk;
-  private readonly backend: BlockBackend;
+  private backend: BlockBackend;
+  /** The image file at the top of the disk's chain (it changes when a snapshot adds a layer). */
+  private path: string;
   private timer: ReturnType<typeof setInterval> | undefined;
   private closed = false;
   /** Every log line of the slot starts with this (the virtio-blk model's lines get it here). */
   private readonly name: string;
+  /** The image is closed for a while (detach/attach): the machine must not run meanwhile. */
+  private detached = false;
 
   constructor(private readonly opts: VirtioBlkSlotOptions) {
+    this.path = opts.disk.path;
     this.backend = opts.backend ?? openDiskImage(opts.disk.path, opts.disk.readonly);
     const name = `virtio-blk ${opts.disk.name} @0x${opts.base.toString(16)}`;
     this.name = name;
@@ -51,16 +56,55 @@ export class VirtioBlkSlot {
     }
   }
 
+  /** Puts the image at `path` (a chain showing the guest the same disk: a snapshot's new overlay
+   *  over the old top) behind the device; the old image is flushed and closed. */
+  reopen(path: string): void {
+    this.swap(this.open(path, false), path);
+  }
+
+  /** reopen() in two steps, so that several disks can switch together or not at all: open()
+   *  the new image (checked: same size, same read-only flag), then swap() it in. `onCurrent`:
+   *  the new image is an overlay over the current top, which is not opened again but becomes its
+   *  backing image as it is (a snapshot: the switch costs one file's opening). */
+  open(path: string, onCurrent: boolean): BlockBackend {
+    const next = openDiskImage(path, this.opts.disk.readonly, onCurrent && !this.detached ? { path: this.path, backend: this.backend } : undefined);
+    if (next.sectorCount() !== this.blk.backend.sectorCount()) {
+      if (!onCurrent) next.close(); // (closing an overlay built on the current top would close that too)
+      throw new RangeError(`${path} has ${next.sectorCount()} sectors; the disk ${this.opts.disk.name} has ${this.blk.backend.sectorCount()}`);
+    }
+    return next;
+  }
+
+  /** Returns the old image when the new one is built on it (it is not closed then: the new
+   *  chain owns it), else null. */
+  swap(next: BlockBackend, path: string, onCurrent = false): BlockBackend | null {
+    this.blk.replaceBackend(next);
+    const old = this.backend;
+    if (!this.detached && !onCurrent) old.close();
+    this.backend = next;
+    this.path = path;
+    this.detached = false;
+    return onCurrent ? old : null;
+  }
+
+  /** Flushes and closes the image for a while (its files change: a snapshot's layers are
+   *  merged); attach() opens it, or another chain showing the same disk, again. */
+  detach(): void {
+    if (this.detached || this.closed) return;
+    this.backend.close();
+    this.detached = true;
+  }
+
   /** Looks at the image's size; a change becomes a config-change interrupt (5.2.4: capacity). */
   checkResize(): boolean {
-    if (this.closed) return false;
+    if (this.closed || this.detached) return false;
     try {
       if (!this.blk.refreshCapacity()) return false;
     } catch (e) {
-      this.opts.log(`${this.name}: cannot read the size of ${this.opts.disk.path}: ${(e as Error).message}`);
+      this.opts.log(`${this.name}: cannot read the size of ${this.path}: ${(e as Error).message}`);
       return false;
     }
-    this.opts.log(`${this.name}: ${this.opts.disk.path} is now ${this.backend.sectorCount()} sectors; telling the guest`);
+    this.opts.log(`${this.name}: ${this.path} is now ${this.backend.sectorCount()} sectors; telling the guest`);
     this.transport.configChanged();
     return true;
   }
@@ -70,6 +114,6 @@ export class VirtioBlkSlot {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
-    this.backend.close();
+    if (!this.detached) this.backend.close();
   }
 }

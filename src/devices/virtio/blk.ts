@@ -77,6 +77,7 @@ export class VirtioBlk implements VirtioDeviceModel {
   private readonly io: Uint8Array[] = [];
 
   constructor(private readonly opts: VirtioBlkOptions) {
+    this.backendNow = opts.backend;
     this.idBytes = new Uint8Array(VIRTIO_BLK_ID_BYTES);
     this.idBytes.set(new TextEncoder().encode(opts.id).subarray(0, VIRTIO_BLK_ID_BYTES));
     const c = this.configView;
@@ -93,11 +94,22 @@ export class VirtioBlk implements VirtioDeviceModel {
     c.setUint8(BLK_CFG.writeZeroesMayUnmap, 1);
   }
 
-  get backend(): BlockBackend { return this.opts.backend; }
+  private backendNow: BlockBackend;
+
+  get backend(): BlockBackend { return this.backendNow; }
+
+  /** Puts another image with the same guest-visible disk behind the device (a snapshot's new
+   *  top layer): same size and read-only flag, so nothing the driver negotiated changes. */
+  replaceBackend(b: BlockBackend): void {
+    if (b.sectorCount() !== this.backendNow.sectorCount() || b.readonly !== this.backendNow.readonly) {
+      throw new RangeError(`virtio-blk ${this.opts.id}: the new image differs in size or read-only flag`);
+    }
+    this.backendNow = b;
+  }
 
   deviceFeatures(): bigint {
     let f = feature(VIRTIO_BLK_F_SIZE_MAX) | feature(VIRTIO_BLK_F_SEG_MAX) | feature(VIRTIO_BLK_F_BLK_SIZE) | feature(VIRTIO_BLK_F_FLUSH);
-    if (this.opts.backend.readonly) f |= feature(VIRTIO_BLK_F_RO);
+    if (this.backendNow.readonly) f |= feature(VIRTIO_BLK_F_RO);
     else f |= feature(VIRTIO_BLK_F_DISCARD) | feature(VIRTIO_BLK_F_WRITE_ZEROES);
     return f;
   }
@@ -115,13 +127,13 @@ export class VirtioBlk implements VirtioDeviceModel {
 
   /** Re-reads the backend's size; true when the capacity changed (caller raises config change). */
   refreshCapacity(): boolean {
-    if (!this.opts.backend.refreshCapacity()) return false;
+    if (!this.backendNow.refreshCapacity()) return false;
     this.setCapacity();
     return true;
   }
 
   private setCapacity(): void {
-    const n = this.opts.backend.sectorCount();
+    const n = this.backendNow.sectorCount();
     this.configView.setUint32(BLK_CFG.capacity, n % 0x1_0000_0000, true);
     this.configView.setUint32(BLK_CFG.capacity + 4, Math.floor(n / 0x1_0000_0000), true);
   }
@@ -145,7 +157,7 @@ export class VirtioBlk implements VirtioDeviceModel {
           if (status === VIRTIO_BLK_S_OK) {
             this.io.length = 0;
             q.views(true, 0, len, this.io);
-            this.opts.backend.read(sector, this.io);
+            this.backendNow.read(sector, this.io);
             written += len;
           }
           break;
@@ -153,17 +165,17 @@ export class VirtioBlk implements VirtioDeviceModel {
         case VIRTIO_BLK_T_OUT: {
           const len = q.readableBytes - 16;
           // 5.2.6.2: a write to a read-only device fails with IOERR and writes nothing.
-          if (this.opts.backend.readonly) { status = VIRTIO_BLK_S_IOERR; break; }
+          if (this.backendNow.readonly) { status = VIRTIO_BLK_S_IOERR; break; }
           status = this.checkRange(sector, len);
           if (status === VIRTIO_BLK_S_OK) {
             this.io.length = 0;
             q.views(false, 16, len, this.io);
-            this.opts.backend.write(sector, this.io);
+            this.backendNow.write(sector, this.io);
           }
           break;
         }
         case VIRTIO_BLK_T_FLUSH:
-          this.opts.backend.flush();
+          this.backendNow.flush();
           status = VIRTIO_BLK_S_OK;
           break;
         case VIRTIO_BLK_T_GET_ID: {
@@ -198,7 +210,7 @@ export class VirtioBlk implements VirtioDeviceModel {
    *  turn one request into minutes of I/O. */
   private checkRange(sector: number, len: number): number {
     if (len % SECTOR_SIZE !== 0 || len > BLK_SEG_MAX * BLK_SIZE_MAX) return VIRTIO_BLK_S_IOERR;
-    if (sector + len / SECTOR_SIZE > this.opts.backend.sectorCount()) return VIRTIO_BLK_S_IOERR;
+    if (sector + len / SECTOR_SIZE > this.backendNow.sectorCount()) return VIRTIO_BLK_S_IOERR;
     return VIRTIO_BLK_S_OK;
   }
 
@@ -217,13 +229,13 @@ export class VirtioBlk implements VirtioDeviceModel {
   }
 
   private zeroOrDiscard(type: number, q: SplitVirtqueue): number {
-    if (this.opts.backend.readonly) return VIRTIO_BLK_S_IOERR;
+    if (this.backendNow.readonly) return VIRTIO_BLK_S_IOERR;
     const bytes = q.readableBytes - 16;
     const isZeroes = type === VIRTIO_BLK_T_WRITE_ZEROES;
     const maxSeg = isZeroes ? BLK_MAX_WRITE_ZEROES_SEG : BLK_MAX_DISCARD_SEG;
     const maxSectors = isZeroes ? BLK_MAX_WRITE_ZEROES_SECTORS : BLK_MAX_DISCARD_SECTORS;
     if (bytes === 0 || bytes % 16 !== 0 || bytes / 16 > maxSeg) return VIRTIO_BLK_S_UNSUPP;
-    const capacity = this.opts.backend.sectorCount();
+    const capacity = this.backendNow.sectorCount();
     const n = bytes / 16;
     // Validate every segment before acting on any (all or nothing).
     for (let i = 0; i < n; i++) {
@@ -236,8 +248,8 @@ export class VirtioBlk implements VirtioDeviceModel {
     for (let i = 0; i < n; i++) {
       this.readSegment(q, i);
       if (this.segCount === 0) continue;
-      if (isZeroes) this.opts.backend.writeZeroes(this.segStart, this.segCount, (this.segFlags & WRITE_ZEROES_FLAG_UNMAP) !== 0);
-      else this.opts.backend.discard(this.segStart, this.segCount);
+      if (isZeroes) this.backendNow.writeZeroes(this.segStart, this.segCount, (this.segFlags & WRITE_ZEROES_FLAG_UNMAP) !== 0);
+      else this.backendNow.discard(this.segStart, this.segCount);
     }
     return VIRTIO_BLK_S_OK;
   }

@@ -31,7 +31,7 @@
 
 import type { MmioDevice } from '../../memory/bus.js';
 import type { GuestRam } from '../../memory/ram.js';
-import { SplitVirtqueue, VirtqueueError } from './queue.js';
+import { SplitVirtqueue, VirtqueueError, type VirtqueueState } from './queue.js';
 
 export const VIRTIO_MMIO_MAGIC = 0x74726976;       // "virt" little-endian
 export const VIRTIO_MMIO_VERSION = 2;              // modern
@@ -107,6 +107,14 @@ export interface VirtioMmioOptions {
   readonly name: string;
 }
 
+export interface VirtioMmioState {
+  status: number; deviceFeaturesSel: number; driverFeaturesSel: number;
+  /** bigints in hex */
+  driverFeatures: string; negotiated: string;
+  queueSel: number; interruptStatus: number; configGeneration: number; broken: boolean;
+  queues: VirtqueueState[];
+}
+
 export class VirtioMmioDevice implements MmioDevice {
   readonly queues: SplitVirtqueue[];
   private readonly model: VirtioDeviceModel;
@@ -132,6 +140,35 @@ export class VirtioMmioDevice implements MmioDevice {
   features(): bigint { return this.negotiated; }
   deviceStatus(): number { return this.status; }
   needsReset(): boolean { return (this.status & STATUS_DEVICE_NEEDS_RESET) !== 0; }
+
+  /** Saved state: device status, feature negotiation, selectors, interrupt status, the
+   *  configuration generation and every queue. The device-type half (virtio-blk) keeps nothing
+   *  of its own: its configuration comes from the disk, which the board checks is the same. */
+  saveState(): VirtioMmioState {
+    return {
+      status: this.status, deviceFeaturesSel: this.deviceFeaturesSel, driverFeaturesSel: this.driverFeaturesSel,
+      driverFeatures: this.driverFeatures.toString(16), negotiated: this.negotiated.toString(16), queueSel: this.queueSel,
+      interruptStatus: this.interruptStatus, configGeneration: this.configGeneration, broken: this.broken,
+      queues: this.queues.map((q) => q.saveState()),
+    };
+  }
+
+  /** Restores a saved transport; refuses one whose features this device does not offer (a disk
+   *  that became read-only, say). The PLIC keeps its own pending state: nothing is signalled. */
+  loadState(s: VirtioMmioState): void {
+    const negotiated = BigInt(`0x${s.negotiated}`);
+    if ((negotiated & ~this.offered) !== 0n) {
+      throw new RangeError(`${this.opts.name}: the saved state negotiated features 0x${negotiated.toString(16)}, this device offers 0x${this.offered.toString(16)}`);
+    }
+    if (s.queues.length !== this.queues.length) throw new RangeError(`${this.opts.name}: the saved state has ${s.queues.length} queues, this device ${this.queues.length}`);
+    this.status = s.status; this.deviceFeaturesSel = s.deviceFeaturesSel; this.driverFeaturesSel = s.driverFeaturesSel;
+    this.driverFeatures = BigInt(`0x${s.driverFeatures}`); this.negotiated = negotiated; this.queueSel = s.queueSel;
+    this.interruptStatus = s.interruptStatus; this.configGeneration = s.configGeneration; this.broken = s.broken;
+    s.queues.forEach((q, i) => this.queues[i].loadState(q));
+    if ((this.status & STATUS_FEATURES_OK) !== 0) this.model.featuresAccepted?.(this.negotiated);
+    // A running driver's device is live again (virtio-net: frames may be received).
+    if ((this.status & STATUS_DRIVER_OK) !== 0 && !this.needsReset()) this.model.driverReady?.();
+  }
 
   read(offset: number, size: 1 | 2 | 4): number {
     if (offset >= REG.Config) return this.model.configRead(offset - REG.Config, size);

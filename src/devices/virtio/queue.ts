@@ -31,6 +31,11 @@ export class VirtqueueError extends Error {
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
+export interface VirtqueueState {
+  size: number; ready: boolean; descAddr: number; availAddr: number; usedAddr: number;
+  indirectEnabled: boolean; eventIdxEnabled: boolean; lastAvailIdx: number; usedIdx: number;
+}
+
 export class SplitVirtqueue {
   // Set by the transport's queue registers (4.2.2).
   size = 0;
@@ -67,6 +72,24 @@ export class SplitVirtqueue {
     this.descAddr = this.availAddr = this.usedAddr = 0;
     this.lastAvailIdx = this.usedIdx = 0;
     this.indirectEnabled = this.eventIdxEnabled = false;
+    this.segCount = 0;
+  }
+
+  /** Saved state: the registers the driver set and the device's ring indices (the rings
+   *  themselves live in guest RAM). Requests never stay in flight between two instructions
+   *  (a notify serves them all before the store retires), so there is nothing more. */
+  saveState(): VirtqueueState {
+    return {
+      size: this.size, ready: this.ready, descAddr: this.descAddr, availAddr: this.availAddr, usedAddr: this.usedAddr,
+      indirectEnabled: this.indirectEnabled, eventIdxEnabled: this.eventIdxEnabled, lastAvailIdx: this.lastAvailIdx, usedIdx: this.usedIdx,
+    };
+  }
+
+  loadState(s: VirtqueueState): void {
+    if (s.size > this.maxSize) throw new RangeError(`virtqueue: saved size ${s.size} is larger than ${this.maxSize}`);
+    this.size = s.size; this.ready = s.ready; this.descAddr = s.descAddr; this.availAddr = s.availAddr; this.usedAddr = s.usedAddr;
+    this.indirectEnabled = s.indirectEnabled; this.eventIdxEnabled = s.eventIdxEnabled;
+    this.lastAvailIdx = s.lastAvailIdx; this.usedIdx = s.usedIdx;
     this.segCount = 0;
   }
 

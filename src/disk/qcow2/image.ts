@@ -382,6 +382,28 @@ export class Qcow2Image implements BlockBackend {
     }
   }
 
+  /** The guest byte ranges [start, end) this image itself defines — data, compressed or zero
+   *  clusters, not what falls through to its backing file — in order, adjacent ones merged.
+   *  (Snapshot layers are merged by copying these: src/disk/layers.ts.) */
+  ownExtents(): [number, number][] {
+    const out: [number, number][] = [];
+    for (let l1i = 0; l1i < this.l1Off.length; l1i++) {
+      const off = this.l1Off[l1i];
+      if (off === 0) continue;
+      const t = this.l2(off);
+      for (let i = 0; i < this.l2Entries; i++) {
+        const hi = be32(t, i * 8), lo = be32(t, i * 8 + 4);
+        if ((hi === 0 && lo === 0) || this.classify(hi, lo) === Kind.Unallocated) continue;
+        const start = (l1i * this.l2Entries + i) * this.cs;
+        if (start >= this.size) break;
+        const end = Math.min(start + this.cs, this.size);
+        const last = out[out.length - 1];
+        if (last !== undefined && last[1] === start) last[1] = end; else out.push([start, end]);
+      }
+    }
+    return out;
+  }
+
   /** Guest bytes [pos, pos+n) that this image does not hold: the backing image's, or zeros. */
   private readUnallocated(pos: number, n: number): void {
     if (this.backing === null) {
