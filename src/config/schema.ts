@@ -360,8 +360,9 @@ export class KeywordOrPathSpec<K extends string, P extends Presence> extends Spe
 
 /** A check across the keys of one mapping (a key required by another's value). */
 export interface ObjectRule {
-  /** Returns the key to blame and what is wrong, or null. Runs only when `ok(key)` for what it reads. */
-  check(value: Record<string, unknown>, ok: (key: string) => boolean, present: (key: string) => boolean): { key: string; message: string } | null;
+  /** Returns the key to blame and what is wrong, or null. Runs only when `ok(key)` for what it reads.
+   *  `pathOf` gives a key's full path for the message (`network[1].name`). */
+  check(value: Record<string, unknown>, ok: (key: string) => boolean, present: (key: string) => boolean, pathOf: (key: string) => string): { key: string; message: string } | null;
   /** The same rule in JSON Schema (added under allOf). */
   readonly jsonSchema: JsonSchema;
   /** For the docs: when the rule applies. */
@@ -429,8 +430,10 @@ export class ObjectSpec<F extends Fields, P extends Presence> extends Spec<Objec
       }
     }
     for (const rule of this.options.rules ?? []) {
-      const problem = rule.check(out, (k) => ctx.ok(join(k)), present);
-      if (problem) ctx.fail(map, { path: join(problem.key), key: where.key, index: where.index }, problem.message);
+      const problem = rule.check(out, (k) => ctx.ok(join(k)), present, join);
+      // At the key it blames when that key is written, else at the mapping (a missing key).
+      const blamed = pairs.get(problem?.key ?? '');
+      if (problem) ctx.fail(blamed ? blamed.key : map, { path: join(problem.key), key: where.key, index: where.index }, problem.message);
     }
     return out as ObjectValue<F>;
   }

@@ -6,7 +6,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { MachineConfig, NicAttachment, PortForward, PowerEvent } from '../board/machine-types.js';
-import { VIRTIO_COUNT as VIRTIO_SLOTS } from '../board/memory-map.js';
 import { defaultMac } from '../net/mac.js';
 import { ensureSshKey, sshKeyPaths } from './ssh-key.js';
 import type { VmDefinition } from '../config/vm-definition.js';
@@ -197,11 +196,13 @@ export class VmInstance {
     }
   }
 
-  /** The VM's network cards: without a `network:` key, one on user-mode NAT where a virtio
-   *  slot is left (as QEMU and VirtualBox default to). */
+  /** The VM's network cards as the definition has them (src/config/vm-definition.ts decides the
+   *  default NIC), each with its MAC: the one given, or one derived from the VM's UUID. */
   private nics(): NicAttachment[] {
-    if (this.def.disks.length >= VIRTIO_SLOTS) return [];
-    return [{ mac: defaultMac(this.name, 0), network: { mode: 'user', forwards: [], restrict: false } }];
+    return this.def.network.nics.map((n, i) => ({
+      mac: n.mac ?? defaultMac(this.persisted.uuid, i),
+      network: n.mode === 'user' ? { mode: 'user', forwards: n.forwards, restrict: n.restrict } : { mode: 'switch', name: n.name },
+    }));
   }
 
   // ---- lifecycle ----
