@@ -3,7 +3,7 @@
 // tables, and commented YAML files (vm-config.example.yaml, the daemon's first config.yaml).
 
 import { stringify } from 'yaml';
-import { declaredKeys, ListSpec, ObjectSpec, ShapesSpec, type Fields, type JsonSchema, type Spec } from './schema.js';
+import { declaredKeys, DictSpec, ListSpec, ObjectSpec, ShapesSpec, type Fields, type JsonSchema, type Spec } from './schema.js';
 
 type AnyObject = ObjectSpec<Fields, 'present' | 'optional'>;
 
@@ -76,7 +76,7 @@ export function annotatedYaml(root: AnyObject, opts: AnnotatedOptions): string {
   const out: string[] = opts.header.flatMap((h) => comment(h, ''));
   const defaults = (spec: Spec<unknown>): unknown => {
     const d = spec.defaultFor(0);
-    return d === undefined || spec instanceof ObjectSpec || spec instanceof ListSpec ? undefined : yamlScalarValue(spec, d);
+    return d === undefined || spec instanceof ObjectSpec || spec instanceof ListSpec || spec instanceof DictSpec ? undefined : yamlScalarValue(spec, d);
   };
   const writeObject = (spec: AnyObject, values: Record<string, unknown> | undefined, indent: string, topLevel: boolean): void => {
     for (const key of spec.keys) {

@@ -13,6 +13,7 @@ import { ensureHome, homePaths, socketFits, type HomePaths } from './paths.js';
 import { Registry } from './registry.js';
 import { RotatingLog } from './rotating-log.js';
 import { Connection } from './server.js';
+import { SwitchHub } from './switches.js';
 import type { VmEvent, VmInstance } from './vm-instance.js';
 
 export interface DaemonOptions {
@@ -145,8 +146,10 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       unlinkSync(socketPath);
     }
 
+    const switches = new SwitchHub(settings.networks, log);
     const workerEnv = {
       home: paths.home,
+      switches,
       workerPath: opts.workerPath,
       hartWorkerPath: opts.hartWorkerPath,
       serialLogMaxBytes: settings.serialLogMaxBytes,
@@ -222,6 +225,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       return stopping;
     };
     const finish = (): void => {
+      switches.closeAll();
       for (const vm of [...registry.vms.values()]) if (vm.persisted.ephemeral) registry.delete(vm);
       for (const c of connections) c.close();
       try { unlinkSync(socketPath); } catch { /* gone */ }

@@ -4,10 +4,11 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { Worker, type MessagePort } from 'node:worker_threads';
 import type { MachineConfig, NicAttachment, PortForward, PowerEvent } from '../board/machine-types.js';
 import { defaultMac } from '../net/mac.js';
 import { ensureSshKey, sshKeyPaths } from './ssh-key.js';
+import type { SwitchHub } from './switches.js';
 import type { VmDefinition } from '../config/vm-definition.js';
 import { DiskError } from '../disk/errors.js';
 import { imageInfo, lockDiskChains } from '../disk/image.js';
@@ -47,6 +48,8 @@ export interface InstanceEnv {
   readonly hartWorkerPath?: string;
   readonly serialLogMaxBytes: number;
   readonly consoleHistoryBytes: number;
+  /** The daemon's switch networks (NICs with mode: switch); without it such a NIC cannot start. */
+  readonly switches?: SwitchHub;
   log(msg: string): void;
 }
 
@@ -237,11 +240,18 @@ export class VmInstance {
     // serial.index records where this boot's output starts in serial.log (vmctl logs --boot).
     this.serial ??= new SerialLog(this.dir, this.env.serialLogMaxBytes, (e) => this.env.log(`vm ${this.name}: writing serial.index failed: ${e.message}`));
     this.serial.beginBoot(p.bootId, Date.parse(p.startedAt));
-    const init: WorkerInit = { mode: 'run', vmName: this.name, config: this.machineConfig(), hartWorkerPath: this.env.hartWorkerPath };
+    const config = this.machineConfig();
+    // NICs on switch networks: a port of the daemon's switch each, its other end handed to the worker.
+    const plugged = (config.nics ?? []).map((n, i) => (n.network.mode === 'switch'
+      ? this.env.switches?.attach(n.network.name, `vm ${this.name} nic${i}`) ?? null : null));
+    const unplug = (): void => { for (const p of plugged) p?.detach(); };
+    const switchPorts = plugged.map((p) => p?.port ?? null);
+    const init: WorkerInit = { mode: 'run', vmName: this.name, config, hartWorkerPath: this.env.hartWorkerPath, switchPorts };
     let worker: Worker;
     try {
-      worker = new Worker(this.env.workerPath, { workerData: init, name: `vm ${this.name}` });
+      worker = new Worker(this.env.workerPath, { workerData: init, name: `vm ${this.name}`, transferList: switchPorts.filter((p): p is MessagePort => p !== null) });
     } catch (e) {
+      unplug();
       this.releaseDiskLocks();
       this.serialFlushClose();
       p.lastError = `cannot start the VM's worker thread: ${(e as Error).message}`;
@@ -301,6 +311,7 @@ export class VmInstance {
       this.workerDone = new Promise<void>((done) => {
         worker.on('exit', (code) => {
           this.worker = null;
+          unplug();
           const rebooting = ready && !this.stopping && closed && fatal === null && power?.kind === 'reset' && !p.ephemeral;
           if (!rebooting) {
             this.releaseDiskLocks(); // the worker closed (fsync'd) its images, or died

@@ -1,5 +1,6 @@
 // Messages between the daemon (src/daemon/vm-instance.ts) and a VM's worker thread (worker.ts).
 
+import type { MessagePort } from 'node:worker_threads';
 import type { MachineConfig, PortForward, PowerEvent } from '../board/machine-types.js';
 import type { ForwardInfo } from './networks.js';
 
@@ -10,6 +11,8 @@ export interface WorkerInit {
   readonly config: MachineConfig;
   /** The script of the VM's further hart threads (default: dist/hart-worker.js beside this one). */
   readonly hartWorkerPath?: string;
+  /** By NIC index: the port of the daemon's switch for a NIC with mode: switch (transferred). */
+  readonly switchPorts?: readonly (MessagePort | null)[];
 }
 
 export type ToWorker =
