@@ -27,6 +27,10 @@ const EXAMPLE = annotatedYaml(VM_SCHEMA, {
     memory: '128MiB',
     boot: { firmware: 'none', kernel: './fixtures/demo/hello.elf', cmdline: 'console=ttyS0' },
     disks: [{ path: './example-root.img', size: '64MiB', readonly: false, name: 'root' }],
+    network: [
+      { mode: 'user', forwards: [{ host: 2222, guest: 22 }, { proto: 'udp', host: '0.0.0.0:5353', guest: 53 }], restrict: false },
+      { mode: 'switch', name: 'lab' },
+    ],
     shutdown: { console: 'poweroff\n', timeout: '30s' },
   },
 });

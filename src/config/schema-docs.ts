@@ -3,7 +3,7 @@
 // tables, and commented YAML files (vm-config.example.yaml, the daemon's first config.yaml).
 
 import { stringify } from 'yaml';
-import { declaredKeys, ListSpec, ObjectSpec, ShapesSpec, type Fields, type JsonSchema, type Spec } from './schema.js';
+import { declaredKeys, DictSpec, ListSpec, ObjectSpec, ShapesSpec, type Fields, type JsonSchema, type Spec } from './schema.js';
 
 type AnyObject = ObjectSpec<Fields, 'present' | 'optional'>;
 
@@ -28,9 +28,9 @@ export function keyTable(root: AnyObject): string {
   return `${rows.join('\n')}\n`;
 }
 
-/** A scalar as YAML text. */
+/** A scalar as YAML text; a list or mapping in flow style (`{ host: 2222, guest: 22 }`). */
 function yamlScalar(v: unknown): string {
-  return stringify(v, { lineWidth: 0, blockQuote: false }).trimEnd();
+  return stringify(v, { lineWidth: 0, blockQuote: false, collectionStyle: typeof v === 'object' && v !== null ? 'flow' : 'any' }).trimEnd();
 }
 
 /** Word-wraps comment text to lines of at most `width` characters, each `prefix# `, then `first`
@@ -76,7 +76,7 @@ export function annotatedYaml(root: AnyObject, opts: AnnotatedOptions): string {
   const out: string[] = opts.header.flatMap((h) => comment(h, ''));
   const defaults = (spec: Spec<unknown>): unknown => {
     const d = spec.defaultFor(0);
-    return d === undefined || spec instanceof ObjectSpec || spec instanceof ListSpec ? undefined : yamlScalarValue(spec, d);
+    return d === undefined || spec instanceof ObjectSpec || spec instanceof ListSpec || spec instanceof DictSpec ? undefined : yamlScalarValue(spec, d);
   };
   const writeObject = (spec: AnyObject, values: Record<string, unknown> | undefined, indent: string, topLevel: boolean): void => {
     for (const key of spec.keys) {
@@ -85,12 +85,14 @@ export function annotatedYaml(root: AnyObject, opts: AnnotatedOptions): string {
       if (topLevel) out.push('');
       out.push(...keyComment(key, s, indent, false));
       const obj = s instanceof ObjectSpec ? s : null;
+      // A key with several forms written in its list form is documented as that list.
+      const listSpec = s instanceof ListSpec ? s : s instanceof ShapesSpec && Array.isArray(v) && s.forms.seq instanceof ListSpec ? s.forms.seq : null;
       if (obj && v !== undefined) {
         out.push(`${indent}${key}:`);
         writeObject(obj, v as Record<string, unknown>, `${indent}  `, false);
-      } else if (s instanceof ListSpec && v !== undefined) {
+      } else if (listSpec && v !== undefined) {
         out.push(`${indent}${key}:`);
-        const item = s.item;
+        const item = listSpec.item;
         if (item instanceof ObjectSpec) for (const k of item.keys) out.push(...keyComment(k, item.fields[k] as Spec<unknown>, `${indent}  `, true));
         for (const element of v as Record<string, unknown>[]) {
           const lines = Object.entries(element).map(([k, x]) => `${k}: ${yamlScalar(x)}`);

@@ -361,8 +361,9 @@ export class KeywordOrPathSpec<K extends string, P extends Presence> extends Spe
 
 /** A check across the keys of one mapping (a key required by another's value). */
 export interface ObjectRule {
-  /** Returns the key to blame and what is wrong, or null. Runs only when `ok(key)` for what it reads. */
-  check(value: Record<string, unknown>, ok: (key: string) => boolean, present: (key: string) => boolean): { key: string; message: string } | null;
+  /** Returns the key to blame and what is wrong, or null. Runs only when `ok(key)` for what it reads.
+   *  `pathOf` gives a key's full path for the message (`network[1].name`). */
+  check(value: Record<string, unknown>, ok: (key: string) => boolean, present: (key: string) => boolean, pathOf: (key: string) => string): { key: string; message: string } | null;
   /** The same rule in JSON Schema (added under allOf). */
   readonly jsonSchema: JsonSchema;
   /** For the docs: when the rule applies. */
@@ -430,8 +431,10 @@ export class ObjectSpec<F extends Fields, P extends Presence> extends Spec<Objec
       }
     }
     for (const rule of this.options.rules ?? []) {
-      const problem = rule.check(out, (k) => ctx.ok(join(k)), present);
-      if (problem) ctx.fail(map, { path: join(problem.key), key: where.key, index: where.index }, problem.message);
+      const problem = rule.check(out, (k) => ctx.ok(join(k)), present, join);
+      // At the key it blames when that key is written, else at the mapping (a missing key).
+      const blamed = pairs.get(problem?.key ?? '');
+      if (problem) ctx.fail(blamed ? blamed.key : map, { path: join(problem.key), key: where.key, index: where.index }, problem.message);
     }
     return out as ObjectValue<F>;
   }
@@ -519,6 +522,53 @@ export class ListSpec<T, P extends Presence> extends Spec<T[], P> {
   override show(v: T[]): string { return v.length === 0 ? '[]' : JSON.stringify(v); }
 }
 
+export interface DictOptions<T> extends KeyOptions<Map<string, T>> {
+  /** What a key must look like, and how messages say it. */
+  readonly keyPattern: RegExp;
+  readonly keyText: string;
+  /** How the docs name a key in paths: `networks.NAME.subnet`. */
+  readonly keyName: string;
+}
+/**
+ * A mapping whose keys the user chooses (names), each with a value of one declared shape:
+ * `networks: { lab: { subnet: ..., nat: ... } }`. Read as a Map, in the file's order.
+ */
+export class DictSpec<T, P extends Presence> extends Spec<Map<string, T>, P> {
+  declare readonly options: DictOptions<T>;
+  constructor(readonly item: Spec<T>, options: DictOptions<T>) {
+    super(options);
+  }
+  get expected(): string { return `a mapping of ${this.options.keyText} to ${this.item.expected}`; }
+  get accepts(): string { return `mapping: ${this.options.keyName} -> ${this.item.accepts}`; }
+  read(node: Node | null, where: Where, ctx: ReadContext): Map<string, T> | undefined {
+    const map = ctx.r.resolve(node);
+    if (!isMap(map)) return this.refuse(map, where, ctx);
+    const out = new Map<string, T>();
+    for (const pair of ctx.r.pairsOf(map)) {
+      const key = pair.key;
+      const name = isScalar(key) && (typeof key.value === 'string' || typeof key.value === 'number') ? String(key.value) : undefined;
+      if (name === undefined || !this.options.keyPattern.test(name)) {
+        ctx.fail(key, where, `${where.path}: key ${describe(key)} is not ${this.options.keyText}`);
+        continue;
+      }
+      if (out.has(name)) continue; // merged keys never replace written ones (SchemaReader.pairsOf)
+      const path = `${where.path}.${name}`;
+      const value = ctx.r.resolve(pair.value);
+      ctx.at.set(path, new Pair(key, value));
+      const at = { path, key, index: where.index };
+      // `lab:` with nothing: the item's defaults (a mapping's keys all take theirs).
+      const v = isNull(value) && this.item instanceof ObjectSpec ? this.item.fill(new Map(), value, at, ctx) as T : this.item.read(value, at, ctx);
+      if (v !== undefined) out.set(name, v);
+    }
+    return out;
+  }
+  protected schema(): JsonSchema {
+    return { type: 'object', patternProperties: { [this.options.keyPattern.source]: this.item.jsonSchema() }, additionalProperties: false };
+  }
+  override show(v: Map<string, T>): string { return v.size === 0 ? '{}' : JSON.stringify(Object.fromEntries(v)); }
+  override jsonDefault(v: Map<string, T>): unknown { return Object.fromEntries(v); }
+}
+
 /**
  * A key that takes several forms, one per kind of YAML node: `cpus: 2` (a scalar) or
  * `cpus: {count: 2}` (a mapping). The node's kind picks the form, so the message is about the
@@ -572,6 +622,7 @@ export const keywordOrPath = <K extends string, const O extends KeywordOrPathOpt
 /** A mapping always has a value: when absent, its keys' defaults. */
 export const object = <F extends Fields>(fields: F, o: ObjectOptions<F>) => new ObjectSpec<F, 'present'>(fields, o);
 export const list = <T, const O extends ListOptions<T>>(item: Spec<T>, o: O) => new ListSpec<T, PresenceOf<O>>(item, o);
+export const dict = <T, const O extends DictOptions<T>>(item: Spec<T>, o: O) => new DictSpec<T, PresenceOf<O>>(item, o);
 export const shapes = <T, const O extends KeyOptions<T>>(forms: Partial<Record<NodeKind, Spec<unknown>>>, normalize: (value: unknown, kind: NodeKind) => T, o: O) =>
   new ShapesSpec<T, PresenceOf<O>>(forms, { ...o, normalize });
 
@@ -599,6 +650,8 @@ export function declaredKeys(root: ObjectSpec<Fields, Presence>): DeclaredKey[] 
       }
     } else if (spec instanceof ListSpec) {
       walk(spec.item, `${prefix}[]`, depth);
+    } else if (spec instanceof DictSpec) {
+      walk(spec.item, `${prefix}.${spec.options.keyName}`, depth);
     } else if (spec instanceof ShapesSpec) {
       for (const form of Object.values(spec.forms)) if (form) walk(form, prefix, depth);
     }

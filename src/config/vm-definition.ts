@@ -15,6 +15,9 @@ import { formatDuration, readDocument, ReadContext } from './schema.js';
 import { VM_NAME_RE, VM_NAME_TEXT, VM_SCHEMA, type VmFile } from './vm-schema.js';
 // Disk identity as the disk locks see it: the same file under two names is one disk.
 import { canonicalImagePath } from '../disk/lock.js';
+import { VIRTIO_COUNT } from '../board/memory-map.js';
+import { parseHostEndpoint } from '../net/forward-spec.js';
+import { formatMac, macProblem, parseMac } from '../net/mac.js';
 import { DiskError } from '../disk/errors.js';
 import { imageChain } from '../disk/image.js';
 
@@ -28,6 +31,26 @@ export interface DiskDefinition {
   readonly readonly: boolean;
   /** virtio-blk serial (disk0, disk1, ... by default). */
   readonly name: string;
+}
+
+/** A port forward of a user-mode NIC: host side as bound (127.0.0.1 unless given). */
+export interface ForwardDefinition {
+  readonly proto: 'tcp' | 'udp';
+  readonly hostAddress: string;
+  readonly hostPort: number;
+  readonly guestPort: number;
+}
+
+/** A network card; `mac` absent: derived from the VM's UUID when it starts. */
+export type NicDefinition =
+  | { readonly mode: 'user'; readonly forwards: readonly ForwardDefinition[]; readonly restrict: boolean; readonly mac?: string }
+  | { readonly mode: 'switch'; readonly name: string; readonly mac?: string };
+
+export interface NetworkDefinition {
+  /** False when the file has no `network:` key: then `nics` is the default NIC (one on user-mode
+   *  NAT) if a virtio slot was left after the disks, else nothing. */
+  readonly explicit: boolean;
+  readonly nics: readonly NicDefinition[];
 }
 
 export interface VmDefinition {
@@ -47,6 +70,9 @@ export interface VmDefinition {
     /** How long `stop` waits for the guest after typing the command (ms); `--timeout` overrides. */
     readonly timeoutMs: number;
   };
+  readonly network: NetworkDefinition;
+  /** What is worth saying about a valid definition (validate and create print it; not stored). */
+  readonly warnings?: readonly string[];
 }
 
 export interface ParseOptions {
@@ -88,6 +114,8 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
     if (written !== opts.keepName) r.fail(namePair.value, `name: found ${written === undefined ? String(written) : quote(written)}, but this is VM ${quote(opts.keepName)}, and a VM cannot be renamed; expected ${quote(opts.keepName)}`, namePair.key);
   }
   checkBeyondShape(v, ctx, !opts.skipFileChecks);
+  const warnings: string[] = [];
+  const network = networkDefinition(v, ctx, warnings);
   if (r.errors.length > 0) throw new ConfigErrors(r.errors);
   return {
     name: v.name,
@@ -96,7 +124,63 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
     boot: { firmware: v.boot.firmware, kernel: v.boot.kernel, initrd: v.boot.initrd, cmdline: v.boot.cmdline },
     disks: v.disks.map((d) => ({ path: d.path, sizeBytes: d.size, readonly: d.readonly, name: d.name })),
     shutdown: { console: v.shutdown.console, timeoutMs: v.shutdown.timeout },
+    network,
+    ...(warnings.length > 0 ? { warnings } : {}),
   };
+}
+
+/**
+ * The NICs, with what the shape cannot say: forward host addresses and ports in range and each
+ * bound once, MACs usable and distinct, and room on the board: disks take the virtio slots from
+ * the bottom, NICs from the top, 8 in all. An explicit NIC that does not fit is an error at its
+ * key; the default NIC is left out (with a warning) so a file that fit before still does.
+ */
+function networkDefinition(v: VmFile, ctx: ReadContext, warnings: string[]): NetworkDefinition {
+  const fail = (path: string, message: string): void => {
+    const pair = ctx.at.get(path);
+    ctx.r.fail(pair?.value, message, pair?.key);
+  };
+  const n = v.network;
+  if (n.kind === 'default') {
+    if (v.disks.length < VIRTIO_COUNT) return { explicit: false, nics: [{ mode: 'user', forwards: [], restrict: false }] };
+    warnings.push(`no NIC: the ${v.disks.length} disks take all ${VIRTIO_COUNT} virtio slots, so the default NIC (user-mode NAT) is left out; give fewer disks for a network, or network: none to say so`);
+    return { explicit: false, nics: [] };
+  }
+  const nics: NicDefinition[] = [];
+  const macs = new Map<string, number>();
+  const bound = new Map<string, string>();
+  n.nics.forEach((f, i) => {
+    const where = `network[${i}]`;
+    if (!ctx.ok(where)) return;
+    if (v.disks.length + i >= VIRTIO_COUNT) {
+      fail(where, `${where}: no virtio slot left for this NIC: ${v.disks.length} disks and ${n.nics.length} NIC${n.nics.length === 1 ? '' : 's'}; the board has ${VIRTIO_COUNT} slots`);
+    }
+    if (f.mac !== undefined) {
+      const bytes = parseMac(f.mac)!;
+      const problem = macProblem(bytes);
+      const key = formatMac(bytes);
+      if (problem) fail(`${where}.mac`, `${where}.mac: ${f.mac} cannot be a NIC's address: ${problem}`);
+      else if (macs.has(key)) fail(`${where}.mac`, `${where}.mac: ${f.mac} is also network[${macs.get(key)}]'s address; expected a MAC of its own`);
+      macs.set(key, i);
+    }
+    if (f.mode === 'switch') {
+      nics.push({ mode: 'switch', name: f.name!, ...(f.mac !== undefined ? { mac: f.mac } : {}) });
+      return;
+    }
+    const forwards: ForwardDefinition[] = [];
+    f.forwards.forEach((fw, j) => {
+      const at = `${where}.forwards[${j}]`;
+      if (!ctx.ok(at)) return;
+      const host = parseHostEndpoint(fw.host);
+      if (typeof host === 'string') { fail(`${at}.host`, `${at}.host: ${host}`); return; }
+      const id = `${fw.proto} ${host.address}:${host.port}`;
+      if (host.port !== 0 && bound.has(id)) fail(`${at}.host`, `${at}.host: ${id} is already forwarded by ${bound.get(id)}; expected each host port once`);
+      bound.set(id, at);
+      forwards.push({ proto: fw.proto as 'tcp' | 'udp', hostAddress: host.address, hostPort: host.port, guestPort: fw.guest });
+    });
+    nics.push({ mode: 'user', forwards, restrict: f.restrict, ...(f.mac !== undefined ? { mac: f.mac } : {}) });
+  });
+  return { explicit: true, nics };
 }
 
 /** The second step: what the shape cannot say (distinct disks) and, with `files`, what the files
@@ -195,5 +279,16 @@ export function serializeVmDefinition(d: VmDefinition): string {
   if (d.shutdown.console !== undefined) sh.console = d.shutdown.console;
   sh.timeout = formatDuration(d.shutdown.timeoutMs);
   if (Object.keys(sh).length > 0) out.shutdown = sh;
+  // Absent stays absent: the default NIC is decided again at each read.
+  if (d.network.explicit) {
+    out.network = d.network.nics.length === 0 ? 'none' : d.network.nics.map((n) => ({
+      mode: n.mode,
+      ...(n.mode === 'switch' ? { name: n.name } : {
+        forwards: n.forwards.map((f) => ({ proto: f.proto, host: `${f.hostAddress}:${f.hostPort}`, guest: f.guestPort })),
+        restrict: n.restrict,
+      }),
+      ...(n.mac !== undefined ? { mac: n.mac } : {}),
+    }));
+  }
   return `# Stored by vmctl; paths are absolute.\n${stringify(out)}`;
 }

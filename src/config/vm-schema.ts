@@ -8,7 +8,7 @@
 // in `shapes(...)` plus its place in `normalize`; do not declare a key before something uses it.
 
 import { MAX_CPUS, VIRTIO_COUNT } from '../board/memory-map.js';
-import { boolean, duration, integer, keywordOrPath, list, object, path, shapes, size, string, type ObjectValue } from './schema.js';
+import { boolean, duration, integer, keywordOrPath, list, object, path, shapes, size, string, type ObjectRule, type ObjectValue } from './schema.js';
 
 export const VM_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const VM_NAME_TEXT = 'letters, digits, ".", "_" or "-" (1..63 characters, starting with a letter or digit)';
@@ -24,6 +24,68 @@ const memorySize = size({
   min: MIN_MEMORY, max: MAX_MEMORY, multipleOf: 4096, example: '128MiB', required: true,
   description: 'Guest RAM, allocated lazily as the guest touches it',
 });
+
+// ---- network: NICs (virtio-net) and where their frames go (src/net) ----
+
+/** A switch network's name (daemon config.yaml `networks:` keys, and `name:` of a switch NIC). */
+export const NETWORK_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const NETWORK_NAME_TEXT = 'a network name: letters, digits, ".", "_" or "-" (1..63, starting with a letter or digit)';
+const MAC_RE = /^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$/;
+/** "2222", "0", "127.0.0.1:2222", "0.0.0.0:8080" (ranges are checked after the shape). */
+const HOST_ENDPOINT_RE = /^(?:\d{1,3}(?:\.\d{1,3}){3}:)?\d{1,5}$/;
+
+const forward = object({
+  proto: string({ pattern: /^(tcp|udp)$/, expectedText: 'tcp or udp', default: 'tcp', description: 'tcp or udp', example: 'tcp' }),
+  host: string({
+    pattern: HOST_ENDPOINT_RE, expectedText: 'a port, or ADDRESS:PORT like "0.0.0.0:8080"', numbersAsText: true, required: true,
+    missing: 'the host port (e.g. 2222, or "0.0.0.0:2222")',
+    description: 'The host side: a port on 127.0.0.1, or ADDRESS:PORT (port 0: any free port)', example: 2222,
+  }),
+  guest: integer({ min: 1, max: 65535, required: true, description: 'The guest port', example: 22 }),
+}, { description: 'A port forward, host -> guest (as QEMU\'s hostfwd)' });
+
+/** A key of a NIC that belongs to one mode only. */
+const onlyWithMode = (key: string, mode: string): ObjectRule => ({
+  text: `${key} only with mode: ${mode}`,
+  check: (nic, ok, present, pathOf) => (present(key) && ok('mode') && nic.mode !== mode
+    ? { key, message: `${pathOf(key)}: ${key} is for mode: ${mode}, and this NIC is mode: ${String(nic.mode)}; expected no ${key} here` } : null),
+  jsonSchema: { if: { required: [key] }, then: { properties: { mode: { const: mode } }, required: ['mode'] } },
+});
+
+const nic = object({
+  mode: string({
+    pattern: /^(user|switch)$/, expectedText: 'user or switch', default: 'user', example: 'user',
+    description: 'user: NAT to the host and beyond (10.0.2.0/24, as QEMU\'s -netdev user); switch: a VM-to-VM network the daemon joins by name',
+  }),
+  name: string({ pattern: NETWORK_NAME_RE, expectedText: NETWORK_NAME_TEXT, description: 'The switch network to join (mode: switch); its settings are config.yaml\'s networks.NAME', example: 'lab' }),
+  forwards: list(forward, {
+    expectedText: 'a list of forwards (- { host: 2222, guest: 22 })', nullIsAbsent: true, default: [],
+    description: 'Host ports forwarded to the guest (mode: user); 127.0.0.1 unless an address is given',
+  }),
+  restrict: boolean({
+    default: false, example: false,
+    description: 'As QEMU\'s restrict=on (mode: user): DHCP, ARP, ping to 10.0.2.2/10.0.2.3 and the forwards only; every other packet toward the outside is dropped',
+  }),
+  mac: string({
+    pattern: MAC_RE, expectedText: 'a MAC address like 52:54:00:12:34:56',
+    description: 'The NIC\'s MAC address; by default 52:54:00 and three bytes derived from the VM\'s UUID', example: '52:54:00:12:34:56',
+  }),
+}, {
+  description: 'A network card (virtio-net)',
+  rules: [
+    {
+      text: 'name is required with mode: switch',
+      check: (n, ok, present, pathOf) => (ok('mode') && n.mode === 'switch' && !present('name')
+        ? { key: 'name', message: `missing key "${pathOf('name')}"; a NIC with mode: switch needs the network's name` } : null),
+      jsonSchema: { if: { properties: { mode: { const: 'switch' } }, required: ['mode'] }, then: { required: ['name'] } },
+    },
+    onlyWithMode('name', 'switch'), onlyWithMode('forwards', 'user'), onlyWithMode('restrict', 'user'),
+  ],
+});
+
+export type NicFile = ObjectValue<typeof nic.fields>;
+/** The network key as read: absent (the default NIC), none, or NICs. */
+export type NetworkFile = { readonly kind: 'default' } | { readonly kind: 'list'; readonly nics: readonly NicFile[] };
 
 export const VM_SCHEMA = object({
   name: string({
@@ -105,6 +167,25 @@ export const VM_SCHEMA = object({
     expectedText: 'a list of disks (- path: ...)', nullIsAbsent: true, default: [],
     maxItems: MAX_DISKS, itemsText: 'disks', maxReason: `the board has ${MAX_DISKS} virtio slots`,
     description: 'Disks, attached as virtio-blk devices in this order',
+  }),
+  network: shapes({
+    scalar: string({ pattern: /^(none|user)$/, expectedText: 'none or user', description: 'none: no NIC; user: one NIC on user-mode NAT' }),
+    seq: list(nic, {
+      expectedText: 'a list of NICs (- mode: user)', maxItems: VIRTIO_COUNT, itemsText: 'NICs', maxReason: `the board has ${VIRTIO_COUNT} virtio slots`,
+      description: 'NICs, in this order (eth0, eth1, ...)',
+    }),
+  }, (v, kind): NetworkFile => {
+    if (kind === 'seq') return { kind: 'list', nics: v as NicFile[] };
+    return v === 'none' ? { kind: 'list', nics: [] } : { kind: 'list', nics: [{ mode: 'user', name: undefined, forwards: [], restrict: false, mac: undefined }] };
+  }, {
+    default: (): NetworkFile => ({ kind: 'default' }), defaultText: 'one NIC on user-mode NAT',
+    example: [{ mode: 'user', forwards: [{ host: 2222, guest: 22 }, { proto: 'udp', host: '0.0.0.0:5353', guest: 53 }], restrict: false }, { mode: 'switch', name: 'lab' }],
+    description: 'Network cards: none, user (one NIC on user-mode NAT), or a list of NICs',
+    details: [
+      'Absent: one NIC on user-mode NAT, where a virtio slot is left after the disks (as QEMU and VirtualBox default to).',
+      'A NIC takes a virtio slot from the top (slot 7 first), disks from the bottom: disks and NICs share the 8 slots.',
+      'user-mode NAT: the guest is 10.0.2.15 (DHCP), the gateway 10.0.2.2 is also the host (its 127.0.0.1), DNS is 10.0.2.3.',
+    ],
   }),
   shutdown: object({
     console: string({

@@ -15,6 +15,7 @@ import { DefinitionPool } from './definition-pool.js';
 import { Registry } from './registry.js';
 import { RotatingLog } from './rotating-log.js';
 import { Connection } from './server.js';
+import { SwitchHub } from './switches.js';
 import type { VmEvent, VmInstance } from './vm-instance.js';
 
 export interface DaemonOptions {
@@ -149,10 +150,12 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     }
 
     /** VMs whose worker thread could not be ended (see VmInstance.powerOff). */
+    const switches = new SwitchHub(settings.networks, log);
     const lostWorkers = new Set<string>();
     const workerEnv = {
       home: paths.home,
       version: opts.version,
+      switches,
       workerPath: opts.workerPath,
       hartWorkerPath: opts.hartWorkerPath,
       serialLogMaxBytes: settings.serialLogMaxBytes,
@@ -232,6 +235,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       return stopping;
     };
     const finish = (): void => {
+      switches.closeAll();
       for (const vm of [...registry.vms.values()]) if (vm.persisted.ephemeral) registry.delete(vm);
       for (const c of connections) c.close();
       try { unlinkSync(socketPath); } catch { /* gone */ }

@@ -98,9 +98,10 @@ export class Registry {
       const prepared = this.prepareDisks(file, def);
       created = prepared.created;
       for (const w of prepared.warnings) this.env.log(`vm ${def.name}: ${w}`);
+      const warnings = [...(def.warnings ?? []), ...prepared.warnings];
       const vm = this.register(def, dir, { ephemeral, createdDisks: created });
       this.env.log(`vm ${def.name}: created from ${file}${created.length ? ` (new disks: ${created.join(', ')})` : ''}`);
-      return { vm, warnings: prepared.warnings };
+      return { vm, warnings };
     } catch (e) {
       try { deleteCreatedDisks(created); } catch { /* best effort */ }
       rmSync(dir, { recursive: true, force: true });
@@ -227,7 +228,7 @@ export class Registry {
     const applies = vm.redefine(def);
     for (const w of prepared.warnings) this.env.log(`vm ${vm.name}: ${w}`);
     this.env.log(`vm ${vm.name}: definition replaced${applies === 'now' ? '' : ' (applies when the VM stops)'}${prepared.created.length ? ` (new disks: ${prepared.created.join(', ')})` : ''}`);
-    return { applies, warnings: prepared.warnings };
+    return { applies, warnings: [...(def.warnings ?? []), ...prepared.warnings] };
   }
 
   /** New images are created sparse; existing ones are used as they are (src/disk/prepare.ts). */

@@ -4,12 +4,12 @@
 
 import { existsSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { Worker, type MessagePort } from 'node:worker_threads';
 import type { MachineConfig, NicAttachment, PortForward, PowerEvent } from '../board/machine-types.js';
-import { VIRTIO_COUNT as VIRTIO_SLOTS } from '../board/memory-map.js';
 import { defaultMac } from '../net/mac.js';
 import { ensureSshKey, sshKeyPaths } from './ssh-key.js';
 import { serializeVmDefinition, type VmDefinition } from '../config/vm-definition.js';
+import type { SwitchHub } from './switches.js';
 import { DiskError } from '../disk/errors.js';
 import { imageInfo, lockDiskChains } from '../disk/image.js';
 import { canonicalImagePath, type DiskLock } from '../disk/lock.js';
@@ -65,6 +65,8 @@ export interface InstanceEnv {
   readonly hartWorkerPath?: string;
   readonly serialLogMaxBytes: number;
   readonly consoleHistoryBytes: number;
+  /** The daemon's switch networks (NICs with mode: switch); without it such a NIC cannot start. */
+  readonly switches?: SwitchHub;
   log(msg: string): void;
   /** A VM's worker thread could not be ended (the process cannot exit normally any more). */
   workerLost(vm: string): void;
@@ -273,11 +275,13 @@ export class VmInstance {
     }
   }
 
-  /** The VM's network cards: without a `network:` key, one on user-mode NAT where a virtio
-   *  slot is left (as QEMU and VirtualBox default to). */
+  /** The VM's network cards as the definition has them (src/config/vm-definition.ts decides the
+   *  default NIC), each with its MAC: the one given, or one derived from the VM's UUID. */
   private nics(): NicAttachment[] {
-    if (this.def.disks.length >= VIRTIO_SLOTS) return [];
-    return [{ mac: defaultMac(this.name, 0), network: { mode: 'user', forwards: [], restrict: false } }];
+    return this.def.network.nics.map((n, i) => ({
+      mac: n.mac ?? defaultMac(this.persisted.uuid, i),
+      network: n.mode === 'user' ? { mode: 'user', forwards: n.forwards, restrict: n.restrict } : { mode: 'switch', name: n.name },
+    }));
   }
 
   // ---- lifecycle ----
@@ -370,14 +374,21 @@ export class VmInstance {
     this.saving = false;
     this.setState('starting');
     if (!resuming) this.serial!.beginBoot(p.bootId, Date.parse(p.startedAt));
+    const config = this.machineConfig();
+    // NICs on switch networks: a port of the daemon's switch each, its other end handed to the worker.
+    const plugged = (config.nics ?? []).map((n, i) => (n.network.mode === 'switch'
+      ? this.env.switches?.attach(n.network.name, `vm ${this.name} nic${i}`) ?? null : null));
+    const unplug = (): void => { for (const p of plugged) p?.detach(); };
+    const switchPorts = plugged.map((p) => p?.port ?? null);
     const init: WorkerInit = {
-      mode: 'run', vmName: this.name, config: this.machineConfig(), hartWorkerPath: this.env.hartWorkerPath, vmctlVersion: this.env.version,
+      mode: 'run', vmName: this.name, config, hartWorkerPath: this.env.hartWorkerPath, vmctlVersion: this.env.version, switchPorts,
       ...(restoreFrom !== undefined ? { restoreFrom, startPaused: from!.paused } : {}),
     };
     let worker: Worker;
     try {
-      worker = new Worker(this.env.workerPath, { workerData: init, name: `vm ${this.name}` });
+      worker = new Worker(this.env.workerPath, { workerData: init, name: `vm ${this.name}`, transferList: switchPorts.filter((p): p is MessagePort => p !== null) });
     } catch (e) {
+      unplug();
       this.releaseDiskLocks();
       this.serialFlushClose();
       p.lastError = `cannot start the VM's worker thread: ${(e as Error).message}`;
@@ -452,6 +463,7 @@ export class VmInstance {
           ended = true;
           this.abandonWorker = null;
           this.worker = null;
+          unplug();
           if (this.serialErrors > 1) this.env.log(`vm ${this.name}: writing serial.log failed ${this.serialErrors - 1} more times this boot`);
           if (lost !== null) {
             // The thread may still exist, blocked in the host; its images were not closed by it.

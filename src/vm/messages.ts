@@ -1,5 +1,6 @@
 // Messages between the daemon (src/daemon/vm-instance.ts) and a VM's worker thread (worker.ts).
 
+import type { MessagePort } from 'node:worker_threads';
 import type { MachineConfig, PortForward, PowerEvent } from '../board/machine-types.js';
 import type { ForwardInfo } from './networks.js';
 
@@ -16,6 +17,8 @@ export interface WorkerInit {
   readonly restoreFrom?: string;
   /** ... and stay paused (a paused VM's snapshot) until told to resume. */
   readonly startPaused?: boolean;
+  /** By NIC index: the port of the daemon's switch for a NIC with mode: switch (transferred). */
+  readonly switchPorts?: readonly (MessagePort | null)[];
 }
 
 export type ToWorker =

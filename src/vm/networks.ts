@@ -5,6 +5,8 @@
 import type { NicAttachment, PortForward } from '../board/machine-types.js';
 import type { NetBackend } from '../net/nic.js';
 import { UserNetwork } from '../net/user-net.js';
+import { SwitchPortBackend } from '../net/switch-port.js';
+import type { MessagePort } from 'node:worker_threads';
 
 /** A forward as listed by `vmctl port`: which NIC, and the host port actually bound. */
 export interface ForwardInfo extends PortForward {
@@ -14,7 +16,7 @@ export interface ForwardInfo extends PortForward {
 export class VmNetworks {
   private readonly user = new Map<number, { net: UserNetwork; forwards: readonly PortForward[] }>();
 
-  constructor(private readonly log: (message: string) => void) {}
+  constructor(private readonly log: (message: string) => void, private readonly switchPorts: readonly (MessagePort | null)[] = []) {}
 
   /** MachineHost.openNic: the backend of NIC `index`. */
   open(index: number, nic: NicAttachment): NetBackend {
@@ -24,7 +26,9 @@ export class VmNetworks {
       this.user.set(index, { net, forwards: n.forwards });
       return net;
     }
-    throw new Error(`nic${index}: switch network ${JSON.stringify(n.name)} cannot be joined from this worker`);
+    const port = this.switchPorts[index];
+    if (!port) throw new Error(`nic${index}: switch network ${JSON.stringify(n.name)}: the daemon gave no port for it`);
+    return new SwitchPortBackend(port, this.log, `nic${index} (switch ${n.name})`);
   }
 
   /** Binds the forwards of the definition; rejects naming the first that cannot be bound. */

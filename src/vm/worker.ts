@@ -18,7 +18,7 @@ const post = (m: FromWorker): void => port.postMessage(m);
 async function main(): Promise<void> {
   const host = new ConsoleBatcher(post);
   // In 'dtb' mode nothing is connected: the machine is built only for its device tree.
-  const networks = init.mode === 'run' ? new VmNetworks((m) => host.log(m)) : null;
+  const networks = init.mode === 'run' ? new VmNetworks((m) => host.log(m), init.switchPorts) : null;
   if (networks) host.openNic = (i, nic) => networks.open(i, nic);
   let machine: VirtMachine;
   try {

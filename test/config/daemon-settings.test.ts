@@ -20,7 +20,7 @@ describe('daemon settings (config.yaml)', () => {
     expect(loadDaemonSettings(file(DEFAULT_SETTINGS_TEXT))).toEqual(DEFAULT_SETTINGS);
   });
   it('reads sizes', () => {
-    expect(loadDaemonSettings(file('serialLogMaxSize: 64KiB\nconsoleHistorySize: 1M\n'))).toEqual({ serialLogMaxBytes: 65536, daemonLogMaxBytes: DEFAULT_SETTINGS.daemonLogMaxBytes, consoleHistoryBytes: 1024 * 1024 });
+    expect(loadDaemonSettings(file('serialLogMaxSize: 64KiB\nconsoleHistorySize: 1M\n'))).toEqual({ serialLogMaxBytes: 65536, daemonLogMaxBytes: DEFAULT_SETTINGS.daemonLogMaxBytes, consoleHistoryBytes: 1024 * 1024, networks: new Map() });
     expect(loadDaemonSettings(file('daemonLogMaxSize: 8KiB\n'))).toEqual({ ...DEFAULT_SETTINGS, daemonLogMaxBytes: 8192 });
   });
   it('rejects unknown keys and bad sizes with FILE:LINE:COL', () => {
@@ -32,8 +32,34 @@ describe('daemon settings (config.yaml)', () => {
       expect(e).toBeInstanceOf(ConfigErrors);
       expect((e as ConfigErrors).errors.map((x) => x.message)).toEqual([
         `${f}:1:19: serialLogMaxSize: "1KiB" is too small; expected a size of at least 4KiB`,
-        `${f}:2:1: unknown key "consoleHistorySise"; did you mean "consoleHistorySize"? (expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize)`,
+        `${f}:2:1: unknown key "consoleHistorySise"; did you mean "consoleHistorySize"? (expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize, networks)`,
       ]);
     }
+  });
+  it('reads switch networks: subnet and nat by name; a name with nothing takes the defaults', () => {
+    const s = loadDaemonSettings(file('networks:\n  lab: { subnet: 192.168.7.0/24, nat: true }\n  quiet:\n'));
+    expect(s.networks).toEqual(new Map([
+      ['lab', { network: (192 << 24 | 168 << 16 | 7 << 8) >>> 0, prefix: 24, nat: true }],
+      ['quiet', { network: (10 << 24 | 3 << 8) >>> 0, prefix: 24, nat: false }],
+    ]));
+  });
+  it('refuses subnets with host bits, prefixes with no room, bad names, at FILE:LINE:COL', () => {
+    const errors = (text: string): string[] => {
+      try {
+        loadDaemonSettings(file(text));
+      } catch (e) {
+        return (e as ConfigErrors).errors.map((x) => x.message.replace(/^.*?:(\d+:\d+:)/, '$1'));
+      }
+      throw new Error('expected errors');
+    };
+    expect(errors('networks:\n  lab: { subnet: 10.0.3.5/24 }\n  b: { subnet: 10.0.0.0/30 }\n')).toEqual([
+      '2:18: networks.lab.subnet: 10.0.3.5/24 has host bits set; expected the network address 10.0.3.0/24',
+      '3:16: networks.b.subnet: prefix /30 is out of range; expected /8 to /27 (room for the gateway, DNS and DHCP addresses)',
+    ]);
+    expect(errors('networks:\n  "a b": {}\n  lab: { subnet: lab, nate: true }\n')).toEqual([
+      '2:3: networks: key "a b" is not a network name (letters, digits, ".", "_" or "-", 1..63)',
+      '3:18: networks.lab.subnet: found "lab"; expected an IPv4 network like 10.0.3.0/24',
+      '3:23: unknown key "networks.lab.nate"; did you mean "networks.lab.nat"? (expected one of subnet, nat)',
+    ]);
   });
 });

@@ -37,6 +37,7 @@ describe('VM definition', () => {
         { path: join(dir, 'new.img'), sizeBytes: 1024 ** 3, readonly: false, name: 'data' },
       ],
       shutdown: { console: 'poweroff\n', timeoutMs: 5000 },
+      network: { explicit: false, nics: [{ mode: 'user', forwards: [], restrict: false }] },
     });
   });
 
@@ -52,18 +53,18 @@ describe('VM definition', () => {
       'vm.yaml:4:3: unknown key "boot.kernal"; did you mean "boot.kernel"? (expected one of firmware, kernel, initrd, cmdline)',
     ]);
     expect(errorsOf('name: a\nmemroy: 1G\nboot:\n  kernel: k.elf\n')).toEqual([
-      'vm.yaml:2:1: unknown key "memroy"; did you mean "memory"? (expected one of name, cpus, memory, boot, disks, shutdown)',
+      'vm.yaml:2:1: unknown key "memroy"; did you mean "memory"? (expected one of name, cpus, memory, boot, disks, network, shutdown)',
     ]);
     expect(errorsOf('name: a\nboot:\n  kernel: k.elf\ndisks:\n  - path: disk.img\n    readOnly: true\n')).toEqual([
       'vm.yaml:6:5: unknown key "disks[0].readOnly"; did you mean "disks[0].readonly"? (expected one of path, size, readonly, name)',
     ]);
     // A key written at the wrong level is pointed to where it belongs.
     expect(errorsOf('name: a\nkernel: k.elf\nboot:\n  kernel: k.elf\n')).toEqual([
-      'vm.yaml:2:1: unknown key "kernel"; did you mean "boot.kernel"? (expected one of name, cpus, memory, boot, disks, shutdown)',
+      'vm.yaml:2:1: unknown key "kernel"; did you mean "boot.kernel"? (expected one of name, cpus, memory, boot, disks, network, shutdown)',
     ]);
     // Nothing close: no guess.
     expect(errorsOf('name: a\ncolour: red\nboot:\n  kernel: k.elf\n')).toEqual([
-      'vm.yaml:2:1: unknown key "colour"; expected one of name, cpus, memory, boot, disks, shutdown',
+      'vm.yaml:2:1: unknown key "colour"; expected one of name, cpus, memory, boot, disks, network, shutdown',
     ]);
   });
 
@@ -137,9 +138,9 @@ describe('VM definition', () => {
   });
 
   it('names the top level when the file holds a list or a scalar instead of a mapping', () => {
-    expect(errorsOf('- a\n- b\n')).toEqual(['vm.yaml:1:1: the top level: found a list; expected a mapping with keys name, cpus, memory, boot, disks, shutdown']);
-    expect(errorsOf('hello\n')).toEqual(['vm.yaml:1:1: the top level: found "hello"; expected a mapping with keys name, cpus, memory, boot, disks, shutdown']);
-    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\n? [a, b]\n: c\n')).toEqual(['vm.yaml:4:3: the top level: key a list is not a plain name; expected one of name, cpus, memory, boot, disks, shutdown']);
+    expect(errorsOf('- a\n- b\n')).toEqual(['vm.yaml:1:1: the top level: found a list; expected a mapping with keys name, cpus, memory, boot, disks, network, shutdown']);
+    expect(errorsOf('hello\n')).toEqual(['vm.yaml:1:1: the top level: found "hello"; expected a mapping with keys name, cpus, memory, boot, disks, network, shutdown']);
+    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\n? [a, b]\n: c\n')).toEqual(['vm.yaml:4:3: the top level: key a list is not a plain name; expected one of name, cpus, memory, boot, disks, network, shutdown']);
     expect(errorsOf('name: a\nboot:\n  kernel: k.elf\n---\nname: b\n')).toEqual(['vm.yaml:4:1: YAML syntax: the file holds more than one YAML document (a second ---); expected one VM definition per file']);
   });
 

@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { formatSize } from '../../config/units.js';
 import { cpusText, loadDefinitionOrExit } from '../cli-helpers.js';
-import { out, printJson } from '../output.js';
+import { err, out, printJson } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -13,6 +13,7 @@ export function register(program: Command): void {
     .option('--json', 'print the resolved definition as JSON')
     .action((o: { file: string; json?: boolean }) => {
       const { def } = loadDefinitionOrExit(o.file);
+      for (const w of def.warnings ?? []) process.stderr.write(`${err.yellow('warning:')} ${w}\n`);
       if (o.json) {
         // The house JSON shape: camelCase, sizes in bytes, durations in seconds.
         return printJson({
@@ -30,8 +31,11 @@ export function register(program: Command): void {
             console: def.shutdown.console ?? null,
             timeoutSeconds: def.shutdown.timeoutMs !== undefined ? def.shutdown.timeoutMs / 1000 : null,
           },
+          // The MAC of a NIC without mac: comes from the VM's UUID, made on create: null here.
+          network: def.network.nics.map((n) => ({ ...n, mac: n.mac ?? null })),
         });
       }
-      process.stdout.write(`${o.file}: ${out.green('ok')} (VM ${def.name}: ${cpusText(def.cpus)}, ${formatSize(def.memoryBytes)}, ${def.disks.length} disk${def.disks.length === 1 ? '' : 's'})\n`);
+      const nics = def.network.nics.length;
+      process.stdout.write(`${o.file}: ${out.green('ok')} (VM ${def.name}: ${cpusText(def.cpus)}, ${formatSize(def.memoryBytes)}, ${def.disks.length} disk${def.disks.length === 1 ? '' : 's'}, ${nics} NIC${nics === 1 ? '' : 's'})\n`);
     });
 }
