@@ -34,13 +34,14 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
   it('accepts the example file and the demo', async () => {
     const r = await h.run(['validate', '-f', 'vm-config.example.yaml']);
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain('ok (VM example: 1 cpu, 128MiB, 1 disk)');
+    expect(r.stdout).toContain('ok (VM example: 1 cpu, 128MiB, 1 disk, 2 NICs)');
     expect((await h.run(['validate', '-f', join(DEMO, 'demo.yaml')])).code).toBe(0);
     const j = await h.run(['validate', '-f', join(DEMO, 'echo.yaml'), '--json']);
     expect(JSON.parse(j.stdout)).toEqual({
       name: 'echo', cpus: 1, memoryBytes: 16 * 1024 * 1024,
       boot: { firmware: 'none', kernel: join(DEMO, 'echo.elf'), initrd: null, cmdline: '' },
       disks: [], shutdown: { console: 'poweroff\n', timeoutSeconds: 10 },
+      network: [{ mode: 'user', forwards: [], restrict: false, mac: null }],
     });
   });
 
@@ -226,7 +227,7 @@ describe('the daemon', () => {
     for (const args of [['list'], ['daemon', 'start']]) {
       const l = await h.run(args);
       expect(l.code, l.stderr).toBe(2);
-      expect(l.stderr).toContain(`${join(h.home, 'config.yaml')}:1:1: unknown key "bogus"; expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize\n`);
+      expect(l.stderr).toContain(`${join(h.home, 'config.yaml')}:1:1: unknown key "bogus"; expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize, networks\n`);
       expect(l.stderr).toContain(`${join(h.home, 'config.yaml')}:2:19: serialLogMaxSize: 1 is too small; expected a size of at least 4KiB`);
     }
     expect(existsSync(join(h.home, 'vmd.pid'))).toBe(false);
