@@ -12,6 +12,7 @@ import { readRegular, readRegularTail } from '../host/regular-file.js';
 import { ensureHome, homePaths, readSocketPathFile, socketFits, type HomePaths } from './paths.js';
 import { DefinitionPool } from './definition-pool.js';
 import { Registry } from './registry.js';
+import { VmThreads } from './vm-threads.js';
 import { RotatingLog } from './rotating-log.js';
 import { Connection } from './server.js';
 import type { VmEvent, VmInstance } from './vm-instance.js';
@@ -147,9 +148,10 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
 
     /** VMs whose worker thread could not be ended (see VmInstance.powerOff). */
     const lostWorkers = new Set<string>();
+    const threads = new VmThreads(opts.workerPath);
     const workerEnv = {
       home: paths.home,
-      workerPath: opts.workerPath,
+      threads,
       serialLogMaxBytes: settings.serialLogMaxBytes,
       consoleHistoryBytes: settings.consoleHistoryBytes,
       log,
@@ -184,6 +186,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       vms: registry.vms.size,
       runningVms: [...registry.vms.values()].filter((v) => v.active).length,
       memory: (({ rss, heapUsed, heapTotal, external, arrayBuffers }) => ({ rss, heapUsed, heapTotal, external, arrayBuffers }))(process.memoryUsage()),
+      idleVmThreads: threads.idleCount,
     });
 
     let resolveDone!: () => void;
@@ -197,6 +200,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       definitions.close();
       // A clean daemon stop powers VMs off (disks flushed); they show `stopped`, not `aborted`.
       await Promise.all([...registry.vms.values()].filter((v) => v.active).map((v) => v.powerOff().catch(() => {})));
+      threads.close();
       for (const vm of [...registry.vms.values()]) if (vm.persisted.ephemeral) registry.delete(vm);
       for (const c of connections) c.close();
       try { unlinkSync(socketPath); } catch { /* gone */ }

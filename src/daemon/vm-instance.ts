@@ -4,7 +4,7 @@
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { MachineConfig, PowerEvent } from '../board/machine-types.js';
 import type { VmDefinition } from '../config/vm-definition.js';
 import { DiskError } from '../disk/errors.js';
@@ -13,6 +13,7 @@ import { FileRefused, readRegular } from '../host/regular-file.js';
 import { ProtocolFailure, type PowerInfo, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
 import { writeFileAtomic } from './atomic.js';
+import type { VmThreads } from './vm-threads.js';
 import { SerialLog } from './serial-log.js';
 
 export interface PersistedState {
@@ -37,7 +38,8 @@ export type VmEvent =
 export interface InstanceEnv {
   /** VMCTL_HOME (recorded in disk locks, so `vmctl disk info` can say which daemon holds an image). */
   readonly home: string;
-  readonly workerPath: string;
+  /** The VMs' worker threads (started, or reused when idle). */
+  readonly threads: VmThreads;
   readonly serialLogMaxBytes: number;
   readonly consoleHistoryBytes: number;
   log(msg: string): void;
@@ -67,6 +69,8 @@ export class VmInstance {
   /** Failed serial.log writes this boot (only the first is logged as it happens). */
   private serialErrors = 0;
   private workerDone: Promise<void> = Promise.resolve();
+  /** Set when the current boot's thread is being terminated: it is not reused. */
+  private terminating = false;
   /** Ends the current boot as if its worker had exited, when the worker cannot be ended. */
   private abandonWorker: ((why: string) => void) | null = null;
   listener: (e: VmEvent) => void = () => {};
@@ -216,7 +220,7 @@ export class VmInstance {
     const init: WorkerInit = { mode: 'run', vmName: this.name, config: this.machineConfig() };
     let worker: Worker;
     try {
-      worker = new Worker(this.env.workerPath, { workerData: init, name: `vm ${this.name}` });
+      worker = this.env.threads.acquire();
     } catch (e) {
       this.releaseDiskLocks();
       this.serialFlushClose();
@@ -225,6 +229,7 @@ export class VmInstance {
       return Promise.reject(new ProtocolFailure('StartFailed', `VM ${this.name} failed to start: ${p.lastError}`));
     }
     this.worker = worker;
+    this.terminating = false;
     const bootId = p.bootId;
     let ready = false;
     let closed = false;
@@ -233,7 +238,9 @@ export class VmInstance {
 
     return new Promise<void>((resolve, reject) => {
       let ended = false;
-      worker.on('message', (m: FromWorker) => {
+      /** Ends this boot: the machine closed (both null), the thread exited (`code`), or it was given up on (`lost`). */
+      let end!: (code: number | null, lost: string | null) => void;
+      const onMessage = (m: FromWorker): void => {
         if (ended) return; // an abandoned worker's last words
         switch (m.type) {
           case 'ready':
@@ -259,26 +266,43 @@ export class VmInstance {
           case 'dtb':
             break;
           case 'closed':
+            // The machine's last message (src/vm/worker.ts): the thread lives on.
             closed = true;
             p.instructionsRetired = m.instructionsRetired;
+            end(null, null);
             break;
           case 'fatal':
             fatal = m.message;
             this.env.log(`vm ${this.name}: ${m.message}`);
             break;
         }
-      });
-      worker.on('error', (e) => {
+      };
+      const onError = (e: Error): void => {
         fatal = `worker crashed: ${e.stack ?? e.message}`;
         this.env.log(`vm ${this.name}: ${fatal}`);
-      });
+      };
+      const onExit = (code: number): void => {
+        if (ended) this.env.log(`vm ${this.name}: its abandoned worker thread ended after all (code ${code})`);
+        end(code, null);
+      };
+      worker.on('message', onMessage);
+      worker.on('error', onError);
+      worker.on('exit', onExit);
       this.workerDone = new Promise<void>((done) => {
-        /** The worker is gone: it exited (`code`), or it was given up on (`lost`: see abandonWorker). */
-        const end = (code: number | null, lost: string | null): void => {
+        end = (code, lost) => {
           if (ended) return;
           ended = true;
           this.abandonWorker = null;
           this.worker = null;
+          if (code === null && lost === null) {
+            // Closed cleanly: the thread can host the next VM, unless it is being terminated or
+            // its machine failed while running (an emulator error: a fresh thread is safer).
+            worker.off('message', onMessage);
+            worker.off('error', onError);
+            worker.off('exit', onExit);
+            if (!this.terminating && (!ready || fatal === null)) this.env.threads.release(worker);
+            else void worker.terminate();
+          }
           if (this.serialErrors > 1) this.env.log(`vm ${this.name}: writing serial.log failed ${this.serialErrors - 1} more times this boot`);
           if (lost !== null) {
             // The thread may still exist, blocked in the host; its images were not closed by it.
@@ -323,12 +347,9 @@ export class VmInstance {
           }
           done();
         };
-        worker.on('exit', (code) => {
-          if (ended) this.env.log(`vm ${this.name}: its abandoned worker thread ended after all (code ${code})`);
-          end(code, null);
-        });
         this.abandonWorker = (why) => end(null, why);
       });
+      worker.postMessage({ type: 'init', init } satisfies ToWorker);
     });
   }
 
@@ -392,7 +413,7 @@ export class VmInstance {
         if (m.type === ack) {
           cleanup();
           resolve();
-        }
+        } else if (m.type === 'closed') onExit(); // the machine ended first
       };
       const onExit = () => {
         cleanup();
@@ -462,6 +483,7 @@ export class VmInstance {
     const exited = await Promise.race([this.workerDone.then(() => true), sleep(FORCE_GRACE_MS).then(() => false)]);
     if (exited) return;
     this.env.log(`vm ${this.name}: worker did not stop in ${FORCE_GRACE_MS} ms; terminating it`);
+    this.terminating = true;
     // terminate() stops JavaScript, not a system call that never returns (no vmctl code makes such
     // a call: files are opened without blocking, src/host/regular-file.ts). Should one happen
     // anyway, the VM is given up on rather than leaving `stop --force` and `daemon stop` hanging.
@@ -483,19 +505,30 @@ export class VmInstance {
   /** Builds the machine in a short-lived worker to read its device tree. */
   dtb(): Promise<Uint8Array> {
     const init: WorkerInit = { mode: 'dtb', vmName: this.name, config: this.machineConfig() };
-    const w = new Worker(this.env.workerPath, { workerData: init, name: `dtb ${this.name}` });
+    const w = this.env.threads.acquire();
     return new Promise((resolve, reject) => {
       let result: Uint8Array | null = null;
       let fatal: string | null = null;
-      w.on('message', (m: FromWorker) => {
-        if (m.type === 'dtb') result = m.data;
-        if (m.type === 'fatal') fatal = m.message;
-      });
-      w.on('error', (e) => { fatal = e.message; });
-      w.on('exit', () => {
+      const settle = (): void => {
+        w.off('message', onMessage);
+        w.off('error', onError);
+        w.off('exit', settle);
         if (result) resolve(result);
         else reject(new ProtocolFailure('StartFailed', `cannot build VM ${this.name}: ${fatal ?? 'the worker ended without a device tree'}`));
-      });
+      };
+      const onMessage = (m: FromWorker): void => {
+        if (m.type === 'dtb') result = m.data;
+        if (m.type === 'fatal') fatal = m.message;
+        if (m.type === 'closed') {
+          this.env.threads.release(w);
+          settle();
+        }
+      };
+      const onError = (e: Error): void => { fatal = e.message; };
+      w.on('message', onMessage);
+      w.on('error', onError);
+      w.on('exit', settle);
+      w.postMessage({ type: 'init', init } satisfies ToWorker);
     });
   }
 }

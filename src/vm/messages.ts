@@ -10,6 +10,8 @@ export interface WorkerInit {
 }
 
 export type ToWorker =
+  /** Build this machine (the thread is idle: it hosts one machine at a time). */
+  | { readonly type: 'init'; readonly init: WorkerInit }
   | { readonly type: 'input'; readonly data: Uint8Array }
   | { readonly type: 'pause' }
   | { readonly type: 'resume' }
@@ -27,6 +29,7 @@ export type FromWorker =
   | { readonly type: 'resumed' }
   | { readonly type: 'stats'; readonly instructionsRetired: number }
   | { readonly type: 'dtb'; readonly data: Uint8Array }
-  /** The machine was closed (disks flushed); the thread ends next. */
+  /** The machine was closed (disks flushed), or never built (after `fatal`), or its device tree
+   *  was sent: the last message about it; the thread then waits for the next `init`. */
   | { readonly type: 'closed'; readonly instructionsRetired: number }
   | { readonly type: 'fatal'; readonly message: string };
