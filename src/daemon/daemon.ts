@@ -13,6 +13,7 @@ import { ensureHome, homePaths, readSocketPathFile, socketFits, type HomePaths }
 import { DefinitionPool } from './definition-pool.js';
 import { Registry } from './registry.js';
 import { VmThreads } from './vm-threads.js';
+import { collectGarbage } from '../vm/collect-garbage.js';
 import { RotatingLog } from './rotating-log.js';
 import { Connection } from './server.js';
 import type { VmEvent, VmInstance } from './vm-instance.js';
@@ -148,7 +149,12 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
 
     /** VMs whose worker thread could not be ended (see VmInstance.powerOff). */
     const lostWorkers = new Set<string>();
-    const threads = new VmThreads(opts.workerPath);
+    // When the last idle VM thread has ended and no VM runs, the daemon is idle: its heap is
+    // collected then (an idle daemon allocates too little for V8 to do it), and V8 gives the
+    // garbage's pages back.
+    const threads = new VmThreads(opts.workerPath, () => {
+      if (![...registry.vms.values()].some((v) => v.active)) collectGarbage();
+    });
     const workerEnv = {
       home: paths.home,
       threads,
@@ -192,24 +198,33 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     let resolveDone!: () => void;
     const done = new Promise<void>((r) => { resolveDone = r; });
 
+    /** Once the socket is closed the daemon must end: every step runs whatever the one before did
+     *  (a half-stopped daemon, socket closed but pid file kept, would block every later command). */
     const shutdown = async (why: string): Promise<void> => {
       if (shuttingDown) return;
       shuttingDown = true;
-      log(`shutting down (${why})`);
-      server?.close();
-      definitions.close();
-      // A clean daemon stop powers VMs off (disks flushed); they show `stopped`, not `aborted`.
-      await Promise.all([...registry.vms.values()].filter((v) => v.active).map((v) => v.powerOff().catch(() => {})));
-      threads.close();
-      for (const vm of [...registry.vms.values()]) if (vm.persisted.ephemeral) registry.delete(vm);
-      for (const c of connections) c.close();
-      try { unlinkSync(socketPath); } catch { /* gone */ }
-      if (shortDir) rmSync(shortDir, { recursive: true, force: true });
-      releaseLock();
-      log(lostWorkers.size > 0 ? `stopped (the worker threads of ${[...lostWorkers].join(', ')} could not be ended; killing the process)` : 'stopped');
-      daemonLog.file?.close();
-      daemonLog.file = null;
-      resolveDone();
+      const step = (what: string, f: () => void): void => {
+        try { f(); } catch (e) { log(`shutting down: ${what} failed: ${(e as Error).message}`); }
+      };
+      try {
+        log(`shutting down (${why})`);
+        step('closing the socket', () => server?.close());
+        step('ending the definition threads', () => definitions.close());
+        // A clean daemon stop powers VMs off (disks flushed); they show `stopped`, not `aborted`.
+        // powerOff is bounded (VmInstance.powerOff gives up on a thread that cannot be ended).
+        await Promise.all([...registry.vms.values()].filter((v) => v.active).map((v) => v.powerOff().catch((e) => log(`vm ${v.name}: power off failed: ${(e as Error).message}`))));
+        step('ending the idle VM threads', () => threads.close());
+        for (const vm of [...registry.vms.values()]) if (vm.persisted.ephemeral) step(`removing the run VM ${vm.name}`, () => registry.delete(vm));
+        for (const c of connections) step('closing a connection', () => c.close());
+        try { unlinkSync(socketPath); } catch { /* gone */ }
+        if (shortDir) step('removing the socket folder', () => rmSync(shortDir!, { recursive: true, force: true }));
+      } finally {
+        releaseLock();
+        log(lostWorkers.size > 0 ? `stopped (the worker threads of ${[...lostWorkers].join(', ')} could not be ended; killing the process)` : 'stopped');
+        daemonLog.file?.close();
+        daemonLog.file = null;
+        resolveDone();
+      }
     };
 
     const ctx = {

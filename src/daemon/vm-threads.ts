@@ -26,7 +26,8 @@ export class VmThreads {
   private readonly idle: Idle[] = [];
   private closed = false;
 
-  constructor(private readonly workerPath: string) {}
+  /** @param onDrained called when the last idle thread has ended (the daemon may be idle now). */
+  constructor(private readonly workerPath: string, private readonly onDrained: () => void = () => {}) {}
 
   get idleCount(): number {
     return this.idle.length;
@@ -57,7 +58,7 @@ export class VmThreads {
     };
     const timer = setTimeout(() => {
       onExit();
-      void worker.terminate();
+      void worker.terminate().then(() => { if (this.idle.length === 0 && !this.closed) this.onDrained(); });
     }, IDLE_MS);
     timer.unref();
     worker.on('exit', onExit);

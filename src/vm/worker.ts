@@ -4,22 +4,15 @@
 // built, or a `dtb` request), after which the thread waits for the next `init`: the daemon reuses
 // idle threads (src/daemon/vm-threads.ts) rather than starting a new one for every boot.
 
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { parentPort } from 'node:worker_threads';
 import { VirtMachine } from '../board/virt.js';
+import { collectGarbage } from './collect-garbage.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
 import { ConsoleBatcher, RunLoop } from './run-loop.js';
 
 const port = parentPort;
 if (!port) throw new Error('vm-worker must run as a worker thread');
 const post = (m: FromWorker): void => port.postMessage(m);
-
-// A closed machine's guest RAM (SharedArrayBuffers, up to the VM's memory size) is given back only
-// when this thread's heap is collected, which an idle thread would not do by itself: it asks for a
-// collection when a machine has closed. (--expose-gc applies to contexts created after it is set.)
-setFlagsFromString('--expose-gc');
-const collectGarbage = runInNewContext('gc') as () => void;
 
 let loop: RunLoop | null = null;
 
@@ -42,7 +35,9 @@ function host(init: WorkerInit): void {
   }
   loop = new RunLoop(machine, batcher, post, () => {
     loop = null;
-    // After this turn, nothing refers to the machine any more.
+    // A closed machine's guest RAM (SharedArrayBuffers, up to the VM's memory size) is given back
+    // only when this thread's heap is collected, which an idle thread would not do by itself.
+    // After this turn nothing refers to the machine any more.
     setImmediate(collectGarbage);
   });
   post({ type: 'ready' });
