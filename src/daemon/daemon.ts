@@ -13,6 +13,8 @@ import { readRegular, readRegularTail } from '../host/regular-file.js';
 import { ensureHome, homePaths, readSocketPathFile, socketFits, type HomePaths } from './paths.js';
 import { DefinitionPool } from './definition-pool.js';
 import { Registry } from './registry.js';
+import { VmThreads } from './vm-threads.js';
+import { collectGarbage } from '../vm/collect-garbage.js';
 import { RotatingLog } from './rotating-log.js';
 import { Connection } from './server.js';
 import { SwitchHub } from './switches.js';
@@ -152,11 +154,17 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     /** VMs whose worker thread could not be ended (see VmInstance.powerOff). */
     const switches = new SwitchHub(settings.networks, log);
     const lostWorkers = new Set<string>();
+    // When the last idle VM thread has ended and no VM runs, the daemon is idle: its heap is
+    // collected then (an idle daemon allocates too little for V8 to do it), and V8 gives the
+    // garbage's pages back.
+    const threads = new VmThreads(opts.workerPath, () => {
+      if (![...registry.vms.values()].some((v) => v.active)) collectGarbage();
+    });
     const workerEnv = {
       home: paths.home,
       version: opts.version,
       switches,
-      workerPath: opts.workerPath,
+      threads,
       hartWorkerPath: opts.hartWorkerPath,
       serialLogMaxBytes: settings.serialLogMaxBytes,
       consoleHistoryBytes: settings.consoleHistoryBytes,
@@ -192,6 +200,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       vms: registry.vms.size,
       runningVms: [...registry.vms.values()].filter((v) => v.active).length,
       memory: (({ rss, heapUsed, heapTotal, external, arrayBuffers }) => ({ rss, heapUsed, heapTotal, external, arrayBuffers }))(process.memoryUsage()),
+      idleVmThreads: threads.idleCount,
     });
 
     let resolveDone!: () => void;
@@ -214,8 +223,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       }
       shuttingDown = true;
       log(`shutting down (${why}${opts.force ? ', powering VMs off' : ''})`);
-      server?.close();
-      definitions.close();
+      step('closing the socket', () => server?.close());
+      step('ending the definition threads', () => definitions.close());
       const running = [...registry.vms.values()].filter((v) => v.active);
       stopping = Promise.all(running.map(async (v): Promise<StopReport> => {
         let path: StopReport['path'];
@@ -234,17 +243,26 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       });
       return stopping;
     };
+    /** Once the socket is closed the daemon must end: every step runs whatever the one before did
+     *  (a half-stopped daemon, socket closed but pid file kept, would block every later command). */
+    const step = (what: string, f: () => void): void => {
+      try { f(); } catch (e) { log(`shutting down: ${what} failed: ${(e as Error).message}`); }
+    };
     const finish = (): void => {
-      switches.closeAll();
-      for (const vm of [...registry.vms.values()]) if (vm.persisted.ephemeral) registry.delete(vm);
-      for (const c of connections) c.close();
-      try { unlinkSync(socketPath); } catch { /* gone */ }
-      if (shortDir) rmSync(shortDir, { recursive: true, force: true });
-      releaseLock();
-      log(lostWorkers.size > 0 ? `stopped (the worker threads of ${[...lostWorkers].join(', ')} could not be ended; killing the process)` : 'stopped');
-      daemonLog.file?.close();
-      daemonLog.file = null;
-      resolveDone();
+      try {
+        step('closing the switch networks', () => switches.closeAll());
+        step('ending the idle VM threads', () => threads.close());
+        for (const vm of [...registry.vms.values()]) if (vm.persisted.ephemeral) step(`removing the run VM ${vm.name}`, () => registry.delete(vm));
+        for (const c of connections) step('closing a connection', () => c.close());
+        try { unlinkSync(socketPath); } catch { /* gone */ }
+        if (shortDir) step('removing the socket folder', () => rmSync(shortDir!, { recursive: true, force: true }));
+      } finally {
+        releaseLock();
+        log(lostWorkers.size > 0 ? `stopped (the worker threads of ${[...lostWorkers].join(', ')} could not be ended; killing the process)` : 'stopped');
+        daemonLog.file?.close();
+        daemonLog.file = null;
+        resolveDone();
+      }
     };
 
     const ctx = {

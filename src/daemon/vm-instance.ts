@@ -4,7 +4,7 @@
 
 import { existsSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { Worker, type MessagePort } from 'node:worker_threads';
+import type { MessagePort, Worker } from 'node:worker_threads';
 import type { MachineConfig, NicAttachment, PortForward, PowerEvent } from '../board/machine-types.js';
 import { defaultMac } from '../net/mac.js';
 import { ensureSshKey, sshKeyPaths } from './ssh-key.js';
@@ -17,6 +17,7 @@ import { FileRefused, readRegular } from '../host/regular-file.js';
 import { isActiveState, ProtocolFailure, type DiskInfo, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
 import { isTempFileFor, renameIntoPlace, tempPathFor, writeFileAtomic } from './atomic.js';
+import type { VmThreads } from './vm-threads.js';
 import { SerialLog } from './serial-log.js';
 import { SnapshotTree, type Snapshot } from './snapshots.js';
 
@@ -60,7 +61,8 @@ export interface InstanceEnv {
   readonly home: string;
   /** vmctl's version (recorded in machine-state files). */
   readonly version: string;
-  readonly workerPath: string;
+  /** The VMs' worker threads (started, or reused when idle). */
+  readonly threads: VmThreads;
   /** The hart thread script, when not the one next to the VM worker's bundle. */
   readonly hartWorkerPath?: string;
   readonly serialLogMaxBytes: number;
@@ -102,6 +104,8 @@ export class VmInstance {
   /** `vmctl save` is writing the state or winding the worker down afterwards. */
   private saving = false;
   private workerDone: Promise<void> = Promise.resolve();
+  /** Set when the current boot's thread is being terminated: it is not reused. */
+  private terminating = false;
   /** Ends the current boot as if its worker had exited, when the worker cannot be ended. */
   private abandonWorker: ((why: string) => void) | null = null;
   listener: (e: VmEvent) => void = () => {};
@@ -386,7 +390,7 @@ export class VmInstance {
     };
     let worker: Worker;
     try {
-      worker = new Worker(this.env.workerPath, { workerData: init, name: `vm ${this.name}`, transferList: switchPorts.filter((p): p is MessagePort => p !== null) });
+      worker = this.env.threads.acquire();
     } catch (e) {
       unplug();
       this.releaseDiskLocks();
@@ -396,6 +400,7 @@ export class VmInstance {
       return Promise.reject(new ProtocolFailure('StartFailed', `VM ${this.name} failed to start: ${p.lastError}`));
     }
     this.worker = worker;
+    this.terminating = false;
     const bootId = p.bootId;
     let ready = false;
     let closed = false;
@@ -405,7 +410,9 @@ export class VmInstance {
 
     return new Promise<void>((resolve, reject) => {
       let ended = false;
-      worker.on('message', (m: FromWorker) => {
+      /** Ends this boot: the machine closed (both null), the thread exited (`code`), or it was given up on (`lost`). */
+      let end!: (code: number | null, lost: string | null) => void;
+      const onMessage = (m: FromWorker): void => {
         if (ended) return; // an abandoned worker's last words
         switch (m.type) {
           case 'ready':
@@ -440,8 +447,10 @@ export class VmInstance {
           case 'stateFailed':
             break;
           case 'closed':
+            // The machine's last message (src/vm/worker.ts): the thread lives on.
             closed = true;
             p.instructionsRetired = m.instructionsRetired;
+            end(null, null);
             break;
           case 'fatal':
             fatal = m.message;
@@ -451,19 +460,34 @@ export class VmInstance {
           case 'port-reply':
             break;
         }
-      });
-      worker.on('error', (e) => {
+      };
+      const onError = (e: Error): void => {
         fatal = `worker crashed: ${e.stack ?? e.message}`;
         this.env.log(`vm ${this.name}: ${fatal}`);
-      });
+      };
+      const onExit = (code: number): void => {
+        if (ended) this.env.log(`vm ${this.name}: its abandoned worker thread ended after all (code ${code})`);
+        end(code, null);
+      };
+      worker.on('message', onMessage);
+      worker.on('error', onError);
+      worker.on('exit', onExit);
       this.workerDone = new Promise<void>((done) => {
-        /** The worker is gone: it exited (`code`), or it was given up on (`lost`: see abandonWorker). */
-        const end = (code: number | null, lost: string | null): void => {
+        end = (code, lost) => {
           if (ended) return;
           ended = true;
           this.abandonWorker = null;
           this.worker = null;
           unplug();
+          if (code === null && lost === null) {
+            // Closed cleanly: the thread can host the next VM, unless it is being terminated or
+            // its machine failed while running (an emulator error: a fresh thread is safer).
+            worker.off('message', onMessage);
+            worker.off('error', onError);
+            worker.off('exit', onExit);
+            if (!this.terminating && (!ready || fatal === null)) this.env.threads.release(worker);
+            else void worker.terminate();
+          }
           if (this.serialErrors > 1) this.env.log(`vm ${this.name}: writing serial.log failed ${this.serialErrors - 1} more times this boot`);
           if (lost !== null) {
             // The thread may still exist, blocked in the host; its images were not closed by it.
@@ -514,12 +538,9 @@ export class VmInstance {
           }
           done();
         };
-        worker.on('exit', (code) => {
-          if (ended) this.env.log(`vm ${this.name}: its abandoned worker thread ended after all (code ${code})`);
-          end(code, null);
-        });
         this.abandonWorker = (why) => end(null, why);
       });
+      worker.postMessage({ type: 'init', init } satisfies ToWorker, switchPorts.filter((p): p is MessagePort => p !== null));
     });
   }
 
@@ -592,7 +613,7 @@ export class VmInstance {
         if ((replies as readonly string[]).includes(m.type)) {
           cleanup();
           resolve(m as Extract<FromWorker, { type: T }>);
-        }
+        } else if (m.type === 'closed') onExit(); // the machine ended first
       };
       const onExit = () => {
         cleanup();
@@ -705,7 +726,7 @@ export class VmInstance {
     if (!w) return Promise.reject(new ProtocolFailure('WrongState', `VM ${this.name} is not running`));
     return new Promise((resolve, reject) => {
       const onMsg = (r: FromWorker): void => {
-        if (r.type === 'port-reply' && r.id === m.id) { cleanup(); resolve(r); }
+        if (r.type === 'port-reply' && r.id === m.id) { cleanup(); resolve(r); } else if (r.type === 'closed') onExit();
       };
       const onExit = (): void => { cleanup(); reject(new ProtocolFailure('WrongState', `VM ${this.name} stopped`)); };
       const cleanup = (): void => { w.off('message', onMsg); w.off('exit', onExit); };
@@ -825,6 +846,7 @@ export class VmInstance {
     const exited = await Promise.race([this.workerDone.then(() => true), sleep(FORCE_GRACE_MS).then(() => false)]);
     if (exited) return;
     this.env.log(`vm ${this.name}: worker did not stop in ${FORCE_GRACE_MS} ms; terminating it`);
+    this.terminating = true;
     // terminate() stops JavaScript, not a system call that never returns (no vmctl code makes such
     // a call: files are opened without blocking, src/host/regular-file.ts). Should one happen
     // anyway, the VM is given up on rather than leaving `stop --force` and `daemon stop` hanging.
@@ -854,6 +876,7 @@ export class VmInstance {
     const waiting: { resolve: (m: FromWorker) => void; reject: (e: Error) => void }[] = [];
     let ended = false;
     const onMsg = (m: FromWorker) => {
+      if (m.type === 'closed' && !types.includes(m.type)) return onExit(); // the machine ended
       if (!types.includes(m.type)) return;
       const wt = waiting.shift();
       if (wt) wt.resolve(m); else queue.push(m);
@@ -1019,19 +1042,30 @@ export class VmInstance {
     // keeps its images to itself (a qcow2 image has one writer of its tables).
     const config = this.machineConfig();
     const init: WorkerInit = { mode: 'dtb', vmName: this.name, config: { ...config, disks: config.disks.map((d) => ({ ...d, readonly: true })) }, vmctlVersion: this.env.version };
-    const w = new Worker(this.env.workerPath, { workerData: init, name: `dtb ${this.name}` });
+    const w = this.env.threads.acquire();
     return new Promise((resolve, reject) => {
       let result: Uint8Array | null = null;
       let fatal: string | null = null;
-      w.on('message', (m: FromWorker) => {
-        if (m.type === 'dtb') result = m.data;
-        if (m.type === 'fatal') fatal = m.message;
-      });
-      w.on('error', (e) => { fatal = e.message; });
-      w.on('exit', () => {
+      const settle = (): void => {
+        w.off('message', onMessage);
+        w.off('error', onError);
+        w.off('exit', settle);
         if (result) resolve(result);
         else reject(new ProtocolFailure('StartFailed', `cannot build VM ${this.name}: ${fatal ?? 'the worker ended without a device tree'}`));
-      });
+      };
+      const onMessage = (m: FromWorker): void => {
+        if (m.type === 'dtb') result = m.data;
+        if (m.type === 'fatal') fatal = m.message;
+        if (m.type === 'closed') {
+          this.env.threads.release(w);
+          settle();
+        }
+      };
+      const onError = (e: Error): void => { fatal = e.message; };
+      w.on('message', onMessage);
+      w.on('error', onError);
+      w.on('exit', settle);
+      w.postMessage({ type: 'init', init } satisfies ToWorker);
     });
   }
 }

@@ -149,6 +149,8 @@ export interface DaemonStatus {
   /** The daemon process's memory (process.memoryUsage()), in bytes: rss is what the OS counts,
    *  heapUsed the live JavaScript objects, external and arrayBuffers what lives outside the heap. */
   readonly memory: { readonly rss: number; readonly heapUsed: number; readonly heapTotal: number; readonly external: number; readonly arrayBuffers: number };
+  /** VM worker threads kept idle for the next VM that starts (ended after 30 s unused). */
+  readonly idleVmThreads: number;
 }
 
 type FieldType = 'string' | 'boolean' | 'number' | 'integer';

@@ -22,6 +22,8 @@ export interface WorkerInit {
 }
 
 export type ToWorker =
+  /** Build this machine (the thread is idle: it hosts one machine at a time). */
+  | { readonly type: 'init'; readonly init: WorkerInit }
   | { readonly type: 'input'; readonly data: Uint8Array }
   | { readonly type: 'pause' }
   | { readonly type: 'resume' }
@@ -67,7 +69,8 @@ export type FromWorker =
   | { readonly type: 'disksAttached' }
   | { readonly type: 'disksFailed'; readonly message: string }
   | { readonly type: 'stateFailed'; readonly message: string }
-  /** The machine was closed (disks flushed); the thread ends next. */
+  /** The machine was closed (disks flushed), or never built (after `fatal`), or its device tree
+   *  was sent: the last message about it; the thread then waits for the next `init`. */
   | { readonly type: 'closed'; readonly instructionsRetired: number }
   /** `startRefused`: the machine could not start for a reason of the host's state (a forward's
    *  port is taken), not a broken machine: the start is refused as "wrong state" (exit 5). */

@@ -1,10 +1,14 @@
-// A VM's worker thread (bundled as dist/vm-worker.js). The daemon starts one per running VM;
-// a guest that loops or faults only ever occupies this thread, never the daemon's.
+// A VM's worker thread (bundled as dist/vm-worker.js): it hosts one machine at a time, so a guest
+// that loops or faults only ever occupies this thread, never the daemon's. The daemon hands it a
+// machine with an `init` message; every machine ends with `closed` (also one that could not be
+// built, or a `dtb` request), after which the thread waits for the next `init`: the daemon reuses
+// idle threads (src/daemon/vm-threads.ts) rather than starting a new one for every boot.
 
 import { pathToFileURL } from 'node:url';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { MachineStateMismatch, VirtMachine } from '../board/virt.js';
 import { readMachineState, StateFileError } from './machine-state.js';
+import { collectGarbage } from './collect-garbage.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
 import { VmNetworks } from './networks.js';
 import { ConsoleBatcher, RunLoop } from './run-loop.js';
@@ -12,68 +16,107 @@ import { hartThreads } from './hart-threads.js';
 
 const port = parentPort;
 if (!port) throw new Error('vm-worker must run as a worker thread');
-const init = workerData as WorkerInit;
 const post = (m: FromWorker): void => port.postMessage(m);
 
-async function main(): Promise<void> {
-  const host = new ConsoleBatcher(post);
+/** The machine this thread hosts, from its `init` until its `closed` ('building' until it runs). */
+let hosting: { readonly loop: RunLoop; readonly networks: VmNetworks } | 'building' | null = null;
+/** Control messages that came while the machine was being built: handled once it runs. */
+let early: ToWorker[] = [];
+
+/** The last message about a machine that never ran. */
+function ended(): void {
+  hosting = null;
+  early = [];
+  post({ type: 'closed', instructionsRetired: 0 });
+  setImmediate(collectGarbage);
+}
+
+async function host(init: WorkerInit): Promise<void> {
+  const batcher = new ConsoleBatcher(post);
   // In 'dtb' mode nothing is connected: the machine is built only for its device tree.
-  const networks = init.mode === 'run' ? new VmNetworks((m) => host.log(m), init.switchPorts) : null;
-  if (networks) host.openNic = (i, nic) => networks.open(i, nic);
+  const networks = init.mode === 'run' ? new VmNetworks((m) => batcher.log(m), init.switchPorts) : null;
+  if (networks) batcher.openNic = (i, nic) => networks.open(i, nic);
   let machine: VirtMachine;
   try {
     const threads = init.mode === 'run' ? (init.hartWorkerPath ? hartThreads(pathToFileURL(init.hartWorkerPath)) : hartThreads()) : undefined;
     if (init.restoreFrom !== undefined) {
       const { state } = await readMachineState(init.restoreFrom);
-      machine = VirtMachine.restore(init.config, host, state, threads);
+      machine = VirtMachine.restore(init.config, batcher, state, threads);
     } else {
-      machine = VirtMachine.create(init.config, host, threads);
+      machine = VirtMachine.create(init.config, batcher, threads);
     }
   } catch (e) {
     const why = e instanceof StateFileError || e instanceof MachineStateMismatch
       ? `cannot resume from the saved state: ${(e as Error).message}` : `cannot build the machine: ${(e as Error).message}`;
     post({ type: 'fatal', message: why });
-    port!.close();
+    ended();
     return;
   }
   if (init.mode === 'dtb' || !networks) {
     const dtb = machine.dtb();
     machine.close();
     post({ type: 'dtb', data: dtb });
-    port!.close();
+    ended();
     return;
   }
   try {
     await networks.start();
   } catch (e) {
-    machine.close();
+    machine.close(); // closes the NICs' backends: nothing stays bound in this thread
     post({ type: 'fatal', message: (e as Error).message, startRefused: true });
-    port!.close();
+    ended();
     return;
   }
-  const loop = new RunLoop(machine, host, post, () => port!.close(), init.vmctlVersion);
-  host.onWake = () => loop.wake();
-  port!.on('message', (m: ToWorker) => {
-    switch (m.type) {
-      case 'port-list':
-        post({ type: 'port-reply', id: m.id, forwards: networks.list() });
-        return;
-      case 'port-add':
-        networks.add(m.forward, m.nic).then(
-          (f) => post({ type: 'port-reply', id: m.id, forwards: [f] }),
-          (e: Error) => post({ type: 'port-reply', id: m.id, error: e.message }));
-        return;
-      case 'port-remove':
-        post({ type: 'port-reply', id: m.id, removed: networks.remove(m.proto, m.hostAddress, m.hostPort) });
-        return;
-      default:
-        loop.handle(m);
-    }
-  });
+  const loop = new RunLoop(machine, batcher, post, () => {
+    hosting = null;
+    // A closed machine's guest RAM (up to the VM's memory size) is given back only when this
+    // thread's heap is collected, which an idle thread would not do by itself. After this turn
+    // nothing refers to the machine any more.
+    setImmediate(collectGarbage);
+  }, init.vmctlVersion);
+  hosting = { loop, networks };
+  batcher.onWake = () => loop.wake();
   post({ type: 'ready' });
   if (init.startPaused) loop.handle({ type: 'pause' });
   else if (init.restoreFrom !== undefined) machine.resumeClock(); // mtime goes on from the saved value
   loop.start();
+  for (const m of early.splice(0)) control(m);
 }
 
-void main();
+port.on('message', (m: ToWorker) => {
+  if (m.type === 'init') {
+    if (hosting) {
+      post({ type: 'fatal', message: 'this thread already hosts a machine' });
+      return;
+    }
+    hosting = 'building';
+    void host(m.init);
+    return;
+  }
+  control(m);
+});
+
+function control(m: ToWorker): void {
+  const h = hosting;
+  if (h === 'building') {
+    early.push(m);
+    return;
+  }
+  // Control messages for a machine that has closed meanwhile are dropped.
+  if (!h) return;
+  switch (m.type) {
+    case 'port-list':
+      post({ type: 'port-reply', id: m.id, forwards: h.networks.list() });
+      return;
+    case 'port-add':
+      h.networks.add(m.forward, m.nic).then(
+        (f) => post({ type: 'port-reply', id: m.id, forwards: [f] }),
+        (e: Error) => post({ type: 'port-reply', id: m.id, error: e.message }));
+      return;
+    case 'port-remove':
+      post({ type: 'port-reply', id: m.id, removed: h.networks.remove(m.proto, m.hostAddress, m.hostPort) });
+      return;
+    default:
+      h.loop.handle(m);
+  }
+}

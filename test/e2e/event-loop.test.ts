@@ -1,7 +1,9 @@
-// The daemon's event loop stays free: the heaviest `vm.create` requests we can build (40,000 keys,
-// 40,000 aliases, 100,000 levels of nesting), sent straight over the socket as a hostile client
-// would (the CLI validates first, the socket must be safe on its own), are validated off the main
-// thread while other clients are answered at once.
+// The daemon's event loop stays free: the heaviest `vm.create` requests we could build, sent
+// straight over the socket as a hostile client would (the CLI validates first, the socket must be
+// safe on its own), are validated off the main thread while other clients are answered at once.
+// Within the YAML limits (src/config/yaml-schema.ts) the slowest found are files of ~10,000
+// unknown keys (each gets a "did you mean"), aliases or anchors: seconds each on a loaded machine;
+// over the limits, 40,000 keys and 100,000 levels of nesting are refused while being read.
 
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -53,8 +55,10 @@ class Raw {
 
 const head = `name: big\nmemory: 16MiB\nboot:\n  kernel: ${join(DEMO, 'hello.elf')}\n`;
 const worst: Record<string, string> = {
+  '9,900 unknown keys': head + Array.from({ length: 9_900 }, (_, i) => `k${String(i).padStart(5, '0')}: 1`).join('\n') + '\n',
+  '9,900 aliases': `${head}a: &a [1]\n${Array.from({ length: 9_900 }, (_, i) => `b${i}: *a`).join('\n')}\n`,
+  '4,900 anchors and their aliases': head + Array.from({ length: 4_900 }, (_, i) => `a${i}: &x${i} ${i}`).join('\n') + '\n' + Array.from({ length: 4_900 }, (_, i) => `b${i}: *x${4_899 - i}`).join('\n') + '\n',
   '40,000 keys': head + Array.from({ length: 40_000 }, (_, i) => `k${String(i).padStart(5, '0')}: 1`).join('\n') + '\n',
-  '40,000 aliases': `${head}a: &a [1]\n${Array.from({ length: 40_000 }, (_, i) => `b${i}: *a`).join('\n')}\n`,
   '100,000 levels of nesting': `${head}x: ${'['.repeat(100_000)}${']'.repeat(100_000)}\n`,
 };
 
@@ -89,13 +93,13 @@ describe('the event loop', () => {
     const median = samples[Math.floor(samples.length / 2)];
     const max = samples[samples.length - 1];
     process.stderr.write(`event-loop: ${samples.length} vm.list round trips (connect, greeting, hello, list) while validating: median ${median.toFixed(1)} ms, max ${max.toFixed(1)} ms\n`);
-    expect(samples.length).toBeGreaterThanOrEqual(5);
+    expect(samples.length).toBeGreaterThanOrEqual(3);
     expect(max).toBeLessThan(2000);
 
     // Each is refused as a config error (its problems, or the validation time limit), none crashes.
     for (const r of await Promise.all(replies)) {
       expect(r.error?.class, JSON.stringify(r).slice(0, 300)).toBe('ConfigError');
-      expect(r.error.message.length).toBeLessThan(8000); // 20 problems at most, values cut
+      expect(r.error.message.length).toBeLessThan(40_000); // 100 problems at most, values cut
     }
     hostile.sock.destroy();
   }, 180_000);
