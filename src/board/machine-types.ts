@@ -2,6 +2,10 @@
 // The runtime builds a MachineConfig from a validated VM definition and drives the machine
 // through VirtMachine (src/board/virt.ts); the machine reports back through MachineHost.
 
+import type { BalloonSettings } from '../devices/virtio/balloon-slot.js';
+
+export type { BalloonSettings };
+
 export interface DiskAttachment {
   /** Absolute path of a raw image file. */
   readonly path: string;
@@ -24,6 +28,8 @@ export interface MachineConfig {
   readonly initrdPath?: string;
   readonly cmdline: string;
   readonly disks: readonly DiskAttachment[];
+  /** A virtio-balloon, in the highest virtio slot left (src/board/virtio-slots.ts); none when absent. */
+  readonly balloon?: BalloonSettings;
 }
 
 /** Why the guest stopped running. `code` is the guest's own exit code (0..255). */
@@ -38,4 +44,6 @@ export interface MachineHost {
   powerEvent(ev: PowerEvent): void;
   /** A line for the VM's log (device errors, malformed virtqueues, ...). */
   log(message: string): void;
+  /** RAM chunks were dropped (balloon): the host may now collect them. */
+  memoryReleased?(): void;
 }

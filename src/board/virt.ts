@@ -27,6 +27,8 @@ import { GoldfishRtc } from '../devices/goldfish-rtc.js';
 import { TestFinisher } from '../devices/test-finisher.js';
 import { EmptyVirtioSlot } from '../devices/virtio-mmio-empty.js';
 import { VirtioBlkSlot } from '../devices/virtio/blk-slot.js';
+import { VirtioBalloonSlot, type BalloonFigures } from '../devices/virtio/balloon-slot.js';
+import { planVirtioSlots } from './virtio-slots.js';
 import type { MachineConfig, MachineHost, PowerEvent } from './machine-types.js';
 import { buildDeviceTree } from './device-tree.js';
 import { BootRom, buildBootRom } from './boot-rom.js';
@@ -58,6 +60,8 @@ export class VirtMachine {
   private readonly dtbBytes: Uint8Array;
   private readonly out: number[] = [];
   private readonly closers: (() => void)[] = [];
+  /** The virtio-balloon, when the definition has one. */
+  readonly balloon: VirtioBalloonSlot | null = null;
   private htif: Htif | null = null;
   private firmwareImage: LoadedImage | null = null;
   private sbi: BuiltinSbi | null = null;
@@ -105,25 +109,51 @@ export class VirtMachine {
     return new VirtMachine(cfg, host);
   }
 
-  /** The 8 virtio-mmio slots. THE place where disks are plugged in: slot i <- config.disks[i]
-   *  (H5's virtio-blk over the virtio-mmio transport); the remaining slots stay empty. */
+  /** The 8 virtio-mmio slots. THE place where devices are plugged in, as virtio-slots.ts plans
+   *  them: disks from slot 0 up (H5's virtio-blk over the virtio-mmio transport), the balloon in
+   *  the highest slot left; the remaining slots stay empty. */
   private attachVirtioSlots(): void {
-    if (this.config.disks.length > VIRTIO_COUNT) {
-      throw new RangeError(`at most ${VIRTIO_COUNT} disks fit the virt board's virtio-mmio slots, got ${this.config.disks.length}`);
-    }
+    const plan = planVirtioSlots(this.config.disks.length, this.config.balloon !== undefined);
     for (let i = 0; i < VIRTIO_COUNT; i++) {
       const base = VIRTIO_BASE + i * VIRTIO_SIZE;
+      const irq = (l: boolean): void => this.plic.setLevel(VIRTIO_IRQ + i, l);
       let device: MmioDevice = new EmptyVirtioSlot();
-      const disk = this.config.disks[i];
-      if (disk) {
-        const slot = new VirtioBlkSlot({
-          disk, ram: this.ram, base, irq: (l) => this.plic.setLevel(VIRTIO_IRQ + i, l), log: (m) => this.host.log(m),
+      const use = plan[i];
+      if (use?.kind === 'disk') {
+        const slot = new VirtioBlkSlot({ disk: this.config.disks[use.index], ram: this.ram, base, irq, log: (m) => this.host.log(m) });
+        this.closers.push(() => slot.close());
+        device = slot.device;
+      } else if (use?.kind === 'balloon') {
+        const slot = new VirtioBalloonSlot({
+          settings: this.config.balloon!, ram: this.ram, guestBytes: this.config.memoryBytes, base, irq,
+          dropChunk: (c) => this.releaseChunk(c), log: (m) => this.host.log(m),
         });
+        (this as { balloon: VirtioBalloonSlot | null }).balloon = slot;
         this.closers.push(() => slot.close());
         device = slot.device;
       }
       this.mem.addDevice(base, VIRTIO_SIZE, `virtio-mmio@${base.toString(16)}`, device);
     }
+  }
+
+  /** Drops RAM chunk `index` (every page of it given up through the balloon): first every hart
+   *  forgets its views of it and the code translated from it, then the RAM lets it go, so
+   *  nothing keeps the host memory alive; the guest reads zeros there from now on. */
+  releaseChunk(index: number): void {
+    const pa = this.ram.base + index * CHUNK_SIZE;
+    for (const h of this.harts) h.dropRam(pa, CHUNK_SIZE);
+    this.ram.release(index);
+    this.host.memoryReleased?.();
+  }
+
+  /** Host memory held for guest RAM and the balloon's figures (null without a balloon). */
+  memoryFigures(): { residentBytes: number; chunksAllocated: number; chunksReleased: number; balloon: BalloonFigures | null } {
+    return {
+      residentBytes: this.ram.allocatedBytes(),
+      chunksAllocated: this.ram.chunksAllocated,
+      chunksReleased: this.ram.chunksReleased,
+      balloon: this.balloon?.figures() ?? null,
+    };
   }
 
   /** Loads firmware, kernel, initrd and device tree; sets the harts' start state. Returns the DTB. */

@@ -74,6 +74,10 @@ export interface VirtioDeviceModel {
   reset(): void;
   /** Called once FEATURES_OK is accepted, with the negotiated features. */
   featuresAccepted?(features: bigint): void;
+  /** The driver notified a queue whose buffers the device fills on its own schedule (virtio-net's
+   *  receive queue): return true to leave its chains in place (the device takes them later with
+   *  VirtioMmioDevice.fillQueue); false to have them served by handleChain as usual. */
+  queueNotified?(queueIndex: number): boolean;
 }
 
 export interface VirtioMmioOptions {
@@ -190,6 +194,31 @@ export class VirtioMmioDevice implements MmioDevice {
     }
   }
 
+  /**
+   * For a device that fills a queue when it has something for the driver (virtio-net's receive
+   * queue), outside of any notify: runs `fill` with the queue when the driver has it ready, then
+   * raises the used-buffer interrupt the driver asked for (`fill` asks for a notification with
+   * SplitVirtqueue.notifyOnNextAvail when it waits for buffers). A malformed ring puts the device in DEVICE_NEEDS_RESET. Returns false (without
+   * calling `fill`) when the queue cannot be used now: not ready, DRIVER_OK not set, needs reset.
+   */
+  fillQueue(index: number, fill: (q: SplitVirtqueue) => void): boolean {
+    const q = this.queues[index];
+    if (q === undefined || !q.ready || this.needsReset() || (this.status & STATUS_DRIVER_OK) === 0) return false;
+    const oldUsed = q.usedIdx;
+    try {
+      fill(q);
+    } catch (e) {
+      if (e instanceof VirtqueueError || e instanceof RangeError) this.fail(`queue ${index}: ${e.message}`);
+      else this.fail(`queue ${index}: internal error: ${(e as Error).stack ?? String(e)}`);
+      return false;
+    }
+    if (q.needsInterrupt(oldUsed)) {
+      this.interruptStatus |= INT_USED_BUFFER;
+      this.signal();
+    }
+    return true;
+  }
+
   /** The device configuration changed (e.g. the disk grew): bump the generation and, once the
    *  driver is running, raise a configuration change notification (4.2.3.4 / 2.5). */
   configChanged(): void {
@@ -275,6 +304,7 @@ export class VirtioMmioDevice implements MmioDevice {
   private notify(index: number): void {
     const q = this.queues[index];
     if (q === undefined || !q.ready || this.needsReset() || (this.status & STATUS_FEATURES_OK) === 0) return;
+    if (this.model.queueNotified?.(index) === true) return;
     const oldUsed = q.usedIdx;
     try {
       // Consume everything available, then (event index) tell the driver where we are and look
