@@ -146,9 +146,15 @@ export class VirtMachine {
     this.host.memoryReleased?.();
   }
 
+  /** Moves the balloon so that the guest keeps `bytes` of its memory (no-op without a balloon). */
+  setMemoryTarget(bytes: number): void {
+    this.balloon?.setTarget(bytes);
+  }
+
   /** Host memory held for guest RAM and the balloon's figures (null without a balloon). */
-  memoryFigures(): { residentBytes: number; chunksAllocated: number; chunksReleased: number; balloon: BalloonFigures | null } {
+  memoryFigures(): { residentBytes: number; chunksAllocated: number; chunksReleased: number; balloon: BalloonFigures | null; sentAt: number } {
     return {
+      sentAt: performance.now(),
       residentBytes: this.ram.allocatedBytes(),
       chunksAllocated: this.ram.chunksAllocated,
       chunksReleased: this.ram.chunksReleased,

@@ -14,6 +14,7 @@ import { register as registerLifecycle } from './commands/lifecycle.js';
 import { register as registerLogs } from './commands/logs.js';
 import { register as registerRun } from './commands/run.js';
 import { register as registerSchema } from './commands/schema.js';
+import { register as registerSet } from './commands/set.js';
 import { register as registerValidate } from './commands/validate.js';
 import { CliError, EXIT, exitCodeForClass } from './exit-codes.js';
 import { err } from './output.js';
@@ -21,6 +22,7 @@ import { VERSION } from './version.js';
 
 const GROUPS: ((program: Command) => void)[] = [
   registerLifecycle,
+  registerSet,
   registerInspect,
   registerConsole,
   registerLogs,

@@ -3,7 +3,7 @@
 // interrupt, so an idle VM costs almost no host CPU.
 
 import type { MachineHost, PowerEvent } from '../board/machine-types.js';
-import type { FromWorker, ToWorker } from './messages.js';
+import type { FromWorker, MemoryFigures, ToWorker } from './messages.js';
 
 /** The part of VirtMachine (src/board/virt.ts) the run loop uses. */
 export interface RunnableMachine {
@@ -13,6 +13,9 @@ export interface RunnableMachine {
   pauseClock(): void;
   resumeClock(): void;
   instructionsRetired(): number;
+  memoryFigures(): MemoryFigures;
+  /** Moves the balloon (no-op without one). */
+  setMemoryTarget(bytes: number): void;
   close(): void;
 }
 
@@ -23,11 +26,15 @@ const MAX_IDLE_SLEEP_MS = 250;
 const STATS_EVERY_MS = 1000;
 /** Console bytes are batched per slice; a chatty guest is flushed sooner. */
 const CONSOLE_FLUSH_BYTES = 64 * 1024;
+/** Dropped RAM chunks are collected at most this often (a full collection takes 20-40 ms). */
+const COLLECT_EVERY_MS = 1000;
 
 export class ConsoleBatcher implements MachineHost {
   private chunks: Uint8Array[] = [];
   private size = 0;
   power: PowerEvent | null = null;
+  /** RAM chunks were dropped since the last collection. */
+  released = false;
 
   constructor(private readonly post: (m: FromWorker) => void) {}
 
@@ -44,6 +51,10 @@ export class ConsoleBatcher implements MachineHost {
 
   log(message: string): void {
     this.post({ type: 'log', message });
+  }
+
+  memoryReleased(): void {
+    this.released = true;
   }
 
   flush(): void {
@@ -68,12 +79,16 @@ export class RunLoop {
   private throttled = false;
   private finished = false;
   private lastStats = Date.now();
+  private lastCollect = 0;
 
   constructor(
     private readonly machine: RunnableMachine,
     private readonly host: ConsoleBatcher,
     private readonly post: (m: FromWorker) => void,
     private readonly onFinished: () => void,
+    /** A full garbage collection (the worker's `gc`): dropped chunks only leave the process once
+     *  collected, and nothing else makes V8 collect soon in a thread that allocates little. */
+    private readonly collect: () => void = () => {},
   ) {}
 
   start(): void {
@@ -112,6 +127,12 @@ export class RunLoop {
       case 'stop':
         this.finish();
         break;
+      case 'memoryTarget':
+        this.machine.setMemoryTarget(msg.bytes);
+        // A sleeping guest must see the configuration change now.
+        if (!this.paused && !this.throttled && this.timer) this.schedule(0);
+        this.postStats();
+        break;
     }
   }
 
@@ -143,10 +164,12 @@ export class RunLoop {
     }
     this.host.flush();
     const now = Date.now();
-    if (now - this.lastStats >= STATS_EVERY_MS) {
-      this.lastStats = now;
-      this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired() });
+    if (this.host.released && now - this.lastCollect >= COLLECT_EVERY_MS) {
+      this.host.released = false;
+      this.lastCollect = now;
+      this.collect();
     }
+    if (now - this.lastStats >= STATS_EVERY_MS) this.postStats();
     if (r === 'halted' || this.host.power) {
       if (this.host.power) this.post({ type: 'power', event: this.host.power });
       this.finish();
@@ -161,6 +184,11 @@ export class RunLoop {
     const wait = this.machine.idleTimeoutMs();
     this.schedule(Math.min(Number.isFinite(wait) ? Math.max(1, Math.ceil(wait)) : MAX_IDLE_SLEEP_MS, MAX_IDLE_SLEEP_MS));
   };
+
+  private postStats(): void {
+    this.lastStats = Date.now();
+    this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired(), memory: this.machine.memoryFigures() });
+  }
 
   /** Powers off: disks are flushed and closed by machine.close(). */
   private finish(): void {

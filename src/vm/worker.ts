@@ -1,6 +1,8 @@
 // A VM's worker thread (bundled as dist/vm-worker.js). The daemon starts one per running VM;
 // a guest that loops or faults only ever occupies this thread, never the daemon's.
 
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { parentPort, workerData } from 'node:worker_threads';
 import { VirtMachine } from '../board/virt.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
@@ -28,10 +30,22 @@ function main(): void {
     port!.close();
     return;
   }
-  const loop = new RunLoop(machine, host, post, () => port!.close());
+  const loop = new RunLoop(machine, host, post, () => port!.close(), fullCollection());
   port!.on('message', (m: ToWorker) => loop.handle(m));
   post({ type: 'ready' });
   loop.start();
 }
 
 main();
+
+/** V8's `gc()` for this thread: a RAM chunk the balloon dropped leaves the process only once the
+ *  collector has run (measured: without it, 512 MiB of dropped chunks stayed for minutes in a
+ *  thread that allocates little; with it they are unmapped within 0.3 s). */
+function fullCollection(): () => void {
+  try {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as unknown;
+    if (typeof gc === 'function') return gc as () => void;
+  } catch { /* not available: V8 collects on its own schedule */ }
+  return () => {};
+}

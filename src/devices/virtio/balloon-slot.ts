@@ -66,11 +66,17 @@ export class VirtioBalloonSlot {
     }
   }
 
-  /** Asks the guest for fresh statistics (returns the buffer it sent last time). */
+  /** Asks the guest for fresh statistics: returns the buffer it sent last time. Linux sends its
+   *  first buffer before DRIVER_OK, when the device may not serve the queue yet: it is taken here. */
   requestStats(): boolean {
     const q = this.balloon.queueOf('stats');
     let given = false;
-    if (q >= 0) this.transport.fillQueue(q, (vq) => { given = this.balloon.requestStats(vq); });
+    if (q >= 0) {
+      this.transport.fillQueue(q, (vq) => {
+        this.balloon.takeStats(vq);
+        given = this.balloon.requestStats(vq);
+      });
+    }
     return given;
   }
 
