@@ -27,6 +27,7 @@ const EXAMPLE = annotatedYaml(VM_SCHEMA, {
     memory: '128MiB',
     boot: { firmware: 'none', kernel: './fixtures/demo/hello.elf', cmdline: 'console=ttyS0' },
     disks: [{ path: './example-root.img', size: '64MiB', readonly: false, name: 'root' }],
+    balloon: { enabled: true, deflateOnOom: true, statsInterval: '5s', freePageReporting: true },
     shutdown: { console: 'poweroff\n', timeout: '30s' },
   },
 });

@@ -3,6 +3,9 @@
 // through VirtMachine (src/board/virt.ts); the machine reports back through MachineHost.
 
 import type { NetBackend } from '../net/nic.js';
+import type { BalloonSettings } from '../devices/virtio/balloon-slot.js';
+
+export type { BalloonSettings };
 
 export interface DiskAttachment {
   /** Absolute path of a raw image file. */
@@ -53,6 +56,8 @@ export interface MachineConfig {
    *  virtio-mmio slots from 0 up, NICs from 7 down (so Linux, which probes the highest slot
    *  first, calls the first NIC eth0). */
   readonly nics?: readonly NicAttachment[];
+  /** A virtio-balloon, in the highest virtio slot left (src/board/virtio-slots.ts); none when absent. */
+  readonly balloon?: BalloonSettings;
 }
 
 /** Why the guest stopped running. `code` is the guest's own exit code (0..255). */
@@ -74,4 +79,6 @@ export interface MachineHost {
   /** Something outside the harts (a frame received from the network) raised an interrupt: an
    *  idle machine should run now rather than at its next timer. */
   wake?(): void;
+  /** RAM chunks were dropped (balloon): the host may now collect them. */
+  memoryReleased?(): void;
 }

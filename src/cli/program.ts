@@ -13,12 +13,14 @@ import { register as registerLogs } from './commands/logs.js';
 import { register as registerPort } from './commands/port.js';
 import { register as registerRun } from './commands/run.js';
 import { register as registerSchema } from './commands/schema.js';
+import { register as registerSet } from './commands/set.js';
 import { register as registerValidate } from './commands/validate.js';
 import { err } from './output.js';
 import { VERSION } from './version.js';
 
 const GROUPS: ((program: Command) => void)[] = [
   registerLifecycle,
+  registerSet,
   registerInspect,
   registerConsole,
   registerLogs,

@@ -96,7 +96,7 @@ export class Registry {
       const prepared = this.prepareDisks(file, def);
       created = prepared.created;
       for (const w of prepared.warnings) this.env.log(`vm ${def.name}: ${w}`);
-      const warnings = prepared.warnings;
+      const warnings = [...def.warnings, ...prepared.warnings];
       const persisted: PersistedState = {
         uuid: randomUUID(), state: 'stopped', bootId: 0, createdAt: new Date().toISOString(), startedAt: null,
         lastPower: null, lastError: null, ephemeral, createdDisks: created, instructionsRetired: null,
@@ -142,8 +142,9 @@ export class Registry {
     vm.save();
     const applies = vm.redefine(def);
     for (const w of prepared.warnings) this.env.log(`vm ${vm.name}: ${w}`);
+    const warnings = [...def.warnings, ...prepared.warnings];
     this.env.log(`vm ${vm.name}: definition replaced${applies === 'now' ? '' : ' (applies when the VM stops)'}${prepared.created.length ? ` (new disks: ${prepared.created.join(', ')})` : ''}`);
-    return { applies, warnings: prepared.warnings };
+    return { applies, warnings };
   }
 
   /** New images are created sparse; existing ones are used as they are (src/disk/prepare.ts). */

@@ -221,6 +221,11 @@ export class Connection {
         const { applies, warnings } = reg.redefine(v, p.file as string, p.text as string, p.base as string | undefined);
         return { ...v.info(), applies, warnings };
       }
+      case 'vm.set': {
+        const v = vm();
+        if (p.memoryTarget !== undefined) v.setMemoryTarget(p.memoryTarget as number, 'a client');
+        return v.info();
+      }
       case 'vm.dtb':
         return { data: Buffer.from(await vm().dtb()).toString('base64') };
       case 'vm.port.list':

@@ -6,14 +6,15 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { MachineConfig, NicAttachment, PortForward, PowerEvent } from '../board/machine-types.js';
-import { VIRTIO_COUNT as VIRTIO_SLOTS } from '../board/memory-map.js';
+import { defaultNicCount } from '../board/virtio-slots.js';
 import { defaultMac } from '../net/mac.js';
 import type { VmDefinition } from '../config/vm-definition.js';
 import { DiskError } from '../disk/errors.js';
+import { formatSize } from '../config/units.js';
 import { imageInfo, lockDiskChains } from '../disk/image.js';
 import type { DiskLock } from '../disk/lock.js';
-import { ProtocolFailure, type DiskInfo, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
-import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
+import { ProtocolFailure, type DiskInfo, type MemoryInfo, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
+import type { FromWorker, MemoryFigures, ToWorker, WorkerInit } from '../vm/messages.js';
 import { writeFileAtomic } from './atomic.js';
 import { SerialLog } from './serial-log.js';
 
@@ -69,6 +70,9 @@ export class VmInstance {
   /** The boot a reset started (guest or `vmctl reset`); reset() waits for it. */
   private reboot: Promise<void> | null = null;
   private workerDone: Promise<void> = Promise.resolve();
+  /** The worker's last memory figures (null while it does not run) and when they came. */
+  private memory: MemoryFigures | null = null;
+  private memoryAt = 0;
   listener: (e: VmEvent) => void = () => {};
 
   /** A definition saved (`vmctl edit`) while the VM runs: it applies once the worker has ended
@@ -138,6 +142,7 @@ export class VmInstance {
       state: p.state,
       cpus: d.cpus,
       memoryBytes: d.memoryBytes,
+      memory: this.memoryInfo(),
       uptimeSeconds: running && p.startedAt ? Math.max(0, Math.round((Date.now() - Date.parse(p.startedAt)) / 100) / 10) : 0,
       bootId: p.bootId,
       createdAt: p.createdAt,
@@ -166,6 +171,41 @@ export class VmInstance {
     return { name, path, readonly, ...sizes, createdByVmctl: this.persisted.createdDisks.includes(path) };
   }
 
+  /** The worker's latest memory figures, null while the VM does not run. */
+  get memoryFigures(): MemoryFigures | null {
+    return this.memory;
+  }
+
+  memoryInfo(): MemoryInfo {
+    const m = this.active ? this.memory : null;
+    const b = m?.balloon ?? null;
+    const g = b?.stats.values ?? {};
+    const at = b?.stats.updatedAt ?? null;
+    const stat = (k: keyof typeof g): number | null => g[k] ?? null;
+    return {
+      configuredBytes: this.def.memoryBytes,
+      minBytes: this.def.memoryMinBytes,
+      residentBytes: m?.residentBytes ?? null,
+      targetBytes: b?.targetBytes ?? null,
+      actualBytes: b?.actualBytes ?? null,
+      balloonBytes: b?.balloonBytes ?? null,
+      reportedFreeBytes: b?.reportedBytes ?? null,
+      chunksReleased: m?.chunksReleased ?? null,
+      guestTotalBytes: stat('totalMemory'),
+      guestFreeBytes: stat('freeMemory'),
+      guestAvailableBytes: stat('availableMemory'),
+      guestCachesBytes: stat('diskCaches'),
+      majorFaults: stat('majorFaults'),
+      minorFaults: stat('minorFaults'),
+      // Linux counts swapped pages (5.5.6.3.1: VIRTIO_BALLOON_S_SWAP_IN/OUT).
+      swapIns: stat('swapIn'),
+      swapOuts: stat('swapOut'),
+      // The worker's performance.now() and ours differ: the age is measured in the worker's
+      // terms when the figures were sent, plus the time since.
+      guestStatsAgeSeconds: at === null || m === null ? null : Math.round((m.sentAt - at + (Date.now() - this.memoryAt)) / 100) / 10,
+    };
+  }
+
   consoleHistory(): Buffer {
     return Buffer.concat(this.history);
   }
@@ -181,13 +221,16 @@ export class VmInstance {
       cmdline: d.boot.cmdline,
       disks: d.disks.map((x) => ({ path: x.path, readonly: x.readonly, name: x.name })),
       nics: this.nics(),
+      ...(d.balloon.enabled ? {
+        balloon: { deflateOnOom: d.balloon.deflateOnOom, freePageReporting: d.balloon.freePageReporting, statsIntervalMs: d.balloon.statsIntervalMs },
+      } : {}),
     };
   }
 
   /** The VM's network cards: without a `network:` key, one on user-mode NAT where a virtio
    *  slot is left (as QEMU and VirtualBox default to). */
   private nics(): NicAttachment[] {
-    if (this.def.disks.length >= VIRTIO_SLOTS) return [];
+    if (defaultNicCount(this.def.disks.length, this.def.balloon.enabled) === 0) return [];
     return [{ mac: defaultMac(this.name, 0), network: { mode: 'user', forwards: [], restrict: false } }];
   }
 
@@ -219,6 +262,7 @@ export class VmInstance {
     this.historySize = 0;
     this.stopping = false;
     this.poweredOff = false;
+    this.memory = null;
     this.setState('starting');
     // serial.index records where this boot's output starts in serial.log (vmctl logs --boot).
     this.serial ??= new SerialLog(this.dir, this.env.serialLogMaxBytes, (e) => this.env.log(`vm ${this.name}: writing serial.index failed: ${e.message}`));
@@ -262,6 +306,8 @@ export class VmInstance {
             break;
           case 'stats':
             p.instructionsRetired = m.instructionsRetired;
+            this.memory = m.memory;
+            this.memoryAt = Date.now();
             break;
           case 'paused':
           case 'resumed':
@@ -458,6 +504,28 @@ export class VmInstance {
       w.on('exit', onExit);
       w.postMessage(m);
     });
+  }
+
+  // ---- memory (`vmctl set --memory`): moves the balloon in the worker ----
+
+  /**
+   * Moves the balloon of a running VM so that the guest keeps `bytes` (memory.min..memory.size),
+   * as QEMU's `balloon`, `virsh setmem` or Firecracker's PATCH /balloon do. `by` says who, for
+   * the log.
+   */
+  setMemoryTarget(bytes: number, by: string): void {
+    const d = this.def;
+    if (!this.worker || (this.state !== 'running' && this.state !== 'paused')) {
+      throw new ProtocolFailure('WrongState', `VM ${this.name} is ${this.state}; the memory target moves the balloon of a running VM`);
+    }
+    if (!d.balloon.enabled) {
+      throw new ProtocolFailure('WrongState', `VM ${this.name} has no balloon (balloon.enabled is false, or no virtio slot was left for one); its memory target cannot move`);
+    }
+    if (!Number.isInteger(bytes) || bytes < d.memoryMinBytes || bytes > d.memoryBytes) {
+      throw new ProtocolFailure('InvalidParams', `memory target ${formatSize(bytes)} for VM ${this.name} is outside ${formatSize(d.memoryMinBytes)} (memory.min) .. ${formatSize(d.memoryBytes)} (memory.size)`);
+    }
+    this.env.log(`vm ${this.name}: memory target ${formatSize(bytes)} (balloon ${formatSize(d.memoryBytes - bytes)}), set by ${by}`);
+    this.send({ type: 'memoryTarget', bytes });
   }
 
   /** Flow control (not a state change): the guest gets no CPU while its output cannot be delivered. */

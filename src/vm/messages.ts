@@ -2,6 +2,19 @@
 
 import type { MachineConfig, PortForward, PowerEvent } from '../board/machine-types.js';
 import type { ForwardInfo } from './networks.js';
+import type { BalloonFigures } from '../devices/virtio/balloon-slot.js';
+
+/** Guest RAM as the host sees it, sent with every `stats` message. */
+export interface MemoryFigures {
+  /** Host memory held for guest RAM now (allocated chunks). */
+  readonly residentBytes: number;
+  readonly chunksAllocated: number;
+  readonly chunksReleased: number;
+  /** Null without a balloon. */
+  readonly balloon: BalloonFigures | null;
+  /** The worker's performance.now() when these were taken (the stats' updatedAt is in its terms). */
+  readonly sentAt: number;
+}
 
 export interface WorkerInit {
   /** 'run' boots the machine; 'dtb' builds it only to return its device tree. */
@@ -26,7 +39,9 @@ export type ToWorker =
   /** Port forwards of the user-mode networks (`vmctl port`); answered by 'port-reply' with the id. */
   | { readonly type: 'port-list'; readonly id: number }
   | { readonly type: 'port-add'; readonly id: number; readonly forward: PortForward; readonly nic?: number }
-  | { readonly type: 'port-remove'; readonly id: number; readonly proto: 'tcp' | 'udp'; readonly hostAddress: string; readonly hostPort: number };
+  | { readonly type: 'port-remove'; readonly id: number; readonly proto: 'tcp' | 'udp'; readonly hostAddress: string; readonly hostPort: number }
+  /** Move the balloon so that the guest keeps `bytes` of its memory. */
+  | { readonly type: 'memoryTarget'; readonly bytes: number };
 
 export type FromWorker =
   | { readonly type: 'ready' }
@@ -35,7 +50,7 @@ export type FromWorker =
   | { readonly type: 'log'; readonly message: string }
   | { readonly type: 'paused' }
   | { readonly type: 'resumed' }
-  | { readonly type: 'stats'; readonly instructionsRetired: number }
+  | { readonly type: 'stats'; readonly instructionsRetired: number; readonly memory: MemoryFigures }
   | { readonly type: 'dtb'; readonly data: Uint8Array }
   /** The machine was closed (disks flushed); the thread ends next. */
   | { readonly type: 'closed'; readonly instructionsRetired: number }

@@ -4,7 +4,7 @@
 
 import type { MachineHost, NicAttachment, PowerEvent } from '../board/machine-types.js';
 import type { NetBackend } from '../net/nic.js';
-import type { FromWorker, ToWorker } from './messages.js';
+import type { FromWorker, MemoryFigures, ToWorker } from './messages.js';
 
 /** The part of VirtMachine (src/board/virt.ts) the run loop uses. */
 export interface RunnableMachine {
@@ -16,6 +16,9 @@ export interface RunnableMachine {
   instructionsRetired(): number;
   /** What the harts' translators did (logged when the VM stops). */
   jitStats(): { describe(instret: number): string };
+  memoryFigures(): MemoryFigures;
+  /** Moves the balloon (no-op without one). */
+  setMemoryTarget(bytes: number): void;
   close(): void;
   /** Set by the run loop: the machine calls it when it wants a tick soon (it may be idle). */
   onWake: () => void;
@@ -28,6 +31,8 @@ const MAX_IDLE_SLEEP_MS = 250;
 const STATS_EVERY_MS = 1000;
 /** Console bytes are batched per slice; a chatty guest is flushed sooner. */
 const CONSOLE_FLUSH_BYTES = 64 * 1024;
+/** Dropped RAM chunks are collected at most this often (a full collection takes 20-40 ms). */
+const COLLECT_EVERY_MS = 1000;
 
 export class ConsoleBatcher implements MachineHost {
   private chunks: Uint8Array[] = [];
@@ -37,6 +42,8 @@ export class ConsoleBatcher implements MachineHost {
   openNic: ((index: number, nic: NicAttachment) => NetBackend) | undefined;
   /** Set by the worker: wakes the run loop. */
   onWake: () => void = () => {};
+  /** RAM chunks were dropped since the last collection. */
+  released = false;
 
   constructor(private readonly post: (m: FromWorker) => void) {}
 
@@ -57,6 +64,10 @@ export class ConsoleBatcher implements MachineHost {
 
   log(message: string): void {
     this.post({ type: 'log', message });
+  }
+
+  memoryReleased(): void {
+    this.released = true;
   }
 
   flush(): void {
@@ -83,12 +94,16 @@ export class RunLoop {
   /** Figures go out every STATS_EVERY_MS whatever the machine does (also while paused: they
    *  show that nothing runs then). */
   private statsTimer: NodeJS.Timeout | null = null;
+  private lastCollect = 0;
 
   constructor(
     private readonly machine: RunnableMachine,
     private readonly host: ConsoleBatcher,
     private readonly post: (m: FromWorker) => void,
     private readonly onFinished: () => void,
+    /** A full garbage collection (the worker's `gc`): dropped chunks only leave the process once
+     *  collected, and nothing else makes V8 collect soon in a thread that allocates little. */
+    private readonly collect: () => void = () => {},
   ) {}
 
   start(): void {
@@ -99,7 +114,7 @@ export class RunLoop {
     };
     this.schedule(0);
     this.statsTimer = setInterval(() => {
-      this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired() });
+      this.postStats();
     }, STATS_EVERY_MS);
   }
 
@@ -147,6 +162,12 @@ export class RunLoop {
         this.post({ type: 'power', event: this.host.power! });
         this.finish();
         break;
+      case 'memoryTarget':
+        this.machine.setMemoryTarget(msg.bytes);
+        // A sleeping guest must see the configuration change now.
+        this.wake();
+        this.postStats();
+        break;
     }
   }
 
@@ -177,6 +198,12 @@ export class RunLoop {
       return;
     }
     this.host.flush();
+    const now = Date.now();
+    if (this.host.released && now - this.lastCollect >= COLLECT_EVERY_MS) {
+      this.host.released = false;
+      this.lastCollect = now;
+      this.collect();
+    }
     if (r === 'halted' || this.host.power) {
       if (this.host.power) this.post({ type: 'power', event: this.host.power });
       this.finish();
@@ -191,6 +218,10 @@ export class RunLoop {
     const wait = this.machine.idleTimeoutMs();
     this.schedule(Math.min(Number.isFinite(wait) ? Math.max(1, Math.ceil(wait)) : MAX_IDLE_SLEEP_MS, MAX_IDLE_SLEEP_MS));
   };
+
+  private postStats(): void {
+    this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired(), memory: this.machine.memoryFigures() });
+  }
 
   /** Powers off: disks are flushed and closed by machine.close(). */
   private finish(): void {

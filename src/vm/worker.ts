@@ -2,6 +2,8 @@
 // a guest that loops or faults only ever occupies this thread, never the daemon's.
 
 import { pathToFileURL } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { parentPort, workerData } from 'node:worker_threads';
 import { VirtMachine } from '../board/virt.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
@@ -43,7 +45,7 @@ async function main(): Promise<void> {
     port!.close();
     return;
   }
-  const loop = new RunLoop(machine, host, post, () => port!.close());
+  const loop = new RunLoop(machine, host, post, () => port!.close(), fullCollection());
   host.onWake = () => loop.wake();
   port!.on('message', (m: ToWorker) => {
     switch (m.type) {
@@ -67,3 +69,15 @@ async function main(): Promise<void> {
 }
 
 void main();
+
+/** V8's `gc()` for this thread: a RAM chunk the balloon dropped leaves the process only once the
+ *  collector has run (measured: without it, 512 MiB of dropped chunks stayed for minutes in a
+ *  thread that allocates little; with it they are unmapped within 0.3 s). */
+function fullCollection(): () => void {
+  try {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as unknown;
+    if (typeof gc === 'function') return gc as () => void;
+  } catch { /* not available: V8 collects on its own schedule */ }
+  return () => {};
+}

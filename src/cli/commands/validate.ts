@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { formatSize } from '../../config/units.js';
 import { cpusText, loadDefinitionOrExit } from '../cli-helpers.js';
-import { out, printJson } from '../output.js';
+import { err, out, printJson } from '../output.js';
 
 export function register(program: Command): void {
   program
@@ -13,12 +13,17 @@ export function register(program: Command): void {
     .option('--json', 'print the resolved definition as JSON')
     .action((o: { file: string; json?: boolean }) => {
       const { def } = loadDefinitionOrExit(o.file);
+      for (const w of def.warnings) process.stderr.write(`${err.yellow('warning:')} ${w}\n`);
       if (o.json) {
         // The house JSON shape: camelCase, sizes in bytes, durations in seconds.
         return printJson({
           name: def.name,
           cpus: def.cpus,
           memoryBytes: def.memoryBytes,
+          memoryMinBytes: def.memoryMinBytes,
+          balloon: def.balloon.enabled
+            ? { deflateOnOom: def.balloon.deflateOnOom, statsIntervalSeconds: def.balloon.statsIntervalMs / 1000, freePageReporting: def.balloon.freePageReporting }
+            : null,
           boot: {
             firmware: def.boot.firmware.kind === 'file' ? def.boot.firmware.path : def.boot.firmware.kind,
             kernel: def.boot.kernel ?? null,
