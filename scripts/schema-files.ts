@@ -31,6 +31,7 @@ const EXAMPLE = annotatedYaml(VM_SCHEMA, {
       { mode: 'user', forwards: [{ host: 2222, guest: 22 }, { proto: 'udp', host: '0.0.0.0:5353', guest: 53 }], restrict: false },
       { mode: 'switch', name: 'lab' },
     ],
+    balloon: { enabled: true, deflateOnOom: true, statsInterval: '5s', freePageReporting: true },
     shutdown: { console: 'poweroff\n', timeout: '30s' },
   },
 });

@@ -10,6 +10,9 @@ import type { PlicState } from '../devices/plic.js';
 import type { UartState } from '../devices/uart16550.js';
 import type { RtcState } from '../devices/goldfish-rtc.js';
 import type { VirtioMmioState } from '../devices/virtio/mmio.js';
+import type { BalloonSettings } from '../devices/virtio/balloon-slot.js';
+
+export type { BalloonSettings };
 
 export interface DiskAttachment {
   /** Absolute path of a raw image file. */
@@ -62,6 +65,8 @@ export interface MachineConfig {
   readonly nics?: readonly NicAttachment[];
   /** Public keys (OpenSSH lines) put in the device tree for the guest's ssh server (vmctl ssh). */
   readonly sshAuthorizedKeys?: string;
+  /** A virtio-balloon, in the highest virtio slot left (src/board/virtio-slots.ts); none when absent. */
+  readonly balloon?: BalloonSettings;
 }
 
 /** Why the guest stopped running. `code` is the guest's own exit code (0..255). */
@@ -83,6 +88,8 @@ export interface MachineHost {
   /** Something outside the harts (a frame received from the network) raised an interrupt: an
    *  idle machine should run now rather than at its next timer. */
   wake?(): void;
+  /** RAM chunks were dropped (balloon): the host may now collect them. */
+  memoryReleased?(): void;
 }
 
 /** What a saved machine state must match to be loaded: the board as the VM's definition builds

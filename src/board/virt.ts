@@ -37,6 +37,8 @@ import { parseMac } from '../net/mac.js';
 import { UnpluggedBackend } from '../net/nic.js';
 import type { BlockBackend } from '../disk/block-backend.js';
 import type { BoardShape, MachineConfig, MachineHost, MachineState, PowerEvent } from './machine-types.js';
+import { VirtioBalloonSlot, type BalloonFigures } from '../devices/virtio/balloon-slot.js';
+import { planVirtioSlots } from './virtio-slots.js';
 import { buildDeviceTree } from './device-tree.js';
 import { BootRom, buildBootRom } from './boot-rom.js';
 import { loadImage, LoadError, type LoadedImage } from './loader.js';
@@ -102,6 +104,8 @@ export class VirtMachine {
   private readonly out: number[] = [];
   private readonly closers: (() => void)[] = [];
   private readonly nics: VirtioNetSlot[] = [];
+  /** The virtio-balloon, when the definition has one. */
+  readonly balloon: VirtioBalloonSlot | null = null;
   private htif: Htif | null = null;
   private htifAt: { tohost: number; fromhost: number | null } | null = null;
   /** The virtio-blk slots by index (null: no disk there). */
@@ -206,30 +210,34 @@ export class VirtMachine {
     });
   }
 
-  /** The 8 virtio-mmio slots. THE place where devices are plugged in: slot i <- config.disks[i]
-   *  (virtio-blk), slot 7 - j <- config.nics[j] (virtio-net: QEMU also fills its slots from the
-   *  top, and Linux probes the highest slot first, so the first NIC is eth0); the remaining
-   *  slots stay empty. */
+  /** The 8 virtio-mmio slots. THE place where devices are plugged in, as virtio-slots.ts plans
+   *  them: disks (virtio-blk) from slot 0 up, NICs (virtio-net) from slot 7 down (the first NIC
+   *  is eth0), the balloon in the highest slot left; the remaining slots stay empty. */
   private attachVirtioSlots(): void {
-    const disks = this.config.disks;
     const nics = this.config.nics ?? [];
-    if (disks.length + nics.length > VIRTIO_COUNT) {
-      throw new RangeError(`${disks.length} disks and ${nics.length} NICs do not fit the virt board's ${VIRTIO_COUNT} virtio-mmio slots`);
-    }
+    const plan = planVirtioSlots(this.config.disks.length, nics.length, this.config.balloon !== undefined);
     for (let i = 0; i < VIRTIO_COUNT; i++) {
       const base = VIRTIO_BASE + i * VIRTIO_SIZE;
       const irq = (l: boolean): void => this.plic.setLevel(VIRTIO_IRQ + i, l);
       let device: MmioDevice = new EmptyVirtioSlot();
       this.blkSlots[i] = null;
-      const disk = disks[i];
-      const nicIndex = VIRTIO_COUNT - 1 - i;
-      const nic = nics[nicIndex];
-      if (disk) {
-        const slot = new VirtioBlkSlot({ disk, ram: this.ram, base, irq, log: (m) => this.host.log(m) });
+      const use = plan[i];
+      if (use?.kind === 'disk') {
+        const slot = new VirtioBlkSlot({ disk: this.config.disks[use.index], ram: this.ram, base, irq, log: (m) => this.host.log(m) });
         this.closers.push(() => slot.close());
         this.blkSlots[i] = slot;
         device = slot.device;
-      } else if (nic) {
+      } else if (use?.kind === 'balloon') {
+        const slot = new VirtioBalloonSlot({
+          settings: this.config.balloon!, ram: this.ram, guestBytes: this.config.memoryBytes, base, irq,
+          dropChunk: (c) => this.releaseChunk(c), log: (m) => this.host.log(m),
+        });
+        (this as { balloon: VirtioBalloonSlot | null }).balloon = slot;
+        this.closers.push(() => slot.close());
+        device = slot.device;
+      } else if (use?.kind === 'nic') {
+        const nicIndex = use.index;
+        const nic = nics[nicIndex];
         const mac = parseMac(nic.mac);
         if (!mac) throw new RangeError(`NIC ${nicIndex}: ${JSON.stringify(nic.mac)} is not a MAC address`);
         const backend = this.host.openNic?.(nicIndex, nic) ?? new UnpluggedBackend();
@@ -244,6 +252,37 @@ export class VirtMachine {
       }
       this.mem.addDevice(base, VIRTIO_SIZE, `virtio-mmio@${base.toString(16)}`, device);
     }
+  }
+
+  /** Drops RAM chunk `index` (every page of it given up through the balloon): first every hart
+   *  forgets its views of it and the code translated from it, then the RAM lets it go, so
+   *  nothing keeps the host memory alive; the guest reads zeros there from now on. */
+  releaseChunk(index: number): void {
+    // Harts on threads of their own share every chunk from the start (allocateAll) and keep their
+    // own views of it: a chunk dropped here would live on in their threads while this one made a
+    // new one, and the harts would no longer see the same RAM. So with hart threads the pages
+    // stay in the balloon (the guest gives them up) but the host keeps the memory.
+    if (this.smp !== null) return;
+    const pa = this.ram.base + index * CHUNK_SIZE;
+    for (const h of this.harts) h.dropRam(pa, CHUNK_SIZE);
+    this.ram.release(index);
+    this.host.memoryReleased?.();
+  }
+
+  /** Moves the balloon so that the guest keeps `bytes` of its memory (no-op without a balloon). */
+  setMemoryTarget(bytes: number): void {
+    this.balloon?.setTarget(bytes);
+  }
+
+  /** Host memory held for guest RAM and the balloon's figures (null without a balloon). */
+  memoryFigures(): { residentBytes: number; chunksAllocated: number; chunksReleased: number; balloon: BalloonFigures | null; sentAt: number } {
+    return {
+      sentAt: performance.now(),
+      residentBytes: this.ram.allocatedBytes(),
+      chunksAllocated: this.ram.chunksAllocated,
+      chunksReleased: this.ram.chunksReleased,
+      balloon: this.balloon?.figures() ?? null,
+    };
   }
 
   /** Loads firmware, kernel, initrd and device tree; sets the harts' start state. Returns the DTB. */

@@ -15,6 +15,7 @@ import { register as registerRun } from './commands/run.js';
 import { register as registerSchema } from './commands/schema.js';
 import { register as registerSnapshot } from './commands/snapshot.js';
 import { register as registerSsh } from './commands/ssh.js';
+import { register as registerSet } from './commands/set.js';
 import { register as registerValidate } from './commands/validate.js';
 import { err } from './output.js';
 import { VERSION } from './version.js';
@@ -22,6 +23,7 @@ import { VERSION } from './version.js';
 const GROUPS: ((program: Command) => void)[] = [
   registerLifecycle,
   registerSnapshot,
+  registerSet,
   registerInspect,
   registerConsole,
   registerLogs,

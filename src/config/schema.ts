@@ -364,8 +364,8 @@ export interface ObjectRule {
   /** Returns the key to blame and what is wrong, or null. Runs only when `ok(key)` for what it reads.
    *  `pathOf` gives a key's full path for the message (`network[1].name`). */
   check(value: Record<string, unknown>, ok: (key: string) => boolean, present: (key: string) => boolean, pathOf: (key: string) => string): { key: string; message: string } | null;
-  /** The same rule in JSON Schema (added under allOf). */
-  readonly jsonSchema: JsonSchema;
+  /** The same rule in JSON Schema (added under allOf), where JSON Schema can say it. */
+  readonly jsonSchema?: JsonSchema;
   /** For the docs: when the rule applies. */
   readonly text: string;
 }
@@ -471,7 +471,7 @@ export class ObjectSpec<F extends Fields, P extends Presence> extends Spec<Objec
       properties[k] = this.fields[k].options.nullIsAbsent ? { anyOf: [s, { type: 'null' }] } : s;
     }
     const required = this.keys.filter((k) => this.fields[k].options.required);
-    const rules = this.options.rules ?? [];
+    const rules = (this.options.rules ?? []).filter((r) => r.jsonSchema !== undefined);
     return {
       type: 'object',
       properties,

@@ -12,7 +12,9 @@ import { formatSize } from './units.js';
 import { bootImageProblems } from './boot-images.js';
 import { quote, quotePath } from './quote.js';
 import { formatDuration, readDocument, ReadContext } from './schema.js';
-import { VM_NAME_RE, VM_NAME_TEXT, VM_SCHEMA, type VmFile } from './vm-schema.js';
+import { memoryBytesOf, memoryMinOf, VM_NAME_RE, VM_NAME_TEXT, VM_SCHEMA, type VmFile } from './vm-schema.js';
+import { isNull } from './schema.js';
+import { defaultNicCount, virtioSlotsNeeded } from '../board/virtio-slots.js';
 // Disk identity as the disk locks see it: the same file under two names is one disk.
 import { canonicalImagePath } from '../disk/lock.js';
 import { VIRTIO_COUNT } from '../board/memory-map.js';
@@ -53,10 +55,28 @@ export interface NetworkDefinition {
   readonly nics: readonly NicDefinition[];
 }
 
+/** The balloon as the definition has it (after the virtio slot budget). */
+export interface BalloonDefinition {
+  /** The VM gets a virtio-balloon. False when `enabled: false`, or when no slot was left for the
+   *  default one (a warning says so). */
+  readonly enabled: boolean;
+  /** The definition has a `balloon:` key (only then is it written back, and a balloon that does
+   *  not fit an error). */
+  readonly explicit: boolean;
+  readonly deflateOnOom: boolean;
+  readonly statsIntervalMs: number;
+  readonly freePageReporting: boolean;
+}
+
 export interface VmDefinition {
   readonly name: string;
   readonly cpus: number;
   readonly memoryBytes: number;
+  /** The least memory the balloon may leave the guest (memory.min). */
+  readonly memoryMinBytes: number;
+  /** memory.min was written (it is written back only then). */
+  readonly memoryMinGiven: boolean;
+  readonly balloon: BalloonDefinition;
   readonly boot: {
     readonly firmware: FirmwareSpec;
     readonly kernel?: string;
@@ -115,12 +135,16 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
   }
   checkBeyondShape(v, ctx, !opts.skipFileChecks);
   const warnings: string[] = [];
-  const network = networkDefinition(v, ctx, warnings);
+  const balloon = balloonFitting(v, ctx, warnings);
+  const network = networkDefinition(v, ctx, warnings, balloon.enabled);
   if (r.errors.length > 0) throw new ConfigErrors(r.errors);
   return {
     name: v.name,
     cpus: v.cpus,
-    memoryBytes: v.memory,
+    memoryBytes: memoryBytesOf(v.memory),
+    memoryMinBytes: memoryMinOf(v.memory),
+    memoryMinGiven: typeof v.memory === 'object' && v.memory.min !== undefined,
+    balloon,
     boot: { firmware: v.boot.firmware, kernel: v.boot.kernel, initrd: v.boot.initrd, cmdline: v.boot.cmdline },
     disks: v.disks.map((d) => ({ path: d.path, sizeBytes: d.size, readonly: d.readonly, name: d.name })),
     shutdown: { console: v.shutdown.console, timeoutMs: v.shutdown.timeout },
@@ -133,17 +157,18 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
  * The NICs, with what the shape cannot say: forward host addresses and ports in range and each
  * bound once, MACs usable and distinct, and room on the board: disks take the virtio slots from
  * the bottom, NICs from the top, 8 in all. An explicit NIC that does not fit is an error at its
- * key; the default NIC is left out (with a warning) so a file that fit before still does.
+ * key; the default NIC takes a slot only where one is left after the disks and the balloon
+ * (src/board/virtio-slots.ts), else it is left out (with a warning) so a file that fit before still does.
  */
-function networkDefinition(v: VmFile, ctx: ReadContext, warnings: string[]): NetworkDefinition {
+function networkDefinition(v: VmFile, ctx: ReadContext, warnings: string[], balloon: boolean): NetworkDefinition {
   const fail = (path: string, message: string): void => {
     const pair = ctx.at.get(path);
     ctx.r.fail(pair?.value, message, pair?.key);
   };
   const n = v.network;
   if (n.kind === 'default') {
-    if (v.disks.length < VIRTIO_COUNT) return { explicit: false, nics: [{ mode: 'user', forwards: [], restrict: false }] };
-    warnings.push(`no NIC: the ${v.disks.length} disks take all ${VIRTIO_COUNT} virtio slots, so the default NIC (user-mode NAT) is left out; give fewer disks for a network, or network: none to say so`);
+    if (defaultNicCount(v.disks.length, balloon) === 1) return { explicit: false, nics: [{ mode: 'user', forwards: [], restrict: false }] };
+    warnings.push(`no NIC: the ${v.disks.length} disks${balloon ? ' and the balloon' : ''} take all ${VIRTIO_COUNT} virtio slots, so the default NIC (user-mode NAT) is left out; give fewer disks for a network, or network: none to say so`);
     return { explicit: false, nics: [] };
   }
   const nics: NicDefinition[] = [];
@@ -183,6 +208,31 @@ function networkDefinition(v: VmFile, ctx: ReadContext, warnings: string[]): Net
   return { explicit: true, nics };
 }
 
+/**
+ * The virtio slot budget (src/board/virtio-slots.ts): disks come first; a balloon the definition
+ * asks for (a `balloon:` key with enabled: true) that finds no slot is an error at its key, the
+ * default one is left out with a warning, so that a file that validated before keeps validating.
+ */
+function balloonFitting(v: VmFile, ctx: ReadContext, warnings: string[]): BalloonDefinition {
+  // Explicit NICs claim their slots before the balloon (an explicit NIC that does not fit is an error of its own).
+  const nics = v.network.kind === 'list' ? v.network.nics.length : 0;
+  const b = v.balloon;
+  const explicit = ctx.at.has('balloon') && !isNull(ctx.at.get('balloon')!.value);
+  const settings = { explicit, deflateOnOom: b.deflateOnOom, statsIntervalMs: b.statsInterval, freePageReporting: b.freePageReporting };
+  if (!b.enabled || !ctx.ok('disks')) return { enabled: b.enabled, ...settings };
+  const needed = virtioSlotsNeeded(v.disks.length, nics, true);
+  if (needed <= VIRTIO_COUNT) return { enabled: true, ...settings };
+  const why = `the board's ${VIRTIO_COUNT} virtio slots are all taken by ${v.disks.length} disks${nics > 0 ? ` and ${nics} NIC${nics === 1 ? '' : 's'}` : ''}`;
+  if (explicit) {
+    const key = ctx.at.has('balloon.enabled') ? 'balloon.enabled' : 'balloon';
+    const pair = ctx.at.get(key)!;
+    ctx.r.fail(pair.value, `${key}: no virtio slot is left for the balloon: ${why}; expected at most ${VIRTIO_COUNT - 1} disks and NICs with a balloon, or balloon.enabled: false`, pair.key);
+  } else {
+    warnings.push(`no memory balloon: ${why} (give balloon: {enabled: false} to say so, or use fewer disks)`);
+  }
+  return { enabled: false, ...settings };
+}
+
 /** The second step: what the shape cannot say (distinct disks) and, with `files`, what the files
  *  named by the definition are and hold. Each check runs where the values it reads are valid. */
 function checkBeyondShape(v: VmFile, ctx: ReadContext, files: boolean): void {
@@ -209,7 +259,7 @@ function checkBeyondShape(v: VmFile, ctx: ReadContext, files: boolean): void {
   if (files && kernel !== undefined && ctx.ok('boot.kernel')) imagesOk = checkFile('boot.kernel', kernel, 'a kernel (ELF, Linux Image or raw binary)') && imagesOk;
   if (files && initrd !== undefined && ctx.ok('boot.initrd')) imagesOk = checkFile('boot.initrd', initrd) && imagesOk;
   if (imagesOk && ctx.ok('memory') && ctx.ok('cpus') && (kernel !== undefined || firmware.kind === 'file')) {
-    for (const p of bootImageProblems({ firmware, kernel, initrd, cmdline }, v.memory, v.cpus)) {
+    for (const p of bootImageProblems({ firmware, kernel, initrd, cmdline }, memoryBytesOf(v.memory), v.cpus)) {
       // memory: left out (the default) is reported at the image that does not fit.
       fail(ctx.at.has(p.key) ? p.key : kernel !== undefined ? 'boot.kernel' : 'boot.firmware', p.message);
     }
@@ -271,9 +321,15 @@ export function serializeVmDefinition(d: VmDefinition): string {
   if (d.boot.kernel) boot.kernel = d.boot.kernel;
   if (d.boot.initrd) boot.initrd = d.boot.initrd;
   boot.cmdline = d.boot.cmdline;
-  const out: Record<string, unknown> = { name: d.name, cpus: d.cpus, memory: formatSize(d.memoryBytes), boot };
+  const memory = d.memoryMinGiven ? { size: formatSize(d.memoryBytes), min: formatSize(d.memoryMinBytes) } : formatSize(d.memoryBytes);
+  const out: Record<string, unknown> = { name: d.name, cpus: d.cpus, memory, boot };
   if (d.disks.length > 0) {
     out.disks = d.disks.map((x) => ({ path: x.path, ...(x.sizeBytes !== undefined ? { size: formatSize(x.sizeBytes) } : {}), readonly: x.readonly, name: x.name }));
+  }
+  if (d.balloon.explicit) {
+    const b = d.balloon;
+    // `enabled` as written: an explicit balloon that did not fit is an error, never stored.
+    out.balloon = { enabled: b.enabled, deflateOnOom: b.deflateOnOom, statsInterval: formatDuration(b.statsIntervalMs), freePageReporting: b.freePageReporting };
   }
   const sh: Record<string, unknown> = {};
   if (d.shutdown.console !== undefined) sh.console = d.shutdown.console;

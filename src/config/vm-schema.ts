@@ -9,6 +9,7 @@
 
 import { MAX_CPUS, VIRTIO_COUNT } from '../board/memory-map.js';
 import { boolean, duration, integer, keywordOrPath, list, object, path, shapes, size, string, type ObjectRule, type ObjectValue } from './schema.js';
+import { formatSize } from './units.js';
 
 export const VM_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 export const VM_NAME_TEXT = 'letters, digits, ".", "_" or "-" (1..63 characters, starting with a letter or digit)';
@@ -24,6 +25,18 @@ const memorySize = size({
   min: MIN_MEMORY, max: MAX_MEMORY, multipleOf: 4096, example: '128MiB', required: true,
   description: 'Guest RAM, allocated lazily as the guest touches it',
 });
+/** The floor of the balloon target when `memory.min` is not given: what a small Linux guest
+ *  still runs in (or all of the memory, when it is smaller). */
+export const DEFAULT_MEMORY_MIN = 64 * 1024 * 1024;
+/** `memory: SIZE`, or `memory: {size, min}`. */
+export type MemoryValue = number | { size: number; min?: number };
+/** The guest's memory size, whichever form was written. */
+export const memoryBytesOf = (m: MemoryValue): number => (typeof m === 'number' ? m : m.size);
+/** The balloon target's floor, whichever form was written. */
+export const memoryMinOf = (m: MemoryValue): number => {
+  const size = memoryBytesOf(m);
+  return typeof m === 'object' && m.min !== undefined ? m.min : Math.min(size, DEFAULT_MEMORY_MIN);
+};
 
 // ---- network: NICs (virtio-net) and where their frames go (src/net) ----
 
@@ -99,12 +112,28 @@ export const VM_SCHEMA = object({
       default: 1, example: 2,
       description: 'Number of harts (virtual CPUs): a number, or a mapping with count',
     }),
-  memory: shapes({ scalar: memorySize, map: object({ size: memorySize }, { description: 'Memory settings' }) },
-    (v) => (typeof v === 'number' ? v : (v as { size: number }).size), {
-      default: 128 * MiB, example: '128MiB',
-      description: 'Guest RAM: a size, or a mapping with size',
-      details: ['Units B, KiB, MiB, GiB (K, M, G, KB, MB, GB are read as binary too). RAM is allocated lazily as the guest touches it.'],
+  memory: shapes({
+    scalar: memorySize,
+    map: object({
+      size: memorySize,
+      min: size({
+        min: MIN_MEMORY, max: MAX_MEMORY, multipleOf: 4096, example: '256MiB', defaultText: `${DEFAULT_MEMORY_MIN / MiB}MiB, or size when smaller`,
+        description: 'The least memory the balloon leaves the guest (`vmctl set --memory-target`, the daemon\'s balloon policy)',
+      }),
+    }, {
+      description: 'Memory settings',
+      rules: [{
+        text: 'min is at most size',
+        check: (m, ok) => (ok('size') && ok('min') && m.min !== undefined && (m.min as number) > (m.size as number)
+          ? { key: 'min', message: `memory.min: ${formatSize(m.min as number)} is more than memory.size (${formatSize(m.size as number)}); expected at most ${formatSize(m.size as number)}` }
+          : null),
+      }],
     }),
+  }, (v) => v as MemoryValue, {
+    default: 128 * MiB as MemoryValue, example: '128MiB',
+    description: 'Guest RAM: a size, or a mapping with size and min',
+    details: ['Units B, KiB, MiB, GiB (K, M, G, KB, MB, GB are read as binary too). RAM is allocated lazily as the guest touches it.'],
+  }),
   boot: object({
     firmware: keywordOrPath({
       keywords: ['none', 'builtin'], pathText: 'a path to a firmware binary', default: { kind: 'none' },
@@ -186,6 +215,31 @@ export const VM_SCHEMA = object({
       'A NIC takes a virtio slot from the top (slot 7 first), disks from the bottom: disks and NICs share the 8 slots.',
       'user-mode NAT: the guest is 10.0.2.15 (DHCP), the gateway 10.0.2.2 is also the host (its 127.0.0.1), DNS is 10.0.2.3.',
     ],
+  }),
+  balloon: object({
+    enabled: boolean({
+      default: true, example: true,
+      description: 'Give the VM a virtio-balloon (QEMU\'s virtio-balloon-device)',
+      details: [
+        'Without a balloon: key the VM gets one where a virtio slot is left (8 slots: disks first), and validate warns when none is; '
+        + 'with a balloon: key asking for one, a definition that leaves no slot for it is an error.',
+      ],
+    }),
+    deflateOnOom: boolean({
+      default: true, example: true,
+      description: 'Offer VIRTIO_BALLOON_F_DEFLATE_ON_OOM: the guest takes pages back from the balloon rather than run out of memory',
+    }),
+    statsInterval: duration({
+      default: 5_000, example: '5s',
+      description: 'How often the guest is asked for its memory statistics (VIRTIO_BALLOON_F_STATS_VQ); 0 turns them off',
+    }),
+    freePageReporting: boolean({
+      default: true, example: true,
+      description: 'Offer VIRTIO_BALLOON_F_PAGE_REPORTING: memory the guest frees goes back to the host',
+    }),
+  }, {
+    nullIsAbsent: true,
+    description: 'The memory balloon: lets the host take memory back from the guest and give it again',
   }),
   shutdown: object({
     console: string({

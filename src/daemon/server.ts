@@ -266,6 +266,11 @@ export class Connection {
         await v.deleteSnapshot(p.snapshot as string, (files) => reg.usersOf(files, v));
         return { deleted: p.snapshot, vm: v.info() };
       }
+      case 'vm.set': {
+        const v = vm();
+        if (p.memoryTarget !== undefined) v.setMemoryTarget(p.memoryTarget as number, 'a client');
+        return v.info();
+      }
       case 'vm.dtb':
         return { data: Buffer.from(await vm().dtb()).toString('base64') };
       case 'vm.ssh':

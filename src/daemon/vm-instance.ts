@@ -11,11 +11,12 @@ import { ensureSshKey, sshKeyPaths } from './ssh-key.js';
 import { serializeVmDefinition, type VmDefinition } from '../config/vm-definition.js';
 import type { SwitchHub } from './switches.js';
 import { DiskError } from '../disk/errors.js';
+import { formatSize } from '../config/units.js';
 import { imageInfo, lockDiskChains } from '../disk/image.js';
 import { canonicalImagePath, type DiskLock } from '../disk/lock.js';
 import { FileRefused, readRegular } from '../host/regular-file.js';
-import { isActiveState, ProtocolFailure, type DiskInfo, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
-import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
+import { isActiveState, ProtocolFailure, type DiskInfo, type MemoryInfo, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
+import type { FromWorker, MemoryFigures, ToWorker, WorkerInit } from '../vm/messages.js';
 import { isTempFileFor, renameIntoPlace, tempPathFor, writeFileAtomic } from './atomic.js';
 import type { VmThreads } from './vm-threads.js';
 import { SerialLog } from './serial-log.js';
@@ -108,6 +109,9 @@ export class VmInstance {
   private terminating = false;
   /** Ends the current boot as if its worker had exited, when the worker cannot be ended. */
   private abandonWorker: ((why: string) => void) | null = null;
+  /** The worker's last memory figures (null while it does not run) and when they came. */
+  private memory: MemoryFigures | null = null;
+  private memoryAt = 0;
   listener: (e: VmEvent) => void = () => {};
 
   /** A definition saved (`vmctl edit`) while the VM runs: it applies once the worker has ended
@@ -217,6 +221,7 @@ export class VmInstance {
       state: p.state,
       cpus: d.cpus,
       memoryBytes: d.memoryBytes,
+      memory: this.memoryInfo(),
       uptimeSeconds: running && p.startedAt ? Math.max(0, Math.round((Date.now() - Date.parse(p.startedAt)) / 100) / 10) : 0,
       bootId: p.bootId,
       createdAt: p.createdAt,
@@ -249,6 +254,41 @@ export class VmInstance {
     return { name, path, readonly, ...sizes, createdByVmctl: this.persisted.createdDisks.includes(path) };
   }
 
+  /** The worker's latest memory figures, null while the VM does not run. */
+  get memoryFigures(): MemoryFigures | null {
+    return this.memory;
+  }
+
+  memoryInfo(): MemoryInfo {
+    const m = this.active ? this.memory : null;
+    const b = m?.balloon ?? null;
+    const g = b?.stats.values ?? {};
+    const at = b?.stats.updatedAt ?? null;
+    const stat = (k: keyof typeof g): number | null => g[k] ?? null;
+    return {
+      configuredBytes: this.def.memoryBytes,
+      minBytes: this.def.memoryMinBytes,
+      residentBytes: m?.residentBytes ?? null,
+      targetBytes: b?.targetBytes ?? null,
+      actualBytes: b?.actualBytes ?? null,
+      balloonBytes: b?.balloonBytes ?? null,
+      reportedFreeBytes: b?.reportedBytes ?? null,
+      chunksReleased: m?.chunksReleased ?? null,
+      guestTotalBytes: stat('totalMemory'),
+      guestFreeBytes: stat('freeMemory'),
+      guestAvailableBytes: stat('availableMemory'),
+      guestCachesBytes: stat('diskCaches'),
+      majorFaults: stat('majorFaults'),
+      minorFaults: stat('minorFaults'),
+      // Linux counts swapped pages (5.5.6.3.1: VIRTIO_BALLOON_S_SWAP_IN/OUT).
+      swapIns: stat('swapIn'),
+      swapOuts: stat('swapOut'),
+      // The worker's performance.now() and ours differ: the age is measured in the worker's
+      // terms when the figures were sent, plus the time since.
+      guestStatsAgeSeconds: at === null || m === null ? null : Math.round((m.sentAt - at + (Date.now() - this.memoryAt)) / 100) / 10,
+    };
+  }
+
   consoleHistory(): Buffer {
     return Buffer.concat(this.history);
   }
@@ -266,6 +306,9 @@ export class VmInstance {
       disks: d.disks.map((x) => ({ path: x.path, readonly: x.readonly, name: x.name })),
       nics,
       ...(nics.length > 0 ? { sshAuthorizedKeys: this.sshPublicKey() } : {}),
+      ...(d.balloon.enabled ? {
+        balloon: { deflateOnOom: d.balloon.deflateOnOom, freePageReporting: d.balloon.freePageReporting, statsIntervalMs: d.balloon.statsIntervalMs },
+      } : {}),
     };
   }
 
@@ -376,6 +419,7 @@ export class VmInstance {
     this.poweredOff = false;
     this.serialErrors = 0;
     this.saving = false;
+    this.memory = null;
     this.setState('starting');
     if (!resuming) this.serial!.beginBoot(p.bootId, Date.parse(p.startedAt));
     const config = this.machineConfig();
@@ -439,6 +483,8 @@ export class VmInstance {
             break;
           case 'stats':
             p.instructionsRetired = m.instructionsRetired;
+            this.memory = m.memory;
+            this.memoryAt = Date.now();
             break;
           case 'paused':
           case 'resumed':
@@ -734,6 +780,28 @@ export class VmInstance {
       w.on('exit', onExit);
       w.postMessage(m);
     });
+  }
+
+  // ---- memory (`vmctl set --memory`): moves the balloon in the worker ----
+
+  /**
+   * Moves the balloon of a running VM so that the guest keeps `bytes` (memory.min..memory.size),
+   * as QEMU's `balloon`, `virsh setmem` or Firecracker's PATCH /balloon do. `by` says who, for
+   * the log.
+   */
+  setMemoryTarget(bytes: number, by: string): void {
+    const d = this.def;
+    if (!this.worker || (this.state !== 'running' && this.state !== 'paused')) {
+      throw new ProtocolFailure('WrongState', `VM ${this.name} is ${this.state}; the memory target moves the balloon of a running VM`);
+    }
+    if (!d.balloon.enabled) {
+      throw new ProtocolFailure('WrongState', `VM ${this.name} has no balloon (balloon.enabled is false, or no virtio slot was left for one); its memory target cannot move`);
+    }
+    if (!Number.isInteger(bytes) || bytes < d.memoryMinBytes || bytes > d.memoryBytes) {
+      throw new ProtocolFailure('InvalidParams', `memory target ${formatSize(bytes)} for VM ${this.name} is outside ${formatSize(d.memoryMinBytes)} (memory.min) .. ${formatSize(d.memoryBytes)} (memory.size)`);
+    }
+    this.env.log(`vm ${this.name}: memory target ${formatSize(bytes)} (balloon ${formatSize(d.memoryBytes - bytes)}), set by ${by}`);
+    this.send({ type: 'memoryTarget', bytes });
   }
 
   /** Flow control (not a state change): the guest gets no CPU while its output cannot be delivered. */

@@ -55,10 +55,23 @@ export function newChunkMemory(): WebAssembly.Memory {
   return new WebAssembly.Memory({ initial: CHUNK_SIZE / WASM_PAGE, maximum: CHUNK_SIZE / WASM_PAGE, shared: true });
 }
 
+/** Host memory for chunks comes from a budget the daemon shares between VMs (src/vm). `acquire`
+ *  is called before a chunk is allocated and may block until the host has room; `release` when
+ *  one is dropped. Without a budget (tests, validate) chunks are simply allocated. */
+export interface ChunkBudget {
+  acquire(): void;
+  release(): void;
+}
+
 export class GuestRam {
   readonly chunkCount: number;
   /** Views per chunk; `undefined` until first touched. */
   private readonly chunks: (ChunkViews | undefined)[];
+
+  /** Chunks allocated so far and dropped so far (figures for `vmctl info`). */
+  chunksAllocated = 0;
+  chunksReleased = 0;
+  budget: ChunkBudget | null = null;
 
   constructor(readonly base: number, readonly size: number, memories?: readonly (WebAssembly.Memory | undefined)[]) {
     if (!Number.isInteger(size) || size <= 0 || size % CHUNK_SIZE !== 0 || size > MAX_RAM_BYTES) {
@@ -79,8 +92,10 @@ export class GuestRam {
   views(index: number): ChunkViews {
     let c = this.chunks[index];
     if (c === undefined) {
+      this.budget?.acquire();
       c = new ChunkViews(newChunkMemory());
       this.chunks[index] = c;
+      this.chunksAllocated++;
     }
     return c;
   }
@@ -107,8 +122,18 @@ export class GuestRam {
     return this.chunks.map((c) => c?.memory);
   }
 
-  /** Drops a chunk (balloon); it reads as zeros and is allocated again when touched. */
+  /** True when chunk `index` holds host memory now. */
+  isAllocated(index: number): boolean {
+    return this.chunks[index] !== undefined;
+  }
+
+  /** Drops a chunk (balloon); it reads as zeros and is allocated again when touched. Whoever
+   *  cached views of it (harts' soft TLBs) must drop them too, or the memory stays alive: see
+   *  VirtMachine.releaseChunk. */
   release(index: number): void {
+    if (this.chunks[index] === undefined) return;
+    this.chunksReleased++;
+    this.budget?.release();
     this.chunks[index] = undefined;
   }
 

@@ -73,6 +73,36 @@ export interface StopReport { readonly name: string; readonly path: StopPath }
 
 /** What `vm.delete` did with each disk image vmctl had created for the VM. */
 export interface DeletedDisk { readonly path: string; readonly allocatedBytes: number; readonly action: 'deleted' | 'kept' }
+/** A VM's memory as `info --json` shows it: sizes in bytes; null where nothing is known (the VM
+ *  does not run, has no balloon, or the guest does not report that figure). */
+export interface MemoryInfo {
+  /** memory.size */
+  readonly configuredBytes: number;
+  /** memory.min: the balloon target's floor */
+  readonly minBytes: number;
+  /** Host memory held for guest RAM now (touched RAM chunks). */
+  readonly residentBytes: number | null;
+  /** Memory the guest is asked to keep (configured minus the balloon target). */
+  readonly targetBytes: number | null;
+  /** Memory the guest keeps: configured minus the pages in the balloon. */
+  readonly actualBytes: number | null;
+  readonly balloonBytes: number | null;
+  /** Bytes the guest reported free (free page reporting) since it started. */
+  readonly reportedFreeBytes: number | null;
+  /** RAM chunks dropped since the VM started (balloon). */
+  readonly chunksReleased: number | null;
+  // The guest's own figures (virtio-balloon statistics).
+  readonly guestTotalBytes: number | null;
+  readonly guestFreeBytes: number | null;
+  readonly guestAvailableBytes: number | null;
+  readonly guestCachesBytes: number | null;
+  readonly majorFaults: number | null;
+  readonly minorFaults: number | null;
+  readonly swapIns: number | null;
+  readonly swapOuts: number | null;
+  /** Seconds since the guest last sent its statistics. */
+  readonly guestStatsAgeSeconds: number | null;
+}
 
 export interface VmInfo {
   readonly name: string;
@@ -81,6 +111,7 @@ export interface VmInfo {
   readonly state: VmState;
   readonly cpus: number;
   readonly memoryBytes: number;
+  readonly memory: MemoryInfo;
   readonly uptimeSeconds: number;
   readonly bootId: number;
   readonly createdAt: string;
@@ -182,6 +213,8 @@ export const METHODS = {
   // boot: a boot id, or -1, -2, ... counting back from the newest; since: an ISO 8601 time; tail: lines.
   'vm.log': { name, follow: { type: 'boolean' }, boot: { type: 'integer' }, since: { type: 'string' }, tail: { type: 'integer' } },
   'vm.dtb': { name },
+  // memoryTarget: bytes the balloon leaves the guest (memory.min..memory.size).
+  'vm.set': { name, memoryTarget: { type: 'integer' } },
   'vm.definition': { name },
   'snapshot.take': { name, snapshot: { type: 'string' }, description: { type: 'string' } },
   'snapshot.list': { name },

@@ -304,6 +304,24 @@ export class Hart {
     this.fVa = NaN;
   }
 
+  /** A RAM chunk at physical [pa, pa+len) was dropped (balloon): forgets every reference to its
+   *  memory (soft-TLB views, the fetch page), so that the host can free it, and the code
+   *  translated from it. Not hot: called between instructions, by a device or the board. */
+  dropRam(pa: number, len: number): void {
+    this.flushTlb();
+    for (const t of [this.tlbR, this.tlbW, this.tlbX]) {
+      t.u8.fill(DUMMY.u8);
+      t.u16.fill(DUMMY.u16);
+      t.i32.fill(DUMMY.i32);
+      t.f64.fill(DUMMY.f64);
+    }
+    this.fView = DUMMY_16;
+    this.fCode = NO_CODE;
+    const first = Math.floor(pa / 4096);
+    const end = first + Math.ceil(len / 4096);
+    if (this.pageCode.size !== 0) for (const pn of [...this.pageCode.keys()]) if (pn >= first && pn < end) this.pageCode.delete(pn);
+  }
+
   /** Drops all translated code (FENCE.I; the board calls it after writing code into RAM by other
    *  means than this hart's stores, e.g. loading images into a machine that has run, or for SBI
    *  remote_fence_i). */

@@ -3,6 +3,19 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { MachineConfig, PortForward, PowerEvent } from '../board/machine-types.js';
 import type { ForwardInfo } from './networks.js';
+import type { BalloonFigures } from '../devices/virtio/balloon-slot.js';
+
+/** Guest RAM as the host sees it, sent with every `stats` message. */
+export interface MemoryFigures {
+  /** Host memory held for guest RAM now (allocated chunks). */
+  readonly residentBytes: number;
+  readonly chunksAllocated: number;
+  readonly chunksReleased: number;
+  /** Null without a balloon. */
+  readonly balloon: BalloonFigures | null;
+  /** The worker's performance.now() when these were taken (the stats' updatedAt is in its terms). */
+  readonly sentAt: number;
+}
 
 export interface WorkerInit {
   /** 'run' boots the machine; 'dtb' builds it only to return its device tree. */
@@ -48,7 +61,10 @@ export type ToWorker =
   /** Holds the guest (clock too) and closes every disk ('disksDetached'), while their files change. */
   | { readonly type: 'detachDisks' }
   /** Opens the disks again, from these top layers, and lets the guest go on ('disksAttached'). */
-  | { readonly type: 'attachDisks'; readonly disks: readonly DiskSwitch[] };
+  | { readonly type: 'attachDisks'; readonly disks: readonly DiskSwitch[] }
+  /** Move the balloon so that the guest keeps `bytes` of its memory. */
+  | { readonly type: 'memoryTarget'; readonly bytes: number };
+
 
 /** The image a disk (by virtio slot) continues on. */
 export interface DiskSwitch { readonly index: number; readonly path: string }
@@ -60,7 +76,7 @@ export type FromWorker =
   | { readonly type: 'log'; readonly message: string }
   | { readonly type: 'paused' }
   | { readonly type: 'resumed' }
-  | { readonly type: 'stats'; readonly instructionsRetired: number }
+  | { readonly type: 'stats'; readonly instructionsRetired: number; readonly memory: MemoryFigures }
   | { readonly type: 'dtb'; readonly data: Uint8Array }
   | { readonly type: 'stateWritten'; readonly bytes: number; readonly ms: number }
   | { readonly type: 'snapshotTaken'; readonly pauseMs: number }

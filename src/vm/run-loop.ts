@@ -6,7 +6,7 @@ import type { MachineHost, MachineState, NicAttachment, PowerEvent } from '../bo
 import type { NetBackend } from '../net/nic.js';
 import { LogLimiter } from './log-limiter.js';
 import { writeMachineState } from './machine-state.js';
-import type { DiskSwitch, FromWorker, ToWorker } from './messages.js';
+import type { DiskSwitch, FromWorker, MemoryFigures, ToWorker } from './messages.js';
 
 /** The part of VirtMachine (src/board/virt.ts) the run loop uses. */
 export interface RunnableMachine {
@@ -24,6 +24,9 @@ export interface RunnableMachine {
   detachDisks(): void;
   attachDisks(disks: readonly DiskSwitch[]): void;
   saveState(copyRam: boolean): MachineState;
+  memoryFigures(): MemoryFigures;
+  /** Moves the balloon (no-op without one). */
+  setMemoryTarget(bytes: number): void;
   close(): void;
   /** Set by the run loop: the machine calls it when it wants a tick soon (it may be idle). */
   onWake: () => void;
@@ -36,6 +39,8 @@ const MAX_IDLE_SLEEP_MS = 250;
 const STATS_EVERY_MS = 1000;
 /** Console bytes are batched per slice; a chatty guest is flushed sooner. */
 const CONSOLE_FLUSH_BYTES = 64 * 1024;
+/** Dropped RAM chunks are collected at most this often (a full collection takes 20-40 ms). */
+const COLLECT_EVERY_MS = 1000;
 
 export class ConsoleBatcher implements MachineHost {
   private chunks: Uint8Array[] = [];
@@ -47,6 +52,8 @@ export class ConsoleBatcher implements MachineHost {
   onWake: () => void = () => {};
   /** Device messages, rate-limited per device on their way to the daemon's log. */
   private readonly logs: LogLimiter;
+  /** RAM chunks were dropped since the last collection. */
+  released = false;
 
   constructor(private readonly post: (m: FromWorker) => void) {
     this.logs = new LogLimiter((message) => post({ type: 'log', message }));
@@ -74,6 +81,10 @@ export class ConsoleBatcher implements MachineHost {
   /** Reports the messages held back by the rate limit (of windows that are over, or all: `final`). */
   flushLogs(final = false): void {
     this.logs.flush(final);
+  }
+
+  memoryReleased(): void {
+    this.released = true;
   }
 
   flush(): void {
@@ -104,6 +115,7 @@ export class RunLoop {
   private statsTimer: NodeJS.Timeout | null = null;
   /** A state being written from the live RAM: the machine must not run until it is done. */
   private writing: Promise<void> | null = null;
+  private lastCollect = 0;
 
   constructor(
     private readonly machine: RunnableMachine,
@@ -111,6 +123,9 @@ export class RunLoop {
     private readonly post: (m: FromWorker) => void,
     private readonly onFinished: () => void,
     private readonly vmctlVersion = '',
+    /** A full garbage collection (the worker's `gc`): dropped chunks only leave the process once
+     *  collected, and nothing else makes V8 collect soon in a thread that allocates little. */
+    private readonly collect: () => void = () => {},
   ) {}
 
   start(): void {
@@ -121,7 +136,7 @@ export class RunLoop {
     };
     this.schedule(0);
     this.statsTimer = setInterval(() => {
-      this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired() });
+      this.postStats();
       this.host.flushLogs();
     }, STATS_EVERY_MS);
   }
@@ -202,6 +217,12 @@ export class RunLoop {
         }
         this.hold(false);
         this.post({ type: 'disksAttached' });
+        break;
+      case 'memoryTarget':
+        this.machine.setMemoryTarget(msg.bytes);
+        // A sleeping guest must see the configuration change now.
+        this.wake();
+        this.postStats();
         break;
     }
   }
@@ -302,6 +323,12 @@ export class RunLoop {
       return;
     }
     this.host.flush();
+    const now = Date.now();
+    if (this.host.released && now - this.lastCollect >= COLLECT_EVERY_MS) {
+      this.host.released = false;
+      this.lastCollect = now;
+      this.collect();
+    }
     if (r === 'halted' || this.host.power) {
       if (this.host.power) this.post({ type: 'power', event: this.host.power });
       this.finish();
@@ -316,6 +343,10 @@ export class RunLoop {
     const wait = this.machine.idleTimeoutMs();
     this.schedule(Math.min(Number.isFinite(wait) ? Math.max(1, Math.ceil(wait)) : MAX_IDLE_SLEEP_MS, MAX_IDLE_SLEEP_MS));
   };
+
+  private postStats(): void {
+    this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired(), memory: this.machine.memoryFigures() });
+  }
 
   /** Powers off: disks are flushed and closed by machine.close(). */
   private finish(): void {

@@ -73,7 +73,7 @@ async function host(init: WorkerInit): Promise<void> {
     // thread's heap is collected, which an idle thread would not do by itself. After this turn
     // nothing refers to the machine any more.
     setImmediate(collectGarbage);
-  }, init.vmctlVersion);
+  }, init.vmctlVersion, collectGarbage);
   hosting = { loop, networks };
   batcher.onWake = () => loop.wake();
   post({ type: 'ready' });

@@ -30,7 +30,9 @@ describe('VM definition', () => {
       'disks:\n  - path: disk.img\n    readonly: true\n  - path: new.img\n    size: 1GiB\n    name: data\nshutdown:\n  console: "poweroff\\n"\n  timeout: 5s\n',
       'vm.yaml', dir);
     expect(d).toEqual({
-      name: 'a1', cpus: 2, memoryBytes: 64 * 1024 * 1024,
+      name: 'a1', cpus: 2, memoryBytes: 64 * 1024 * 1024, memoryMinBytes: 64 * 1024 * 1024, memoryMinGiven: false,
+      balloon: { enabled: true, explicit: false, deflateOnOom: true, statsIntervalMs: 5000, freePageReporting: true },
+      warnings: [],
       boot: { firmware: { kind: 'builtin' }, kernel: join(dir, 'k.elf'), initrd: undefined, cmdline: 'console=ttyS0' },
       disks: [
         { path: join(dir, 'disk.img'), sizeBytes: undefined, readonly: true, name: 'disk0' },
@@ -53,18 +55,18 @@ describe('VM definition', () => {
       'vm.yaml:4:3: unknown key "boot.kernal"; did you mean "boot.kernel"? (expected one of firmware, kernel, initrd, cmdline)',
     ]);
     expect(errorsOf('name: a\nmemroy: 1G\nboot:\n  kernel: k.elf\n')).toEqual([
-      'vm.yaml:2:1: unknown key "memroy"; did you mean "memory"? (expected one of name, cpus, memory, boot, disks, network, shutdown)',
+      'vm.yaml:2:1: unknown key "memroy"; did you mean "memory"? (expected one of name, cpus, memory, boot, disks, network, balloon, shutdown)',
     ]);
     expect(errorsOf('name: a\nboot:\n  kernel: k.elf\ndisks:\n  - path: disk.img\n    readOnly: true\n')).toEqual([
       'vm.yaml:6:5: unknown key "disks[0].readOnly"; did you mean "disks[0].readonly"? (expected one of path, size, readonly, name)',
     ]);
     // A key written at the wrong level is pointed to where it belongs.
     expect(errorsOf('name: a\nkernel: k.elf\nboot:\n  kernel: k.elf\n')).toEqual([
-      'vm.yaml:2:1: unknown key "kernel"; did you mean "boot.kernel"? (expected one of name, cpus, memory, boot, disks, network, shutdown)',
+      'vm.yaml:2:1: unknown key "kernel"; did you mean "boot.kernel"? (expected one of name, cpus, memory, boot, disks, network, balloon, shutdown)',
     ]);
     // Nothing close: no guess.
     expect(errorsOf('name: a\ncolour: red\nboot:\n  kernel: k.elf\n')).toEqual([
-      'vm.yaml:2:1: unknown key "colour"; expected one of name, cpus, memory, boot, disks, network, shutdown',
+      'vm.yaml:2:1: unknown key "colour"; expected one of name, cpus, memory, boot, disks, network, balloon, shutdown',
     ]);
   });
 
@@ -80,7 +82,54 @@ describe('VM definition', () => {
     ]);
     expect(errorsOf('name: a\ncpus: [2]\nboot:\n  kernel: k.elf\n')).toEqual(['vm.yaml:2:7: cpus: found a list; expected a whole number from 1 to 8, or a mapping with keys count']);
     expect(errorsOf('name: a\nmemory: {size: 3KiB}\nboot:\n  kernel: k.elf\n')).toEqual(['vm.yaml:2:16: memory.size: "3KiB" is out of range; expected from 1MiB to 16GiB']);
-    expect(errorsOf('name: a\nmemory: [1GiB]\nboot:\n  kernel: k.elf\n')[0]).toBe('vm.yaml:2:9: memory: found a list; expected a size like 128MiB (units B, KiB, MiB, GiB), or a mapping with keys size');
+    expect(errorsOf('name: a\nmemory: [1GiB]\nboot:\n  kernel: k.elf\n')[0]).toBe('vm.yaml:2:9: memory: found a list; expected a size like 128MiB (units B, KiB, MiB, GiB), or a mapping with keys size, min');
+  });
+
+  it('memory.min: the balloon target\'s floor, 64MiB (or the size when smaller) unless given; never above the size', () => {
+    const d = parseVmDefinition('name: a\nmemory: {size: 1GiB, min: 256MiB}\nboot:\n  kernel: k.elf\n', 'vm.yaml', dir);
+    expect([d.memoryBytes, d.memoryMinBytes, d.memoryMinGiven]).toEqual([1024 ** 3, 256 * 1024 ** 2, true]);
+    expect(parseVmDefinition('name: a\nmemory: 1GiB\nboot:\n  kernel: k.elf\n', 'vm.yaml', dir).memoryMinBytes).toBe(64 * 1024 ** 2);
+    expect(parseVmDefinition('name: a\nmemory: 16MiB\nboot:\n  kernel: k.elf\n', 'vm.yaml', dir).memoryMinBytes).toBe(16 * 1024 ** 2);
+    expect(errorsOf('name: a\nmemory: {size: 1GiB, min: 2GiB}\nboot:\n  kernel: k.elf\n')).toEqual([
+      'vm.yaml:2:9: memory.min: 2GiB is more than memory.size (1GiB); expected at most 1GiB',
+    ]);
+    expect(errorsOf('name: a\nmemory: {size: 1GiB, min: 1000}\nboot:\n  kernel: k.elf\n')[0]).toMatch(/^vm\.yaml:2:27: memory\.min: 1000 is out of range/);
+    const f = join(dir, 'min.yaml');
+    writeFileSync(f, serializeVmDefinition(d));
+    expect(loadVmDefinition(f)).toEqual(d);
+  });
+
+  it('balloon: on by default where a virtio slot is left; settings read and stored', () => {
+    const d = parseVmDefinition('name: a\nboot:\n  kernel: k.elf\nballoon:\n  deflateOnOom: false\n  statsInterval: 2s\n  freePageReporting: false\n', 'vm.yaml', dir);
+    expect(d.balloon).toEqual({ enabled: true, explicit: true, deflateOnOom: false, statsIntervalMs: 2000, freePageReporting: false });
+    const f = join(dir, 'balloon.yaml');
+    writeFileSync(f, serializeVmDefinition(d));
+    expect(loadVmDefinition(f)).toEqual(d);
+    const off = parseVmDefinition('name: a\nboot:\n  kernel: k.elf\nballoon: {enabled: false}\n', 'vm.yaml', dir);
+    expect(off.balloon.enabled).toBe(false);
+    writeFileSync(f, serializeVmDefinition(off));
+    expect(loadVmDefinition(f).balloon.enabled).toBe(false);
+    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\nballoon: {statsInterval: often}\n')).toEqual([
+      'vm.yaml:4:26: balloon.statsInterval: found "often"; expected a duration like 30s, 500ms or 5m',
+    ]);
+  });
+
+  it('balloon and the 8 virtio slots: the default one is left out with a warning, one asked for is an error at its key', () => {
+    const disks = (n: number): string => Array.from({ length: n }, (_, i) => `  - path: d${i}.img\n    size: 1MiB\n`).join('');
+    const seven = parseVmDefinition(`name: a\nboot:\n  kernel: k.elf\ndisks:\n${disks(7)}`, 'vm.yaml', dir);
+    expect([seven.balloon.enabled, seven.warnings]).toEqual([true, []]);
+    // A file with 8 disks validated before balloons existed: it still does, without one.
+    const eight = parseVmDefinition(`name: a\nboot:\n  kernel: k.elf\ndisks:\n${disks(8)}`, 'vm.yaml', dir);
+    expect(eight.balloon.enabled).toBe(false);
+    expect(eight.warnings).toEqual(['no memory balloon: the board\'s 8 virtio slots are all taken by 8 disks (give balloon: {enabled: false} to say so, or use fewer disks)']);
+    const f = join(dir, 'eight.yaml');
+    writeFileSync(f, serializeVmDefinition(eight));
+    expect(loadVmDefinition(f).warnings).toEqual(eight.warnings);
+    expect(errorsOf(`name: a\nboot:\n  kernel: k.elf\nballoon:\n  enabled: true\ndisks:\n${disks(8)}`)).toEqual([
+      'vm.yaml:5:12: balloon.enabled: no virtio slot is left for the balloon: the board\'s 8 virtio slots are all taken by 8 disks; expected at most 7 disks with a balloon, or balloon.enabled: false',
+    ]);
+    expect(errorsOf(`name: a\nboot:\n  kernel: k.elf\nballoon: {statsInterval: 1s}\ndisks:\n${disks(8)}`)[0]).toMatch(/^vm\.yaml:4:10: balloon: no virtio slot is left/);
+    expect(parseVmDefinition(`name: a\nboot:\n  kernel: k.elf\nballoon: {enabled: false}\ndisks:\n${disks(8)}`, 'vm.yaml', dir).warnings).toEqual([]);
   });
 
   it('reports wrong types naming the key, the value and what was expected', () => {
@@ -138,9 +187,9 @@ describe('VM definition', () => {
   });
 
   it('names the top level when the file holds a list or a scalar instead of a mapping', () => {
-    expect(errorsOf('- a\n- b\n')).toEqual(['vm.yaml:1:1: the top level: found a list; expected a mapping with keys name, cpus, memory, boot, disks, network, shutdown']);
-    expect(errorsOf('hello\n')).toEqual(['vm.yaml:1:1: the top level: found "hello"; expected a mapping with keys name, cpus, memory, boot, disks, network, shutdown']);
-    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\n? [a, b]\n: c\n')).toEqual(['vm.yaml:4:3: the top level: key a list is not a plain name; expected one of name, cpus, memory, boot, disks, network, shutdown']);
+    expect(errorsOf('- a\n- b\n')).toEqual(['vm.yaml:1:1: the top level: found a list; expected a mapping with keys name, cpus, memory, boot, disks, network, balloon, shutdown']);
+    expect(errorsOf('hello\n')).toEqual(['vm.yaml:1:1: the top level: found "hello"; expected a mapping with keys name, cpus, memory, boot, disks, network, balloon, shutdown']);
+    expect(errorsOf('name: a\nboot:\n  kernel: k.elf\n? [a, b]\n: c\n')).toEqual(['vm.yaml:4:3: the top level: key a list is not a plain name; expected one of name, cpus, memory, boot, disks, network, balloon, shutdown']);
     expect(errorsOf('name: a\nboot:\n  kernel: k.elf\n---\nname: b\n')).toEqual(['vm.yaml:4:1: YAML syntax: the file holds more than one YAML document (a second ---); expected one VM definition per file']);
   });
 

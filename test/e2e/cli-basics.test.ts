@@ -38,7 +38,8 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
     expect((await h.run(['validate', '-f', join(DEMO, 'demo.yaml')])).code).toBe(0);
     const j = await h.run(['validate', '-f', join(DEMO, 'echo.yaml'), '--json']);
     expect(JSON.parse(j.stdout)).toEqual({
-      name: 'echo', cpus: 1, memoryBytes: 16 * 1024 * 1024,
+      name: 'echo', cpus: 1, memoryBytes: 16 * 1024 * 1024, memoryMinBytes: 16 * 1024 * 1024,
+      balloon: { deflateOnOom: true, statsIntervalSeconds: 5, freePageReporting: true },
       boot: { firmware: 'none', kernel: join(DEMO, 'echo.elf'), initrd: null, cmdline: '' },
       disks: [], shutdown: { console: 'poweroff\n', timeoutSeconds: 10 },
       network: [{ mode: 'user', forwards: [], restrict: false, mac: null }],
@@ -46,7 +47,7 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
   });
 
   it.each([
-    ['unknown key', `name: a\nboot:\n  kernel: ${kernel}\nmemroy: 1G\n`, /:4:1: unknown key "memroy"; did you mean "memory"\? \(expected one of name, cpus, memory, boot, disks, network, shutdown\)$/],
+    ['unknown key', `name: a\nboot:\n  kernel: ${kernel}\nmemroy: 1G\n`, /:4:1: unknown key "memroy"; did you mean "memory"\? \(expected one of name, cpus, memory, boot, disks, network, balloon, shutdown\)$/],
     ['wrong type', `name: a\ncpus: [1]\nboot:\n  kernel: ${kernel}\n`, /:2:7: cpus: found a list; expected a whole number from 1 to 8, or a mapping with keys count$/],
     ['cpus.count out of range', `name: a\ncpus:\n  count: 9\nboot:\n  kernel: ${kernel}\n`, /:3:10: cpus\.count: found 9; expected a whole number from 1 to 8$/],
     ['a duplicate key', `name: a\nboot:\n  kernel: ${kernel}\nname: b\n`, /:4:1: YAML syntax: Map keys must be unique \("name" is given twice, first at 1:1; expected each key once\)$/],

@@ -57,7 +57,7 @@ describe('vmctl edit', () => {
     // Each FILE:LINE:COL names the line of the re-opened file where the problem is.
     const problems = lines.filter((l) => /^# ed\.yaml:\d+:\d+: /.test(l));
     expect(problems.map((p) => p.replace(/^# ed\.yaml:\d+:\d+: /, ''))).toEqual([
-      'unknown key "memroy"; did you mean "memory"? (expected one of name, cpus, memory, boot, disks, network, shutdown)',
+      'unknown key "memroy"; did you mean "memory"? (expected one of name, cpus, memory, boot, disks, network, balloon, shutdown)',
       'memory: found "12 parsecs"; expected a size like 128MiB (units B, KiB, MiB, GiB)',
     ]);
     for (const p of problems) {

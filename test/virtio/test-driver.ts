@@ -17,7 +17,6 @@ export const DATA = RAM_BASE + 0x10_0000;
 export interface Seg { addr: number; len: number; write?: boolean }
 
 export class TestDriver {
-  readonly ram = new GuestRam(RAM_BASE, RAM_SIZE);
   readonly logs: string[] = [];
   irq = false;
   /** Every signal of the interrupt line, in order (a high one is a new PLIC request). */
@@ -27,7 +26,7 @@ export class TestDriver {
   private availIdx = 0;
   private nextDesc = 0;
 
-  constructor(model: VirtioDeviceModel) {
+  constructor(model: VirtioDeviceModel, readonly ram = new GuestRam(RAM_BASE, RAM_SIZE)) {
     this.dev = new VirtioMmioDevice({
       ram: this.ram,
       model,
@@ -132,4 +131,55 @@ export class TestDriver {
   }
 
   ack(): void { this.w(REG.InterruptACK, this.r(REG.InterruptStatus)); }
+}
+
+/** One queue of a device with several (virtio-balloon): its rings at `base` (desc), base+0x1000
+ *  (avail) and base+0x2000 (used), set up through the transport's registers. */
+export class TestQueue {
+  private availIdx = 0;
+  private nextDesc = 0;
+  readonly desc: number;
+  readonly avail: number;
+  readonly usedRing: number;
+
+  constructor(private readonly d: TestDriver, readonly index: number, readonly size: number, base: number) {
+    this.desc = base;
+    this.avail = base + 0x1000;
+    this.usedRing = base + 0x2000;
+    d.ram.zero(base, 0x3000);
+    d.w(REG.QueueSel, index);
+    d.w(REG.QueueNum, size);
+    const set = (lo: number, hi: number, a: number): void => { d.w(lo, a % 0x1_0000_0000); d.w(hi, Math.floor(a / 0x1_0000_0000)); };
+    set(REG.QueueDescLow, REG.QueueDescHigh, this.desc);
+    set(REG.QueueDriverLow, REG.QueueDriverHigh, this.avail);
+    set(REG.QueueDeviceLow, REG.QueueDeviceHigh, this.usedRing);
+    d.w(REG.QueueReady, 1);
+  }
+
+  /** A direct chain of segments, offered and notified; returns its head. */
+  send(segs: Seg[]): number {
+    const ram = this.d.ram;
+    const head = this.nextDesc;
+    segs.forEach((s, k) => {
+      const i = (head + k) % this.size;
+      const last = k === segs.length - 1;
+      const dsc = this.desc + 16 * i;
+      ram.writeU64(dsc, s.addr);
+      ram.writeU32(dsc + 8, s.len);
+      ram.writeU16(dsc + 12, (s.write ? VIRTQ_DESC_F_WRITE : 0) | (last ? 0 : VIRTQ_DESC_F_NEXT));
+      ram.writeU16(dsc + 14, last ? 0 : (i + 1) % this.size);
+    });
+    this.nextDesc = (head + segs.length) % this.size;
+    ram.writeU16(this.avail + 4 + 2 * (this.availIdx % this.size), head);
+    this.availIdx = (this.availIdx + 1) & 0xffff;
+    ram.writeU16(this.avail + 2, this.availIdx);
+    this.d.w(REG.QueueNotify, this.index);
+    return head;
+  }
+
+  usedIdx(): number { return this.d.ram.readU16(this.usedRing + 2); }
+  used(k: number): { id: number; len: number } {
+    const e = this.usedRing + 4 + 8 * (k % this.size);
+    return { id: this.d.ram.readU32(e), len: this.d.ram.readU32(e + 4) };
+  }
 }

@@ -48,6 +48,7 @@ export function register(program: Command): void {
         ...(v.savedState ? [['Saved state', `${humanSize(v.savedState.bytes)} (${v.savedState.bytes} bytes), saved ${v.savedState.savedAt}`] as [string, string]] : []),
         ['CPUs', String(v.cpus)],
         ['Memory', `${humanSize(v.memoryBytes)} (${v.memoryBytes} bytes)`],
+        ...memoryRows(v),
         ['Uptime', v.uptimeSeconds > 0 ? humanDuration(v.uptimeSeconds) : '-'],
         ['Boots', String(v.bootId)],
         ['Firmware', v.firmware],
@@ -96,4 +97,19 @@ export function register(program: Command): void {
       }
       process.stdout.write(`Wrote ${bytes.length} bytes of device tree to ${file}\n`);
     });
+}
+
+/** `info`'s memory lines while the VM runs: host side, balloon, and what the guest says. */
+function memoryRows(v: VmInfo): [string, string][] {
+  const m = v.memory;
+  const rows: [string, string][] = [];
+  const size = (n: number | null): string => (n === null ? '-' : humanSize(n));
+  if (m.residentBytes !== null) rows.push(['Resident', `${size(m.residentBytes)} of host memory`]);
+  if (m.targetBytes !== null) {
+    rows.push(['Balloon', `target ${size(m.targetBytes)}, actual ${size(m.actualBytes)} (${size(m.balloonBytes)} in the balloon; min ${size(m.minBytes)})`]);
+  }
+  if (m.guestTotalBytes !== null || m.guestFreeBytes !== null) {
+    rows.push(['Guest memory', `total ${size(m.guestTotalBytes)}, free ${size(m.guestFreeBytes)}, available ${size(m.guestAvailableBytes)}`]);
+  }
+  return rows;
 }

@@ -20,6 +20,10 @@ export function register(program: Command): void {
           name: def.name,
           cpus: def.cpus,
           memoryBytes: def.memoryBytes,
+          memoryMinBytes: def.memoryMinBytes,
+          balloon: def.balloon.enabled
+            ? { deflateOnOom: def.balloon.deflateOnOom, statsIntervalSeconds: def.balloon.statsIntervalMs / 1000, freePageReporting: def.balloon.freePageReporting }
+            : null,
           boot: {
             firmware: def.boot.firmware.kind === 'file' ? def.boot.firmware.path : def.boot.firmware.kind,
             kernel: def.boot.kernel ?? null,

@@ -1,0 +1,123 @@
+// The memory balloon with a real guest: Linux's stock virtio_balloon driver binds to vmctl's
+// device; memory the guest frees goes back to the host (free page reporting) and the daemon's RSS
+// really falls; `vmctl set --memory-target` inflates the balloon (the guest's free memory falls,
+// MemTotal stays with deflateOnOom, the VM's resident memory falls to the target) and gives the
+// memory back. Skipped when the Linux guest has not been built on this machine.
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LINUX, until, VmctlHome } from './harness.js';
+
+const MiB = 1024 * 1024;
+const h = new VmctlHome();
+afterAll(() => h.cleanup());
+
+interface Memory {
+  configuredBytes: number; minBytes: number; residentBytes: number | null; targetBytes: number | null; actualBytes: number | null;
+  balloonBytes: number | null; guestTotalBytes: number | null; guestFreeBytes: number | null; guestAvailableBytes: number | null;
+  reportedFreeBytes: number | null;
+}
+
+async function memory(name = 'bal'): Promise<Memory> {
+  const r = await h.run(['info', name, '--json']);
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout).memory as Memory;
+}
+
+function daemonRss(): number {
+  const pid = h.pid();
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
+}
+
+async function exec(cmd: string): Promise<string> {
+  const r = await h.run(['exec', 'bal', '--', cmd], { timeoutMs: 180_000 });
+  expect(r.code, `${cmd}: ${r.stdout}${r.stderr}`).toBe(0);
+  return r.stdout;
+}
+
+/** `free -m`'s Mem: line as numbers: total, used, free, shared, buff/cache, available. */
+async function free(): Promise<number[]> {
+  const line = (await exec('free -m')).split('\n').find((l) => l.startsWith('Mem:'))!;
+  return line.split(/\s+/).slice(1).map(Number);
+}
+
+describe.skipIf(!LINUX)('the memory balloon with a Linux guest (memory: 1GiB)', () => {
+  beforeAll(async () => {
+    const f = join(h.home, 'bal.yaml');
+    writeFileSync(f, [
+      'name: bal', 'cpus: 1', 'memory: {size: 1GiB, min: 96MiB}', 'boot:', '  firmware: builtin',
+      `  kernel: ${join(LINUX!, 'Image')}`, `  initrd: ${join(LINUX!, 'initramfs.cpio.gz')}`, '  cmdline: "console=ttyS0 vmctl=shell"',
+      'balloon:', '  statsInterval: 1s',
+      'shutdown:', '  console: "poweroff -f\\n"', '',
+    ].join('\n'));
+    expect((await h.run(['create', '-f', f])).code).toBe(0);
+    const start = await h.run(['start', 'bal', '--wait-for', "shell on console; 'poweroff -f' ends the VM", '--timeout', '5m'], { timeoutMs: 330_000 });
+    expect(start.code, start.stderr).toBe(0);
+    await exec('dmesg -n 1; mount -t tmpfs none /mnt');
+  }, 400_000);
+
+  it('the guest\'s virtio_balloon driver binds, and its statistics arrive', async () => {
+    expect(await exec('ls /sys/bus/virtio/drivers/virtio_balloon/ | grep -c virtio')).toBe('1\n');
+    const m = await until(async () => { const x = await memory(); return x.guestTotalBytes !== null ? x : null; }, 30_000, 'guest statistics') as Memory;
+    expect(m.guestTotalBytes).toBeGreaterThan(900 * MiB);
+    expect(m.guestFreeBytes).toBeGreaterThan(800 * MiB);
+    expect(m.targetBytes).toBe(1024 * MiB);
+    expect(m.residentBytes).toBeLessThan(128 * MiB);
+  });
+
+  it('memory the guest fills and frees goes back to the host: resident and daemon RSS fall (free page reporting)', async () => {
+    const before = daemonRss();
+    await exec('dd if=/dev/zero of=/mnt/f bs=1M count=400 2>/dev/null; sync');
+    const full = await memory();
+    expect(full.residentBytes).toBeGreaterThan(400 * MiB);
+    expect(daemonRss()).toBeGreaterThan(before + 350 * MiB);
+    const high = daemonRss();
+    await exec('rm /mnt/f');
+    const after = await until(async () => { const x = await memory(); return x.residentBytes! < 150 * MiB ? x : null; }, 30_000, 'resident memory to fall') as Memory;
+    expect(after.reportedFreeBytes).toBeGreaterThan(400 * MiB);
+    await until(() => daemonRss() < high - 300 * MiB, 30_000, 'the daemon\'s RSS to fall');
+  }, 240_000);
+
+  it('set --memory-target inflates the balloon: the guest\'s free memory falls, MemTotal stays, resident falls to the target', async () => {
+    await exec('dd if=/dev/zero of=/mnt/g bs=1M count=300 2>/dev/null; rm /mnt/g'); // touch memory again first
+    const r = await h.run(['set', 'bal', '--memory-target', '128MiB']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('memory target 128MiB');
+    const m = await until(async () => { const x = await memory(); return x.balloonBytes === 896 * MiB ? x : null; }, 120_000, 'the balloon to reach 896MiB') as Memory;
+    expect(m.actualBytes).toBe(128 * MiB);
+    expect(m.targetBytes).toBe(128 * MiB);
+    expect(m.residentBytes).toBeLessThanOrEqual(160 * MiB);
+    const [total, , freeMiB, , , available] = await free();
+    expect(total).toBeGreaterThan(900); // deflateOnOom: Linux leaves MemTotal as it is
+    expect(freeMiB).toBeLessThan(128);
+    expect(available).toBeLessThan(128);
+  }, 240_000);
+
+  it('refuses a target below memory.min or above memory.size (exit 2) and a malformed size', async () => {
+    const low = await h.run(['set', 'bal', '--memory-target', '64MiB']);
+    expect(low.code).toBe(2);
+    expect(low.stderr).toContain('memory target 64MiB for VM bal is outside 96MiB (memory.min) .. 1GiB (memory.size)');
+    expect((await h.run(['set', 'bal', '--memory-target', '2GiB'])).code).toBe(2);
+    const bad = await h.run(['set', 'bal', '--memory-target', 'lots']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--memory-target: "lots" is not a size');
+    expect((await h.run(['set', 'nosuch', '--memory-target', '1GiB'])).code).toBe(4);
+  });
+
+  it('raising the target gives the memory back: the guest fills 600MiB again without errors', async () => {
+    expect((await h.run(['set', 'bal', '--memory-target', '1GiB'])).code).toBe(0);
+    await until(async () => (await memory()).balloonBytes === 0, 120_000, 'the balloon to empty');
+    expect(await exec('dd if=/dev/zero of=/mnt/h bs=1M count=600 2>&1 | tail -1; rm /mnt/h')).toContain('600+0 records out');
+  }, 240_000);
+
+  it('a stopped VM has no memory target to move (exit 5)', async () => {
+    expect((await h.run(['stop', 'bal'], { timeoutMs: 120_000 })).code).toBe(0);
+    const r = await h.run(['set', 'bal', '--memory-target', '512MiB']);
+    expect(r.code).toBe(5);
+    expect(r.stderr).toContain('VM bal is stopped');
+    const m = await memory();
+    expect([m.residentBytes, m.balloonBytes, m.configuredBytes]).toEqual([null, null, 1024 * MiB]);
+  }, 180_000);
+});
