@@ -32,7 +32,6 @@ describe('VM definition', () => {
     expect(d).toEqual({
       name: 'a1', cpus: 2, memoryBytes: 64 * 1024 * 1024, memoryMinBytes: 64 * 1024 * 1024, memoryMinGiven: false,
       balloon: { enabled: true, explicit: false, deflateOnOom: true, statsIntervalMs: 5000, freePageReporting: true },
-      warnings: [],
       boot: { firmware: { kind: 'builtin' }, kernel: join(dir, 'k.elf'), initrd: undefined, cmdline: 'console=ttyS0' },
       disks: [
         { path: join(dir, 'disk.img'), sizeBytes: undefined, readonly: true, name: 'disk0' },
@@ -91,7 +90,7 @@ describe('VM definition', () => {
     expect(parseVmDefinition('name: a\nmemory: 1GiB\nboot:\n  kernel: k.elf\n', 'vm.yaml', dir).memoryMinBytes).toBe(64 * 1024 ** 2);
     expect(parseVmDefinition('name: a\nmemory: 16MiB\nboot:\n  kernel: k.elf\n', 'vm.yaml', dir).memoryMinBytes).toBe(16 * 1024 ** 2);
     expect(errorsOf('name: a\nmemory: {size: 1GiB, min: 2GiB}\nboot:\n  kernel: k.elf\n')).toEqual([
-      'vm.yaml:2:9: memory.min: 2GiB is more than memory.size (1GiB); expected at most 1GiB',
+      'vm.yaml:2:22: memory.min: 2GiB is more than memory.size (1GiB); expected at most 1GiB',
     ]);
     expect(errorsOf('name: a\nmemory: {size: 1GiB, min: 1000}\nboot:\n  kernel: k.elf\n')[0]).toMatch(/^vm\.yaml:2:27: memory\.min: 1000 is out of range/);
     const f = join(dir, 'min.yaml');
@@ -117,19 +116,25 @@ describe('VM definition', () => {
   it('balloon and the 8 virtio slots: the default one is left out with a warning, one asked for is an error at its key', () => {
     const disks = (n: number): string => Array.from({ length: n }, (_, i) => `  - path: d${i}.img\n    size: 1MiB\n`).join('');
     const seven = parseVmDefinition(`name: a\nboot:\n  kernel: k.elf\ndisks:\n${disks(7)}`, 'vm.yaml', dir);
-    expect([seven.balloon.enabled, seven.warnings]).toEqual([true, []]);
+    // Disks, then the balloon, then the default NIC where a slot is left (src/board/virtio-slots.ts).
+    expect([seven.balloon.enabled, seven.warnings]).toEqual([true, [
+      'no NIC: the 7 disks and the balloon take all 8 virtio slots, so the default NIC (user-mode NAT) is left out; give fewer disks for a network, or network: none to say so',
+    ]]);
     // A file with 8 disks validated before balloons existed: it still does, without one.
     const eight = parseVmDefinition(`name: a\nboot:\n  kernel: k.elf\ndisks:\n${disks(8)}`, 'vm.yaml', dir);
     expect(eight.balloon.enabled).toBe(false);
-    expect(eight.warnings).toEqual(['no memory balloon: the board\'s 8 virtio slots are all taken by 8 disks (give balloon: {enabled: false} to say so, or use fewer disks)']);
+    expect(eight.warnings).toEqual([
+      'no memory balloon: the board\'s 8 virtio slots are all taken by 8 disks (give balloon: {enabled: false} to say so, or use fewer disks)',
+      'no NIC: the 8 disks take all 8 virtio slots, so the default NIC (user-mode NAT) is left out; give fewer disks for a network, or network: none to say so',
+    ]);
     const f = join(dir, 'eight.yaml');
     writeFileSync(f, serializeVmDefinition(eight));
     expect(loadVmDefinition(f).warnings).toEqual(eight.warnings);
     expect(errorsOf(`name: a\nboot:\n  kernel: k.elf\nballoon:\n  enabled: true\ndisks:\n${disks(8)}`)).toEqual([
-      'vm.yaml:5:12: balloon.enabled: no virtio slot is left for the balloon: the board\'s 8 virtio slots are all taken by 8 disks; expected at most 7 disks with a balloon, or balloon.enabled: false',
+      'vm.yaml:5:12: balloon.enabled: no virtio slot is left for the balloon: the board\'s 8 virtio slots are all taken by 8 disks; expected at most 7 disks and NICs with a balloon, or balloon.enabled: false',
     ]);
     expect(errorsOf(`name: a\nboot:\n  kernel: k.elf\nballoon: {statsInterval: 1s}\ndisks:\n${disks(8)}`)[0]).toMatch(/^vm\.yaml:4:10: balloon: no virtio slot is left/);
-    expect(parseVmDefinition(`name: a\nboot:\n  kernel: k.elf\nballoon: {enabled: false}\ndisks:\n${disks(8)}`, 'vm.yaml', dir).warnings).toEqual([]);
+    expect(parseVmDefinition(`name: a\nboot:\n  kernel: k.elf\nballoon: {enabled: false}\nnetwork: none\ndisks:\n${disks(8)}`, 'vm.yaml', dir).warnings ?? []).toEqual([]);
   });
 
   it('reports wrong types naming the key, the value and what was expected', () => {
