@@ -10,6 +10,7 @@ const entries = {
   bench: 'src/bench/main.ts',       // npm run bench
   'ram-prototype': 'src/bench/ram-prototype.ts', // npm run bench:ram (docs/guest-ram.md)
   litmus: 'src/bench/litmus.ts',     // npm run bench:litmus (docs/harts.md)
+  sched: 'src/bench/sched.ts',       // npm run bench:sched (docs/harts.md)
 };
 
 const present = Object.fromEntries(Object.entries(entries).filter(([, src]) => existsSync(src)));

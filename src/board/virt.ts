@@ -36,7 +36,7 @@ import { loadImage, LoadError, type LoadedImage } from './loader.js';
 import { fdtLoadAddress, initrdLoadAddress, kernelLoadAddress } from './boot-layout.js';
 import { Htif } from './htif.js';
 import { BuiltinSbi } from './sbi/builtin-sbi.js';
-import { SharedHarts, SmpHost, type StartHartThread } from './smp.js';
+import { SharedHarts, SmpHost, type CpuGate, type StartHartThread } from './smp.js';
 import { HSM, HSM_STOPPED } from './hart-control.js';
 import {
   BOOT_ROM_BASE, BOOT_ROM_SIZE, CLINT_BASE, CLINT_SIZE, DRAM_BASE, KERNEL_BASE_WITH_FIRMWARE, MAX_CPUS,
@@ -75,8 +75,14 @@ export class VirtMachine {
   /** Called when something happened that the runtime should look at soon (a hart thread's
    *  device access or request, while this thread may be idle). */
   onWake: () => void = () => {};
+  /** The host CPU allowance of this thread's harts (null: unlimited), and how long run() was
+   *  held back by it (ms to wait, 0 = not held). */
+  private readonly gate: CpuGate | null;
+  private throttledMs = 0;
+  private gateIdle = false;
 
-  private constructor(readonly config: MachineConfig, private readonly host: MachineHost, threads?: StartHartThread) {
+  private constructor(readonly config: MachineConfig, private readonly host: MachineHost, threads?: StartHartThread, gate?: CpuGate) {
+    this.gate = gate ?? null;
     if (!Number.isInteger(config.cpus) || config.cpus < 1 || config.cpus > MAX_CPUS) {
       throw new RangeError(`cpus must be 1..${MAX_CPUS}, got ${config.cpus}`);
     }
@@ -133,8 +139,8 @@ export class VirtMachine {
 
   /** `threads`: how to start a thread for a hart (src/vm gives worker threads); without it, every
    *  hart runs on the calling thread. */
-  static create(cfg: MachineConfig, host: MachineHost, threads?: StartHartThread): VirtMachine {
-    return new VirtMachine(cfg, host, threads);
+  static create(cfg: MachineConfig, host: MachineHost, threads?: StartHartThread, gate?: CpuGate): VirtMachine {
+    return new VirtMachine(cfg, host, threads, gate);
   }
 
   private startHartThreads(threads: StartHartThread, reservations: ReservationSet): void {
@@ -302,6 +308,8 @@ export class VirtMachine {
     const deadline = performance.now() + budgetMs;
     const harts = this.harts;
     const n = harts.length;
+    const gate = this.gate;
+    this.throttledMs = 0;
     try {
       for (;;) {
         this.pollTimers();
@@ -311,7 +319,20 @@ export class VirtMachine {
           const h = harts[(this.nextHart + k) % n];
           if (smp !== null) smp.beforeHart0(h);
           if (h.halted) continue;
-          h.run(SLICE);
+          if (gate !== null && !h.waiting) {
+            // This thread's host CPU allowance (the daemon's scheduler): used up, it waits
+            // (devices keep being served meanwhile).
+            if (this.gateIdle) { this.gateIdle = false; gate.idle(false); }
+            const w = gate.wait();
+            if (w > 0) {
+              this.throttledMs = w;
+              if (smp !== null) smp.hart0Running(false, harts[0]);
+              return 'idle';
+            }
+            const t0 = performance.now();
+            h.run(SLICE);
+            gate.ran(performance.now() - t0);
+          } else h.run(SLICE);
           if (this.sbi !== null && h.mode === 3) this.builtinTrapped(h);
           if (!h.waiting && !h.halted) active++;
         }
@@ -323,6 +344,7 @@ export class VirtMachine {
           if (smp !== null) smp.beforeHart0(harts[0]);
           if (!this.anyHartRunnable()) {
             if (smp !== null) smp.hart0Running(false, harts[0]);
+            if (gate !== null && !this.gateIdle) { this.gateIdle = true; gate.idle(true); }
             return 'idle';
           }
         }
@@ -350,6 +372,7 @@ export class VirtMachine {
    *  the UART's character timeout). */
   idleTimeoutMs(): number {
     if (this.halted || (this.smp !== null && !this.smp.running)) return Infinity;
+    if (this.throttledMs > 0) return this.throttledMs; // held back by the CPU allowance
     if (this.anyHartRunnable()) return 0;
     let t = Math.min(this.clock.msUntil(this.clint.nextDeadline()), this.clock.msUntil(this.uart.nextDeadline()));
     for (const h of this.harts) {
@@ -372,6 +395,14 @@ export class VirtMachine {
     this.clockPaused = true;
     this.clock.pause();
   }
+  /** Flow control (the runtime holds a VM whose output cannot be delivered): hart threads are
+   *  held too; the clock runs on. */
+  holdHarts(on: boolean): void {
+    if (!this.smp?.running) return;
+    if (on) this.smp.hold(1000);
+    else this.smp.release();
+  }
+
   resumeClock(): void {
     this.clockPaused = false;
     if (this.smp && !this.smp.running) return; // run() starts the clock once the hart threads are up
@@ -380,9 +411,13 @@ export class VirtMachine {
   }
 
   instructionsRetired(): number {
-    let n = this.smp?.instructionsRetired() ?? 0;
-    for (const h of this.harts) n += h.instret;
-    return n;
+    return this.hartInstructions().reduce((a, b) => a + b, 0);
+  }
+
+  /** Instructions retired per hart, by hart id. */
+  hartInstructions(): number[] {
+    const smp = this.smp;
+    return Array.from({ length: this.config.cpus }, (_, i) => (smp !== null && i > 0 ? smp.instret(i) : this.harts[i].instret));
   }
 
   dtb(): Uint8Array { return this.dtbBytes; }

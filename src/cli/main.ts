@@ -5,6 +5,7 @@ import { ConfigErrors } from '../config/errors.js';
 import { HomeError } from '../daemon/paths.js';
 import { ProtocolFailure } from '../protocol/messages.js';
 import { register as registerConsole } from './commands/console.js';
+import { register as registerCpu } from './commands/cpu.js';
 import { register as registerDaemon } from './commands/daemon.js';
 import { register as registerDisk } from './commands/disk.js';
 import { register as registerEdit } from './commands/edit.js';
@@ -22,6 +23,7 @@ import { VERSION } from './version.js';
 const GROUPS: ((program: Command) => void)[] = [
   registerLifecycle,
   registerInspect,
+  registerCpu,
   registerConsole,
   registerLogs,
   registerExec,

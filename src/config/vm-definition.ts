@@ -4,14 +4,14 @@
 
 import { existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { isScalar, stringify } from 'yaml';
+import { isScalar, stringify, type Node } from 'yaml';
 import type { FirmwareSpec } from '../board/machine-types.js';
 import { ConfigError, ConfigErrors } from './errors.js';
 import { readYamlFile, SchemaReader } from './yaml-schema.js';
 import { formatSize } from './units.js';
 import { bootImageProblems } from './boot-images.js';
-import { formatDuration, readDocument, ReadContext } from './schema.js';
-import { VM_NAME_RE, VM_NAME_TEXT, VM_SCHEMA, type VmFile } from './vm-schema.js';
+import { formatDuration, readDocument, ReadContext, type Spec } from './schema.js';
+import { DEFAULT_CPU_CAP, DEFAULT_CPU_SHARES, VM_NAME_RE, VM_NAME_TEXT, VM_SCHEMA, type VmFile } from './vm-schema.js';
 // Disk identity as the disk locks see it: the same file under two names is one disk.
 import { canonicalImagePath } from '../disk/lock.js';
 
@@ -30,6 +30,9 @@ export interface DiskDefinition {
 export interface VmDefinition {
   readonly name: string;
   readonly cpus: number;
+  /** Relative CPU weight (1..10000) and cap (percent of one host core per hart, 1..100). */
+  readonly cpuShares: number;
+  readonly cpuCap: number;
   readonly memoryBytes: number;
   readonly boot: {
     readonly firmware: FirmwareSpec;
@@ -88,7 +91,9 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
   if (r.errors.length > 0) throw new ConfigErrors(r.errors);
   return {
     name: v.name,
-    cpus: v.cpus,
+    cpus: v.cpus.count,
+    cpuShares: v.cpus.shares,
+    cpuCap: v.cpus.cap,
     memoryBytes: v.memory,
     boot: { firmware: v.boot.firmware, kernel: v.boot.kernel, initrd: v.boot.initrd, cmdline: v.boot.cmdline },
     disks: v.disks.map((d) => ({ path: d.path, sizeBytes: d.size, readonly: d.readonly, name: d.name })),
@@ -122,7 +127,7 @@ function checkBeyondShape(v: VmFile, ctx: ReadContext, files: boolean): void {
   if (files && kernel !== undefined && ctx.ok('boot.kernel')) imagesOk = checkFile('boot.kernel', kernel, 'a kernel (ELF, Linux Image or raw binary)') && imagesOk;
   if (files && initrd !== undefined && ctx.ok('boot.initrd')) imagesOk = checkFile('boot.initrd', initrd) && imagesOk;
   if (imagesOk && ctx.ok('memory') && ctx.ok('cpus') && (kernel !== undefined || firmware.kind === 'file')) {
-    for (const p of bootImageProblems({ firmware, kernel, initrd, cmdline }, v.memory, v.cpus)) {
+    for (const p of bootImageProblems({ firmware, kernel, initrd, cmdline }, v.memory, v.cpus.count)) {
       // memory: left out (the default) is reported at the image that does not fit.
       fail(ctx.at.has(p.key) ? p.key : kernel !== undefined ? 'boot.kernel' : 'boot.firmware', p.message);
     }
@@ -157,6 +162,14 @@ function checkBeyondShape(v: VmFile, ctx: ReadContext, files: boolean): void {
   });
 }
 
+/** One value given outside a file (`vmctl set --cpu-shares 0`, a protocol parameter), checked
+ *  as the key's declaration checks it: the value, or the message `NAME: found …; expected …`. */
+export function readSetting(spec: Spec<number>, name: string, text: string): number | string {
+  const r = new SchemaReader(name, text);
+  const v = r.errors.length === 0 ? spec.read(r.doc.contents as Node | null, { path: name, key: null, index: 0 }, new ReadContext(r, '/')) : undefined;
+  return v ?? r.errors[0]?.detail ?? `${name}: found ${JSON.stringify(text)}`;
+}
+
 /** The stored form (vm.yaml in the VM's folder): same schema, absolute paths. */
 export function serializeVmDefinition(d: VmDefinition): string {
   const boot: Record<string, unknown> = {
@@ -165,7 +178,9 @@ export function serializeVmDefinition(d: VmDefinition): string {
   if (d.boot.kernel) boot.kernel = d.boot.kernel;
   if (d.boot.initrd) boot.initrd = d.boot.initrd;
   boot.cmdline = d.boot.cmdline;
-  const out: Record<string, unknown> = { name: d.name, cpus: d.cpus, memory: formatSize(d.memoryBytes), boot };
+  const cpus = d.cpuShares === DEFAULT_CPU_SHARES && d.cpuCap === DEFAULT_CPU_CAP
+    ? d.cpus : { count: d.cpus, shares: d.cpuShares, cap: `${d.cpuCap}%` };
+  const out: Record<string, unknown> = { name: d.name, cpus, memory: formatSize(d.memoryBytes), boot };
   if (d.disks.length > 0) {
     out.disks = d.disks.map((x) => ({ path: x.path, ...(x.sizeBytes !== undefined ? { size: formatSize(x.sizeBytes) } : {}), readonly: x.readonly, name: x.name }));
   }

@@ -10,6 +10,7 @@ import { PROTOCOL_VERSION, type DaemonStatus } from '../protocol/messages.js';
 import { writeFileAtomic } from './atomic.js';
 import { ensureHome, homePaths, socketFits, type HomePaths } from './paths.js';
 import { Registry } from './registry.js';
+import { Scheduler } from './scheduler.js';
 import { RotatingLog } from './rotating-log.js';
 import { Connection } from './server.js';
 import type { VmEvent, VmInstance } from './vm-instance.js';
@@ -144,7 +145,15 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       unlinkSync(socketPath);
     }
 
+    // The CPU scheduler: its events go to the VM's subscribers and the log.
+    let registryRef: Registry | null = null;
+    const scheduler = new Scheduler(settings.hostCpus, (e) => {
+      log(`vm ${e.vm}: scheduler: ${Object.entries(e.data).map(([k, v]) => `${k} ${String(v)}`).join(', ')}`);
+      registryRef?.vms.get(e.vm)?.listener({ event: 'sched', data: e.data });
+    });
+    log(`host cores for VMs: ${Number(settings.hostCpus.toFixed(2))}`);
     const workerEnv = {
+      scheduler,
       home: paths.home,
       workerPath: opts.workerPath,
       hartWorkerPath: opts.hartWorkerPath,
@@ -156,7 +165,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     const wire = (vm: VmInstance): void => {
       vm.listener = (e: VmEvent) => {
         for (const c of connections) {
-          const sub = c.subscriptions.get(vm.name);
+          const sub = c.subscriptions.get(vm.name) ?? c.allEvents;
           if (!sub) continue;
           if (e.event === 'console' && !sub.console) continue;
           c.event(e.event, vm.name, e.data as Record<string, unknown>);
@@ -165,6 +174,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     };
 
     const registry = new Registry(paths, workerEnv, (vm) => wire(vm));
+    registryRef = registry;
     registry.load();
 
     const startedAt = Date.now();
@@ -195,6 +205,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       for (const c of connections) c.close();
       try { unlinkSync(socketPath); } catch { /* gone */ }
       if (shortDir) rmSync(shortDir, { recursive: true, force: true });
+      scheduler.stop();
       releaseLock();
       log('stopped');
       daemonLog.file?.close();
@@ -212,7 +223,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       },
       vmDeleted: (name: string) => {
         for (const c of connections) {
-          if (c.subscriptions.delete(name)) c.event('deleted', name, {});
+          if (c.subscriptions.delete(name) || c.allEvents) c.event('deleted', name, {});
         }
       },
       log,

@@ -6,7 +6,9 @@ import { dirname, join } from 'node:path';
 import { DiskError } from '../disk/errors.js';
 import { readDiskLocks } from '../disk/lock.js';
 import { deleteCreatedDisks, prepareDisks, type PreparedDisks } from '../disk/prepare.js';
-import { loadVmDefinition, parseVmDefinition, serializeVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
+import { loadVmDefinition, parseVmDefinition, readSetting, serializeVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
+import { cpuCap as cpuCapSpec, cpuCount as cpuCountSpec, cpuShares as cpuSharesSpec } from '../config/vm-schema.js';
+import type { Spec } from '../config/schema.js';
 import { ProtocolFailure } from '../protocol/messages.js';
 import { writeFileAtomic } from './atomic.js';
 import { vmDir, type HomePaths } from './paths.js';
@@ -131,6 +133,38 @@ export class Registry {
     for (const w of prepared.warnings) this.env.log(`vm ${vm.name}: ${w}`);
     this.env.log(`vm ${vm.name}: definition replaced${applies === 'now' ? '' : ' (applies when the VM stops)'}${prepared.created.length ? ` (new disks: ${prepared.created.join(', ')})` : ''}`);
     return { applies, warnings: prepared.warnings };
+  }
+
+  /**
+   * `vmctl set`: new CPU shares and cap (a running VM gets them at once) or hart count (a stopped
+   * VM only), checked as the YAML keys are (a bad value: ConfigError, nothing changed) and saved
+   * in the definition.
+   */
+  set(vm: VmInstance, s: { cpuShares?: number; cpuCap?: number; cpus?: number }): void {
+    const problems: string[] = [];
+    const check = (spec: Spec<number>, key: string, v: number | undefined): number | undefined => {
+      if (v === undefined) return undefined;
+      const r = readSetting(spec, key, String(v));
+      if (typeof r === 'string') problems.push(r);
+      return typeof r === 'number' ? r : undefined;
+    };
+    const cpuShares = check(cpuSharesSpec, 'cpus.shares', s.cpuShares);
+    const cpuCap = check(cpuCapSpec, 'cpus.cap', s.cpuCap);
+    const cpus = check(cpuCountSpec, 'cpus.count', s.cpus);
+    if (problems.length > 0) throw new ProtocolFailure('ConfigError', problems.join('\n'));
+    if (cpuShares === undefined && cpuCap === undefined && cpus === undefined) throw new ProtocolFailure('InvalidParams', 'vm.set: nothing to set; give cpuShares, cpuCap or cpus');
+    if (cpus !== undefined && vm.active) {
+      throw new ProtocolFailure('WrongState', `VM ${vm.name} is ${vm.state}; the number of harts changes on a stopped VM (stop it first)`);
+    }
+    const stored = vm.storedDefinition();
+    const next: VmDefinition = { ...stored, cpuShares: cpuShares ?? stored.cpuShares, cpuCap: cpuCap ?? stored.cpuCap, cpus: cpus ?? stored.cpus };
+    const text = serializeVmDefinition(next);
+    // The whole definition again, as create would check it (more harts make a larger device tree).
+    parseVmDefinition(text, join(vm.dir, 'vm.yaml'), vm.dir, { keepName: vm.name });
+    writeFileAtomic(join(vm.dir, 'vm.yaml'), text);
+    vm.setCpu(next);
+    this.env.scheduler?.update(vm.name, vm.def.cpuShares, vm.def.cpuCap);
+    this.env.log(`vm ${vm.name}: cpus ${next.cpus}, shares ${next.cpuShares}, cap ${next.cpuCap}%`);
   }
 
   /** New images are created sparse; existing ones are used as they are (src/disk/prepare.ts). */

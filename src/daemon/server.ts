@@ -40,6 +40,8 @@ export class Connection {
   private badLines = 0;
   private closed = false;
   readonly subscriptions = new Map<string, Subscription>();
+  /** events.subscribe without a name: every VM's events, also of VMs created later. */
+  allEvents: Subscription | null = null;
   /** `vmctl run` VMs owned by this client: removed when it disconnects. */
   readonly ephemeral = new Set<string>();
   private throttling = false;
@@ -199,6 +201,21 @@ export class Connection {
       }
       case 'vm.dtb':
         return { data: Buffer.from(await vm().dtb()).toString('base64') };
+      case 'vm.set': {
+        const v = vm();
+        reg.set(v, { cpuShares: p.cpuShares as number | undefined, cpuCap: p.cpuCap as number | undefined, cpus: p.cpus as number | undefined });
+        return v.info();
+      }
+      case 'events.subscribe': {
+        const sub = { console: p.console === true };
+        if (p.name === undefined) {
+          this.allEvents = sub;
+          return { vms: [...reg.vms.values()].map((v) => ({ name: v.name, state: v.state })) };
+        }
+        const v = vm();
+        this.subscriptions.set(v.name, sub);
+        return { vms: [{ name: v.name, state: v.state }] };
+      }
     }
   }
 

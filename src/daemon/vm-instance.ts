@@ -9,7 +9,8 @@ import type { MachineConfig, PowerEvent } from '../board/machine-types.js';
 import type { VmDefinition } from '../config/vm-definition.js';
 import { DiskError } from '../disk/errors.js';
 import { acquireDiskLocks, type DiskLock } from '../disk/lock.js';
-import { ProtocolFailure, type PowerInfo, type VmInfo, type VmState } from '../protocol/messages.js';
+import { ProtocolFailure, type PowerInfo, type VmFigures, type VmInfo, type VmState } from '../protocol/messages.js';
+import type { Scheduler } from './scheduler.js';
 import type { FromWorker, ToWorker, WorkerInit } from '../vm/messages.js';
 import { writeFileAtomic } from './atomic.js';
 import { SerialLog } from './serial-log.js';
@@ -30,7 +31,8 @@ export interface PersistedState {
 export type VmEvent =
   | { event: 'state'; data: { state: VmState; bootId: number; previous: VmState } }
   | { event: 'console'; data: { bootId: number; data: string } }
-  | { event: 'power'; data: { bootId: number } & PowerInfo };
+  | { event: 'power'; data: { bootId: number } & PowerInfo }
+  | { event: 'sched'; data: Record<string, unknown> };
 
 export interface InstanceEnv {
   /** VMCTL_HOME (recorded in disk locks, so `vmctl disk info` can say which daemon holds an image). */
@@ -40,6 +42,8 @@ export interface InstanceEnv {
   readonly hartWorkerPath?: string;
   readonly serialLogMaxBytes: number;
   readonly consoleHistoryBytes: number;
+  /** The daemon's CPU scheduler: every running hart gets a slot in it. */
+  readonly scheduler?: Scheduler;
   log(msg: string): void;
 }
 
@@ -57,6 +61,8 @@ export class VmInstance {
   private stopping = false;
   private workerDone: Promise<void> = Promise.resolve();
   listener: (e: VmEvent) => void = () => {};
+  /** Instructions retired (in all and per hart) at the last two figures from the worker, for MIPS. */
+  private rate: { at: number; total: number; harts: readonly number[] }[] = [];
 
   /** A definition saved (`vmctl edit`) while the VM runs: it applies once the worker has ended
    *  and its disks are released (a guest reboot keeps the running definition and its locks). */
@@ -82,6 +88,19 @@ export class VmInstance {
     this.def = def;
     this.nextDef = null;
     return 'now';
+  }
+
+  /** The definition in vm.yaml: the one saved for the next start, or the running one. */
+  storedDefinition(): VmDefinition {
+    return this.nextDef ?? this.def;
+  }
+
+  /** `vmctl set`: CPU settings saved as `stored`; shares and cap apply to the running VM too. */
+  setCpu(stored: VmDefinition): void {
+    if (this.nextDef) {
+      this.nextDef = stored;
+      this.def = { ...this.def, cpuShares: stored.cpuShares, cpuCap: stored.cpuCap };
+    } else this.def = stored;
   }
 
   get state(): VmState {
@@ -124,6 +143,9 @@ export class VmInstance {
       state: p.state,
       cpus: d.cpus,
       memoryBytes: d.memoryBytes,
+      cpuShares: d.cpuShares,
+      cpuCap: d.cpuCap,
+      ...this.figures(),
       uptimeSeconds: running && p.startedAt ? Math.max(0, Math.round((Date.now() - Date.parse(p.startedAt)) / 100) / 10) : 0,
       bootId: p.bootId,
       createdAt: p.createdAt,
@@ -145,6 +167,22 @@ export class VmInstance {
       instructionsRetired: p.instructionsRetired,
       ephemeral: p.ephemeral,
       directory: this.dir,
+    };
+  }
+
+  /** Live figures (VmFigures): CPU from the scheduler, MIPS from the worker's counts. */
+  figures(): VmFigures {
+    const cpu = this.worker ? this.env.scheduler?.figures(this.name) ?? null : null;
+    const [a, b] = this.rate.length === 2 ? this.rate : [null, null];
+    const dt = a && b ? (b.at - a.at) / 1000 : 0;
+    const running = this.worker !== null && a !== null && b !== null && dt > 0;
+    const round = (x: number): number => Math.round(x * 10) / 10;
+    return {
+      cpuPercent: cpu ? round(cpu.cpuPercent) : null,
+      hartCpuPercent: cpu ? cpu.hartCpuPercent.map(round) : null,
+      mips: running ? round((b!.total - a!.total) / dt / 1e6) : null,
+      hartMips: running ? b!.harts.map((n, i) => round((n - (a!.harts[i] ?? 0)) / dt / 1e6)) : null,
+      heldBack: cpu?.heldBack ?? null,
     };
   }
 
@@ -193,13 +231,21 @@ export class VmInstance {
     // serial.index records where this boot's output starts in serial.log (vmctl logs --boot).
     this.serial ??= new SerialLog(this.dir, this.env.serialLogMaxBytes, (e) => this.env.log(`vm ${this.name}: writing serial.index failed: ${e.message}`));
     this.serial.beginBoot(p.bootId, Date.parse(p.startedAt));
-    const init: WorkerInit = { mode: 'run', vmName: this.name, config: this.machineConfig(), hartWorkerPath: this.env.hartWorkerPath };
+    // Its harts' host CPU allowance (src/daemon/scheduler.ts).
+    const sched = this.env.scheduler;
+    const slot = sched?.attach(this.name, this.def.cpus, this.def.cpuShares, this.def.cpuCap);
+    this.rate = [];
+    const init: WorkerInit = {
+      mode: 'run', vmName: this.name, config: this.machineConfig(), hartWorkerPath: this.env.hartWorkerPath,
+      ...(sched && slot ? { cpu: { slots: sched.slots.buffer, slot } } : {}),
+    };
     let worker: Worker;
     try {
       worker = new Worker(this.env.workerPath, { workerData: init, name: `vm ${this.name}` });
     } catch (e) {
       this.releaseDiskLocks();
       this.serialFlushClose();
+      sched?.detach(this.name);
       p.lastError = `cannot start the VM's worker thread: ${(e as Error).message}`;
       this.setState('stopped');
       return Promise.reject(new ProtocolFailure('StartFailed', `VM ${this.name} failed to start: ${p.lastError}`));
@@ -231,6 +277,7 @@ export class VmInstance {
             break;
           case 'stats':
             p.instructionsRetired = m.instructionsRetired;
+            this.rate = [...this.rate.slice(-1), { at: Date.now(), total: m.instructionsRetired, harts: m.hartInstructions }];
             break;
           case 'paused':
           case 'resumed':
@@ -253,6 +300,7 @@ export class VmInstance {
       this.workerDone = new Promise<void>((done) => {
         worker.on('exit', (code) => {
           this.worker = null;
+          this.env.scheduler?.detach(this.name);
           const rebooting = ready && !this.stopping && closed && fatal === null && power?.kind === 'reset' && !p.ephemeral;
           if (!rebooting) {
             this.releaseDiskLocks(); // the worker closed (fsync'd) its images, or died

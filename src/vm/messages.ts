@@ -9,6 +9,8 @@ export interface WorkerInit {
   readonly config: MachineConfig;
   /** The script of the VM's further hart threads (default: dist/hart-worker.js beside this one). */
   readonly hartWorkerPath?: string;
+  /** The daemon's CPU slots (src/vm/cpu-slots.ts) and the slot of each hart, by hart id. */
+  readonly cpu?: { readonly slots: SharedArrayBuffer; readonly slot: readonly number[] };
 }
 
 export type ToWorker =
@@ -27,7 +29,8 @@ export type FromWorker =
   | { readonly type: 'log'; readonly message: string }
   | { readonly type: 'paused' }
   | { readonly type: 'resumed' }
-  | { readonly type: 'stats'; readonly instructionsRetired: number }
+  /** Every second: instructions retired so far, in all and per hart (by hart id). */
+  | { readonly type: 'stats'; readonly instructionsRetired: number; readonly hartInstructions: readonly number[] }
   | { readonly type: 'dtb'; readonly data: Uint8Array }
   /** The machine was closed (disks flushed); the thread ends next. */
   | { readonly type: 'closed'; readonly instructionsRetired: number }

@@ -12,7 +12,11 @@ export interface RunnableMachine {
   consoleInput(bytes: Uint8Array): void;
   pauseClock(): void;
   resumeClock(): void;
+  /** Holds (or releases) the harts that run on other threads; the clock runs on. */
+  holdHarts(on: boolean): void;
   instructionsRetired(): number;
+  /** Instructions retired per hart, by hart id. */
+  hartInstructions(): number[];
   close(): void;
   /** Set by the run loop: the machine calls it when it wants a tick soon (it may be idle). */
   onWake: () => void;
@@ -88,7 +92,7 @@ export class RunLoop {
     };
     this.schedule(0);
     this.statsTimer = setInterval(() => {
-      this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired() });
+      this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired(), hartInstructions: this.machine.hartInstructions() });
     }, STATS_EVERY_MS);
   }
 
@@ -112,11 +116,13 @@ export class RunLoop {
         if (this.paused) {
           this.paused = false;
           this.machine.resumeClock();
-          if (!this.throttled) this.schedule(0);
+          if (this.throttled) this.machine.holdHarts(true);
+          else this.schedule(0);
         }
         this.post({ type: 'resumed' });
         break;
       case 'throttle':
+        if (this.throttled !== msg.on && !this.paused) this.machine.holdHarts(msg.on);
         this.throttled = msg.on;
         if (msg.on) this.cancel();
         else if (!this.paused) this.schedule(0);

@@ -7,6 +7,7 @@ import { VirtMachine } from '../board/virt.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
 import { ConsoleBatcher, RunLoop } from './run-loop.js';
 import { hartThreads } from './hart-threads.js';
+import { CpuSlots, SlotGate } from './cpu-slots.js';
 
 const port = parentPort;
 if (!port) throw new Error('vm-worker must run as a worker thread');
@@ -17,8 +18,10 @@ function main(): void {
   const host = new ConsoleBatcher(post);
   let machine: VirtMachine;
   try {
-    const threads = init.hartWorkerPath ? hartThreads(pathToFileURL(init.hartWorkerPath)) : hartThreads();
-    machine = VirtMachine.create(init.config, host, init.mode === 'run' ? threads : undefined);
+    const threads = hartThreads(init.hartWorkerPath ? pathToFileURL(init.hartWorkerPath) : undefined, init.cpu);
+    // Hart 0 runs here: its CPU allowance is this thread's.
+    const gate = init.cpu ? new SlotGate(new CpuSlots(init.cpu.slots), init.cpu.slot[0]) : undefined;
+    machine = VirtMachine.create(init.config, host, init.mode === 'run' ? threads : undefined, gate);
   } catch (e) {
     post({ type: 'fatal', message: `cannot build the machine: ${(e as Error).message}` });
     port!.close();

@@ -49,7 +49,9 @@ export function register(program: Command): void {
       const rows: [string, string][] = [
         ['Name', out.bold(v.name)],
         ['State', stateColor(v.state)],
-        ['CPUs', String(v.cpus)],
+        ['CPUs', `${v.cpus}, shares ${v.cpuShares}, cap ${v.cpuCap}%`],
+        ...(v.cpuPercent !== null ? [['Host CPU', `${v.cpuPercent.toFixed(1)}% (harts: ${v.hartCpuPercent!.map((x) => `${x.toFixed(0)}%`).join(' ')})${v.heldBack ? `, held back by ${v.heldBack}` : ''}`] as [string, string]] : []),
+        ...(v.mips !== null ? [['Guest MIPS', v.mips.toFixed(1)] as [string, string]] : []),
         ['Memory', `${humanSize(v.memoryBytes)} (${v.memoryBytes} bytes)`],
         ['Uptime', v.uptimeSeconds > 0 ? humanDuration(v.uptimeSeconds) : '-'],
         ['Boots', String(v.bootId)],
