@@ -3,11 +3,15 @@
 // daemon (linux.ts). Boots ~/.cache/vmctl/linux/out (or VMCTL_LINUX_DIR) to the init script's
 // marker, or with --programs runs the guest's vmctl=bench mode to its end, and prints wall and CPU
 // time, instructions and the translator's figures.
-//   node dist/bench-inproc.js [--cpus N] [--opensbi] [--no-jit] [--programs]
+// With several harts they run in parallel on hart threads, as in a VM's worker (dist/hart-worker.js:
+// build first), unless --one-thread.
+//   node dist/bench-inproc.js [--cpus N] [--opensbi] [--no-jit] [--programs] [--one-thread]
 import { homedir, tmpdir } from 'node:os';
 import { mkdtempSync, rmSync, writeFileSync, closeSync, openSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { VirtMachine } from '../board/virt.js';
+import { hartThreads } from '../vm/hart-threads.js';
 import { benchText } from './text.js';
 
 const OUT = process.env.VMCTL_LINUX_DIR ?? join(homedir(), '.cache/vmctl/linux/out');
@@ -36,26 +40,30 @@ const vm = VirtMachine.create(
     if (programs) for (const l of s.split('\n')) if (l.startsWith('vmctl-bench:')) console.log(l);
     text += s; if (text.includes(MARKER)) done = true;
   }, powerEvent: () => { done = true; }, log: () => {} },
+  process.argv.includes('--one-thread') ? undefined : hartThreads(pathToFileURL(join(process.cwd(), 'dist/hart-worker.js'))),
 );
 if (process.argv.includes('--no-jit')) for (const h of vm.harts) h.jitEnabled = false;
+let wake: (() => void) | null = null;
+vm.onWake = () => wake?.();
 const start = performance.now();
 const cpu0 = process.cpuUsage();
 let idle = 0;
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
 while (!done) {
   const s = vm.run(20);
   if (s === 'halted') break;
   if (s === 'idle') {
     const w = Math.min(vm.idleTimeoutMs(), 20);
     idle += w;
-    Atomics.wait(sleeper, 0, 0, w);
-  }
+    await new Promise<void>((r) => { wake = r; setTimeout(r, w); });
+    wake = null;
+  } else await new Promise((r) => setImmediate(r));
 }
 const ms = performance.now() - start;
 const cpu = process.cpuUsage(cpu0);
 vm.close();
 rmSync(tmp, { recursive: true, force: true });
 const instret = vm.instructionsRetired();
-console.log(`${programs ? 'bench mode' : 'boot to marker'}: ${(ms / 1000).toFixed(3)} s (cpu ${((cpu.user + cpu.system) / 1e6).toFixed(3)} s), ` +
+const uptime = /\[\s*([\d.]+)\] Run \/init/.exec(text)?.[1];
+console.log(`${cpus} hart(s), ${uptime ? `guest uptime at Run /init ${uptime} s, ` : ''}${programs ? 'bench mode' : 'boot to marker'}: ${(ms / 1000).toFixed(3)} s (cpu ${((cpu.user + cpu.system) / 1e6).toFixed(3)} s), ` +
   `${instret} instructions, idle ~${idle.toFixed(0)} ms, ${text.includes(MARKER) ? 'marker seen' : 'NO MARKER'}`);
 console.log(`translator: ${vm.jitStats().describe(instret)}`);

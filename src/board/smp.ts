@@ -72,6 +72,20 @@ export type HartMessage =
   | { k: 'state'; s: HartState }                                   // its saved state (REQ_SAVE)
   | { k: 'wake' };                                                 // hart 0 has requests
 
+/** How a hart's thread keeps to the host CPU time it is granted (src/vm/cpu-slots.ts: the
+ *  daemon's scheduler sets the allowance; the thread charges what it uses and waits when it has
+ *  used it up). */
+export interface CpuGate {
+  /** 0 when the hart may run a slice now, else how long (ms) to wait at most before asking again. */
+  wait(): number;
+  /** Waits (at most `ms`) for a larger allowance. */
+  sleep(ms: number): void;
+  /** The hart ran a slice of `ms` wall time. */
+  ran(ms: number): void;
+  /** The hart sleeps (WFI, HSM-stopped) or wants to run again. */
+  idle(on: boolean): void;
+}
+
 /** A running hart thread, as the machine sees it (src/vm makes them Worker threads). */
 export interface HartThreadHandle {
   /** Called once when the thread ends; `error` when it died of an exception. */
@@ -298,11 +312,9 @@ export class SmpHost {
     return out;
   }
 
-  /** Instructions retired by the hart threads. */
-  instructionsRetired(): number {
-    let n = 0;
-    for (let h = 1; h < this.p.harts; h++) n += this.control.figure(h, INSTRET);
-    return n;
+  /** Instructions retired by hart `h` (>= 1) as its thread last published. */
+  instret(h: number): number {
+    return this.control.figure(h, INSTRET);
   }
 
   /** The forwarded access of hart `h` is done: it may go on. */
@@ -425,8 +437,9 @@ export class HartThread {
   private readonly clock: VirtClock;
   private readonly link: MachineLink;
   private lines = 0;
+  private idle = false;
 
-  constructor(init: HartThreadInit) {
+  constructor(init: HartThreadInit, private readonly gate: CpuGate | null = null) {
     const id = init.hartId;
     this.ctl = new HartControl(init.harts, init.control);
     this.link = new MachineLink(init.port, this.ctl, id);
@@ -483,6 +496,7 @@ export class HartThread {
       applyRequests(c, h);
       if (h.halted || h.waiting || h.stopRequested) {
         c.store(id, RUNNING, 0);
+        if (!this.idle) { this.idle = true; this.gate?.idle(true); }
         // Nothing to run until something happens: an interrupt line, a request, Sstc's timer.
         if (Atomics.load(c.words, c.at(id, LINES)) === this.lines && Atomics.load(c.words, c.at(id, REQ)) === 0) {
           const t = h.halted || h.stopRequested ? Infinity : h.nextTimerEvent();
@@ -492,7 +506,15 @@ export class HartThread {
         if (h.waiting && !h.halted) h.run(1); // lets Sstc's timer (if due) end the wait
         continue;
       }
-      h.run(SLICE);
+      const gate = this.gate;
+      if (gate !== null) {
+        if (this.idle) { this.idle = false; gate.idle(false); }
+        const w = gate.wait();
+        if (w > 0) { c.store(id, RUNNING, 0); gate.sleep(w); continue; } // its host CPU allowance is used up
+        const t0 = performance.now();
+        h.run(SLICE);
+        gate.ran(performance.now() - t0);
+      } else h.run(SLICE);
       c.setFigure(id, INSTRET, h.instret);
       if (h.mode === 3 && h.ecallHook !== null) this.builtinTrapped();
     }

@@ -45,7 +45,7 @@ import { loadImage, LoadError, type LoadedImage } from './loader.js';
 import { fdtLoadAddress, initrdLoadAddress, kernelLoadAddress } from './boot-layout.js';
 import { Htif } from './htif.js';
 import { BuiltinSbi } from './sbi/builtin-sbi.js';
-import { SharedHarts, SmpHost, type StartHartThread } from './smp.js';
+import { SharedHarts, SmpHost, type CpuGate, type StartHartThread } from './smp.js';
 import { HSM, HSM_STARTED, HSM_STOPPED } from './hart-control.js';
 import {
   BOOT_ROM_BASE, BOOT_ROM_SIZE, CLINT_BASE, CLINT_SIZE, DRAM_BASE, KERNEL_BASE_WITH_FIRMWARE, MAX_CPUS,
@@ -122,8 +122,14 @@ export class VirtMachine {
   /** Called when something happened that the runtime should look at soon (a hart thread's
    *  device access or request, while this thread may be idle). */
   onWake: () => void = () => {};
+  /** The host CPU allowance of this thread's harts (null: unlimited), and how long run() was
+   *  held back by it (ms to wait, 0 = not held). */
+  private readonly gate: CpuGate | null;
+  private throttledMs = 0;
+  private gateIdle = false;
 
-  private constructor(readonly config: MachineConfig, private readonly host: MachineHost, threads?: StartHartThread, saved?: MachineState) {
+  private constructor(readonly config: MachineConfig, private readonly host: MachineHost, threads?: StartHartThread, saved?: MachineState, gate?: CpuGate) {
+    this.gate = gate ?? null;
     if (!Number.isInteger(config.cpus) || config.cpus < 1 || config.cpus > MAX_CPUS) {
       throw new RangeError(`cpus must be 1..${MAX_CPUS}, got ${config.cpus}`);
     }
@@ -182,15 +188,15 @@ export class VirtMachine {
 
   /** `threads`: how to start a thread for a hart (src/vm gives worker threads); without it, every
    *  hart runs on the calling thread. */
-  static create(cfg: MachineConfig, host: MachineHost, threads?: StartHartThread): VirtMachine {
-    return new VirtMachine(cfg, host, threads);
+  static create(cfg: MachineConfig, host: MachineHost, threads?: StartHartThread, gate?: CpuGate): VirtMachine {
+    return new VirtMachine(cfg, host, threads, undefined, gate);
   }
 
   /** A machine built from `cfg` and put into a saved state instead of booting: it goes on where
    *  the saved one stopped (its clock paused at the saved mtime: resumeClock() to run). Throws
    *  MachineStateMismatch when the state does not fit `cfg` (nothing is left open then). */
-  static restore(cfg: MachineConfig, host: MachineHost, state: MachineState, threads?: StartHartThread): VirtMachine {
-    return new VirtMachine(cfg, host, threads, state);
+  static restore(cfg: MachineConfig, host: MachineHost, state: MachineState, threads?: StartHartThread, gate?: CpuGate): VirtMachine {
+    return new VirtMachine(cfg, host, threads, state, gate);
   }
 
   private startHartThreads(threads: StartHartThread, reservations: ReservationSet, states?: readonly HartState[]): void {
@@ -535,6 +541,8 @@ export class VirtMachine {
     const harts = this.harts;
     const n = harts.length;
     let left = maxInstructions;
+    const gate = this.gate;
+    this.throttledMs = 0;
     try {
       for (;;) {
         this.pollTimers();
@@ -544,7 +552,20 @@ export class VirtMachine {
           const h = harts[(this.nextHart + k) % n];
           if (smp !== null) smp.beforeHart0(h);
           if (h.halted) continue;
-          left -= h.run(left < SLICE ? left : SLICE);
+          if (gate !== null && !h.waiting) {
+            // This thread's host CPU allowance (the daemon's scheduler): used up, it waits
+            // (devices keep being served meanwhile).
+            if (this.gateIdle) { this.gateIdle = false; gate.idle(false); }
+            const w = gate.wait();
+            if (w > 0) {
+              this.throttledMs = w;
+              if (smp !== null) smp.hart0Running(false, harts[0]);
+              return 'idle';
+            }
+            const t0 = performance.now();
+            left -= h.run(left < SLICE ? left : SLICE);
+            gate.ran(performance.now() - t0);
+          } else left -= h.run(left < SLICE ? left : SLICE);
           if (this.sbi !== null && h.mode === 3) this.builtinTrapped(h);
           if (!h.waiting && !h.halted) active++;
         }
@@ -556,6 +577,7 @@ export class VirtMachine {
           if (smp !== null) smp.beforeHart0(harts[0]);
           if (!this.anyHartRunnable()) {
             if (smp !== null) smp.hart0Running(false, harts[0]);
+            if (gate !== null && !this.gateIdle) { this.gateIdle = true; gate.idle(true); }
             return 'idle';
           }
         }
@@ -583,6 +605,7 @@ export class VirtMachine {
    *  the UART's character timeout). */
   idleTimeoutMs(): number {
     if (this.halted || (this.smp !== null && !this.smp.running)) return Infinity;
+    if (this.throttledMs > 0) return this.throttledMs; // held back by the CPU allowance
     if (this.anyHartRunnable()) return 0;
     let t = Math.min(this.clock.msUntil(this.clint.nextDeadline()), this.clock.msUntil(this.uart.nextDeadline()));
     for (const h of this.harts) {
@@ -606,6 +629,14 @@ export class VirtMachine {
     this.clock.pause();
     for (const n of this.nics) n.setPaused(true);
   }
+  /** Flow control (the runtime holds a VM whose output cannot be delivered): hart threads are
+   *  held too; the clock runs on. */
+  holdHarts(on: boolean): void {
+    if (!this.smp?.running) return;
+    if (on) this.smp.hold(1000);
+    else this.smp.release();
+  }
+
   resumeClock(): void {
     this.clockPaused = false;
     for (const n of this.nics) n.setPaused(false);
@@ -615,9 +646,13 @@ export class VirtMachine {
   }
 
   instructionsRetired(): number {
-    let n = this.smp?.instructionsRetired() ?? 0;
-    for (const h of this.harts) n += h.instret;
-    return n;
+    return this.hartInstructions().reduce((a, b) => a + b, 0);
+  }
+
+  /** Instructions retired per hart, by hart id. */
+  hartInstructions(): number[] {
+    const smp = this.smp;
+    return Array.from({ length: this.config.cpus }, (_, i) => (smp !== null && i > 0 ? smp.instret(i) : this.harts[i].instret));
   }
 
   /** The translators' figures summed over the harts (src/riscv/jit.ts JitStats). */

@@ -3,6 +3,7 @@
 
 import { Command } from 'commander';
 import { register as registerConsole } from './commands/console.js';
+import { register as registerStats } from './commands/stats.js';
 import { register as registerDaemon } from './commands/daemon.js';
 import { register as registerDisk } from './commands/disk.js';
 import { register as registerEdit } from './commands/edit.js';
@@ -25,6 +26,7 @@ const GROUPS: ((program: Command) => void)[] = [
   registerSnapshot,
   registerSet,
   registerInspect,
+  registerStats,
   registerConsole,
   registerLogs,
   registerExec,

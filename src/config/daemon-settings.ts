@@ -5,9 +5,10 @@
 import { existsSync } from 'node:fs';
 import { ConfigErrors } from './errors.js';
 import { readYamlFile, SchemaReader } from './yaml-schema.js';
-import { boolean, dict, object, readDocument, ReadContext, size, string, type ObjectValue } from './schema.js';
+import { boolean, dict, number, object, readDocument, ReadContext, size, string, type ObjectValue } from './schema.js';
 import { NETWORK_NAME_RE } from './vm-schema.js';
 import { parseIp } from '../net/packet.js';
+import { hostCpus } from './host-cpus.js';
 import { annotatedYaml } from './schema-docs.js';
 
 export interface DaemonSettings {
@@ -19,6 +20,8 @@ export interface DaemonSettings {
   readonly consoleHistoryBytes: number;
   /** Switch networks' own settings by name (a name not here gets SWITCH_DEFAULTS). */
   readonly networks: ReadonlyMap<string, SwitchSettings>;
+  /** Host cores vmctl may use for all VMs' harts (host.cpus; may be a fraction by default). */
+  readonly hostCpus: number;
 }
 
 export interface SwitchSettings {
@@ -53,6 +56,13 @@ export const SETTINGS_SCHEMA = object({
     example: { lab: { subnet: '10.0.3.0/24', nat: false }, dmz: { subnet: '10.0.4.0/24', nat: true } },
     description: 'Switch networks (VM NICs with mode: switch, name: NAME) and their settings',
   }),
+  host: object({
+    cpus: number({
+      min: 0.01, max: 1024, example: 2, defaultText: 'the cores this process may use',
+      description: 'Host cores vmctl may use for the harts of all VMs together (fractions allowed, as 0.5)',
+      details: ['Default: the cores this process may use, honouring a cgroup CPU limit (a container\'s --cpus). When more harts want to run, the daemon shares these cores among VMs by their cpus.shares and caps.'],
+    }),
+  }, { description: 'What vmctl may use of the host' }),
 }, { description: 'vmctl daemon settings (VMCTL_HOME/config.yaml); every key is optional' });
 
 type SettingsFile = ObjectValue<typeof SETTINGS_SCHEMA.fields>;
@@ -74,7 +84,10 @@ function toSettings(v: SettingsFile, ctx: ReadContext): DaemonSettings {
       else networks.set(name, { network: net, prefix, nat: n.nat });
     }
   }
-  return { serialLogMaxBytes: v.serialLogMaxSize, daemonLogMaxBytes: v.daemonLogMaxSize, consoleHistoryBytes: v.consoleHistorySize, networks };
+  return {
+    serialLogMaxBytes: v.serialLogMaxSize, daemonLogMaxBytes: v.daemonLogMaxSize, consoleHistoryBytes: v.consoleHistorySize, networks,
+    hostCpus: v.host.cpus ?? hostCpus(),
+  };
 }
 
 /** Reads config.yaml text; an empty file means every default. Throws ConfigErrors. */

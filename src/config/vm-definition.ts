@@ -4,15 +4,15 @@
 
 import { existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { isScalar, stringify } from 'yaml';
+import { isScalar, stringify, type Node } from 'yaml';
 import type { FirmwareSpec } from '../board/machine-types.js';
 import { ConfigError, ConfigErrors } from './errors.js';
 import { readYamlFile, SchemaReader } from './yaml-schema.js';
 import { formatSize } from './units.js';
 import { bootImageProblems } from './boot-images.js';
 import { quote, quotePath } from './quote.js';
-import { formatDuration, readDocument, ReadContext } from './schema.js';
-import { memoryBytesOf, memoryMinOf, VM_NAME_RE, VM_NAME_TEXT, VM_SCHEMA, type VmFile } from './vm-schema.js';
+import { formatDuration, readDocument, ReadContext, type Spec } from './schema.js';
+import { DEFAULT_CPU_CAP, DEFAULT_CPU_SHARES, memoryBytesOf, memoryMinOf, VM_NAME_RE, VM_NAME_TEXT, VM_SCHEMA, type VmFile } from './vm-schema.js';
 import { isNull } from './schema.js';
 import { defaultNicCount, virtioSlotsNeeded } from '../board/virtio-slots.js';
 // Disk identity as the disk locks see it: the same file under two names is one disk.
@@ -71,6 +71,9 @@ export interface BalloonDefinition {
 export interface VmDefinition {
   readonly name: string;
   readonly cpus: number;
+  /** Relative CPU weight (1..10000) and cap (percent of one host core per hart, 1..100). */
+  readonly cpuShares: number;
+  readonly cpuCap: number;
   readonly memoryBytes: number;
   /** The least memory the balloon may leave the guest (memory.min). */
   readonly memoryMinBytes: number;
@@ -140,7 +143,9 @@ export function parseVmDefinition(text: string, displayFile: string, baseDir: st
   if (r.errors.length > 0) throw new ConfigErrors(r.errors);
   return {
     name: v.name,
-    cpus: v.cpus,
+    cpus: v.cpus.count,
+    cpuShares: v.cpus.shares,
+    cpuCap: v.cpus.cap,
     memoryBytes: memoryBytesOf(v.memory),
     memoryMinBytes: memoryMinOf(v.memory),
     memoryMinGiven: typeof v.memory === 'object' && v.memory.min !== undefined,
@@ -259,7 +264,7 @@ function checkBeyondShape(v: VmFile, ctx: ReadContext, files: boolean): void {
   if (files && kernel !== undefined && ctx.ok('boot.kernel')) imagesOk = checkFile('boot.kernel', kernel, 'a kernel (ELF, Linux Image or raw binary)') && imagesOk;
   if (files && initrd !== undefined && ctx.ok('boot.initrd')) imagesOk = checkFile('boot.initrd', initrd) && imagesOk;
   if (imagesOk && ctx.ok('memory') && ctx.ok('cpus') && (kernel !== undefined || firmware.kind === 'file')) {
-    for (const p of bootImageProblems({ firmware, kernel, initrd, cmdline }, memoryBytesOf(v.memory), v.cpus)) {
+    for (const p of bootImageProblems({ firmware, kernel, initrd, cmdline }, memoryBytesOf(v.memory), v.cpus.count)) {
       // memory: left out (the default) is reported at the image that does not fit.
       fail(ctx.at.has(p.key) ? p.key : kernel !== undefined ? 'boot.kernel' : 'boot.firmware', p.message);
     }
@@ -313,6 +318,14 @@ function checkBeyondShape(v: VmFile, ctx: ReadContext, files: boolean): void {
   }
 }
 
+/** One value given outside a file (`vmctl set --cpu-shares 0`, a protocol parameter), checked
+ *  as the key's declaration checks it: the value, or the message `NAME: found …; expected …`. */
+export function readSetting(spec: Spec<number>, name: string, text: string): number | string {
+  const r = new SchemaReader(name, text);
+  const v = r.errors.length === 0 ? spec.read(r.doc.contents as Node | null, { path: name, key: null, index: 0 }, new ReadContext(r, '/')) : undefined;
+  return v ?? r.errors[0]?.detail ?? `${name}: found ${JSON.stringify(text)}`;
+}
+
 /** The stored form (vm.yaml in the VM's folder): same schema, absolute paths. */
 export function serializeVmDefinition(d: VmDefinition): string {
   const boot: Record<string, unknown> = {
@@ -322,7 +335,9 @@ export function serializeVmDefinition(d: VmDefinition): string {
   if (d.boot.initrd) boot.initrd = d.boot.initrd;
   boot.cmdline = d.boot.cmdline;
   const memory = d.memoryMinGiven ? { size: formatSize(d.memoryBytes), min: formatSize(d.memoryMinBytes) } : formatSize(d.memoryBytes);
-  const out: Record<string, unknown> = { name: d.name, cpus: d.cpus, memory, boot };
+  const cpus = d.cpuShares === DEFAULT_CPU_SHARES && d.cpuCap === DEFAULT_CPU_CAP
+    ? d.cpus : { count: d.cpus, shares: d.cpuShares, cap: `${d.cpuCap}%` };
+  const out: Record<string, unknown> = { name: d.name, cpus, memory, boot };
   if (d.disks.length > 0) {
     out.disks = d.disks.map((x) => ({ path: x.path, ...(x.sizeBytes !== undefined ? { size: formatSize(x.sizeBytes) } : {}), readonly: x.readonly, name: x.name }));
   }

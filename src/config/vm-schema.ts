@@ -8,7 +8,7 @@
 // in `shapes(...)` plus its place in `normalize`; do not declare a key before something uses it.
 
 import { MAX_CPUS, VIRTIO_COUNT } from '../board/memory-map.js';
-import { boolean, duration, integer, keywordOrPath, list, object, path, shapes, size, string, type ObjectRule, type ObjectValue } from './schema.js';
+import { boolean, duration, integer, keywordOrPath, list, object, path, percent, shapes, size, string, type ObjectRule, type ObjectValue } from './schema.js';
 import { formatSize } from './units.js';
 
 export const VM_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -20,7 +20,21 @@ export const MAX_DISKS = VIRTIO_COUNT;
 export { MAX_CPUS };
 const MiB = 1024 * 1024;
 
-const cpuCount = integer({ min: 1, max: MAX_CPUS, description: 'Number of harts (virtual CPUs)', example: 2, required: true });
+export const cpuCount = integer({ min: 1, max: MAX_CPUS, description: 'Number of harts (virtual CPUs)', example: 2, required: true });
+/** CPU shares (a relative weight, as cgroup v2's cpu.weight) and cap (percent of one host core per hart). */
+export const DEFAULT_CPU_SHARES = 100;
+export const DEFAULT_CPU_CAP = 100;
+export const cpuShares = integer({
+  min: 1, max: 10000, default: DEFAULT_CPU_SHARES, example: 100,
+  description: 'Relative weight of this VM when harts of several VMs want more host cores than vmctl has',
+  details: ['As cgroup v2\'s cpu.weight: a VM with shares 200 gets twice the CPU time of one with 100 while both are busy; the time is split among its busy harts.'],
+});
+export const cpuCap = percent({
+  default: DEFAULT_CPU_CAP, example: '50%',
+  description: 'The most of one host core each hart may take, even on an idle host',
+  details: ['As VirtualBox\'s --cpu-execution-cap.'],
+});
+export interface CpuSettings { readonly count: number; readonly shares: number; readonly cap: number }
 const memorySize = size({
   min: MIN_MEMORY, max: MAX_MEMORY, multipleOf: 4096, example: '128MiB', required: true,
   description: 'Guest RAM, allocated lazily as the guest touches it',
@@ -107,10 +121,10 @@ export const VM_SCHEMA = object({
     description: 'The VM\'s name (or give `vmctl create --name NAME`)',
     example: 'example',
   }),
-  cpus: shapes({ scalar: cpuCount, map: object({ count: cpuCount }, { description: 'CPU settings' }) },
-    (v) => (typeof v === 'number' ? v : (v as { count: number }).count), {
-      default: 1, example: 2,
-      description: 'Number of harts (virtual CPUs): a number, or a mapping with count',
+  cpus: shapes({ scalar: cpuCount, map: object({ count: cpuCount, shares: cpuShares, cap: cpuCap }, { description: 'CPU settings' }) },
+    (v): CpuSettings => (typeof v === 'number' ? { count: v, shares: DEFAULT_CPU_SHARES, cap: DEFAULT_CPU_CAP } : v as CpuSettings), {
+      default: { count: 1, shares: DEFAULT_CPU_SHARES, cap: DEFAULT_CPU_CAP }, defaultText: '1', example: 2,
+      description: 'Number of harts (virtual CPUs): a number, or a mapping with count, shares and cap',
     }),
   memory: shapes({
     scalar: memorySize,

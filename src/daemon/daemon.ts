@@ -15,6 +15,7 @@ import { DefinitionPool } from './definition-pool.js';
 import { Registry } from './registry.js';
 import { VmThreads } from './vm-threads.js';
 import { collectGarbage } from '../vm/collect-garbage.js';
+import { Scheduler } from './scheduler.js';
 import { RotatingLog } from './rotating-log.js';
 import { Connection } from './server.js';
 import { SwitchHub } from './switches.js';
@@ -160,7 +161,14 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     const threads = new VmThreads(opts.workerPath, () => {
       if (![...registry.vms.values()].some((v) => v.active)) collectGarbage();
     });
+    // The CPU scheduler: its events go to the VM's subscribers and the log.
+    const scheduler = new Scheduler(settings.hostCpus, (e) => {
+      log(`vm ${e.vm}: scheduler: ${Object.entries(e.data).map(([k, v]) => `${k} ${String(v)}`).join(', ')}`);
+      registry.vms.get(e.vm)?.listener({ event: 'sched', data: e.data });
+    });
+    log(`host cores for VMs: ${Number(settings.hostCpus.toFixed(2))}`);
     const workerEnv = {
+      scheduler,
       home: paths.home,
       version: opts.version,
       switches,
@@ -175,7 +183,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     const wire = (vm: VmInstance): void => {
       vm.listener = (e: VmEvent) => {
         for (const c of connections) {
-          const sub = c.subscriptions.get(vm.name);
+          const sub = c.subscriptions.get(vm.name) ?? c.allEvents;
           if (!sub) continue;
           if (e.event === 'console' && !sub.console) continue;
           c.event(e.event, vm.name, e.data as Record<string, unknown>);
@@ -252,6 +260,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       try {
         step('closing the switch networks', () => switches.closeAll());
         step('ending the idle VM threads', () => threads.close());
+        step('stopping the CPU scheduler', () => scheduler.stop());
         for (const vm of [...registry.vms.values()]) if (vm.persisted.ephemeral) step(`removing the run VM ${vm.name}`, () => registry.delete(vm));
         for (const c of connections) step('closing a connection', () => c.close());
         try { unlinkSync(socketPath); } catch { /* gone */ }
@@ -276,7 +285,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       },
       vmDeleted: (name: string) => {
         for (const c of connections) {
-          if (c.subscriptions.delete(name)) c.event('deleted', name, {});
+          if (c.subscriptions.delete(name) || c.allEvents) c.event('deleted', name, {});
         }
       },
       log,

@@ -11,7 +11,9 @@ import { backingOf, pullLayer, rebaseImage } from '../disk/layers.js';
 import { canonicalImagePath, readDiskLocks } from '../disk/lock.js';
 import { deleteCreatedDisks, prepareDisks, type PreparedDisks } from '../disk/prepare.js';
 import { imageInfo } from '../disk/image.js';
-import { loadVmDefinition, serializeVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
+import { loadVmDefinition, readSetting, serializeVmDefinition, VM_NAME_RE, type VmDefinition } from '../config/vm-definition.js';
+import { cpuCap as cpuCapSpec, cpuCount as cpuCountSpec, cpuShares as cpuSharesSpec } from '../config/vm-schema.js';
+import type { Spec } from '../config/schema.js';
 import { ProtocolFailure, type DeletedDisk } from '../protocol/messages.js';
 import { formatSize, humanSize } from '../config/units.js';
 import { quote } from '../config/quote.js';
@@ -229,6 +231,52 @@ export class Registry {
     for (const w of prepared.warnings) this.env.log(`vm ${vm.name}: ${w}`);
     this.env.log(`vm ${vm.name}: definition replaced${applies === 'now' ? '' : ' (applies when the VM stops)'}${prepared.created.length ? ` (new disks: ${prepared.created.join(', ')})` : ''}`);
     return { applies, warnings: [...(def.warnings ?? []), ...prepared.warnings] };
+  }
+
+  /**
+   * `vmctl set`: new CPU shares and cap (a running VM gets them at once) or hart count (a stopped
+   * VM only), checked as the YAML keys are (a bad value: ConfigError, nothing changed) and saved
+   * in the definition; and the balloon's memory target of a running VM (not saved).
+   */
+  async set(vm: VmInstance, s: { memoryTarget?: number; cpuShares?: number; cpuCap?: number; cpus?: number }): Promise<void> {
+    const problems: string[] = [];
+    const check = (spec: Spec<number>, key: string, v: number | undefined): number | undefined => {
+      if (v === undefined) return undefined;
+      const r = readSetting(spec, key, String(v));
+      if (typeof r === 'string') problems.push(r);
+      return typeof r === 'number' ? r : undefined;
+    };
+    const cpuShares = check(cpuSharesSpec, 'cpus.shares', s.cpuShares);
+    const cpuCap = check(cpuCapSpec, 'cpus.cap', s.cpuCap);
+    const cpus = check(cpuCountSpec, 'cpus.count', s.cpus);
+    if (problems.length > 0) throw new ProtocolFailure('ConfigError', problems.join('\n'));
+    const cpuChange = cpuShares !== undefined || cpuCap !== undefined || cpus !== undefined;
+    if (!cpuChange && s.memoryTarget === undefined) throw new ProtocolFailure('InvalidParams', 'vm.set: nothing to set; give memoryTarget, cpuShares, cpuCap or cpus');
+    if (cpus !== undefined && vm.active) {
+      throw new ProtocolFailure('WrongState', `VM ${vm.name} is ${vm.state}; the number of harts changes on a stopped VM (stop it first)`);
+    }
+    // All checked before anything changes: the memory target (checked and sent as one step) goes
+    // first, so a refused target leaves the CPU settings as they were.
+    if (!cpuChange) {
+      vm.setMemoryTarget(s.memoryTarget!, 'a client');
+      return;
+    }
+    const stored = vm.storedDefinition();
+    const next: VmDefinition = { ...stored, cpuShares: cpuShares ?? stored.cpuShares, cpuCap: cpuCap ?? stored.cpuCap, cpus: cpus ?? stored.cpus };
+    const text = serializeVmDefinition(next);
+    // The whole definition again, as create would check it (more harts make a larger device tree),
+    // in the definition pool; what follows is synchronous.
+    await this.definitions.validate(text, join(vm.dir, 'vm.yaml'), { keepName: vm.name });
+    if (this.vms.get(vm.name) !== vm) throw new ProtocolFailure('NoSuchVm', `VM ${vm.name} was deleted while its new settings were checked`);
+    if (vm.storedDefinition() !== stored) throw new ProtocolFailure('WrongState', `the definition of VM ${vm.name} was changed by someone else meanwhile; nothing was set`);
+    if (cpus !== undefined && vm.active) {
+      throw new ProtocolFailure('WrongState', `VM ${vm.name} is ${vm.state}; the number of harts changes on a stopped VM (stop it first)`);
+    }
+    if (s.memoryTarget !== undefined) vm.setMemoryTarget(s.memoryTarget, 'a client');
+    writeFileAtomic(join(vm.dir, 'vm.yaml'), text);
+    vm.setCpu(next);
+    this.env.scheduler?.update(vm.name, vm.def.cpuShares, vm.def.cpuCap);
+    this.env.log(`vm ${vm.name}: cpus ${next.cpus}, shares ${next.cpuShares}, cap ${next.cpuCap}%`);
   }
 
   /** New images are created sparse; existing ones are used as they are (src/disk/prepare.ts). */

@@ -50,6 +50,8 @@ export class Connection {
   private badLines = 0;
   private closed = false;
   readonly subscriptions = new Map<string, Subscription>();
+  /** events.subscribe without a name: every VM's events, also of VMs created later. */
+  allEvents: Subscription | null = null;
   /** `vmctl run` VMs owned by this client: removed when it disconnects. */
   readonly ephemeral = new Set<string>();
   private throttling = false;
@@ -268,7 +270,10 @@ export class Connection {
       }
       case 'vm.set': {
         const v = vm();
-        if (p.memoryTarget !== undefined) v.setMemoryTarget(p.memoryTarget as number, 'a client');
+        await reg.set(v, {
+          memoryTarget: p.memoryTarget as number | undefined,
+          cpuShares: p.cpuShares as number | undefined, cpuCap: p.cpuCap as number | undefined, cpus: p.cpus as number | undefined,
+        });
         return v.info();
       }
       case 'vm.dtb':
@@ -288,6 +293,16 @@ export class Connection {
         const f = forwardParams(p);
         await vm().removePort(f.proto, f.hostAddress, f.hostPort);
         return { removed: true };
+      }
+      case 'events.subscribe': {
+        const sub = { console: p.console === true };
+        if (p.name === undefined) {
+          this.allEvents = sub;
+          return { vms: [...reg.vms.values()].map((v) => ({ name: v.name, state: v.state })) };
+        }
+        const v = vm();
+        this.subscriptions.set(v.name, sub);
+        return { vms: [{ name: v.name, state: v.state }] };
       }
     }
   }

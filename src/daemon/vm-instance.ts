@@ -15,9 +15,10 @@ import { formatSize } from '../config/units.js';
 import { imageInfo, lockDiskChains } from '../disk/image.js';
 import { canonicalImagePath, type DiskLock } from '../disk/lock.js';
 import { FileRefused, readRegular } from '../host/regular-file.js';
-import { isActiveState, ProtocolFailure, type DiskInfo, type MemoryInfo, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
+import { isActiveState, ProtocolFailure, type DiskInfo, type MemoryInfo, type PortInfo, type PowerInfo, type StopPath, type VmFigures, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, MemoryFigures, ToWorker, WorkerInit } from '../vm/messages.js';
 import { isTempFileFor, renameIntoPlace, tempPathFor, writeFileAtomic } from './atomic.js';
+import type { Scheduler } from './scheduler.js';
 import type { VmThreads } from './vm-threads.js';
 import { SerialLog } from './serial-log.js';
 import { SnapshotTree, type Snapshot } from './snapshots.js';
@@ -55,7 +56,8 @@ export type VmEvent =
   /** `reason: 'delete'`: the VM is being stopped because it is being deleted (a `deleted` event follows). */
   | { event: 'state'; data: { state: VmState; bootId: number; previous: VmState; restarting?: true; reason?: 'delete' } }
   | { event: 'console'; data: { bootId: number; data: string } }
-  | { event: 'power'; data: { bootId: number } & PowerInfo };
+  | { event: 'power'; data: { bootId: number } & PowerInfo }
+  | { event: 'sched'; data: Record<string, unknown> };
 
 export interface InstanceEnv {
   /** VMCTL_HOME (recorded in disk locks, so `vmctl disk info` can say which daemon holds an image). */
@@ -70,6 +72,8 @@ export interface InstanceEnv {
   readonly consoleHistoryBytes: number;
   /** The daemon's switch networks (NICs with mode: switch); without it such a NIC cannot start. */
   readonly switches?: SwitchHub;
+  /** The daemon's CPU scheduler: every running hart gets a slot in it. */
+  readonly scheduler?: Scheduler;
   log(msg: string): void;
   /** A VM's worker thread could not be ended (the process cannot exit normally any more). */
   workerLost(vm: string): void;
@@ -113,6 +117,8 @@ export class VmInstance {
   private memory: MemoryFigures | null = null;
   private memoryAt = 0;
   listener: (e: VmEvent) => void = () => {};
+  /** Instructions retired (in all and per hart) at the last two figures from the worker, for MIPS. */
+  private rate: { at: number; total: number; harts: readonly number[] }[] = [];
 
   /** A definition saved (`vmctl edit`) while the VM runs: it applies once the worker has ended
    *  and its disks are released (a guest reboot keeps the running definition and its locks). */
@@ -180,6 +186,19 @@ export class VmInstance {
     return 'now';
   }
 
+  /** The definition in vm.yaml: the one saved for the next start, or the running one. */
+  storedDefinition(): VmDefinition {
+    return this.nextDef ?? this.def;
+  }
+
+  /** `vmctl set`: CPU settings saved as `stored`; shares and cap apply to the running VM too. */
+  setCpu(stored: VmDefinition): void {
+    if (this.nextDef) {
+      this.nextDef = stored;
+      this.def = { ...this.def, cpuShares: stored.cpuShares, cpuCap: stored.cpuCap };
+    } else this.def = stored;
+  }
+
   get state(): VmState {
     return this.persisted.state;
   }
@@ -221,6 +240,9 @@ export class VmInstance {
       state: p.state,
       cpus: d.cpus,
       memoryBytes: d.memoryBytes,
+      cpuShares: d.cpuShares,
+      cpuCap: d.cpuCap,
+      ...this.figures(),
       memory: this.memoryInfo(),
       uptimeSeconds: running && p.startedAt ? Math.max(0, Math.round((Date.now() - Date.parse(p.startedAt)) / 100) / 10) : 0,
       bootId: p.bootId,
@@ -286,6 +308,22 @@ export class VmInstance {
       // The worker's performance.now() and ours differ: the age is measured in the worker's
       // terms when the figures were sent, plus the time since.
       guestStatsAgeSeconds: at === null || m === null ? null : Math.round((m.sentAt - at + (Date.now() - this.memoryAt)) / 100) / 10,
+    };
+  }
+
+  /** Live figures (VmFigures): CPU from the scheduler, MIPS from the worker's counts. */
+  figures(): VmFigures {
+    const cpu = this.worker ? this.env.scheduler?.figures(this.name) ?? null : null;
+    const [a, b] = this.rate.length === 2 ? this.rate : [null, null];
+    const dt = a && b ? (b.at - a.at) / 1000 : 0;
+    const running = this.worker !== null && a !== null && b !== null && dt > 0;
+    const round = (x: number): number => Math.round(x * 10) / 10;
+    return {
+      cpuPercent: cpu ? round(cpu.cpuPercent) : null,
+      hartCpuPercent: cpu ? cpu.hartCpuPercent.map(round) : null,
+      mips: running ? round((b!.total - a!.total) / dt / 1e6) : null,
+      hartMips: running ? b!.harts.map((n, i) => round((n - (a!.harts[i] ?? 0)) / dt / 1e6)) : null,
+      heldBack: cpu?.heldBack ?? null,
     };
   }
 
@@ -428,9 +466,14 @@ export class VmInstance {
       ? this.env.switches?.attach(n.network.name, `vm ${this.name} nic${i}`) ?? null : null));
     const unplug = (): void => { for (const p of plugged) p?.detach(); };
     const switchPorts = plugged.map((p) => p?.port ?? null);
+    // Its harts' host CPU allowance (src/daemon/scheduler.ts).
+    const sched = this.env.scheduler;
+    const slot = sched?.attach(this.name, this.def.cpus, this.def.cpuShares, this.def.cpuCap);
+    this.rate = [];
     const init: WorkerInit = {
       mode: 'run', vmName: this.name, config, hartWorkerPath: this.env.hartWorkerPath, vmctlVersion: this.env.version, switchPorts,
       ...(restoreFrom !== undefined ? { restoreFrom, startPaused: from!.paused } : {}),
+      ...(sched && slot ? { cpu: { slots: sched.slots.buffer, slot } } : {}),
     };
     let worker: Worker;
     try {
@@ -439,6 +482,7 @@ export class VmInstance {
       unplug();
       this.releaseDiskLocks();
       this.serialFlushClose();
+      sched?.detach(this.name);
       p.lastError = `cannot start the VM's worker thread: ${(e as Error).message}`;
       this.setState('stopped');
       return Promise.reject(new ProtocolFailure('StartFailed', `VM ${this.name} failed to start: ${p.lastError}`));
@@ -485,6 +529,7 @@ export class VmInstance {
             p.instructionsRetired = m.instructionsRetired;
             this.memory = m.memory;
             this.memoryAt = Date.now();
+            this.rate = [...this.rate.slice(-1), { at: Date.now(), total: m.instructionsRetired, harts: m.hartInstructions }];
             break;
           case 'paused':
           case 'resumed':
@@ -524,6 +569,7 @@ export class VmInstance {
           ended = true;
           this.abandonWorker = null;
           this.worker = null;
+          this.env.scheduler?.detach(this.name);
           unplug();
           if (code === null && lost === null) {
             // Closed cleanly: the thread can host the next VM, unless it is being terminated or

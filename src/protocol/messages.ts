@@ -4,7 +4,7 @@
 //   client -> server  {"id":1,"method":"hello","params":{"protocol":1}}                     (must be the first request)
 //   client -> server  {"id":2,"method":"vm.start","params":{"name":"demo"}}
 //   server -> client  {"id":2,"result":{...}}  or  {"id":2,"error":{"class":"NoSuchVm","message":"..."}}
-//   server -> client  {"event":"state","vm":"demo","data":{...},"timestamp":"..."}          (after vm.subscribe)
+//   server -> client  {"event":"state","vm":"demo","data":{...},"timestamp":"..."}          (after vm.subscribe or events.subscribe)
 //
 // Like QMP: versioned greeting, ids on requests, errors with a class, events separate from replies,
 // strict about unknown fields. A malformed line gets an error reply (id null), never a crash.
@@ -44,7 +44,10 @@ export interface Greeting { readonly hello: { protocol: number; server: string; 
 export interface Request { readonly id: number | string; readonly method: string; readonly params?: Record<string, unknown> }
 export interface Reply { readonly id: number | string | null; readonly result?: unknown; readonly error?: ErrorBody }
 export interface EventMessage { readonly event: EventName; readonly vm: string; readonly data: Record<string, unknown>; readonly timestamp: string }
-export type EventName = 'state' | 'console' | 'power' | 'deleted';
+/** sched: the daemon's CPU scheduler changed something for the VM (data.kind: `settings` after
+ *  `vmctl set`, `held` when it starts getting less CPU than it wants, with `reason` contention or
+ *  cap, `released` when that ends). */
+export type EventName = 'state' | 'console' | 'power' | 'deleted' | 'sched';
 
 export interface PowerInfo {
   readonly kind: 'poweroff' | 'reset';
@@ -104,12 +107,28 @@ export interface MemoryInfo {
   readonly guestStatsAgeSeconds: number | null;
 }
 
-export interface VmInfo {
+/** Live figures of a VM (`vmctl stats`; also in `vm.info`): rates are per second, over the last
+ *  second. Null while the VM does not run. */
+export interface VmFigures {
+  /** Host CPU used by the VM, % of one core (up to 100 per hart). */
+  readonly cpuPercent: number | null;
+  readonly hartCpuPercent: readonly number[] | null;
+  /** Guest instructions retired per second, in millions, in all and per hart. */
+  readonly mips: number | null;
+  readonly hartMips: readonly number[] | null;
+  /** Why the scheduler gives the VM less CPU than it wants: contention (other VMs), cap, or null. */
+  readonly heldBack: 'contention' | 'cap' | null;
+}
+
+export interface VmInfo extends VmFigures {
   readonly name: string;
   /** The VM's identity, given at create (RFC 4122 version 4, lower case). */
   readonly uuid: string;
   readonly state: VmState;
   readonly cpus: number;
+  /** CPU weight (1..10000) and cap (% of one host core per hart). */
+  readonly cpuShares: number;
+  readonly cpuCap: number;
   readonly memoryBytes: number;
   readonly memory: MemoryInfo;
   readonly uptimeSeconds: number;
@@ -213,8 +232,9 @@ export const METHODS = {
   // boot: a boot id, or -1, -2, ... counting back from the newest; since: an ISO 8601 time; tail: lines.
   'vm.log': { name, follow: { type: 'boolean' }, boot: { type: 'integer' }, since: { type: 'string' }, tail: { type: 'integer' } },
   'vm.dtb': { name },
-  // memoryTarget: bytes the balloon leaves the guest (memory.min..memory.size).
-  'vm.set': { name, memoryTarget: { type: 'integer' } },
+  // memoryTarget: bytes the balloon leaves the guest (memory.min..memory.size; a running VM).
+  // CPU settings: shares and cap apply at once (and are saved); cpus only to a stopped VM.
+  'vm.set': { name, memoryTarget: { type: 'integer' }, cpuShares: { type: 'integer' }, cpuCap: { type: 'number' }, cpus: { type: 'integer' } },
   'vm.definition': { name },
   'snapshot.take': { name, snapshot: { type: 'string' }, description: { type: 'string' } },
   'snapshot.list': { name },
@@ -227,6 +247,8 @@ export const METHODS = {
   'vm.port.remove': { name, proto: { type: 'string' }, hostAddress: { type: 'string' }, hostPort: { type: 'integer', required: true } },
   // Where `vmctl ssh` connects (a forward to the guest's port 22, made if needed) and with what key.
   'vm.ssh': { name },
+  // Every VM's events (or one VM's), including VMs created later; console output only with console.
+  'events.subscribe': { name: { type: 'string' }, console: { type: 'boolean' } },
 } as const satisfies Record<string, ParamSpec>;
 export type MethodName = keyof typeof METHODS;
 

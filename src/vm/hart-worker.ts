@@ -4,8 +4,15 @@
 // the VM aborted.
 
 import { workerData } from 'node:worker_threads';
-import { HartThread, type HartThreadInit } from '../board/smp.js';
+import { HartThread } from '../board/smp.js';
+import { CpuSlots, SlotGate } from './cpu-slots.js';
+import type { HartWorkerData } from './hart-threads.js';
 
-const init = workerData as HartThreadInit;
-new HartThread(init).run();
+const init = workerData as HartWorkerData;
+const gate = init.cpu ? new SlotGate(new CpuSlots(init.cpu.slots), init.cpu.slot) : null;
+try {
+  new HartThread(init, gate).run();
+} finally {
+  gate?.close(); // the thread's CPU clock (an fd of the process)
+}
 init.port.close();

@@ -32,6 +32,8 @@ export interface WorkerInit {
   readonly startPaused?: boolean;
   /** By NIC index: the port of the daemon's switch for a NIC with mode: switch (transferred). */
   readonly switchPorts?: readonly (MessagePort | null)[];
+  /** The daemon's CPU slots (src/vm/cpu-slots.ts) and the slot of each hart, by hart id. */
+  readonly cpu?: { readonly slots: SharedArrayBuffer; readonly slot: readonly number[] };
 }
 
 export type ToWorker =
@@ -76,7 +78,8 @@ export type FromWorker =
   | { readonly type: 'log'; readonly message: string }
   | { readonly type: 'paused' }
   | { readonly type: 'resumed' }
-  | { readonly type: 'stats'; readonly instructionsRetired: number; readonly memory: MemoryFigures }
+  /** Every second: instructions retired so far, in all and per hart (by hart id), and memory figures. */
+  | { readonly type: 'stats'; readonly instructionsRetired: number; readonly hartInstructions: readonly number[]; readonly memory: MemoryFigures }
   | { readonly type: 'dtb'; readonly data: Uint8Array }
   | { readonly type: 'stateWritten'; readonly bytes: number; readonly ms: number }
   | { readonly type: 'snapshotTaken'; readonly pauseMs: number }

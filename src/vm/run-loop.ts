@@ -15,6 +15,8 @@ export interface RunnableMachine {
   consoleInput(bytes: Uint8Array): void;
   pauseClock(): void;
   resumeClock(): void;
+  /** Holds (or releases) the harts that run on other threads; the clock runs on. */
+  holdHarts(on: boolean): void;
   instructionsRetired(): number;
   /** What the harts' translators did (logged when the VM stops). */
   jitStats(): { describe(instret: number): string };
@@ -27,6 +29,8 @@ export interface RunnableMachine {
   memoryFigures(): MemoryFigures;
   /** Moves the balloon (no-op without one). */
   setMemoryTarget(bytes: number): void;
+  /** Instructions retired per hart, by hart id. */
+  hartInstructions(): number[];
   close(): void;
   /** Set by the run loop: the machine calls it when it wants a tick soon (it may be idle). */
   onWake: () => void;
@@ -172,12 +176,14 @@ export class RunLoop {
           this.paused = false;
           if (!this.held) {
             this.machine.resumeClock();
-            if (!this.throttled) this.schedule(0);
+            if (this.throttled) this.machine.holdHarts(true);
+            else this.schedule(0);
           }
         }
         this.post({ type: 'resumed' });
         break;
       case 'throttle':
+        if (this.throttled !== msg.on && !this.paused && !this.held) this.machine.holdHarts(msg.on);
         this.throttled = msg.on;
         if (msg.on) this.cancel();
         else if (!this.paused && !this.held) this.schedule(0);
@@ -235,7 +241,8 @@ export class RunLoop {
       if (!this.paused) this.machine.pauseClock();
     } else if (!this.paused) {
       this.machine.resumeClock();
-      if (!this.throttled) this.schedule(0);
+      if (this.throttled) this.machine.holdHarts(true);
+      else this.schedule(0);
     }
   }
 
@@ -345,7 +352,7 @@ export class RunLoop {
   };
 
   private postStats(): void {
-    this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired(), memory: this.machine.memoryFigures() });
+    this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired(), hartInstructions: this.machine.hartInstructions(), memory: this.machine.memoryFigures() });
   }
 
   /** Powers off: disks are flushed and closed by machine.close(). */

@@ -13,6 +13,7 @@ import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
 import { VmNetworks } from './networks.js';
 import { ConsoleBatcher, RunLoop } from './run-loop.js';
 import { hartThreads } from './hart-threads.js';
+import { CpuSlots, SlotGate } from './cpu-slots.js';
 
 const port = parentPort;
 if (!port) throw new Error('vm-worker must run as a worker thread');
@@ -22,10 +23,18 @@ const post = (m: FromWorker): void => port.postMessage(m);
 let hosting: { readonly loop: RunLoop; readonly networks: VmNetworks } | 'building' | null = null;
 /** Control messages that came while the machine was being built: handled once it runs. */
 let early: ToWorker[] = [];
+/** The CPU allowance of the hosted machine's hart 0 (its thread CPU clock is closed with it). */
+let gate: SlotGate | undefined;
+
+function closeGate(): void {
+  gate?.close();
+  gate = undefined;
+}
 
 /** The last message about a machine that never ran. */
 function ended(): void {
   hosting = null;
+  closeGate();
   early = [];
   post({ type: 'closed', instructionsRetired: 0 });
   setImmediate(collectGarbage);
@@ -38,12 +47,14 @@ async function host(init: WorkerInit): Promise<void> {
   if (networks) batcher.openNic = (i, nic) => networks.open(i, nic);
   let machine: VirtMachine;
   try {
-    const threads = init.mode === 'run' ? (init.hartWorkerPath ? hartThreads(pathToFileURL(init.hartWorkerPath)) : hartThreads()) : undefined;
+    const threads = init.mode === 'run' ? hartThreads(init.hartWorkerPath ? pathToFileURL(init.hartWorkerPath) : undefined, init.cpu) : undefined;
+    // Hart 0 runs here: its CPU allowance is this thread's.
+    gate = init.mode === 'run' && init.cpu ? new SlotGate(new CpuSlots(init.cpu.slots), init.cpu.slot[0]) : undefined;
     if (init.restoreFrom !== undefined) {
       const { state } = await readMachineState(init.restoreFrom);
-      machine = VirtMachine.restore(init.config, batcher, state, threads);
+      machine = VirtMachine.restore(init.config, batcher, state, threads, gate);
     } else {
-      machine = VirtMachine.create(init.config, batcher, threads);
+      machine = VirtMachine.create(init.config, batcher, threads, gate);
     }
   } catch (e) {
     const why = e instanceof StateFileError || e instanceof MachineStateMismatch
@@ -69,6 +80,7 @@ async function host(init: WorkerInit): Promise<void> {
   }
   const loop = new RunLoop(machine, batcher, post, () => {
     hosting = null;
+    closeGate();
     // A closed machine's guest RAM (up to the VM's memory size) is given back only when this
     // thread's heap is collected, which an idle thread would not do by itself. After this turn
     // nothing refers to the machine any more.

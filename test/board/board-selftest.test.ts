@@ -55,10 +55,13 @@ describe('board self-test guest', () => {
     });
   }
 
-  // Harts 1..3 on threads of their own, reaching the devices through the machine's thread.
-  it.skipIf(!haveQemu)('prints exactly what QEMU prints with 4 harts on threads', async () => {
-    const [ours, qemu] = await Promise.all([onVmctl(4, true), onQemu(4)]);
-    expect(qemu.code).toBe(0);
-    expect(ours.output).toBe(qemu.output);
+  // Harts 1..3 on threads of their own, reaching the devices through the machine's thread: the
+  // same output as with every hart on one thread (QEMU's own 4-hart output varies with how soon
+  // a loaded host runs its vCPU threads: 'harts: 1' was seen).
+  it('prints the same with 4 harts on threads as on one thread', async () => {
+    const [threads, one] = await Promise.all([onVmctl(4, true), onVmctl(4)]);
+    expect(threads.power).toEqual({ kind: 'poweroff', code: 0, source: 'test-finisher', failed: false });
+    expect(threads.output).toContain('harts: 4\nhart 1: software interrupt received\nhart 2: software interrupt received\nhart 3: software interrupt received\n');
+    expect(threads.output).toBe(one.output);
   }, 90_000);
 });

@@ -1,9 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DEFAULT_SETTINGS, DEFAULT_SETTINGS_TEXT, loadDaemonSettings } from '../../src/config/daemon-settings.js';
 import { ConfigErrors } from '../../src/config/errors.js';
+import { cgroupCpuLimit, hostCpus } from '../../src/config/host-cpus.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmctl-settings-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -20,7 +21,7 @@ describe('daemon settings (config.yaml)', () => {
     expect(loadDaemonSettings(file(DEFAULT_SETTINGS_TEXT))).toEqual(DEFAULT_SETTINGS);
   });
   it('reads sizes', () => {
-    expect(loadDaemonSettings(file('serialLogMaxSize: 64KiB\nconsoleHistorySize: 1M\n'))).toEqual({ serialLogMaxBytes: 65536, daemonLogMaxBytes: DEFAULT_SETTINGS.daemonLogMaxBytes, consoleHistoryBytes: 1024 * 1024, networks: new Map() });
+    expect(loadDaemonSettings(file('serialLogMaxSize: 64KiB\nconsoleHistorySize: 1M\n'))).toEqual({ ...DEFAULT_SETTINGS, serialLogMaxBytes: 65536, consoleHistoryBytes: 1024 * 1024 });
     expect(loadDaemonSettings(file('daemonLogMaxSize: 8KiB\n'))).toEqual({ ...DEFAULT_SETTINGS, daemonLogMaxBytes: 8192 });
   });
   it('rejects unknown keys and bad sizes with FILE:LINE:COL', () => {
@@ -32,7 +33,7 @@ describe('daemon settings (config.yaml)', () => {
       expect(e).toBeInstanceOf(ConfigErrors);
       expect((e as ConfigErrors).errors.map((x) => x.message)).toEqual([
         `${f}:1:19: serialLogMaxSize: "1KiB" is too small; expected a size of at least 4KiB`,
-        `${f}:2:1: unknown key "consoleHistorySise"; did you mean "consoleHistorySize"? (expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize, networks)`,
+        `${f}:2:1: unknown key "consoleHistorySise"; did you mean "consoleHistorySize"? (expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize, networks, host)`,
       ]);
     }
   });
@@ -61,5 +62,37 @@ describe('daemon settings (config.yaml)', () => {
       '3:18: networks.lab.subnet: found "lab"; expected an IPv4 network like 10.0.3.0/24',
       '3:23: unknown key "networks.lab.nate"; did you mean "networks.lab.nat"? (expected one of subnet, nat)',
     ]);
+  });
+});
+
+describe('host.cpus (issue 12)', () => {
+  it('is read from config.yaml, and defaults to the cores this process may use', () => {
+    expect(loadDaemonSettings(file('host:\n  cpus: 3\n')).hostCpus).toBe(3);
+    expect(DEFAULT_SETTINGS.hostCpus).toBe(hostCpus());
+    expect(hostCpus()).toBeGreaterThan(0);
+    expect(hostCpus()).toBeLessThanOrEqual(availableParallelism());
+    const f = file('host:\n  cpus: 0\n');
+    expect(() => loadDaemonSettings(f)).toThrow(`${f}:2:9: host.cpus: found 0; expected a number from 0.01 to 1024`);
+    expect(loadDaemonSettings(file('host:\n  cpus: 0.5\n')).hostCpus).toBe(0.5);
+  });
+
+  it('honours a cgroup CPU limit (v2 cpu.max, v1 cfs quota), the tightest on the path to the root', () => {
+    const root = mkdtempSync(join(tmpdir(), 'vmctl-cgroup-'));
+    try {
+      mkdirSync(join(root, 'a/b'), { recursive: true });
+      writeFileSync(join(root, 'cpu.max'), 'max 100000\n');
+      writeFileSync(join(root, 'a/cpu.max'), '150000 100000\n');
+      writeFileSync(join(root, 'a/b/cpu.max'), '300000 100000\n');
+      expect(cgroupCpuLimit(root, '0::/a/b\n')).toBe(1.5);
+      expect(cgroupCpuLimit(root, '0::/\n')).toBe(Infinity);
+      mkdirSync(join(root, 'cpu/c'), { recursive: true });
+      writeFileSync(join(root, 'cpu/c/cpu.cfs_quota_us'), '50000\n');
+      writeFileSync(join(root, 'cpu/c/cpu.cfs_period_us'), '100000\n');
+      writeFileSync(join(root, 'cpu/cpu.cfs_quota_us'), '-1\n');
+      writeFileSync(join(root, 'cpu/cpu.cfs_period_us'), '100000\n');
+      expect(cgroupCpuLimit(root, '4:memory:/x\n2:cpu,cpuacct:/c\n')).toBe(0.5);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

@@ -30,7 +30,7 @@ describe('VM definition', () => {
       'disks:\n  - path: disk.img\n    readonly: true\n  - path: new.img\n    size: 1GiB\n    name: data\nshutdown:\n  console: "poweroff\\n"\n  timeout: 5s\n',
       'vm.yaml', dir);
     expect(d).toEqual({
-      name: 'a1', cpus: 2, memoryBytes: 64 * 1024 * 1024, memoryMinBytes: 64 * 1024 * 1024, memoryMinGiven: false,
+      name: 'a1', cpus: 2, cpuShares: 100, cpuCap: 100, memoryBytes: 64 * 1024 * 1024, memoryMinBytes: 64 * 1024 * 1024, memoryMinGiven: false,
       balloon: { enabled: true, explicit: false, deflateOnOom: true, statsIntervalMs: 5000, freePageReporting: true },
       boot: { firmware: { kind: 'builtin' }, kernel: join(dir, 'k.elf'), initrd: undefined, cmdline: 'console=ttyS0' },
       disks: [
@@ -77,9 +77,9 @@ describe('VM definition', () => {
     expect(errorsOf('name: a\ncpus: {}\nboot:\n  kernel: k.elf\n')).toEqual(['vm.yaml:2:7: missing key "cpus.count"; expected a whole number from 1 to 8']);
     expect(errorsOf('name: a\ncpus: {cuont: 2}\nboot:\n  kernel: k.elf\n')).toEqual([
       'vm.yaml:2:7: missing key "cpus.count"; expected a whole number from 1 to 8',
-      'vm.yaml:2:8: unknown key "cpus.cuont"; did you mean "cpus.count"? (expected one of count)',
+      'vm.yaml:2:8: unknown key "cpus.cuont"; did you mean "cpus.count"? (expected one of count, shares, cap)',
     ]);
-    expect(errorsOf('name: a\ncpus: [2]\nboot:\n  kernel: k.elf\n')).toEqual(['vm.yaml:2:7: cpus: found a list; expected a whole number from 1 to 8, or a mapping with keys count']);
+    expect(errorsOf('name: a\ncpus: [2]\nboot:\n  kernel: k.elf\n')).toEqual(['vm.yaml:2:7: cpus: found a list; expected a whole number from 1 to 8, or a mapping with keys count, shares, cap']);
     expect(errorsOf('name: a\nmemory: {size: 3KiB}\nboot:\n  kernel: k.elf\n')).toEqual(['vm.yaml:2:16: memory.size: "3KiB" is out of range; expected from 1MiB to 16GiB']);
     expect(errorsOf('name: a\nmemory: [1GiB]\nboot:\n  kernel: k.elf\n')[0]).toBe('vm.yaml:2:9: memory: found a list; expected a size like 128MiB (units B, KiB, MiB, GiB), or a mapping with keys size, min');
   });
@@ -135,6 +135,20 @@ describe('VM definition', () => {
     ]);
     expect(errorsOf(`name: a\nboot:\n  kernel: k.elf\nballoon: {statsInterval: 1s}\ndisks:\n${disks(8)}`)[0]).toMatch(/^vm\.yaml:4:10: balloon: no virtio slot is left/);
     expect(parseVmDefinition(`name: a\nboot:\n  kernel: k.elf\nballoon: {enabled: false}\nnetwork: none\ndisks:\n${disks(8)}`, 'vm.yaml', dir).warnings ?? []).toEqual([]);
+  });
+
+  it('reads CPU shares and cap (issue 12), and refuses what is out of range', () => {
+    const d = parseVmDefinition('name: a\ncpus: {count: 2, shares: 2048, cap: 25%}\nboot:\n  kernel: k.elf\n', 'vm.yaml', dir);
+    expect([d.cpus, d.cpuShares, d.cpuCap]).toEqual([2, 2048, 25]);
+    const plain = parseVmDefinition('name: a\ncpus: {count: 2, cap: 50}\nboot:\n  kernel: k.elf\n', 'vm.yaml', dir);
+    expect([plain.cpuShares, plain.cpuCap]).toEqual([100, 50]);
+    expect(errorsOf('name: a\ncpus: {count: 2, shares: 0}\nboot:\n  kernel: k.elf\n')).toEqual(['vm.yaml:2:26: cpus.shares: found 0; expected a whole number from 1 to 10000']);
+    expect(errorsOf('name: a\ncpus: {count: 2, cap: 150%}\nboot:\n  kernel: k.elf\n')).toEqual(['vm.yaml:2:23: cpus.cap: found "150%"; expected a percentage from 1% to 100%, like 50%']);
+    expect(errorsOf('name: a\ncpus: {count: 2, cap: half}\nboot:\n  kernel: k.elf\n')).toEqual(['vm.yaml:2:23: cpus.cap: found "half"; expected a percentage from 1% to 100%, like 50%']);
+    // The stored form keeps them (and stays `cpus: N` without them).
+    expect(serializeVmDefinition(d)).toContain('cpus:\n  count: 2\n  shares: 2048\n  cap: 25%\n');
+    expect(parseVmDefinition(serializeVmDefinition(d), 'vm.yaml', dir, { skipFileChecks: true })).toEqual(d);
+    expect(serializeVmDefinition(plain.cpuCap === 50 ? { ...plain, cpuCap: 100 } : plain)).toContain('cpus: 2\n');
   });
 
   it('reports wrong types naming the key, the value and what was expected', () => {

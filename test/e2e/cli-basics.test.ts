@@ -48,7 +48,7 @@ describe('vmctl validate / create: config errors as FILE:LINE:COL, exit 2', () =
 
   it.each([
     ['unknown key', `name: a\nboot:\n  kernel: ${kernel}\nmemroy: 1G\n`, /:4:1: unknown key "memroy"; did you mean "memory"\? \(expected one of name, cpus, memory, boot, disks, network, balloon, shutdown\)$/],
-    ['wrong type', `name: a\ncpus: [1]\nboot:\n  kernel: ${kernel}\n`, /:2:7: cpus: found a list; expected a whole number from 1 to 8, or a mapping with keys count$/],
+    ['wrong type', `name: a\ncpus: [1]\nboot:\n  kernel: ${kernel}\n`, /:2:7: cpus: found a list; expected a whole number from 1 to 8, or a mapping with keys count, shares, cap$/],
     ['cpus.count out of range', `name: a\ncpus:\n  count: 9\nboot:\n  kernel: ${kernel}\n`, /:3:10: cpus\.count: found 9; expected a whole number from 1 to 8$/],
     ['a duplicate key', `name: a\nboot:\n  kernel: ${kernel}\nname: b\n`, /:4:1: YAML syntax: Map keys must be unique \("name" is given twice, first at 1:1; expected each key once\)$/],
     // issue 11: the parser used to recurse into this and say "Maximum call stack size exceeded".
@@ -228,7 +228,7 @@ describe('the daemon', () => {
     for (const args of [['list'], ['daemon', 'start']]) {
       const l = await h.run(args);
       expect(l.code, l.stderr).toBe(2);
-      expect(l.stderr).toContain(`${join(h.home, 'config.yaml')}:1:1: unknown key "bogus"; expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize, networks\n`);
+      expect(l.stderr).toContain(`${join(h.home, 'config.yaml')}:1:1: unknown key "bogus"; expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize, networks, host\n`);
       expect(l.stderr).toContain(`${join(h.home, 'config.yaml')}:2:19: serialLogMaxSize: 1 is too small; expected a size of at least 4KiB`);
     }
     expect(existsSync(join(h.home, 'vmd.pid'))).toBe(false);
