@@ -7,9 +7,9 @@
 // prints its share of all the work next to the share max-min fairness by weight and cap asks
 // (the allocation the scheduler itself computes, src/daemon/scheduler.ts), and the host CPU the
 // daemon measured. The guests run the same code, so work is proportional to CPU time.
-// The bar: within 10 % (relative) of the asked share — on a host where vmctl gets the cores it
-// is allowed; a host busy with other work gives the guests less than host.cpus, and then shares
-// only bind where the allowance is below what the host gives.
+// The bar: within 10 % (relative) of the asked share. A host busy with other work gives the
+// guests less than host.cpus: the scheduler then splits what they really get (its supply
+// estimate), and so does the asked share here (from the host CPU the daemon measured).
 
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -64,8 +64,11 @@ async function run(s: Scenario): Promise<boolean> {
     const stats = vmctl(home, ['stats', '--json']).trim().split('\n').map((l) => JSON.parse(l) as { name: string; cpuPercent: number | null });
     const done = w1.map((w, i) => w - w0[i]);
     const total = done.reduce((a, b) => a + b, 0);
-    const period = 1;
-    const asked = maxMinFair(s.guests.map((g) => ({ weight: g.shares, demand: period * Math.min(1, g.cap / 100) })), s.cpus * period);
+    // What the guests may share: host.cpus, or what a busy host really gave them when that is
+    // less (the scheduler then splits that by weight and cap).
+    const got = stats.reduce((a, x) => a + (x.cpuPercent ?? 0), 0) / 100;
+    const capacity = Math.min(s.cpus, got);
+    const asked = maxMinFair(s.guests.map((g) => ({ weight: g.shares, demand: Math.min(1, g.cap / 100) })), capacity);
     const askedTotal = asked.reduce((a, b) => a + b, 0);
     console.log(`host.cpus ${s.cpus}: ${s.guests.map((g) => `${g.name} shares ${g.shares}${g.cap < 100 ? ` cap ${g.cap}%` : ''}`).join(', ')} (${dt.toFixed(0)} s)`);
     console.log('  guest    work/s   share   asked   off      host CPU');
@@ -78,9 +81,7 @@ async function run(s: Scenario): Promise<boolean> {
       const cpu = stats.find((x) => x.name === g.name)?.cpuPercent;
       console.log(`  ${g.name.padEnd(7)} ${(done[i] / dt).toFixed(0).padStart(7)}  ${(share * 100).toFixed(1).padStart(5)}%  ${(want * 100).toFixed(1).padStart(5)}%  ${(off >= 0 ? '+' : '') + (off * 100).toFixed(1)}%`.padEnd(52) + `${cpu === null || cpu === undefined ? '-' : `${cpu.toFixed(1)}%`} (asked ${(asked[i] * 100).toFixed(0)}%)`);
     });
-    const got = stats.reduce((a, x) => a + (x.cpuPercent ?? 0), 0) / 100;
-    const wanted = askedTotal / period;
-    if (got < 0.8 * wanted) console.log(`  the host gave the guests ${got.toFixed(2)} cores in all, less than the ${wanted.toFixed(2)} they were allowed: the host's own scheduler decided`);
+    if (got < 0.9 * s.cpus) console.log(`  the host gave the guests ${got.toFixed(2)} cores in all, less than host.cpus ${s.cpus}: asked is their split of what they got`);
     console.log(`  ${ok ? 'within 10 % of the asked shares' : 'NOT within 10 % of the asked shares'}\n`);
     return ok;
   } finally {

@@ -16,6 +16,7 @@ import { Registry } from './registry.js';
 import { VmThreads } from './vm-threads.js';
 import { collectGarbage } from '../vm/collect-garbage.js';
 import { Scheduler } from './scheduler.js';
+import { hostCpus } from '../config/host-cpus.js';
 import { RotatingLog } from './rotating-log.js';
 import { Connection } from './server.js';
 import { SwitchHub } from './switches.js';
@@ -165,7 +166,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     const scheduler = new Scheduler(settings.hostCpus, (e) => {
       log(`vm ${e.vm}: scheduler: ${Object.entries(e.data).map(([k, v]) => `${k} ${String(v)}`).join(', ')}`);
       registry.vms.get(e.vm)?.listener({ event: 'sched', data: e.data });
-    });
+    }, hostCpus());
     log(`host cores for VMs: ${Number(settings.hostCpus.toFixed(2))}`);
     const workerEnv = {
       scheduler,

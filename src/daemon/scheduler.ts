@@ -17,6 +17,8 @@ const PERIOD_NS = PERIOD_MS * 1e6;
 /** A hart that used at least this share of a core in a period counts as busy (its VM's weight is
  *  split among its busy harts). */
 const BUSY = 0.05;
+/** The least share of a core per busy hart the supply estimate goes down to. */
+const MIN_SUPPLY = 0.02;
 /** Figures are averaged over this many periods (1 s). */
 const WINDOW = 10;
 /** A VM's held-back state must last this many periods before it is reported (an event). */
@@ -90,8 +92,15 @@ export class Scheduler {
   private readonly free: number[] = Array.from({ length: MAX_SLOTS }, (_, i) => MAX_SLOTS - 1 - i);
   private readonly vms = new Map<string, VmEntry>();
   private timer: NodeJS.Timeout | null = null;
+  /** What the host really gives vmctl's harts per period (ns), at most host.cpus: a host busy
+   *  with other work gives less than host.cpus, and then the shares must split what it gives. */
+  private supply = Infinity;
 
-  constructor(private hostCpus: number, private readonly emit: (e: SchedEvent) => void) {}
+  /** `machineCpus`: the cores this process may use at all (src/config/host-cpus.ts). While one VM
+   *  alone wants CPU and host.cpus leaves it all of them, the host already holds it to host.cpus:
+   *  its harts are then only held to their cap, not throttled against each other in 100 ms
+   *  steps, which stalls a guest whose harts wait on each other (locks, IPIs). */
+  constructor(private hostCpus: number, private readonly emit: (e: SchedEvent) => void, private readonly machineCpus = Infinity) {}
 
   get cores(): number { return this.hostCpus; }
 
@@ -152,6 +161,27 @@ export class Scheduler {
     this.timer = null;
   }
 
+  /**
+   * The capacity to share this period: host.cpus, or less when the host gave the busy harts less
+   * than that (the host's own scheduler was deciding, and shares would not bind). Then it is what
+   * they got; it grows by a tenth in each period in which every hart the allocation held below
+   * its maximum ran into its limit (the host had more to give), so it follows the host back up.
+   */
+  private adaptSupply(all: readonly { h: HartState; used: number; max: number; busy: boolean; hit: boolean }[]): number {
+    const capacity = this.hostCpus * PERIOD_NS;
+    const busy = all.filter((a) => a.busy);
+    if (busy.length === 0) {
+      this.supply = capacity;
+      return capacity;
+    }
+    const supply = Math.min(this.supply, capacity);
+    const used = busy.reduce((x, a) => x + a.used, 0);
+    const held = busy.filter((a) => a.h.grant + 1e3 < a.max);
+    if (held.length > 0 && held.every((a) => a.hit)) this.supply = Math.min(capacity, Math.max(supply, used) * 1.1);
+    else if (used < 0.95 * supply) this.supply = Math.max(used * 1.02, MIN_SUPPLY * busy.length * PERIOD_NS);
+    return Math.min(this.supply, capacity);
+  }
+
   /** One period: measure, allocate, grant. */
   tick(): void {
     const s = this.slots;
@@ -175,9 +205,10 @@ export class Scheduler {
     }
     const busyOf = new Map<VmEntry, number>();
     for (const a of all) if (a.busy) busyOf.set(a.e, (busyOf.get(a.e) ?? 0) + 1);
+    const alone = busyOf.size <= 1 && this.hostCpus >= this.machineCpus;
     const claims: Claim[] = all.map((a) => ({ weight: a.e.shares / (a.busy ? busyOf.get(a.e)! : a.e.harts.length), demand: a.h.want }));
-    const capacity = this.hostCpus * PERIOD_NS;
-    const first = maxMinFair(claims, capacity);
+    const capacity = this.adaptSupply(all);
+    const first = alone ? all.map((a) => a.max) : maxMinFair(claims, capacity);
     // Work-conserving: what nobody asked for is spread by weight up to each hart's own maximum,
     // so that a hart that starts running again has time at once.
     const spent = first.reduce((x, y) => x + y, 0);
