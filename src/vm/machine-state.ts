@@ -20,6 +20,7 @@ import { open, readFile, unlink } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { deflateRaw, inflateRawSync } from 'node:zlib';
 import type { BoardShape, MachineState } from '../board/machine-types.js';
+import { holdAt } from '../host/test-hold.js';
 import { CHUNK_SIZE } from '../memory/ram.js';
 
 export const STATE_MAGIC = 'VMCTLSAV';
@@ -104,6 +105,7 @@ export async function writeMachineState(path: string, state: MachineState, vmctl
     await section('HEAD', 0, 0, head.length, head);
     const mach = Buffer.from(JSON.stringify({ board: state.board, harts: state.harts, devices: state.devices }));
     await section('MACH', FLAG_DEFLATE, 0, mach.length, await deflateRawAsync(mach, { level: DEFLATE_LEVEL }));
+    await holdAt('state-partly-written');
 
     // RAM: compressed a few chunks ahead, written in order.
     const chunks = state.ram.filter((c) => !isZero(c.bytes));
