@@ -3,7 +3,8 @@
 // starts a background counter; `save`, a daemon restart and `start` carry all three on.
 // `snapshot take`, change both markers, `snapshot restore`: both are back as they were and the
 // counter goes on from the snapshot's value. The user-mode NAT: a guest TCP connection to the host
-// is reset by a resume (the guest sees it closed), and the definition's port forward works again.
+// is reset by a resume and by a restore (the guest sees it closed), and the definition's port
+// forward works again.
 // Finally a linked clone of the prepared (stopped) VM boots, sees the disk marker and changes its
 // disk without touching any file of the source's.
 // Skipped when the Linux guest has not been built on this machine.
@@ -132,6 +133,10 @@ describe.skipIf(!LINUX)('save, snapshots and a linked clone with the Linux guest
   }, 300_000);
 
   it('snapshot take, change both markers, snapshot restore: both are back, the counter resumes from the snapshot', async () => {
+    // A second NAT connection, open when the snapshot is taken: the restored guest finds it reset.
+    const natPort = (nat.address() as { port: number }).port;
+    await sh(`((i=0; while :; do echo line$i; i=$((i+1)); sleep 1; done) | nc 10.0.2.2 ${natPort}; echo ended > /tmp/nc2.done) </dev/null >/dev/null 2>&1 &`);
+    await until(async () => natConns.length === 2 && natConns[1].lines >= 2, 60_000, 'the guest\'s second NAT connection');
     const take = await h.run(['snapshot', 'take', 'lx', 'prepared', '--description', 'markers 1']);
     expect(take.code, take.stderr).toBe(0);
     const atTake = await counter();
@@ -153,6 +158,9 @@ describe.skipIf(!LINUX)('save, snapshots and a linked clone with the Linux guest
     expect(await sh('cat /tmp/marker; echo 3 > /proc/sys/vm/drop_caches; cat /mnt/d/marker')).toBe('ram-1\ndisk-1\n');
     expect(await sh('umount /mnt/d && mount -t ext2 /dev/vda /mnt/d && cat /mnt/d/marker')).toBe('disk-1\n');
     await until(async () => (await counter()) > restored, 60_000, 'the counter going on after the restore');
+    expect(natConns[1].closed).toBe(true);
+    await until(async () => (await sh('cat /tmp/nc2.done 2>/dev/null; true')) === 'ended\n', 60_000, 'the restored guest seeing its NAT connection closed');
+    expect(natConns).toHaveLength(2);
     // The forward is set up again from the snapshot's definition, to the guest's server as it was.
     expect(await fetchText(`http://127.0.0.1:${fwPort}/p.txt`)).toBe('page-from-guest\n');
   }, 300_000);
