@@ -11,44 +11,35 @@
 
 import { createHash } from 'node:crypto';
 import { copyFileSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { get } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findLinux, createLinuxVm, guestRun, startLinuxVm } from './linux-guest.js';
-import { until, VmctlHome } from './harness.js';
+import { fetchText, until, VmctlHome } from './harness.js';
 
 const LINUX = findLinux();
 const h = new VmctlHome();
 afterAll(() => h.cleanup());
 
-let fwPort = 0;
 let nat: Server;
 const natConns: { socket: Socket; lines: number; closed: boolean }[] = [];
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const p = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
-
-function fetchText(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    get(url, (res) => {
-      let s = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => { s += d; });
-      res.on('end', () => resolve(s));
-    }).on('error', reject);
-  });
-}
 
 async function sh(script: string): Promise<string> {
   const r = await guestRun(h, 'lx', script);
   expect(r.status, `${script}: ${r.out}`).toBe(0);
   return r.out;
+}
+
+/** The host ports bound now for the VM's forwards, by guest port. */
+async function forwards(): Promise<Map<number, number>> {
+  const r = await h.run(['port', 'lx', '--json']);
+  expect(r.code, r.stderr).toBe(0);
+  return new Map((JSON.parse(r.stdout) as { hostPort: number; guestPort: number }[]).map((f) => [f.guestPort, f.hostPort]));
+}
+
+/** The guest's page through the definition's forward (host port 0: whatever it is bound to now). */
+async function page(): Promise<string> {
+  return fetchText(`http://127.0.0.1:${(await forwards()).get(8080)}/p.txt`);
 }
 
 const counter = async (): Promise<number> => Number((await sh('cat /tmp/counter')).trim());
@@ -70,10 +61,9 @@ function hashTree(dir: string): Map<string, string> {
 describe.skipIf(!LINUX)('save, snapshots and a linked clone with the Linux guest', () => {
   beforeAll(async () => {
     copyFileSync(join(LINUX!, 'disk.img'), join(h.home, 'disk.img'));
-    fwPort = await freePort();
     await createLinuxVm(h, LINUX!, 'lx', [
       'disks:', `  - path: ${join(h.home, 'disk.img')}`,
-      'network:', '  - mode: user', '    forwards:', `      - { host: "${fwPort}", guest: 8080 }`,
+      'network:', '  - mode: user', '    forwards:', '      - { host: "0", guest: 8080 }',
     ]);
     await startLinuxVm(h, 'lx');
     nat = createServer((socket) => {
@@ -101,8 +91,12 @@ describe.skipIf(!LINUX)('save, snapshots and a linked clone with the Linux guest
       `((i=0; while :; do echo line$i; i=$((i+1)); sleep 1; done) | nc 10.0.2.2 ${natPort}; echo ended > /tmp/nc.done) </dev/null >/dev/null 2>&1 &`,
     ].join('\n'));
     await until(async () => natConns.length === 1 && natConns[0].lines >= 2, 60_000, 'the guest\'s NAT connection');
+    // A second one on which the guest only waits for the host, sending nothing.
+    // (The end is recorded next to nc, not after the pipeline, which waits for the sleep too.)
+    await sh(`(sleep 100000 | (nc 10.0.2.2 ${natPort}; echo ended > /tmp/ncw.done)) </dev/null >/dev/null 2>&1 &`);
+    await until(async () => natConns.length === 2, 60_000, 'the guest\'s waiting NAT connection');
     await until(async () => (await counter()) >= 3, 60_000, 'the counter');
-    expect(await fetchText(`http://127.0.0.1:${fwPort}/p.txt`)).toBe('page-from-guest\n');
+    expect(await page()).toBe('page-from-guest\n');
   }, 200_000);
 
   it('save, daemon restart, start: the counter carries on, both markers are there, the NAT connection is reset, the forward is back', async () => {
@@ -112,7 +106,7 @@ describe.skipIf(!LINUX)('save, snapshots and a linked clone with the Linux guest
     expect(saved.code, saved.stderr).toBe(0);
     expect(saved.stdout).toMatch(/Saved VM lx \(.* in [\d.]+ s\), state saved/);
     // The worker is gone: the host end of the NAT connection is closed.
-    await until(async () => natConns[0].closed, 30_000, 'the host end of the NAT connection closed');
+    await until(async () => natConns[0].closed && natConns[1].closed, 30_000, 'the host ends of the NAT connections closed');
     expect((await h.run(['daemon', 'stop'])).code).toBe(0);
     const start = await h.run(['start', 'lx']);
     expect(start.code, start.stderr).toBe(0);
@@ -128,20 +122,27 @@ describe.skipIf(!LINUX)('save, snapshots and a linked clone with the Linux guest
     expect(await sh('cat /tmp/marker; echo 3 > /proc/sys/vm/drop_caches; cat /mnt/d/marker')).toBe('ram-1\ndisk-1\n');
     // The guest's next write on its old connection is answered with a reset: nc ends.
     await until(async () => (await sh('cat /tmp/nc.done 2>/dev/null; true')) === 'ended\n', 60_000, 'the guest seeing its NAT connection closed');
-    expect(natConns).toHaveLength(1); // nothing reconnected behind the guest's back
-    expect(await fetchText(`http://127.0.0.1:${fwPort}/p.txt`)).toBe('page-from-guest\n');
+    // The connection that only waits is reset too: the resumed NAT probes each connection the
+    // guest had, and resets it on the guest's answer.
+    await until(async () => (await sh('cat /tmp/ncw.done 2>/dev/null; true')) === 'ended\n', 30_000, 'the guest seeing its waiting NAT connection closed');
+    expect(natConns).toHaveLength(2); // nothing reconnected behind the guest's back
+    expect(await page()).toBe('page-from-guest\n');
   }, 300_000);
 
   it('snapshot take, change both markers, snapshot restore: both are back, the counter resumes from the snapshot', async () => {
-    // A second NAT connection, open when the snapshot is taken: the restored guest finds it reset.
+    // A third NAT connection, open when the snapshot is taken: the restored guest finds it reset.
     const natPort = (nat.address() as { port: number }).port;
     await sh(`((i=0; while :; do echo line$i; i=$((i+1)); sleep 1; done) | nc 10.0.2.2 ${natPort}; echo ended > /tmp/nc2.done) </dev/null >/dev/null 2>&1 &`);
-    await until(async () => natConns.length === 2 && natConns[1].lines >= 2, 60_000, 'the guest\'s second NAT connection');
+    await until(async () => natConns.length === 3 && natConns[2].lines >= 2, 60_000, 'the guest\'s third NAT connection');
     const take = await h.run(['snapshot', 'take', 'lx', 'prepared', '--description', 'markers 1']);
     expect(take.code, take.stderr).toBe(0);
     const atTake = await counter();
     await sh('echo ram-2 > /tmp/marker && echo disk-2 > /mnt/d/marker && sync && echo 2 > /tmp/www/p.txt');
     expect(await sh('cat /tmp/marker /mnt/d/marker')).toBe('ram-2\ndisk-2\n');
+    // A forward added at run time is not in the snapshot's definition: the restore drops it.
+    expect((await h.run(['port', 'add', 'lx', '0:8081'])).code).toBe(0);
+    expect([...(await forwards()).keys()].sort()).toEqual([8080, 8081]);
+    expect(await page()).toBe('2\n');
     await until(async () => (await counter()) >= atTake + 8, 120_000, 'the counter moving on past the snapshot');
     const beforeRestore = await counter();
 
@@ -158,11 +159,12 @@ describe.skipIf(!LINUX)('save, snapshots and a linked clone with the Linux guest
     expect(await sh('cat /tmp/marker; echo 3 > /proc/sys/vm/drop_caches; cat /mnt/d/marker')).toBe('ram-1\ndisk-1\n');
     expect(await sh('umount /mnt/d && mount -t ext2 /dev/vda /mnt/d && cat /mnt/d/marker')).toBe('disk-1\n');
     await until(async () => (await counter()) > restored, 60_000, 'the counter going on after the restore');
-    expect(natConns[1].closed).toBe(true);
+    expect(natConns[2].closed).toBe(true);
     await until(async () => (await sh('cat /tmp/nc2.done 2>/dev/null; true')) === 'ended\n', 60_000, 'the restored guest seeing its NAT connection closed');
-    expect(natConns).toHaveLength(2);
-    // The forward is set up again from the snapshot's definition, to the guest's server as it was.
-    expect(await fetchText(`http://127.0.0.1:${fwPort}/p.txt`)).toBe('page-from-guest\n');
+    expect(natConns).toHaveLength(3);
+    // The forwards are set up again from the snapshot's definition, to the guest's server as it was.
+    expect([...(await forwards()).keys()]).toEqual([8080]);
+    expect(await page()).toBe('page-from-guest\n');
   }, 300_000);
 
   it('a linked clone of the prepared VM boots, sees its disk and changes it without touching the source\'s files', async () => {
