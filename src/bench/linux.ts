@@ -42,7 +42,8 @@ export function checkGuest(dir: string): string | null {
   return null;
 }
 
-class Vmctl {
+/** The real vmctl CLI in a temporary VMCTL_HOME (`tmp`/home). */
+export class Vmctl {
   readonly home: string;
   readonly env: NodeJS.ProcessEnv;
   constructor(tmp: string) {

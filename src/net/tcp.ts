@@ -79,6 +79,14 @@ export interface TcpEndpoints {
   readonly remotePort: number;
 }
 
+/** A connection as a restored guest still believes in it: where a probe must come from and its
+ *  sequence numbers (UserNetwork.openConnections / probeRestored). */
+export interface TcpProbe extends TcpEndpoints {
+  /** SND.UNA - 1: below anything the guest can still accept, so it answers with an ACK. */
+  readonly seq: number;
+  readonly ack: number;
+}
+
 export function tcpKey(guestIp: number, guestPort: number, remoteIp: number, remotePort: number): string {
   return `${guestIp}:${guestPort}-${remoteIp}:${remotePort}`;
 }
@@ -367,6 +375,15 @@ export class TcpConnection {
     this.rtoAt = 0;
     this.rttStart = 0;
     this.pauseSocket(false);
+  }
+
+  /** A keepalive-style probe for this connection (RFC 9293 3.8.4: SEG.SEQ = SND.NXT - 1, taken
+   *  from SND.UNA so it is old whatever the guest received): after a restore the guest answers it
+   *  with an ACK, which meets no connection and is reset. Null before the handshake is done. */
+  probe(): TcpProbe | null {
+    if (this.state !== 'established') return null;
+    const e = this.ends;
+    return { guestIp: e.guestIp, guestPort: e.guestPort, remoteIp: e.remoteIp, remotePort: e.remotePort, seq: seqAdd(this.sndUna, -1), ack: this.rcvNxt };
   }
 
   /** Highest sequence number sent so far (sndNxt may have gone back for a retransmission). */

@@ -5,23 +5,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { get } from 'node:http';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, VmctlHome } from './harness.js';
+import { BIN, fetchText, VmctlHome } from './harness.js';
 import { createLinuxVm, findLinux, guestRun, startLinuxVm } from './linux-guest.js';
-
-function fetchText(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    get(url, (res) => {
-      let s = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => { s += c; });
-      res.on('end', () => (res.statusCode === 200 ? resolve(s) : reject(new Error(`HTTP ${res.statusCode}`))));
-    }).on('error', reject);
-  });
-}
 
 const LINUX = findLinux(['VIRTIO_NET', 'INET', 'PACKET']);
 // vmctl ssh needs the host's ssh client, and a guest build with dropbear in it.

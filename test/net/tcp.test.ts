@@ -288,3 +288,33 @@ describe('TCP through the user-mode network', () => {
       .rejects.toThrow(new RegExp(`cannot listen on tcp 127.0.0.1:${port} \\(forward to guest port 80\\): .*EADDRINUSE`));
   });
 });
+
+describe('a restored guest\'s connections (machine state)', () => {
+  it('openConnections records each established connection; a fresh network probes them and resets the guest\'s answer exactly', async () => {
+    const { guest, net } = network();
+    const { port } = await hostServer(() => {});
+    const { seq, ack } = await open(guest, port, 40100);
+    await sleep(50);
+    const saved = net.openConnections();
+    expect(saved).toEqual([{ guestIp: GUEST_IP, guestPort: 40100, remoteIp: GATEWAY, remotePort: port, seq: (ack - 1) >>> 0, ack: seq }]);
+
+    // The machine is restored on a new network that has none of these connections.
+    const fresh = network();
+    fresh.net.probeRestored(saved);
+    const probe = await fresh.guest.waitFor((d) => d.tcp !== null && d.tcp.dstPort === 40100, 5000, 'the probe');
+    expect(probe.tcp!.flags).toBe(TCP_ACK);
+    expect(probe.tcp!.seq).toBe((ack - 1) >>> 0); // old: a guest answers it with an ACK of what it has
+    expect(probe.ip!.src).toBe(GATEWAY);
+    expect(probe.tcp!.srcPort).toBe(port);
+    fresh.guest.tcp({ dst: GATEWAY, dport: port, sport: 40100, seq, ack, flags: TCP_ACK });
+    const rst = await fresh.guest.waitFor(isTcp(TCP_RST), 5000, 'the reset');
+    expect(rst.tcp!.seq).toBe(ack); // exactly the guest's RCV.NXT: accepted (RFC 5961 3.2)
+    // A connection the new network has (the guest reconnected from that port) is left alone.
+    const again = network();
+    await open(again.guest, port, 40100);
+    again.guest.take();
+    again.net.probeRestored(saved);
+    await sleep(50);
+    expect(again.guest.take().filter((d) => d.tcp !== null && (d.tcp.flags & TCP_RST) === 0 && d.tcp.seq === ((ack - 1) >>> 0))).toEqual([]);
+  });
+});
