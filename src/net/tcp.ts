@@ -9,7 +9,8 @@
 // Host side: data the host sends is buffered up to SND_BUF (then the socket is paused until the
 // guest acknowledges); data the guest sends is written to the socket, and our window is what the
 // socket has not yet flushed subtracted from RCV_BUF: a slow host peer closes the guest's window,
-// a fast one opens it. Both directions also draw on the VM's ByteBudget.
+// a fast one opens it. Both directions also draw on the VM's ByteBudget; when it is spent, each
+// connection still keeps FLOOR_BUF each way, so the connections holding it cannot stop the others.
 
 import { connect, type Socket } from 'node:net';
 import { ByteBudget, ByteQueue } from './byte-queue.js';
@@ -20,6 +21,10 @@ import { buildTcp, ipToString, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type
 export const SND_BUF = 512 * 1024;
 /** Data from the guest the host socket may have pending, per connection: our window. */
 export const RCV_BUF = 512 * 1024;
+/** Bytes a connection may still hold each way when the VM's byte budget is spent: connections
+ *  that hold the budget (a guest keeping zero windows forever, host peers that stop reading) slow
+ *  the others down but never stop them. At most tcpConnections * 2 * FLOOR_BUF beyond the budget. */
+export const FLOOR_BUF = 16 * 1024;
 /** Our window scale shift (RFC 7323): windows up to 4 MiB. */
 const RCV_WSCALE = 6;
 /** The MSS we announce: a 1500-byte MTU minus IPv4 and TCP headers. */
@@ -202,7 +207,7 @@ export class TcpConnection {
     if (this.state === 'closed') return;
     this.sendBuf.push(chunk);
     this.net.budget.add(chunk.length);
-    if (this.sendBuf.length >= SND_BUF || this.net.budget.free() === 0) this.pauseSocket(true);
+    if (this.sendBuf.length >= SND_BUF || (this.net.budget.free() === 0 && this.sendBuf.length >= FLOOR_BUF)) this.pauseSocket(true);
     this.pump();
   }
 
@@ -241,7 +246,7 @@ export class TcpConnection {
 
   /** RFC 9293 3.8.6.2.2: once the window we closed has opened by a useful amount, say so. */
   private maybeWindowUpdate(): void {
-    if (this.windowClosed && this.state === 'established' && this.receiveWindowBytes() >= Math.min(RCV_BUF / 4, 16 * this.mss)) {
+    if (this.windowClosed && this.state === 'established' && this.receiveWindowBytes() >= this.windowUseful()) {
       this.windowClosed = false;
       this.sendAck();
     }
@@ -386,7 +391,8 @@ export class TcpConnection {
     }
     this.retries = 0;
     if (this.sndUna === this.sndNxt) this.rtoAt = 0; else this.armRto();
-    if (this.socketPaused && this.state === 'established' && this.sendBuf.length < SND_BUF / 2 && this.net.budget.free() > 0) this.pauseSocket(false);
+    if (this.socketPaused && this.state === 'established' && this.sendBuf.length < SND_BUF / 2 &&
+      (this.net.budget.free() > 0 || this.sendBuf.length < FLOOR_BUF)) this.pauseSocket(false);
   }
 
   /** RFC 6298 2.2-2.3. */
@@ -407,10 +413,16 @@ export class TcpConnection {
 
   // ---------------------------------------------------------------- sending --
 
-  /** Our receive window in bytes: what the host socket can still take, and the VM's budget. */
+  /** Our receive window in bytes: what the host socket can still take, and the VM's budget
+   *  (FLOOR_BUF even when it is spent). */
   private receiveWindowBytes(): number {
     const pending = this.socket ? this.socket.writableLength : 0;
-    return Math.max(0, Math.min(RCV_BUF - pending, this.net.budget.free()));
+    return Math.max(0, Math.min(RCV_BUF - pending, Math.max(this.net.budget.free(), FLOOR_BUF - pending)));
+  }
+
+  /** A window below this is closed: the guest is told when it opens again. */
+  private windowUseful(): number {
+    return Math.min(RCV_BUF / 4, 16 * this.mss, FLOOR_BUF);
   }
 
   /** The window field for a segment we send now; moves our right edge (never to the left). */
@@ -420,7 +432,7 @@ export class TcpConnection {
     if (wnd < promised) wnd = promised;
     const field = Math.min(0xffff, Math.floor(wnd / (1 << this.rcvWscale)));
     this.rcvRightEdge = seqAdd(this.rcvNxt, field << this.rcvWscale);
-    this.windowClosed = (field << this.rcvWscale) < Math.min(RCV_BUF / 4, 16 * this.mss);
+    this.windowClosed = (field << this.rcvWscale) < this.windowUseful();
     return field;
   }
 
