@@ -292,7 +292,6 @@ export class UserNetwork implements NetBackend, TcpNetwork {
       this.udp.set(flow.key, flow);
       this.udpByPeer.set(peerKey, flow);
     }
-    flow.lastUsed = this.now();
     this.udpToGuest(flow, msg);
   }
 
@@ -425,6 +424,7 @@ export class UserNetwork implements NetBackend, TcpNetwork {
 
   private udpToGuest(flow: UdpFlow, msg: Uint8Array): void {
     if (this.closed) return;
+    flow.lastUsed = this.now();
     const e = flow.ends;
     // Datagrams that cannot make a frame within the MTU would need fragmenting: dropped.
     if (msg.length > 1500 - 28) { this.drop('UDP datagram from the host larger than the MTU'); return; }
