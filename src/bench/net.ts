@@ -8,11 +8,10 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, get as httpGet } from 'node:http';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { Vmctl, VMCTL, vmYaml } from './linux.js';
 import type { Row } from './measure.js';
-import { QemuLinux } from './qemu-linux.js';
+import { freePort, QemuLinux } from './qemu-linux.js';
 
 export const NET_MIB = Number(process.env.BENCH_NET_MIB ?? 64);
 
@@ -90,15 +89,6 @@ async function measure(run: (cmd: string) => Promise<string>, fwdPort: number): 
   const g2h = await guestToHost(bytes, fwdPort);
   const h2g = await hostToGuest(bytes, run);
   return { g2h, h2g };
-}
-
-/** A free TCP port on 127.0.0.1 (for QEMU's hostfwd, which needs a number). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const p = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
 }
 
 async function onVmctl(o: NetBenchOptions): Promise<Seconds> {

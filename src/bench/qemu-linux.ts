@@ -5,6 +5,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { QEMU, QEMU_CPU, qemuVersion } from './qemu.js';
 
@@ -27,6 +28,15 @@ export function qemuLinuxMissing(): string | null {
   if (qemuVersion() === null) return `${QEMU} is not runnable (Debian: apt-get install qemu-system-misc)`;
   if (!existsSync(OPENSBI)) return `${OPENSBI} is missing (Debian: apt-get install opensbi)`;
   return null;
+}
+
+/** A free TCP port on 127.0.0.1, for a hostfwd (which needs a number). */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const p = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return p;
 }
 
 export class QemuLinux {
