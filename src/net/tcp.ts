@@ -25,6 +25,12 @@ export const RCV_BUF = 512 * 1024;
  *  that hold the budget (a guest keeping zero windows forever, host peers that stop reading) slow
  *  the others down but never stop them. At most tcpConnections * 2 * FLOOR_BUF beyond the budget. */
 export const FLOOR_BUF = 16 * 1024;
+/** Delayed acknowledgement (RFC 9293 3.8.6.3, RFC 1122 4.2.3.2): in-order data from the guest is
+ *  acknowledged once two full-sized segments are unacknowledged, with data or a FIN toward it, or
+ *  after this long. An ACK for each small segment kept the guest's Nagle algorithm from ever
+ *  holding anything back: a program writing 1 KiB at a time (busybox nc) sent 1 KiB segments,
+ *  each with its own ACK and interrupt. */
+export const DELACK_MS = 40;
 /** Our window scale shift (RFC 7323): windows up to 4 MiB. */
 const RCV_WSCALE = 6;
 /** The MSS we announce: a 1500-byte MTU minus IPv4 and TCP headers. */
@@ -63,6 +69,8 @@ export interface TcpNetwork {
   blocked(conn: TcpConnection): void;
   /** The connection wants its acknowledgement sent at the end of the guest's transmit burst. */
   ackLater(conn: TcpConnection): void;
+  /** The connection's acknowledgement may wait: call flushAck() within DELACK_MS. */
+  delayAck(conn: TcpConnection): void;
   /** The connection is over: forget it. */
   removed(conn: TcpConnection): void;
   /** A fresh offload record for a data segment when the guest takes partial checksums, else
@@ -114,6 +122,10 @@ export class TcpConnection {
   /** The window we last advertised was small: announce it when the host socket drains. */
   private windowClosed = false;
   ackPending = false;
+  /** The acknowledgement number we last sent. */
+  private rcvAcked = 0;
+  /** The pending ACK must not be delayed (duplicate data: the guest may be recovering a loss). */
+  private quickAck = false;
 
   // Timers (absolute ms, 0 = off).
   private rtoAt = 0;
@@ -334,7 +346,7 @@ export class TcpConnection {
       let seq = seg.seq;
       if (seqLt(seq, this.rcvNxt)) {
         const dup = seqSub(this.rcvNxt, seq);
-        if (dup >= segLen) { this.ackLater(); this.afterInput(); return; } // all old: re-acknowledge
+        if (dup >= segLen) { this.quickAck = true; this.ackLater(); this.afterInput(); return; } // all old: re-acknowledge
         start += Math.min(dup, dataLen);
         seq = this.rcvNxt;
       }
@@ -368,6 +380,7 @@ export class TcpConnection {
 
   private established(): void {
     this.state = 'established';
+    this.rcvAcked = this.rcvNxt;
     this.retries = 0;
     this.rtoAt = 0;
     this.rttStart = 0;
@@ -459,8 +472,20 @@ export class TcpConnection {
   /** A segment without payload carrying our ACK and window. */
   sendAck(): void {
     if (this.state === 'connecting' || this.state === 'syn-sent') return;
-    this.ackPending = false;
+    this.ackSent();
     this.net.sendControl(buildTcp(this.spec(this.sndNxt, TCP_ACK, this.advertise())), null);
+  }
+
+  /** A segment carrying our acknowledgement of everything received went out. */
+  private ackSent(): void {
+    this.ackPending = false;
+    this.quickAck = false;
+    this.rcvAcked = this.rcvNxt;
+  }
+
+  /** The delayed acknowledgement's time is up. */
+  flushAck(): void {
+    if (this.ackPending && this.state !== 'closed') this.sendAck();
   }
 
   private sendSynAgain(): void {
@@ -497,7 +522,7 @@ export class TcpConnection {
           net.blocked(this);
           return;
         }
-        this.ackPending = false;
+        this.ackSent();
         this.sndNxt = seqAdd(seq, len);
         if (this.rttStart === 0 && seqLe(this.sentMax(), this.sndNxt)) {
           this.rttSeq = this.sndNxt;
@@ -516,7 +541,7 @@ export class TcpConnection {
           net.blocked(this);
           return;
         }
-        this.ackPending = false;
+        this.ackSent();
         this.finSent = true;
         this.finSeq = this.sndNxt;
         this.sndNxt = seqAdd(this.sndNxt, 1);
@@ -524,7 +549,9 @@ export class TcpConnection {
       }
       break;
     }
-    if (this.ackPending) this.sendAck();
+    if (!this.ackPending) return;
+    if (this.quickAck || this.guestFin || seqSub(this.rcvNxt, this.rcvAcked) >= 2 * OUR_MSS) this.sendAck();
+    else this.net.delayAck(this);
   }
 
   private maybeFinished(): void {
