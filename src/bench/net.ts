@@ -10,13 +10,15 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, get as httpGet } from 'node:http';
 import { join } from 'node:path';
 import { Vmctl, VMCTL, vmYaml } from './linux.js';
-import type { Row } from './measure.js';
+import { processCpuSeconds, type Row, type Timing } from './measure.js';
 import { freePort, QemuLinux } from './qemu-linux.js';
 
 export const NET_MIB = Number(process.env.BENCH_NET_MIB ?? 64);
 
-/** Seconds each transfer took. */
-interface Seconds { g2h: number; h2g: number }
+/** Each transfer's wall seconds, and the CPU seconds of the process running the guest and its
+ *  network (vmctl's daemon, with the VM's worker thread; QEMU) meanwhile: steadier than wall time
+ *  on a shared machine. */
+interface Figures { g2h: Timing; h2g: Timing }
 
 export interface NetBenchOptions {
   /** Folder with Image, initramfs.cpio.gz and kernel.config. */
@@ -83,15 +85,21 @@ function guestToHost(bytes: number, port: number): Promise<number> {
 
 /** Both directions: `run` types a command into the guest and returns its output; the guest's
  *  port 8080 is forwarded to the host's 127.0.0.1:`fwdPort`. */
-async function measure(run: (cmd: string) => Promise<string>, fwdPort: number): Promise<Seconds> {
+async function measure(run: (cmd: string) => Promise<string>, fwdPort: number, cpuPid: number): Promise<Figures> {
   const bytes = NET_MIB * 1048576;
   await run(`mkdir -p /tmp/www && dd if=/dev/zero of=/tmp/www/big bs=1M count=${NET_MIB} 2>/dev/null && httpd -p 8080 -h /tmp/www && echo ok`);
-  const g2h = await guestToHost(bytes, fwdPort);
-  const h2g = await hostToGuest(bytes, run);
+  const timed = async (f: () => Promise<number>): Promise<Timing> => {
+    const c0 = processCpuSeconds(cpuPid);
+    const wall = await f();
+    const c1 = processCpuSeconds(cpuPid);
+    return { wall, cpu: c0 === null || c1 === null ? null : c1 - c0 };
+  };
+  const g2h = await timed(() => guestToHost(bytes, fwdPort));
+  const h2g = await timed(() => hostToGuest(bytes, run));
   return { g2h, h2g };
 }
 
-async function onVmctl(o: NetBenchOptions): Promise<Seconds> {
+async function onVmctl(o: NetBenchOptions): Promise<Figures> {
   const dir = join(o.tmp, 'net');
   mkdirSync(dir, { recursive: true });
   const v = new Vmctl(dir);
@@ -112,35 +120,38 @@ async function onVmctl(o: NetBenchOptions): Promise<Seconds> {
       });
       if (code !== 0) throw new Error(`vmctl exec ${cmd}: exit ${code}`);
       return out;
-    }, fwdPort);
+    }, fwdPort, v.daemonPid());
   } finally {
     v.run(['daemon', 'stop'], 60_000);
   }
 }
 
-async function onQemu(o: NetBenchOptions): Promise<Seconds> {
+async function onQemu(o: NetBenchOptions): Promise<Figures> {
   const fwdPort = await freePort();
   const q = await QemuLinux.boot({ guest: o.guest, forwards: [{ proto: 'tcp', hostPort: fwdPort, guestPort: 8080 }] });
   try {
-    return await measure(async (cmd) => (await q.run(cmd, 600_000)).out, fwdPort);
+    return await measure(async (cmd) => (await q.run(cmd, 600_000)).out, fwdPort, q.pid);
   } finally {
     q.kill();
   }
 }
 
 /** Both directions on vmctl, then on QEMU: a row per direction (seconds per transfer, so the
- *  ratio is vmctl's time / QEMU's as in every other row), and the throughputs in MiB/s logged. */
+ *  ratio is vmctl's time / QEMU's as in every other row), and the throughputs in MiB/s logged
+ *  (per wall second, and per CPU second of the emulator). */
 export async function benchNet(o: NetBenchOptions): Promise<Row[]> {
-  const mibs = (s: number): string => `${(NET_MIB / s).toFixed(1)} MiB/s`;
-  const line = (s: Seconds): string => `guest->host ${mibs(s.g2h)}, host->guest ${mibs(s.h2g)}`;
+  const mibs = (t: Timing): string => `${(NET_MIB / t.wall).toFixed(1)} MiB/s${t.cpu === null || t.cpu <= 0 ? '' : ` (${(NET_MIB / t.cpu).toFixed(1)} per CPU s)`}`;
+  const line = (f: Figures): string => `guest->host ${mibs(f.g2h)}, host->guest ${mibs(f.h2g)}`;
+  const ratio = (a: number | null, b: number | null): string => (a === null || b === null || a <= 0 ? '-' : (b / a).toFixed(2));
   o.log(`  TCP through user-mode NAT, ${NET_MIB} MiB each way, 1 hart: guest->host the host fetches from the guest's httpd through a forward, host->guest the guest's wget from 10.0.2.2`);
   const v = await onVmctl(o);
   o.log(`  vmctl: ${line(v)}`);
   const q = o.qemu ? await onQemu(o) : null;
   if (q !== null) {
     o.log(`  QEMU:  ${line(q)}  (-netdev user, virtio-net-device)`);
-    o.log(`  throughput vmctl / QEMU: guest->host ${(q.g2h / v.g2h).toFixed(2)}, host->guest ${(q.h2g / v.h2g).toFixed(2)}`);
+    o.log(`  throughput vmctl / QEMU: guest->host ${ratio(v.g2h.wall, q.g2h.wall)}, host->guest ${ratio(v.h2g.wall, q.h2g.wall)}; ` +
+      `per CPU second: guest->host ${ratio(v.g2h.cpu, q.g2h.cpu)}, host->guest ${ratio(v.h2g.cpu, q.h2g.cpu)}`);
   }
-  const row = (name: string, k: keyof Seconds): Row => ({ group: 'linux network', name, vmctl: { wall: v[k], cpu: null }, qemu: q === null ? null : { wall: q[k], cpu: null } });
+  const row = (name: string, k: keyof Figures): Row => ({ group: 'linux network', name, vmctl: v[k], qemu: q === null ? null : q[k] });
   return [row(`TCP guest->host ${NET_MIB} MiB`, 'g2h'), row(`TCP host->guest ${NET_MIB} MiB`, 'h2g')];
 }

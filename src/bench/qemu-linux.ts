@@ -70,6 +70,9 @@ export class QemuLinux {
     return vm;
   }
 
+  /** QEMU's process id (for its CPU time). */
+  get pid(): number { return this.q.pid!; }
+
   /** Everything the console printed so far. */
   get console(): string { return this.text; }
 
