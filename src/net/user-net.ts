@@ -35,7 +35,7 @@ import {
   IPPROTO_TCP, IPPROTO_UDP, l4ChecksumOk, parseArp, parseIp, parseIpv4, parseTcp, parseUdp, TCP_ACK, TCP_RST, TCP_SYN,
   type Ipv4Header, type TcpHeader, type UdpHeader,
 } from './packet.js';
-import { resetFor, TcpConnection, tcpKey, type TcpNetwork, type TcpProbe } from './tcp.js';
+import { DELACK_MS, resetFor, TcpConnection, tcpKey, type TcpNetwork, type TcpProbe } from './tcp.js';
 import { FLOW_IDLE_MS, UdpFlow, udpKey } from './udp.js';
 
 export interface NetLayout {
@@ -136,6 +136,8 @@ export class UserNetwork implements NetBackend, TcpNetwork {
   private queuedBytes = 0;
   private readonly blockedConns = new Set<TcpConnection>();
   private readonly ackConns = new Set<TcpConnection>();
+  private readonly delayedAcks = new Set<TcpConnection>();
+  private delackTimer: ReturnType<typeof setTimeout> | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
   private lastSweep = 0;
   private closed = false;
@@ -202,6 +204,7 @@ export class UserNetwork implements NetBackend, TcpNetwork {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.delackTimer) clearTimeout(this.delackTimer);
     for (const c of this.tcp.values()) c.destroy();
     this.tcp.clear();
     for (const f of this.udp.values()) f.close();
@@ -292,7 +295,6 @@ export class UserNetwork implements NetBackend, TcpNetwork {
       this.udp.set(flow.key, flow);
       this.udpByPeer.set(peerKey, flow);
     }
-    flow.lastUsed = this.now();
     this.udpToGuest(flow, msg);
   }
 
@@ -425,6 +427,7 @@ export class UserNetwork implements NetBackend, TcpNetwork {
 
   private udpToGuest(flow: UdpFlow, msg: Uint8Array): void {
     if (this.closed) return;
+    flow.lastUsed = this.now();
     const e = flow.ends;
     // Datagrams that cannot make a frame within the MTU would need fragmenting: dropped.
     if (msg.length > 1500 - 28) { this.drop('UDP datagram from the host larger than the MTU'); return; }
@@ -533,10 +536,21 @@ export class UserNetwork implements NetBackend, TcpNetwork {
     this.ackConns.add(conn);
   }
 
+  delayAck(conn: TcpConnection): void {
+    this.delayedAcks.add(conn);
+    this.delackTimer ??= setTimeout(() => {
+      this.delackTimer = null;
+      if (this.closed) return;
+      for (const c of this.delayedAcks) c.flushAck();
+      this.delayedAcks.clear();
+    }, DELACK_MS);
+  }
+
   removed(conn: TcpConnection): void {
     if (this.tcp.get(conn.key) === conn) this.tcp.delete(conn.key);
     this.blockedConns.delete(conn);
     this.ackConns.delete(conn);
+    this.delayedAcks.delete(conn);
   }
 
   offload(): FrameOffload | null {

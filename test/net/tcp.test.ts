@@ -6,7 +6,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../../src/net/packet.js';
 import { UserNetwork } from '../../src/net/user-net.js';
-import { OUR_MSS, RCV_BUF, SND_BUF } from '../../src/net/tcp.js';
+import { DELACK_MS, OUR_MSS, RCV_BUF, SND_BUF } from '../../src/net/tcp.js';
 import { FakeGuest, GATEWAY, GUEST_IP, sleep, type Delivered } from './fake-guest.js';
 
 const cleanups: (() => void)[] = [];
@@ -93,6 +93,35 @@ describe('TCP through the user-mode network', () => {
     guest.tcp({ dst: GATEWAY, dport: port, sport: 40000, seq: seq + 11, ack: ack + 12, flags: TCP_ACK });
     await sleep(50);
     expect(net.stats().tcp).toBeLessThanOrEqual(1); // lingering for a retransmitted FIN at most
+  });
+
+  it('delayed ACK: a small segment is acknowledged after DELACK_MS (or with data), two full-sized ones at once, a duplicate at once', async () => {
+    const { guest } = network();
+    let host!: Socket;
+    const { port } = await hostServer((s) => { host = s; });
+    const { seq, ack } = await open(guest, port, 40005);
+    const acks = (): Delivered[] => guest.take().filter((d) => d.tcp !== null && d.tcp.dstPort === 40005);
+    // A 1 KiB write: no ACK at the end of the burst; one within DELACK_MS (the guest's Nagle
+    // algorithm holds its next small write back meanwhile).
+    guest.tcp({ dst: GATEWAY, dport: port, sport: 40005, seq, ack, flags: TCP_ACK | TCP_PSH, data: Buffer.alloc(1024, 1) });
+    expect(acks()).toEqual([]);
+    const late = await guest.waitFor((d) => d.tcp !== null && d.tcp.ack === seq + 1024, DELACK_MS * 20, 'the delayed ACK');
+    expect(late.data.length).toBe(0);
+    // Two full-sized segments in one burst: acknowledged at once.
+    guest.tcp({ dst: GATEWAY, dport: port, sport: 40005, seq: seq + 1024, ack, flags: TCP_ACK, data: Buffer.alloc(OUR_MSS, 2) });
+    guest.tcp({ dst: GATEWAY, dport: port, sport: 40005, seq: seq + 1024 + OUR_MSS, ack, flags: TCP_ACK, data: Buffer.alloc(OUR_MSS, 3) });
+    expect(acks().map((d) => d.tcp!.ack)).toContain(seq + 1024 + 2 * OUR_MSS);
+    // A segment it already acknowledged (the guest missed our ACK): acknowledged again at once.
+    guest.tcp({ dst: GATEWAY, dport: port, sport: 40005, seq, ack, flags: TCP_ACK, data: Buffer.alloc(1024, 1) });
+    expect(acks().map((d) => d.tcp!.ack)).toContain(seq + 1024 + 2 * OUR_MSS);
+    // A small segment the host answers: the answer acknowledges it (riding on it when it comes
+    // within DELACK_MS).
+    host.once('data', () => host.write('answer'));
+    const next = seq + 1024 + 2 * OUR_MSS;
+    guest.tcp({ dst: GATEWAY, dport: port, sport: 40005, seq: next, ack, flags: TCP_ACK | TCP_PSH, data: Buffer.from('question') });
+    const answer = await guest.waitFor((d) => d.data.length > 0, DELACK_MS * 20, 'the answer');
+    expect(answer.tcp!.ack).toBe(next + 8);
+    expect(Buffer.from(answer.data).toString()).toBe('answer');
   });
 
   it('a closed host port answers the SYN with a reset (connection refused)', async () => {
