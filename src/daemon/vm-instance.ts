@@ -15,6 +15,7 @@ import { formatSize } from '../config/units.js';
 import { imageInfo, lockDiskChains } from '../disk/image.js';
 import { canonicalImagePath, type DiskLock } from '../disk/lock.js';
 import { FileRefused, readRegular } from '../host/regular-file.js';
+import { holdAt } from '../host/test-hold.js';
 import { isActiveState, ProtocolFailure, type DiskInfo, type MemoryInfo, type PortInfo, type PowerInfo, type StopPath, type VmFigures, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { FromWorker, MemoryFigures, ToWorker, WorkerInit } from '../vm/messages.js';
 import { isTempFileFor, renameIntoPlace, tempPathFor, writeFileAtomic } from './atomic.js';
@@ -749,6 +750,7 @@ export class VmInstance {
         throw new ProtocolFailure('Internal', `VM ${this.name} could not be saved: ${r.message}`);
       }
       renameIntoPlace(tmp, file);
+      await holdAt('save-before-record');
       this.persisted.savedState = { bytes: r.bytes, savedAt: new Date().toISOString() };
       this.save();
       this.env.log(`vm ${this.name}: state saved to ${file} (${r.bytes} bytes in ${Math.round(r.ms)} ms)`);
@@ -1056,6 +1058,7 @@ export class VmInstance {
           if (s === 'saved') return tree.finishTake(tmp, tree.linkState(this.savedStatePath(), tmp), null);
           return tree.finishTake(null, 0, null);
         }
+        await holdAt('take-before-switch');
         const r = this.replies(['snapshotTaken', 'snapshotFailed', 'stateWritten', 'stateFailed']);
         try {
           this.send({ type: 'snapshot', statePath: tmp, disks: switches });

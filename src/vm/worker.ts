@@ -7,7 +7,7 @@
 import { pathToFileURL } from 'node:url';
 import { parentPort } from 'node:worker_threads';
 import { MachineStateMismatch, VirtMachine } from '../board/virt.js';
-import { readMachineState, StateFileError } from './machine-state.js';
+import { readMachineState, StateFileError, type HostSideState } from './machine-state.js';
 import { collectGarbage } from './collect-garbage.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
 import { VmNetworks } from './networks.js';
@@ -46,12 +46,14 @@ async function host(init: WorkerInit): Promise<void> {
   const networks = init.mode === 'run' ? new VmNetworks((m) => batcher.log(m), init.switchPorts) : null;
   if (networks) batcher.openNic = (i, nic) => networks.open(i, nic);
   let machine: VirtMachine;
+  let restoredHost: HostSideState = {};
   try {
     const threads = init.mode === 'run' ? hartThreads(init.hartWorkerPath ? pathToFileURL(init.hartWorkerPath) : undefined, init.cpu) : undefined;
     // Hart 0 runs here: its CPU allowance is this thread's.
     gate = init.mode === 'run' && init.cpu ? new SlotGate(new CpuSlots(init.cpu.slots), init.cpu.slot[0]) : undefined;
     if (init.restoreFrom !== undefined) {
-      const { state } = await readMachineState(init.restoreFrom);
+      const { state, host: h } = await readMachineState(init.restoreFrom);
+      restoredHost = h;
       machine = VirtMachine.restore(init.config, batcher, state, threads, gate);
     } else {
       machine = VirtMachine.create(init.config, batcher, threads, gate);
@@ -78,6 +80,8 @@ async function host(init: WorkerInit): Promise<void> {
     ended();
     return;
   }
+  // The restored guest's connections through the NAT are gone with the machine that was saved.
+  if (restoredHost.nat) networks.resetRestored(restoredHost.nat);
   const loop = new RunLoop(machine, batcher, post, () => {
     hosting = null;
     closeGate();
@@ -85,7 +89,7 @@ async function host(init: WorkerInit): Promise<void> {
     // thread's heap is collected, which an idle thread would not do by itself. After this turn
     // nothing refers to the machine any more.
     setImmediate(collectGarbage);
-  }, init.vmctlVersion, collectGarbage);
+  }, init.vmctlVersion, collectGarbage, () => ({ nat: networks.connections() }));
   hosting = { loop, networks };
   batcher.onWake = () => loop.wake();
   post({ type: 'ready' });
