@@ -22,6 +22,7 @@ import { isTempFileFor, renameIntoPlace, tempPathFor, writeFileAtomic } from './
 import type { Scheduler } from './scheduler.js';
 import type { VmThreads } from './vm-threads.js';
 import { SerialLog } from './serial-log.js';
+import { ConsoleHistory } from './console-history.js';
 import { SnapshotTree, type Snapshot } from './snapshots.js';
 
 export interface PersistedState {
@@ -94,8 +95,7 @@ export class VmInstance {
   private diskLocks: DiskLock[] = [];
   private serial: SerialLog | null = null;
   /** Console output of the current boot (tail), for `wait --for-console` and `start --wait-for`. */
-  private history: Buffer[] = [];
-  private historySize = 0;
+  private readonly history: ConsoleHistory;
   private stopping = false;
   /** Set by powerOff(): a stop that was waiting for the guest reports a power-off instead. */
   private poweredOff = false;
@@ -134,7 +134,9 @@ export class VmInstance {
     readonly dir: string,
     readonly persisted: PersistedState,
     private readonly env: InstanceEnv,
-  ) {}
+  ) {
+    this.history = new ConsoleHistory(env.consoleHistoryBytes);
+  }
 
   /** The VM's snapshots (snapshots.json, read when first needed). */
   get tree(): SnapshotTree {
@@ -329,7 +331,7 @@ export class VmInstance {
   }
 
   consoleHistory(): Buffer {
-    return Buffer.concat(this.history);
+    return this.history.contents();
   }
 
   machineConfig(): MachineConfig {
@@ -452,8 +454,7 @@ export class VmInstance {
     if (!resuming) p.bootId += 1;
     p.startedAt = new Date().toISOString();
     p.lastError = null;
-    this.history = [];
-    this.historySize = 0;
+    this.history.clear();
     this.stopping = false;
     this.poweredOff = false;
     this.serialErrors = 0;
@@ -655,11 +656,7 @@ export class VmInstance {
       // Once per boot in the log (a full disk would otherwise log every chunk); counted at the end.
       if (this.serialErrors++ === 0) this.env.log(`vm ${this.name}: writing serial.log failed: ${(e as Error).message}`);
     }
-    this.history.push(data);
-    this.historySize += data.length;
-    while (this.historySize > this.env.consoleHistoryBytes && this.history.length > 1) {
-      this.historySize -= this.history.shift()!.length;
-    }
+    this.history.append(data);
     this.listener({ event: 'console', data: { bootId, data: data.toString('base64') } });
   }
 
