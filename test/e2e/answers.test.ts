@@ -125,6 +125,6 @@ describe('create and info', () => {
     writeFileSync(f, `name: two\ncpus: 2\nmemory: 32MiB\nboot:\n  kernel: ${join(DEMO, 'loop.elf')}\n`);
     expect(await h.ok(['validate', '-f', f])).toContain('(VM two: 2 cpus, 32MiB, 0 disks, 1 NIC)');
     expect(await h.ok(['create', '-f', f])).toBe('Created VM two (2 cpus, 32MiB), state stopped\n');
-    expect(await h.ok(['info', 'two'])).toMatch(/\nCPUs: +2\n/);
+    expect(await h.ok(['info', 'two'])).toMatch(/\nCPUs: +2, shares 100, cap 100%\n/);
   });
 });
