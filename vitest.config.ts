@@ -1,8 +1,9 @@
 import { configDefaults, defineConfig } from 'vitest/config';
 
-// Tests that compare the guest's speed in two configurations (4 harts against 1) need the host's
-// cores to themselves: they run in a group of their own, after every other test file has ended
-// (sequence.groupOrder), so no other file's guests share the cores meanwhile.
+// `npm test` runs the project `vmctl`. The Linux 4-harts-against-1 speed-up (issue 12) is a
+// measurement, not a check of behaviour: it depends on the host's free cores, so it is not part of
+// `npm test` (whose files run two at a time beside each other) but of `npm run test:smp`, which
+// runs it alone (also after the others when both projects are run: sequence.groupOrder).
 const ALONE = ['test/e2e/linux-smp.test.ts'];
 
 export default defineConfig({
@@ -13,7 +14,7 @@ export default defineConfig({
     hookTimeout: 120_000,
     projects: [
       { extends: true, test: { name: 'vmctl', include: ['test/**/*.test.ts'], exclude: [...configDefaults.exclude, ...ALONE] } },
-      { extends: true, test: { name: 'alone', include: ALONE, sequence: { groupOrder: 1 } } },
+      { extends: true, test: { name: 'smp', include: ALONE, sequence: { groupOrder: 1 } } },
     ],
   },
 });
