@@ -38,6 +38,8 @@ describe('a VM worker blocked in the host', () => {
     await ok(['start', 'other']);
     await ok(['start', 'stuck']);
     expect(existsSync(join(h.home, 'stuck.img.lock'))).toBe(true);
+    await until(() => existsSync(`${fifo}.blocked`), 60_000, 'the stuck VM\'s thread blocking');
+    await new Promise((r) => setTimeout(r, 200)); // from the marker into the blocking open
 
     const stop = await h.run(['stop', 'stuck', '--force'], { timeoutMs: 30_000, env: { VMCTL_NO_AUTOSTART: '1' } });
     expect(stop.code, stop.stderr).toBe(0);
