@@ -182,7 +182,7 @@ function networkDefinition(v: VmFile, ctx: ReadContext, warnings: string[], ball
   n.nics.forEach((f, i) => {
     const where = `network[${i}]`;
     if (!ctx.ok(where)) return;
-    if (v.disks.length + i >= VIRTIO_COUNT) {
+    if (virtioSlotsNeeded(v.disks.length, i + 1, false) > VIRTIO_COUNT) {
       fail(where, `${where}: no virtio slot left for this NIC: ${v.disks.length} disks and ${n.nics.length} NIC${n.nics.length === 1 ? '' : 's'}; the board has ${VIRTIO_COUNT} slots`);
     }
     if (f.mac !== undefined) {
