@@ -15,10 +15,18 @@ const FINISH = `
 1: j 1b
 `;
 
-/** Loads `source` (flag: a doubleword the loop waits on) on a fresh one-hart machine. */
-function load(source: string): { m: Mini; flag: number } {
+/** Loads a program (`body` after `la a0, flag`; flag: two doublewords, zero, that a loop waits
+ *  on or works on) on a fresh one-hart machine. */
+function load(body: string): { m: Mini; flag: number } {
   const m = makeMachine();
-  const elf = buildAsm(source);
+  const elf = buildAsm(`
+.globl _start
+_start:
+  la a0, flag
+${body}
+.balign 8
+flag: .dword 0, 0
+`);
   m.harts[0].setPc(loadElf(m.mem, elf));
   // the flag's address: the program puts it in a0 first (la a0, flag); run up to there
   const h = m.harts[0];
@@ -37,10 +45,17 @@ function slices(m: Mini, n: number, done: () => boolean = () => false): number[]
   return out;
 }
 
+/** A loop that does work: counts t0 down from `n`, then finishes. */
+const countdown = (n: number): string => `
+  li t0, ${n}
+count:
+  ld t1, 0(a0)
+  addi t0, t0, -1
+  bnez t0, count
+${FINISH}
+`;
+
 const WFI_LOOP = `
-.globl _start
-_start:
-  la a0, flag
   li t0, 8
   csrw mie, t0          # MSIE
   csrci mstatus, 8      # MIE = 0: a pending MSIP is never taken
@@ -49,14 +64,9 @@ loop:
   ld t1, 0(a0)
   beqz t1, loop
 ${FINISH}
-.balign 8
-flag: .dword 0
 `;
 
 const SPIN_LOOP = `
-.globl _start
-_start:
-  la a0, flag
   li t0, 1
 spin:
   ld t1, 0(a0)
@@ -64,8 +74,6 @@ spin:
   nop
   bne t0, t1, spin
 ${FINISH}
-.balign 8
-flag: .dword 0
 `;
 
 describe('a hart waiting for memory reports polling', () => {
@@ -123,19 +131,7 @@ describe('a hart waiting for memory reports polling', () => {
   });
 
   test('a loop that changes a register each time round (a countdown) never polls', () => {
-    const { m } = load(`
-.globl _start
-_start:
-  la a0, flag
-  li t0, 200000
-count:
-  ld t1, 0(a0)
-  addi t0, t0, -1
-  bnez t0, count
-${FINISH}
-.balign 8
-flag: .dword 0
-`);
+    const { m } = load(countdown(200_000));
     const h = m.harts[0];
     h.smp = true;
     const ran = slices(m, 50);
@@ -149,15 +145,10 @@ flag: .dword 0
   for (const [what, insn, adds] of [['an AMOADD with rd = x0', 'amoadd.d zero, t1, (a0)', 1], ['a plain store', 'sd t1, 8(a0)', 0]] as const) {
     test(`a loop whose registers never change but that writes memory (${what}) never polls`, () => {
       const { m, flag } = load(`
-.globl _start
-_start:
-  la a0, flag
   li t1, 1
 work:
   ${insn}
   j work
-.balign 8
-flag: .dword 0, 0
 `);
       const h = m.harts[0];
       h.smp = true;
@@ -172,19 +163,7 @@ flag: .dword 0, 0
   }
 
   test('a working loop is probed less and less often (the probe steps instruction by instruction)', () => {
-    const { m } = load(`
-.globl _start
-_start:
-  la a0, flag
-  li t0, 4000000
-count:
-  ld t1, 0(a0)
-  addi t0, t0, -1
-  bnez t0, count
-${FINISH}
-.balign 8
-flag: .dword 0
-`);
+    const { m } = load(countdown(4_000_000));
     const h = m.harts[0];
     h.smp = true;
     const probe = h as unknown as { spinProbe(): number };
@@ -202,9 +181,6 @@ flag: .dword 0
 
   test('a loop whose only change is in an FP register never polls', () => {
     const { m } = load(`
-.globl _start
-_start:
-  la a0, flag
   li t0, 0x2000
   csrs mstatus, t0      # FS = Initial
   .word 0xf20000d3       # fmv.d.x f1, zero
@@ -215,8 +191,6 @@ fp:
   .word 0x0220f0d3       # fadd.d f1, f1, f2 (the harness assembles without D)
   beqz t1, fp
 ${FINISH}
-.balign 8
-flag: .dword 0
 `);
     const h = m.harts[0];
     h.smp = true;
