@@ -33,6 +33,8 @@ import {
 const SLICE = 20_000;
 /** A hart thread waiting for the machine's thread looks at the machine's state this often. */
 const POLL_MS = 50;
+/** How long a hart rests when its guest polls (Hart.polling: waits for another hart), unless woken. */
+export const POLLING_REST_MS = 1;
 const TWO32 = 4294967296;
 
 /** What a hart thread is started with (structured-clonable: it crosses to the thread). */
@@ -97,11 +99,12 @@ export type StartHartThread = (init: HartThreadInit) => HartThreadHandle;
 // =============================================================================================
 // Both sides
 
-/** Applies the requests other harts posted to `hart` (it is not executing guest code now). */
-function applyRequests(ctl: HartControl, hart: Hart): void {
+/** Applies the requests other harts posted to `hart` (it is not executing guest code now); returns
+ *  their bits (0: none). */
+function applyRequests(ctl: HartControl, hart: Hart): number {
   const id = hart.hartId;
   const bits = ctl.takeRequests(id, REQ_SSIP | REQ_FENCE_I | REQ_SFENCE | REQ_START);
-  if (bits === 0) return;
+  if (bits === 0) return 0;
   if (bits & REQ_FENCE_I) remoteFence(hart, true);
   if (bits & REQ_SFENCE) remoteFence(hart, false);
   if (bits & REQ_SSIP) raiseSsip(hart);
@@ -112,6 +115,7 @@ function applyRequests(ctl: HartControl, hart: Hart): void {
     ctl.store(id, HSM, HSM_STARTED);
   }
   ctl.requestsDone(id);
+  return bits;
 }
 
 /**
@@ -325,9 +329,11 @@ export class SmpHost {
     Atomics.notify(c.words, c.at(h, RESP_SEQ));
   }
 
-  /** A device drove interrupt line `bit` of hart `h` (h >= 1). */
+  /** A device drove interrupt line `bit` of hart `h` (h >= 1). Raising a line already up (an IPI
+   *  to a hart whose MSIP is still set) wakes the hart too: a hart polling with WFI (Hart.polling)
+   *  may be resting until exactly that IPI's message. */
   setLine(h: number, bit: number, level: boolean): void {
-    if (this.control.setLine(h, bit, level)) this.control.wake(h);
+    if (this.control.setLine(h, bit, level) || level) this.control.wake(h);
   }
 
   /** Hart 0's turn: serve forwarded accesses and apply what other harts asked of it. */
@@ -438,6 +444,9 @@ export class HartThread {
   private readonly link: MachineLink;
   private lines = 0;
   private idle = false;
+  /** The WAKE word just before the hart's last slice: a wake that came during the slice ends the
+   *  rest of a polling hart (see run). */
+  private wakeBeforeSlice = 0;
 
   constructor(init: HartThreadInit, private readonly gate: CpuGate | null = null) {
     const id = init.hartId;
@@ -492,8 +501,7 @@ export class HartThread {
       }
       const seen = c.load(id, WAKE);
       c.store(id, RUNNING, 1);
-      this.takeLines();
-      applyRequests(c, h);
+      const arrived = this.takeLines() | applyRequests(c, h);
       if (h.halted || h.waiting || h.stopRequested) {
         c.store(id, RUNNING, 0);
         if (!this.idle) { this.idle = true; this.gate?.idle(true); }
@@ -506,6 +514,17 @@ export class HartThread {
         if (h.waiting && !h.halted) h.run(1); // lets Sstc's timer (if due) end the wait
         continue;
       }
+      if (h.polling) {
+        // The guest waits for another hart (Hart.polling): rest a moment instead of spinning a
+        // host core, unless a line or request came since the hart last ran (the wake that went
+        // with it moved WAKE past wakeBeforeSlice, even if it came during that slice); anything
+        // sent to the hart ends the rest.
+        c.store(id, RUNNING, 0);
+        if (arrived === 0) c.sleep(id, this.wakeBeforeSlice, POLLING_REST_MS);
+        h.polling = false;
+        continue;
+      }
+      this.wakeBeforeSlice = seen;
       const gate = this.gate;
       if (gate !== null) {
         if (this.idle) { this.idle = false; gate.idle(false); }
@@ -520,13 +539,14 @@ export class HartThread {
     }
   }
 
-  /** Copies changed interrupt lines into the hart. */
-  private takeLines(): void {
+  /** Copies changed interrupt lines into the hart; returns the bits that changed. */
+  private takeLines(): number {
     const v = this.ctl.load(this.hart.hartId, LINES);
     const changed = v ^ this.lines;
-    if (changed === 0) return;
+    if (changed === 0) return 0;
     this.lines = v;
     for (let bit = 0; bit < 12; bit++) if ((changed >>> bit) & 1) this.hart.setInterruptLevel(bit, ((v >>> bit) & 1) !== 0);
+    return changed;
   }
 
   /** With the builtin SBI nothing may trap into M-mode (see VirtMachine.builtinTrapped). */

@@ -45,7 +45,7 @@ import { loadImage, LoadError, type LoadedImage } from './loader.js';
 import { fdtLoadAddress, initrdLoadAddress, kernelLoadAddress } from './boot-layout.js';
 import { Htif } from './htif.js';
 import { BuiltinSbi } from './sbi/builtin-sbi.js';
-import { SharedHarts, SmpHost, type CpuGate, type StartHartThread } from './smp.js';
+import { POLLING_REST_MS, SharedHarts, SmpHost, type CpuGate, type StartHartThread } from './smp.js';
 import { HSM, HSM_STARTED, HSM_STOPPED } from './hart-control.js';
 import {
   BOOT_ROM_BASE, BOOT_ROM_SIZE, CLINT_BASE, CLINT_SIZE, DRAM_BASE, KERNEL_BASE_WITH_FIRMWARE, MAX_CPUS,
@@ -567,7 +567,7 @@ export class VirtMachine {
             gate.ran(performance.now() - t0);
           } else left -= h.run(left < SLICE ? left : SLICE);
           if (this.sbi !== null && h.mode === 3) this.builtinTrapped(h);
-          if (!h.waiting && !h.halted) active++;
+          if (!h.waiting && !h.halted && !h.polling) active++;
         }
         this.nextHart = (this.nextHart + 1) % n;
         if (this.halted) return 'halted';
@@ -597,7 +597,7 @@ export class VirtMachine {
   }
 
   private anyHartRunnable(): boolean {
-    for (const h of this.harts) if (!h.halted && !h.waiting) return true;
+    for (const h of this.harts) if (!h.halted && !h.waiting && !h.polling) return true;
     return false;
   }
 
@@ -614,6 +614,8 @@ export class VirtMachine {
       if (s < Infinity) t = Math.min(t, this.clock.msUntil(s));
     }
     t = Math.min(t, this.rtc.msUntilAlarm());
+    // A hart that waits for another (Hart.polling) rests a moment, then runs again, as on a hart thread.
+    for (const h of this.harts) if (h.polling && !h.halted) t = Math.min(t, POLLING_REST_MS);
     if (this.clockPaused && t !== 0) return Infinity;
     return t;
   }

@@ -7,7 +7,8 @@
 //     ReservationSet per machine and passes it to every hart (LR/SC across harts, see reservations.ts).
 //   run(maxInstructions): number   retired instructions; returns early when the hart waits in WFI
 //                                  with nothing pending (`waiting`), is `halted`, or `stopRequested`
-//                                  is set (the caller clears stopRequested).
+//                                  is set (the caller clears stopRequested); or when the guest polls
+//                                  with WFI (`polling`: the caller may rest the host core a moment).
 //   pc (number; Sv39 addresses are sign-extended, so kernel addresses are negative numbers),
 //   setPc(pc), setX(i, v), getX(i) -> bigint (unsigned 64-bit), xlo/xhi (Int32Array halves, x0..x31),
 //   mode (0 U, 1 S, 3 M), instret (number), flushTlb(),
@@ -86,6 +87,20 @@ const TLB_MASK = TLB_SIZE - 1;
 const TLB_INVALID = 1;
 /** Maximum instructions per block (interrupt/timer latency bound). */
 const SLICE = 8192;
+/** WFIs in a row that complete at once, with no interrupt taken in between, before run() reports
+ *  the hart `polling`. One such WFI is ordinary (Linux's idle loop executes WFI with interrupts
+ *  masked and takes the interrupt just after); a loop of them is a wait for memory. */
+const WFI_POLLS = 16;
+/** A hart whose slices keep ending within SPIN_SPAN bytes of code (see spinProbe) is stepped for
+ *  at most SPIN_STEPS instructions to see whether it spins. */
+const SPIN_SPAN = 64;
+const SPIN_STEPS = 64;
+/** A probe that finds work (not a spin) skips the next 1, 2, 4 … SPIN_BACKOFF_MAX suspect slices
+ *  of the same stretch of code: probing every slice of a hot loop cost its hart 4-5% (bench,
+ *  interp on a hart with `smp`). */
+const SPIN_BACKOFF_MAX = 64;
+/** The registers a spin probe started from. */
+const SPIN_REGS = new Int32Array(64 + 64);
 
 const ACC_READ = 0, ACC_WRITE = 1, ACC_FETCH = 2;
 const PAGE_FAULT = [EXC_LOAD_PAGE, EXC_STORE_PAGE, EXC_INSN_PAGE];
@@ -180,6 +195,35 @@ export class Hart {
   /** @internal set when a device changed an interrupt line (read by translated loops too). */
   linesChanged = false;
   waiting = false;
+  /**
+   * Set by run() when it returned because the guest polls, waiting for another hart (or a device)
+   * to change memory or raise an interrupt:
+   * - WFI keeps completing at once (an interrupt is pending in mip & mie that the hart does not
+   *   take, being masked by mstatus, so WFI may not wait: priv spec 3.3.3), WFI_POLLS times in a
+   *   row with no interrupt taken between. OpenSBI 1.1's secondary harts do that until Linux
+   *   starts them: they wait in sbi_hsm_hart_wait with the coldboot IPI (MSIP) still pending.
+   * - or, on a hart of a machine whose harts run on several threads (`smp`), the hart spins: a
+   *   loop that comes back to the same pc with every register unchanged, writing neither memory
+   *   nor a CSR on the way (spinProbe), for at least two slices of the caller, e.g. OpenSBI's
+   *   _wait_for_boot_hart or a spinlock whose holder is not running.
+   * A hart on a thread of its own would spin a host core there, taking it from the hart it waits
+   * for on a host with fewer free cores than harts. The caller may rest the host core a moment
+   * (as a hypervisor does on a pause-loop exit), ending the rest early when something is sent to
+   * the hart (a store by another hart does not end it: the rest must be short); run() clears it.
+   * Architecturally nothing changes: the hart runs its loop later, and a loop that reads a device
+   * register or the time goes on after each rest.
+   */
+  polling = false;
+  /** WFIs in a row that completed at once (see polling). */
+  private wfiPolls = 0;
+  /** pc at the end of the last run() (a spin shows as slices that end in the same few bytes). */
+  private spinPc = NaN;
+  private spinMode = -1;
+  /** The last two runs of a whole budget ended within SPIN_SPAN bytes: probe at the next one. */
+  private spinSuspect = false;
+  /** Suspect slices still to skip, and the next skip (see SPIN_BACKOFF_MAX). */
+  private spinSkip = 0;
+  private spinGap = 1;
   halted = false;
   stopRequested = false;
   ecallHook: ((hart: Hart) => boolean) | null = null;
@@ -272,6 +316,7 @@ export class Hart {
   setInterruptLevel(bit: number, level: boolean): void {
     const m = 1 << bit;
     this.mipLines = level ? this.mipLines | m : this.mipLines & ~m;
+    this.polling = false; // a device or another hart drove a line (an IPI, even to a line already up): look again
     this.updateMip();
     // A device store of this hart (CLINT msip/mtimecmp, PLIC) may have raised it: end the block
     // after that store so that the interrupt is taken at once, as on hardware.
@@ -288,6 +333,7 @@ export class Hart {
     this.setX(11, opaque);
     this.halted = false;
     this.waiting = false;
+    this.wfiPolls = 0;
     this.flushTlb();
   }
 
@@ -506,7 +552,16 @@ export class Hart {
 
   run(maxInstructions: number): number {
     let left = maxInstructions, retired = 0;
-    while (left > 0) {
+    this.polling = false;
+    let spun = false, probed = false;
+    if (this.spinSuspect && left > 2 * SPIN_STEPS) {
+      this.spinSuspect = false;
+      probed = true;
+      retired = this.spinProbe();
+      left -= retired;
+      spun = this.polling;
+    }
+    while (left > 0 && !spun) {
       if (this.halted || this.stopRequested) break;
       this.linesChanged = false;
       if (this.stce()) this.updateTimer();
@@ -520,9 +575,80 @@ export class Hart {
       this.blockN = 0; // (set by a CSR access inside the block; readCsr from outside counts none)
       retired += n;
       left -= n === 0 ? 1 : n;
+      if (this.polling) break;
     }
+    if (this.smp) this.noteSliceEnd(left <= 0, probed, spun);
     if (this.instret >= this.hotWindowEnd) { this.hotWindowEnd = this.instret + REGION_WINDOW; this.hot2.fill(0); }
     return retired;
+  }
+
+  /** After a run of a hart with `smp`: decides whether the next run starts with a spin probe.
+   *  `whole`: the run used its whole budget; `probed`/`spun`: it began with a probe, which found a
+   *  spin. */
+  private noteSliceEnd(whole: boolean, probed: boolean, spun: boolean): void {
+    const pc = this.pc, d = pc - this.spinPc;
+    const near = whole && d > -SPIN_SPAN && d < SPIN_SPAN && this.mode === this.spinMode;
+    this.spinPc = pc; this.spinMode = this.mode;
+    if (spun) { this.spinSuspect = true; this.spinGap = 1; return; } // still spinning after a rest: probe again at once
+    this.spinSuspect = false;
+    if (!near) { this.spinSkip = 0; this.spinGap = 1; return; }
+    if (probed) { // the loop works: probe it again less and less often
+      this.spinSkip = this.spinGap;
+      if (this.spinGap < SPIN_BACKOFF_MAX) this.spinGap *= 2;
+      return;
+    }
+    if (this.spinSkip > 0) this.spinSkip--;
+    else this.spinSuspect = true;
+  }
+
+  /** Steps the hart (at most SPIN_STEPS instructions, one block each) until it comes back to the
+   *  pc it started at: when every integer and FP register is as it was then, and nothing on the
+   *  way wrote memory or a CSR or called the firmware (writesState), the loop only waits for
+   *  memory to change, and the hart is `polling`. Returns the instructions retired. */
+  private spinProbe(): number {
+    const xl = this.xlo, xh = this.xhi, f = this.fregs, r = SPIN_REGS;
+    const pc = this.pc, mode = this.mode;
+    for (let i = 0; i < 32; i++) { r[i] = xl[i]; r[32 + i] = xh[i]; }
+    r.set(f, 64);
+    let retired = 0;
+    for (let k = 0; k < SPIN_STEPS; k++) {
+      if (this.halted || this.stopRequested || this.waiting) return retired;
+      if ((this.mip & this.mie) !== 0 && this.checkInterrupts()) return retired;
+      const at = this.pc;
+      const n = this.execBlock(1);
+      this.instret += n;
+      this.blockN = 0;
+      retired += n;
+      if (n === 0 || this.mode !== mode || this.writesState(at)) return retired;
+      if (this.pc !== pc) continue;
+      for (let i = 1; i < 32; i++) if (xl[i] !== r[i] || xh[i] !== r[32 + i]) return retired;
+      for (let i = 0; i < 64; i++) if (f[i] !== r[64 + i]) return retired;
+      this.polling = true;
+      return retired;
+    }
+    return retired;
+  }
+
+  /** Does the instruction just executed at `at` (in the current fetch page, where the step fetched
+   *  it) change state outside the registers: a store, an AMO or SC, a CSR write, an ECALL/EBREAK,
+   *  an xRET? Such a loop may be working (an AMOADD counter with rd = x0), not waiting. Anything
+   *  it cannot read back counts as a write. */
+  private writesState(at: number): boolean {
+    const d = at - this.fVa;
+    if (!(d >= 0 && d <= 4092)) return true;
+    const i = this.fOff + (d >> 1), v = this.fView;
+    let raw = v[i];
+    if ((raw & 3) === 3) raw |= v[i + 1] << 16; else raw = CEXP[raw];
+    switch (raw & 0x7f) {
+      case 0x23: case 0x27: return true; // STORE, STORE-FP
+      case 0x2f: return (raw >>> 27) !== 2; // AMO: all but LR write
+      case 0x73: {
+        const f3 = (raw >>> 12) & 7;
+        if (f3 === 0) return raw !== 0x10500073; // WFI only; ECALL, EBREAK, xRET, SFENCE.VMA
+        return (f3 & 3) === 1 || ((raw >>> 15) & 31) !== 0; // CSRRW[I], or CSRRS/C[I] with rs1/uimm != 0
+      }
+      default: return false;
+    }
   }
 
   /** Takes the highest-priority pending and enabled interrupt, if any (priv spec 3.1.9). */
@@ -538,6 +664,7 @@ export class Hart {
       if (sPend !== 0 && sEnabled) take = sPend;
     }
     if (take === 0) return false;
+    this.wfiPolls = 0;
     for (const irq of IRQ_ORDER) {
       if ((take >>> irq) & 1) { this.trap(irq, true, 0, 0); return true; }
     }
@@ -1000,7 +1127,8 @@ export class Hart {
       if (insn === 0x10500073) { // WFI (priv spec 3.3.3; TW)
         if (this.mode === 0 || (this.mode === 1 && (this.mstatus & MS_TW) !== 0)) return this.illegal(raw);
         this.pc += ilen;
-        if ((this.mip & this.mie) === 0) this.waiting = true;
+        if ((this.mip & this.mie) === 0) { this.waiting = true; this.wfiPolls = 0; }
+        else if (++this.wfiPolls >= WFI_POLLS) this.polling = true;
         return 1;
       }
       if ((insn & 0xfe007fff) === 0x12000073) { // SFENCE.VMA
