@@ -205,6 +205,10 @@ export class Hart {
   /** Second-tier hotness (see REGION_THRESHOLD), counted over windows of REGION_WINDOW instructions:
    *  only code that stays hot is worth a region. */
   private readonly hot2 = new Uint16Array(1 << 14);
+  /** Block starts the interpreter has run (taken and not-taken branch outcomes, jump targets, exits
+   *  of translated code), hashed as `hot` is: a region takes in only code that has run
+   *  (compileRegion's `seen`). A collision only lets in a block that has not run. */
+  private readonly seen = new Uint8Array(1 << 14);
   private hotWindowEnd = 0;
   /** Other harts run on other threads over the same RAM: aligned doublewords are then read and
    *  written in one 64-bit access (the Float64Array views), so that no hart sees one torn (RVWMO
@@ -338,7 +342,8 @@ export class Hart {
     if (code === undefined) { code = new PageCode(); this.pageCode.set(pn, code); }
     this.fCode = code;
     const t0 = performance.now();
-    const r = compileRegion(view, base, off, full, this.smp);
+    const seen = this.seen, hash = (pn & 7) << 11;
+    const r = compileRegion(view, base, off, full, this.smp, (o) => seen[hash | (o >> 1)] !== 0);
     this.jitStats.compileMs += performance.now() - t0;
     if (r === null) {
       const old = code.blocks[slot];
@@ -347,6 +352,11 @@ export class Hart {
       return code;
     }
     if (full) { this.regionsCompiled++; this.jitStats.regions++; } else this.jitStats.loops++;
+    // A dry run through its exit sequence (no case at -1): a function first optimized while it
+    // runs (on-stack replacement) then has type feedback for the way out too.
+    const pc = this.pc;
+    r.fn(this, 0, -1, 0, this.xlo, this.xhi, this.tlbR, this.tlbW, this.reservations);
+    this.pc = pc;
     for (const o of r.entries) code.blocks[o >> 1] = { fn: r.fn, size: r.size, pc: o, full };
     const cv = r.covered;
     for (let i = 0; i < cv.length; i += 2) {
@@ -369,10 +379,14 @@ export class Hart {
     const xl = this.xlo, xh = this.xhi, r = this.tlbR, w = this.tlbW;
     let n = 0;
     for (;;) {
-      n += blk.fn(this, fVa, blk.pc, budget - n, xl, xh, r, w, this.reservations);
+      const m = blk.fn(this, fVa, blk.pc, budget - n, xl, xh, r, w, this.reservations);
+      n += m;
       if (this.jitTrap || this.linesChanged) break;
       const d = this.pc - fVa;
       if (!(d >= 0 && d <= 4092)) break;
+      this.seen[((this.fPn & 7) << 11) | (d >> 1)] = 1;
+      // m = 0: it left before its first instruction (a load or store the interpreter must do)
+      if (m === 0) break;
       const next = blocks[d >> 1];
       if (next === undefined || next === null || n + next.size > budget) break;
       blk = next;
@@ -558,7 +572,7 @@ export class Hart {
     // marks "no fetch page" (fVa then holds the exact pc and pcOff = 0).
     let fVa = this.fVa, fView = this.fView, fOff = this.fOff;
     let fBlocks = this.fCode.blocks, fPn = this.fPn, fHash = (fPn & 7) << 11;
-    const jit = this.jitEnabled, hot = this.hot, hot2 = this.hot2;
+    const jit = this.jitEnabled, hot = this.hot, hot2 = this.hot2, seen = this.seen;
     let pcOff = 0, fLim = -1;
     {
       const d = this.pc - fVa;
@@ -735,6 +749,7 @@ export class Hart {
           if (taken) {
             const imm = ((insn >> 31) << 12) | (((insn >>> 7) & 1) << 11) | (((insn >>> 25) & 63) << 5) | (((insn >>> 8) & 15) << 1);
             pcOff += imm;
+            seen[fHash | ((pcOff >>> 1) & 2047)] = 1;
             if (imm < 0 && jit && pcOff >= 0 && pcOff <= fLim) {
               // A backward branch inside the page: its target may head a loop worth translating.
               const slot = pcOff >> 1;
@@ -756,7 +771,7 @@ export class Hart {
                 fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, blk !== undefined).blocks;
               }
             }
-          } else pcOff += ilen;
+          } else { pcOff += ilen; seen[fHash | ((pcOff >>> 1) & 2047)] = 1; }
           break;
         }
         case 0x3b: { // OP-32
@@ -816,6 +831,7 @@ export class Hart {
           const link = fVa + pcOff + ilen;
           pcOff += ((insn >> 31) << 20) | (insn & 0xff000) | (((insn >>> 20) & 1) << 11) | (((insn >>> 21) & 1023) << 1);
           xl[rd] = link | 0; xh[rd] = Math.floor(link / TWO32) | 0;
+          seen[fHash | ((pcOff >>> 1) & 2047)] = 1;
           if (jit && pcOff >= 0 && pcOff <= fLim) {
             // A jump or call inside the page: a translated region may start there.
             const slot = pcOff >> 1;
@@ -845,6 +861,7 @@ export class Hart {
           xl[rd] = link | 0; xh[rd] = Math.floor(link / TWO32) | 0;
           if (d >= 0 && d <= 4092) {
             pcOff = d | 0;
+            seen[fHash | (pcOff >> 1)] = 1;
             // A return or indirect jump inside the page: enter the translated region there, if any.
             const blk = jit && fLim >= 0 ? fBlocks[pcOff >> 1] : undefined;
             if (blk !== undefined && blk !== null && n + blk.size <= budget) {

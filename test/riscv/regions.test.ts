@@ -330,4 +330,126 @@ irq:  sw zero, 0(s4)
     expect(u64(a.m, DATA)).toBe(u64(b.m, DATA));
     expect(u64(a.m, DATA + 8)).toBe(u64(b.m, DATA + 8)); // rdinstret after the loop
   });
+  test('a path first taken long after its region was made gives the same state as the interpreter', () => {
+    // The region is made (at REGION_THRESHOLD) from the code that has run: the else-block below
+    // runs only in the last quarter of the iterations, so it is not part of the region; the region
+    // leaves for the interpreter there.
+    const src = program(`
+      li s0, ${DATA}
+      li s1, ${ITER}
+      li s3, ${ITER >> 2}
+      li a0, 0
+1:    bltu s1, s3, 2f
+      addi a0, a0, 1
+      j 3f
+2:    slli t0, a0, 2
+      xor a0, a0, t0
+      addi a0, a0, 9
+3:    addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+    `);
+    const run = (jit: boolean) => runAsm(src, { max: 20_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
+    const a = run(true), b = run(false);
+    expect(a.exit).toEqual({ code: 0 });
+    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    expect(u64(a, DATA)).toBe(u64(b, DATA));
+    expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8)); // rdinstret
+    expect(regs(a)).toEqual(regs(b));
+  });
+
+  test('64-bit compares, variable shifts and zero-extended words in a region match the interpreter', () => {
+    // Shift amounts 0..63 by register, signed and unsigned compares of values whose high words are
+    // equal or not, a word zero-extended by srli 32 compared with a copy of itself.
+    const src = program(`
+      li s0, ${DATA}
+      li s1, ${ITER}
+      li s5, 0x9e3779b97f4a7c15
+      li a0, 0
+1:    andi t0, s1, 63
+      mul t1, s1, s5
+      sll t2, t1, t0
+      srl t3, t1, t0
+      sra t4, t1, t0
+      add a0, a0, t2
+      xor a0, a0, t3
+      add a0, a0, t4
+      slt t5, t1, a0
+      sltu t6, t1, a0
+      add a0, a0, t5
+      slli t6, t6, 1
+      add a0, a0, t6
+      slti t5, t1, -5
+      sltiu t6, t1, 2047
+      add a0, a0, t5
+      add a0, a0, t6
+      andi t5, s1, 1
+      xor t6, t1, t5
+      blt t1, t6, 2f
+      addi a0, a0, 3
+2:    bgeu t1, t6, 3f
+      addi a0, a0, 5
+3:    bne t1, t6, 4f
+      addi a0, a0, 7
+4:    srli t5, t1, 32
+      addi t6, t5, 0
+      beq t5, t6, 5f
+      addi a0, a0, 11
+5:    bge t1, zero, 6f
+      addi a0, a0, 13
+6:    addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+    `);
+    const run = (jit: boolean) => runAsm(src, { max: 50_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
+    const a = run(true), b = run(false);
+    expect(a.exit).toEqual({ code: 0 });
+    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    expect(u64(a, DATA)).toBe(u64(b, DATA));
+    expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8));
+    expect(regs(a)).toEqual(regs(b));
+  });
+
+  test('loads and stores that miss the soft TLB, are misaligned or cross a page, inside a region, match the interpreter', () => {
+    // The pointer jumps around 2 MiB (512 pages: more than the soft TLB holds), at any byte offset:
+    // translated code leaves before each access its fast path cannot do, the interpreter does it.
+    const src = program(`
+      li s0, ${DATA}
+      li s2, ${DATA + 0x100000}
+      li s1, ${ITER}
+      li s5, 4099
+      li a0, 0
+1:    mul t0, s1, s5
+      slli t1, t0, 20
+      srli t1, t1, 43            # 0 .. 2 MiB - 1
+      add t1, t1, s2
+      sd s1, 0(t1)
+      ld t2, 0(t1)
+      lw t3, 5(t1)
+      sh t0, 3(t1)
+      lhu t4, 3(t1)
+      add a0, a0, t2
+      add a0, a0, t3
+      add a0, a0, t4
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+    `);
+    const run = (jit: boolean) => runAsm(src, { max: 50_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
+    const a = run(true), b = run(false);
+    expect(a.exit).toEqual({ code: 0 });
+    expect(a.harts[0].regionsCompiled + a.harts[0].jitStats.loops).toBeGreaterThan(0);
+    expect(a.harts[0].jitStats.translatedInsns).toBeGreaterThan(0);
+    expect(u64(a, DATA)).toBe(u64(b, DATA));
+    expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8));
+    expect(regs(a)).toEqual(regs(b));
+    const mem = (m: Mini) => { const x = new Uint8Array(0x200010); m.mem.ram.read(DATA + 0x100000, x); return x; };
+    expect(Buffer.compare(mem(a), mem(b))).toBe(0);
+  });
 });
