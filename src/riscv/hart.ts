@@ -738,8 +738,8 @@ export class Hart {
           const al = xl[rs1], ah = xh[rs1], bl = xl[rs2], bh = xh[rs2];
           let taken: boolean;
           switch ((insn >>> 12) & 7) {
-            case 0: taken = al === bl && ah === bh; break;
-            case 1: taken = al !== bl || ah !== bh; break;
+            case 0: taken = ((al ^ bl) | (ah ^ bh)) === 0; break; // (no short-circuit: no path first run late)
+            case 1: taken = ((al ^ bl) | (ah ^ bh)) !== 0; break;
             case 4: taken = ah < bh || (ah === bh && (al >>> 0) < (bl >>> 0)); break;
             case 5: taken = !(ah < bh || (ah === bh && (al >>> 0) < (bl >>> 0))); break;
             case 6: taken = (ah >>> 0) < (bh >>> 0) || (ah === bh && (al >>> 0) < (bl >>> 0)); break;
@@ -1783,13 +1783,18 @@ function warmUp(): void {
   h.setX(8, base + 0x10000);
   h.setX(9, base + 0x11000 - 3 - 8);
   h.setPc(start);
-  for (let k = 0; k < 2000 && !h.waiting; k++) {
-    h.run(k % 2 === 0 ? 10_000 : 57); // small budgets too: blocks that end on the budget
-    // the compressed tail may wander (c.j, branches); keep it inside RAM
-    if (!(h.pc >= base && h.pc < base + 0x8000) && !h.waiting) break;
-  }
+  // The second hart runs translated code (jitWarmUpProgram) in the same rounds, so that V8's first
+  // optimization of the interpreter loop has feedback for its paths into translated code too.
   const j = new Hart(0, mem, { mtime: () => 0 });
-  jitWarmUpProgram(HOT_THRESHOLD + 64).forEach((w, i) => ram.writeU32(start + 4 * i, w));
-  j.setPc(start);
-  for (let k = 0; k < 1000 && !j.waiting; k++) j.run(10_000);
+  const jStart = base + 0x9000;
+  jitWarmUpProgram(HOT_THRESHOLD + 64).forEach((w, i) => ram.writeU32(jStart + 4 * i, w));
+  j.setPc(jStart);
+  let hDone = false;
+  for (let k = 0; k < 2000 && !(hDone && j.waiting); k++) {
+    // small budgets first: blocks that end on the budget run before V8 optimizes the loop
+    if (!hDone) h.run(k % 2 === 0 ? 57 : 10_000);
+    // the compressed tail may wander (c.j, branches); keep it inside RAM
+    hDone = h.waiting || !(h.pc >= base && h.pc < base + 0x8000);
+    if (!j.waiting) j.run(k % 2 === 0 ? 57 : 1000);
+  }
 }
