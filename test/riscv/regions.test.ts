@@ -3,7 +3,7 @@
 // with translation on and off and compares the architectural results (registers, memory, trap
 // log, instret); the translated run must also have made a region, or the test proves nothing.
 import { describe, expect, test } from 'vitest';
-import { runAsm, makeMachine, loadElf, buildAsm, type Mini } from './harness.js';
+import { runAsm, makeMachine, loadElf, buildAsm, RAM_BASE, type Mini } from './harness.js';
 import { program, DATA, LOG } from './prelude.js';
 import { REGION_THRESHOLD } from '../../src/riscv/jit.js';
 
@@ -329,6 +329,102 @@ irq:  sw zero, 0(s4)
     expect(ta).toEqual(traps(b.m));               // same mepc
     expect(u64(a.m, DATA)).toBe(u64(b.m, DATA));
     expect(u64(a.m, DATA + 8)).toBe(u64(b.m, DATA + 8)); // rdinstret after the loop
+  });
+  test('a loop on another page than its caller runs translated on every call, also after each FENCE.I drops it', () => {
+    // Each call and return changes the fetch page; the called page's translated code is found
+    // through the fetch TLB, which must learn of code made after the page entered it (the first
+    // translation, and each one after a FENCE.I dropped all of them).
+    const src = program(`
+      li s0, ${DATA}
+      li s1, 2000
+      li a0, 0
+1:    andi t1, s1, 255
+      bnez t1, 2f
+      fence.i
+2:    li t0, 40
+      jal ra, far
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass
+      .align 12
+far:  add a0, a0, t0
+      xor a0, a0, s1
+      addi t0, t0, -1
+      bnez t0, far
+      ret
+    `);
+    const run = (jit: boolean) => runAsm(src, { max: 20_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
+    const a = run(true), b = run(false);
+    expect(a.exit).toEqual({ code: 0 });
+    const h = a.harts[0];
+    // One translation per FENCE.I epoch (8), not one every few calls.
+    expect(h.jitStats.loops + h.jitStats.regions).toBeGreaterThan(0);
+    expect(h.jitStats.loops + h.jitStats.regions).toBeLessThanOrEqual(20);
+    expect(h.jitStats.translatedInsns / h.instret).toBeGreaterThan(0.8);
+    expect(u64(a, DATA)).toBe(u64(b, DATA));
+    expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8)); // rdinstret
+    expect(regs(a)).toEqual(regs(b));
+  });
+  test('code rewritten behind the hart (not by its stores) runs from the next FENCE.I, on another page than its caller', () => {
+    // The test writes RAM directly (as a device or another hart would) when the hart is at its
+    // second FENCE.I: from then on the called loop subtracts instead of xor-ing. The translation
+    // made from the old bytes must not be found again through the fetch TLB.
+    const src = program(`
+      li s0, ${DATA}
+      li s1, 2000
+      li t2, 0
+1:    andi t1, s1, 255
+      bnez t1, 2f
+      fence.i
+2:    li t0, 40
+      jal ra, far
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd t2, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass
+      .align 12
+far:  add t2, t2, t0
+      xor t2, t2, s1
+      addi t0, t0, -1
+      bnez t0, far
+      ret
+    `);
+    // (t2: no compressed form)
+    const XOR = ((9 << 20) | (7 << 15) | (4 << 12) | (7 << 7) | 0x33) >>> 0; // xor t2, t2, s1
+    const SUB = ((0x20 << 25) | (9 << 20) | (7 << 15) | (7 << 7) | 0x33) >>> 0; // sub t2, t2, s1
+    const find = (m: Mini, from: number, word: number): number => {
+      for (let a = from; a < from + 0x10000; a += 2) if (m.mem.ram.readU32(a) === word) return a;
+      throw new Error(`no ${word.toString(16)} in the program`);
+    };
+    const run = (jit: boolean): Mini => {
+      const m = makeMachine();
+      const h = m.harts[0];
+      const entry = loadElf(m.mem, buildAsm(src));
+      h.setPc(entry);
+      h.jitEnabled = jit;
+      const fence = find(m, entry, 0x0000100f), xor = find(m, fence, XOR);
+      let fences = 0;
+      for (let left = 20_000_000; m.exit === null && left > 0;) {
+        // single steps from 12 calls before a FENCE.I (s1 = 12..0 mod 256; 1000 instructions
+        // make at most 9 calls) to it (a budget of 1 enters no translated code)
+        const near = (Number(h.getX(9)) & 255) <= 12;
+        left -= h.run(near ? 1 : 1000) || 1;
+        if (h.pc === fence && ++fences === 2) m.mem.ram.writeU32(xor, SUB);
+      }
+      expect(fences).toBe(7);
+      return m;
+    };
+    const a = run(true), b = run(false);
+    expect(a.exit).toEqual({ code: 0 });
+    expect(a.harts[0].jitStats.translatedInsns / a.harts[0].instret).toBeGreaterThan(0.8);
+    expect(u64(a, DATA)).toBe(u64(b, DATA));
+    expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8)); // rdinstret
+    expect(regs(a)).toEqual(regs(b));
   });
   test('a path first taken long after its region was made gives the same state as the interpreter', () => {
     // The region is made (at REGION_THRESHOLD) from the code that has run: the else-block below
