@@ -33,9 +33,10 @@
 // Design (TinyEMU-like): registers are int32 hi/lo pairs; one loop with one switch on the opcode;
 // compressed instructions are expanded through a precomputed table (compressed.ts); a soft TLB of
 // 256 direct-mapped entries per access type maps a virtual page to a DataView of its RAM chunk and
-// the page's offset in it; instructions are fetched straight from the current RAM page. Interrupts,
-// Sstc and the budget are looked at between blocks: a block ends at SYSTEM instructions, traps,
-// stores that make a device change an interrupt line, and after at most SLICE instructions.
+// the page's offset in it (a fetch entry also the page's translated code); instructions are fetched
+// straight from the current RAM page. Interrupts, Sstc and the budget are looked at between
+// blocks: a block ends at SYSTEM instructions, traps, stores that make a device change an
+// interrupt line, and after at most SLICE instructions.
 // Hot loops and regions of a page run as translated JS functions (jit.ts), entered at taken
 // backward branches, jumps, calls and returns into the page (runRegions).
 
