@@ -23,6 +23,19 @@ function regs(m: Mini): bigint[] {
   return Array.from({ length: 32 }, (_, i) => h.getX(i));
 }
 
+/** The program run with translation on (a) and off (b), each for at most `max` instructions. */
+function runBoth(src: string, max: number): [Mini, Mini] {
+  const run = (jit: boolean) => runAsm(src, { max, setup: (m) => { m.harts[0].jitEnabled = jit; } });
+  return [run(true), run(false)];
+}
+/** The run with translation (a) left the same results as the interpreter's (b): the two words the
+ *  program stores at DATA (the last one rdinstret, in most) and the registers. */
+function expectSameResults(a: Mini, b: Mini): void {
+  expect(u64(a, DATA)).toBe(u64(b, DATA));
+  expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8));
+  expect(regs(a)).toEqual(regs(b));
+}
+
 // F/D encodings (the test assembler is rv64imac): fcvt.d.l, fadd.d, fsd.
 const fcvtDL = (fd: number, rs1: number) => ((0x69 << 25) | (2 << 20) | (rs1 << 15) | (7 << 12) | (fd << 7) | 0x53) >>> 0;
 const faddD = (fd: number, a: number, b: number) => ((0x01 << 25) | (b << 20) | (a << 15) | (7 << 12) | (fd << 7) | 0x53) >>> 0;
@@ -122,9 +135,7 @@ describe('region translation', () => {
     let sum = 0;
     for (let s1 = 2500; s1 > 0; s1--) sum += fib((s1 & 7) + 3) + 'hello, translated regions'.length;
     expect(u64(a, DATA)).toBe(BigInt(sum));
-    expect(u64(a, DATA)).toBe(u64(b, DATA));
-    expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8)); // rdinstret
-    expect(regs(a)).toEqual(regs(b));
+    expectSameResults(a, b);
   });
 
   test('a branchy loop with a call, a return and F/D gives the same state with and without translation', () => {
@@ -179,8 +190,7 @@ describe('region translation', () => {
       li t2, ${DATA}
       sd t0, 0(t2)
     `);
-    const run = (jit: boolean) => runAsm(src, { max: 20_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
-    const a = run(true), b = run(false);
+    const [a, b] = runBoth(src, 20_000_000);
     expect(a.exit).toEqual({ code: 0 });
     expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
     const ta = traps(a);
@@ -221,8 +231,7 @@ patchme:
       sd t0, 8(s0)
       .option rvc
     `);
-    const run = (jit: boolean) => runAsm(src, { max: 20_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
-    const a = run(true), b = run(false);
+    const [a, b] = runBoth(src, 20_000_000);
     expect(a.exit).toEqual({ code: 0 });
     expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
     const odd = (n: number) => Math.floor((n + 1) / 2); // odd s1 values in 1..n
@@ -330,49 +339,9 @@ irq:  sw zero, 0(s4)
     expect(u64(a.m, DATA)).toBe(u64(b.m, DATA));
     expect(u64(a.m, DATA + 8)).toBe(u64(b.m, DATA + 8)); // rdinstret after the loop
   });
-  test('a loop on another page than its caller runs translated on every call, also after each FENCE.I drops it', () => {
-    // Each call and return changes the fetch page; the called page's translated code is found
-    // through the fetch TLB, which must learn of code made after the page entered it (the first
-    // translation, and each one after a FENCE.I dropped all of them).
-    const src = program(`
-      li s0, ${DATA}
-      li s1, 2000
-      li a0, 0
-1:    andi t1, s1, 255
-      bnez t1, 2f
-      fence.i
-2:    li t0, 40
-      jal ra, far
-      addi s1, s1, -1
-      bnez s1, 1b
-      sd a0, 0(s0)
-      rdinstret t0
-      sd t0, 8(s0)
-      j pass
-      .align 12
-far:  add a0, a0, t0
-      xor a0, a0, s1
-      addi t0, t0, -1
-      bnez t0, far
-      ret
-    `);
-    const run = (jit: boolean) => runAsm(src, { max: 20_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
-    const a = run(true), b = run(false);
-    expect(a.exit).toEqual({ code: 0 });
-    const h = a.harts[0];
-    // One translation per FENCE.I epoch (8), not one every few calls.
-    expect(h.jitStats.loops + h.jitStats.regions).toBeGreaterThan(0);
-    expect(h.jitStats.loops + h.jitStats.regions).toBeLessThanOrEqual(20);
-    expect(h.jitStats.translatedInsns / h.instret).toBeGreaterThan(0.8);
-    expect(u64(a, DATA)).toBe(u64(b, DATA));
-    expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8)); // rdinstret
-    expect(regs(a)).toEqual(regs(b));
-  });
-  test('code rewritten behind the hart (not by its stores) runs from the next FENCE.I, on another page than its caller', () => {
-    // The test writes RAM directly (as a device or another hart would) when the hart is at its
-    // second FENCE.I: from then on the called loop subtracts instead of xor-ing. The translation
-    // made from the old bytes must not be found again through the fetch TLB.
-    const src = program(`
+  /** A call from one page to a loop on the next page, 2000 times; a FENCE.I before every 256th
+   *  (drops all translated code). t2: the result; the xor has no compressed form (t2 is x7). */
+  const FAR_LOOP = program(`
       li s0, ${DATA}
       li s1, 2000
       li t2, 0
@@ -393,8 +362,24 @@ far:  add t2, t2, t0
       addi t0, t0, -1
       bnez t0, far
       ret
-    `);
-    // (t2: no compressed form)
+  `);
+  test('a loop on another page than its caller runs translated on every call, also after each FENCE.I drops it', () => {
+    // Each call and return changes the fetch page; the called page's translated code is found
+    // through the fetch TLB, which must learn of code made after the page entered it (the first
+    // translation, and each one after a FENCE.I dropped all of them).
+    const [a, b] = runBoth(FAR_LOOP, 20_000_000);
+    expect(a.exit).toEqual({ code: 0 });
+    const h = a.harts[0];
+    // One translation per FENCE.I epoch (8), not one every few calls.
+    expect(h.jitStats.loops + h.jitStats.regions).toBeGreaterThan(0);
+    expect(h.jitStats.loops + h.jitStats.regions).toBeLessThanOrEqual(20);
+    expect(h.jitStats.translatedInsns / h.instret).toBeGreaterThan(0.8);
+    expectSameResults(a, b);
+  });
+  test('code rewritten behind the hart (not by its stores) runs from the next FENCE.I, on another page than its caller', () => {
+    // The test writes RAM directly (as a device or another hart would) when the hart is at its
+    // second FENCE.I: from then on the called loop subtracts instead of xor-ing. The translation
+    // made from the old bytes must not be found again through the fetch TLB.
     const XOR = ((9 << 20) | (7 << 15) | (4 << 12) | (7 << 7) | 0x33) >>> 0; // xor t2, t2, s1
     const SUB = ((0x20 << 25) | (9 << 20) | (7 << 15) | (7 << 7) | 0x33) >>> 0; // sub t2, t2, s1
     const find = (m: Mini, from: number, word: number): number => {
@@ -404,7 +389,7 @@ far:  add t2, t2, t0
     const run = (jit: boolean): Mini => {
       const m = makeMachine();
       const h = m.harts[0];
-      const entry = loadElf(m.mem, buildAsm(src));
+      const entry = loadElf(m.mem, buildAsm(FAR_LOOP));
       h.setPc(entry);
       h.jitEnabled = jit;
       const fence = find(m, entry, 0x0000100f), xor = find(m, fence, XOR);
@@ -422,9 +407,7 @@ far:  add t2, t2, t0
     const a = run(true), b = run(false);
     expect(a.exit).toEqual({ code: 0 });
     expect(a.harts[0].jitStats.translatedInsns / a.harts[0].instret).toBeGreaterThan(0.8);
-    expect(u64(a, DATA)).toBe(u64(b, DATA));
-    expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8)); // rdinstret
-    expect(regs(a)).toEqual(regs(b));
+    expectSameResults(a, b);
   });
   test('a path first taken long after its region was made gives the same state as the interpreter', () => {
     // The region is made (at REGION_THRESHOLD) from the code that has run: the else-block below
@@ -447,13 +430,10 @@ far:  add t2, t2, t0
       rdinstret t0
       sd t0, 8(s0)
     `);
-    const run = (jit: boolean) => runAsm(src, { max: 20_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
-    const a = run(true), b = run(false);
+    const [a, b] = runBoth(src, 20_000_000);
     expect(a.exit).toEqual({ code: 0 });
     expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
-    expect(u64(a, DATA)).toBe(u64(b, DATA));
-    expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8)); // rdinstret
-    expect(regs(a)).toEqual(regs(b));
+    expectSameResults(a, b);
   });
 
   test('64-bit compares, variable shifts and zero-extended words in a region match the interpreter', () => {
@@ -501,13 +481,10 @@ far:  add t2, t2, t0
       rdinstret t0
       sd t0, 8(s0)
     `);
-    const run = (jit: boolean) => runAsm(src, { max: 50_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
-    const a = run(true), b = run(false);
+    const [a, b] = runBoth(src, 50_000_000);
     expect(a.exit).toEqual({ code: 0 });
     expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
-    expect(u64(a, DATA)).toBe(u64(b, DATA));
-    expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8));
-    expect(regs(a)).toEqual(regs(b));
+    expectSameResults(a, b);
   });
 
   test('loads and stores that miss the soft TLB, are misaligned or cross a page, inside a region, match the interpreter', () => {
@@ -537,14 +514,11 @@ far:  add t2, t2, t0
       rdinstret t0
       sd t0, 8(s0)
     `);
-    const run = (jit: boolean) => runAsm(src, { max: 50_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
-    const a = run(true), b = run(false);
+    const [a, b] = runBoth(src, 50_000_000);
     expect(a.exit).toEqual({ code: 0 });
     expect(a.harts[0].regionsCompiled + a.harts[0].jitStats.loops).toBeGreaterThan(0);
     expect(a.harts[0].jitStats.translatedInsns).toBeGreaterThan(0);
-    expect(u64(a, DATA)).toBe(u64(b, DATA));
-    expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8));
-    expect(regs(a)).toEqual(regs(b));
+    expectSameResults(a, b);
     const mem = (m: Mini) => { const x = new Uint8Array(0x200010); m.mem.ram.read(DATA + 0x100000, x); return x; };
     expect(Buffer.compare(mem(a), mem(b))).toBe(0);
   });
