@@ -14,22 +14,33 @@
 // only code that stays hot is translated; an OS boot's warm code stays with the interpreter.
 //
 // The generated code is the interpreter's semantics with the decoded fields as constants (same
-// expressions as in hart.ts), the same soft-TLB fast paths for loads and stores falling back to
-// the hart's slow paths (which take traps), and F/D through the FP unit's execFp, as the
-// interpreter calls it. SYSTEM, AMO, FENCE.I and reserved encodings end a region before them.
+// expressions as in hart.ts, 64-bit compares and shifts without short-circuit), the same soft-TLB
+// fast paths for loads and stores, and F/D through the FP unit's execFp, as the interpreter calls
+// it. A load or store that misses the soft TLB leaves the function before itself: the interpreter
+// runs the slow path (which may trap). SYSTEM, AMO, FENCE.I and reserved encodings end a region
+// before them.
+// V8 optimizes a function with the type feedback of what it has run, and throws the optimized code
+// away when it first runs an operation without feedback (then runs it unoptimized, 5-15 times
+// slower, until it has compiled it again: 10-200 ms for a region). So translated code holds no
+// path that is first taken late: a region takes in only blocks the interpreter has run (the hart's
+// `seen` marks), there are no slow paths, every exit only sets constants and breaks to one exit
+// sequence, and the budget is checked in one place. Measured (Linux boot to its userspace marker,
+// 1 hart, CPU time): 21 deoptimizations of regions -> 5, 4.3-4.8 s -> 1.9 s.
 //
 // Contract: fn(h, pc0, pc, budget, xl, xh, r, w, resv) (r, w: the hart's read and write soft TLBs),
 // pc0 = virtual address of the page (everything pc-relative is computed from it), pc = the byte
 // offset to start at (a block of the region). It retires at most `budget` instructions: the
 // caller enters only when budget >= size, and every dispatch (taken branch, jump, return) leaves
 // when fewer than `size` remain, since code that only falls through retires at most `size`
-// before the next dispatch. It returns how many retired and leaves the next pc in h.pc; when an
-// instruction traps, h.jitTrap is set and h.pc is already the trap vector. n (retired) is kept
-// up to date at block ends; an exit in the middle of a block adds the instructions before it.
+// before the next dispatch. It returns how many retired and leaves the next pc in h.pc (0 retired:
+// it left before its first instruction, which the interpreter must run); when an F/D instruction
+// traps, h.jitTrap is set and h.pc is already the trap vector. n (retired) is kept up to date at
+// block ends; an exit in the middle of a block adds the instructions before it.
 // Validity: translations belong to a physical page; the hart drops a page's translations when it
-// stores into bytes they were compiled from (code pages are never writable in the soft TLB; such a
-// store also ends the running function after it) and drops all of them on FENCE.I (Zifencei:
-// other harts' and devices' writes to code become visible through it).
+// stores into bytes they were compiled from (code pages are never writable in the soft TLB, so
+// translated code leaves before such a store; an F/D store through execFp ends the running
+// function after it) and drops all of them on FENCE.I (Zifencei: other harts' and devices' writes
+// to code become visible through it).
 import * as alu from './alu.js';
 import { CEXP } from './compressed.js';
 import { execFp } from './fp/execute.js';
@@ -48,8 +59,12 @@ export const HOT_THRESHOLD = 256;
 export const REGION_THRESHOLD = 49152;
 /** Second-tier counts are cleared every REGION_WINDOW instructions retired (per hart). */
 export const REGION_WINDOW = 1 << 22;
-/** Instructions per region at most (the budget check at dispatch points uses it as its margin). */
-const MAX_REGION = 256;
+/** Instructions per region at most (the budget check at dispatch points uses it as its margin).
+ *  V8's optimizing compile time grows faster than a region's size (10-20 ms at 64 instructions,
+ *  40-200 ms at 256 on a loaded 2-core machine, during which the region runs unoptimized).
+ *  Measured (CPU time): Linux boot 1.9 s at 128 and 64, 2.8-3.3 s at 256; the bare-metal guests
+ *  the same at 128 and 256, bench 35% slower at 64. */
+const MAX_REGION = 128;
 const MAX_LOOP = 48;
 
 export type BlockFn = (...args: unknown[]) => number;
@@ -96,6 +111,15 @@ type Gen =
   | { kind: 'jal'; rd: number; target: number }
   | { kind: 'jalr'; rd: number; rs1: number; imm: number };
 
+/** a < b for 64-bit values given as high words (ah, bh: already signed or unsigned as the compare
+ *  wants) and low words (al, bl: int32), without short-circuit: every operation runs on every
+ *  path, so V8 has type feedback for all of them (see exitAt). The high-word difference times
+ *  2^32 is exact and, when not 0, at least 2^32 in size, so adding the low-word difference
+ *  (less than 2^32 in size) cannot change its sign. */
+function lt64(ah: string, bh: string, al: string, bl: string): string {
+  return `((${ah} - ${bh}) * 4294967296 + ((${al} >>> 0) - (${bl} >>> 0)) < 0)`;
+}
+
 /** Code for one instruction, or null when the interpreter must execute it (the region is left
  *  before it). `k` = instructions retired before this one in its block (n is updated at block
  *  ends); `off` = its byte offset in the page (pc0 = the page's virtual address); `raw` = its bits
@@ -118,12 +142,12 @@ function gen(insn: number, raw: number, off: number, ilen: number, k: number, sm
           c = (s & 32) ? `xh[${D}] = al << ${s & 31}; xl[${D}] = 0;` : s !== 0 ? `xh[${D}] = (ah << ${s}) | (al >>> ${32 - s}); xl[${D}] = al << ${s};` : `xh[${D}] = ah; xl[${D}] = al;`;
           break;
         }
-        case 2: c = `xl[${D}] = (ah < ${ih} || (ah === ${ih} && (al >>> 0) < ${imm >>> 0})) ? 1 : 0; xh[${D}] = 0;`; break;
-        case 3: c = `xl[${D}] = ((ah >>> 0) < ${ih >>> 0} || (ah === ${ih} && (al >>> 0) < ${imm >>> 0})) ? 1 : 0; xh[${D}] = 0;`; break;
+        case 2: c = `xl[${D}] = ${lt64('ah', `${ih}`, 'al', `${imm >>> 0}`)} ? 1 : 0; xh[${D}] = 0;`; break;
+        case 3: c = `xl[${D}] = ${lt64('(ah >>> 0)', `${ih >>> 0}`, 'al', `${imm >>> 0}`)} ? 1 : 0; xh[${D}] = 0;`; break;
         case 4: c = `xl[${D}] = al ^ ${imm}; xh[${D}] = ah ^ ${ih};`; break;
         case 5: {
           const top = insn >>> 26, s = imm & 63;
-          if (top === 0) c = (s & 32) ? `xl[${D}] = ah >>> ${s & 31}; xh[${D}] = 0;` : s !== 0 ? `xl[${D}] = (al >>> ${s}) | (ah << ${32 - s}); xh[${D}] = ah >>> ${s};` : `xl[${D}] = al; xh[${D}] = ah;`;
+          if (top === 0) c = (s & 32) ? `xl[${D}] = (ah >>> ${s & 31}) | 0; xh[${D}] = 0;` : s !== 0 ? `xl[${D}] = (al >>> ${s}) | (ah << ${32 - s}); xh[${D}] = ah >>> ${s};` : `xl[${D}] = al; xh[${D}] = ah;`;
           else if (top === 0x10) c = (s & 32) ? `xl[${D}] = ah >> ${s & 31}; xh[${D}] = ah >> 31;` : s !== 0 ? `xl[${D}] = (al >>> ${s}) | (ah << ${32 - s}); xh[${D}] = ah >> ${s};` : `xl[${D}] = al; xh[${D}] = ah;`;
           else return null;
           break;
@@ -139,18 +163,18 @@ function gen(insn: number, raw: number, off: number, ilen: number, k: number, sm
       if (f7 === 0) {
         switch (f3) {
           case 0: c = `const l = (al + bl) | 0; xh[${D}] = (ah + bh + ((l >>> 0) < (al >>> 0) ? 1 : 0)) | 0; xl[${D}] = l;`; break;
-          case 1: c = `const s = bl & 63; if (s & 32) { xh[${D}] = al << (s & 31); xl[${D}] = 0; } else if (s !== 0) { xh[${D}] = (ah << s) | (al >>> (32 - s)); xl[${D}] = al << s; } else { xh[${D}] = ah; xl[${D}] = al; }`; break;
-          case 2: c = `xl[${D}] = (ah < bh || (ah === bh && (al >>> 0) < (bl >>> 0))) ? 1 : 0; xh[${D}] = 0;`; break;
-          case 3: c = `xl[${D}] = ((ah >>> 0) < (bh >>> 0) || (ah === bh && (al >>> 0) < (bl >>> 0))) ? 1 : 0; xh[${D}] = 0;`; break;
+          case 1: c = `const big = (bl & 32) !== 0, l = al << bl, h = (ah << bl) | ((al >>> 1) >>> (31 - (bl & 31))); xl[${D}] = big ? 0 : l; xh[${D}] = big ? l : h;`; break;
+          case 2: c = `xl[${D}] = ${lt64('ah', 'bh', 'al', 'bl')} ? 1 : 0; xh[${D}] = 0;`; break;
+          case 3: c = `xl[${D}] = ${lt64('(ah >>> 0)', '(bh >>> 0)', 'al', 'bl')} ? 1 : 0; xh[${D}] = 0;`; break;
           case 4: c = `xl[${D}] = al ^ bl; xh[${D}] = ah ^ bh;`; break;
-          case 5: c = `const s = bl & 63; if (s & 32) { xl[${D}] = ah >>> (s & 31); xh[${D}] = 0; } else if (s !== 0) { xl[${D}] = (al >>> s) | (ah << (32 - s)); xh[${D}] = ah >>> s; } else { xl[${D}] = al; xh[${D}] = ah; }`; break;
+          case 5: c = `const big = (bl & 32) !== 0, h = (ah >>> bl) | 0, l = (al >>> bl) | ((ah << 1) << (31 - (bl & 31))); xl[${D}] = big ? h : l; xh[${D}] = big ? 0 : h;`; break;
           case 6: c = `xl[${D}] = al | bl; xh[${D}] = ah | bh;`; break;
           default: c = `xl[${D}] = al & bl; xh[${D}] = ah & bh;`; break;
         }
       } else if (f7 === 0x20 && f3 === 0) {
         c = `const l = (al - bl) | 0; xh[${D}] = (ah - bh - ((al >>> 0) < (bl >>> 0) ? 1 : 0)) | 0; xl[${D}] = l;`;
       } else if (f7 === 0x20 && f3 === 5) {
-        c = `const s = bl & 63; if (s & 32) { xl[${D}] = ah >> (s & 31); xh[${D}] = ah >> 31; } else if (s !== 0) { xl[${D}] = (al >>> s) | (ah << (32 - s)); xh[${D}] = ah >> s; } else { xl[${D}] = al; xh[${D}] = ah; }`;
+        c = `const big = (bl & 32) !== 0, h = ah >> bl, l = (al >>> bl) | ((ah << 1) << (31 - (bl & 31))), s = ah >> 31; xl[${D}] = big ? h : l; xh[${D}] = big ? s : h;`;
       } else if (f7 === 1) {
         const fn = ['mul64(al, ah, bl, bh)', 'mulh64(al, ah, bl, bh)', 'mulhsu64(al, ah, bl, bh)', 'mulhu64(al, ah, bl, bh)',
           'div64(al, ah, bl, bh, false)', 'divu64(al, ah, bl, bh, false)', 'div64(al, ah, bl, bh, true)', 'divu64(al, ah, bl, bh, true)'][f3];
@@ -203,7 +227,7 @@ function gen(insn: number, raw: number, off: number, ilen: number, k: number, sm
       return op(`{ const bl = xl[${rs1}]; const lo = (bl + ${imm}) | 0; const hi = (xh[${rs1}] + ${imm >> 31} + ((lo >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
   const e = (lo >>> 12) & 255, po = lo & 4095;
   if (rTag[e] === (lo & -4096) && rTagH[e] === hi${align === 0 ? '' : ` && (po & ${align}) === 0`}) { const a = rOff[e] + po; ${rd32} }
-  else { h.pc = ${here}; if (!h.loadSlow(lo, hi, ${f3})) { h.jitTrap = true; return n + ${k}; } xl[${D}] = h.memLo; xh[${D}] = h.memHi; } }`);
+  else ${exitAt(off, k)} }`);
     }
     case 0x23: {
       if (f3 >= 4) return null;
@@ -218,17 +242,17 @@ function gen(insn: number, raw: number, off: number, ilen: number, k: number, sm
       return op(`{ const bl = xl[${rs1}]; const lo = (bl + ${imm}) | 0; const hi = (xh[${rs1}] + ${imm >> 31} + ((lo >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
   const e = (lo >>> 12) & 255, po = lo & 4095;
   if (wTag[e] === (lo & -4096) && wTagH[e] === hi${align === 0 ? '' : ` && (po & ${align}) === 0`}) { const a = wOff[e] + po; ${st} if (resv.active[0] !== 0) resv.storeBy(h.hartId, wPa[e] + po, ${1 << f3}); }
-  else { h.pc = ${here}; if (!h.storeSlow(lo, hi, ${f3}, xl[${rs2}], xh[${rs2}])) { h.jitTrap = true; return n + ${k}; } if (h.codeDirty || h.linesChanged) { h.codeDirty = false; h.pc = ${here} + ${ilen}; return n + ${k + 1}; } } }`);
+  else ${exitAt(off, k)} }`);
     }
     case 0x63: {
       let cond: string;
       switch (f3) {
-        case 0: cond = 'al === bl && ah === bh'; break;
-        case 1: cond = 'al !== bl || ah !== bh'; break;
-        case 4: cond = 'ah < bh || (ah === bh && (al >>> 0) < (bl >>> 0))'; break;
-        case 5: cond = '!(ah < bh || (ah === bh && (al >>> 0) < (bl >>> 0)))'; break;
-        case 6: cond = '(ah >>> 0) < (bh >>> 0) || (ah === bh && (al >>> 0) < (bl >>> 0))'; break;
-        case 7: cond = '!((ah >>> 0) < (bh >>> 0) || (ah === bh && (al >>> 0) < (bl >>> 0)))'; break;
+        case 0: cond = '((al ^ bl) | (ah ^ bh)) === 0'; break;
+        case 1: cond = '((al ^ bl) | (ah ^ bh)) !== 0'; break;
+        case 4: cond = lt64('ah', 'bh', 'al', 'bl'); break;
+        case 5: cond = `!${lt64('ah', 'bh', 'al', 'bl')}`; break;
+        case 6: cond = lt64('(ah >>> 0)', '(bh >>> 0)', 'al', 'bl'); break;
+        case 7: cond = `!${lt64('(ah >>> 0)', '(bh >>> 0)', 'al', 'bl')}`; break;
         default: return null;
       }
       const imm = ((insn >> 31) << 12) | (((insn >>> 7) & 1) << 11) | (((insn >>> 25) & 63) << 5) | (((insn >>> 8) & 15) << 1);
@@ -243,10 +267,21 @@ function gen(insn: number, raw: number, off: number, ilen: number, k: number, sm
       return f3 === 0 ? op(smp ? 'Atomics.add(FENCE, 0, 0);' : '') : null;
     case 0x07: case 0x27: case 0x43: case 0x47: case 0x4b: case 0x4f: case 0x53:
       // F/D: the FP unit's own semantics (fp/execute.ts), exactly as the interpreter calls them.
-      return op(`h.pc = ${here}; h.rawInsn = ${raw}; if (!execFp(h, ${insn | 0})) { h.jitTrap = true; return n + ${k}; }`);
+      // An F/D store into translated code ends the region after it (as the interpreter's stores do).
+      return op(`h.pc = ${here}; h.rawInsn = ${raw}; if (!execFp(h, ${insn | 0})) { h.jitTrap = true; kk = ${k}; sp = 1; break exit; }
+  if (h.codeDirty) { h.codeDirty = false; kk = ${k + 1}; ex = ${off + ilen}; break exit; }`);
     default:
       return null;
   }
+}
+
+/** Leaves the translated code before the instruction at page offset `off`, the `k` instructions
+ *  of its block before it retired: the interpreter runs it (a soft-TLB miss, a misaligned access,
+ *  a store into translated code: the slow paths stay out of translated code). Every exit only sets
+ *  constants and breaks out to the one exit sequence (see functionSource), so that V8 finds no
+ *  operation without type feedback on a path first taken after it optimized the function. */
+function exitAt(off: number, k: number): string {
+  return k === 0 ? `{ ex = ${off}; break exit; }` : `{ kk = ${k}; ex = ${off}; break exit; }`;
 }
 
 /** One decoded instruction of a region. */
@@ -268,13 +303,21 @@ function decodeAt(view: Uint16Array, base: number, o: number): Insn | null {
  *  (both ways) and JAL within the page, plus the return points of JALs. null = nothing worth
  *  translating there (no loop inside the region). `smp`: doublewords as single 64-bit accesses
  *  (the hart's `smp`, see hart.ts). */
-export function compileRegion(view: Uint16Array, base: number, entry: number, full: boolean, smp = false): CompiledRegion | null {
+export function compileRegion(view: Uint16Array, base: number, entry: number, full: boolean, smp = false,
+  seen: (off: number) => boolean = () => true): CompiledRegion | null {
   const at = new Map<number, { i: Insn; g: Gen }>();
   const leaders = new Set<number>([entry]);
   const work = [entry];
+  const unseen: number[] = [];
   let count = 0, loops = false;
+  // A region takes in only blocks the hart has run (`seen`): V8 optimizes a function with the type
+  // feedback of what has run in it, and throws the optimized code away on the first operation run
+  // without feedback. A block never run yet stays out (reaching it leaves the region).
   const visit = (o: number, leader: boolean): void => {
-    if (leader) leaders.add(o);
+    if (leader) {
+      if (full && !seen(o)) { unseen.push(o); return; }
+      leaders.add(o);
+    }
     if (o >= 0 && o <= 4092 && !at.has(o)) work.push(o);
   };
   const max = full ? MAX_REGION : MAX_LOOP;
@@ -310,13 +353,14 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
     }
   }
   if (!loops) return null;
+  for (const o of unseen) if (at.has(o)) leaders.add(o); // reached by falling through anyway
   const offs = [...at.keys()].sort((a, b) => a - b);
   const R = count;
   const out: string[] = [];
   // Leaves the region for `t` (a page offset) or dispatches to it: n is up to date here.
   const jump = (t: number): string => at.has(t)
-    ? `if (n > budget - ${R}) { h.pc = pc0 + ${t}; return n; } pc = ${t}; continue;`
-    : `h.pc = pc0 + ${t}; return n;`;
+    ? `pc = ${t}; continue;`
+    : exitAt(t, 0);
   // Does the block starting at offs[x] end with a branch back to its own start? Such a block
   // (the body of a single-block loop) is emitted as an inner for (;;), so that its iterations do
   // not go through the switch.
@@ -355,7 +399,7 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
         break;
       case 'br':
         if (inner === g.target) {
-          out.push(`{ n += ${k + 1}; ${g.cond} { if (n > budget - ${R}) { h.pc = pc0 + ${inner}; return n; } continue; } } break; }`);
+          out.push(`{ n += ${k + 1}; ${g.cond} { if (n > lim) ${exitAt(inner, 0)} continue; } } break; }`);
           inner = -1;
         } else out.push(`{ n += ${k + 1}; ${g.cond} { ${jump(g.target)} } }`);
         if (!fallsIn) { out.push(jump(next)); open = false; } else { open = true; k = 0; leaders.add(next); }
@@ -370,10 +414,10 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
         out.push(`{ const bl = xl[${g.rs1}]; const s = (bl + ${g.imm}) | 0; const lo = s & -2;
   const hi = (xh[${g.rs1}] + ${g.imm >> 31} + ((s >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
   const v = pc0 + ${next}; xl[${g.rd}] = v | 0; xh[${g.rd}] = Math.floor(v / 4294967296) | 0; n += ${k + 1};
-  if (((hi + 0x200000) >>> 0) >= 0x400000) { h.jumpFar(lo, hi); return n; }
+  if (((hi + 0x200000) >>> 0) >= 0x400000) { h.jumpFar(lo, hi); sp = 1; break exit; }
   const d = hi * 4294967296 + (lo >>> 0) - pc0;
-  if (d >= 0 && d <= 4092 && n <= budget - ${R}) { pc = d | 0; continue; }
-  h.pc = pc0 + d; return n; }`);
+  if (d >= 0 && d <= 4092) { pc = d | 0; continue; }
+  ex = d; break exit; }`);
         open = false;
         break;
     }
@@ -381,54 +425,51 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
   const body = out.join('\n');
   // Identical regions (the same instructions at the same page offsets) share one function, so a
   // region dropped by FENCE.I and compiled again keeps V8's optimized code.
-  let fn = fnCache.get(body);
+  const key = `${R}\n${body}`;
+  let fn = fnCache.get(key);
   if (fn === undefined) {
-    fn = new Function('alu', 'execFp', 'D64', 'D32', 'FENCE', functionSource(body))(alu, execFp, D64, D32, FENCE_CELL) as BlockFn;
+    fn = new Function('alu', 'execFp', 'D64', 'D32', 'FENCE', functionSource(body, R))(alu, execFp, D64, D32, FENCE_CELL) as BlockFn;
     if (fnCache.size >= FN_CACHE_MAX) fnCache.clear();
-    fnCache.set(body, fn);
+    fnCache.set(key, fn);
   }
   const covered: number[] = [];
   for (const o of offs) covered.push(o, at.get(o)!.i.len);
   return { fn, size: R, covered, entries: labels };
 }
 
-/** The function around a region's cases. Without F/D instructions, the x registers the region
- *  uses live in local variables (xl5/xh5 for x5): loaded on entry, stored back at the one exit,
- *  so V8 can keep them in machine registers. Nothing called from inside reads or writes x
- *  registers except execFp (F/D loads/stores take their base address from them; FMV/FCVT write
- *  them), so regions with F/D keep using the arrays. */
-function functionSource(body: string): string {
+/** The function around a region's cases. Every way out goes through one exit sequence: the
+ *  exits set `ex` (the page offset to continue at), `kk` (instructions retired in the current
+ *  block, not yet in n) or `sp` (h.pc already set: a far jump, a trap) and break out of the
+ *  dispatch loop. Without F/D instructions, the x registers the region uses live in local
+ *  variables (xl5/xh5 for x5): loaded on entry, stored back at the exit, so V8 can keep them in
+ *  machine registers. Nothing called from inside reads or writes x registers except execFp (F/D
+ *  loads/stores take their base address from them; FMV/FCVT write them), so regions with F/D keep
+ *  using the arrays. */
+function functionSource(body: string, size: number): string {
   const head = `"use strict"; const { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } = alu;
 return function region(${ARGS.join(', ')}) {
 const rTag = r.tagLo, rTagH = r.tagHi, rOff = r.off, r8 = r.u8, r16 = r.u16, r32 = r.i32, r64 = r.f64;
 const wTag = w.tagLo, wTagH = w.tagHi, wOff = w.off, wPa = w.pa, w8 = w.u8, w16 = w.u16, w32 = w.i32, w64 = w.f64;
 const d64 = D64, d32 = D32;
-let n = 0;`;
-  if (body.includes('execFp(')) {
-    return `${head}
-for (;;) {
+let n = 0, ex = 0, kk = 0, sp = 0;
+const lim = budget - ${size};`;
+  const loop = (cases: string): string => `exit: for (;;) {
+if (n > lim) { ex = pc; break exit; }
 switch (pc) {
-${body}
-default: h.pc = pc0 + pc; return n;
+${cases}
+default: ex = pc; break exit;
 }
-}
-};`;
-  }
+}`;
+  const tail = 'if (sp === 0) h.pc = pc0 + ex;\nreturn n + kk;\n};';
+  if (body.includes('execFp(')) return `${head}\n${loop(body)}\n${tail}`;
   const used = new Set<number>();
-  const local = body.replace(/\bx([lh])\[(\d+)\]/g, (_m, w: string, r: string) => { used.add(Number(r)); return `x${w}${r}`; })
-    .replace(/\breturn ([^;{}]*);/g, '{ ret = $1; break exit; }');
+  const local = body.replace(/\bx([lh])\[(\d+)\]/g, (_m, w: string, r: string) => { used.add(Number(r)); return `x${w}${r}`; });
   const regs = [...used].sort((a, b) => a - b);
   const load = regs.map((r) => (r === 0 ? 'xl0 = 0, xh0 = 0' : `xl${r} = xl[${r}], xh${r} = xh[${r}]`)).join(', ');
   const store = regs.filter((r) => r !== 0).map((r) => `xl[${r}] = xl${r}; xh[${r}] = xh${r};`).join(' ');
   return `${head}
-let ret = 0${load === '' ? '' : `, ${load}`};
-exit: for (;;) {
-switch (pc) {
-${local}
-default: h.pc = pc0 + pc; ret = n; break exit;
-}
-}
+${load === '' ? '' : `let ${load};`}
+${loop(local)}
 ${store}
-return ret;
-};`;
+${tail}`;
 }

@@ -31,6 +31,7 @@ export function warmUpProgram(loopCount: number): { words: number[]; halves: num
   w.push(I(-7, 0, 0, 10, 0x13), I(3, 0, 0, 11, 0x13), (0x12345 << 12 | (12 << 7) | 0x37) >>> 0, I(0, 0, 0, 13, 0x13),
     I(-1, 0, 0, 14, 0x13), ((0x80000 << 12) | (15 << 7) | 0x37) >>> 0, I(loopCount, 0, 0, 18, 0x13));
   const loopStart = w.length;
+  w.push(0x00010001); // c.nop; c.nop: the compressed path runs in the loop too (the forms below run once, after it)
   for (const [a, b] of [[10, 11], [12, 14], [13, 15], [14, 10]]) {
     for (let f3 = 0; f3 < 8; f3++) {
       w.push(R(0, b, a, f3, 5, 0x33), R(1, b, a, f3, 6, 0x33)); // OP, M
@@ -112,12 +113,14 @@ export function jitWarmUpProgram(loopCount: number): number[] {
     w.push(B(-8, 0, 5, 1));                               // bnez t0, L
   }
   w.push(I(loopCount, 0, 0, 18, 0x13));                   // li s2, loopCount
+  w.push(I(2, 0, 0, 7, 0x13));                            // C: li t2, 2
   const call = w.length;
-  w.push(0);                                              // C: jal ra, F (patched below)
-  w.push(I(-1, 18, 0, 18, 0x13), B(-8, 0, 18, 1));        // addi s2, s2, -1; bnez s2, C
+  w.push(0);                                              // jal ra, F (patched below)
+  w.push(I(-1, 18, 0, 18, 0x13), B(-12, 0, 18, 1));       // addi s2, s2, -1; bnez s2, C
   w.push(0x10500073);                                     // wfi: the end
   const f = w.length;
-  w.push(I(2, 0, 0, 7, 0x13), I(-1, 7, 0, 7, 0x13), B(-4, 0, 7, 1), I(0, 1, 0, 0, 0x67)); // F: loop twice; ret
+  // F: a loop at the function's entry (the call enters its translation), twice; ret
+  w.push(I(-1, 7, 0, 7, 0x13), B(-4, 0, 7, 1), I(0, 1, 0, 0, 0x67));
   w[call] = J((f - call) * 4, 1);
   return w;
 }

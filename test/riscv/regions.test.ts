@@ -3,7 +3,7 @@
 // with translation on and off and compares the architectural results (registers, memory, trap
 // log, instret); the translated run must also have made a region, or the test proves nothing.
 import { describe, expect, test } from 'vitest';
-import { runAsm, makeMachine, loadElf, buildAsm, type Mini } from './harness.js';
+import { runAsm, makeMachine, loadElf, buildAsm, RAM_BASE, type Mini } from './harness.js';
 import { program, DATA, LOG } from './prelude.js';
 import { REGION_THRESHOLD } from '../../src/riscv/jit.js';
 
@@ -21,6 +21,19 @@ function traps(m: Mini): bigint[][] {
 function regs(m: Mini): bigint[] {
   const h = m.harts[0];
   return Array.from({ length: 32 }, (_, i) => h.getX(i));
+}
+
+/** The program run with translation on (a) and off (b), each for at most `max` instructions. */
+function runBoth(src: string, max: number): [Mini, Mini] {
+  const run = (jit: boolean) => runAsm(src, { max, setup: (m) => { m.harts[0].jitEnabled = jit; } });
+  return [run(true), run(false)];
+}
+/** The run with translation (a) left the same results as the interpreter's (b): the two words the
+ *  program stores at DATA (the last one rdinstret, in most) and the registers. */
+function expectSameResults(a: Mini, b: Mini): void {
+  expect(u64(a, DATA)).toBe(u64(b, DATA));
+  expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8));
+  expect(regs(a)).toEqual(regs(b));
 }
 
 // F/D encodings (the test assembler is rv64imac): fcvt.d.l, fadd.d, fsd.
@@ -122,9 +135,7 @@ describe('region translation', () => {
     let sum = 0;
     for (let s1 = 2500; s1 > 0; s1--) sum += fib((s1 & 7) + 3) + 'hello, translated regions'.length;
     expect(u64(a, DATA)).toBe(BigInt(sum));
-    expect(u64(a, DATA)).toBe(u64(b, DATA));
-    expect(u64(a, DATA + 8)).toBe(u64(b, DATA + 8)); // rdinstret
-    expect(regs(a)).toEqual(regs(b));
+    expectSameResults(a, b);
   });
 
   test('a branchy loop with a call, a return and F/D gives the same state with and without translation', () => {
@@ -179,8 +190,7 @@ describe('region translation', () => {
       li t2, ${DATA}
       sd t0, 0(t2)
     `);
-    const run = (jit: boolean) => runAsm(src, { max: 20_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
-    const a = run(true), b = run(false);
+    const [a, b] = runBoth(src, 20_000_000);
     expect(a.exit).toEqual({ code: 0 });
     expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
     const ta = traps(a);
@@ -221,8 +231,7 @@ patchme:
       sd t0, 8(s0)
       .option rvc
     `);
-    const run = (jit: boolean) => runAsm(src, { max: 20_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
-    const a = run(true), b = run(false);
+    const [a, b] = runBoth(src, 20_000_000);
     expect(a.exit).toEqual({ code: 0 });
     expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
     const odd = (n: number) => Math.floor((n + 1) / 2); // odd s1 values in 1..n
@@ -329,5 +338,188 @@ irq:  sw zero, 0(s4)
     expect(ta).toEqual(traps(b.m));               // same mepc
     expect(u64(a.m, DATA)).toBe(u64(b.m, DATA));
     expect(u64(a.m, DATA + 8)).toBe(u64(b.m, DATA + 8)); // rdinstret after the loop
+  });
+  /** A call from one page to a loop on the next page, 2000 times; a FENCE.I before every 256th
+   *  (drops all translated code). t2: the result; the xor has no compressed form (t2 is x7). */
+  const FAR_LOOP = program(`
+      li s0, ${DATA}
+      li s1, 2000
+      li t2, 0
+1:    andi t1, s1, 255
+      bnez t1, 2f
+      fence.i
+2:    li t0, 40
+      jal ra, far
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd t2, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass
+      .align 12
+far:  add t2, t2, t0
+      xor t2, t2, s1
+      addi t0, t0, -1
+      bnez t0, far
+      ret
+  `);
+  test('a loop on another page than its caller runs translated on every call, also after each FENCE.I drops it', () => {
+    // Each call and return changes the fetch page; the called page's translated code is found
+    // through the fetch TLB, which must learn of code made after the page entered it (the first
+    // translation, and each one after a FENCE.I dropped all of them).
+    const [a, b] = runBoth(FAR_LOOP, 20_000_000);
+    expect(a.exit).toEqual({ code: 0 });
+    const h = a.harts[0];
+    // One translation per FENCE.I epoch (8), not one every few calls.
+    expect(h.jitStats.loops + h.jitStats.regions).toBeGreaterThan(0);
+    expect(h.jitStats.loops + h.jitStats.regions).toBeLessThanOrEqual(20);
+    expect(h.jitStats.translatedInsns / h.instret).toBeGreaterThan(0.8);
+    expectSameResults(a, b);
+  });
+  test('code rewritten behind the hart (not by its stores) runs from the next FENCE.I, on another page than its caller', () => {
+    // The test writes RAM directly (as a device or another hart would) when the hart is at its
+    // second FENCE.I: from then on the called loop subtracts instead of xor-ing. The translation
+    // made from the old bytes must not be found again through the fetch TLB.
+    const XOR = ((9 << 20) | (7 << 15) | (4 << 12) | (7 << 7) | 0x33) >>> 0; // xor t2, t2, s1
+    const SUB = ((0x20 << 25) | (9 << 20) | (7 << 15) | (7 << 7) | 0x33) >>> 0; // sub t2, t2, s1
+    const find = (m: Mini, from: number, word: number): number => {
+      for (let a = from; a < from + 0x10000; a += 2) if (m.mem.ram.readU32(a) === word) return a;
+      throw new Error(`no ${word.toString(16)} in the program`);
+    };
+    const run = (jit: boolean): Mini => {
+      const m = makeMachine();
+      const h = m.harts[0];
+      const entry = loadElf(m.mem, buildAsm(FAR_LOOP));
+      h.setPc(entry);
+      h.jitEnabled = jit;
+      const fence = find(m, entry, 0x0000100f), xor = find(m, fence, XOR);
+      let fences = 0;
+      for (let left = 20_000_000; m.exit === null && left > 0;) {
+        // single steps from 12 calls before a FENCE.I (s1 = 12..0 mod 256; 1000 instructions
+        // make at most 9 calls) to it (a budget of 1 enters no translated code)
+        const near = (Number(h.getX(9)) & 255) <= 12;
+        left -= h.run(near ? 1 : 1000) || 1;
+        if (h.pc === fence && ++fences === 2) m.mem.ram.writeU32(xor, SUB);
+      }
+      expect(fences).toBe(7);
+      return m;
+    };
+    const a = run(true), b = run(false);
+    expect(a.exit).toEqual({ code: 0 });
+    expect(a.harts[0].jitStats.translatedInsns / a.harts[0].instret).toBeGreaterThan(0.8);
+    expectSameResults(a, b);
+  });
+  test('a path first taken long after its region was made gives the same state as the interpreter', () => {
+    // The region is made (at REGION_THRESHOLD) from the code that has run: the else-block below
+    // runs only in the last quarter of the iterations, so it is not part of the region; the region
+    // leaves for the interpreter there.
+    const src = program(`
+      li s0, ${DATA}
+      li s1, ${ITER}
+      li s3, ${ITER >> 2}
+      li a0, 0
+1:    bltu s1, s3, 2f
+      addi a0, a0, 1
+      j 3f
+2:    slli t0, a0, 2
+      xor a0, a0, t0
+      addi a0, a0, 9
+3:    addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+    `);
+    const [a, b] = runBoth(src, 20_000_000);
+    expect(a.exit).toEqual({ code: 0 });
+    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    expectSameResults(a, b);
+  });
+
+  test('64-bit compares, variable shifts and zero-extended words in a region match the interpreter', () => {
+    // Shift amounts 0..63 by register, signed and unsigned compares of values whose high words are
+    // equal or not, a word zero-extended by srli 32 compared with a copy of itself.
+    const src = program(`
+      li s0, ${DATA}
+      li s1, ${ITER}
+      li s5, 0x9e3779b97f4a7c15
+      li a0, 0
+1:    andi t0, s1, 63
+      mul t1, s1, s5
+      sll t2, t1, t0
+      srl t3, t1, t0
+      sra t4, t1, t0
+      add a0, a0, t2
+      xor a0, a0, t3
+      add a0, a0, t4
+      slt t5, t1, a0
+      sltu t6, t1, a0
+      add a0, a0, t5
+      slli t6, t6, 1
+      add a0, a0, t6
+      slti t5, t1, -5
+      sltiu t6, t1, 2047
+      add a0, a0, t5
+      add a0, a0, t6
+      andi t5, s1, 1
+      xor t6, t1, t5
+      blt t1, t6, 2f
+      addi a0, a0, 3
+2:    bgeu t1, t6, 3f
+      addi a0, a0, 5
+3:    bne t1, t6, 4f
+      addi a0, a0, 7
+4:    srli t5, t1, 32
+      addi t6, t5, 0
+      beq t5, t6, 5f
+      addi a0, a0, 11
+5:    bge t1, zero, 6f
+      addi a0, a0, 13
+6:    addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+    `);
+    const [a, b] = runBoth(src, 50_000_000);
+    expect(a.exit).toEqual({ code: 0 });
+    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    expectSameResults(a, b);
+  });
+
+  test('loads and stores that miss the soft TLB, are misaligned or cross a page, inside a region, match the interpreter', () => {
+    // The pointer jumps around 2 MiB (512 pages: more than the soft TLB holds), at any byte offset:
+    // translated code leaves before each access its fast path cannot do, the interpreter does it.
+    const src = program(`
+      li s0, ${DATA}
+      li s2, ${DATA + 0x100000}
+      li s1, ${ITER}
+      li s5, 4099
+      li a0, 0
+1:    mul t0, s1, s5
+      slli t1, t0, 20
+      srli t1, t1, 43            # 0 .. 2 MiB - 1
+      add t1, t1, s2
+      sd s1, 0(t1)
+      ld t2, 0(t1)
+      lw t3, 5(t1)
+      sh t0, 3(t1)
+      lhu t4, 3(t1)
+      add a0, a0, t2
+      add a0, a0, t3
+      add a0, a0, t4
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+    `);
+    const [a, b] = runBoth(src, 50_000_000);
+    expect(a.exit).toEqual({ code: 0 });
+    expect(a.harts[0].regionsCompiled + a.harts[0].jitStats.loops).toBeGreaterThan(0);
+    expect(a.harts[0].jitStats.translatedInsns).toBeGreaterThan(0);
+    expectSameResults(a, b);
+    const mem = (m: Mini) => { const x = new Uint8Array(0x200010); m.mem.ram.read(DATA + 0x100000, x); return x; };
+    expect(Buffer.compare(mem(a), mem(b))).toBe(0);
   });
 });
