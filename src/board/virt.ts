@@ -15,7 +15,7 @@
 // kernel + min(RAM/2, 128 MiB) (riscv_load_initrd): see boot-layout.ts.
 
 import { readFileSync } from 'node:fs';
-import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
+import { CHUNK_SIZE, GuestRam, type ChunkBudget } from '../memory/ram.js';
 import { PhysicalMemoryMap, type MmioDevice } from '../memory/bus.js';
 import { Hart } from '../riscv/hart.js';
 import { ReservationSet } from '../riscv/reservations.js';
@@ -69,13 +69,14 @@ export class VirtMachine {
   private clockPaused = false;
   private nextHart = 0;
 
-  private constructor(readonly config: MachineConfig, private readonly host: MachineHost) {
+  private constructor(readonly config: MachineConfig, private readonly host: MachineHost, budget: ChunkBudget | null) {
     if (!Number.isInteger(config.cpus) || config.cpus < 1 || config.cpus > MAX_CPUS) {
       throw new RangeError(`cpus must be 1..${MAX_CPUS}, got ${config.cpus}`);
     }
     // RAM is made of 2 MiB chunks; a size that is not a multiple gets its last chunk in full,
     // but the guest is only told about (and only loads into) memoryBytes.
     this.ram = new GuestRam(DRAM_BASE, Math.ceil(config.memoryBytes / CHUNK_SIZE) * CHUNK_SIZE);
+    this.ram.budget = budget;
     this.mem = new PhysicalMemoryMap(this.ram);
     const reservations = new ReservationSet();
     for (let i = 0; i < config.cpus; i++) this.harts.push(new Hart(i, this.mem, this.clock, reservations));
@@ -105,8 +106,9 @@ export class VirtMachine {
     this.clock.resume();
   }
 
-  static create(cfg: MachineConfig, host: MachineHost): VirtMachine {
-    return new VirtMachine(cfg, host);
+  /** `budget`: where host memory for RAM chunks comes from (the daemon's ledger, src/vm). */
+  static create(cfg: MachineConfig, host: MachineHost, budget: ChunkBudget | null = null): VirtMachine {
+    return new VirtMachine(cfg, host, budget);
   }
 
   /** The 8 virtio-mmio slots. THE place where devices are plugged in, as virtio-slots.ts plans

@@ -29,6 +29,7 @@ export function exitCodeForClass(c: ErrorClass): number {
     case 'NoSuchVm':
       return EXIT.noSuchVm;
     case 'WrongState':
+    case 'InsufficientResources':
       return EXIT.wrongState;
     case 'Timeout':
       return EXIT.timeout;

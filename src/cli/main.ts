@@ -42,7 +42,7 @@ function buildProgram(): Command {
     .showHelpAfterError('(run vmctl --help for usage)')
     .addHelpText('after', `
 Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 daemon unreachable, 4 no such VM,
-            5 wrong state for this command, 124 timeout; run: the guest's own code;
+            5 wrong state for this command or not enough host memory, 124 timeout; run: the guest's own code;
             exec: the guest command's status (255: no shell answered on the console).
 State lives in $VMCTL_HOME (default ~/.vmctl).`);
   program.exitOverride();

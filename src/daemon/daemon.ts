@@ -12,7 +12,12 @@ import { ensureHome, homePaths, socketFits, type HomePaths } from './paths.js';
 import { Registry } from './registry.js';
 import { RotatingLog } from './rotating-log.js';
 import { Connection } from './server.js';
-import type { VmEvent, VmInstance } from './vm-instance.js';
+import type { InstanceEnv, VmEvent, VmInstance } from './vm-instance.js';
+import { HostMemory } from './host-memory.js';
+import { BalloonPolicy } from './balloon-policy.js';
+
+/** How often the balloon policy looks at the host's memory. */
+const POLICY_EVERY_MS = 1000;
 
 export interface DaemonOptions {
   readonly home: string;
@@ -142,13 +147,23 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       unlinkSync(socketPath);
     }
 
-    const workerEnv = {
+    const memory = new HostMemory(settings, log);
+    let registry: Registry | null = null;
+    const vms = (): Iterable<VmInstance> => registry?.vms.values() ?? [];
+    const policy = settings.autoBalloon ? new BalloonPolicy(memory, vms, log) : null;
+    const workerEnv: InstanceEnv = {
       home: paths.home,
       workerPath: opts.workerPath,
       serialLogMaxBytes: settings.serialLogMaxBytes,
       consoleHistoryBytes: settings.consoleHistoryBytes,
       log,
+      memory,
+      committed: (except) => [...vms()].filter((v) => v !== except && v.active).map((v) => ({ name: v.name, bytes: v.def.memoryBytes })),
+      memoryShort: () => { policy?.step(); },
     };
+    // The policy looks at the host every second (it costs nothing while memory is plentiful).
+    const policyTimer = policy ? setInterval(() => policy.step(), POLICY_EVERY_MS) : null;
+    policyTimer?.unref();
     const connections = new Set<Connection>();
     const wire = (vm: VmInstance): void => {
       vm.listener = (e: VmEvent) => {
@@ -161,7 +176,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       };
     };
 
-    const registry = new Registry(paths, workerEnv, (vm) => wire(vm));
+    registry = new Registry(paths, workerEnv, (vm) => wire(vm));
     registry.load();
 
     const startedAt = Date.now();
@@ -185,6 +200,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       if (shuttingDown) return;
       shuttingDown = true;
       log(`shutting down (${why})`);
+      if (policyTimer) clearInterval(policyTimer);
       server?.close();
       // A clean daemon stop powers VMs off (disks flushed); they show `stopped`, not `aborted`.
       await Promise.all([...registry.vms.values()].filter((v) => v.active).map((v) => v.powerOff().catch(() => {})));

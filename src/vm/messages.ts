@@ -20,6 +20,9 @@ export interface WorkerInit {
   readonly mode: 'run' | 'dtb';
   readonly vmName: string;
   readonly config: MachineConfig;
+  /** The daemon's host memory ledger and this VM's control block (src/vm/memory-budget.ts);
+   *  without them (dtb mode) RAM is allocated without limit. */
+  readonly memory?: { readonly ledger: SharedArrayBuffer; readonly control: SharedArrayBuffer };
 }
 
 export type ToWorker =
@@ -44,4 +47,10 @@ export type FromWorker =
   | { readonly type: 'dtb'; readonly data: Uint8Array }
   /** The machine was closed (disks flushed); the thread ends next. */
   | { readonly type: 'closed'; readonly instructionsRetired: number }
-  | { readonly type: 'fatal'; readonly message: string };
+  | { readonly type: 'fatal'; readonly message: string; readonly hostMemoryShort?: boolean }
+  /** The guest touched new memory and the host has none to give: its harts wait. */
+  | { readonly type: 'memoryWait'; readonly heldBytes: number; readonly usedBytes: number; readonly limitBytes: number }
+  /** It waited too long: paused (reason memory), its clock stopped. */
+  | { readonly type: 'memoryPaused' }
+  /** It got its memory after waiting (and runs again if it had been paused). */
+  | { readonly type: 'memoryResumed'; readonly waitedMs: number; readonly wasPaused: boolean };

@@ -7,6 +7,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { VirtMachine } from '../board/virt.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
 import { ConsoleBatcher, RunLoop } from './run-loop.js';
+import { HostMemoryShort, SharedChunkBudget } from './memory-budget.js';
+import { CHUNK_SIZE } from '../memory/ram.js';
 
 const port = parentPort;
 if (!port) throw new Error('vm-worker must run as a worker thread');
@@ -16,10 +18,11 @@ const post = (m: FromWorker): void => port.postMessage(m);
 function main(): void {
   const host = new ConsoleBatcher(post);
   let machine: VirtMachine;
+  const budget = init.memory ? new SharedChunkBudget(new Int32Array(init.memory.ledger), new Int32Array(init.memory.control)) : null;
   try {
-    machine = VirtMachine.create(init.config, host);
+    machine = VirtMachine.create(init.config, host, budget);
   } catch (e) {
-    post({ type: 'fatal', message: `cannot build the machine: ${(e as Error).message}` });
+    post({ type: 'fatal', message: `cannot build the machine: ${(e as Error).message}`, hostMemoryShort: e instanceof HostMemoryShort });
     port!.close();
     return;
   }
@@ -31,6 +34,24 @@ function main(): void {
     return;
   }
   const loop = new RunLoop(machine, host, post, () => port!.close(), fullCollection());
+  if (budget) {
+    // From now on a short host makes the guest wait for memory rather than fail.
+    budget.blocking = true;
+    budget.events = {
+      waiting: (held, used, limit) => {
+        host.flush();
+        post({ type: 'memoryWait', heldBytes: held * CHUNK_SIZE, usedBytes: used * CHUNK_SIZE, limitBytes: limit * CHUNK_SIZE });
+      },
+      paused: () => {
+        machine.pauseClock();
+        post({ type: 'memoryPaused' });
+      },
+      resumed: (waitedMs, wasPaused) => {
+        if (wasPaused) machine.resumeClock();
+        post({ type: 'memoryResumed', waitedMs, wasPaused });
+      },
+    };
+  }
   port!.on('message', (m: ToWorker) => loop.handle(m));
   post({ type: 'ready' });
   loop.start();

@@ -49,7 +49,7 @@ export function register(program: Command): void {
       const rows: [string, string][] = [
         ['Name', out.bold(v.name)],
         ['UUID', v.uuid],
-        ['State', stateColor(v.state)],
+        ['State', `${stateColor(v.state)}${v.pauseReason === 'memory' ? ' (waiting for host memory)' : ''}`],
         ['CPUs', String(v.cpus)],
         ['Memory', `${humanSize(v.memoryBytes)} (${v.memoryBytes} bytes)`],
         ...memoryRows(v),
