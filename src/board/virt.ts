@@ -17,7 +17,7 @@
 // kernel + min(RAM/2, 128 MiB) (riscv_load_initrd): see boot-layout.ts.
 
 import { randomBytes } from 'node:crypto';
-import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
+import { CHUNK_SIZE, GuestRam, type ChunkBudget } from '../memory/ram.js';
 import { FileRefused, readRegular } from '../host/regular-file.js';
 import { PhysicalMemoryMap, type MmioDevice } from '../memory/bus.js';
 import { Hart, type HartState } from '../riscv/hart.js';
@@ -123,13 +123,14 @@ export class VirtMachine {
    *  device access or request, while this thread may be idle). */
   onWake: () => void = () => {};
 
-  private constructor(readonly config: MachineConfig, private readonly host: MachineHost, threads?: StartHartThread, saved?: MachineState) {
+  private constructor(readonly config: MachineConfig, private readonly host: MachineHost, threads: StartHartThread | undefined, budget: ChunkBudget | null, saved?: MachineState) {
     if (!Number.isInteger(config.cpus) || config.cpus < 1 || config.cpus > MAX_CPUS) {
       throw new RangeError(`cpus must be 1..${MAX_CPUS}, got ${config.cpus}`);
     }
     // RAM is made of 2 MiB chunks; a size that is not a multiple gets its last chunk in full,
     // but the guest is only told about (and only loads into) memoryBytes.
     this.ram = new GuestRam(DRAM_BASE, Math.ceil(config.memoryBytes / CHUNK_SIZE) * CHUNK_SIZE);
+    this.ram.budget = budget;
     this.mem = new PhysicalMemoryMap(this.ram);
     const reservations = new ReservationSet(config.cpus);
     if (threads && config.cpus > 1) {
@@ -181,16 +182,17 @@ export class VirtMachine {
   }
 
   /** `threads`: how to start a thread for a hart (src/vm gives worker threads); without it, every
-   *  hart runs on the calling thread. */
-  static create(cfg: MachineConfig, host: MachineHost, threads?: StartHartThread): VirtMachine {
-    return new VirtMachine(cfg, host, threads);
+   *  hart runs on the calling thread. `budget`: where host memory for RAM chunks comes from (the
+   *  daemon's ledger, src/vm/memory-budget.ts); without it chunks are simply allocated. */
+  static create(cfg: MachineConfig, host: MachineHost, threads?: StartHartThread, budget: ChunkBudget | null = null): VirtMachine {
+    return new VirtMachine(cfg, host, threads, budget);
   }
 
   /** A machine built from `cfg` and put into a saved state instead of booting: it goes on where
    *  the saved one stopped (its clock paused at the saved mtime: resumeClock() to run). Throws
    *  MachineStateMismatch when the state does not fit `cfg` (nothing is left open then). */
-  static restore(cfg: MachineConfig, host: MachineHost, state: MachineState, threads?: StartHartThread): VirtMachine {
-    return new VirtMachine(cfg, host, threads, state);
+  static restore(cfg: MachineConfig, host: MachineHost, state: MachineState, threads?: StartHartThread, budget: ChunkBudget | null = null): VirtMachine {
+    return new VirtMachine(cfg, host, threads, budget, state);
   }
 
   private startHartThreads(threads: StartHartThread, reservations: ReservationSet, states?: readonly HartState[]): void {

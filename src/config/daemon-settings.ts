@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { ConfigErrors } from './errors.js';
 import { readYamlFile, SchemaReader } from './yaml-schema.js';
-import { boolean, dict, object, readDocument, ReadContext, size, string, type ObjectValue } from './schema.js';
+import { boolean, dict, number, object, readDocument, ReadContext, size, string, type ObjectValue } from './schema.js';
 import { NETWORK_NAME_RE } from './vm-schema.js';
 import { parseIp } from '../net/packet.js';
 import { annotatedYaml } from './schema-docs.js';
@@ -19,6 +19,12 @@ export interface DaemonSettings {
   readonly consoleHistoryBytes: number;
   /** Switch networks' own settings by name (a name not here gets SWITCH_DEFAULTS). */
   readonly networks: ReadonlyMap<string, SwitchSettings>;
+  /** Host memory vmctl may use for guests; undefined: what this process may use (hostMemoryBytes). */
+  readonly hostMemoryBytes: number | undefined;
+  /** Running VMs may be configured with up to hostMemory × this in all. */
+  readonly overcommit: number;
+  /** The daemon's balloon policy (src/daemon/balloon-policy.ts). */
+  readonly autoBalloon: boolean;
 }
 
 export interface SwitchSettings {
@@ -53,6 +59,20 @@ export const SETTINGS_SCHEMA = object({
     example: { lab: { subnet: '10.0.3.0/24', nat: false }, dmz: { subnet: '10.0.4.0/24', nat: true } },
     description: 'Switch networks (VM NICs with mode: switch, name: NAME) and their settings',
   }),
+  host: object({
+    memory: size({
+      min: 64 * MiB, example: '16GiB', defaultText: 'the cgroup memory limit, else physical memory',
+      description: 'Host memory vmctl may use for guests: start is refused past memory × overcommit, and VMs wait for memory past it',
+    }),
+    overcommit: number({
+      min: 1, max: 100, default: 1.5, example: 1.5,
+      description: 'How much more memory running VMs may be configured with, in all, than host.memory',
+    }),
+    autoBalloon: boolean({
+      default: true, example: true,
+      description: 'When the VMs\' resident memory nears host.memory, inflate the balloons of the VMs with the most free memory (never below memory.min), and deflate them when it is gone',
+    }),
+  }, { nullIsAbsent: true, description: 'The host\'s memory and how vmctl shares it between VMs' }),
 }, { description: 'vmctl daemon settings (VMCTL_HOME/config.yaml); every key is optional' });
 
 type SettingsFile = ObjectValue<typeof SETTINGS_SCHEMA.fields>;
@@ -74,7 +94,10 @@ function toSettings(v: SettingsFile, ctx: ReadContext): DaemonSettings {
       else networks.set(name, { network: net, prefix, nat: n.nat });
     }
   }
-  return { serialLogMaxBytes: v.serialLogMaxSize, daemonLogMaxBytes: v.daemonLogMaxSize, consoleHistoryBytes: v.consoleHistorySize, networks };
+  return {
+    serialLogMaxBytes: v.serialLogMaxSize, daemonLogMaxBytes: v.daemonLogMaxSize, consoleHistoryBytes: v.consoleHistorySize, networks,
+    hostMemoryBytes: v.host.memory, overcommit: v.host.overcommit, autoBalloon: v.host.autoBalloon,
+  };
 }
 
 /** Reads config.yaml text; an empty file means every default. Throws ConfigErrors. */

@@ -186,6 +186,24 @@ export class IntegerSpec<P extends Presence> extends Spec<number, P> {
   override show(v: number): string { return String(v); }
 }
 
+export interface NumberOptions extends KeyOptions<number> { readonly min: number; readonly max: number }
+/** A number with a fraction allowed (a ratio: 1.5). */
+export class NumberSpec<P extends Presence> extends Spec<number, P> {
+  declare readonly options: NumberOptions;
+  get expected(): string { return `a number from ${this.options.min} to ${this.options.max}`; }
+  get accepts(): string { return `number, ${this.options.min}..${this.options.max}`; }
+  read(node: Node | null, where: Where, ctx: ReadContext): number | undefined {
+    const v = scalarValue(node);
+    const { min, max } = this.options;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) return this.refuse(node, where, ctx);
+    return v;
+  }
+  protected schema(): JsonSchema {
+    return { type: 'number', minimum: this.options.min, maximum: this.options.max };
+  }
+  override show(v: number): string { return String(v); }
+}
+
 // A size: 128MiB, 1G, 4096 (bytes). Units are binary and case-insensitive (src/config/units.ts).
 const SIZE_PATTERN = '^\\s*[0-9]+\\s*([BbKkMmGgTt]|[KkMmGgTt][Bb]|[KkMmGgTt][Ii][Bb])?\\s*$';
 /** parseSize counts exactly up to 2^53 bytes (8192TiB). */
@@ -613,6 +631,7 @@ export class ShapesSpec<T, P extends Presence> extends Spec<T, P> {
 // ---- builders: the declaration reads as a list of keys ----
 
 export const integer = <const O extends IntegerOptions>(o: O) => new IntegerSpec<PresenceOf<O>>(o);
+export const number = <const O extends NumberOptions>(o: O) => new NumberSpec<PresenceOf<O>>(o);
 export const size = <const O extends SizeOptions>(o: O) => new SizeSpec<PresenceOf<O>>(o);
 export const duration = <const O extends KeyOptions<number>>(o: O) => new DurationSpec<PresenceOf<O>>(o);
 export const string = <const O extends StringOptions>(o: O) => new StringSpec<PresenceOf<O>>(o);

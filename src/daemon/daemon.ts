@@ -18,7 +18,12 @@ import { collectGarbage } from '../vm/collect-garbage.js';
 import { RotatingLog } from './rotating-log.js';
 import { Connection } from './server.js';
 import { SwitchHub } from './switches.js';
-import type { VmEvent, VmInstance } from './vm-instance.js';
+import type { InstanceEnv, VmEvent, VmInstance } from './vm-instance.js';
+import { HostMemory } from './host-memory.js';
+import { BalloonPolicy } from './balloon-policy.js';
+
+/** How often the balloon policy looks at the host's memory. */
+const POLICY_EVERY_MS = 1000;
 
 export interface DaemonOptions {
   readonly home: string;
@@ -151,8 +156,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       unlinkSync(socketPath);
     }
 
-    /** VMs whose worker thread could not be ended (see VmInstance.powerOff). */
     const switches = new SwitchHub(settings.networks, log);
+    /** VMs whose worker thread could not be ended (see VmInstance.powerOff). */
     const lostWorkers = new Set<string>();
     // When the last idle VM thread has ended and no VM runs, the daemon is idle: its heap is
     // collected then (an idle daemon allocates too little for V8 to do it), and V8 gives the
@@ -160,7 +165,11 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     const threads = new VmThreads(opts.workerPath, () => {
       if (![...registry.vms.values()].some((v) => v.active)) collectGarbage();
     });
-    const workerEnv = {
+    const memory = new HostMemory(settings, log);
+    // Called only once the registry below exists (a VM starts, the policy's timer).
+    const vms = (): Iterable<VmInstance> => registry.vms.values();
+    const policy = settings.autoBalloon ? new BalloonPolicy(memory, vms, log) : null;
+    const workerEnv: InstanceEnv = {
       home: paths.home,
       version: opts.version,
       switches,
@@ -170,7 +179,13 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       consoleHistoryBytes: settings.consoleHistoryBytes,
       log,
       workerLost: (vm: string) => { lostWorkers.add(vm); },
+      memory,
+      committed: (except) => [...vms()].filter((v) => v !== except && v.active).map((v) => ({ name: v.name, bytes: v.def.memoryBytes })),
+      memoryShort: () => { policy?.step(); },
     };
+    // The policy looks at the host every second (it costs nothing while memory is plentiful).
+    const policyTimer = policy ? setInterval(() => policy.step(), POLICY_EVERY_MS) : null;
+    policyTimer?.unref();
     const connections = new Set<Connection>();
     const wire = (vm: VmInstance): void => {
       vm.listener = (e: VmEvent) => {
@@ -223,6 +238,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       }
       shuttingDown = true;
       log(`shutting down (${why}${opts.force ? ', powering VMs off' : ''})`);
+      if (policyTimer) clearInterval(policyTimer);
       step('closing the socket', () => server?.close());
       step('ending the definition threads', () => definitions.close());
       const running = [...registry.vms.values()].filter((v) => v.active);

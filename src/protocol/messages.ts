@@ -27,7 +27,7 @@ export function isActiveState(s: string): boolean {
 export const ERROR_CLASSES = [
   'ProtocolError', 'VersionMismatch', 'UnknownMethod', 'InvalidParams', 'ConfigError',
   'NoSuchVm', 'AlreadyExists', 'WrongState', 'StartFailed', 'Timeout', 'ShuttingDown', 'Internal',
-  'NoSuchBoot', 'NoSuchSnapshot',
+  'NoSuchBoot', 'NoSuchSnapshot', 'InsufficientResources',
 ] as const;
 export type ErrorClass = (typeof ERROR_CLASSES)[number];
 
@@ -44,7 +44,9 @@ export interface Greeting { readonly hello: { protocol: number; server: string; 
 export interface Request { readonly id: number | string; readonly method: string; readonly params?: Record<string, unknown> }
 export interface Reply { readonly id: number | string | null; readonly result?: unknown; readonly error?: ErrorBody }
 export interface EventMessage { readonly event: EventName; readonly vm: string; readonly data: Record<string, unknown>; readonly timestamp: string }
-export type EventName = 'state' | 'console' | 'power' | 'deleted';
+export type EventName = 'state' | 'console' | 'power' | 'deleted' | 'memory';
+/** Why a VM is paused: `vmctl pause`, or the host ran short of memory while it needed some. */
+export type PauseReason = 'user' | 'memory';
 
 export interface PowerInfo {
   readonly kind: 'poweroff' | 'reset';
@@ -109,6 +111,8 @@ export interface VmInfo {
   /** The VM's identity, given at create (RFC 4122 version 4, lower case). */
   readonly uuid: string;
   readonly state: VmState;
+  /** Why it is paused (null unless paused). */
+  readonly pauseReason: PauseReason | null;
   readonly cpus: number;
   readonly memoryBytes: number;
   readonly memory: MemoryInfo;

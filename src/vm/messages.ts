@@ -32,6 +32,9 @@ export interface WorkerInit {
   readonly startPaused?: boolean;
   /** By NIC index: the port of the daemon's switch for a NIC with mode: switch (transferred). */
   readonly switchPorts?: readonly (MessagePort | null)[];
+  /** The daemon's host memory ledger and this VM's control block (src/vm/memory-budget.ts);
+   *  without them (dtb mode) RAM is allocated without limit. */
+  readonly memory?: { readonly ledger: SharedArrayBuffer; readonly control: SharedArrayBuffer };
 }
 
 export type ToWorker =
@@ -89,6 +92,13 @@ export type FromWorker =
    *  was sent: the last message about it; the thread then waits for the next `init`. */
   | { readonly type: 'closed'; readonly instructionsRetired: number }
   /** `startRefused`: the machine could not start for a reason of the host's state (a forward's
-   *  port is taken), not a broken machine: the start is refused as "wrong state" (exit 5). */
-  | { readonly type: 'fatal'; readonly message: string; readonly startRefused?: boolean }
-  | { readonly type: 'port-reply'; readonly id: number; readonly forwards?: readonly ForwardInfo[]; readonly removed?: boolean; readonly error?: string };
+   *  port is taken), not a broken machine: the start is refused as "wrong state" (exit 5).
+   *  `hostMemoryShort`: the host's memory ledger could not give it its RAM (InsufficientResources). */
+  | { readonly type: 'fatal'; readonly message: string; readonly startRefused?: boolean; readonly hostMemoryShort?: boolean }
+  | { readonly type: 'port-reply'; readonly id: number; readonly forwards?: readonly ForwardInfo[]; readonly removed?: boolean; readonly error?: string }
+  /** The guest touched new memory and the host has none to give: its harts wait. */
+  | { readonly type: 'memoryWait'; readonly heldBytes: number; readonly usedBytes: number; readonly limitBytes: number }
+  /** It waited too long: paused (reason memory), its clock stopped. */
+  | { readonly type: 'memoryPaused' }
+  /** It got its memory after waiting (and runs again if it had been paused). */
+  | { readonly type: 'memoryResumed'; readonly waitedMs: number; readonly wasPaused: boolean };

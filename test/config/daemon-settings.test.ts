@@ -20,7 +20,8 @@ describe('daemon settings (config.yaml)', () => {
     expect(loadDaemonSettings(file(DEFAULT_SETTINGS_TEXT))).toEqual(DEFAULT_SETTINGS);
   });
   it('reads sizes', () => {
-    expect(loadDaemonSettings(file('serialLogMaxSize: 64KiB\nconsoleHistorySize: 1M\n'))).toEqual({ serialLogMaxBytes: 65536, daemonLogMaxBytes: DEFAULT_SETTINGS.daemonLogMaxBytes, consoleHistoryBytes: 1024 * 1024, networks: new Map() });
+    expect(loadDaemonSettings(file('serialLogMaxSize: 64KiB\nconsoleHistorySize: 1M\n'))).toEqual({ serialLogMaxBytes: 65536, daemonLogMaxBytes: DEFAULT_SETTINGS.daemonLogMaxBytes, consoleHistoryBytes: 1024 * 1024, networks: new Map(),
+      hostMemoryBytes: undefined, overcommit: 1.5, autoBalloon: true });
     expect(loadDaemonSettings(file('daemonLogMaxSize: 8KiB\n'))).toEqual({ ...DEFAULT_SETTINGS, daemonLogMaxBytes: 8192 });
   });
   it('rejects unknown keys and bad sizes with FILE:LINE:COL', () => {
@@ -32,8 +33,20 @@ describe('daemon settings (config.yaml)', () => {
       expect(e).toBeInstanceOf(ConfigErrors);
       expect((e as ConfigErrors).errors.map((x) => x.message)).toEqual([
         `${f}:1:19: serialLogMaxSize: "1KiB" is too small; expected a size of at least 4KiB`,
-        `${f}:2:1: unknown key "consoleHistorySise"; did you mean "consoleHistorySize"? (expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize, networks)`,
+        `${f}:2:1: unknown key "consoleHistorySise"; did you mean "consoleHistorySize"? (expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize, networks, host)`,
       ]);
+    }
+  });
+  it('reads host memory, overcommit and autoBalloon; refuses bad ones at FILE:LINE:COL', () => {
+    const s = loadDaemonSettings(file('host:\n  memory: 2GiB\n  overcommit: 2\n  autoBalloon: false\n'));
+    expect([s.hostMemoryBytes, s.overcommit, s.autoBalloon]).toEqual([2 * 1024 ** 3, 2, false]);
+    const f = file('host:\n  memory: 1MiB\n  overcommit: 0.5\n');
+    expect(() => loadDaemonSettings(f)).toThrow(ConfigErrors);
+    try { loadDaemonSettings(f); } catch (e) {
+      const msgs = (e as ConfigErrors).errors.map((x) => x.message);
+      expect(msgs).toHaveLength(2);
+      expect(msgs[0]).toMatch(new RegExp(`^${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:2:11: host\\.memory: "1MiB" is too small`));
+      expect(msgs[1]).toMatch(/:3:15: host\.overcommit: .*0\.5/);
     }
   });
   it('reads switch networks: subnet and nat by name; a name with nothing takes the defaults', () => {

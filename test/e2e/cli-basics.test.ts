@@ -228,7 +228,7 @@ describe('the daemon', () => {
     for (const args of [['list'], ['daemon', 'start']]) {
       const l = await h.run(args);
       expect(l.code, l.stderr).toBe(2);
-      expect(l.stderr).toContain(`${join(h.home, 'config.yaml')}:1:1: unknown key "bogus"; expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize, networks\n`);
+      expect(l.stderr).toContain(`${join(h.home, 'config.yaml')}:1:1: unknown key "bogus"; expected one of serialLogMaxSize, daemonLogMaxSize, consoleHistorySize, networks, host\n`);
       expect(l.stderr).toContain(`${join(h.home, 'config.yaml')}:2:19: serialLogMaxSize: 1 is too small; expected a size of at least 4KiB`);
     }
     expect(existsSync(join(h.home, 'vmd.pid'))).toBe(false);
