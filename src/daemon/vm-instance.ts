@@ -505,6 +505,7 @@ export class VmInstance {
     let fatal: string | null = null;
     let refused = false;
     let hostMemoryShort = false;
+    let adoptTarget = restoreFrom !== undefined;
     let power: PowerEvent | null = null;
 
     return new Promise<void>((resolve, reject) => {
@@ -540,6 +541,12 @@ export class VmInstance {
             p.instructionsRetired = m.instructionsRetired;
             this.memory = m.memory;
             this.memoryAt = Date.now();
+            if (adoptTarget && m.memory.balloon) {
+              // A machine state brought its balloon back: its target is the VM's target again.
+              adoptTarget = false;
+              const t = m.memory.balloon.targetBytes;
+              this.userTarget = t >= this.def.memoryBytes ? null : t;
+            }
             break;
           case 'paused':
           case 'resumed':

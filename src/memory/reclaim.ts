@@ -112,6 +112,45 @@ export class PageReclaim {
     return dropped;
   }
 
+  /** The pages in the balloon, as [first page, page count] pairs in ascending order. */
+  inflatedRanges(): number[] {
+    const out: number[] = [];
+    const b = this.inflated;
+    if (b === null) return out;
+    for (let p = 0; p < b.length; p++) {
+      if (b[p] === 0) continue;
+      const first = p;
+      while (p < b.length && b[p] === 1) p++;
+      out.push(first, p - first);
+    }
+    return out;
+  }
+
+  /** A saved balloon's pages back in (a machine being restored: its RAM is loaded already and
+   *  every chunk wholly given up was left out of it, so nothing is dropped here). Throws a
+   *  RangeError for ranges outside the guest's memory or overlapping. */
+  restoreInflated(ranges: readonly number[]): void {
+    this.reset();
+    if (ranges.length === 0) return;
+    if (ranges.length % 2 !== 0) throw new RangeError('the balloon\'s saved pages are not [first, count] pairs');
+    this.inflated = new Uint8Array(this.guestPages);
+    this.inflatedPerChunk = new Uint16Array(this.ram.chunkCount);
+    let end = 0;
+    for (let k = 0; k < ranges.length; k += 2) {
+      const first = ranges[k];
+      const count = ranges[k + 1];
+      if (!Number.isInteger(first) || !Number.isInteger(count) || first < end || count < 1 || first + count > this.guestPages) {
+        throw new RangeError(`the balloon's saved pages ${first}+${count} are not inside the guest's ${this.guestPages} pages in ascending order`);
+      }
+      for (let p = first; p < first + count; p++) {
+        this.inflated[p] = 1;
+        this.inflatedPerChunk[p >>> (CHUNK_SHIFT - PAGE_SHIFT)]++;
+      }
+      this.inflatedPages += count;
+      end = first + count;
+    }
+  }
+
   /** Device reset: the balloon is empty again (the guest owns every page); dropped chunks stay
    *  dropped until touched. */
   reset(): void {

@@ -270,15 +270,16 @@ describe('virtio-balloon: free page reporting', () => {
   }
 });
 
-describe('virtio-balloon: statistics', () => {
-  function sendStats(r: Rig, entries: [number, number][]): void {
-    entries.forEach(([tag, val], i) => {
-      r.ram.writeU16(BUF + 10 * i, tag);
-      r.ram.writeU64(BUF + 10 * i + 2, val);
-    });
-    r.q[2].send([{ addr: BUF, len: 10 * entries.length }]);
-  }
+/** The driver's stats buffer: (tag, value) entries on the stats queue (2). */
+function sendStats(r: Rig, entries: [number, number][]): void {
+  entries.forEach(([tag, val], i) => {
+    r.ram.writeU16(BUF + 10 * i, tag);
+    r.ram.writeU64(BUF + 10 * i + 2, val);
+  });
+  r.q[2].send([{ addr: BUF, len: 10 * entries.length }]);
+}
 
+describe('virtio-balloon: statistics', () => {
   it('reads the figures, keeps the buffer, and gives it back when it wants fresh ones', () => {
     const r = rig();
     expect(r.slot.figures().stats.updatedAt).toBeNull();
@@ -300,5 +301,73 @@ describe('virtio-balloon: statistics', () => {
     sendStats(r, [[4, 2]]);
     expect(r.q[2].usedIdx()).toBe(1);
     expect(r.slot.figures().stats.values.freeMemory).toBe(2);
+  });
+});
+
+describe('virtio-balloon: machine state (vmctl save, snapshots)', () => {
+  /** A fresh balloon on the same RAM, given `r`'s saved transport state (through JSON, as the
+   *  machine-state file keeps it); the driver and its queues go on talking to it. */
+  function restored(r: Rig): VirtioBalloonSlot {
+    const saved = JSON.parse(JSON.stringify(r.slot.transport.saveState())) as ReturnType<typeof r.slot.transport.saveState>;
+    r.slot.close();
+    const slot = new VirtioBalloonSlot({
+      settings: { ...ALL, statsIntervalMs: 3_600_000 }, ram: r.ram, guestBytes: RAM_BYTES, base: 0x10008000,
+      irq: (l) => { r.d.irq = l; }, log: (m) => r.d.logs.push(m), dropChunk: (c) => { r.dropped.push(c); r.ram.release(c); },
+    });
+    slot.transport.loadState(saved);
+    (r.d as { dev: unknown }).dev = slot.transport;
+    r.slot = slot;
+    return slot;
+  }
+
+  it('keeps the target, actual, the pages in the balloon and the held stats buffer: the driver goes on', () => {
+    const r = rig();
+    r.slot.setTarget(RAM_BYTES - CHUNK_SIZE - 3 * PAGE_SIZE);
+    r.ram.writeU8(chunkAddr(1), 1);
+    r.ram.writeU8(chunkAddr(2), 1);
+    pfns(r, 0, pagesOfChunk(1));                  // chunk 1 wholly: dropped
+    pfns(r, 0, pagesOfChunk(2, 10, 13), BUF + 0x1000);
+    r.d.dev.write(REG.Config + 4, 4, CHUNK_SIZE / PAGE_SIZE + 3);
+    sendStats(r, [[4, 300 * MiB], [6, 500 * MiB]]);
+    const before = r.slot.figures();
+    expect(before.balloonBytes).toBe(CHUNK_SIZE + 3 * PAGE_SIZE);
+
+    const slot = restored(r);
+    const after = slot.figures();
+    expect({ ...after, stats: after.stats.values }).toEqual({ ...before, stats: before.stats.values });
+    expect(r.ram.isAllocated(1)).toBe(false);
+    // The driver deflates pages it put in before the save: the device knows them.
+    pfns(r, 1, pagesOfChunk(2, 10, 12), BUF + 0x2000);
+    expect(needsReset(r)).toBe(false);
+    expect(slot.figures().balloonBytes).toBe(CHUNK_SIZE + PAGE_SIZE);
+    // ... and inflating one already in is still refused.
+    pfns(r, 0, pagesOfChunk(2, 12, 13), BUF + 0x3000);
+    expect(needsReset(r)).toBe(true);
+  });
+
+  it('gives the stats buffer it held before the save back when it wants fresh figures', () => {
+    const r = rig();
+    sendStats(r, [[4, 1]]);
+    expect(r.q[2].usedIdx()).toBe(0);
+    const slot = restored(r);
+    expect(slot.requestStats()).toBe(true);
+    expect(r.q[2].usedIdx()).toBe(1);
+  });
+
+  it('refuses a saved balloon that does not fit (pages outside the guest, overlapping, a bad target)', () => {
+    const r = rig();
+    const good = r.slot.balloon.saveState();
+    const pages = RAM_BYTES / PAGE_SIZE;
+    for (const bad of [
+      { ...good, inflated: [pages - 1, 2] },
+      { ...good, inflated: [4, 4, 6, 1] },
+      { ...good, inflated: [1] },
+      { ...good, numPages: pages + 1 },
+      { ...good, statsHead: BALLOON_QUEUE_SIZE },
+      null,
+    ]) {
+      const fresh = rig();
+      expect(() => fresh.slot.balloon.loadState(bad)).toThrow(RangeError);
+    }
   });
 });

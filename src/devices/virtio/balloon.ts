@@ -72,6 +72,20 @@ export interface BalloonStats {
   readonly updatedAt: number | null;
 }
 
+/** What a machine-state file keeps of a balloon besides its transport (JSON). */
+export interface BalloonState {
+  /** num_pages (the target) and actual, as in configuration space. */
+  readonly numPages: number;
+  readonly actual: number;
+  /** The pages in the balloon: [first page, page count] pairs (page 0 at the RAM base). */
+  readonly inflated: readonly number[];
+  /** The stats buffer the device holds (its descriptor head), or -1. */
+  readonly statsHead: number;
+  readonly stats: Partial<Record<BalloonStatName, number>>;
+  readonly chunksDropped: number;
+  readonly reportedBytes: number;
+}
+
 export class VirtioBalloon implements VirtioDeviceModel {
   readonly deviceId = VIRTIO_ID_BALLOON;
   readonly queueMaxSizes: readonly number[];
@@ -156,6 +170,41 @@ export class VirtioBalloon implements VirtioDeviceModel {
     this.roles = ['inflate', 'deflate'];
     this.statsHead = -1;
     this.opts.reclaim.reset();
+  }
+
+  // ---- machine state ----
+
+  saveState(): BalloonState {
+    const r = this.opts.reclaim;
+    return {
+      numPages: this.targetPages, actual: this.actualPages, inflated: r.inflatedRanges(),
+      statsHead: this.statsHead, stats: { ...this.stats }, chunksDropped: r.chunksDropped, reportedBytes: r.reportedBytes,
+    };
+  }
+
+  /** After the transport's state (which gave the negotiated features, hence the queues' roles). */
+  loadState(saved: unknown): void {
+    const s = saved as Partial<BalloonState> | null;
+    const count = (v: unknown, max: number): boolean => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= max;
+    const r = this.opts.reclaim;
+    if (typeof s !== 'object' || s === null || !count(s.numPages, r.guestPages) || !count(s.actual, 0xffff_ffff)
+      || !Array.isArray(s.inflated) || !Number.isInteger(s.statsHead) || s.statsHead! < -1 || s.statsHead! >= BALLOON_QUEUE_SIZE
+      || (s.statsHead! >= 0 && this.queueOf('stats') < 0)) {
+      throw new RangeError('virtio-balloon: the saved state does not fit this balloon');
+    }
+    r.restoreInflated(s.inflated);
+    this.configView.setUint32(0, s.numPages!, true);
+    this.configView.setUint32(4, s.actual!, true);
+    this.statsHead = s.statsHead!;
+    this.stats = {};
+    for (const k of BALLOON_STATS) {
+      const v = (s.stats as Record<string, unknown> | undefined)?.[k];
+      if (typeof v === 'number' && Number.isFinite(v)) this.stats[k] = v;
+    }
+    // The figures are the guest's from before the save; their age is not known in this thread.
+    this.statsUpdatedAt = null;
+    r.chunksDropped = count(s.chunksDropped, Number.MAX_SAFE_INTEGER) ? s.chunksDropped! : 0;
+    r.reportedBytes = count(s.reportedBytes, Number.MAX_SAFE_INTEGER) ? s.reportedBytes! : 0;
   }
 
   // ---- requests ----

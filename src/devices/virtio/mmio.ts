@@ -92,6 +92,12 @@ export interface VirtioDeviceModel {
   queueNotified?(queueIndex: number): boolean;
   /** The driver set DRIVER_OK. */
   driverReady?(): void;
+  /** The model's own state for a machine-state file (JSON), where it has any beyond the
+   *  transport's (virtio-balloon: its target and the pages in it). */
+  saveState?(): unknown;
+  /** Puts a saved model state back (after the transport's; a state saved without one leaves the
+   *  model as built). Throws a RangeError for a state that does not fit this device. */
+  loadState?(s: unknown): void;
   /** The chains of one notify on `queueIndex` have all been served. */
   queueServed?(queueIndex: number): void;
 }
@@ -113,6 +119,8 @@ export interface VirtioMmioState {
   driverFeatures: string; negotiated: string;
   queueSel: number; interruptStatus: number; configGeneration: number; broken: boolean;
   queues: VirtqueueState[];
+  /** The device model's own state (VirtioDeviceModel.saveState), when it has one. */
+  model?: unknown;
 }
 
 export class VirtioMmioDevice implements MmioDevice {
@@ -150,6 +158,7 @@ export class VirtioMmioDevice implements MmioDevice {
       driverFeatures: this.driverFeatures.toString(16), negotiated: this.negotiated.toString(16), queueSel: this.queueSel,
       interruptStatus: this.interruptStatus, configGeneration: this.configGeneration, broken: this.broken,
       queues: this.queues.map((q) => q.saveState()),
+      ...(this.model.saveState ? { model: this.model.saveState() } : {}),
     };
   }
 
@@ -166,6 +175,7 @@ export class VirtioMmioDevice implements MmioDevice {
     this.interruptStatus = s.interruptStatus; this.configGeneration = s.configGeneration; this.broken = s.broken;
     s.queues.forEach((q, i) => this.queues[i].loadState(q));
     if ((this.status & STATUS_FEATURES_OK) !== 0) this.model.featuresAccepted?.(this.negotiated);
+    if (s.model !== undefined) this.model.loadState?.(s.model);
     // A running driver's device is live again (virtio-net: frames may be received).
     if ((this.status & STATUS_DRIVER_OK) !== 0 && !this.needsReset()) this.model.driverReady?.();
   }
