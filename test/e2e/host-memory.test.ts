@@ -40,6 +40,22 @@ describe('admission: host.memory × host.overcommit', () => {
     // The running VMs hold only what their guests touched, never more than they are configured with.
     const info = JSON.parse((await h.run(['info', 'v1', '--json'])).stdout);
     expect(info.memory.residentBytes).toBeLessThan(16 * 1024 * 1024);
+    // stats: the same memory keys as info --json, for every VM; a stopped one has no host figures.
+    const stats = await h.run(['stats', '--json']);
+    expect(stats.code, stats.stderr).toBe(0);
+    const all = JSON.parse(stats.stdout) as { name: string; state: string; memory: Record<string, unknown>; disks: unknown[] }[];
+    expect(all.map((v) => [v.name, v.state])).toEqual([['v1', 'running'], ['v2', 'running'], ['v3', 'running'], ['v4', 'running'], ['v5', 'stopped']]);
+    expect(Object.keys(all[0].memory)).toEqual(Object.keys(info.memory));
+    expect(all[0].memory.residentBytes).toEqual(expect.any(Number));
+    expect([all[4].memory.configuredBytes, all[4].memory.residentBytes]).toEqual([1024 ** 3, null]);
+    const table = await h.run(['stats', 'v1', 'v5']);
+    expect(table.code, table.stderr).toBe(0);
+    const lines = table.stdout.split('\n');
+    expect(lines[0].split(/\s{2,}/)).toEqual(['NAME', 'STATE', 'CONFIGURED', 'RESIDENT', 'TARGET', 'ACTUAL', 'GUEST FREE', 'AVAILABLE', 'FAULTS MAJ/MIN', 'SWAP IN/OUT']);
+    // No balloon driver in this guest: its own figures are "-".
+    expect(lines[1]).toMatch(/^v1\s+running\s+1GiB\s+\S+\s+1GiB\s+1GiB\s+-\s+-\s+-\s+-\s*$/);
+    expect(lines[2]).toMatch(/^v5\s+stopped\s+1GiB(\s+-){7}\s*$/);
+    expect((await h.run(['stats', 'nosuch'])).code).toBe(4);
     // Once one stops, the fifth fits.
     expect((await h.run(['stop', 'v1'])).code).toBe(0);
     expect((await h.run(['start', 'v5'])).code).toBe(0);

@@ -1,4 +1,4 @@
-// list, info, dtb.
+// list, info, stats, dtb.
 
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
@@ -70,6 +70,38 @@ export function register(program: Command): void {
       rows.push(['Folder', v.directory]);
       const w = Math.max(...rows.map((r) => r[0].length));
       for (const [k, val] of rows) process.stdout.write(`${`${k}:`.padEnd(w + 2)}${val}\n`);
+    });
+
+  program
+    .command('stats [NAME...]')
+    .description('memory and disk figures of the VMs (all of them, or those named)')
+    .option('--json', 'print a JSON array: name, state, memory (the keys of info --json), disks')
+    .action(async (names: string[], o: { json?: boolean }) => {
+      const c = await connectDaemon();
+      let vms: VmInfo[];
+      try {
+        vms = names.length === 0 ? await c.request<VmInfo[]>('vm.list') : await Promise.all(names.map((name) => c.request<VmInfo>('vm.info', { name })));
+      } finally {
+        c.close();
+      }
+      if (o.json) return printJson(vms.map((v) => ({ name: v.name, state: v.state, memory: v.memory, disks: v.disks })));
+      if (vms.length === 0) {
+        process.stdout.write('No VMs. Create one with: vmctl create -f vm.yaml\n');
+        return;
+      }
+      const size = (n: number | null): string => (n === null ? '-' : humanSize(n));
+      const count = (a: number | null, b: number | null): string => (a === null && b === null ? '-' : `${a ?? '-'}/${b ?? '-'}`);
+      process.stdout.write(columns(
+        ['NAME', 'STATE', 'CONFIGURED', 'RESIDENT', 'TARGET', 'ACTUAL', 'GUEST FREE', 'AVAILABLE', 'FAULTS MAJ/MIN', 'SWAP IN/OUT'],
+        vms.map((v) => {
+          const m = v.memory;
+          return [
+            v.name, stateColor(v.state), humanSize(m.configuredBytes), size(m.residentBytes), size(m.targetBytes), size(m.actualBytes),
+            size(m.guestFreeBytes), size(m.guestAvailableBytes), count(m.majorFaults, m.minorFaults), count(m.swapIns, m.swapOuts),
+          ];
+        })));
+      const disks = vms.flatMap((v) => v.disks.map((d) => [v.name, d.name, size(d.virtualBytes), size(d.allocatedBytes), d.readonly ? 'ro' : 'rw']));
+      if (disks.length > 0) process.stdout.write(`\n${columns(['VM', 'DISK', 'VIRTUAL', 'ALLOCATED', 'MODE'], disks)}`);
     });
 
   program
