@@ -17,7 +17,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { createConnection } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { QEMU, QEMU_CPU, qemuVersion } from './qemu.js';
+import { QEMU, QEMU_CPU, qemuShell, qemuVersion } from './qemu.js';
 
 const LINUX = process.env.VMCTL_LINUX_DIR ?? join(homedir(), '.cache/vmctl/linux/out');
 const BIN = resolve('bin/vmctl');
@@ -146,12 +146,7 @@ async function onQemu(): Promise<Row[] | null> {
     '-append', CMDLINE, '-global', 'virtio-mmio.force-legacy=false',
     '-device', 'virtio-balloon-device,deflate-on-oom=on,free-page-reporting=on',
   ], { stdio: ['pipe', 'pipe', 'inherit'] });
-  let text = '';
-  q.stdout!.on('data', (b: Buffer) => { text += b.toString('latin1'); });
-  const waitFor = (re: RegExp, ms: number): Promise<boolean> => until(() => {
-    if (q.exitCode !== null) throw new Error(`qemu exited (${q.exitCode})`);
-    return re.test(text) ? true : null;
-  }, ms, `${re} from qemu`);
+  const shell = qemuShell(q);
   /** One HMP command; its answer. */
   const hmp = (cmd: string): Promise<string> => new Promise((res, rej) => {
     const s = createConnection(monitor);
@@ -163,19 +158,11 @@ async function onQemu(): Promise<Row[] | null> {
     s.on('connect', () => s.write(`${cmd}\n`));
     s.on('error', rej);
   });
-  let n = 0;
   try {
-    await waitFor(/shell on console/, 300_000);
+    await shell.waitFor(/shell on console/, 300_000);
     await sleep(500);
     return await scenario({
-      run: async (cmd) => {
-        const k = ++n;
-        const from = text.length;
-        q.stdin!.write(`${cmd}; echo "bench-done-$((${k}*7))"\n`);
-        await waitFor(new RegExp(`bench-done-${k * 7}`), 600_000);
-        const seen = text.slice(from);
-        return seen.slice(seen.indexOf('\n') + 1, seen.lastIndexOf(`bench-done-${k * 7}`));
-      },
+      run: shell.run,
       target: async (m) => {
         await hmp(`balloon ${m}`);
         await until(async () => (new RegExp(`actual=${m}\\b`).test(await hmp('info balloon')) ? true : null), 300_000, `QEMU's balloon to leave ${m} MiB`);

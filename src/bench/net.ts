@@ -12,11 +12,11 @@ import { createServer as createHttpServer, get as httpGet } from 'node:http';
 import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { QEMU_CPU, qemuShell } from './qemu.js';
 
 const LINUX = process.env.VMCTL_LINUX_DIR ?? join(homedir(), '.cache/vmctl/linux/out');
 const MIB = Number(process.env.BENCH_NET_MIB ?? 64);
 const BIN = resolve('bin/vmctl');
-const QEMU_CPU = 'rv64,h=false,zba=false,zbb=false,zbc=false,zbs=false';
 const OPENSBI = '/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin';
 
 interface Figures { g2h: number; h2g: number }
@@ -133,28 +133,12 @@ async function onQemu(): Promise<Figures | null> {
     '-append', 'console=ttyS0 vmctl=shell', '-global', 'virtio-mmio.force-legacy=false',
     '-netdev', `user,id=n0,hostfwd=tcp:127.0.0.1:${fwdPort}-:8080`, '-device', 'virtio-net-device,netdev=n0',
   ], { stdio: ['pipe', 'pipe', 'inherit'] });
-  let text = '';
-  q.stdout!.on('data', (b: Buffer) => { text += b.toString('latin1'); });
-  const waitFor = async (re: RegExp, ms: number): Promise<void> => {
-    const deadline = Date.now() + ms;
-    while (!re.test(text)) {
-      if (Date.now() > deadline || q.exitCode !== null) throw new Error(`qemu: no ${re} in ${ms} ms`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
-  let n = 0;
+  const { waitFor, run } = qemuShell(q);
   try {
     await waitFor(/shell on console/, 300_000);
     await new Promise((r) => setTimeout(r, 500));
     q.stdin!.write('dmesg -n 1\n');
-    return await measure(async (cmd) => {
-      const k = ++n;
-      const from = text.length;
-      q.stdin!.write(`${cmd}; echo "bench-done-$((${k}*7))"\n`);
-      await waitFor(new RegExp(`bench-done-${k * 7}`), 600_000);
-      const seen = text.slice(from);
-      return seen.slice(seen.indexOf('\n') + 1, seen.lastIndexOf(`bench-done-${k * 7}`));
-    }, fwdPort);
+    return await measure(run, fwdPort);
   } finally {
     q.kill('SIGKILL');
   }
