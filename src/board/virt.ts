@@ -31,6 +31,7 @@ import { GoldfishRtc } from '../devices/goldfish-rtc.js';
 import { TestFinisher } from '../devices/test-finisher.js';
 import { EmptyVirtioSlot } from '../devices/virtio-mmio-empty.js';
 import { VirtioBlkSlot } from '../devices/virtio/blk-slot.js';
+import type { DiskIo } from '../devices/virtio/blk.js';
 import { VirtioMmioDevice } from '../devices/virtio/mmio.js';
 import { VirtioNetSlot } from '../devices/virtio/net-slot.js';
 import { parseMac } from '../net/mac.js';
@@ -285,6 +286,11 @@ export class VirtMachine {
       chunksReleased: this.ram.chunksReleased,
       balloon: this.balloon?.figures() ?? null,
     };
+  }
+
+  /** Each disk's completed requests, by disk index. */
+  diskIo(): DiskIo[] {
+    return this.blkSlots.map((s) => s?.blk.ioFigures() ?? { reads: 0, writes: 0, readBytes: 0, writtenBytes: 0, flushes: 0 });
   }
 
   /** Loads firmware, kernel, initrd and device tree; sets the harts' start state. Returns the DTB. */

@@ -18,7 +18,7 @@ import { canonicalImagePath, type DiskLock } from '../disk/lock.js';
 import { FileRefused, readRegular } from '../host/regular-file.js';
 import { isActiveState, ProtocolFailure, type DiskInfo, type MemoryInfo, type PauseReason, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { HostMemory, MemorySlot } from './host-memory.js';
-import type { FromWorker, MemoryFigures, ToWorker, WorkerInit } from '../vm/messages.js';
+import type { DiskIo, FromWorker, MemoryFigures, ToWorker, WorkerInit } from '../vm/messages.js';
 import { isTempFileFor, renameIntoPlace, tempPathFor, writeFileAtomic } from './atomic.js';
 import type { VmThreads } from './vm-threads.js';
 import { SerialLog } from './serial-log.js';
@@ -123,6 +123,8 @@ export class VmInstance {
   private abandonWorker: ((why: string) => void) | null = null;
   /** The worker's last memory figures (null while it does not run) and when they came. */
   private memory: MemoryFigures | null = null;
+  /** The worker's last disk request counts (by disk index), null while it does not run. */
+  private diskIo: readonly DiskIo[] | null = null;
   private memoryAt = 0;
   /** The VM's place in the host memory ledger while its worker lives. */
   private memorySlot: MemorySlot | null = null;
@@ -274,7 +276,7 @@ export class VmInstance {
       kernel: d.boot.kernel ?? null,
       initrd: d.boot.initrd ?? null,
       cmdline: d.boot.cmdline,
-      disks: d.disks.map((x) => this.diskInfo(x.name, x.path, x.readonly)),
+      disks: d.disks.map((x, i) => this.diskInfo(x.name, x.path, x.readonly, i)),
       shutdownConsole: d.shutdown.console ?? null,
       lastPower: p.lastPower,
       lastError: p.lastError,
@@ -289,13 +291,17 @@ export class VmInstance {
   }
 
   /** A disk as the file is now (also an image that existed before `create`). */
-  private diskInfo(name: string, path: string, readonly: boolean): DiskInfo {
+  private diskInfo(name: string, path: string, readonly: boolean, index: number): DiskInfo {
     let sizes: { virtualBytes: number | null; allocatedBytes: number | null } = { virtualBytes: null, allocatedBytes: null };
     try {
       const i = imageInfo(path);
       sizes = { virtualBytes: i.virtualBytes, allocatedBytes: i.allocatedBytes };
     } catch { /* missing or unreadable: the sizes say null */ }
-    return { name, path, readonly, ...sizes, createdByVmctl: this.persisted.createdDisks.includes(path) };
+    const io = this.active ? this.diskIo?.[index] ?? null : null;
+    return {
+      name, path, readonly, ...sizes, createdByVmctl: this.persisted.createdDisks.includes(path),
+      reads: io?.reads ?? null, writes: io?.writes ?? null, readBytes: io?.readBytes ?? null, writtenBytes: io?.writtenBytes ?? null, flushes: io?.flushes ?? null,
+    };
   }
 
   /** The worker's latest memory figures, null while the VM does not run. */
@@ -467,6 +473,7 @@ export class VmInstance {
     this.serialErrors = 0;
     this.saving = false;
     this.memory = null;
+    this.diskIo = null;
     this.setState('starting');
     if (!resuming) this.serial!.beginBoot(p.bootId, Date.parse(p.startedAt));
     this.userTarget = this.policyTarget = null;
@@ -541,6 +548,7 @@ export class VmInstance {
             p.instructionsRetired = m.instructionsRetired;
             this.memory = m.memory;
             this.memoryAt = Date.now();
+            this.diskIo = m.disks;
             if (adoptTarget && m.memory.balloon) {
               // A machine state brought its balloon back: its target is the VM's target again.
               adoptTarget = false;

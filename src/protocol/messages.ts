@@ -65,6 +65,12 @@ export interface DiskInfo {
   readonly allocatedBytes: number | null;
   /** True when vmctl created the image (`delete` asks before removing it when it holds data). */
   readonly createdByVmctl: boolean;
+  /** Requests the guest completed on it this boot, and their bytes (null while the VM does not run). */
+  readonly reads: number | null;
+  readonly writes: number | null;
+  readonly readBytes: number | null;
+  readonly writtenBytes: number | null;
+  readonly flushes: number | null;
 }
 
 /** How `vmctl stop` (and `daemon stop`, `restart`) ended a VM. */

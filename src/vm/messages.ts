@@ -4,6 +4,9 @@ import type { MessagePort } from 'node:worker_threads';
 import type { MachineConfig, PortForward, PowerEvent } from '../board/machine-types.js';
 import type { ForwardInfo } from './networks.js';
 import type { BalloonFigures } from '../devices/virtio/balloon-slot.js';
+import type { DiskIo } from '../devices/virtio/blk.js';
+
+export type { DiskIo };
 
 /** Guest RAM as the host sees it, sent with every `stats` message. */
 export interface MemoryFigures {
@@ -79,7 +82,8 @@ export type FromWorker =
   | { readonly type: 'log'; readonly message: string }
   | { readonly type: 'paused' }
   | { readonly type: 'resumed' }
-  | { readonly type: 'stats'; readonly instructionsRetired: number; readonly memory: MemoryFigures }
+  /** `disks`: each disk's completed requests, by disk index. */
+  | { readonly type: 'stats'; readonly instructionsRetired: number; readonly memory: MemoryFigures; readonly disks: readonly DiskIo[] }
   | { readonly type: 'dtb'; readonly data: Uint8Array }
   | { readonly type: 'stateWritten'; readonly bytes: number; readonly ms: number }
   | { readonly type: 'snapshotTaken'; readonly pauseMs: number }

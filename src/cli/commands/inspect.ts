@@ -100,8 +100,12 @@ export function register(program: Command): void {
             size(m.guestFreeBytes), size(m.guestAvailableBytes), count(m.majorFaults, m.minorFaults), count(m.swapIns, m.swapOuts),
           ];
         })));
-      const disks = vms.flatMap((v) => v.disks.map((d) => [v.name, d.name, size(d.virtualBytes), size(d.allocatedBytes), d.readonly ? 'ro' : 'rw']));
-      if (disks.length > 0) process.stdout.write(`\n${columns(['VM', 'DISK', 'VIRTUAL', 'ALLOCATED', 'MODE'], disks)}`);
+      const io = (n: number | null, bytes: number | null): string => (n === null ? '-' : `${n} (${size(bytes)})`);
+      const disks = vms.flatMap((v) => v.disks.map((d) => [
+        v.name, d.name, size(d.virtualBytes), size(d.allocatedBytes), d.readonly ? 'ro' : 'rw',
+        io(d.reads, d.readBytes), io(d.writes, d.writtenBytes), d.flushes === null ? '-' : String(d.flushes),
+      ]));
+      if (disks.length > 0) process.stdout.write(`\n${columns(['VM', 'DISK', 'VIRTUAL', 'ALLOCATED', 'MODE', 'READS', 'WRITES', 'FLUSHES'], disks)}`);
     });
 
   program
