@@ -13,7 +13,6 @@ const entries = {
   'ram-prototype': 'src/bench/ram-prototype.ts', // npm run bench:ram (docs/guest-ram.md)
   litmus: 'src/bench/litmus.ts',     // npm run bench:litmus (docs/harts.md)
   'bench-inproc': 'src/bench/boot.ts', // Linux in one process, for profiling (see the file)
-  'bench-net': 'src/bench/net.ts',  // npm run bench:net
   'bench-memory': 'src/bench/memory.ts', // npm run bench:memory
 };
 

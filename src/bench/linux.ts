@@ -15,7 +15,7 @@ import { processCpuSeconds, reapedChildrenCpuSeconds, type Row, type Timing } fr
 import { QEMU, QEMU_CPU } from './qemu.js';
 import { benchText } from './text.js';
 
-const VMCTL = resolve(dirname(fileURLToPath(import.meta.url)), '../bin/vmctl');
+export const VMCTL = resolve(dirname(fileURLToPath(import.meta.url)), '../bin/vmctl');
 const OPENSBI = '/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin';
 const MARKER = 'vmctl-linux: userspace up';
 const MEMORY_MIB = 256;
@@ -42,7 +42,8 @@ export function checkGuest(dir: string): string | null {
   return null;
 }
 
-class Vmctl {
+/** The real vmctl CLI in a temporary VMCTL_HOME (`tmp`/home). */
+export class Vmctl {
   readonly home: string;
   readonly env: NodeJS.ProcessEnv;
   constructor(tmp: string) {
@@ -68,9 +69,9 @@ class Vmctl {
   }
 }
 
-interface Vm { name: string; cpus: number; firmware: 'builtin' | 'opensbi'; cmdline: string; disks?: { path: string; readonly: boolean; name: string }[] }
+export interface Vm { name: string; cpus: number; firmware: 'builtin' | 'opensbi'; cmdline: string; disks?: { path: string; readonly: boolean; name: string }[] }
 
-function vmYaml(guest: string, vm: Vm): string {
+export function vmYaml(guest: string, vm: Vm): string {
   const disks = vm.disks ?? [];
   return [
     `name: ${vm.name}`, `cpus: ${vm.cpus}`, `memory: ${MEMORY_MIB}MiB`, 'boot:',

@@ -3,8 +3,12 @@
 //   bare metal     our guests of different shapes (fixtures/bench, baremetal.ts), in this process
 //   linux boot     the Linux test guest to its userspace marker, 1 and 4 harts (linux.ts)
 //   linux program  busybox programs and mke2fs inside that guest, timed by the guest (linux.ts)
+//   snapshot       save time and state size, resume vs cold boot, snapshot pause, linked clone of
+//                  a 10 GiB disk (snapshot.ts; vmctl only: `npm run bench:snapshot` runs it alone)
+//   qcow2          sequential dd in that guest on a qcow2 disk against a raw one (snapshot.ts)
+//   linux network  TCP throughput guest -> host and host -> guest through user-mode NAT (net.ts)
 // Options:
-//   --only LIST    comma-separated sections (bare, boot, programs) or bare-metal guest names
+//   --only LIST    comma-separated sections (bare, boot, programs, snapshot, qcow2, net) or bare-metal guest names
 //   --repeat N     run everything N times; then the median of each workload's ratios
 //   --verbose      the translator's figures for each workload
 //   --no-qemu      vmctl only
@@ -17,9 +21,11 @@ import { join, resolve } from 'node:path';
 import { BARE_METAL, benchBareMetal } from './baremetal.js';
 import { benchLinux, checkGuest } from './linux.js';
 import { formatTable, geomean, loadText, type Row } from './measure.js';
+import { benchNet, checkNetGuest } from './net.js';
 import { qemuVersion } from './qemu.js';
+import { benchSnapshots } from './snapshot.js';
 
-const USAGE = 'usage: npm run bench -- [--only bare,boot,programs,GUEST] [--repeat N] [--verbose] [--no-qemu] [--no-jit]';
+const USAGE = 'usage: npm run bench -- [--only bare,boot,programs,snapshot,qcow2,net,GUEST] [--repeat N] [--verbose] [--no-qemu] [--no-jit]';
 
 function parseArgs(argv: string[]): { only: Set<string> | null; repeat: number; verbose: boolean; qemu: boolean; jit: boolean } {
   const o = { only: null as Set<string> | null, repeat: 1, verbose: false, qemu: true, jit: true };
@@ -35,7 +41,7 @@ function parseArgs(argv: string[]): { only: Set<string> | null; repeat: number; 
         o.repeat = Number(val);
         if (!Number.isInteger(o.repeat) || o.repeat < 1) throw new Error(`--repeat: expected a whole number >= 1, got '${val}'`);
       } else {
-        const known = ['bare', 'boot', 'programs', ...BARE_METAL.map((g) => g.name)];
+        const known = ['bare', 'boot', 'programs', 'snapshot', 'qcow2', 'net', ...BARE_METAL.map((g) => g.name)];
         o.only = new Set(val.split(','));
         for (const x of o.only) if (!known.includes(x)) throw new Error(`--only: unknown workload '${x}' (expected ${known.join(', ')})`);
       }
@@ -57,27 +63,38 @@ async function main(): Promise<void> {
   if (opts.qemu && qemu === null) throw new Error('qemu-system-riscv64 is not runnable (Debian: apt-get install qemu-system-misc), or use --no-qemu');
   const guest = process.env.VMCTL_LINUX_DIR ?? join(homedir(), '.cache/vmctl/linux/out');
   const linux = want('boot') || want('programs');
-  if (linux) {
-    const bad = checkGuest(guest);
+  const snapshots = want('snapshot') || want('qcow2');
+  const net = want('net');
+  for (const bad of [linux || snapshots ? checkGuest(guest) : null, net ? checkNetGuest(guest) : null]) {
     if (bad !== null) throw new Error(`${bad} (or set VMCTL_LINUX_DIR, or leave Linux out with --only bare)`);
   }
   console.log(`vmctl bench: Node ${process.version} (V8 ${process.versions.v8}), ${qemu ?? 'no QEMU'}, ` +
     `${cpus().length} host cpus (${cpus()[0]?.model ?? '?'}); load average ${loadText()}`);
-  if (linux) console.log(`Linux guest: ${guest}`);
+  if (linux || snapshots || net) console.log(`Linux guest: ${guest}`);
   const runs: Row[][] = [];
   for (let k = 0; k < opts.repeat; k++) {
     if (opts.repeat > 1) console.log(`--- run ${k + 1} of ${opts.repeat} (load ${loadText()})`);
     const rows: Row[] = [];
     if (bare.length > 0) rows.push(...benchBareMetal(resolve('fixtures/bench'), bare, { qemu: opts.qemu, jit: opts.jit, log: console.log }));
-    if (linux) {
+    if (linux || net) {
       const tmp = mkdtempSync(join(tmpdir(), 'vmctl-bench-'));
       try {
-        rows.push(...await benchLinux({ guest, tmp, qemu: opts.qemu, boots: want('boot'), programs: want('programs'), log: console.log }));
+        if (linux) rows.push(...await benchLinux({ guest, tmp, qemu: opts.qemu, boots: want('boot'), programs: want('programs'), log: console.log }));
+        if (net) rows.push(...await benchNet({ guest, tmp, qemu: opts.qemu, log: console.log }));
       } finally {
         rmSync(tmp, { recursive: true, force: true });
       }
     }
-    console.log(`\n${formatTable(rows)}`);
+    if (rows.length > 0) console.log(`\n${formatTable(rows)}`);
+    if (snapshots) {
+      const tmp = mkdtempSync(join(tmpdir(), 'vmctl-bench-snap-'));
+      try {
+        const lines = benchSnapshots({ guest, tmp, snapshot: want('snapshot'), qcow2: want('qcow2'), log: console.log });
+        console.log(`\nsaved state, snapshots, clones, qcow2 (vmctl only, the Linux guest):\n${lines.map((l) => `  ${l}`).join('\n')}`);
+      } finally {
+        rmSync(tmp, { recursive: true, force: true });
+      }
+    }
     if (opts.verbose) {
       console.log('translator (vmctl side):');
       let last = '';

@@ -12,16 +12,15 @@
 //   refill        the target goes back to 1 GiB and the guest fills 600 MiB again (it must work).
 // Needs the Linux test guest (fixtures/linux/build.sh; VMCTL_LINUX_DIR or ~/.cache/vmctl/linux/out).
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { QEMU, QEMU_CPU, qemuShell, qemuVersion } from './qemu.js';
+import { qemuLinuxMissing, QemuLinux } from './qemu-linux.js';
 
 const LINUX = process.env.VMCTL_LINUX_DIR ?? join(homedir(), '.cache/vmctl/linux/out');
 const BIN = resolve('bin/vmctl');
-const OPENSBI = '/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_jump.bin';
 const MiB = 1024 * 1024;
 const CMDLINE = 'console=ttyS0 vmctl=shell';
 
@@ -136,17 +135,9 @@ async function onVmctl(): Promise<{ idleMiB: number; rows: Row[] }> {
 }
 
 async function onQemu(): Promise<Row[] | null> {
-  if (qemuVersion() === null || !existsSync(OPENSBI)) return null;
+  if (qemuLinuxMissing() !== null) return null;
   const dir = mkdtempSync(join(tmpdir(), 'vmctl-bench-memory-qemu-'));
   const monitor = join(dir, 'monitor.sock');
-  const q: ChildProcess = spawn(QEMU, [
-    '-machine', 'virt', '-cpu', QEMU_CPU, '-m', '1G', '-smp', '1', '-nographic', '-serial', 'stdio',
-    '-monitor', `unix:${monitor},server=on,wait=off`,
-    '-bios', OPENSBI, '-kernel', join(LINUX, 'Image'), '-initrd', join(LINUX, 'initramfs.cpio.gz'),
-    '-append', CMDLINE, '-global', 'virtio-mmio.force-legacy=false',
-    '-device', 'virtio-balloon-device,deflate-on-oom=on,free-page-reporting=on',
-  ], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const shell = qemuShell(q);
   /** One HMP command; its answer. */
   const hmp = (cmd: string): Promise<string> => new Promise((res, rej) => {
     const s = createConnection(monitor);
@@ -158,19 +149,23 @@ async function onQemu(): Promise<Row[] | null> {
     s.on('connect', () => s.write(`${cmd}\n`));
     s.on('error', rej);
   });
+  let q: QemuLinux | null = null;
   try {
-    await shell.waitFor(/shell on console/, 300_000);
-    await sleep(500);
+    q = await QemuLinux.boot({
+      guest: LINUX, forwards: [], memoryMiB: 1024, monitorSocket: monitor,
+      devices: ['virtio-balloon-device,deflate-on-oom=on,free-page-reporting=on'],
+    });
+    const vm = q;
     return await scenario({
-      run: shell.run,
+      run: async (cmd) => (await vm.run(cmd, 600_000)).out,
       target: async (m) => {
         await hmp(`balloon ${m}`);
         await until(async () => (new RegExp(`actual=${m}\\b`).test(await hmp('info balloon')) ? true : null), 300_000, `QEMU's balloon to leave ${m} MiB`);
       },
-      hostBytes: () => rssOf(q.pid!),
+      hostBytes: () => rssOf(vm.pid),
     });
   } finally {
-    q.kill('SIGKILL');
+    q?.kill();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -191,5 +186,5 @@ if (!config.includes('\nCONFIG_VIRTIO_BALLOON=y')) {
   console.log(`vmctl (daemon RSS minus an idle daemon's ${v.idleMiB} MiB):\n${table(v.rows)}`);
   const q = await onQemu();
   if (q) console.log(`qemu (process RSS; -device virtio-balloon-device,free-page-reporting=on, monitor balloon):\n${table(q)}`);
-  else console.log('qemu: not run (qemu-system-riscv64 or OpenSBI missing)');
+  else console.log(`qemu: not run (${qemuLinuxMissing()})`);
 }

@@ -128,8 +128,8 @@ export interface MachineState {
     readonly rtc: RtcState;
     /** One per virtio-mmio slot (disks and network cards); null for an empty slot. (The test
      *  finisher and the empty slots hold no state; a network card's host side, the user-mode
-     *  NAT or a switch port, is not saved: the guest's connections through it are gone after a
-     *  restore, as after a network outage, and its port forwards are set up again.) */
+     *  NAT or a switch port, is not part of the machine: the guest's connections through the NAT
+     *  are reset after a restore (src/vm/networks.ts) and its port forwards are set up again.) */
     readonly virtio: readonly (VirtioMmioState | null)[];
   };
   /** The RAM chunks the guest touched (CHUNK_SIZE bytes each), by index from DRAM_BASE. */

@@ -242,8 +242,10 @@ export class Registry {
   }
 
   /** VMs other than `except` whose disks are built on any of `files` (linked clones), or that
-   *  hold a lock on one (VMs of other daemons too). */
-  usersOf(files: readonly string[], except: VmInstance): string[] {
+   *  hold a lock on one (VMs of other daemons too). With `backingOnly`, a VM that names one of
+   *  `files` itself as a disk (its top layer: two VMs given one image) is not counted: it is not
+   *  built on it. */
+  usersOf(files: readonly string[], except: VmInstance, backingOnly = false): string[] {
     const wanted = new Set(files.map(canonicalImagePath));
     const users = new Set<string>();
     for (const v of this.vms.values()) {
@@ -252,7 +254,7 @@ export class Registry {
       for (const p of [...v.def.disks.map((d) => d.path), ...v.tree.snapshots.flatMap((s) => s.disks.map((d) => d.path))]) {
         let chain: string[];
         try { chain = imageChain(p).map((l) => canonicalImagePath(l.path)); } catch { continue; }
-        if (chain.some((f) => wanted.has(f))) users.add(v.name);
+        if (chain.some((f, i) => wanted.has(f) && (i > 0 || !backingOnly))) users.add(v.name);
       }
     }
     for (const f of wanted) for (const h of readDiskLocks(f)) if (h.vm !== except.name || h.home !== this.paths.home) users.add(h.vm ?? `vmctl ${h.command}`);
@@ -278,7 +280,9 @@ export class Registry {
    * what it took from `vm`'s (flattenClones). Checked before anything changes.
    */
   checkClones(vm: VmInstance, flatten: boolean): VmInstance[] {
-    const users = this.usersOf(this.ownedFiles(vm), vm);
+    // Another VM given one of vm's images as its own disk is no clone: whether that image goes
+    // is the delete's disk question (--delete-disks / --keep-disks), asked after this.
+    const users = this.usersOf(this.ownedFiles(vm), vm, true);
     if (users.length === 0) return [];
     const list = `${users.length === 1 ? 'linked clone' : 'linked clones'} ${users.join(', ')}`;
     if (!flatten) {

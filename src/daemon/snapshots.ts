@@ -24,7 +24,7 @@ import { dirname, join } from 'node:path';
 import type { VmDefinition } from '../config/vm-definition.js';
 import { DiskError } from '../disk/errors.js';
 import { createImage, imageChain } from '../disk/image.js';
-import { backingOf, commitLayer, pullLayer, rebaseImage } from '../disk/layers.js';
+import { backingOf, commitLayer, ownExtents, pullLayer, rebaseImage } from '../disk/layers.js';
 import { canonicalImagePath, removeStaleLocks } from '../disk/lock.js';
 import { ProtocolFailure } from '../protocol/messages.js';
 import { renameIntoPlace, tempPathFor, writeFileAtomic } from './atomic.js';
@@ -199,12 +199,13 @@ export class SnapshotTree {
     return { snapshot, switches: writable.map((d, i) => ({ index: d.index, path: created[i] })) };
   }
 
-  /** The running machine could not switch to the overlays: the VM goes on on its old tops. */
+  /** The running machine could not switch to the overlays (or a killed daemon's take wrote
+   *  nothing on them): the VM goes on on its old tops. */
   abortTake(): void {
     const p = this.t.pending;
     if (p?.op !== 'take') return;
     this.vm.setDefinition(p.snapshot.definition);
-    for (const f of p.newTops) try { unlinkSync(f); } catch { /* gone */ }
+    for (const f of p.newTops) removeLayerFile(f);
     this.t.pending = null;
     this.save();
   }
@@ -393,8 +394,14 @@ export class SnapshotTree {
     const p = this.t.pending;
     if (p) {
       if (p.op === 'take') {
-        if (this.sameTops(p.newTops)) {
-          const { final } = this.stateFileFor(p.snapshot);
+        const { final } = this.stateFileFor(p.snapshot);
+        if (this.sameTops(p.newTops) && !existsSync(final) && p.newTops.every((f) => !existsSync(f) || ownExtents(f).length === 0)) {
+          // The VM was named on the new overlays but nothing was written to them (the machine had
+          // not switched, or wrote nothing since) and no state went into place: undoing the take
+          // loses nothing, and leaves the VM and the tree exactly as they were before it.
+          this.abortTake();
+          log(`snapshot ${p.snapshot.name} was being taken when the daemon ended, before anything was written on its overlays; undone`);
+        } else if (this.sameTops(p.newTops)) {
           const bytes = existsSync(final) ? statSync(final).size : 0;
           const s: Snapshot = { ...p.snapshot, state: existsSync(final) ? { file: `${p.snapshot.id}.vmstate`, bytes } : null };
           this.t.snapshots.push(s);

@@ -16,6 +16,7 @@ import { MEMORY_WAIT_BEFORE_PAUSE_MS } from '../vm/memory-budget.js';
 import { imageInfo, lockDiskChains } from '../disk/image.js';
 import { canonicalImagePath, type DiskLock } from '../disk/lock.js';
 import { FileRefused, readRegular } from '../host/regular-file.js';
+import { holdAt } from '../host/test-hold.js';
 import { isActiveState, ProtocolFailure, type DiskInfo, type MemoryInfo, type PauseReason, type PortInfo, type PowerInfo, type StopPath, type VmInfo, type VmState } from '../protocol/messages.js';
 import type { HostMemory, MemorySlot } from './host-memory.js';
 import type { DiskIo, FromWorker, MemoryFigures, ToWorker, WorkerInit } from '../vm/messages.js';
@@ -818,6 +819,7 @@ export class VmInstance {
         throw new ProtocolFailure('Internal', `VM ${this.name} could not be saved: ${r.message}`);
       }
       renameIntoPlace(tmp, file);
+      await holdAt('save-before-record');
       this.persisted.savedState = { bytes: r.bytes, savedAt: new Date().toISOString() };
       this.save();
       this.env.log(`vm ${this.name}: state saved to ${file} (${r.bytes} bytes in ${Math.round(r.ms)} ms)`);
@@ -1150,6 +1152,7 @@ export class VmInstance {
           if (s === 'saved') return tree.finishTake(tmp, tree.linkState(this.savedStatePath(), tmp), null);
           return tree.finishTake(null, 0, null);
         }
+        await holdAt('take-before-switch');
         const r = this.replies(['snapshotTaken', 'snapshotFailed', 'stateWritten', 'stateFailed']);
         try {
           this.send({ type: 'snapshot', statePath: tmp, disks: switches });

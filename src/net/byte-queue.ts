@@ -54,9 +54,9 @@ export class ByteQueue {
 
 /**
  * The bytes a VM's network may hold on the host at once (TCP data in either direction, queued
- * frames): above the limit, TCP windows close toward the guest and host sockets are paused, so a
- * guest or a host peer that stops reading cannot make the daemon grow. Crossing the limit is
- * logged once per episode.
+ * frames): above the limit, TCP windows close toward the guest and host sockets are paused (down
+ * to a small floor per connection, tcp.ts FLOOR_BUF), so a guest or a host peer that stops reading
+ * cannot make the daemon grow. Crossing the limit is logged once per episode.
  */
 export class ByteBudget {
   used = 0;

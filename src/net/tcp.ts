@@ -9,7 +9,8 @@
 // Host side: data the host sends is buffered up to SND_BUF (then the socket is paused until the
 // guest acknowledges); data the guest sends is written to the socket, and our window is what the
 // socket has not yet flushed subtracted from RCV_BUF: a slow host peer closes the guest's window,
-// a fast one opens it. Both directions also draw on the VM's ByteBudget.
+// a fast one opens it. Both directions also draw on the VM's ByteBudget; when it is spent, each
+// connection still keeps FLOOR_BUF each way, so the connections holding it cannot stop the others.
 
 import { connect, type Socket } from 'node:net';
 import { ByteBudget, ByteQueue } from './byte-queue.js';
@@ -20,6 +21,16 @@ import { buildTcp, ipToString, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type
 export const SND_BUF = 512 * 1024;
 /** Data from the guest the host socket may have pending, per connection: our window. */
 export const RCV_BUF = 512 * 1024;
+/** Bytes a connection may still hold each way when the VM's byte budget is spent: connections
+ *  that hold the budget (a guest keeping zero windows forever, host peers that stop reading) slow
+ *  the others down but never stop them. At most tcpConnections * 2 * FLOOR_BUF beyond the budget. */
+export const FLOOR_BUF = 16 * 1024;
+/** Delayed acknowledgement (RFC 9293 3.8.6.3, RFC 1122 4.2.3.2): in-order data from the guest is
+ *  acknowledged once two full-sized segments are unacknowledged, with data or a FIN toward it, or
+ *  after this long. An ACK for each small segment kept the guest's Nagle algorithm from ever
+ *  holding anything back: a program writing 1 KiB at a time (busybox nc) sent 1 KiB segments,
+ *  each with its own ACK and interrupt. */
+export const DELACK_MS = 40;
 /** Our window scale shift (RFC 7323): windows up to 4 MiB. */
 const RCV_WSCALE = 6;
 /** The MSS we announce: a 1500-byte MTU minus IPv4 and TCP headers. */
@@ -58,6 +69,8 @@ export interface TcpNetwork {
   blocked(conn: TcpConnection): void;
   /** The connection wants its acknowledgement sent at the end of the guest's transmit burst. */
   ackLater(conn: TcpConnection): void;
+  /** The connection's acknowledgement may wait: call flushAck() within DELACK_MS. */
+  delayAck(conn: TcpConnection): void;
   /** The connection is over: forget it. */
   removed(conn: TcpConnection): void;
   /** A fresh offload record for a data segment when the guest takes partial checksums, else
@@ -77,6 +90,14 @@ export interface TcpEndpoints {
   /** The peer as the guest sees it (10.0.2.2 for the host, or an outside address). */
   readonly remoteIp: number;
   readonly remotePort: number;
+}
+
+/** A connection as a restored guest still believes in it: where a probe must come from and its
+ *  sequence numbers (UserNetwork.openConnections / probeRestored). */
+export interface TcpProbe extends TcpEndpoints {
+  /** SND.UNA - 1: below anything the guest can still accept, so it answers with an ACK. */
+  readonly seq: number;
+  readonly ack: number;
 }
 
 export function tcpKey(guestIp: number, guestPort: number, remoteIp: number, remotePort: number): string {
@@ -109,6 +130,10 @@ export class TcpConnection {
   /** The window we last advertised was small: announce it when the host socket drains. */
   private windowClosed = false;
   ackPending = false;
+  /** The acknowledgement number we last sent. */
+  private rcvAcked = 0;
+  /** The pending ACK must not be delayed (duplicate data: the guest may be recovering a loss). */
+  private quickAck = false;
 
   // Timers (absolute ms, 0 = off).
   private rtoAt = 0;
@@ -202,7 +227,7 @@ export class TcpConnection {
     if (this.state === 'closed') return;
     this.sendBuf.push(chunk);
     this.net.budget.add(chunk.length);
-    if (this.sendBuf.length >= SND_BUF || this.net.budget.free() === 0) this.pauseSocket(true);
+    if (this.sendBuf.length >= SND_BUF || (this.net.budget.free() === 0 && this.sendBuf.length >= FLOOR_BUF)) this.pauseSocket(true);
     this.pump();
   }
 
@@ -241,7 +266,7 @@ export class TcpConnection {
 
   /** RFC 9293 3.8.6.2.2: once the window we closed has opened by a useful amount, say so. */
   private maybeWindowUpdate(): void {
-    if (this.windowClosed && this.state === 'established' && this.receiveWindowBytes() >= Math.min(RCV_BUF / 4, 16 * this.mss)) {
+    if (this.windowClosed && this.state === 'established' && this.receiveWindowBytes() >= this.windowUseful()) {
       this.windowClosed = false;
       this.sendAck();
     }
@@ -329,7 +354,7 @@ export class TcpConnection {
       let seq = seg.seq;
       if (seqLt(seq, this.rcvNxt)) {
         const dup = seqSub(this.rcvNxt, seq);
-        if (dup >= segLen) { this.ackLater(); this.afterInput(); return; } // all old: re-acknowledge
+        if (dup >= segLen) { this.quickAck = true; this.ackLater(); this.afterInput(); return; } // all old: re-acknowledge
         start += Math.min(dup, dataLen);
         seq = this.rcvNxt;
       }
@@ -363,10 +388,20 @@ export class TcpConnection {
 
   private established(): void {
     this.state = 'established';
+    this.rcvAcked = this.rcvNxt;
     this.retries = 0;
     this.rtoAt = 0;
     this.rttStart = 0;
     this.pauseSocket(false);
+  }
+
+  /** A keepalive-style probe for this connection (RFC 9293 3.8.4: SEG.SEQ = SND.NXT - 1, taken
+   *  from SND.UNA so it is old whatever the guest received): after a restore the guest answers it
+   *  with an ACK, which meets no connection and is reset. Null before the handshake is done. */
+  probe(): TcpProbe | null {
+    if (this.state !== 'established') return null;
+    const e = this.ends;
+    return { guestIp: e.guestIp, guestPort: e.guestPort, remoteIp: e.remoteIp, remotePort: e.remotePort, seq: seqAdd(this.sndUna, -1), ack: this.rcvNxt };
   }
 
   /** Highest sequence number sent so far (sndNxt may have gone back for a retransmission). */
@@ -386,7 +421,8 @@ export class TcpConnection {
     }
     this.retries = 0;
     if (this.sndUna === this.sndNxt) this.rtoAt = 0; else this.armRto();
-    if (this.socketPaused && this.state === 'established' && this.sendBuf.length < SND_BUF / 2 && this.net.budget.free() > 0) this.pauseSocket(false);
+    if (this.socketPaused && this.state === 'established' && this.sendBuf.length < SND_BUF / 2 &&
+      (this.net.budget.free() > 0 || this.sendBuf.length < FLOOR_BUF)) this.pauseSocket(false);
   }
 
   /** RFC 6298 2.2-2.3. */
@@ -407,10 +443,16 @@ export class TcpConnection {
 
   // ---------------------------------------------------------------- sending --
 
-  /** Our receive window in bytes: what the host socket can still take, and the VM's budget. */
+  /** Our receive window in bytes: what the host socket can still take, and the VM's budget
+   *  (FLOOR_BUF even when it is spent). */
   private receiveWindowBytes(): number {
     const pending = this.socket ? this.socket.writableLength : 0;
-    return Math.max(0, Math.min(RCV_BUF - pending, this.net.budget.free()));
+    return Math.max(0, Math.min(RCV_BUF - pending, Math.max(this.net.budget.free(), FLOOR_BUF - pending)));
+  }
+
+  /** A window below this is closed: the guest is told when it opens again. */
+  private windowUseful(): number {
+    return Math.min(RCV_BUF / 4, 16 * this.mss, FLOOR_BUF);
   }
 
   /** The window field for a segment we send now; moves our right edge (never to the left). */
@@ -420,7 +462,7 @@ export class TcpConnection {
     if (wnd < promised) wnd = promised;
     const field = Math.min(0xffff, Math.floor(wnd / (1 << this.rcvWscale)));
     this.rcvRightEdge = seqAdd(this.rcvNxt, field << this.rcvWscale);
-    this.windowClosed = (field << this.rcvWscale) < Math.min(RCV_BUF / 4, 16 * this.mss);
+    this.windowClosed = (field << this.rcvWscale) < this.windowUseful();
     return field;
   }
 
@@ -447,8 +489,20 @@ export class TcpConnection {
   /** A segment without payload carrying our ACK and window. */
   sendAck(): void {
     if (this.state === 'connecting' || this.state === 'syn-sent') return;
-    this.ackPending = false;
+    this.ackSent();
     this.net.sendControl(buildTcp(this.spec(this.sndNxt, TCP_ACK, this.advertise())), null);
+  }
+
+  /** A segment carrying our acknowledgement of everything received went out. */
+  private ackSent(): void {
+    this.ackPending = false;
+    this.quickAck = false;
+    this.rcvAcked = this.rcvNxt;
+  }
+
+  /** The delayed acknowledgement's time is up. */
+  flushAck(): void {
+    if (this.ackPending && this.state !== 'closed') this.sendAck();
   }
 
   private sendSynAgain(): void {
@@ -485,7 +539,7 @@ export class TcpConnection {
           net.blocked(this);
           return;
         }
-        this.ackPending = false;
+        this.ackSent();
         this.sndNxt = seqAdd(seq, len);
         if (this.rttStart === 0 && seqLe(this.sentMax(), this.sndNxt)) {
           this.rttSeq = this.sndNxt;
@@ -504,7 +558,7 @@ export class TcpConnection {
           net.blocked(this);
           return;
         }
-        this.ackPending = false;
+        this.ackSent();
         this.finSent = true;
         this.finSeq = this.sndNxt;
         this.sndNxt = seqAdd(this.sndNxt, 1);
@@ -512,7 +566,9 @@ export class TcpConnection {
       }
       break;
     }
-    if (this.ackPending) this.sendAck();
+    if (!this.ackPending) return;
+    if (this.quickAck || this.guestFin || seqSub(this.rcvNxt, this.rcvAcked) >= 2 * OUR_MSS) this.sendAck();
+    else this.net.delayAck(this);
   }
 
   private maybeFinished(): void {

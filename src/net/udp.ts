@@ -51,7 +51,7 @@ export class UdpFlow {
     const socket = createSocket('udp4');
     const flow = new UdpFlow(ends, socket, null, true, now, log);
     flow.early = [];
-    socket.on('message', (msg) => { flow.lastUsed = Date.now(); toGuest(flow, msg); });
+    socket.on('message', (msg) => toGuest(flow, msg)); // toGuest marks the flow used, on the network's clock
     socket.on('error', (e) => { flow.report(`socket error: ${e.message}`); flow.close(); });
     // Toward the host itself the socket is bound to loopback: nothing else can reach it.
     const bindTo = host === '127.0.0.1' ? '127.0.0.1' : undefined;

@@ -31,11 +31,11 @@ import { DNS_PORT, DnsServer } from './dns.js';
 import { formatMac } from './mac.js';
 import { NET_HDR_F_DATA_VALID, NET_HDR_F_NEEDS_CSUM, type FrameOffload, type GuestNic, type NetBackend } from './nic.js';
 import {
-  BROADCAST_MAC, buildArp, buildEchoReply, buildUdp, ETHERTYPE_ARP, ETHERTYPE_IPV4, etherType, ipToString, IPPROTO_ICMP,
+  BROADCAST_MAC, buildArp, buildEchoReply, buildTcp, buildUdp, ETHERTYPE_ARP, ETHERTYPE_IPV4, etherType, ipToString, IPPROTO_ICMP,
   IPPROTO_TCP, IPPROTO_UDP, l4ChecksumOk, parseArp, parseIp, parseIpv4, parseTcp, parseUdp, TCP_ACK, TCP_RST, TCP_SYN,
   type Ipv4Header, type TcpHeader, type UdpHeader,
 } from './packet.js';
-import { resetFor, TcpConnection, tcpKey, type TcpNetwork } from './tcp.js';
+import { DELACK_MS, resetFor, TcpConnection, tcpKey, type TcpNetwork, type TcpProbe } from './tcp.js';
 import { FLOW_IDLE_MS, UdpFlow, udpKey } from './udp.js';
 
 export interface NetLayout {
@@ -136,6 +136,8 @@ export class UserNetwork implements NetBackend, TcpNetwork {
   private queuedBytes = 0;
   private readonly blockedConns = new Set<TcpConnection>();
   private readonly ackConns = new Set<TcpConnection>();
+  private readonly delayedAcks = new Set<TcpConnection>();
+  private delackTimer: ReturnType<typeof setTimeout> | null = null;
   private timer: ReturnType<typeof setInterval> | null = null;
   private lastSweep = 0;
   private closed = false;
@@ -202,6 +204,7 @@ export class UserNetwork implements NetBackend, TcpNetwork {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.delackTimer) clearTimeout(this.delackTimer);
     for (const c of this.tcp.values()) c.destroy();
     this.tcp.clear();
     for (const f of this.udp.values()) f.close();
@@ -292,7 +295,6 @@ export class UserNetwork implements NetBackend, TcpNetwork {
       this.udp.set(flow.key, flow);
       this.udpByPeer.set(peerKey, flow);
     }
-    flow.lastUsed = this.now();
     this.udpToGuest(flow, msg);
   }
 
@@ -425,6 +427,7 @@ export class UserNetwork implements NetBackend, TcpNetwork {
 
   private udpToGuest(flow: UdpFlow, msg: Uint8Array): void {
     if (this.closed) return;
+    flow.lastUsed = this.now();
     const e = flow.ends;
     // Datagrams that cannot make a frame within the MTU would need fragmenting: dropped.
     if (msg.length > 1500 - 28) { this.drop('UDP datagram from the host larger than the MTU'); return; }
@@ -450,6 +453,33 @@ export class UserNetwork implements NetBackend, TcpNetwork {
   }
 
   // ----------------------------------------------------------------- TCP --
+
+  /** The guest's TCP connections through this network, as a machine state records them. */
+  openConnections(): TcpProbe[] {
+    const out: TcpProbe[] = [];
+    for (const c of this.tcp.values()) {
+      const p = c.probe();
+      if (p !== null) out.push(p);
+    }
+    return out;
+  }
+
+  /**
+   * A restored guest still has the connections `saved` with it, but their host sides ended with
+   * the machine that was saved: each gets a probe from its peer, which the guest answers with an
+   * ACK that no connection here takes, so it is reset (tcpInput) and the guest sees the
+   * connection closed at once, instead of when it next sends (or never, if it only waits).
+   */
+  probeRestored(saved: readonly TcpProbe[]): void {
+    for (const p of saved) {
+      if (this.tcp.has(tcpKey(p.guestIp, p.guestPort, p.remoteIp, p.remotePort))) continue;
+      const m = this.macs(p.guestIp);
+      this.sendControl(buildTcp({
+        dstMac: m.dst, srcMac: m.src, src: p.remoteIp, srcPort: p.remotePort, dst: p.guestIp, dstPort: p.guestPort,
+        seq: p.seq, ack: p.ack, flags: TCP_ACK, window: 0xffff,
+      }), null);
+    }
+  }
 
   private tcpInput(frame: Uint8Array, ip: Ipv4Header): void {
     const t = this.tcpHdr;
@@ -506,10 +536,21 @@ export class UserNetwork implements NetBackend, TcpNetwork {
     this.ackConns.add(conn);
   }
 
+  delayAck(conn: TcpConnection): void {
+    this.delayedAcks.add(conn);
+    this.delackTimer ??= setTimeout(() => {
+      this.delackTimer = null;
+      if (this.closed) return;
+      for (const c of this.delayedAcks) c.flushAck();
+      this.delayedAcks.clear();
+    }, DELACK_MS);
+  }
+
   removed(conn: TcpConnection): void {
     if (this.tcp.get(conn.key) === conn) this.tcp.delete(conn.key);
     this.blockedConns.delete(conn);
     this.ackConns.delete(conn);
+    this.delayedAcks.delete(conn);
   }
 
   offload(): FrameOffload | null {

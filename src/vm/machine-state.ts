@@ -6,7 +6,9 @@
 //   section  = tag (4 ASCII)  flags u32 (bit 0: deflate-raw)  arg u32  reserved u32 (0)
 //              raw length u64  stored length u64  SHA-256 of the stored bytes (32)  stored bytes
 //   HEAD     JSON {vmctlVersion, createdAt, shape}: what the state was taken from and must fit
-//   MACH     JSON {board, harts, devices} (deflated): every hart and device (see board/machine-types.ts)
+//   MACH     JSON {board, harts, devices, host} (deflated): every hart and device (see
+//            board/machine-types.ts); host: what the VM's host side must tell the restored guest
+//            (its TCP connections through the user-mode NAT, which are gone: networks.ts)
 //   RAM      one per touched, non-zero RAM chunk; arg = chunk index, raw length = CHUNK_SIZE
 //   END      arg = number of sections before it; nothing may follow
 //
@@ -20,6 +22,8 @@ import { open, readFile, unlink } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { deflateRaw, inflateRawSync } from 'node:zlib';
 import type { BoardShape, MachineState } from '../board/machine-types.js';
+import { holdAt } from '../host/test-hold.js';
+import type { NatConnections } from './networks.js';
 import { CHUNK_SIZE } from '../memory/ram.js';
 
 export const STATE_MAGIC = 'VMCTLSAV';
@@ -52,6 +56,12 @@ export class StateFileError extends Error {
   }
 }
 
+/** The VM's host side at the instant of the state, beyond the machine itself (absent in a file
+ *  written before it was recorded: nothing to do). */
+export interface HostSideState {
+  readonly nat?: NatConnections;
+}
+
 export interface WrittenState {
   readonly bytes: number;
   /** RAM chunks written (touched and not all zeros). */
@@ -80,7 +90,7 @@ function isZero(b: Uint8Array): boolean {
  * fails). The state's RAM must not change until the promise settles (VirtMachine.saveState with
  * copyRam when the machine runs on meanwhile).
  */
-export async function writeMachineState(path: string, state: MachineState, vmctlVersion: string): Promise<WrittenState> {
+export async function writeMachineState(path: string, state: MachineState, vmctlVersion: string, host: HostSideState = {}): Promise<WrittenState> {
   const fh = await open(path, 'wx', 0o600);
   let pos = 0;
   let sections = 0;
@@ -102,8 +112,9 @@ export async function writeMachineState(path: string, state: MachineState, vmctl
     const meta: StateMeta = { vmctlVersion, createdAt: new Date().toISOString(), shape: state.shape };
     const head = Buffer.from(JSON.stringify(meta));
     await section('HEAD', 0, 0, head.length, head);
-    const mach = Buffer.from(JSON.stringify({ board: state.board, harts: state.harts, devices: state.devices }));
+    const mach = Buffer.from(JSON.stringify({ board: state.board, harts: state.harts, devices: state.devices, host }));
     await section('MACH', FLAG_DEFLATE, 0, mach.length, await deflateRawAsync(mach, { level: DEFLATE_LEVEL }));
+    await holdAt('state-partly-written');
 
     // RAM: compressed a few chunks ahead, written in order.
     const chunks = state.ram.filter((c) => !isZero(c.bytes));
@@ -191,7 +202,7 @@ function json<T>(path: string, s: Section): T {
 }
 
 /** Reads a state file, checking all of it before returning anything; throws StateFileError. */
-export async function readMachineState(path: string): Promise<{ meta: StateMeta; state: MachineState }> {
+export async function readMachineState(path: string): Promise<{ meta: StateMeta; state: MachineState; host: HostSideState }> {
   let file: Buffer;
   try {
     file = await readFile(path);
@@ -203,11 +214,11 @@ export async function readMachineState(path: string): Promise<{ meta: StateMeta;
   const mach = sections[1];
   if (head?.tag !== 'HEAD' || mach?.tag !== 'MACH') throw new StateFileError(path, 'damaged: the HEAD and MACH sections are not where they belong');
   const meta = json<StateMeta>(path, head);
-  const m = json<Pick<MachineState, 'board' | 'harts' | 'devices'>>(path, mach);
+  const { host, ...m } = json<Pick<MachineState, 'board' | 'harts' | 'devices'> & { host?: HostSideState }>(path, mach);
   const ram: StoredChunk[] = [];
   for (const s of sections.slice(2)) {
     if (s.tag !== 'RAM' || s.raw !== CHUNK_SIZE) throw new StateFileError(path, `damaged: unexpected section ${s.tag} of ${s.raw} bytes`);
     ram.push(new StoredChunk(s.arg, s.data, (s.flags & FLAG_DEFLATE) !== 0, path));
   }
-  return { meta, state: { shape: meta.shape, ...m, ram } };
+  return { meta, state: { shape: meta.shape, ...m, ram }, host: host ?? {} };
 }

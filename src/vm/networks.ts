@@ -4,6 +4,7 @@
 
 import type { NicAttachment, PortForward } from '../board/machine-types.js';
 import type { NetBackend } from '../net/nic.js';
+import type { TcpProbe } from '../net/tcp.js';
 import { UserNetwork } from '../net/user-net.js';
 import { SwitchPortBackend } from '../net/switch-port.js';
 import type { MessagePort } from 'node:worker_threads';
@@ -12,6 +13,9 @@ import type { MessagePort } from 'node:worker_threads';
 export interface ForwardInfo extends PortForward {
   readonly nic: number;
 }
+
+/** The guest's TCP connections through each user-mode NIC, recorded with a machine state. */
+export type NatConnections = readonly { readonly nic: number; readonly tcp: readonly TcpProbe[] }[];
 
 export class VmNetworks {
   private readonly user = new Map<number, { net: UserNetwork; forwards: readonly PortForward[] }>();
@@ -35,6 +39,22 @@ export class VmNetworks {
   async start(): Promise<void> {
     for (const { net, forwards } of this.user.values()) {
       for (const f of forwards) await net.addForward(f);
+    }
+  }
+
+  /** What a machine state records of the user-mode networks: the guest's open connections. */
+  connections(): NatConnections {
+    return [...this.user].map(([nic, { net }]) => ({ nic, tcp: net.openConnections() })).filter((n) => n.tcp.length > 0);
+  }
+
+  /** After a restore: the guest's connections of the state (`saved`) are reset (the host sides
+   *  ended with the machine that was saved), so the guest sees them closed. */
+  resetRestored(saved: NatConnections): void {
+    for (const n of saved) {
+      const u = this.user.get(n.nic);
+      if (!u) continue;
+      this.log(`nic${n.nic}: the restored guest had ${n.tcp.length} TCP connection(s) through the NAT; resetting them`);
+      u.net.probeRestored(n.tcp);
     }
   }
 

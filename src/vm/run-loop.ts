@@ -5,7 +5,7 @@
 import type { MachineHost, MachineState, NicAttachment, PowerEvent } from '../board/machine-types.js';
 import type { NetBackend } from '../net/nic.js';
 import { LogLimiter } from './log-limiter.js';
-import { writeMachineState } from './machine-state.js';
+import { writeMachineState, type HostSideState } from './machine-state.js';
 import type { DiskSwitch, FromWorker, MemoryFigures, ToWorker } from './messages.js';
 import type { DiskIo } from '../devices/virtio/blk.js';
 
@@ -128,6 +128,8 @@ export class RunLoop {
     /** A full garbage collection (the worker's `gc`): dropped chunks only leave the process once
      *  collected, and nothing else makes V8 collect soon in a thread that allocates little. */
     private readonly collect: () => void = () => {},
+    /** The VM's host side as a state records it, taken at the same instant as the machine's. */
+    private readonly hostSide: () => HostSideState = () => ({}),
   ) {}
 
   start(): void {
@@ -246,9 +248,11 @@ export class RunLoop {
   private snapshot(statePath: string | null, disks: readonly DiskSwitch[]): void {
     const t0 = performance.now();
     let state: MachineState | null;
+    let host: HostSideState = {};
     let oldTops: { flush(): void }[];
     try {
       state = statePath !== null ? this.machine.saveState(true) : null;
+      if (state !== null) host = this.hostSide();
       oldTops = this.machine.reopenDisks(disks, true);
     } catch (e) {
       this.post({ type: 'snapshotFailed', message: (e as Error).message });
@@ -269,7 +273,7 @@ export class RunLoop {
     // from the RAM copy, compressed on libuv's threads.
     void (async () => {
       try {
-        const w = await writeMachineState(path, s, this.vmctlVersion);
+        const w = await writeMachineState(path, s, this.vmctlVersion, host);
         this.post({ type: 'stateWritten', bytes: w.bytes, ms: performance.now() - t0 });
       } catch (e) {
         this.post({ type: 'stateFailed', message: (e as Error).message });
@@ -288,7 +292,7 @@ export class RunLoop {
     this.writing = (async () => {
       try {
         this.machine.flushDisks();
-        const w = await writeMachineState(path, this.machine.saveState(false), this.vmctlVersion);
+        const w = await writeMachineState(path, this.machine.saveState(false), this.vmctlVersion, this.hostSide());
         this.post({ type: 'stateWritten', bytes: w.bytes, ms: performance.now() - t0 });
       } catch (e) {
         this.post({ type: 'stateFailed', message: (e as Error).message });

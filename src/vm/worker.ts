@@ -7,7 +7,7 @@
 import { pathToFileURL } from 'node:url';
 import { parentPort } from 'node:worker_threads';
 import { MachineStateMismatch, VirtMachine } from '../board/virt.js';
-import { readMachineState, StateFileError } from './machine-state.js';
+import { readMachineState, StateFileError, type HostSideState } from './machine-state.js';
 import { collectGarbage } from './collect-garbage.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
 import { VmNetworks } from './networks.js';
@@ -40,10 +40,12 @@ async function host(init: WorkerInit): Promise<void> {
   if (networks) batcher.openNic = (i, nic) => networks.open(i, nic);
   let machine: VirtMachine;
   const budget = init.memory ? new SharedChunkBudget(new Int32Array(init.memory.ledger), new Int32Array(init.memory.control)) : null;
+  let restoredHost: HostSideState = {};
   try {
     const threads = init.mode === 'run' ? (init.hartWorkerPath ? hartThreads(pathToFileURL(init.hartWorkerPath)) : hartThreads()) : undefined;
     if (init.restoreFrom !== undefined) {
-      const { state } = await readMachineState(init.restoreFrom);
+      const { state, host: h } = await readMachineState(init.restoreFrom);
+      restoredHost = h;
       machine = VirtMachine.restore(init.config, batcher, state, threads, budget);
     } else {
       machine = VirtMachine.create(init.config, batcher, threads, budget);
@@ -70,13 +72,15 @@ async function host(init: WorkerInit): Promise<void> {
     ended();
     return;
   }
+  // The restored guest's connections through the NAT are gone with the machine that was saved.
+  if (restoredHost.nat) networks.resetRestored(restoredHost.nat);
   const loop = new RunLoop(machine, batcher, post, () => {
     hosting = null;
     // A closed machine's guest RAM (up to the VM's memory size) is given back only when this
     // thread's heap is collected, which an idle thread would not do by itself. After this turn
     // nothing refers to the machine any more.
     setImmediate(collectGarbage);
-  }, init.vmctlVersion, collectGarbage);
+  }, init.vmctlVersion, collectGarbage, () => ({ nat: networks.connections() }));
   hosting = { loop, networks };
   batcher.onWake = () => loop.wake();
   if (budget) {

@@ -19,11 +19,11 @@ describe('asking for a state that already holds is 0, saying so; a second boot i
       [['reset', 'loop'], 5, /only a running or paused VM can be reset/],
       [['create', '-f', join(DEMO, 'loop.yaml')], 5, /a VM named "loop" already exists/],
       [['start', 'loop'], 0, /^Started VM loop, state running\n$/],
-      [['start', 'loop'], 5, /VM loop is running; only a stopped or aborted VM can be started/],
+      [['start', 'loop'], 5, /VM loop is running; only a stopped, saved or aborted VM can be started/],
       [['resume', 'loop'], 0, /^VM loop is already running\n$/],
       [['pause', 'loop'], 0, /^Paused VM loop, state paused\n$/],
       [['pause', 'loop'], 0, /^VM loop is already paused\n$/],
-      [['start', 'loop'], 5, /VM loop is paused; only a stopped or aborted VM can be started/],
+      [['start', 'loop'], 5, /VM loop is paused; only a stopped, saved or aborted VM can be started/],
       [['resume', 'loop'], 0, /^Resumed VM loop, state running\n$/],
       [['daemon', 'start'], 0, /^The daemon is already running/],
       [['stop', 'loop'], 0, /^Powered off VM loop\n$/],
@@ -123,7 +123,7 @@ describe('create and info', () => {
   it('say "2 cpus"', async () => {
     const f = join(h.home, 'two.yaml');
     writeFileSync(f, `name: two\ncpus: 2\nmemory: 32MiB\nboot:\n  kernel: ${join(DEMO, 'loop.elf')}\n`);
-    expect(await h.ok(['validate', '-f', f])).toContain('(VM two: 2 cpus, 32MiB, 0 disks)');
+    expect(await h.ok(['validate', '-f', f])).toContain('(VM two: 2 cpus, 32MiB, 0 disks, 1 NIC)');
     expect(await h.ok(['create', '-f', f])).toBe('Created VM two (2 cpus, 32MiB), state stopped\n');
     expect(await h.ok(['info', 'two'])).toMatch(/\nCPUs: +2\n/);
   });

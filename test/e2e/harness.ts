@@ -2,6 +2,7 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { get } from 'node:http';
 import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -189,4 +190,16 @@ export async function onTty(h: VmctlHome, args: string[], keys: Key[] = [], env:
   const code = await done;
   child.stdin!.destroy();
   return { code, out };
+}
+
+/** The body of an HTTP GET of `url` (rejects unless the status is 200). */
+export function fetchText(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    get(url, (res) => {
+      let s = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => { s += c; });
+      res.on('end', () => (res.statusCode === 200 ? resolve(s) : reject(new Error(`HTTP ${res.statusCode}`))));
+    }).on('error', reject);
+  });
 }

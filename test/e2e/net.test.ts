@@ -5,23 +5,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { get } from 'node:http';
 import { hostname } from 'node:os';
+import { get } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, VmctlHome } from './harness.js';
+import { BIN, fetchText, VmctlHome } from './harness.js';
 import { createLinuxVm, findLinux, guestRun, startLinuxVm } from './linux-guest.js';
-
-function fetchText(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    get(url, (res) => {
-      let s = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => { s += c; });
-      res.on('end', () => (res.statusCode === 200 ? resolve(s) : reject(new Error(`HTTP ${res.statusCode}`))));
-    }).on('error', reject);
-  });
-}
+import { NET_CHECKS, type NetGuest } from './net-checks.js';
 
 const LINUX = findLinux(['VIRTIO_NET', 'INET', 'PACKET']);
 // vmctl ssh needs the host's ssh client, and a guest build with dropbear in it.
@@ -37,57 +27,32 @@ describe.skipIf(!LINUX)('user-mode networking with the Linux guest', () => {
     await startLinuxVm(h, 'net1');
   }, 400_000);
 
-  it('the guest got 10.0.2.15 with gateway 10.0.2.2 and DNS 10.0.2.3 by DHCP at boot', async () => {
+  it('the guest\'s init brought eth0 up by DHCP at boot (its console says so)', async () => {
     const log = (await h.run(['logs', 'net1'])).stdout;
     expect(log).toContain('vmctl-linux: net eth0 10.0.2.15/24 via 10.0.2.2');
-    const r = await guestRun(h, 'net1', 'cat /etc/resolv.conf; ip -4 route show default');
-    expect(r.out).toContain('nameserver 10.0.2.3');
-    expect(r.out).toContain('default via 10.0.2.2 dev eth0');
-  }, 120_000);
-
-  it('wget of a file served on the host\'s 127.0.0.1, through 10.0.2.2, arrives whole (sha256)', async () => {
-    const data = randomBytes(512 * 1024);
-    const sha = createHash('sha256').update(data).digest('hex');
-    const srv = createServer((_req, res) => res.end(data));
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-    try {
-      const port = (srv.address() as { port: number }).port;
-      const r = await guestRun(h, 'net1', `wget -q -O /tmp/f http://10.0.2.2:${port}/file && sha256sum /tmp/f`);
-      expect(r.status).toBe(0);
-      expect(r.out).toContain(sha);
-    } finally {
-      srv.close();
-    }
-  }, 180_000);
-
-  it('nslookup resolves localhost and the host\'s own name through 10.0.2.3 (the host resolver)', async () => {
-    const r = await guestRun(h, 'net1', `nslookup localhost 10.0.2.3; nslookup ${hostname()} 10.0.2.3`);
-    expect(r.out).toMatch(/Name:\s+localhost\s+Address: 127\.0\.0\.1/);
-    expect(r.out).toMatch(new RegExp(`Name:\\s+${hostname()}\\s+Address: \\d+\\.\\d+\\.\\d+\\.\\d+`));
-    expect(r.out).not.toMatch(/can't find localhost: NXDOMAIN/);
   }, 120_000);
 
   it('vmctl port: add a forward to the guest\'s busybox httpd, fetch through it from the host, list it, remove it', async () => {
     const page = randomBytes(200_000).toString('base64');
     const sha = createHash('sha256').update(page).digest('hex');
     writeFileSync(join(h.home, 'page.txt'), page);
-    const up = await guestRun(h, 'net1', `mkdir -p /tmp/www && httpd -p 8080 -h /tmp/www && echo started`);
+    const up = await guestRun(h, 'net1', `mkdir -p /tmp/www2 && httpd -p 8082 -h /tmp/www2 && echo started`);
     expect(up.out).toContain('started');
     // The page goes in over the network too: the guest fetches it from a host server.
     const srv = createServer((_q, res) => res.end(page));
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
     const hp = (srv.address() as { port: number }).port;
-    expect((await guestRun(h, 'net1', `wget -q -O /tmp/www/page.txt http://10.0.2.2:${hp}/`)).status).toBe(0);
+    expect((await guestRun(h, 'net1', `wget -q -O /tmp/www2/page.txt http://10.0.2.2:${hp}/`)).status).toBe(0);
     srv.close();
-    const add = await h.run(['port', 'add', 'net1', '0:8080', '--json']);
+    const add = await h.run(['port', 'add', 'net1', '0:8082', '--json']);
     expect(add.code, add.stderr).toBe(0);
     const fw = JSON.parse(add.stdout) as { hostAddress: string; hostPort: number; guestPort: number; proto: string };
-    expect(fw).toMatchObject({ hostAddress: '127.0.0.1', guestPort: 8080, proto: 'tcp' });
+    expect(fw).toMatchObject({ hostAddress: '127.0.0.1', guestPort: 8082, proto: 'tcp' });
     const body = await fetchText(`http://127.0.0.1:${fw.hostPort}/page.txt`);
     expect(createHash('sha256').update(body).digest('hex')).toBe(sha);
     const list = await h.run(['port', 'net1']);
     expect(list.stdout).toContain(`tcp  127.0.0.1:${fw.hostPort}`);
-    expect(list.stdout).toContain('-> guest 8080');
+    expect(list.stdout).toContain('-> guest 8082');
     // A port that is taken: exit 5, naming it.
     const taken = await h.run(['port', 'add', 'net1', `${fw.hostPort}:22`]);
     expect(taken.code).toBe(5);
@@ -129,9 +94,19 @@ describe.skipIf(!LINUX)('user-mode networking with the Linux guest', () => {
     expect(out).toContain('tty-42');
   }, 300_000);
 
-  it('ping reaches the gateway and the DNS address', async () => {
-    const r = await guestRun(h, 'net1', 'ping -c 2 10.0.2.2 && ping -c 2 10.0.2.3');
-    expect(r.status).toBe(0);
-    expect(r.out).toMatch(/2 packets transmitted, 2 packets received/);
-  }, 120_000);
+  // The commands net-qemu.test.ts runs on QEMU's slirp too; after vmctl port's test, which
+  // expects no forwards left (these leave theirs).
+  const forwards = new Map<number, number>();
+  const guest: NetGuest = {
+    run: (script, timeoutMs) => guestRun(h, 'net1', script, timeoutMs),
+    forward: async (guestPort) => {
+      if (!forwards.has(guestPort)) {
+        const r = await h.run(['port', 'add', 'net1', `0:${guestPort}`, '--json']);
+        expect(r.code, r.stderr).toBe(0);
+        forwards.set(guestPort, (JSON.parse(r.stdout) as { hostPort: number }).hostPort);
+      }
+      return forwards.get(guestPort)!;
+    },
+  };
+  for (const c of NET_CHECKS) it(c.name, () => c.check(guest), c.timeoutMs);
 });

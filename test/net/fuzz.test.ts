@@ -8,7 +8,7 @@ import { finishSum, sumBytes } from '../../src/net/checksum.js';
 import { parseDhcp } from '../../src/net/dhcp.js';
 import { parseDnsQuery } from '../../src/net/dns.js';
 import {
-  buildArp, buildTcp, buildUdp, ETH_HLEN, parseArp, parseIpv4, parseTcp, parseUdp, TCP_SYN, writeU16BE,
+  buildArp, buildTcp, buildUdp, ETH_HLEN, parseArp, parseIpv4, parseTcp, parseUdp, TCP_ACK, TCP_RST, TCP_SYN, writeU16BE,
   type Ipv4Header, type TcpHeader, type UdpHeader,
 } from '../../src/net/packet.js';
 import { UserNetwork, type NetLimits } from '../../src/net/user-net.js';
@@ -177,5 +177,130 @@ describe('hostile frames', () => {
     const longer = syn.slice(); writeU16BE(longer, ETH_HLEN + 2, 1500); fixIpChecksum(longer);
     for (const f of [frag, badIp, badTcp, longer]) guest.send(f);
     expect(guest.take()).toEqual([]);
+  });
+});
+
+describe('hostile connections', () => {
+  /** A host server on 127.0.0.1 whose connections `onConn` serves; closed after the test. */
+  async function hostServer(onConn: (s: Socket) => void): Promise<number> {
+    const socks: Socket[] = [];
+    const server = createServer({ allowHalfOpen: true }, (s) => { s.on('error', () => {}); socks.push(s); onConn(s); });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    cleanups.push(() => { for (const s of socks) s.destroy(); server.close(); });
+    return (server.address() as { port: number }).port;
+  }
+
+  /** The guest's side of a handshake from `sport` to 10.0.2.2:`port`; the sequence numbers. */
+  async function open(guest: FakeGuest, port: number, sport: number, window: number): Promise<{ seq: number; ack: number }> {
+    guest.tcp({ dst: GATEWAY, dport: port, sport, seq: 1000, flags: TCP_SYN, window, mss: 1460 });
+    const synAck = await guest.waitFor((d) => d.tcp !== null && d.tcp.dstPort === sport && (d.tcp.flags & 0x12) === 0x12, 5000, 'SYN-ACK');
+    const ack = (synAck.tcp!.seq + 1) >>> 0;
+    guest.tcp({ dst: GATEWAY, dport: port, sport, seq: 1001, ack, flags: TCP_ACK, window });
+    return { seq: 1001, ack };
+  }
+
+  it('zero windows held forever on many connections: what is buffered stops at the byte budget (logged), the connections live on, and another connection still carries data', async () => {
+    const budget = 2 << 20;
+    const { net, guest, logs } = network({ bufferedBytes: budget });
+    const big = Buffer.alloc(4 << 20, 0x61);
+    const port = await hostServer((s) => { s.write(big); });
+    const n = 16;
+    for (let i = 0; i < n; i++) await open(guest, port, 42000 + i, 0);
+    // The guest answers every probe with a zero window, for 3 s (as long as the test cares to).
+    const until = Date.now() + 3000;
+    let probes = 0;
+    while (Date.now() < until) {
+      for (const d of guest.take()) {
+        if (d.tcp === null || d.tcp.dstPort < 42000 || d.tcp.dstPort >= 42000 + n) continue;
+        expect(d.data.length).toBeLessThanOrEqual(1); // nothing beyond a one-byte probe
+        probes++;
+        guest.tcp({ dst: GATEWAY, dport: port, sport: d.tcp.dstPort, seq: 1001, ack: (d.tcp.seq + (d.data.length > 0 ? 0 : 1)) >>> 0, flags: TCP_ACK, window: 0 });
+      }
+      // Beyond the budget: what each socket had read when it was paused (a read or two).
+      expect(net.stats().bufferedBytes).toBeLessThanOrEqual(budget + n * 192 * 1024);
+      await sleep(20);
+    }
+    expect(logs.join('\n')).toMatch(/buffers: \d+ bytes buffered, at the limit of 2097152; holding senders back/);
+    expect(net.stats().tcp).toBe(n);
+    // Probes back off: no flood toward the guest.
+    expect(probes).toBeLessThan(n * 20);
+    // A connection of a guest that reads still gets its data, budget or no budget.
+    const want = Buffer.alloc(200_000, 0x62);
+    const port2 = await hostServer((s) => { s.end(want); });
+    const sport = 43000;
+    let { ack } = await open(guest, port2, sport, 65535);
+    let got = 0;
+    const deadline = Date.now() + 20_000;
+    while (got < want.length && Date.now() < deadline) {
+      for (const d of guest.take()) {
+        if (d.tcp === null || d.tcp.dstPort !== sport || d.data.length === 0 || d.tcp.seq !== ack) continue;
+        got += d.data.length;
+        ack = (ack + d.data.length) >>> 0;
+        guest.tcp({ dst: GATEWAY, dport: port2, sport, seq: 1001, ack, flags: TCP_ACK, window: 65535 });
+      }
+      await sleep(5);
+    }
+    expect(got).toBe(want.length);
+  });
+
+  it('a host peer that stops reading closes only its own connection\'s window; a connection beside it carries 1 MiB', async () => {
+    const { guest } = network();
+    const stalled = await hostServer((s) => s.pause());
+    const { seq, ack } = await open(guest, stalled, 44000, 65535);
+    let next = seq;
+    let window = -1;
+    for (let i = 0; i < 2000 && window !== 0; i++) {
+      guest.tcp({ dst: GATEWAY, dport: stalled, sport: 44000, seq: next, ack, flags: TCP_ACK, data: Buffer.alloc(60000, 1) });
+      await sleep(1);
+      for (const d of guest.take()) if (d.tcp && d.tcp.dstPort === 44000) { next = d.tcp.ack; window = d.tcp.window; }
+    }
+    expect(window).toBe(0);
+    let received = 0;
+    const ok = await hostServer((s) => s.on('data', (b: Buffer) => { received += b.length; }));
+    const c = await open(guest, ok, 44001, 65535);
+    let sent = 0;
+    let wnd = 65535;
+    const deadline = Date.now() + 20_000;
+    while (sent < (1 << 20) && Date.now() < deadline) {
+      const len = Math.min(wnd, 1460, (1 << 20) - sent);
+      if (len > 0) guest.tcp({ dst: GATEWAY, dport: ok, sport: 44001, seq: (c.seq + sent) >>> 0, ack: c.ack, flags: TCP_ACK, data: Buffer.alloc(len, 2) });
+      await sleep(0);
+      for (const d of guest.take()) {
+        if (!d.tcp || d.tcp.dstPort !== 44001) continue;
+        sent = (d.tcp.ack - c.seq) >>> 0;
+        wnd = d.tcp.window << 6;
+      }
+    }
+    expect(sent).toBe(1 << 20);
+    await sleep(200);
+    expect(received).toBe(1 << 20);
+  });
+
+  it('thousands of connections to a listening host: they stop at the limit with a log line, and closing them frees the room', async () => {
+    const port = await hostServer(() => {});
+    const { net, guest, logs } = network({ tcpConnections: 64, tcpConnecting: 64 });
+    for (let i = 0; i < 3000; i++) guest.tcp({ dst: GATEWAY, dport: port, sport: 20000 + i, seq: 1000, flags: TCP_SYN, mss: 1460 });
+    // The handshakes complete on the host; the guest acknowledges each SYN-ACK.
+    const deadline = Date.now() + 10_000;
+    let established = 0;
+    while (established < 64 && Date.now() < deadline) {
+      for (const d of guest.take()) {
+        if (d.tcp && (d.tcp.flags & 0x12) === 0x12) {
+          established++;
+          guest.tcp({ dst: GATEWAY, dport: port, sport: d.tcp.dstPort, seq: 1001, ack: (d.tcp.seq + 1) >>> 0, flags: TCP_ACK });
+        }
+      }
+      await sleep(5);
+    }
+    expect(established).toBe(64);
+    expect(net.stats().tcp).toBe(64);
+    expect(logs.join('\n')).toMatch(/64 TCP connections open, the limit; refusing new ones/);
+    // The guest resets them all: the room comes back for a new one.
+    for (let i = 0; i < 3000; i++) guest.tcp({ dst: GATEWAY, dport: port, sport: 20000 + i, seq: 1001, flags: TCP_RST });
+    await sleep(300); // closed connections are forgotten at the next tick
+    expect(net.stats().tcp).toBe(0);
+    guest.take();
+    guest.tcp({ dst: GATEWAY, dport: port, sport: 30000, seq: 5, flags: TCP_SYN, mss: 1460 });
+    await guest.waitFor((d) => d.tcp !== null && d.tcp.dstPort === 30000 && (d.tcp.flags & 0x12) === 0x12, 5000, 'SYN-ACK after the flood');
   });
 });

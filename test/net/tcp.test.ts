@@ -6,7 +6,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../../src/net/packet.js';
 import { UserNetwork } from '../../src/net/user-net.js';
-import { OUR_MSS, RCV_BUF, SND_BUF } from '../../src/net/tcp.js';
+import { DELACK_MS, OUR_MSS, RCV_BUF, SND_BUF } from '../../src/net/tcp.js';
 import { FakeGuest, GATEWAY, GUEST_IP, sleep, type Delivered } from './fake-guest.js';
 
 const cleanups: (() => void)[] = [];
@@ -93,6 +93,35 @@ describe('TCP through the user-mode network', () => {
     guest.tcp({ dst: GATEWAY, dport: port, sport: 40000, seq: seq + 11, ack: ack + 12, flags: TCP_ACK });
     await sleep(50);
     expect(net.stats().tcp).toBeLessThanOrEqual(1); // lingering for a retransmitted FIN at most
+  });
+
+  it('delayed ACK: a small segment is acknowledged after DELACK_MS (or with data), two full-sized ones at once, a duplicate at once', async () => {
+    const { guest } = network();
+    let host!: Socket;
+    const { port } = await hostServer((s) => { host = s; });
+    const { seq, ack } = await open(guest, port, 40005);
+    const acks = (): Delivered[] => guest.take().filter((d) => d.tcp !== null && d.tcp.dstPort === 40005);
+    // A 1 KiB write: no ACK at the end of the burst; one within DELACK_MS (the guest's Nagle
+    // algorithm holds its next small write back meanwhile).
+    guest.tcp({ dst: GATEWAY, dport: port, sport: 40005, seq, ack, flags: TCP_ACK | TCP_PSH, data: Buffer.alloc(1024, 1) });
+    expect(acks()).toEqual([]);
+    const late = await guest.waitFor((d) => d.tcp !== null && d.tcp.ack === seq + 1024, DELACK_MS * 20, 'the delayed ACK');
+    expect(late.data.length).toBe(0);
+    // Two full-sized segments in one burst: acknowledged at once.
+    guest.tcp({ dst: GATEWAY, dport: port, sport: 40005, seq: seq + 1024, ack, flags: TCP_ACK, data: Buffer.alloc(OUR_MSS, 2) });
+    guest.tcp({ dst: GATEWAY, dport: port, sport: 40005, seq: seq + 1024 + OUR_MSS, ack, flags: TCP_ACK, data: Buffer.alloc(OUR_MSS, 3) });
+    expect(acks().map((d) => d.tcp!.ack)).toContain(seq + 1024 + 2 * OUR_MSS);
+    // A segment it already acknowledged (the guest missed our ACK): acknowledged again at once.
+    guest.tcp({ dst: GATEWAY, dport: port, sport: 40005, seq, ack, flags: TCP_ACK, data: Buffer.alloc(1024, 1) });
+    expect(acks().map((d) => d.tcp!.ack)).toContain(seq + 1024 + 2 * OUR_MSS);
+    // A small segment the host answers: the answer acknowledges it (riding on it when it comes
+    // within DELACK_MS).
+    host.once('data', () => host.write('answer'));
+    const next = seq + 1024 + 2 * OUR_MSS;
+    guest.tcp({ dst: GATEWAY, dport: port, sport: 40005, seq: next, ack, flags: TCP_ACK | TCP_PSH, data: Buffer.from('question') });
+    const answer = await guest.waitFor((d) => d.data.length > 0, DELACK_MS * 20, 'the answer');
+    expect(answer.tcp!.ack).toBe(next + 8);
+    expect(Buffer.from(answer.data).toString()).toBe('answer');
   });
 
   it('a closed host port answers the SYN with a reset (connection refused)', async () => {
@@ -286,5 +315,35 @@ describe('TCP through the user-mode network', () => {
     const { port } = await hostServer(() => {});
     await expect(net.addForward({ proto: 'tcp', hostAddress: '127.0.0.1', hostPort: port, guestPort: 80 }))
       .rejects.toThrow(new RegExp(`cannot listen on tcp 127.0.0.1:${port} \\(forward to guest port 80\\): .*EADDRINUSE`));
+  });
+});
+
+describe('a restored guest\'s connections (machine state)', () => {
+  it('openConnections records each established connection; a fresh network probes them and resets the guest\'s answer exactly', async () => {
+    const { guest, net } = network();
+    const { port } = await hostServer(() => {});
+    const { seq, ack } = await open(guest, port, 40100);
+    await sleep(50);
+    const saved = net.openConnections();
+    expect(saved).toEqual([{ guestIp: GUEST_IP, guestPort: 40100, remoteIp: GATEWAY, remotePort: port, seq: (ack - 1) >>> 0, ack: seq }]);
+
+    // The machine is restored on a new network that has none of these connections.
+    const fresh = network();
+    fresh.net.probeRestored(saved);
+    const probe = await fresh.guest.waitFor((d) => d.tcp !== null && d.tcp.dstPort === 40100, 5000, 'the probe');
+    expect(probe.tcp!.flags).toBe(TCP_ACK);
+    expect(probe.tcp!.seq).toBe((ack - 1) >>> 0); // old: a guest answers it with an ACK of what it has
+    expect(probe.ip!.src).toBe(GATEWAY);
+    expect(probe.tcp!.srcPort).toBe(port);
+    fresh.guest.tcp({ dst: GATEWAY, dport: port, sport: 40100, seq, ack, flags: TCP_ACK });
+    const rst = await fresh.guest.waitFor(isTcp(TCP_RST), 5000, 'the reset');
+    expect(rst.tcp!.seq).toBe(ack); // exactly the guest's RCV.NXT: accepted (RFC 5961 3.2)
+    // A connection the new network has (the guest reconnected from that port) is left alone.
+    const again = network();
+    await open(again.guest, port, 40100);
+    again.guest.take();
+    again.net.probeRestored(saved);
+    await sleep(50);
+    expect(again.guest.take().filter((d) => d.tcp !== null && (d.tcp.flags & TCP_RST) === 0 && d.tcp.seq === ((ack - 1) >>> 0))).toEqual([]);
   });
 });

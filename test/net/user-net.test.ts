@@ -150,6 +150,34 @@ describe('user-mode network services', () => {
     expect(net.stats().udp).toBe(1);
   });
 
+  it('UDP flows expire after 2 minutes idle (their host sockets closed); a flow in use stays', async () => {
+    const { guest, net } = network();
+    const srv = createSocket('udp4');
+    cleanups.push(() => srv.close());
+    srv.on('message', (m, r) => srv.send(m, r.port, r.address));
+    await new Promise<void>((r) => srv.bind(0, '127.0.0.1', () => r()));
+    const port = srv.address().port;
+    // The network's clock, moved on by the test (its sweep runs on the real timer).
+    let skew = 0;
+    net.now = () => Date.now() + skew;
+    guest.udp(GATEWAY, port, 6001, Buffer.from('idle'));
+    guest.udp(GATEWAY, port, 6002, Buffer.from('busy'));
+    await guest.waitFor((x) => x.udp?.dstPort === 6001, 5000, 'answer 1');
+    await guest.waitFor((x) => x.udp?.dstPort === 6002, 5000, 'answer 2');
+    expect(net.stats().udp).toBe(2);
+    skew = 100_000;
+    guest.udp(GATEWAY, port, 6002, Buffer.from('still busy'));
+    await guest.waitFor((x) => x.udp?.dstPort === 6002, 5000, 'answer 3');
+    skew = 100_000 + 60_000; // 160 s after the first datagram, 60 s after the busy flow's last
+    await sleep(300);
+    expect(net.stats().udp).toBe(1);
+    // The expired flow's host socket is gone: an answer to it now would not reach the guest,
+    // and a new datagram from that guest port makes a new flow.
+    guest.udp(GATEWAY, port, 6001, Buffer.from('again'));
+    await guest.waitFor((x) => x.udp?.dstPort === 6001, 5000, 'answer on a new flow');
+    expect(net.stats().udp).toBe(2);
+  });
+
   it('UDP forward: a host datagram to the forward reaches the guest from 10.0.2.2, and the guest\'s answer returns', async () => {
     const { guest, net } = network();
     const fw = await net.addForward({ proto: 'udp', hostAddress: '127.0.0.1', hostPort: 0, guestPort: 5353 });
