@@ -1,0 +1,116 @@
+// The daemon's balloon policy, on VMs described by their figures: it inflates the balloons of the
+// VMs with the most memory to give when the VMs' memory nears the limit (or one waits for
+// memory), never below memory.min nor below what a guest uses, and deflates them when the
+// pressure is gone or a guest runs short; every move is logged and announced.
+
+import { describe, expect, it } from 'vitest';
+import { BalloonPolicy, reclaimable } from '../../src/daemon/balloon-policy.js';
+import type { HostMemory } from '../../src/daemon/host-memory.js';
+import type { VmInstance } from '../../src/daemon/vm-instance.js';
+
+const MiB = 1024 * 1024;
+
+class Fake {
+  active = true;
+  state = 'running';
+  waitingForMemory = false;
+  def = { memoryBytes: 1024 * MiB, memoryMinBytes: 64 * MiB };
+  userTarget: number | null = null;
+  policyTarget: number | null = null;
+  resident = 0;
+  available = 0;
+  balloon = 0;
+  sent: number[] = [];
+  events: Record<string, unknown>[] = [];
+  constructor(readonly name: string, o: Partial<Fake>) { Object.assign(this, o); }
+  get memoryFigures() {
+    return {
+      residentBytes: this.resident, chunksAllocated: 0, chunksReleased: 0, sentAt: 0,
+      balloon: {
+        targetBytes: 0, actualBytes: this.def.memoryBytes - this.balloon, balloonBytes: this.balloon, driverBalloonBytes: this.balloon, driverBound: true,
+        chunksDropped: 0, reportedBytes: 0, stats: { values: { availableMemory: this.available, freeMemory: this.available }, updatedAt: 0 },
+      },
+    };
+  }
+  memoryInfo() { return { guestStatsAgeSeconds: 1 }; }
+  get memoryTarget() { return Math.min(this.userTarget ?? this.def.memoryBytes, this.policyTarget ?? this.def.memoryBytes); }
+  applyMemoryTarget() { this.sent.push(this.memoryTarget); }
+  announce(d: Record<string, unknown>) { this.events.push(d); }
+}
+
+function vm(name: string, o: Partial<Fake> & { resident: number; available: number }): Fake & VmInstance {
+  return new Fake(name, o) as unknown as Fake & VmInstance;
+}
+
+function policy(used: number, limit: number, vms: VmInstance[]): { p: BalloonPolicy; logs: string[]; set: (u: number) => void } {
+  const mem = { usedBytes: used, limitBytes: limit };
+  const logs: string[] = [];
+  return { p: new BalloonPolicy(mem as unknown as HostMemory, () => vms, (m) => logs.push(m)), logs, set: (u) => { mem.usedBytes = u; } };
+}
+
+describe('balloon policy', () => {
+  it('does nothing while the VMs hold well under the limit and no balloon is its doing', () => {
+    const a = vm('a', { resident: 300 * MiB, available: 700 * MiB });
+    const { p, logs } = policy(700 * MiB, 1000 * MiB, [a]);
+    expect(p.step()).toEqual([]);
+    expect(logs).toEqual([]);
+  });
+
+  it('near the limit, inflates the VM with the most to give, by what is needed, down to what it holds minus that', () => {
+    // a holds 600MiB and has 800MiB available: it uses 224MiB, the rest of what it holds is
+    // page cache, so it can give; b uses nearly all it holds.
+    const a = vm('a', { resident: 600 * MiB, available: 800 * MiB });
+    const b = vm('b', { resident: 350 * MiB, available: 60 * MiB });
+    const { p, logs } = policy(950 * MiB, 1000 * MiB, [b, a]);
+    const moves = p.step();
+    // Needed: 950 - 0.8 * 1000 = 150MiB, taken from a: its target becomes 600 - 150 = 450MiB.
+    expect(moves).toEqual([{ vm: 'a', fromBytes: 1024 * MiB, toBytes: 450 * MiB, reason: expect.stringContaining('the VMs hold 950MiB of the 1000MiB they may') }]);
+    expect(a.sent).toEqual([450 * MiB]);
+    expect(b.sent).toEqual([]);
+    expect(logs[0]).toMatch(/^balloon policy: vm a: memory target 1GiB -> 450MiB: /);
+    expect(a.events[0]).toMatchObject({ kind: 'balloon', by: 'policy', fromBytes: 1024 * MiB, targetBytes: 450 * MiB });
+  });
+
+  it('never below memory.min, nor below what the guest uses plus a margin', () => {
+    // Uses 924MiB of its 1GiB (100MiB available): it holds 600MiB, less than it must keep.
+    expect(reclaimable(vm('x', { resident: 600 * MiB, available: 100 * MiB }))).toBe(0);
+    const small = vm('s', { resident: 200 * MiB, available: 1000 * MiB, def: { memoryBytes: 1024 * MiB, memoryMinBytes: 180 * MiB } });
+    expect(reclaimable(small)).toBe(20 * MiB);
+    const { p } = policy(990 * MiB, 1000 * MiB, [small]);
+    p.step();
+    expect(small.sent).toEqual([180 * MiB]);
+  });
+
+  it('a VM waiting for memory makes the others give, and is itself left alone', () => {
+    const w = vm('w', { resident: 400 * MiB, available: 600 * MiB, waitingForMemory: true });
+    const a = vm('a', { resident: 500 * MiB, available: 700 * MiB });
+    const { p, logs } = policy(800 * MiB, 1000 * MiB, [w, a]);
+    const moves = p.step();
+    expect(moves.map((m) => m.vm)).toEqual(['a']);
+    expect(w.sent).toEqual([]);
+    expect(logs[0]).toContain('w waits for host memory');
+  });
+
+  it('deflates when the pressure is gone, in steps, up to the user\'s own target', () => {
+    const a = vm('a', { resident: 200 * MiB, available: 300 * MiB, userTarget: 900 * MiB, policyTarget: 400 * MiB });
+    const { p, logs, set } = policy(300 * MiB, 1000 * MiB, [a]);
+    p.step();
+    expect(a.sent).toEqual([656 * MiB]); // one step of 256MiB
+    set(300 * MiB);
+    p.step();
+    expect(a.sent).toEqual([656 * MiB, 900 * MiB]);
+    expect(a.policyTarget).toBeNull();
+    expect(logs.every((l) => l.includes('host memory is free again'))).toBe(true);
+    expect(p.step()).toEqual([]);
+  });
+
+  it('between the marks, gives memory back only to a guest that runs short', () => {
+    const ok = vm('ok', { resident: 300 * MiB, available: 200 * MiB, policyTarget: 500 * MiB });
+    const short = vm('short', { resident: 300 * MiB, available: 20 * MiB, policyTarget: 320 * MiB });
+    const { p } = policy(700 * MiB, 1000 * MiB, [ok, short]);
+    const moves = p.step();
+    expect(moves.map((m) => m.vm)).toEqual(['short']);
+    expect(moves[0].reason).toContain('runs short');
+    expect(short.sent).toEqual([420 * MiB]); // room: 800 - 700 = 100MiB
+  });
+});
