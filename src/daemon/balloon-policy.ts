@@ -11,6 +11,16 @@
 // it holds (page cache first). So a VM asked to give back X gets a target of what it holds
 // minus X, bounded below by what it uses and cannot drop (its memory outside the balloon minus
 // what it reports available) plus a margin, and by memory.min.
+//
+// Overcommitted (the running VMs are configured with more than the limit), that comes too late:
+// a guest's free memory is mostly memory it has never touched, and a guest reading files turns
+// it into page cache, new host memory, faster than a balloon inflates. Once every VM waits for
+// memory no guest runs to inflate its balloon, and all end paused (measured: four 1 GiB guests
+// reading 500 MiB each on host.memory 2GiB, overcommit 2). So then the policy also caps growth:
+// each guest's target is at most what it holds plus its share of the room left below LOW; the
+// guest's balloon takes its untouched memory (which costs the host nothing), and it recycles its
+// own cache instead of touching new memory. The caps rise with the room, and a guest that runs
+// short gets memory back as before.
 
 import { formatSize, humanSize } from '../config/units.js';
 import type { HostMemory } from './host-memory.js';
@@ -27,6 +37,8 @@ const GUEST_MARGIN = 48 * MiB;
 const STEP = 256 * MiB;
 /** Smaller moves are not worth an event. */
 const MIN_MOVE = 16 * MiB;
+/** The least room a capped guest gets beyond what it holds. */
+const HEADROOM_MIN = GUEST_MARGIN;
 /** Statistics older than this do not count (a guest whose driver stopped answering). */
 const STATS_MAX_AGE_S = 30;
 const ALIGN = 4096;
@@ -51,18 +63,47 @@ export class BalloonPolicy {
     const used = this.memory.usedBytes;
     const limit = this.memory.limitBytes;
     const waiting = running.filter((v) => v.waitingForMemory);
-    if (used > POLICY_HIGH * limit || waiting.length > 0) return this.inflate(running, used, limit, waiting);
-    if (used < POLICY_FREE * limit) return this.deflate(running, used, limit, false);
-    return this.deflate(running, used, limit, true);
+    if (used > POLICY_HIGH * limit || waiting.length > 0) {
+      const why = `${waiting.map((v) => v.name).join(', ')} ${waiting.length === 1 ? 'waits' : 'wait'} for host memory`;
+      return this.inflate(running, used, limit, waiting, waiting.length > 0 ? why : `the VMs hold ${humanSize(used)} of the ${humanSize(limit)} they may`);
+    }
+    // Guests that run short get memory first; where the room below the mark does not cover
+    // them, the VMs with the most to give inflate to make it (it comes a step later).
+    const short = running.filter((v) => v.policyTarget !== null && v.state === 'running' && runsShort(v));
+    const inflating = short.length > 0 && POLICY_LOW * limit - used < short.length * STEP / 4
+      ? this.inflate(running, used, limit, short, `${short.map((v) => v.name).join(', ')} ${short.length === 1 ? 'runs' : 'run'} short of memory and the host has no room for ${short.length === 1 ? 'it' : 'them'}`)
+      : [];
+    const headroom = growthHeadroom(running, used, limit);
+    const moved = new Set(inflating.map((m) => m.vm));
+    const order = [...short, ...running.filter((v) => !short.includes(v) && !moved.has(v.name))];
+    return [...inflating, ...this.capGrowth(running, headroom), ...this.deflate(order, used, limit, used >= POLICY_FREE * limit, headroom)];
   }
 
-  private inflate(running: VmInstance[], used: number, limit: number, waiting: VmInstance[]): PolicyMove[] {
-    let need = used - POLICY_LOW * limit + waiting.length * STEP / 4;
-    const why = waiting.length > 0
-      ? `${waiting.map((v) => v.name).join(', ')} ${waiting.length === 1 ? 'waits' : 'wait'} for host memory`
-      : `the VMs hold ${humanSize(used)} of the ${humanSize(limit)} they may`;
+  /** Overcommitted: caps the growth of a guest the policy has not capped yet at what it holds
+   *  plus `headroom` (its balloon takes untouched memory). A capped guest's cap then rises with
+   *  the room (deflate) and falls under pressure (inflate); it is not lowered as the guest's
+   *  figures move, which would move every balloon all the time. */
+  private capGrowth(running: VmInstance[], headroom: number | null): PolicyMove[] {
+    if (headroom === null) return [];
+    const moves: PolicyMove[] = [];
+    for (const v of running) {
+      const g = v.state === 'running' && v.policyTarget === null ? guestFigures(v) : null;
+      if (g === null) continue;
+      const ceiling = align(Math.max(v.def.memoryMinBytes, g.holds + headroom));
+      const from = v.memoryTarget;
+      if (from - ceiling < MIN_MOVE) continue;
+      v.policyTarget = ceiling;
+      moves.push(this.apply(v, from, `the VMs are configured with more memory than the host has for them; the guest may grow ${humanSize(headroom)} beyond the ${humanSize(g.holds)} it holds`));
+    }
+    return moves;
+  }
+
+  /** Takes memory from the VMs with the most to give until the VMs hold POLICY_LOW of the limit
+   *  and each of `needy` (waiting for memory, or running short) has STEP / 4 of room. */
+  private inflate(running: VmInstance[], used: number, limit: number, needy: VmInstance[], why: string): PolicyMove[] {
+    let need = used - POLICY_LOW * limit + needy.length * STEP / 4;
     const candidates = running
-      .filter((v) => !v.waitingForMemory && v.state === 'running')
+      .filter((v) => !v.waitingForMemory && !needy.includes(v) && v.state === 'running')
       .map((v) => ({ v, give: reclaimable(v) }))
       .filter((c) => c.give >= MIN_MOVE)
       .sort((a, b) => b.give - a.give);
@@ -82,23 +123,26 @@ export class BalloonPolicy {
     return moves;
   }
 
-  /** Gives memory back: to every VM when the host has plenty (`onlyShort` false), else only to
-   *  guests that run short themselves. */
-  private deflate(running: VmInstance[], used: number, limit: number, onlyShort: boolean): PolicyMove[] {
+  /** Gives memory back, in the order given: to every VM when the host has plenty (`onlyShort`
+   *  false), else only to guests that run short themselves. Overcommitted (`headroom` not null),
+   *  a guest that does not run short grows only to what it holds plus `headroom`. */
+  private deflate(running: VmInstance[], used: number, limit: number, onlyShort: boolean, headroom: number | null): PolicyMove[] {
     let room = POLICY_LOW * limit - used;
     const moves: PolicyMove[] = [];
     for (const v of running) {
       if (v.policyTarget === null || v.state !== 'running' || room < MIN_MOVE) continue;
-      const m = v.memoryFigures?.balloon;
-      const available = m?.stats.values.availableMemory ?? m?.stats.values.freeMemory;
-      const short = available !== undefined && available < Math.max(GUEST_MARGIN, 0.1 * (m?.actualBytes ?? 0));
+      const short = runsShort(v);
       if (onlyShort && !short) continue;
+      const g = headroom !== null && !short ? guestFigures(v) : null;
       const cap = v.userTarget ?? v.def.memoryBytes;
       const from = v.memoryTarget;
-      const to = align(Math.min(cap, from + Math.min(STEP, room)));
-      v.policyTarget = to >= cap ? null : to;
-      if (to - from < MIN_MOVE && v.policyTarget !== null) continue;
-      moves.push(this.apply(v, from, short ? 'the guest runs short of memory; deflating its balloon' : `host memory is free again (the VMs hold ${humanSize(used)} of ${humanSize(limit)}); deflating`));
+      const to = align(Math.min(cap, from + Math.min(STEP, room), g ? g.holds + headroom! : Infinity));
+      const release = to >= cap;
+      if (to <= from || (to - from < MIN_MOVE && !release)) continue;
+      v.policyTarget = release ? null : to;
+      moves.push(this.apply(v, from, short ? 'the guest runs short of memory; deflating its balloon'
+        : g ? `room below the mark: the guest may grow ${humanSize(headroom!)} beyond the ${humanSize(g.holds)} it holds`
+          : `host memory is free again (the VMs hold ${humanSize(used)} of ${humanSize(limit)}); deflating`));
       room -= to - from;
     }
     return moves;
@@ -117,15 +161,39 @@ export class BalloonPolicy {
  *  (its used memory that it cannot drop, a margin, memory.min). 0 without a bound balloon driver
  *  or recent statistics. */
 export function reclaimable(v: VmInstance): number {
+  const g = guestFigures(v);
+  if (g === null) return 0;
+  const mustKeep = Math.max(v.def.memoryMinBytes, g.actualBytes - g.available + GUEST_MARGIN);
+  return Math.max(0, g.holds - mustKeep);
+}
+
+/** Whether a guest reports less memory available than it needs to work (a margin, or a tenth of
+ *  the memory outside its balloon). */
+function runsShort(v: VmInstance): boolean {
+  const b = v.memoryFigures?.balloon;
+  const available = b?.stats.values.availableMemory ?? b?.stats.values.freeMemory;
+  return available !== undefined && available < Math.max(GUEST_MARGIN, 0.1 * (b?.actualBytes ?? 0));
+}
+
+/** What the policy goes by: the guest RAM a VM holds (resident, outside its balloon), what its
+ *  guest keeps and reports available; null without a bound balloon driver or recent statistics. */
+function guestFigures(v: VmInstance): { holds: number; actualBytes: number; available: number } | null {
   const m = v.memoryFigures;
   const b = m?.balloon;
-  if (!m || !b || !b.driverBound) return 0;
+  if (!m || !b || !b.driverBound) return null;
   const age = v.memoryInfo().guestStatsAgeSeconds;
   const available = b.stats.values.availableMemory ?? b.stats.values.freeMemory;
-  if (available === undefined || age === null || age > STATS_MAX_AGE_S) return 0;
-  const holds = Math.min(m.residentBytes, b.actualBytes);
-  const mustKeep = Math.max(v.def.memoryMinBytes, b.actualBytes - available + GUEST_MARGIN);
-  return Math.max(0, holds - mustKeep);
+  if (available === undefined || age === null || age > STATS_MAX_AGE_S) return null;
+  return { holds: Math.min(m.residentBytes, b.actualBytes), actualBytes: b.actualBytes, available };
+}
+
+/** Overcommitted (the active VMs are configured with more than `limit`): how far each guest may
+ *  grow beyond what it holds, its share of the room below POLICY_LOW (at least HEADROOM_MIN);
+ *  null otherwise. */
+export function growthHeadroom(active: readonly VmInstance[], used: number, limit: number): number | null {
+  const configured = active.reduce((n, v) => n + v.def.memoryBytes, 0);
+  if (configured <= limit || active.length === 0) return null;
+  return align(Math.max(HEADROOM_MIN, (POLICY_LOW * limit - used) / active.length));
 }
 
 function align(n: number): number {

@@ -50,8 +50,9 @@ function policy(used: number, limit: number, vms: VmInstance[]): { p: BalloonPol
 
 describe('balloon policy', () => {
   it('does nothing while the VMs hold well under the limit and no balloon is its doing', () => {
+    // (A limit above the VM's 1GiB: not overcommitted, so no cap on its growth either.)
     const a = vm('a', { resident: 300 * MiB, available: 700 * MiB });
-    const { p, logs } = policy(700 * MiB, 1000 * MiB, [a]);
+    const { p, logs } = policy(700 * MiB, 1100 * MiB, [a]);
     expect(p.step()).toEqual([]);
     expect(logs).toEqual([]);
   });
@@ -93,7 +94,7 @@ describe('balloon policy', () => {
 
   it('deflates when the pressure is gone, in steps, up to the user\'s own target', () => {
     const a = vm('a', { resident: 200 * MiB, available: 300 * MiB, userTarget: 900 * MiB, policyTarget: 400 * MiB });
-    const { p, logs, set } = policy(300 * MiB, 1000 * MiB, [a]);
+    const { p, logs, set } = policy(300 * MiB, 1100 * MiB, [a]);
     p.step();
     expect(a.sent).toEqual([656 * MiB]); // one step of 256MiB
     set(300 * MiB);
@@ -107,10 +108,72 @@ describe('balloon policy', () => {
   it('between the marks, gives memory back only to a guest that runs short', () => {
     const ok = vm('ok', { resident: 300 * MiB, available: 200 * MiB, policyTarget: 500 * MiB });
     const short = vm('short', { resident: 300 * MiB, available: 20 * MiB, policyTarget: 320 * MiB });
-    const { p } = policy(700 * MiB, 1000 * MiB, [ok, short]);
+    const { p } = policy(1500 * MiB, 2100 * MiB, [ok, short]);
     const moves = p.step();
     expect(moves.map((m) => m.vm)).toEqual(['short']);
     expect(moves[0].reason).toContain('runs short');
-    expect(short.sent).toEqual([420 * MiB]); // room: 800 - 700 = 100MiB
+    expect(short.sent).toEqual([500 * MiB]); // room: 0.8 * 2100 - 1500 = 180MiB
+  });
+
+  it('overcommitted, caps each guest\'s growth at what it holds plus its share of the room below the mark', () => {
+    // Four 1GiB guests just booted on a 1600MiB limit: each holds 100MiB and has 900MiB free,
+    // memory it has never touched. Room below 80%: 1280 - 400 = 880MiB, 220MiB each.
+    const vms = ['a', 'b', 'c', 'd'].map((n) => vm(n, { resident: 100 * MiB, available: 900 * MiB }));
+    const { p, logs } = policy(400 * MiB, 1600 * MiB, vms);
+    const moves = p.step();
+    expect(moves.map((m) => [m.vm, m.toBytes])).toEqual(vms.map((v) => [v.name, 320 * MiB]));
+    expect(logs[0]).toMatch(/^balloon policy: vm a: memory target 1GiB -> 320MiB: the VMs are configured with more memory than the host has for them; the guest may grow 220MiB beyond the 100MiB it holds$/);
+    // The balloons took the untouched memory (actual 320MiB): nothing more to do.
+    for (const v of vms) v.balloon = 704 * MiB;
+    expect(p.step()).toEqual([]);
+    // One guest filled its cap while the others shrank: room below the mark raises its cap.
+    vms[0].resident = 320 * MiB;
+    for (const v of vms.slice(1)) v.resident = 160 * MiB;
+    const { p: p2 } = policy(800 * MiB, 1600 * MiB, vms);
+    const grow = p2.step();
+    // Room: 1280 - 800 = 480MiB, 120MiB each: a may hold 320 + 120MiB.
+    expect(grow.map((m) => [m.vm, m.toBytes])).toEqual([['a', 440 * MiB]]);
+    expect(grow[0].reason).toContain('room below the mark: the guest may grow 120MiB beyond the 320MiB it holds');
+  });
+
+  it('overcommitted at the mark, a capped guest that recycles its cache stays capped; one that runs short gets memory back', () => {
+    const cached = vm('cached', { resident: 320 * MiB, available: 600 * MiB, balloon: 704 * MiB, policyTarget: 320 * MiB });
+    const short = vm('short', { resident: 300 * MiB, available: 20 * MiB, balloon: 724 * MiB, policyTarget: 300 * MiB });
+    const others = ['c', 'd'].map((n) => vm(n, { resident: 300 * MiB, available: 100 * MiB, balloon: 724 * MiB, policyTarget: 300 * MiB }));
+    const { p } = policy(1220 * MiB, 1600 * MiB, [cached, short, ...others]);
+    const moves = p.step();
+    // Room: 1280 - 1220 = 60MiB, all of it to the guest that runs short.
+    expect(moves.map((m) => [m.vm, m.toBytes])).toEqual([['short', 360 * MiB]]);
+    expect(moves[0].reason).toContain('runs short');
+    expect(cached.sent).toEqual([]);
+  });
+
+  it('overcommitted at the mark, a guest that runs short with no room left makes the others give, and gets the room a step later', () => {
+    // o1 fills memory it cannot drop; the others hold 400MiB each, mostly page cache.
+    const o1 = vm('o1', { resident: 410 * MiB, available: 20 * MiB, balloon: 614 * MiB, policyTarget: 410 * MiB });
+    const others = ['o2', 'o3', 'o4'].map((n) => vm(n, { resident: 400 * MiB, available: 500 * MiB, balloon: 614 * MiB, policyTarget: 410 * MiB }));
+    const { p, logs, set } = policy(1610 * MiB, 2048 * MiB, [o1, ...others]);
+    // Room below 80%: 1638.4 - 1610 = 28.4MiB, less than the 64MiB a short guest is to find.
+    const moves = p.step();
+    // Needed: 64 - 28.4 = 35.6MiB, from the first of the three with the most to give (o2:
+    // 400 - max(64, 410 - 500 + 48) = 336MiB), its target 400 - 35.6MiB; o1 gets the 28.4MiB there is.
+    expect(moves.map((m) => m.vm)).toEqual(['o2', 'o1']);
+    expect(logs[0]).toContain('o1 runs short of memory and the host has no room for it; inflating the balloon of the VM with the most memory to give (336MiB)');
+    expect(others[0].sent).toEqual([Math.floor((400 * MiB - (64 * MiB - (0.8 * 2048 * MiB - 1610 * MiB))) / 4096) * 4096]);
+    expect(moves[1].reason).toContain('runs short');
+    expect(o1.sent).toEqual([Math.floor((410 * MiB + 0.8 * 2048 * MiB - 1610 * MiB) / 4096) * 4096]);
+    // o2's balloon gave its memory back to the host: o1 gets it, and no other guest grows.
+    set(1580 * MiB);
+    const next = p.step();
+    expect(next.map((m) => m.vm)).toEqual(['o1']);
+    expect(others.map((v) => v.sent.length)).toEqual([1, 0, 0]);
+  });
+
+  it('a guest without a balloon driver or recent statistics is never capped', () => {
+    const mute = vm('mute', { resident: 100 * MiB, available: 900 * MiB });
+    (mute as unknown as { memoryInfo: () => unknown }).memoryInfo = () => ({ guestStatsAgeSeconds: null });
+    const { p } = policy(400 * MiB, 1000 * MiB, [mute, vm('b', { resident: 100 * MiB, available: 900 * MiB })]);
+    expect(p.step().map((m) => m.vm)).toEqual(['b']);
+    expect(mute.sent).toEqual([]);
   });
 });
