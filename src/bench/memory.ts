@@ -10,17 +10,19 @@
 //   target 128MiB the balloon is inflated to leave the guest 128 MiB (`vmctl set --memory-target`,
 //                 QEMU `balloon 128`): the guest's free and available memory, and the host's;
 //   refill        the target goes back to 1 GiB and the guest fills 600 MiB again (it must work).
+//   overcommit    four 1 GiB guests on host: { memory: 2GiB, overcommit: 2 } read 500 MiB each
+//                 (src/bench/memory-overcommit.ts); PASS or FAIL per criterion, exit 1 on a FAIL.
 // Needs the Linux test guest (fixtures/linux/build.sh; VMCTL_LINUX_DIR or ~/.cache/vmctl/linux/out).
 
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createConnection } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { qemuLinuxMissing, QemuLinux } from './qemu-linux.js';
+import { hmpCommand } from './qemu.js';
+import { rssOf, sleep, until, vmctlIn, vmctlOk } from './vmctl-proc.js';
+import { overcommitScenario } from './memory-overcommit.js';
 
 const LINUX = process.env.VMCTL_LINUX_DIR ?? join(homedir(), '.cache/vmctl/linux/out');
-const BIN = resolve('bin/vmctl');
 const MiB = 1024 * 1024;
 const CMDLINE = 'console=ttyS0 vmctl=shell';
 
@@ -34,22 +36,6 @@ interface Guest {
 }
 
 interface Row { step: string; hostMiB: number; guestFreeMiB?: number; guestAvailMiB?: number; note?: string }
-
-function rssOf(pid: number): number {
-  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(f: () => Promise<T | null> | T | null, ms: number, what: string): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v !== null) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(250);
-  }
-}
 
 /** free -m's Mem: free and available. */
 async function guestFree(g: Guest): Promise<{ free: number; avail: number }> {
@@ -88,24 +74,9 @@ async function scenario(g: Guest): Promise<Row[]> {
   return rows;
 }
 
-function spawnOut(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; out: string }> {
-  return new Promise((res) => {
-    let out = '';
-    const c = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    c.stdout.on('data', (b: Buffer) => { out += b.toString(); });
-    c.stderr.on('data', (b: Buffer) => { out += b.toString(); });
-    c.on('close', (code) => res({ code, out }));
-  });
-}
-
 async function onVmctl(): Promise<{ idleMiB: number; rows: Row[] }> {
   const home = mkdtempSync(join(tmpdir(), 'vmctl-bench-memory-'));
-  const env = { ...process.env, VMCTL_HOME: home };
-  const vmctl = async (args: string[]): Promise<string> => {
-    const r = await spawnOut(process.execPath, [BIN, ...args], env);
-    if (r.code !== 0) throw new Error(`vmctl ${args.join(' ')}: exit ${r.code}: ${r.out}`);
-    return r.out;
-  };
+  const vmctl = (args: string[]): Promise<string> => vmctlOk(home, args);
   try {
     await vmctl(['daemon', 'start']);
     const pid = (JSON.parse(await vmctl(['daemon', 'status', '--json'])) as { pid: number }).pid;
@@ -129,7 +100,7 @@ async function onVmctl(): Promise<{ idleMiB: number; rows: Row[] }> {
     });
     return { idleMiB: Math.round(idle / MiB), rows };
   } finally {
-    await spawnOut(process.execPath, [BIN, 'daemon', 'stop', '--force'], env);
+    await vmctlIn(home, ['daemon', 'stop', '--force']);
     rmSync(home, { recursive: true, force: true });
   }
 }
@@ -138,17 +109,7 @@ async function onQemu(): Promise<Row[] | null> {
   if (qemuLinuxMissing() !== null) return null;
   const dir = mkdtempSync(join(tmpdir(), 'vmctl-bench-memory-qemu-'));
   const monitor = join(dir, 'monitor.sock');
-  /** One HMP command; its answer. */
-  const hmp = (cmd: string): Promise<string> => new Promise((res, rej) => {
-    const s = createConnection(monitor);
-    let got = '';
-    s.on('data', (b) => {
-      got += b.toString();
-      if (got.split('(qemu)').length > 2) { s.end(); res(got.split('(qemu)')[1]); }
-    });
-    s.on('connect', () => s.write(`${cmd}\n`));
-    s.on('error', rej);
-  });
+  const hmp = (cmd: string): Promise<string> => hmpCommand(monitor, cmd);
   let q: QemuLinux | null = null;
   try {
     q = await QemuLinux.boot({
@@ -176,15 +137,33 @@ function table(rows: Row[]): string {
     (r.note ? `   (${r.note})` : '')).join('\n');
 }
 
+// Arguments: --only single|overcommit (default both), --no-qemu, --no-compare (the overcommit
+// scenario without its autoBalloon: false run).
+const args = process.argv.slice(2);
+const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : null;
 const config = ((): string => { try { return readFileSync(join(LINUX, 'kernel.config'), 'utf8'); } catch { return ''; } })();
 if (!config.includes('\nCONFIG_VIRTIO_BALLOON=y')) {
   console.log(`bench:memory: ${LINUX} has no Linux build with VIRTIO_BALLOON (run fixtures/linux/build.sh, or set VMCTL_LINUX_DIR)`);
   process.exitCode = 1;
+} else if (only !== null && only !== 'single' && only !== 'overcommit') {
+  console.log(`bench:memory: --only ${only}: expected single or overcommit`);
+  process.exitCode = 2;
 } else {
-  console.log('Host memory of the Linux test guest, memory: 1GiB, balloon with free page reporting (1 hart)');
-  const v = await onVmctl();
-  console.log(`vmctl (daemon RSS minus an idle daemon's ${v.idleMiB} MiB):\n${table(v.rows)}`);
-  const q = await onQemu();
-  if (q) console.log(`qemu (process RSS; -device virtio-balloon-device,free-page-reporting=on, monitor balloon):\n${table(q)}`);
-  else console.log(`qemu: not run (${qemuLinuxMissing()})`);
+  const qemu = !args.includes('--no-qemu');
+  if (only !== 'overcommit') {
+    console.log('Host memory of the Linux test guest, memory: 1GiB, balloon with free page reporting (1 hart)');
+    const v = await onVmctl();
+    console.log(`vmctl (daemon RSS minus an idle daemon's ${v.idleMiB} MiB):\n${table(v.rows)}`);
+    const q = qemu ? await onQemu() : null;
+    if (q) console.log(`qemu (process RSS; -device virtio-balloon-device,free-page-reporting=on, monitor balloon):\n${table(q)}`);
+    else console.log(`qemu: not run (${qemu ? qemuLinuxMissing() : '--no-qemu'})`);
+  }
+  if (only !== 'single') {
+    const dir = mkdtempSync(join(tmpdir(), 'vmctl-bench-overcommit-'));
+    try {
+      if (!await overcommitScenario(LINUX, dir, { noPolicy: !args.includes('--no-compare'), qemu })) process.exitCode = 1;
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
 }

@@ -23,6 +23,8 @@ export interface QemuLinuxOptions {
   readonly bootTimeoutMs?: number;
   /** Further devices, each a `-device` argument (e.g. virtio-balloon-device,free-page-reporting=on). */
   readonly devices?: readonly string[];
+  /** Block backends, each a `-drive` argument (e.g. file=x.qcow2,format=qcow2,if=none,id=d0), for devices to name. */
+  readonly drives?: readonly string[];
   /** A Unix socket for the HMP monitor (`balloon`, `info balloon`); default: no monitor. */
   readonly monitorSocket?: string;
 }
@@ -60,6 +62,7 @@ export class QemuLinux {
       '-serial', 'stdio', '-no-reboot', '-bios', OPENSBI, '-kernel', join(o.guest, 'Image'), '-initrd', join(o.guest, 'initramfs.cpio.gz'),
       '-append', 'console=ttyS0 vmctl=shell', '-global', 'virtio-mmio.force-legacy=false',
       '-netdev', `user,id=n0${fwd}`, '-device', 'virtio-net-device,netdev=n0',
+      ...(o.drives ?? []).flatMap((d) => ['-drive', d]),
       ...(o.devices ?? []).flatMap((d) => ['-device', d]),
     ], { stdio: ['pipe', 'pipe', 'pipe'] });
     let err = '';

@@ -79,15 +79,15 @@ export class BalloonPolicy {
     return [...inflating, ...this.capGrowth(running, headroom), ...this.deflate(order, used, limit, used >= POLICY_FREE * limit, headroom)];
   }
 
-  /** Overcommitted: caps the growth of a guest the policy has not capped yet at what it holds
-   *  plus `headroom` (its balloon takes untouched memory). A capped guest's cap then rises with
-   *  the room (deflate) and falls under pressure (inflate); it is not lowered as the guest's
-   *  figures move, which would move every balloon all the time. */
+  /** Overcommitted: lowers the target of every guest that may grow more than `headroom` beyond
+   *  what it holds (its balloon takes untouched memory), but a guest that runs short. So the
+   *  targets add up to the mark at most (what the VMs hold, plus each one's share of the room):
+   *  a guest that starts, or one that grows, lowers the others' share. */
   private capGrowth(running: VmInstance[], headroom: number | null): PolicyMove[] {
     if (headroom === null) return [];
     const moves: PolicyMove[] = [];
     for (const v of running) {
-      const g = v.state === 'running' && v.policyTarget === null ? guestFigures(v) : null;
+      const g = v.state === 'running' && !runsShort(v) ? guestFigures(v) : null;
       if (g === null) continue;
       const ceiling = align(Math.max(v.def.memoryMinBytes, g.holds + headroom));
       const from = v.memoryTarget;

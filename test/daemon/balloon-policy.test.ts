@@ -126,14 +126,17 @@ describe('balloon policy', () => {
     // The balloons took the untouched memory (actual 320MiB): nothing more to do.
     for (const v of vms) v.balloon = 704 * MiB;
     expect(p.step()).toEqual([]);
-    // One guest filled its cap while the others shrank: room below the mark raises its cap.
+    // One guest filled its cap, the others grew to 160MiB: room below the mark, 1280 - 800 =
+    // 480MiB, is 120MiB each: a may hold 320 + 120MiB, the others 160 + 120MiB. The targets add
+    // up to the mark, 440 + 3 * 280 = 1280MiB.
     vms[0].resident = 320 * MiB;
     for (const v of vms.slice(1)) v.resident = 160 * MiB;
     const { p: p2 } = policy(800 * MiB, 1600 * MiB, vms);
     const grow = p2.step();
-    // Room: 1280 - 800 = 480MiB, 120MiB each: a may hold 320 + 120MiB.
-    expect(grow.map((m) => [m.vm, m.toBytes])).toEqual([['a', 440 * MiB]]);
-    expect(grow[0].reason).toContain('room below the mark: the guest may grow 120MiB beyond the 320MiB it holds');
+    expect(grow.map((m) => [m.vm, m.toBytes])).toEqual([['b', 280 * MiB], ['c', 280 * MiB], ['d', 280 * MiB], ['a', 440 * MiB]]);
+    expect(grow[3].reason).toContain('room below the mark: the guest may grow 120MiB beyond the 320MiB it holds');
+    // Nothing moved: nothing to do.
+    expect(p2.step()).toEqual([]);
   });
 
   it('overcommitted at the mark, a capped guest that recycles its cache stays capped; one that runs short gets memory back', () => {
