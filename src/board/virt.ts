@@ -526,7 +526,10 @@ export class VirtMachine {
     this.host.powerEvent(ev);
   }
 
-  private flushOutput(): void {
+  /** Hands the console output the guest wrote so far in this slice to the host (normally at the
+   *  slice's end; also when the VM stops in the middle of one to wait for host memory, so that
+   *  what the guest printed before is seen while it waits). */
+  flushOutput(): void {
     if (this.out.length === 0) return;
     const bytes = Uint8Array.from(this.out);
     this.out.length = 0;

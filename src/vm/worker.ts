@@ -100,6 +100,7 @@ async function host(init: WorkerInit): Promise<void> {
     budget.blocking = true;
     budget.events = {
       waiting: (held, used, limit) => {
+        machine.flushOutput();
         batcher.flush();
         post({ type: 'memoryWait', heldBytes: held * CHUNK_SIZE, usedBytes: used * CHUNK_SIZE, limitBytes: limit * CHUNK_SIZE });
       },
