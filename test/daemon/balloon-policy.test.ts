@@ -115,26 +115,26 @@ describe('balloon policy', () => {
     expect(short.sent).toEqual([500 * MiB]); // room: 0.8 * 2100 - 1500 = 180MiB
   });
 
-  it('overcommitted, caps each guest\'s growth at what it holds plus its share of the room below the mark', () => {
+  it('overcommitted, caps each guest\'s growth at what it holds plus its share of the room below the lower mark', () => {
     // Four 1GiB guests just booted on a 1600MiB limit: each holds 100MiB and has 900MiB free,
-    // memory it has never touched. Room below 80%: 1280 - 400 = 880MiB, 220MiB each.
+    // memory it has never touched. Room below 60%: 960 - 400 = 560MiB, 140MiB each.
     const vms = ['a', 'b', 'c', 'd'].map((n) => vm(n, { resident: 100 * MiB, available: 900 * MiB }));
     const { p, logs } = policy(400 * MiB, 1600 * MiB, vms);
     const moves = p.step();
-    expect(moves.map((m) => [m.vm, m.toBytes])).toEqual(vms.map((v) => [v.name, 320 * MiB]));
-    expect(logs[0]).toMatch(/^balloon policy: vm a: memory target 1GiB -> 320MiB: the VMs are configured with more memory than the host has for them; the guest may grow 220MiB beyond the 100MiB it holds$/);
-    // The balloons took the untouched memory (actual 320MiB): nothing more to do.
-    for (const v of vms) v.balloon = 704 * MiB;
+    expect(moves.map((m) => [m.vm, m.toBytes])).toEqual(vms.map((v) => [v.name, 240 * MiB]));
+    expect(logs[0]).toMatch(/^balloon policy: vm a: memory target 1GiB -> 240MiB: the VMs are configured with more memory than the host has for them; the guest may grow 140MiB beyond the 100MiB it holds$/);
+    // The balloons took the untouched memory (actual 240MiB): nothing more to do.
+    for (const v of vms) v.balloon = 784 * MiB;
     expect(p.step()).toEqual([]);
-    // One guest filled its cap, the others grew to 160MiB: room below the mark, 1280 - 800 =
-    // 480MiB, is 120MiB each: a may hold 320 + 120MiB, the others 160 + 120MiB. The targets add
-    // up to the mark, 440 + 3 * 280 = 1280MiB.
-    vms[0].resident = 320 * MiB;
+    // One guest filled its cap, the others grew to 160MiB: room below 60%, 960 - 720 = 240MiB,
+    // is 60MiB each: a may hold 240 + 60MiB, the others 160 + 60MiB. The targets add up to the
+    // mark, 300 + 3 * 220 = 960MiB.
+    vms[0].resident = 240 * MiB;
     for (const v of vms.slice(1)) v.resident = 160 * MiB;
-    const { p: p2 } = policy(800 * MiB, 1600 * MiB, vms);
+    const { p: p2 } = policy(720 * MiB, 1600 * MiB, vms);
     const grow = p2.step();
-    expect(grow.map((m) => [m.vm, m.toBytes])).toEqual([['b', 280 * MiB], ['c', 280 * MiB], ['d', 280 * MiB], ['a', 440 * MiB]]);
-    expect(grow[3].reason).toContain('room below the mark: the guest may grow 120MiB beyond the 320MiB it holds');
+    expect(grow.map((m) => [m.vm, m.toBytes])).toEqual([['b', 220 * MiB], ['c', 220 * MiB], ['d', 220 * MiB], ['a', 300 * MiB]]);
+    expect(grow[3].reason).toContain('room below the marks: the guest may grow 60MiB beyond the 240MiB it holds');
     // Nothing moved: nothing to do.
     expect(p2.step()).toEqual([]);
   });
