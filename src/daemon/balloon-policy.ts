@@ -128,25 +128,28 @@ export class BalloonPolicy {
 
   /** Gives memory back, in the order given: to every VM when the host has plenty (`onlyShort`
    *  false), else only to guests that run short themselves. Overcommitted (`headroom` not null),
-   *  a guest that does not run short grows only to what it holds plus `headroom`. */
+   *  a guest that does not run short grows only to what it holds plus `headroom`. A guest that
+   *  runs short keeps what its driver took back from the balloon (deflate on OOM): its target
+   *  goes from there, so that the next move does not ask it to inflate into memory it needs. */
   private deflate(running: VmInstance[], used: number, limit: number, onlyShort: boolean, headroom: number | null): PolicyMove[] {
     let room = POLICY_LOW * limit - used;
     const moves: PolicyMove[] = [];
     for (const v of running) {
-      if (v.policyTarget === null || v.state !== 'running' || room < MIN_MOVE) continue;
+      if (v.policyTarget === null || v.state !== 'running') continue;
       const short = runsShort(v);
       if (onlyShort && !short) continue;
       const g = headroom !== null && !short ? guestFigures(v) : null;
       const cap = v.userTarget ?? v.def.memoryBytes;
       const from = v.memoryTarget;
-      const to = align(Math.min(cap, from + Math.min(STEP, room), g ? g.holds + headroom! : Infinity));
+      const base = short ? Math.max(from, v.memoryFigures?.balloon?.actualBytes ?? 0) : from;
+      const to = align(Math.min(cap, base + Math.min(STEP, Math.max(0, room)), g ? g.holds + headroom! : Infinity));
       const release = to >= cap;
       if (to <= from || (to - from < MIN_MOVE && !release)) continue;
       v.policyTarget = release ? null : to;
       moves.push(this.apply(v, from, short ? 'the guest runs short of memory; deflating its balloon'
         : g ? `room below the marks: the guest may grow ${humanSize(headroom!)} beyond the ${humanSize(g.holds)} it holds`
           : `host memory is free again (the VMs hold ${humanSize(used)} of ${humanSize(limit)}); deflating`));
-      room -= to - from;
+      room -= Math.max(0, to - base);
     }
     return moves;
   }

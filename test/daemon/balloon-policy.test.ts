@@ -106,8 +106,8 @@ describe('balloon policy', () => {
   });
 
   it('between the marks, gives memory back only to a guest that runs short', () => {
-    const ok = vm('ok', { resident: 300 * MiB, available: 200 * MiB, policyTarget: 500 * MiB });
-    const short = vm('short', { resident: 300 * MiB, available: 20 * MiB, policyTarget: 320 * MiB });
+    const ok = vm('ok', { resident: 300 * MiB, available: 200 * MiB, balloon: 524 * MiB, policyTarget: 500 * MiB });
+    const short = vm('short', { resident: 300 * MiB, available: 20 * MiB, balloon: 704 * MiB, policyTarget: 320 * MiB });
     const { p } = policy(1500 * MiB, 2100 * MiB, [ok, short]);
     const moves = p.step();
     expect(moves.map((m) => m.vm)).toEqual(['short']);
@@ -170,6 +170,19 @@ describe('balloon policy', () => {
     const next = p.step();
     expect(next.map((m) => m.vm)).toEqual(['o1']);
     expect(others.map((v) => v.sent.length)).toEqual([1, 0, 0]);
+  });
+
+  it('a guest that runs short keeps what its driver took back on OOM: its target is not left below its balloon\'s actual size', () => {
+    // o1's driver deflated its balloon on OOM: actual 439MiB, target still 224MiB; no room left.
+    const o1 = vm('o1', { resident: 438 * MiB, available: 0, balloon: 585 * MiB, policyTarget: 224 * MiB });
+    const o2 = vm('o2', { resident: 400 * MiB, available: 40 * MiB, balloon: 960 * MiB, policyTarget: 64 * MiB });
+    const { p } = policy(1360 * MiB, 1696 * MiB, [o2, o1]);
+    const moves = p.step();
+    expect(moves.map((m) => [m.vm, m.fromBytes, m.toBytes])).toEqual([['o1', 224 * MiB, 439 * MiB]]);
+    expect(moves[0].reason).toContain('runs short');
+    // With room, it grows from there.
+    const { p: p2 } = policy(1260 * MiB, 1696 * MiB, [o1]);
+    expect(p2.step().map((m) => m.toBytes)).toEqual([Math.floor((439 * MiB + 0.8 * 1696 * MiB - 1260 * MiB) / 4096) * 4096]);
   });
 
   it('a guest without a balloon driver or recent statistics is never capped', () => {
