@@ -14,6 +14,7 @@ const entries = {
   litmus: 'src/bench/litmus.ts',     // npm run bench:litmus (docs/harts.md)
   'bench-inproc': 'src/bench/boot.ts', // Linux in one process, for profiling (see the file)
   sched: 'src/bench/sched.ts',       // npm run bench:sched (docs/harts.md)
+  'bench-memory': 'src/bench/memory.ts', // npm run bench:memory
 };
 
 const present = Object.fromEntries(Object.entries(entries).filter(([, src]) => existsSync(src)));

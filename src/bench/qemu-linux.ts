@@ -21,6 +21,12 @@ export interface QemuLinuxOptions {
   readonly forwards: readonly QemuForward[];
   readonly memoryMiB?: number;
   readonly bootTimeoutMs?: number;
+  /** Further devices, each a `-device` argument (e.g. virtio-balloon-device,free-page-reporting=on). */
+  readonly devices?: readonly string[];
+  /** Block backends, each a `-drive` argument (e.g. file=x.qcow2,format=qcow2,if=none,id=d0), for devices to name. */
+  readonly drives?: readonly string[];
+  /** A Unix socket for the HMP monitor (`balloon`, `info balloon`); default: no monitor. */
+  readonly monitorSocket?: string;
 }
 
 /** Why the guest cannot run on QEMU here (no QEMU, no OpenSBI), or null. */
@@ -51,10 +57,13 @@ export class QemuLinux {
   static async boot(o: QemuLinuxOptions): Promise<QemuLinux> {
     const fwd = o.forwards.map((f) => `,hostfwd=${f.proto}:127.0.0.1:${f.hostPort}-:${f.guestPort}`).join('');
     const q = spawn(QEMU, [
-      '-machine', 'virt', '-cpu', QEMU_CPU, '-m', `${o.memoryMiB ?? 256}M`, '-smp', '1', '-nographic', '-monitor', 'none',
+      '-machine', 'virt', '-cpu', QEMU_CPU, '-m', `${o.memoryMiB ?? 256}M`, '-smp', '1', '-nographic',
+      '-monitor', o.monitorSocket ? `unix:${o.monitorSocket},server=on,wait=off` : 'none',
       '-serial', 'stdio', '-no-reboot', '-bios', OPENSBI, '-kernel', join(o.guest, 'Image'), '-initrd', join(o.guest, 'initramfs.cpio.gz'),
       '-append', 'console=ttyS0 vmctl=shell', '-global', 'virtio-mmio.force-legacy=false',
       '-netdev', `user,id=n0${fwd}`, '-device', 'virtio-net-device,netdev=n0',
+      ...(o.drives ?? []).flatMap((d) => ['-drive', d]),
+      ...(o.devices ?? []).flatMap((d) => ['-device', d]),
     ], { stdio: ['pipe', 'pipe', 'pipe'] });
     let err = '';
     q.stderr!.on('data', (b: Buffer) => { err += b.toString(); });

@@ -17,7 +17,7 @@
 // kernel + min(RAM/2, 128 MiB) (riscv_load_initrd): see boot-layout.ts.
 
 import { randomBytes } from 'node:crypto';
-import { CHUNK_SIZE, GuestRam } from '../memory/ram.js';
+import { CHUNK_SIZE, GuestRam, type ChunkBudget } from '../memory/ram.js';
 import { FileRefused, readRegular } from '../host/regular-file.js';
 import { PhysicalMemoryMap, type MmioDevice } from '../memory/bus.js';
 import { Hart, type HartState } from '../riscv/hart.js';
@@ -31,6 +31,7 @@ import { GoldfishRtc } from '../devices/goldfish-rtc.js';
 import { TestFinisher } from '../devices/test-finisher.js';
 import { EmptyVirtioSlot } from '../devices/virtio-mmio-empty.js';
 import { VirtioBlkSlot } from '../devices/virtio/blk-slot.js';
+import type { DiskIo } from '../devices/virtio/blk.js';
 import { VirtioMmioDevice } from '../devices/virtio/mmio.js';
 import { VirtioNetSlot } from '../devices/virtio/net-slot.js';
 import { parseMac } from '../net/mac.js';
@@ -58,6 +59,14 @@ const MiB = 1024 * 1024;
 const SLICE = 20_000;
 
 export type RunState = 'running' | 'idle' | 'halted';
+
+/** What the host allows a machine: `gate`, the CPU allowance of this thread's harts (the daemon's
+ *  scheduler, src/vm/cpu-slots.ts; none: unlimited); `budget`, where host memory for RAM chunks
+ *  comes from (the daemon's ledger, src/vm/memory-budget.ts; none: chunks are simply allocated). */
+export interface MachineRuntime {
+  readonly gate?: CpuGate;
+  readonly budget?: ChunkBudget | null;
+}
 
 let zeroChunk: Uint8Array | null = null;
 function isZeroChunk(c: Uint8Array): boolean {
@@ -128,14 +137,15 @@ export class VirtMachine {
   private throttledMs = 0;
   private gateIdle = false;
 
-  private constructor(readonly config: MachineConfig, private readonly host: MachineHost, threads?: StartHartThread, saved?: MachineState, gate?: CpuGate) {
-    this.gate = gate ?? null;
+  private constructor(readonly config: MachineConfig, private readonly host: MachineHost, threads: StartHartThread | undefined, runtime: MachineRuntime, saved?: MachineState) {
+    this.gate = runtime.gate ?? null;
     if (!Number.isInteger(config.cpus) || config.cpus < 1 || config.cpus > MAX_CPUS) {
       throw new RangeError(`cpus must be 1..${MAX_CPUS}, got ${config.cpus}`);
     }
     // RAM is made of 2 MiB chunks; a size that is not a multiple gets its last chunk in full,
     // but the guest is only told about (and only loads into) memoryBytes.
     this.ram = new GuestRam(DRAM_BASE, Math.ceil(config.memoryBytes / CHUNK_SIZE) * CHUNK_SIZE);
+    this.ram.budget = runtime.budget ?? null;
     this.mem = new PhysicalMemoryMap(this.ram);
     const reservations = new ReservationSet(config.cpus);
     if (threads && config.cpus > 1) {
@@ -187,16 +197,16 @@ export class VirtMachine {
   }
 
   /** `threads`: how to start a thread for a hart (src/vm gives worker threads); without it, every
-   *  hart runs on the calling thread. */
-  static create(cfg: MachineConfig, host: MachineHost, threads?: StartHartThread, gate?: CpuGate): VirtMachine {
-    return new VirtMachine(cfg, host, threads, undefined, gate);
+   *  hart runs on the calling thread. `runtime`: the host's allowances (MachineRuntime). */
+  static create(cfg: MachineConfig, host: MachineHost, threads?: StartHartThread, runtime: MachineRuntime = {}): VirtMachine {
+    return new VirtMachine(cfg, host, threads, runtime);
   }
 
   /** A machine built from `cfg` and put into a saved state instead of booting: it goes on where
    *  the saved one stopped (its clock paused at the saved mtime: resumeClock() to run). Throws
    *  MachineStateMismatch when the state does not fit `cfg` (nothing is left open then). */
-  static restore(cfg: MachineConfig, host: MachineHost, state: MachineState, threads?: StartHartThread, gate?: CpuGate): VirtMachine {
-    return new VirtMachine(cfg, host, threads, state, gate);
+  static restore(cfg: MachineConfig, host: MachineHost, state: MachineState, threads?: StartHartThread, runtime: MachineRuntime = {}): VirtMachine {
+    return new VirtMachine(cfg, host, threads, runtime, state);
   }
 
   private startHartThreads(threads: StartHartThread, reservations: ReservationSet, states?: readonly HartState[]): void {
@@ -289,6 +299,11 @@ export class VirtMachine {
       chunksReleased: this.ram.chunksReleased,
       balloon: this.balloon?.figures() ?? null,
     };
+  }
+
+  /** Each disk's completed requests, by disk index. */
+  diskIo(): DiskIo[] {
+    return this.blkSlots.map((s) => s?.blk.ioFigures() ?? { reads: 0, writes: 0, readBytes: 0, writtenBytes: 0, flushes: 0 });
   }
 
   /** Loads firmware, kernel, initrd and device tree; sets the harts' start state. Returns the DTB. */
@@ -511,7 +526,10 @@ export class VirtMachine {
     this.host.powerEvent(ev);
   }
 
-  private flushOutput(): void {
+  /** Hands the console output the guest wrote so far in this slice to the host (normally at the
+   *  slice's end; also when the VM stops in the middle of one to wait for host memory, so that
+   *  what the guest printed before is seen while it waits). */
+  flushOutput(): void {
     if (this.out.length === 0) return;
     const bytes = Uint8Array.from(this.out);
     this.out.length = 0;

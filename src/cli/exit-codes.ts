@@ -31,6 +31,7 @@ export function exitCodeForClass(c: ErrorClass): number {
       return EXIT.noSuchVm;
     case 'WrongState':
     case 'AlreadyExists': // the name is taken: the same answer as starting a running VM
+    case 'InsufficientResources':
       return EXIT.wrongState;
     case 'ShuttingDown': // no daemon will serve it
       return EXIT.unreachable;

@@ -57,7 +57,7 @@ export function buildProgram(onAction: (c: Command) => void = () => {}): Command
     .version(VERSION)
     .addHelpText('after', `
 Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 daemon unreachable, 4 no such VM,
-            5 wrong state for this command, 124 timeout; run: the guest's own code;
+            5 wrong state for this command or not enough host memory, 124 timeout; run: the guest's own code;
             exec: the guest command's status (255: no shell answered on the console);
             ssh: the remote command's status (255: ssh failed or no ssh server answered).
 State lives in $VMCTL_HOME (default ~/.vmctl).`);

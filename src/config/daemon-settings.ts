@@ -22,6 +22,12 @@ export interface DaemonSettings {
   readonly networks: ReadonlyMap<string, SwitchSettings>;
   /** Host cores vmctl may use for all VMs' harts (host.cpus; may be a fraction by default). */
   readonly hostCpus: number;
+  /** Host memory vmctl may use for guests; undefined: what this process may use (hostMemoryBytes). */
+  readonly hostMemoryBytes: number | undefined;
+  /** Running VMs may be configured with up to hostMemory × this in all. */
+  readonly overcommit: number;
+  /** The daemon's balloon policy (src/daemon/balloon-policy.ts). */
+  readonly autoBalloon: boolean;
 }
 
 export interface SwitchSettings {
@@ -62,7 +68,19 @@ export const SETTINGS_SCHEMA = object({
       description: 'Host cores vmctl may use for the harts of all VMs together (fractions allowed, as 0.5)',
       details: ['Default: the cores this process may use, honouring a cgroup CPU limit (a container\'s --cpus). When more harts want to run, the daemon shares these cores among VMs by their cpus.shares and caps.'],
     }),
-  }, { description: 'What vmctl may use of the host' }),
+    memory: size({
+      min: 64 * MiB, example: '16GiB', defaultText: 'the cgroup memory limit, else physical memory',
+      description: 'Host memory vmctl may use for guests: start is refused past memory × overcommit, and VMs wait for memory past it',
+    }),
+    overcommit: number({
+      min: 1, max: 100, default: 1.5, example: 1.5,
+      description: 'How much more memory running VMs may be configured with, in all, than host.memory',
+    }),
+    autoBalloon: boolean({
+      default: true, example: true,
+      description: 'When the VMs\' resident memory nears host.memory, inflate the balloons of the VMs with the most free memory (never below memory.min), and deflate them when it is gone',
+    }),
+  }, { nullIsAbsent: true, description: 'What vmctl may use of the host: its cores, and its memory and how vmctl shares it between VMs' }),
 }, { description: 'vmctl daemon settings (VMCTL_HOME/config.yaml); every key is optional' });
 
 type SettingsFile = ObjectValue<typeof SETTINGS_SCHEMA.fields>;
@@ -87,6 +105,7 @@ function toSettings(v: SettingsFile, ctx: ReadContext): DaemonSettings {
   return {
     serialLogMaxBytes: v.serialLogMaxSize, daemonLogMaxBytes: v.daemonLogMaxSize, consoleHistoryBytes: v.consoleHistorySize, networks,
     hostCpus: v.host.cpus ?? hostCpus(),
+    hostMemoryBytes: v.host.memory, overcommit: v.host.overcommit, autoBalloon: v.host.autoBalloon,
   };
 }
 

@@ -186,15 +186,16 @@ export class IntegerSpec<P extends Presence> extends Spec<number, P> {
   override show(v: number): string { return String(v); }
 }
 
-/** A number, fractions allowed (`host.cpus: 1.5`). */
+export interface NumberOptions extends KeyOptions<number> { readonly min: number; readonly max: number }
+/** A number, fractions allowed (a ratio: `overcommit: 1.5`, `host.cpus: 0.5`). */
 export class NumberSpec<P extends Presence> extends Spec<number, P> {
-  declare readonly options: IntegerOptions;
+  declare readonly options: NumberOptions;
   get expected(): string { return `a number from ${this.options.min} to ${this.options.max}`; }
   get accepts(): string { return `number, ${this.options.min}..${this.options.max}`; }
   read(node: Node | null, where: Where, ctx: ReadContext): number | undefined {
     const v = scalarValue(node);
     const { min, max } = this.options;
-    if (typeof v !== 'number' || !(v >= min && v <= max)) return this.refuse(node, where, ctx);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) return this.refuse(node, where, ctx);
     return v;
   }
   protected schema(): JsonSchema {
@@ -649,7 +650,7 @@ export class ShapesSpec<T, P extends Presence> extends Spec<T, P> {
 
 export const integer = <const O extends IntegerOptions>(o: O) => new IntegerSpec<PresenceOf<O>>(o);
 export const percent = <const O extends KeyOptions<number>>(o: O) => new PercentSpec<PresenceOf<O>>(o);
-export const number = <const O extends IntegerOptions>(o: O) => new NumberSpec<PresenceOf<O>>(o);
+export const number = <const O extends NumberOptions>(o: O) => new NumberSpec<PresenceOf<O>>(o);
 export const size = <const O extends SizeOptions>(o: O) => new SizeSpec<PresenceOf<O>>(o);
 export const duration = <const O extends KeyOptions<number>>(o: O) => new DurationSpec<PresenceOf<O>>(o);
 export const string = <const O extends StringOptions>(o: O) => new StringSpec<PresenceOf<O>>(o);

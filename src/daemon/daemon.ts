@@ -20,7 +20,12 @@ import { hostCpus } from '../config/host-cpus.js';
 import { RotatingLog } from './rotating-log.js';
 import { Connection } from './server.js';
 import { SwitchHub } from './switches.js';
-import type { VmEvent, VmInstance } from './vm-instance.js';
+import type { InstanceEnv, VmEvent, VmInstance } from './vm-instance.js';
+import { HostMemory } from './host-memory.js';
+import { BalloonPolicy } from './balloon-policy.js';
+
+/** How often the balloon policy looks at the host's memory. */
+const POLICY_EVERY_MS = 1000;
 
 export interface DaemonOptions {
   readonly home: string;
@@ -153,8 +158,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       unlinkSync(socketPath);
     }
 
-    /** VMs whose worker thread could not be ended (see VmInstance.powerOff). */
     const switches = new SwitchHub(settings.networks, log);
+    /** VMs whose worker thread could not be ended (see VmInstance.powerOff). */
     const lostWorkers = new Set<string>();
     // When the last idle VM thread has ended and no VM runs, the daemon is idle: its heap is
     // collected then (an idle daemon allocates too little for V8 to do it), and V8 gives the
@@ -168,7 +173,11 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       registry.vms.get(e.vm)?.listener({ event: 'sched', data: e.data });
     }, hostCpus());
     log(`host cores for VMs: ${Number(settings.hostCpus.toFixed(2))}`);
-    const workerEnv = {
+    const memory = new HostMemory(settings, log);
+    // Called only once the registry below exists (a VM starts, the policy's timer).
+    const vms = (): Iterable<VmInstance> => registry.vms.values();
+    const policy = settings.autoBalloon ? new BalloonPolicy(memory, vms, log) : null;
+    const workerEnv: InstanceEnv = {
       scheduler,
       home: paths.home,
       version: opts.version,
@@ -179,7 +188,13 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       consoleHistoryBytes: settings.consoleHistoryBytes,
       log,
       workerLost: (vm: string) => { lostWorkers.add(vm); },
+      memory,
+      committed: (except) => [...vms()].filter((v) => v !== except && v.active).map((v) => ({ name: v.name, bytes: v.def.memoryBytes })),
+      memoryShort: () => { policy?.step(); },
     };
+    // The policy looks at the host every second (it costs nothing while memory is plentiful).
+    const policyTimer = policy ? setInterval(() => policy.step(), POLICY_EVERY_MS) : null;
+    policyTimer?.unref();
     const connections = new Set<Connection>();
     const wire = (vm: VmInstance): void => {
       vm.listener = (e: VmEvent) => {
@@ -232,6 +247,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       }
       shuttingDown = true;
       log(`shutting down (${why}${opts.force ? ', powering VMs off' : ''})`);
+      if (policyTimer) clearInterval(policyTimer);
       step('closing the socket', () => server?.close());
       step('ending the definition threads', () => definitions.close());
       const running = [...registry.vms.values()].filter((v) => v.active);

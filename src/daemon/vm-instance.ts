@@ -11,13 +11,15 @@ import { ensureSshKey, sshKeyPaths } from './ssh-key.js';
 import { serializeVmDefinition, type VmDefinition } from '../config/vm-definition.js';
 import type { SwitchHub } from './switches.js';
 import { DiskError } from '../disk/errors.js';
-import { formatSize } from '../config/units.js';
+import { formatSize, humanSize } from '../config/units.js';
+import { MEMORY_WAIT_BEFORE_PAUSE_MS } from '../vm/memory-budget.js';
 import { imageInfo, lockDiskChains } from '../disk/image.js';
 import { canonicalImagePath, type DiskLock } from '../disk/lock.js';
 import { FileRefused, readRegular } from '../host/regular-file.js';
 import { holdAt } from '../host/test-hold.js';
-import { isActiveState, ProtocolFailure, type DiskInfo, type MemoryInfo, type PortInfo, type PowerInfo, type StopPath, type VmFigures, type VmInfo, type VmState } from '../protocol/messages.js';
-import type { FromWorker, MemoryFigures, ToWorker, WorkerInit } from '../vm/messages.js';
+import { isActiveState, ProtocolFailure, type DiskInfo, type MemoryInfo, type PauseReason, type PortInfo, type PowerInfo, type StopPath, type VmFigures, type VmInfo, type VmState } from '../protocol/messages.js';
+import type { HostMemory, MemorySlot } from './host-memory.js';
+import type { DiskIo, FromWorker, MemoryFigures, ToWorker, WorkerInit } from '../vm/messages.js';
 import { isTempFileFor, renameIntoPlace, tempPathFor, writeFileAtomic } from './atomic.js';
 import type { Scheduler } from './scheduler.js';
 import type { VmThreads } from './vm-threads.js';
@@ -42,6 +44,8 @@ export interface PersistedState {
   savedState?: SavedStateRecord | null;
   /** What the VM was cloned from (`vmctl clone`). */
   clonedFrom?: { readonly vm: string; readonly snapshot: string | null; readonly linked: boolean } | null;
+  /** Why a paused VM is paused: `vmctl pause`, or host memory ran short (absent in older files). */
+  pauseReason?: PauseReason | null;
 }
 
 export interface SavedStateRecord {
@@ -56,7 +60,9 @@ export type VmEvent =
   /** `restarting`: this `stopped` is followed by a new boot (a guest or `vmctl reset`, `vmctl
    *  restart`); consoles and waiters stay attached instead of ending with the VM. */
   /** `reason: 'delete'`: the VM is being stopped because it is being deleted (a `deleted` event follows). */
-  | { event: 'state'; data: { state: VmState; bootId: number; previous: VmState; restarting?: true; reason?: 'delete' } }
+  /** `pauseReason`: why a `paused` VM is paused (`memory`: host memory is short). */
+  | { event: 'state'; data: { state: VmState; bootId: number; previous: VmState; restarting?: true; reason?: 'delete'; pauseReason?: PauseReason } }
+  | { event: 'memory'; data: Record<string, unknown> & { kind: string } }
   | { event: 'console'; data: { bootId: number; data: string } }
   | { event: 'power'; data: { bootId: number } & PowerInfo }
   | { event: 'sched'; data: Record<string, unknown> };
@@ -79,6 +85,12 @@ export interface InstanceEnv {
   log(msg: string): void;
   /** A VM's worker thread could not be ended (the process cannot exit normally any more). */
   workerLost(vm: string): void;
+  /** Host memory: admission, and the ledger VM threads take RAM chunks from (host-memory.ts). */
+  readonly memory: HostMemory;
+  /** The VMs that count against host memory now (running, paused, starting, stopping). */
+  committed(except: VmInstance): { name: string; bytes: number }[];
+  /** A VM waits for host memory: the balloon policy should look now. */
+  memoryShort(vm: VmInstance): void;
 }
 
 /** state.json is a few hundred bytes; a larger one was not written by vmctl. */
@@ -116,7 +128,17 @@ export class VmInstance {
   private abandonWorker: ((why: string) => void) | null = null;
   /** The worker's last memory figures (null while it does not run) and when they came. */
   private memory: MemoryFigures | null = null;
+  /** The worker's last disk request counts (by disk index), null while it does not run. */
+  private diskIo: readonly DiskIo[] | null = null;
   private memoryAt = 0;
+  /** The VM's place in the host memory ledger while its worker lives. */
+  private memorySlot: MemorySlot | null = null;
+  /** Its harts wait for host memory now (since when, performance.now()). */
+  private waitingForMemorySince: number | null = null;
+  /** The memory target set with `vmctl set` (null: none, the guest keeps all of its memory), and
+   *  the one the daemon's balloon policy sets (never above the user's). */
+  userTarget: number | null = null;
+  policyTarget: number | null = null;
   listener: (e: VmEvent) => void = () => {};
   /** Instructions retired (in all and per hart) at the last two figures from the worker, for MIPS. */
   private rate: { at: number; total: number; harts: readonly number[] }[] = [];
@@ -224,13 +246,36 @@ export class VmInstance {
     writeFileAtomic(VmInstance.stateFile(this.dir), `${JSON.stringify(this.persisted, null, 2)}\n`);
   }
 
-  private setState(s: VmState, restarting = false): void {
+  private setState(s: VmState, how: { restarting?: boolean; pauseReason?: PauseReason } = {}): void {
+    const { restarting = false, pauseReason = null } = how;
     const previous = this.persisted.state;
     if (previous === s) return;
     this.persisted.state = s;
+    this.persisted.pauseReason = s === 'paused' ? pauseReason : null;
     this.save();
-    this.env.log(`vm ${this.name}: ${previous} -> ${s}${restarting ? ' (restarting)' : ''}`);
-    this.listener({ event: 'state', data: { state: s, bootId: this.persisted.bootId, previous, ...(restarting ? { restarting: true as const } : {}), ...(this.deleting ? { reason: 'delete' as const } : {}) } });
+    const why = restarting ? ' (restarting)' : s === 'paused' && pauseReason === 'memory' ? ' (host memory is short)' : '';
+    this.env.log(`vm ${this.name}: ${previous} -> ${s}${why}`);
+    this.listener({ event: 'state', data: {
+      state: s, bootId: this.persisted.bootId, previous,
+      ...(restarting ? { restarting: true as const } : {}), ...(this.deleting ? { reason: 'delete' as const } : {}),
+      ...(s === 'paused' && pauseReason ? { pauseReason } : {}),
+    } });
+  }
+
+  /** Why it is paused, while it is. */
+  get pauseReason(): PauseReason | null {
+    return this.persisted.state === 'paused' ? this.persisted.pauseReason ?? 'user' : null;
+  }
+
+  /** Its harts wait for host memory (a guest that touched new memory while the host had none). */
+  get waitingForMemory(): boolean {
+    return this.waitingForMemorySince !== null;
+  }
+
+  /** A VM thread that waits for host memory reads no message until it has it: requests that need
+   *  its answer (save, snapshot, ports, disks) are refused meanwhile rather than left hanging. */
+  private waitingForMemoryError(): ProtocolFailure {
+    return new ProtocolFailure('WrongState', `VM ${this.name} is waiting for host memory (its harts are stopped); try again once it has it, or stop it`);
   }
 
   info(): VmInfo {
@@ -241,6 +286,7 @@ export class VmInstance {
       name: d.name,
       uuid: p.uuid,
       state: p.state,
+      pauseReason: this.pauseReason,
       cpus: d.cpus,
       memoryBytes: d.memoryBytes,
       cpuShares: d.cpuShares,
@@ -255,7 +301,7 @@ export class VmInstance {
       kernel: d.boot.kernel ?? null,
       initrd: d.boot.initrd ?? null,
       cmdline: d.boot.cmdline,
-      disks: d.disks.map((x) => this.diskInfo(x.name, x.path, x.readonly)),
+      disks: d.disks.map((x, i) => this.diskInfo(x.name, x.path, x.readonly, i)),
       shutdownConsole: d.shutdown.console ?? null,
       lastPower: p.lastPower,
       lastError: p.lastError,
@@ -270,13 +316,17 @@ export class VmInstance {
   }
 
   /** A disk as the file is now (also an image that existed before `create`). */
-  private diskInfo(name: string, path: string, readonly: boolean): DiskInfo {
+  private diskInfo(name: string, path: string, readonly: boolean, index: number): DiskInfo {
     let sizes: { virtualBytes: number | null; allocatedBytes: number | null } = { virtualBytes: null, allocatedBytes: null };
     try {
       const i = imageInfo(path);
       sizes = { virtualBytes: i.virtualBytes, allocatedBytes: i.allocatedBytes };
     } catch { /* missing or unreadable: the sizes say null */ }
-    return { name, path, readonly, ...sizes, createdByVmctl: this.persisted.createdDisks.includes(path) };
+    const io = this.active ? this.diskIo?.[index] ?? null : null;
+    return {
+      name, path, readonly, ...sizes, createdByVmctl: this.persisted.createdDisks.includes(path),
+      reads: io?.reads ?? null, writes: io?.writes ?? null, readBytes: io?.readBytes ?? null, writtenBytes: io?.writtenBytes ?? null, flushes: io?.flushes ?? null,
+    };
   }
 
   /** The worker's latest memory figures, null while the VM does not run. */
@@ -379,6 +429,9 @@ export class VmInstance {
     this.checkNotBusy('start');
     const s = this.state;
     if (s !== 'stopped' && s !== 'aborted' && s !== 'saved') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${s}; only a stopped, saved or aborted VM can be started`);
+    // Checked in the same turn as the state becomes `starting`: two starts at once cannot both
+    // pass. A guest reboot keeps its place (boot() without start()).
+    this.env.memory.admit(this.name, this.def.memoryBytes, this.env.committed(this));
     if (s === 'saved' && !opts.discardState) {
       await this.boot({ file: this.savedStatePath(), kind: 'saved', paused: false });
       return;
@@ -460,8 +513,11 @@ export class VmInstance {
     this.serialErrors = 0;
     this.saving = false;
     this.memory = null;
+    this.diskIo = null;
     this.setState('starting');
     if (!resuming) this.serial!.beginBoot(p.bootId, Date.parse(p.startedAt));
+    this.userTarget = this.policyTarget = null;
+    this.waitingForMemorySince = null;
     const config = this.machineConfig();
     // NICs on switch networks: a port of the daemon's switch each, its other end handed to the worker.
     const plugged = (config.nics ?? []).map((n, i) => (n.network.mode === 'switch'
@@ -470,18 +526,23 @@ export class VmInstance {
     const switchPorts = plugged.map((p) => p?.port ?? null);
     // Its harts' host CPU allowance (src/daemon/scheduler.ts).
     const sched = this.env.scheduler;
-    const slot = sched?.attach(this.name, this.def.cpus, this.def.cpuShares, this.def.cpuCap);
+    const cpuSlot = sched?.attach(this.name, this.def.cpus, this.def.cpuShares, this.def.cpuCap);
     this.rate = [];
+    // The VM's place in the host memory ledger, from here until its machine has closed.
+    const slot = this.env.memory.attach();
+    this.memorySlot = slot;
     const init: WorkerInit = {
-      mode: 'run', vmName: this.name, config, hartWorkerPath: this.env.hartWorkerPath, vmctlVersion: this.env.version, switchPorts,
+      mode: 'run', vmName: this.name, config, hartWorkerPath: this.env.hartWorkerPath, vmctlVersion: this.env.version, switchPorts, memory: slot,
       ...(restoreFrom !== undefined ? { restoreFrom, startPaused: from!.paused } : {}),
-      ...(sched && slot ? { cpu: { slots: sched.slots.buffer, slot } } : {}),
+      ...(sched && cpuSlot ? { cpu: { slots: sched.slots.buffer, slot: cpuSlot } } : {}),
     };
     let worker: Worker;
     try {
       worker = this.env.threads.acquire();
     } catch (e) {
       unplug();
+      this.env.memory.detach(slot);
+      this.memorySlot = null;
       this.releaseDiskLocks();
       this.serialFlushClose();
       sched?.detach(this.name);
@@ -496,6 +557,8 @@ export class VmInstance {
     let closed = false;
     let fatal: string | null = null;
     let refused = false;
+    let hostMemoryShort = false;
+    let adoptTarget = restoreFrom !== undefined;
     let power: PowerEvent | null = null;
 
     return new Promise<void>((resolve, reject) => {
@@ -532,6 +595,13 @@ export class VmInstance {
             this.memory = m.memory;
             this.memoryAt = Date.now();
             this.rate = [...this.rate.slice(-1), { at: Date.now(), total: m.instructionsRetired, harts: m.hartInstructions }];
+            this.diskIo = m.disks;
+            if (adoptTarget && m.memory.balloon) {
+              // A machine state brought its balloon back: its target is the VM's target again.
+              adoptTarget = false;
+              const t = m.memory.balloon.targetBytes;
+              this.userTarget = t >= this.def.memoryBytes ? null : t;
+            }
             break;
           case 'paused':
           case 'resumed':
@@ -548,7 +618,13 @@ export class VmInstance {
           case 'fatal':
             fatal = m.message;
             refused = m.startRefused === true;
+            hostMemoryShort = m.hostMemoryShort === true;
             this.env.log(`vm ${this.name}: ${m.message}`);
+            break;
+          case 'memoryWait':
+          case 'memoryPaused':
+          case 'memoryResumed':
+            this.onMemoryWait(m);
             break;
           case 'port-reply':
             break;
@@ -573,6 +649,10 @@ export class VmInstance {
           this.worker = null;
           this.env.scheduler?.detach(this.name);
           unplug();
+          // Its machine has closed (or its thread is given up on): the chunks it held go back.
+          this.env.memory.detach(slot);
+          this.memorySlot = null;
+          this.waitingForMemorySince = null;
           if (code === null && lost === null) {
             // Closed cleanly: the thread can host the next VM, unless it is being terminated or
             // its machine failed while running (an emulator error: a fresh thread is safer).
@@ -608,13 +688,15 @@ export class VmInstance {
             // saved when its state could not be resumed (the state is kept for another try).
             p.lastError = fatal ?? `worker exited with code ${code} before the machine was ready`;
             this.setState(resuming ? 'saved' : 'stopped');
-            // A refusal for the host's state (a forward's port is taken) is "wrong state", as a disk in use.
-            reject(new ProtocolFailure(refused ? 'WrongState' : 'StartFailed', `VM ${this.name} ${refused ? 'cannot start' : `failed to ${from ? 'resume' : 'start'}`}: ${p.lastError}` +
-              (resuming && !refused ? `; vmctl start --discard-state ${this.name} boots it afresh` : '')));
+            // A refusal for the host's state (a forward's port is taken) is "wrong state", as a disk
+            // in use; a host short of memory for the guest's RAM is InsufficientResources.
+            const cls = hostMemoryShort ? 'InsufficientResources' : refused ? 'WrongState' : 'StartFailed';
+            reject(new ProtocolFailure(cls, `VM ${this.name} ${refused ? 'cannot start' : `failed to ${from ? 'resume' : 'start'}`}: ${p.lastError}` +
+              (resuming && cls === 'StartFailed' ? `; vmctl start --discard-state ${this.name} boots it afresh` : '')));
           } else if (this.saving && p.savedState) {
             this.setState('saved');
           } else if (this.stopping || (closed && fatal === null)) {
-            this.setState('stopped', rebooting || this.restarting);
+            this.setState('stopped', { restarting: rebooting || this.restarting });
             if (rebooting) {
               // A guest reboot restarts a long-lived VM (a `run` VM ends instead, like -no-reboot).
               this.env.log(`vm ${this.name}: ${power?.source === 'vmctl' ? 'reset by vmctl reset' : 'guest reset'}; booting again`);
@@ -636,6 +718,34 @@ export class VmInstance {
       });
       worker.postMessage({ type: 'init', init } satisfies ToWorker, switchPorts.filter((p): p is MessagePort => p !== null));
     });
+  }
+
+  /** The worker's news about waiting for host memory: log, event, state. */
+  private onMemoryWait(m: Extract<FromWorker, { type: 'memoryWait' | 'memoryPaused' | 'memoryResumed' }>): void {
+    const name = this.name;
+    switch (m.type) {
+      case 'memoryWait':
+        this.waitingForMemorySince = performance.now();
+        this.env.log(`vm ${name}: waits for host memory: its guest touched new memory while the VMs hold ${humanSize(m.usedBytes)} of the ${humanSize(m.limitBytes)} they may (it holds ${humanSize(m.heldBytes)}); reclaiming from balloons`);
+        this.announce({ kind: 'wait', heldBytes: m.heldBytes, usedBytes: m.usedBytes, limitBytes: m.limitBytes });
+        this.env.memoryShort(this);
+        break;
+      case 'memoryPaused':
+        this.env.log(`vm ${name}: still no host memory after ${MEMORY_WAIT_BEFORE_PAUSE_MS / 1000} s; paused until there is`);
+        this.announce({ kind: 'paused' });
+        this.setState('paused', { pauseReason: 'memory' });
+        break;
+      case 'memoryResumed':
+        this.waitingForMemorySince = null;
+        if (this.stopping) {
+          this.env.log(`vm ${name}: stopped while it waited for host memory (${(m.waitedMs / 1000).toFixed(1)} s)`);
+          break;
+        }
+        this.env.log(`vm ${name}: got host memory after ${(m.waitedMs / 1000).toFixed(1)} s${m.wasPaused ? '; running again' : ''}`);
+        this.announce({ kind: 'resumed', waitedSeconds: Math.round(m.waitedMs / 100) / 10 });
+        if (m.wasPaused && this.state === 'paused') this.setState('running');
+        break;
+    }
   }
 
   private releaseDiskLocks(): void {
@@ -674,6 +784,7 @@ export class VmInstance {
   /** Pauses a running VM; false when it already was paused (the asked-for state holds). */
   async pause(): Promise<boolean> {
     if (this.state === 'paused') return false;
+    if (this.waitingForMemory) throw this.waitingForMemoryError();
     if (this.state !== 'running') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${this.state}; only a running VM can be paused`);
     await this.request('pause', 'paused');
     this.setState('paused');
@@ -683,6 +794,9 @@ export class VmInstance {
   /** Resumes a paused VM; false when it already was running. */
   async resume(): Promise<boolean> {
     if (this.state === 'running') return false;
+    if (this.pauseReason === 'memory') {
+      throw new ProtocolFailure('WrongState', `VM ${this.name} is paused because host memory is short; it runs again by itself once memory is free (stop a VM, or lower the memory target of one with vmctl set --memory-target)`);
+    }
     if (this.state !== 'paused') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${this.state}; only a paused VM can be resumed`);
     await this.request('resume', 'resumed');
     this.setState('running');
@@ -698,6 +812,7 @@ export class VmInstance {
   private call<T extends FromWorker['type']>(msg: ToWorker, replies: readonly T[]): Promise<Extract<FromWorker, { type: T }>> {
     const w = this.worker;
     if (!w) return Promise.reject(new ProtocolFailure('WrongState', `VM ${this.name} is not running`));
+    if (this.waitingForMemory) return Promise.reject(this.waitingForMemoryError());
     return new Promise((resolve, reject) => {
       const onMsg = (m: FromWorker) => {
         if ((replies as readonly string[]).includes(m.type)) {
@@ -815,6 +930,7 @@ export class VmInstance {
   private portRequest(m: Extract<ToWorker, { id: number }>): Promise<Extract<FromWorker, { type: 'port-reply' }>> {
     const w = this.worker;
     if (!w) return Promise.reject(new ProtocolFailure('WrongState', `VM ${this.name} is not running`));
+    if (this.waitingForMemory) return Promise.reject(this.waitingForMemoryError());
     return new Promise((resolve, reject) => {
       const onMsg = (r: FromWorker): void => {
         if (r.type === 'port-reply' && r.id === m.id) { cleanup(); resolve(r); } else if (r.type === 'closed') onExit();
@@ -845,8 +961,28 @@ export class VmInstance {
     if (!Number.isInteger(bytes) || bytes < d.memoryMinBytes || bytes > d.memoryBytes) {
       throw new ProtocolFailure('InvalidParams', `memory target ${formatSize(bytes)} for VM ${this.name} is outside ${formatSize(d.memoryMinBytes)} (memory.min) .. ${formatSize(d.memoryBytes)} (memory.size)`);
     }
-    this.env.log(`vm ${this.name}: memory target ${formatSize(bytes)} (balloon ${formatSize(d.memoryBytes - bytes)}), set by ${by}`);
-    this.send({ type: 'memoryTarget', bytes });
+    const from = this.memoryTarget;
+    this.userTarget = bytes === d.memoryBytes ? null : bytes;
+    // The user's word goes: the policy moves again from there when the host needs it.
+    this.policyTarget = null;
+    this.applyMemoryTarget();
+    this.env.log(`vm ${this.name}: memory target ${formatSize(from)} -> ${formatSize(bytes)} (balloon ${formatSize(d.memoryBytes - bytes)}), set by ${by}`);
+    this.announce({ kind: 'balloon', by: 'user', fromBytes: from, targetBytes: bytes });
+  }
+
+  /** The memory target in force: the user's, or the policy's when it is lower. */
+  get memoryTarget(): number {
+    return Math.min(this.userTarget ?? this.def.memoryBytes, this.policyTarget ?? this.def.memoryBytes);
+  }
+
+  /** Sends the target in force to the worker (the balloon moves). */
+  applyMemoryTarget(): void {
+    this.send({ type: 'memoryTarget', bytes: this.memoryTarget });
+  }
+
+  /** A `memory` event for subscribers (balloon moves, waiting for memory). */
+  announce(data: Record<string, unknown> & { kind: string }): void {
+    this.listener({ event: 'memory', data: { bootId: this.persisted.bootId, ...data } });
   }
 
   /** Flow control (not a state change): the guest gets no CPU while its output cannot be delivered. */
@@ -882,7 +1018,8 @@ export class VmInstance {
       return 'already-stopped';
     }
     const cmd = this.def.shutdown.console;
-    if (!force && cmd !== undefined && this.state !== 'starting') {
+    // A guest waiting for host memory cannot run its shutdown command: it is powered off.
+    if (!force && cmd !== undefined && this.state !== 'starting' && !this.waitingForMemory) {
       if (this.state === 'paused') await this.resume();
       this.stopping = true;
       this.setState('stopping');
@@ -954,6 +1091,8 @@ export class VmInstance {
     this.poweredOff = true;
     if (this.state !== 'stopping') this.setState('stopping');
     this.send({ type: 'stop' });
+    // A thread waiting for memory would never read the message: let it go on to read it.
+    if (this.memorySlot) this.env.memory.cancel(this.memorySlot);
     // The run loop sees the message between two slices (~15 ms) and flushes disks. A worker stuck
     // inside one slice (an emulator bug) is terminated.
     const exited = await Promise.race([this.workerDone.then(() => true), sleep(FORCE_GRACE_MS).then(() => false)]);
@@ -1045,6 +1184,7 @@ export class VmInstance {
     return this.exclusive('snapshot take', async () => {
       const s = this.state;
       if (s === 'starting' || s === 'stopping') throw new ProtocolFailure('WrongState', `VM ${this.name} is ${s}; try again when it is done`);
+      if (this.worker && this.waitingForMemory) throw this.waitingForMemoryError();
       const tree = this.tree;
       const locks = this.worker ? [] : this.lockForOperation();
       try {

@@ -27,7 +27,7 @@ export function isActiveState(s: string): boolean {
 export const ERROR_CLASSES = [
   'ProtocolError', 'VersionMismatch', 'UnknownMethod', 'InvalidParams', 'ConfigError',
   'NoSuchVm', 'AlreadyExists', 'WrongState', 'StartFailed', 'Timeout', 'ShuttingDown', 'Internal',
-  'NoSuchBoot', 'NoSuchSnapshot',
+  'NoSuchBoot', 'NoSuchSnapshot', 'InsufficientResources',
 ] as const;
 export type ErrorClass = (typeof ERROR_CLASSES)[number];
 
@@ -46,8 +46,11 @@ export interface Reply { readonly id: number | string | null; readonly result?: 
 export interface EventMessage { readonly event: EventName; readonly vm: string; readonly data: Record<string, unknown>; readonly timestamp: string }
 /** sched: the daemon's CPU scheduler changed something for the VM (data.kind: `settings` after
  *  `vmctl set`, `held` when it starts getting less CPU than it wants, with `reason` contention or
- *  cap, `released` when that ends). */
-export type EventName = 'state' | 'console' | 'power' | 'deleted' | 'sched';
+ *  cap, `released` when that ends). memory: the host's memory for the VM (waiting for memory,
+ *  paused for it, the balloon policy's moves; data.kind says which). */
+export type EventName = 'state' | 'console' | 'power' | 'deleted' | 'sched' | 'memory';
+/** Why a VM is paused: `vmctl pause`, or the host ran short of memory while it needed some. */
+export type PauseReason = 'user' | 'memory';
 
 export interface PowerInfo {
   readonly kind: 'poweroff' | 'reset';
@@ -66,6 +69,12 @@ export interface DiskInfo {
   readonly allocatedBytes: number | null;
   /** True when vmctl created the image (`delete` asks before removing it when it holds data). */
   readonly createdByVmctl: boolean;
+  /** Requests the guest completed on it this boot, and their bytes (null while the VM does not run). */
+  readonly reads: number | null;
+  readonly writes: number | null;
+  readonly readBytes: number | null;
+  readonly writtenBytes: number | null;
+  readonly flushes: number | null;
 }
 
 /** How `vmctl stop` (and `daemon stop`, `restart`) ended a VM. */
@@ -125,6 +134,8 @@ export interface VmInfo extends VmFigures {
   /** The VM's identity, given at create (RFC 4122 version 4, lower case). */
   readonly uuid: string;
   readonly state: VmState;
+  /** Why it is paused (null unless paused). */
+  readonly pauseReason: PauseReason | null;
   readonly cpus: number;
   /** CPU weight (1..10000) and cap (% of one host core per hart). */
   readonly cpuShares: number;

@@ -4,6 +4,9 @@ import type { MessagePort } from 'node:worker_threads';
 import type { MachineConfig, PortForward, PowerEvent } from '../board/machine-types.js';
 import type { ForwardInfo } from './networks.js';
 import type { BalloonFigures } from '../devices/virtio/balloon-slot.js';
+import type { DiskIo } from '../devices/virtio/blk.js';
+
+export type { DiskIo };
 
 /** Guest RAM as the host sees it, sent with every `stats` message. */
 export interface MemoryFigures {
@@ -34,6 +37,9 @@ export interface WorkerInit {
   readonly switchPorts?: readonly (MessagePort | null)[];
   /** The daemon's CPU slots (src/vm/cpu-slots.ts) and the slot of each hart, by hart id. */
   readonly cpu?: { readonly slots: SharedArrayBuffer; readonly slot: readonly number[] };
+  /** The daemon's host memory ledger and this VM's control block (src/vm/memory-budget.ts);
+   *  without them (dtb mode) RAM is allocated without limit. */
+  readonly memory?: { readonly ledger: SharedArrayBuffer; readonly control: SharedArrayBuffer };
 }
 
 export type ToWorker =
@@ -78,8 +84,9 @@ export type FromWorker =
   | { readonly type: 'log'; readonly message: string }
   | { readonly type: 'paused' }
   | { readonly type: 'resumed' }
-  /** Every second: instructions retired so far, in all and per hart (by hart id), and memory figures. */
-  | { readonly type: 'stats'; readonly instructionsRetired: number; readonly hartInstructions: readonly number[]; readonly memory: MemoryFigures }
+  /** Every second: instructions retired so far, in all and per hart (by hart id), memory figures,
+   *  and each disk's completed requests (by disk index). */
+  | { readonly type: 'stats'; readonly instructionsRetired: number; readonly hartInstructions: readonly number[]; readonly memory: MemoryFigures; readonly disks: readonly DiskIo[] }
   | { readonly type: 'dtb'; readonly data: Uint8Array }
   | { readonly type: 'stateWritten'; readonly bytes: number; readonly ms: number }
   | { readonly type: 'snapshotTaken'; readonly pauseMs: number }
@@ -92,6 +99,13 @@ export type FromWorker =
    *  was sent: the last message about it; the thread then waits for the next `init`. */
   | { readonly type: 'closed'; readonly instructionsRetired: number }
   /** `startRefused`: the machine could not start for a reason of the host's state (a forward's
-   *  port is taken), not a broken machine: the start is refused as "wrong state" (exit 5). */
-  | { readonly type: 'fatal'; readonly message: string; readonly startRefused?: boolean }
-  | { readonly type: 'port-reply'; readonly id: number; readonly forwards?: readonly ForwardInfo[]; readonly removed?: boolean; readonly error?: string };
+   *  port is taken), not a broken machine: the start is refused as "wrong state" (exit 5).
+   *  `hostMemoryShort`: the host's memory ledger could not give it its RAM (InsufficientResources). */
+  | { readonly type: 'fatal'; readonly message: string; readonly startRefused?: boolean; readonly hostMemoryShort?: boolean }
+  | { readonly type: 'port-reply'; readonly id: number; readonly forwards?: readonly ForwardInfo[]; readonly removed?: boolean; readonly error?: string }
+  /** The guest touched new memory and the host has none to give: its harts wait. */
+  | { readonly type: 'memoryWait'; readonly heldBytes: number; readonly usedBytes: number; readonly limitBytes: number }
+  /** It waited too long: paused (reason memory), its clock stopped. */
+  | { readonly type: 'memoryPaused' }
+  /** It got its memory after waiting (and runs again if it had been paused). */
+  | { readonly type: 'memoryResumed'; readonly waitedMs: number; readonly wasPaused: boolean };

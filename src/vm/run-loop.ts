@@ -7,6 +7,7 @@ import type { NetBackend } from '../net/nic.js';
 import { LogLimiter } from './log-limiter.js';
 import { writeMachineState, type HostSideState } from './machine-state.js';
 import type { DiskSwitch, FromWorker, MemoryFigures, ToWorker } from './messages.js';
+import type { DiskIo } from '../devices/virtio/blk.js';
 
 /** The part of VirtMachine (src/board/virt.ts) the run loop uses. */
 export interface RunnableMachine {
@@ -27,6 +28,7 @@ export interface RunnableMachine {
   attachDisks(disks: readonly DiskSwitch[]): void;
   saveState(copyRam: boolean): MachineState;
   memoryFigures(): MemoryFigures;
+  diskIo(): DiskIo[];
   /** Moves the balloon (no-op without one). */
   setMemoryTarget(bytes: number): void;
   /** Instructions retired per hart, by hart id. */
@@ -356,7 +358,7 @@ export class RunLoop {
   };
 
   private postStats(): void {
-    this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired(), hartInstructions: this.machine.hartInstructions(), memory: this.machine.memoryFigures() });
+    this.post({ type: 'stats', instructionsRetired: this.machine.instructionsRetired(), hartInstructions: this.machine.hartInstructions(), memory: this.machine.memoryFigures(), disks: this.machine.diskIo() });
   }
 
   /** Powers off: disks are flushed and closed by machine.close(). */

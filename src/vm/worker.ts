@@ -14,6 +14,8 @@ import { VmNetworks } from './networks.js';
 import { ConsoleBatcher, RunLoop } from './run-loop.js';
 import { hartThreads } from './hart-threads.js';
 import { CpuSlots, SlotGate } from './cpu-slots.js';
+import { HostMemoryShort, SharedChunkBudget } from './memory-budget.js';
+import { CHUNK_SIZE } from '../memory/ram.js';
 
 const port = parentPort;
 if (!port) throw new Error('vm-worker must run as a worker thread');
@@ -46,6 +48,7 @@ async function host(init: WorkerInit): Promise<void> {
   const networks = init.mode === 'run' ? new VmNetworks((m) => batcher.log(m), init.switchPorts) : null;
   if (networks) batcher.openNic = (i, nic) => networks.open(i, nic);
   let machine: VirtMachine;
+  const budget = init.memory ? new SharedChunkBudget(new Int32Array(init.memory.ledger), new Int32Array(init.memory.control)) : null;
   let restoredHost: HostSideState = {};
   try {
     const threads = init.mode === 'run' ? hartThreads(init.hartWorkerPath ? pathToFileURL(init.hartWorkerPath) : undefined, init.cpu) : undefined;
@@ -54,14 +57,14 @@ async function host(init: WorkerInit): Promise<void> {
     if (init.restoreFrom !== undefined) {
       const { state, host: h } = await readMachineState(init.restoreFrom);
       restoredHost = h;
-      machine = VirtMachine.restore(init.config, batcher, state, threads, gate);
+      machine = VirtMachine.restore(init.config, batcher, state, threads, { gate, budget });
     } else {
-      machine = VirtMachine.create(init.config, batcher, threads, gate);
+      machine = VirtMachine.create(init.config, batcher, threads, { gate, budget });
     }
   } catch (e) {
     const why = e instanceof StateFileError || e instanceof MachineStateMismatch
       ? `cannot resume from the saved state: ${(e as Error).message}` : `cannot build the machine: ${(e as Error).message}`;
-    post({ type: 'fatal', message: why });
+    post({ type: 'fatal', message: why, hostMemoryShort: e instanceof HostMemoryShort });
     ended();
     return;
   }
@@ -92,6 +95,25 @@ async function host(init: WorkerInit): Promise<void> {
   }, init.vmctlVersion, collectGarbage, () => ({ nat: networks.connections() }));
   hosting = { loop, networks };
   batcher.onWake = () => loop.wake();
+  if (budget) {
+    // From now on a short host makes the guest wait for memory rather than fail.
+    budget.blocking = true;
+    budget.events = {
+      waiting: (held, used, limit) => {
+        machine.flushOutput();
+        batcher.flush();
+        post({ type: 'memoryWait', heldBytes: held * CHUNK_SIZE, usedBytes: used * CHUNK_SIZE, limitBytes: limit * CHUNK_SIZE });
+      },
+      paused: () => {
+        machine.pauseClock();
+        post({ type: 'memoryPaused' });
+      },
+      resumed: (waitedMs, wasPaused) => {
+        if (wasPaused) machine.resumeClock();
+        post({ type: 'memoryResumed', waitedMs, wasPaused });
+      },
+    };
+  }
   post({ type: 'ready' });
   if (init.startPaused) loop.handle({ type: 'pause' });
   else if (init.restoreFrom !== undefined) machine.resumeClock(); // mtime goes on from the saved value

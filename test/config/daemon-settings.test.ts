@@ -37,6 +37,18 @@ describe('daemon settings (config.yaml)', () => {
       ]);
     }
   });
+  it('reads host memory, overcommit and autoBalloon; refuses bad ones at FILE:LINE:COL', () => {
+    const s = loadDaemonSettings(file('host:\n  memory: 2GiB\n  overcommit: 2\n  autoBalloon: false\n'));
+    expect([s.hostMemoryBytes, s.overcommit, s.autoBalloon]).toEqual([2 * 1024 ** 3, 2, false]);
+    const f = file('host:\n  memory: 1MiB\n  overcommit: 0.5\n');
+    expect(() => loadDaemonSettings(f)).toThrow(ConfigErrors);
+    try { loadDaemonSettings(f); } catch (e) {
+      const msgs = (e as ConfigErrors).errors.map((x) => x.message);
+      expect(msgs).toHaveLength(2);
+      expect(msgs[0]).toMatch(new RegExp(`^${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:2:11: host\\.memory: "1MiB" is too small`));
+      expect(msgs[1]).toMatch(/:3:15: host\.overcommit: .*0\.5/);
+    }
+  });
   it('reads switch networks: subnet and nat by name; a name with nothing takes the defaults', () => {
     const s = loadDaemonSettings(file('networks:\n  lab: { subnet: 192.168.7.0/24, nat: true }\n  quiet:\n'));
     expect(s.networks).toEqual(new Map([
@@ -74,6 +86,14 @@ describe('host.cpus (issue 12)', () => {
     const f = file('host:\n  cpus: 0\n');
     expect(() => loadDaemonSettings(f)).toThrow(`${f}:2:9: host.cpus: found 0; expected a number from 0.01 to 1024`);
     expect(loadDaemonSettings(file('host:\n  cpus: 0.5\n')).hostCpus).toBe(0.5);
+  });
+
+  it('shares the one host key with memory, overcommit and autoBalloon; an empty host: is every default', () => {
+    const s = loadDaemonSettings(file('host:\n  cpus: 1.5\n  memory: 2GiB\n  overcommit: 2\n  autoBalloon: false\n'));
+    expect(s).toEqual({ ...DEFAULT_SETTINGS, hostCpus: 1.5, hostMemoryBytes: 2 * 1024 ** 3, overcommit: 2, autoBalloon: false });
+    expect(loadDaemonSettings(file('host:\n'))).toEqual(DEFAULT_SETTINGS);
+    const f = file('host:\n  cpus: 2\n  memroy: 2GiB\n');
+    expect(() => loadDaemonSettings(f)).toThrow(`${f}:3:3: unknown key "host.memroy"; did you mean "host.memory"? (expected one of cpus, memory, overcommit, autoBalloon)`);
   });
 
   it('honours a cgroup CPU limit (v2 cpu.max, v1 cfs quota), the tightest on the path to the root', () => {

@@ -4,7 +4,7 @@
 // MemTotal stays with deflateOnOom, the VM's resident memory falls to the target) and gives the
 // memory back. Skipped when the Linux guest has not been built on this machine.
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LINUX, until, VmctlHome } from './harness.js';
@@ -46,10 +46,12 @@ async function free(): Promise<number[]> {
 describe.skipIf(!LINUX)('the memory balloon with a Linux guest (memory: 1GiB)', () => {
   beforeAll(async () => {
     const f = join(h.home, 'bal.yaml');
+    if (existsSync(join(LINUX!, 'disk.img'))) copyFileSync(join(LINUX!, 'disk.img'), join(h.home, 'disk.img'));
     writeFileSync(f, [
       'name: bal', 'cpus: 1', 'memory: {size: 1GiB, min: 96MiB}', 'boot:', '  firmware: builtin',
       `  kernel: ${join(LINUX!, 'Image')}`, `  initrd: ${join(LINUX!, 'initramfs.cpio.gz')}`, '  cmdline: "console=ttyS0 vmctl=shell"',
       'balloon:', '  statsInterval: 1s',
+      ...(existsSync(join(h.home, 'disk.img')) ? ['disks:', '  - path: disk.img'] : []),
       'shutdown:', '  console: "poweroff -f\\n"', '',
     ].join('\n'));
     expect((await h.run(['create', '-f', f])).code).toBe(0);
@@ -65,6 +67,22 @@ describe.skipIf(!LINUX)('the memory balloon with a Linux guest (memory: 1GiB)', 
     expect(m.guestFreeBytes).toBeGreaterThan(800 * MiB);
     expect(m.targetBytes).toBe(1024 * MiB);
     expect(m.residentBytes).toBeLessThan(128 * MiB);
+  });
+
+  it.skipIf(!existsSync(join(LINUX ?? '', 'disk.img')))('vmctl stats: memory columns, and the requests the guest completed on its disk', async () => {
+    await exec('dd if=/dev/vda of=/dev/null bs=64k count=16 2>/dev/null');
+    type Stat = { name: string; memory: Memory; disks: { name: string; reads: number | null; readBytes: number | null; writes: number | null; flushes: number | null }[] };
+    const s = await until(async () => {
+      const all = (await h.run(['stats', '--json'])).stdout.trim().split('\n').map((l) => JSON.parse(l) as Stat);
+      return all[0].disks[0].readBytes !== null && all[0].disks[0].readBytes >= MiB ? all[0] : null;
+    }, 30_000, 'a MiB read from the disk in vmctl stats') as Stat;
+    expect(s.name).toBe('bal');
+    expect(s.memory.guestFreeBytes).toBeGreaterThan(0);
+    expect(s.disks[0].reads).toBeGreaterThan(0);
+    expect([typeof s.disks[0].writes, typeof s.disks[0].flushes]).toEqual(['number', 'number']);
+    const table = (await h.run(['stats', 'bal'])).stdout;
+    expect(table).toMatch(/^bal\s+running\s+(\S+\s+){3}100\s+100%\s+\S+\s+\S+\s+1GiB\s+\S+\s+1GiB\s+1GiB\s+\d+\S*\s+\d+\S*\s+\S+\s+\S+\s*$/m);
+    expect(table).toMatch(/^bal\s+disk0\s+8MiB\s+\S+\s+rw\s+\d+ \(\S+\)\s+\d+ \(\S+\)\s+\d+\s*$/m);
   });
 
   it('memory the guest fills and frees goes back to the host: resident and daemon RSS fall (free page reporting)', async () => {

@@ -214,10 +214,12 @@ describe('life cycle', () => {
     await ok(['create', '-f', f]);
     expect(statSync(created).size).toBe(8 * 1024 * 1024);
     const i = await info('disky');
+    // A VM that does not run has no request counts.
+    const NO_IO = { reads: null, writes: null, readBytes: null, writtenBytes: null, flushes: null };
     // Sizes as the files are now, also for the image that existed before create.
     expect(i.disks).toEqual([
-      { name: 'disk0', path: pre, readonly: false, virtualBytes: 64 * 1024, allocatedBytes: statSync(pre).blocks * 512, createdByVmctl: false },
-      { name: 'disk1', path: created, readonly: false, virtualBytes: 8 * 1024 * 1024, allocatedBytes: 0, createdByVmctl: true },
+      { name: 'disk0', path: pre, readonly: false, virtualBytes: 64 * 1024, allocatedBytes: statSync(pre).blocks * 512, createdByVmctl: false, ...NO_IO },
+      { name: 'disk1', path: created, readonly: false, virtualBytes: 8 * 1024 * 1024, allocatedBytes: 0, createdByVmctl: true, ...NO_IO },
     ]);
     expect(statSync(pre).blocks).toBeGreaterThan(0);
     expect(await ok(['info', 'disky'])).toMatch(new RegExp(`Disk disk0: +${pre} \\(64KiB virtual, \\d+KiB allocated\\)\nDisk disk1: +${created} \\(8MiB virtual, 0B allocated\\) \\(created by vmctl\\)`));

@@ -21,7 +21,7 @@ async function info(name: string): Promise<Record<string, any>> {
   return JSON.parse(r.stdout);
 }
 
-const FIGURES = ['name', 'state', 'cpus', 'cpuShares', 'cpuCap', 'cpuPercent', 'hartCpuPercent', 'mips', 'hartMips', 'heldBack', 'uptimeSeconds', 'timestamp'];
+const FIGURES = ['name', 'state', 'cpus', 'cpuShares', 'cpuCap', 'cpuPercent', 'hartCpuPercent', 'mips', 'hartMips', 'heldBack', 'uptimeSeconds', 'memory', 'disks', 'timestamp'];
 
 describe('vmctl set', () => {
   it('changes a stopped VM\'s harts, shares and cap, saved in its definition; bad values change nothing', async () => {
@@ -80,7 +80,7 @@ describe('a running VM', () => {
     expect(Object.keys(s)).toEqual(FIGURES);
     expect(s).toMatchObject({ name: 'busy', state: 'running', cpus: 2, cpuShares: 100, cpuCap: 10 });
     const table = await h.run(['stats']);
-    expect(table.stdout).toMatch(/^NAME +STATE +CPU% +PER HART +MIPS +SHARES +CAP +HELD +UPTIME\nbusy +running /);
+    expect(table.stdout).toMatch(/^NAME +STATE +CPU% +PER HART +MIPS +SHARES +CAP +HELD +UPTIME +CONFIGURED +RESIDENT +TARGET +ACTUAL +GUEST FREE +AVAILABLE +FAULTS MAJ\/MIN +SWAP IN\/OUT\nbusy +running /);
 
     // --watch: NDJSON, a line per VM and round
     const watch = h.spawn(['stats', '--json', '--watch', '300ms']);

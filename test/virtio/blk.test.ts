@@ -72,7 +72,7 @@ describe('virtio-blk on a memory disk', () => {
 
   it('writes, reads back (also scattered), flushes and returns its ID', () => {
     const mem = new MemoryBackend(new Uint8Array(64 * 512));
-    const { d } = blkDriver(mem, 'my-serial');
+    const { d, blk } = blkDriver(mem, 'my-serial');
     const data = pattern(1024, 3);
     expect(request(d, VIRTIO_BLK_T_OUT, 5, { data })).toEqual({ status: VIRTIO_BLK_S_OK, usedLen: 1 });
     expect([...mem.data.subarray(5 * 512, 7 * 512)]).toEqual([...data]);
@@ -88,6 +88,8 @@ describe('virtio-blk on a memory disk', () => {
     const id = new Uint8Array(20);
     d.ram.read(BUF, id);
     expect(new TextDecoder().decode(id).replace(/\0+$/, '')).toBe('my-serial');
+    // What `vmctl stats` shows: the requests served and their bytes.
+    expect(blk.ioFigures()).toEqual({ reads: 1, writes: 1, readBytes: 1024, writtenBytes: 1024, flushes: 1 });
   });
 
   it('serves requests through indirect descriptors', () => {
@@ -104,13 +106,15 @@ describe('virtio-blk on a memory disk', () => {
   });
 
   it('fails out-of-range and partial-sector I/O with IOERR, unknown types with UNSUPP', () => {
-    const { d } = blkDriver(new MemoryBackend(new Uint8Array(64 * 512)));
+    const { d, blk } = blkDriver(new MemoryBackend(new Uint8Array(64 * 512)));
     expect(request(d, VIRTIO_BLK_T_IN, 63, { len: 1024 }).status).toBe(VIRTIO_BLK_S_IOERR);
     expect(request(d, VIRTIO_BLK_T_OUT, 64, { data: pattern(512, 1) }).status).toBe(VIRTIO_BLK_S_IOERR);
     expect(request(d, VIRTIO_BLK_T_OUT, 2 ** 52, { data: pattern(512, 1) }).status).toBe(VIRTIO_BLK_S_IOERR);
     expect(request(d, VIRTIO_BLK_T_OUT, 0, { data: pattern(100, 1) }).status).toBe(VIRTIO_BLK_S_IOERR);
     expect(request(d, 99, 0).status).toBe(VIRTIO_BLK_S_UNSUPP);
     expect(d.r(REG.Status) & STATUS_DEVICE_NEEDS_RESET).toBe(0);
+    // Failed requests are not counted as served.
+    expect(blk.ioFigures()).toEqual({ reads: 0, writes: 0, readBytes: 0, writtenBytes: 0, flushes: 0 });
   });
 
   it('refuses a request larger than seg_max * size_max (overlapping giant buffers)', () => {

@@ -44,7 +44,7 @@ export function register(program: Command): void {
       const rows: [string, string][] = [
         ['Name', out.bold(v.name)],
         ['UUID', v.uuid],
-        ['State', stateColor(v.state)],
+        ['State', `${stateColor(v.state)}${v.pauseReason === 'memory' ? ' (waiting for host memory)' : ''}`],
         ...(v.savedState ? [['Saved state', `${humanSize(v.savedState.bytes)} (${v.savedState.bytes} bytes), saved ${v.savedState.savedAt}`] as [string, string]] : []),
         ['CPUs', `${v.cpus}, shares ${v.cpuShares}, cap ${v.cpuCap}%`],
         ...(v.cpuPercent !== null ? [['Host CPU', `${v.cpuPercent.toFixed(1)}% (harts: ${v.hartCpuPercent!.map((x) => `${x.toFixed(0)}%`).join(' ')})${v.heldBack ? `, held back by ${v.heldBack}` : ''}`] as [string, string]] : []),

@@ -63,6 +63,15 @@ export interface VirtioBlkOptions {
   readonly log: (message: string) => void;
 }
 
+/** A disk's completed requests since the machine started (`vmctl stats`). */
+export interface DiskIo {
+  readonly reads: number;
+  readonly writes: number;
+  readonly readBytes: number;
+  readonly writtenBytes: number;
+  readonly flushes: number;
+}
+
 export class VirtioBlk implements VirtioDeviceModel {
   readonly deviceId = VIRTIO_ID_BLOCK;
   readonly queueMaxSizes = [BLK_QUEUE_SIZE];
@@ -75,6 +84,12 @@ export class VirtioBlk implements VirtioDeviceModel {
   private readonly idBytes: Uint8Array;
   private readonly status = new Uint8Array(1);
   private readonly io: Uint8Array[] = [];
+  /** Requests served without error since the machine started. */
+  private reads = 0;
+  private writes = 0;
+  private readBytes = 0;
+  private writtenBytes = 0;
+  private flushes = 0;
 
   constructor(private readonly opts: VirtioBlkOptions) {
     this.backendNow = opts.backend;
@@ -159,6 +174,8 @@ export class VirtioBlk implements VirtioDeviceModel {
             q.views(true, 0, len, this.io);
             this.backendNow.read(sector, this.io);
             written += len;
+            this.reads++;
+            this.readBytes += len;
           }
           break;
         }
@@ -171,12 +188,15 @@ export class VirtioBlk implements VirtioDeviceModel {
             this.io.length = 0;
             q.views(false, 16, len, this.io);
             this.backendNow.write(sector, this.io);
+            this.writes++;
+            this.writtenBytes += len;
           }
           break;
         }
         case VIRTIO_BLK_T_FLUSH:
           this.backendNow.flush();
           status = VIRTIO_BLK_S_OK;
+          this.flushes++;
           break;
         case VIRTIO_BLK_T_GET_ID: {
           // 5.2.6: the ID is up to 20 bytes, NUL-padded, written into the data buffer.
@@ -203,6 +223,10 @@ export class VirtioBlk implements VirtioDeviceModel {
     this.status[0] = status;
     q.writeBytes(statusAt, this.status);
     return written;
+  }
+
+  ioFigures(): DiskIo {
+    return { reads: this.reads, writes: this.writes, readBytes: this.readBytes, writtenBytes: this.writtenBytes, flushes: this.flushes };
   }
 
   /** IN/OUT ranges: whole sectors, inside the disk, no larger than the limits we advertised
