@@ -61,9 +61,10 @@ describe.skipIf(LINUX === undefined)('Linux on qcow2', () => {
     expect(v.md5('rand.bin')).toBe(md5);
 
     const q = await qemuLinuxSession([`file=${overlay},format=qcow2`],
-      'mount -t ext2 /dev/vda /mnt && cat /mnt/ov.txt && md5sum /mnt/rand.bin && echo "written by the guest on QEMU" > /mnt/qemu.txt; sync; umount /mnt; poweroff -f\n', 120_000);
+      'mount -t ext2 /dev/vda /mnt && cat /mnt/ov.txt && md5sum /mnt/rand.bin && echo "written by the guest on QEMU" > /mnt/qemu.txt && sync && umount /mnt && echo "QEMU: written $((6*7))"; poweroff -f\n', 120_000);
     expect(q).toContain('written through a qcow2 overlay on vmctl');
     expect(q).toContain(`${md5}  /mnt/rand.bin`);
+    expect(q, q.slice(-2000)).toContain("QEMU: written 42");
     expect(qemuCheck(overlay)).toMatchObject({ errors: 0, leaks: 0 });
     expect(sha(base)).toBe(baseSha);
   }, 400_000);

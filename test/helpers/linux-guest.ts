@@ -76,7 +76,11 @@ export function qemuLinuxSession(drives: string[], script: string, timeoutMs: nu
     const timer = setTimeout(() => { q.kill('SIGKILL'); reject(new Error(`QEMU timed out:\n${out.slice(-2000)}`)); }, timeoutMs);
     q.stdout.on('data', (b: Buffer) => {
       out += b.toString('latin1');
-      if (!sent && out.includes('shell on console')) {
+      // Type only once the shell shows its prompt: busybox's line editor starts by asking the
+      // terminal where its cursor is (ESC [6n), and what was typed before it got there could be
+      // taken in as the answer (a QEMU run then lost part of its command line, now and then).
+      const shell = out.indexOf('shell on console');
+      if (!sent && shell >= 0 && out.indexOf('vmctl-guest:', shell) >= 0 && /# \x1b\[6n|# $/.test(out)) {
         sent = true;
         q.stdin.write(script);
       }
