@@ -88,8 +88,8 @@ describe.skipIf(!LINUX)('the memory balloon with a Linux guest (memory: 1GiB)', 
   it('memory the guest fills and frees goes back to the host: resident and daemon RSS fall (free page reporting)', async () => {
     const before = daemonRss();
     await exec('dd if=/dev/zero of=/mnt/f bs=1M count=400 2>/dev/null; sync');
-    const full = await memory();
-    expect(full.residentBytes).toBeGreaterThan(400 * MiB);
+    // The worker sends its figures every second: wait for the one taken after the write.
+    await until(async () => ((await memory()).residentBytes ?? 0) > 400 * MiB, 30_000, 'resident memory to pass 400MiB');
     expect(daemonRss()).toBeGreaterThan(before + 350 * MiB);
     const high = daemonRss();
     await exec('rm /mnt/f');
