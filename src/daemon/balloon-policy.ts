@@ -28,6 +28,9 @@
 import { formatSize, humanSize } from '../config/units.js';
 import type { HostMemory } from './host-memory.js';
 import type { VmInstance } from './vm-instance.js';
+import type { MemoryFigures } from '../vm/messages.js';
+
+type BalloonFigures = NonNullable<MemoryFigures['balloon']>;
 
 const MiB = 1024 * 1024;
 /** Above this share of the limit the policy inflates, down to LOW; below FREE it deflates. */
@@ -107,16 +110,14 @@ export class BalloonPolicy {
     let need = used - POLICY_LOW * limit + needy.length * STEP / 4;
     const candidates = running
       .filter((v) => !v.waitingForMemory && !needy.includes(v) && v.state === 'running')
-      .map((v) => ({ v, give: reclaimable(v) }))
+      .map((v) => { const g = guestFigures(v); return { v, g, give: g === null ? 0 : canGive(v, g) }; })
       .filter((c) => c.give >= MIN_MOVE)
       .sort((a, b) => b.give - a.give);
     const moves: PolicyMove[] = [];
-    for (const { v, give } of candidates) {
+    for (const { v, g, give } of candidates) {
       if (need <= 0) break;
-      const m = v.memoryFigures!;
-      const holds = Math.min(m.residentBytes, m.balloon!.actualBytes);
       const take = Math.min(give, need, STEP);
-      const to = align(Math.max(v.def.memoryMinBytes, holds - take));
+      const to = align(Math.max(v.def.memoryMinBytes, g!.holds - take));
       const from = v.memoryTarget;
       if (from - to < MIN_MOVE) continue;
       v.policyTarget = to;
@@ -168,7 +169,11 @@ export class BalloonPolicy {
  *  or recent statistics. */
 export function reclaimable(v: VmInstance): number {
   const g = guestFigures(v);
-  if (g === null) return 0;
+  return g === null ? 0 : canGive(v, g);
+}
+
+/** What a VM with figures `g` can give back (see reclaimable). */
+function canGive(v: VmInstance, g: GuestFigures): number {
   const mustKeep = Math.max(v.def.memoryMinBytes, g.actualBytes - g.available + GUEST_MARGIN);
   return Math.max(0, g.holds - mustKeep);
 }
@@ -177,20 +182,27 @@ export function reclaimable(v: VmInstance): number {
  *  the memory outside its balloon). */
 function runsShort(v: VmInstance): boolean {
   const b = v.memoryFigures?.balloon;
-  const available = b?.stats.values.availableMemory ?? b?.stats.values.freeMemory;
+  const available = b ? guestAvailable(b) : undefined;
   return available !== undefined && available < Math.max(GUEST_MARGIN, 0.1 * (b?.actualBytes ?? 0));
 }
 
+interface GuestFigures { holds: number; actualBytes: number; available: number }
+
 /** What the policy goes by: the guest RAM a VM holds (resident, outside its balloon), what its
  *  guest keeps and reports available; null without a bound balloon driver or recent statistics. */
-function guestFigures(v: VmInstance): { holds: number; actualBytes: number; available: number } | null {
+function guestFigures(v: VmInstance): GuestFigures | null {
   const m = v.memoryFigures;
   const b = m?.balloon;
   if (!m || !b || !b.driverBound) return null;
   const age = v.memoryInfo().guestStatsAgeSeconds;
-  const available = b.stats.values.availableMemory ?? b.stats.values.freeMemory;
+  const available = guestAvailable(b);
   if (available === undefined || age === null || age > STATS_MAX_AGE_S) return null;
   return { holds: Math.min(m.residentBytes, b.actualBytes), actualBytes: b.actualBytes, available };
+}
+
+/** The memory the guest reports available to it (MemAvailable; MemFree from a guest without it). */
+function guestAvailable(b: BalloonFigures): number | undefined {
+  return b.stats.values.availableMemory ?? b.stats.values.freeMemory;
 }
 
 /** Overcommitted (the active VMs are configured with more than `limit`): how far each guest may
