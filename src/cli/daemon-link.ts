@@ -10,6 +10,7 @@ import { clientSocketPath, ensureHome, HomeError, homePaths, vmctlHome, type Hom
 import { FileRefused, openRegular } from '../host/regular-file.js';
 import { ProtocolClient } from '../protocol/client.js';
 import { CliError, EXIT } from './exit-codes.js';
+import { err } from './output.js';
 
 /** dist/cli.js (this bundle) and the worker bundle next to it. */
 export const cliBundle = fileURLToPath(import.meta.url);
@@ -151,11 +152,35 @@ export async function waitForDaemon(p: HomePaths, timeoutMs: number, child?: Chi
   return null;
 }
 
+/**
+ * What to tell the user when the daemon answering for this VMCTL_HOME runs another vmctl's code
+ * (another checkout, or an install since deleted or rebuilt elsewhere), or null when it runs ours.
+ * Such a daemon serves requests with its own code — it may not know this CLI's options, or no
+ * longer find its own worker files — so the user is told once per command how to switch.
+ */
+export function foreignDaemonWarning(greeting: ProtocolClient['greeting'], home: string, ownInstall = dirname(cliBundle)): string | null {
+  const theirs = greeting?.install;
+  if (!greeting || theirs === undefined || theirs === ownInstall) return null;
+  const gone = !existsSync(join(theirs, 'vm-worker.js'));
+  return `the daemon for ${home} (pid ${greeting.pid}, vmctl ${greeting.version}${greeting.node ? ` on Node ${greeting.node}` : ''}) ` +
+    `runs the code in ${theirs}${gone ? ', which no longer exists' : ''}, not this vmctl's (${ownInstall}); ` +
+    `"vmctl daemon stop" ends it (its VMs stop too), and the next command starts this vmctl's daemon`;
+}
+
+/** Prints foreignDaemonWarning's text on stderr, if any. */
+export function warnIfForeign(c: ProtocolClient, home: string): void {
+  const w = foreignDaemonWarning(c.greeting, home);
+  if (w) process.stderr.write(`${err.yellow('warning:')} ${w}\n`);
+}
+
 /** Connects, starting the daemon first when none runs (unless VMCTL_NO_AUTOSTART is set). */
 export async function connectDaemon(opts: { autostart?: boolean } = {}): Promise<ProtocolClient> {
   const p = currentHome();
   const c = await tryConnect(p);
-  if (c) return c;
+  if (c) {
+    warnIfForeign(c, p.home);
+    return c;
+  }
   const autostart = (opts.autostart ?? true) && !process.env.VMCTL_NO_AUTOSTART;
   if (!autostart) throw new CliError(EXIT.unreachable, `no daemon is running for ${p.home} (start one with: vmctl daemon start)`);
   cleanStalePid(p);

@@ -223,6 +223,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
       vms: registry.vms.size,
       runningVms: [...registry.vms.values()].filter((v) => v.active).length,
+      install: dirname(opts.workerPath),
+      node: process.version,
       memory: (({ rss, heapUsed, heapTotal, external, arrayBuffers }) => ({ rss, heapUsed, heapTotal, external, arrayBuffers }))(process.memoryUsage()),
       idleVmThreads: threads.idleCount,
     });
@@ -294,6 +296,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     const ctx = {
       registry,
       version: opts.version,
+      install: dirname(opts.workerPath),
       status,
       shutdown: (o: { force: boolean; timeoutSeconds?: number }) => shutdown('requested by a client', o),
       get shuttingDown() { return shuttingDown; },

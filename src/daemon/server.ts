@@ -30,6 +30,8 @@ const MAX_IN_FLIGHT = 16;
 export interface ServerContext {
   readonly registry: Registry;
   readonly version: string;
+  /** The directory of the daemon's built code (dist/), told in the greeting. */
+  readonly install: string;
   status(): DaemonStatus;
   /** Stops every running VM (as `vmctl stop`, or at once with `force`), then the daemon. Resolves
    *  with what it did to each VM once they are stopped; the daemon closes after the reply. */
@@ -81,7 +83,7 @@ export class Connection {
       void this.handle(req.id, req.method, req.params);
     });
     sock.on('data', (b: Buffer) => decoder.push(b));
-    this.send({ hello: { protocol: PROTOCOL_VERSION, server: 'vmd', version: ctx.version, pid: process.pid } });
+    this.send({ hello: { protocol: PROTOCOL_VERSION, server: 'vmd', version: ctx.version, pid: process.pid, install: ctx.install, node: process.version } });
   }
 
   private badLine(cls: ErrorBody['class'], message: string, id: number | string | null = null): void {

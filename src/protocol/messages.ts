@@ -40,7 +40,9 @@ export class ProtocolFailure extends Error {
   }
 }
 
-export interface Greeting { readonly hello: { protocol: number; server: string; version: string; pid: number } }
+/** `install` is the directory of the daemon's built code (its dist/), `node` the Node version it
+ *  runs on: a client built elsewhere can tell it is talking to another vmctl's daemon. */
+export interface Greeting { readonly hello: { protocol: number; server: string; version: string; pid: number; install?: string; node?: string } }
 export interface Request { readonly id: number | string; readonly method: string; readonly params?: Record<string, unknown> }
 export interface Reply { readonly id: number | string | null; readonly result?: unknown; readonly error?: ErrorBody }
 export interface EventMessage { readonly event: EventName; readonly vm: string; readonly data: Record<string, unknown>; readonly timestamp: string }
@@ -207,6 +209,9 @@ export interface DaemonStatus {
   readonly uptimeSeconds: number;
   readonly vms: number;
   readonly runningVms: number;
+  /** The directory of the daemon's built code (dist/), and the Node version it runs on. */
+  readonly install: string;
+  readonly node: string;
   /** The daemon process's memory (process.memoryUsage()), in bytes: rss is what the OS counts,
    *  heapUsed the live JavaScript objects, external and arrayBuffers what lives outside the heap. */
   readonly memory: { readonly rss: number; readonly heapUsed: number; readonly heapTotal: number; readonly external: number; readonly arrayBuffers: number };

@@ -5,7 +5,7 @@ import { humanDuration, humanSize } from '../../config/units.js';
 import { AlreadyRunning, pidAlive, readPid, runDaemon } from '../../daemon/daemon.js';
 import type { DaemonStatus, StopReport } from '../../protocol/messages.js';
 import { durationOption, sleep, stopText } from '../cli-helpers.js';
-import { cleanStalePid, currentHome, definitionWorkerBundle, startDaemon, tryConnect, workerBundle } from '../daemon-link.js';
+import { cleanStalePid, currentHome, definitionWorkerBundle, startDaemon, tryConnect, warnIfForeign, workerBundle } from '../daemon-link.js';
 import { CliError, EXIT } from '../exit-codes.js';
 import { printJson, spinner } from '../output.js';
 import { VERSION } from '../version.js';
@@ -19,6 +19,7 @@ export function register(program: Command): void {
       const p = currentHome();
       const c = await tryConnect(p);
       if (c) {
+        warnIfForeign(c, p.home);
         const pid = c.greeting?.pid;
         c.close();
         process.stdout.write(`The daemon is already running (pid ${pid}, home ${p.home})\n`);
@@ -91,11 +92,12 @@ export function register(program: Command): void {
         process.exitCode = EXIT.unreachable;
         return;
       }
+      warnIfForeign(c, p.home);
       const s = await c.request<DaemonStatus>('daemon.status');
       c.close();
       if (o.json) return printJson({ running: true, ...s });
       process.stdout.write(`The daemon is running: pid ${s.pid}, vmd ${s.version}, protocol ${s.protocol}, up ${humanDuration(s.uptimeSeconds)}\n` +
-        `home ${s.home}\nsocket ${s.socket}\n${s.vms} VM${s.vms === 1 ? '' : 's'}, ${s.runningVms} running\n` +
+        `home ${s.home}\nsocket ${s.socket}\ncode ${s.install} (Node ${s.node})\n${s.vms} VM${s.vms === 1 ? '' : 's'}, ${s.runningVms} running\n` +
         `memory ${humanSize(s.memory.rss)} resident (JavaScript heap ${humanSize(s.memory.heapUsed)} used of ${humanSize(s.memory.heapTotal)})\n`);
     });
 
