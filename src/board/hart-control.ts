@@ -11,6 +11,8 @@
 //   REQ      requests from other harts: REQ_SSIP (SBI IPI), REQ_FENCE_I, REQ_SFENCE (remote
 //            fences), REQ_START (HSM hart_start, with START_*); the hart clears a bit once done.
 //            REQ_SAVE, from the machine's thread while the harts are held: post your state.
+//            REQ_DROP, from the machine's thread: RAM chunks were dropped (balloon); forget every
+//            chunk whose GEN moved since you got it (see below), then clear the bit.
 //   RUNNING  1 while the hart executes guest code; a hart that sleeps, is stopped or held
 //            executes nothing, so a remote fence need not wait for it (it looks at REQ first
 //            when it runs again: it sets RUNNING before reading REQ, the requester sets REQ
@@ -20,13 +22,17 @@
 // Machine: CTRL (run / pause / stop), HELD (harts parked for a pause), PENDING (forwarded device
 // accesses the machine's thread has not served yet).
 // Figures per hart (doubles, written by the hart's thread only): INSTRET.
+// Per RAM chunk: GEN, bumped by the machine's thread each time it drops the chunk (docs/guest-ram.md
+// (b)). Chunks are made only on the machine's thread; a hart thread asks for one (smp.ts) and gets
+// its memory with its GEN, and holds it while its GEN stays so. A hart that finds its copy's GEN
+// outdated drops it; so does one that was asleep through any number of drops, when it wakes.
 
 export const WAKE = 0, LINES = 1, REQ = 2, RUNNING = 3, HSM = 4;
 export const START_PC_LO = 5, START_PC_HI = 6, START_ARG_LO = 7, START_ARG_HI = 8;
 export const RESP_SEQ = 9, RESP_LO = 10, RESP_HI = 11;
 const STRIDE = 16;
 
-export const REQ_SSIP = 1, REQ_FENCE_I = 2, REQ_SFENCE = 4, REQ_START = 8, REQ_SAVE = 16;
+export const REQ_SSIP = 1, REQ_FENCE_I = 2, REQ_SFENCE = 4, REQ_START = 8, REQ_SAVE = 16, REQ_DROP = 32;
 /** SBI spec 9.1 hart states. */
 export const HSM_STARTED = 0, HSM_STOPPED = 1, HSM_START_PENDING = 2;
 
@@ -40,12 +46,17 @@ export class HartControl {
   readonly words: Int32Array;
   /** Per-hart figures: [F_STRIDE * h + INSTRET]. */
   readonly figures: Float64Array;
+  /** Per RAM chunk: its generation (GEN above). */
+  readonly chunkGen: Int32Array;
 
-  constructor(readonly harts: number, buffer?: SharedArrayBuffer) {
+  /** `chunks`: RAM chunks of the machine (one GEN word each). */
+  constructor(readonly harts: number, buffer?: SharedArrayBuffer, chunks = 0) {
     const wordBytes = 8 * Math.ceil((4 * (MACHINE_WORDS + STRIDE * harts)) / 8);
-    const b = buffer ?? new SharedArrayBuffer(wordBytes + 8 * F_STRIDE * harts);
+    const figureBytes = 8 * F_STRIDE * harts;
+    const b = buffer ?? new SharedArrayBuffer(wordBytes + figureBytes + 4 * chunks);
     this.words = new Int32Array(b, 0, MACHINE_WORDS + STRIDE * harts);
     this.figures = new Float64Array(b, wordBytes, F_STRIDE * harts);
+    this.chunkGen = new Int32Array(b, wordBytes + figureBytes, chunks);
   }
 
   figure(h: number, f: number): number { return this.figures[F_STRIDE * h + f]; }
@@ -81,6 +92,27 @@ export class HartControl {
   /** Takes (clears and returns) hart `h`'s pending request bits among `mask`. */
   takeRequests(h: number, mask: number): number {
     return Atomics.and(this.words, this.at(h, REQ), ~mask) & mask;
+  }
+
+  /** Posts request bits to hart `h` and wakes it wherever it waits: asleep (WAKE) or for the
+   *  machine's thread to serve its device access (RESP_SEQ). */
+  requestAndWake(h: number, bits: number): void {
+    this.request(h, bits);
+    this.wake(h);
+    Atomics.notify(this.words, this.at(h, RESP_SEQ));
+  }
+
+  /** Waits until hart `h` has taken request `bit`, or executes nothing (RUNNING is 0: it looks at
+   *  its requests before it runs again), or the machine stops. Meanwhile `whileWaiting` serves
+   *  what the calling thread must serve, or two threads waiting for each other would deadlock. */
+  waitTaken(h: number, bit: number, whileWaiting: () => void): void {
+    const i = this.at(h, REQ);
+    for (;;) {
+      const req = Atomics.load(this.words, i);
+      if ((req & bit) === 0 || this.load(h, RUNNING) === 0 || this.ctrl === CTRL_STOP) return;
+      whileWaiting();
+      Atomics.wait(this.words, i, req, 1);
+    }
   }
 
   /** Wakes whoever waits for hart `h`'s requests to be done. */

@@ -12,11 +12,20 @@
 // that hart's LINES word and wakes it. Only the boot ROM, which never changes, is copied into
 // every thread (harts fetch their first instructions from it).
 //
+// Guest RAM chunks (docs/guest-ram.md (b)) are made on the machine's thread only, on first touch
+// there (hart 0, DMA, loaders) or when a hart thread asks for one it does not hold: the machine's
+// thread makes it (once: it serves one request at a time) and posts its memory back, so harts
+// that touch a new chunk at once all get the same one. The balloon drops a chunk on the machine's
+// thread: it lets the memory go, bumps the chunk's GEN (hart-control.ts) and asks every hart
+// thread to drop its copy (REQ_DROP, as a remote fence, also to a hart waiting for a device
+// access, which touches no RAM meanwhile); it goes on once every hart that runs has done so. A
+// touch after that gets a fresh zeroed chunk, shared as above.
+//
 // This file has both sides: SmpHost on the machine's thread, HartThread on a hart thread, and
 // SharedHarts, the builtin SBI's view of harts on several threads.
 
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { GuestRam } from '../memory/ram.js';
+import { CHUNK_SIZE, GuestRam, newChunkMemory } from '../memory/ram.js';
 import { PhysicalMemoryMap, type MmioDevice, type MmioRegion } from '../memory/bus.js';
 import { Hart, type HartState } from '../riscv/hart.js';
 import { ReservationSet } from '../riscv/reservations.js';
@@ -25,8 +34,8 @@ import { BootRom } from './boot-rom.js';
 import { BuiltinSbi, raiseSsip, remoteFence, type SbiHarts } from './sbi/builtin-sbi.js';
 import type { PowerEvent } from './machine-types.js';
 import {
-  CTRL_PAUSE, CTRL_RUN, CTRL_STOP, HartControl, INSTRET, HSM, HSM_START_PENDING, HSM_STARTED, HSM_STOPPED, LINES, REQ, REQ_FENCE_I, REQ_SAVE, REQ_SFENCE,
-  REQ_SSIP, REQ_START, RESP_HI, RESP_LO, RESP_SEQ, RUNNING, START_ARG_HI, START_ARG_LO, START_PC_HI, START_PC_LO, WAKE,
+  CTRL_PAUSE, CTRL_RUN, CTRL_STOP, HartControl, INSTRET, HSM, HSM_START_PENDING, HSM_STARTED, HSM_STOPPED, LINES, REQ, REQ_DROP, REQ_FENCE_I, REQ_SAVE,
+  REQ_SFENCE, REQ_SSIP, REQ_START, RESP_HI, RESP_LO, RESP_SEQ, RUNNING, START_ARG_HI, START_ARG_LO, START_PC_HI, START_PC_LO, WAKE,
 } from './hart-control.js';
 
 /** Instructions a hart thread runs between two looks at its control words. */
@@ -36,6 +45,8 @@ const POLL_MS = 50;
 /** How long a hart rests when its guest polls (Hart.polling: waits for another hart), unless woken. */
 export const POLLING_REST_MS = 1;
 const TWO32 = 4294967296;
+/** A hart thread that dropped RAM chunks collects its heap at most this often. */
+const COLLECT_EVERY_MS = 1000;
 
 /** What a hart thread is started with (structured-clonable: it crosses to the thread). */
 export interface HartThreadInit {
@@ -43,7 +54,9 @@ export interface HartThreadInit {
   readonly harts: number;
   readonly ramBase: number;
   readonly ramSize: number;
-  readonly memories: WebAssembly.Memory[];
+  /** The chunks the machine's thread holds now (undefined: none), and their GENs. */
+  readonly memories: (WebAssembly.Memory | undefined)[];
+  readonly chunkGens: Int32Array;
   readonly control: SharedArrayBuffer;
   readonly clock: SharedArrayBuffer;
   readonly reservations: SharedArrayBuffer;
@@ -67,12 +80,16 @@ export type HartMessage =
   | { k: 'r'; i: number; o: number; s: number }                    // device read (answered in RESP_*)
   | { k: 'w'; i: number; o: number; s: number; lo: number; hi: number } // device write (done: RESP_SEQ)
   | { k: 'watch'; pa: number; s: number }                          // a store into a watched RAM range (done: RESP_SEQ)
+  | { k: 'chunk'; c: number }                                      // RAM chunk c, please (a ChunkReply, then RESP_SEQ)
   | { k: 'out'; b: number }                                        // a console byte (builtin SBI putchar)
   | { k: 'power'; ev: PowerEvent }
   | { k: 'log'; m: string }
   | { k: 'ready' }                                                 // the thread built its hart
   | { k: 'state'; s: HartState }                                   // its saved state (REQ_SAVE)
   | { k: 'wake' };                                                 // hart 0 has requests
+
+/** The machine's thread's answer to a hart thread's `chunk` request, on the hart's port. */
+interface ChunkReply { readonly c: number; readonly g: number; readonly m: WebAssembly.Memory }
 
 /** How a hart's thread keeps to the host CPU time it is granted (src/vm/cpu-slots.ts: the
  *  daemon's scheduler sets the allowance; the thread charges what it uses and waits when it has
@@ -100,11 +117,12 @@ export type StartHartThread = (init: HartThreadInit) => HartThreadHandle;
 // Both sides
 
 /** Applies the requests other harts posted to `hart` (it is not executing guest code now); returns
- *  their bits (0: none). */
-function applyRequests(ctl: HartControl, hart: Hart): number {
+ *  their bits (0: none). `dropChunks`: a hart thread's, for REQ_DROP. */
+function applyRequests(ctl: HartControl, hart: Hart, dropChunks: (() => void) | null = null): number {
   const id = hart.hartId;
-  const bits = ctl.takeRequests(id, REQ_SSIP | REQ_FENCE_I | REQ_SFENCE | REQ_START);
+  const bits = ctl.takeRequests(id, REQ_SSIP | REQ_FENCE_I | REQ_SFENCE | REQ_START | (dropChunks === null ? 0 : REQ_DROP));
   if (bits === 0) return 0;
+  if (bits & REQ_DROP) dropChunks!();
   if (bits & REQ_FENCE_I) remoteFence(hart, true);
   if (bits & REQ_SFENCE) remoteFence(hart, false);
   if (bits & REQ_SSIP) raiseSsip(hart);
@@ -169,15 +187,7 @@ export class SharedHarts implements SbiHarts {
     // Done when every target has taken the request, or executes nothing (it looks at its
     // requests before it runs again). Meanwhile serve whatever this thread must serve, or two
     // harts fencing each other would wait forever.
-    const c = this.ctl;
-    for (const id of waitFor) {
-      for (;;) {
-        const req = Atomics.load(c.words, c.at(id, REQ));
-        if ((req & bit) === 0 || c.load(id, RUNNING) === 0 || c.ctrl === CTRL_STOP) break;
-        this.whileWaiting();
-        Atomics.wait(c.words, c.at(id, REQ), req, 1);
-      }
-    }
+    for (const id of waitFor) this.ctl.waitTaken(id, bit, this.whileWaiting);
   }
 
   private post(id: number, bits: number): void {
@@ -214,7 +224,7 @@ export class SmpHost {
     /** The machine's thread should look at hart 0 and the devices (it may be asleep). */
     wake: () => void;
   }) {
-    this.control = new HartControl(p.harts);
+    this.control = new HartControl(p.harts, undefined, p.mem.ram.chunkCount);
     // Hart threads take a while to start (a fresh V8 isolate, the interpreter's warm-up); they
     // are held until every one of them is there, so that all harts start at once, at power-on.
     this.control.setCtrl(CTRL_PAUSE);
@@ -286,6 +296,14 @@ export class SmpHost {
         this.done(hartId);
         break;
       case 'watch': this.p.mem.notifyWrite(m.pa, m.s); this.done(hartId); break;
+      case 'chunk': {
+        // Made here if the machine's thread does not hold it (the host memory budget is taken
+        // here, and may make the hart wait): every thread asking gets this same memory.
+        const reply: ChunkReply = { c: m.c, g: Atomics.load(c.chunkGen, m.c), m: this.p.mem.ram.views(m.c).memory };
+        this.ports[hartId - 1].postMessage(reply);
+        this.done(hartId);
+        break;
+      }
       case 'out': this.p.putchar(m.b); break;
       case 'power': this.p.power(m.ev); break;
       case 'log': this.p.log(m.m); break;
@@ -314,6 +332,17 @@ export class SmpHost {
       }
     }
     return out;
+  }
+
+  /** RAM chunks the machine's thread has just dropped (and no longer hands out): every hart thread
+   *  drops its copy; returns once each hart that executes guest code has (a hart that does not
+   *  drops them before it runs again; it is woken so that it lets them go now). Hart threads'
+   *  requests are served meanwhile: one may be waiting for the very device access that dropped them. */
+  dropChunks(indices: readonly number[]): void {
+    const c = this.control;
+    for (const i of indices) Atomics.add(c.chunkGen, i, 1);
+    for (let h = 1; h < this.p.harts; h++) c.requestAndWake(h, REQ_DROP);
+    for (let h = 1; h < this.p.harts; h++) c.waitTaken(h, REQ_DROP, () => this.serve());
   }
 
   /** Instructions retired by hart `h` (>= 1) as its thread last published. */
@@ -410,20 +439,29 @@ const FORWARDED: MmioDevice = {
 /** A hart thread's channel to the machine's thread. */
 class MachineLink {
   hi = 0;
-  constructor(private readonly port: MessagePort, private readonly ctl: HartControl, private readonly id: number) {}
+  /** Drops the RAM chunks the machine's thread dropped (REQ_DROP), set by the HartThread. */
+  dropChunks: () => void = () => {};
+  constructor(readonly port: MessagePort, private readonly ctl: HartControl, private readonly id: number) {}
 
   post(m: HartMessage): void {
-    if (m.k === 'r' || m.k === 'w' || m.k === 'watch') this.ctl.addPending(1);
+    if (m.k === 'r' || m.k === 'w' || m.k === 'watch' || m.k === 'chunk') this.ctl.addPending(1);
     this.port.postMessage(m);
   }
 
-  /** A device access: waits until the machine's thread has done it (or stops). */
+  /** A device access (or a chunk): waits until the machine's thread has done it (or stops).
+   *  Meanwhile the hart touches no RAM, so it drops chunks when asked: the machine's thread may
+   *  be dropping them in this very access (a balloon notify) and waits for that. */
   call(m: HartMessage): void {
-    const c = this.ctl, seqAt = c.at(this.id, RESP_SEQ);
+    const c = this.ctl, id = this.id, seqAt = c.at(id, RESP_SEQ);
     const seq = Atomics.load(c.words, seqAt);
     this.post(m);
     while (Atomics.load(c.words, seqAt) === seq) {
       if (c.ctrl === CTRL_STOP) return;
+      if (c.takeRequests(id, REQ_DROP) !== 0) {
+        this.dropChunks();
+        c.requestsDone(id);
+        continue;
+      }
       Atomics.wait(c.words, seqAt, seq, POLL_MS);
     }
   }
@@ -442,17 +480,30 @@ export class HartThread {
   private readonly ctl: HartControl;
   private readonly clock: VirtClock;
   private readonly link: MachineLink;
+  private readonly ram: GuestRam;
+  /** The GEN (hart-control.ts) of each chunk this thread holds, as it got it. */
+  private readonly gens: Int32Array;
+  private readonly drop = (): void => this.dropChunks();
+  /** Chunks were dropped since the last collection (see run). */
+  private released = false;
+  private lastCollect = 0;
   private lines = 0;
   private idle = false;
   /** The WAKE word just before the hart's last slice: a wake that came during the slice ends the
    *  rest of a polling hart (see run). */
   private wakeBeforeSlice = 0;
 
-  constructor(init: HartThreadInit, private readonly gate: CpuGate | null = null) {
+  /** `collect`: a full garbage collection of this thread's heap (dropped chunks leave the process
+   *  only once every thread that held them has collected them). */
+  constructor(init: HartThreadInit, private readonly gate: CpuGate | null = null, private readonly collect: (() => void) | null = null) {
     const id = init.hartId;
-    this.ctl = new HartControl(init.harts, init.control);
+    this.ctl = new HartControl(init.harts, init.control, init.ramSize / CHUNK_SIZE);
     this.link = new MachineLink(init.port, this.ctl, id);
     const ram = new GuestRam(init.ramBase, init.ramSize, init.memories);
+    this.ram = ram;
+    this.gens = Int32Array.from(init.chunkGens);
+    ram.provider = (index) => this.fetchChunk(index);
+    this.link.dropChunks = this.drop;
     const mem = new ForwardingMemoryMap(ram, this.link);
     init.regions.forEach((r, index) => {
       mem.addDevice(r.base, r.size, r.name, r.rom ? new BootRom(r.rom, r.size) : FORWARDED);
@@ -465,7 +516,7 @@ export class HartThread {
     hart.jitEnabled = init.jit;
     this.hart = hart;
     if (init.builtinSbi) {
-      const harts = new SharedHarts(this.ctl, hart, () => this.link.post({ k: 'wake' }), () => applyRequests(this.ctl, hart));
+      const harts = new SharedHarts(this.ctl, hart, () => this.link.post({ k: 'wake' }), () => applyRequests(this.ctl, hart, this.drop));
       const sbi = new BuiltinSbi({
         harts,
         putchar: (b) => this.link.post({ k: 'out', b }),
@@ -493,6 +544,7 @@ export class HartThread {
     for (;;) {
       const ctrl = c.ctrl;
       if (ctrl === CTRL_STOP) return;
+      if (this.released) this.collectDropped();
       if (ctrl === CTRL_PAUSE) {
         c.store(id, RUNNING, 0);
         // While held, the machine's thread may ask for the hart's state (a save, a snapshot).
@@ -501,7 +553,7 @@ export class HartThread {
       }
       const seen = c.load(id, WAKE);
       c.store(id, RUNNING, 1);
-      const arrived = this.takeLines() | applyRequests(c, h);
+      const arrived = this.takeLines() | applyRequests(c, h, this.drop);
       if (h.halted || h.waiting || h.stopRequested) {
         c.store(id, RUNNING, 0);
         if (!this.idle) { this.idle = true; this.gate?.idle(true); }
@@ -511,7 +563,11 @@ export class HartThread {
           const ms = t === Infinity ? POLL_MS * 20 : Math.max(0, Math.min(POLL_MS * 20, this.clock.msUntil(t)));
           if (ms > 0) c.sleep(id, seen, ms);
         }
-        if (h.waiting && !h.halted) h.run(1); // lets Sstc's timer (if due) end the wait
+        if (h.waiting && !h.halted) { // lets Sstc's timer (if due) end the wait
+          c.store(id, RUNNING, 1); // it may execute an instruction: what was asked of it first
+          applyRequests(c, h, this.drop);
+          h.run(1);
+        }
         continue;
       }
       if (h.polling) {
@@ -537,6 +593,50 @@ export class HartThread {
       c.setFigure(id, INSTRET, h.instret);
       if (h.mode === 3 && h.ecallHook !== null) this.builtinTrapped();
     }
+  }
+
+  /** RAM chunk `index`, which this thread does not hold: the machine's thread's (made there if
+   *  need be). A chunk dropped again before this thread took it is asked for again. */
+  private fetchChunk(index: number): WebAssembly.Memory {
+    const c = this.ctl;
+    for (;;) {
+      this.link.call({ k: 'chunk', c: index });
+      let r = receiveMessageOnPort(this.link.port);
+      while (r === undefined) {
+        // The machine stopped before it answered: this hart executes nothing more.
+        if (c.ctrl === CTRL_STOP) return newChunkMemory();
+        Atomics.wait(c.chunkGen, index, Atomics.load(c.chunkGen, index), 1);
+        r = receiveMessageOnPort(this.link.port);
+      }
+      const reply = r.message as ChunkReply;
+      if (reply.c !== index) throw new Error(`hart ${this.hart.hartId} asked for RAM chunk ${index} and got chunk ${reply.c}`);
+      if (Atomics.load(c.chunkGen, index) === reply.g) {
+        this.gens[index] = reply.g;
+        return reply.m;
+      }
+    }
+  }
+
+  /** REQ_DROP: forgets every chunk the machine's thread dropped since this thread got it (its
+   *  soft-TLB views, fetch page and translated code with it). */
+  private dropChunks(): void {
+    const ram = this.ram, gen = this.ctl.chunkGen;
+    for (let i = 0; i < ram.chunkCount; i++) {
+      if (!ram.isAllocated(i) || this.gens[i] === Atomics.load(gen, i)) continue;
+      this.hart.dropRam(ram.base + i * CHUNK_SIZE, CHUNK_SIZE);
+      ram.release(i);
+      this.released = true;
+    }
+  }
+
+  /** Dropped chunks go back to the OS once collected; a hart thread allocates little, so V8
+   *  would not collect soon by itself. At most once a second (a collection takes a few ms). */
+  private collectDropped(): void {
+    const now = performance.now();
+    if (this.collect === null || now - this.lastCollect < COLLECT_EVERY_MS) return;
+    this.released = false;
+    this.lastCollect = now;
+    this.collect();
   }
 
   /** Copies changed interrupt lines into the hart; returns the bits that changed. */

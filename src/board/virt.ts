@@ -149,8 +149,7 @@ export class VirtMachine {
     this.mem = new PhysicalMemoryMap(this.ram);
     const reservations = new ReservationSet(config.cpus);
     if (threads && config.cpus > 1) {
-      // Every thread must see the same chunks: make them all now (untouched pages cost nothing).
-      this.ram.allocateAll();
+      // Chunks are made here, on first touch, for every thread (smp.ts).
       this.smp = new SmpHost({
         harts: config.cpus, regions: () => this.mem.listDevices(), mem: this.mem,
         putchar: (b) => this.out.push(b), power: (ev) => this.power(ev), log: (m) => this.host.log(m),
@@ -214,7 +213,8 @@ export class VirtMachine {
     const h0 = this.harts[0];
     smp.start(threads, {
       ramBase: this.ram.base, ramSize: this.ram.size,
-      memories: this.ram.memories() as WebAssembly.Memory[],
+      memories: this.ram.memories(),
+      chunkGens: Int32Array.from(smp.control.chunkGen), // as of these memories
       clock: this.clock.sharedState,
       reservations: reservations.sharedBuffer,
       regions: this.mem.listDevices().map((r) => ({ base: r.base, size: r.size, name: r.name, rom: r.base === BOOT_ROM_BASE ? this.romImage : undefined })),
@@ -246,7 +246,7 @@ export class VirtMachine {
       } else if (use?.kind === 'balloon') {
         const slot = new VirtioBalloonSlot({
           settings: this.config.balloon!, ram: this.ram, guestBytes: this.config.memoryBytes, base, irq,
-          dropChunk: (c) => this.releaseChunk(c), log: (m) => this.host.log(m),
+          dropChunks: (c) => this.releaseChunks(c), log: (m) => this.host.log(m),
         });
         (this as { balloon: VirtioBalloonSlot | null }).balloon = slot;
         this.closers.push(() => slot.close());
@@ -270,18 +270,19 @@ export class VirtMachine {
     }
   }
 
-  /** Drops RAM chunk `index` (every page of it given up through the balloon): first every hart
-   *  forgets its views of it and the code translated from it, then the RAM lets it go, so
-   *  nothing keeps the host memory alive; the guest reads zeros there from now on. */
-  releaseChunk(index: number): void {
-    // Harts on threads of their own share every chunk from the start (allocateAll) and keep their
-    // own views of it: a chunk dropped here would live on in their threads while this one made a
-    // new one, and the harts would no longer see the same RAM. So with hart threads the pages
-    // stay in the balloon (the guest gives them up) but the host keeps the memory.
-    if (this.smp !== null) return;
-    const pa = this.ram.base + index * CHUNK_SIZE;
-    for (const h of this.harts) h.dropRam(pa, CHUNK_SIZE);
-    this.ram.release(index);
+  /** Drops RAM chunks (every page of each given up through the balloon): every hart forgets its
+   *  views of them and the code translated from them, and the RAM lets them go, so nothing keeps
+   *  the host memory alive; the guest reads zeros there from now on. This thread lets go first,
+   *  so a hart thread asking for one meanwhile gets a fresh chunk; hart threads drop their copies
+   *  before this returns (smp.ts), so no store lands in memory nobody holds any more. */
+  releaseChunks(indices: readonly number[]): void {
+    if (indices.length === 0) return;
+    for (const index of indices) {
+      const pa = this.ram.base + index * CHUNK_SIZE;
+      for (const h of this.harts) h.dropRam(pa, CHUNK_SIZE);
+      this.ram.release(index);
+    }
+    this.smp?.dropChunks(indices);
     this.host.memoryReleased?.();
   }
 

@@ -72,6 +72,10 @@ export class GuestRam {
   chunksAllocated = 0;
   chunksReleased = 0;
   budget: ChunkBudget | null = null;
+  /** Where a chunk this RAM does not hold comes from, when it is not made here: a hart thread's
+   *  RAM asks the machine's thread, which makes every chunk, once, for all threads
+   *  (src/board/smp.ts). A chunk missing here may then hold data: it is fetched for reads too. */
+  provider: ((index: number) => WebAssembly.Memory) | null = null;
 
   constructor(readonly base: number, readonly size: number, memories?: readonly (WebAssembly.Memory | undefined)[]) {
     if (!Number.isInteger(size) || size <= 0 || size % CHUNK_SIZE !== 0 || size > MAX_RAM_BYTES) {
@@ -92,12 +96,22 @@ export class GuestRam {
   views(index: number): ChunkViews {
     let c = this.chunks[index];
     if (c === undefined) {
-      this.budget?.acquire();
-      c = new ChunkViews(newChunkMemory());
+      if (this.provider !== null) c = new ChunkViews(this.provider(index));
+      else {
+        this.budget?.acquire();
+        c = new ChunkViews(newChunkMemory());
+        this.chunksAllocated++;
+      }
       this.chunks[index] = c;
-      this.chunksAllocated++;
     }
     return c;
+  }
+
+  /** The views of chunk `index` for a read: undefined when it reads as zeros (never touched, or
+   *  dropped), which costs nothing; a hart thread's RAM fetches what it does not hold. */
+  private readable(index: number): ChunkViews | undefined {
+    const c = this.chunks[index];
+    return c !== undefined || this.provider === null ? c : this.views(index);
   }
 
   /** The bytes of chunk `index` (created on first use). */
@@ -108,13 +122,6 @@ export class GuestRam {
   /** The bytes of chunk `index` when it exists (nothing is created). */
   existing(index: number): Uint8Array | undefined {
     return this.chunks[index]?.u8;
-  }
-
-  /** Creates every chunk now: harts on several threads must all see the same memories, so a
-   *  machine with more than one hart thread allocates them before it starts the threads (the OS
-   *  still commits only the pages the guest touches). */
-  allocateAll(): void {
-    for (let i = 0; i < this.chunkCount; i++) this.views(i);
   }
 
   /** The chunk memories, for handing RAM to another thread (undefined = never touched). */
@@ -128,8 +135,8 @@ export class GuestRam {
   }
 
   /** Drops a chunk (balloon); it reads as zeros and is allocated again when touched. Whoever
-   *  cached views of it (harts' soft TLBs) must drop them too, or the memory stays alive: see
-   *  VirtMachine.releaseChunk. */
+   *  cached views of it (harts' soft TLBs, hart threads' RAM) must drop them too, or the memory
+   *  stays alive: see VirtMachine.releaseChunks. */
   release(index: number): void {
     if (this.chunks[index] === undefined) return;
     this.chunksReleased++;
@@ -153,7 +160,7 @@ export class GuestRam {
       const idx = Math.floor(off / CHUNK_SIZE);
       const inChunk = off % CHUNK_SIZE;
       const n = Math.min(CHUNK_SIZE - inChunk, dst.length - done);
-      const c = this.chunks[idx];
+      const c = this.readable(idx);
       if (c === undefined) dst.fill(0, done, done + n);
       else dst.set(c.u8.subarray(inChunk, inChunk + n), done);
       done += n;
@@ -185,7 +192,7 @@ export class GuestRam {
       const idx = Math.floor(off / CHUNK_SIZE);
       const inChunk = off % CHUNK_SIZE;
       const n = Math.min(CHUNK_SIZE - inChunk, left);
-      const c = this.chunks[idx];
+      const c = this.readable(idx);
       if (c !== undefined) c.u8.fill(0, inChunk, inChunk + n);
       left -= n;
       off += n;
@@ -194,13 +201,13 @@ export class GuestRam {
 
   // Little-endian scalar accessors for device models (virtqueues, SBI, loaders). Not for the
   // hart's hot path. Aligned 16/32-bit accesses are single accesses (tear-free for other threads).
-  readU8(paddr: number): number { this.check(paddr, 1); const o = paddr - this.base; const c = this.chunks[Math.floor(o / CHUNK_SIZE)]; return c === undefined ? 0 : c.u8[o % CHUNK_SIZE]; }
+  readU8(paddr: number): number { this.check(paddr, 1); const o = paddr - this.base; const c = this.readable(Math.floor(o / CHUNK_SIZE)); return c === undefined ? 0 : c.u8[o % CHUNK_SIZE]; }
   readU16(paddr: number): number {
-    if ((paddr & 1) === 0 && this.contains(paddr, 2)) { const o = paddr - this.base; const c = this.chunks[Math.floor(o / CHUNK_SIZE)]; return c === undefined ? 0 : c.u16[(o % CHUNK_SIZE) >> 1]; }
+    if ((paddr & 1) === 0 && this.contains(paddr, 2)) { const o = paddr - this.base; const c = this.readable(Math.floor(o / CHUNK_SIZE)); return c === undefined ? 0 : c.u16[(o % CHUNK_SIZE) >> 1]; }
     return this.readU8(paddr) | (this.readU8(paddr + 1) << 8);
   }
   readU32(paddr: number): number {
-    if ((paddr & 3) === 0 && this.contains(paddr, 4)) { const o = paddr - this.base; const c = this.chunks[Math.floor(o / CHUNK_SIZE)]; return c === undefined ? 0 : c.i32[(o % CHUNK_SIZE) >> 2] >>> 0; }
+    if ((paddr & 3) === 0 && this.contains(paddr, 4)) { const o = paddr - this.base; const c = this.readable(Math.floor(o / CHUNK_SIZE)); return c === undefined ? 0 : c.i32[(o % CHUNK_SIZE) >> 2] >>> 0; }
     return (this.readU16(paddr) | (this.readU16(paddr + 2) << 16)) >>> 0;
   }
   /** 64-bit read as a JS number; exact up to 2^53 (guest physical addresses and lengths). */

@@ -32,9 +32,10 @@ export class PageReclaim {
   /**
    * @param guestPages pages the guest was told about (RAM may be larger: its last chunk is whole;
    *        pages past the guest's memory count as given up from the start)
-   * @param drop drops one chunk everywhere it is cached (VirtMachine.releaseChunk)
+   * @param drop drops chunks everywhere they are cached (VirtMachine.releaseChunks); called once
+   *        per inflate or report with all the chunks it gave up (one round trip to hart threads)
    */
-  constructor(readonly ram: GuestRam, readonly guestPages: number, private readonly drop: (chunk: number) => void) {
+  constructor(readonly ram: GuestRam, readonly guestPages: number, private readonly drop: (chunks: readonly number[]) => void) {
     if (guestPages * PAGE_SIZE > ram.size) throw new RangeError(`${guestPages} pages do not fit a RAM of ${ram.size} bytes`);
   }
 
@@ -57,19 +58,16 @@ export class PageReclaim {
       this.inflatedPerChunk = new Uint16Array(this.ram.chunkCount);
     }
     const perChunk = this.inflatedPerChunk!;
-    let dropped = 0;
+    const drop: number[] = [];
     for (let k = 0; k < count; k++) {
       const p = pages[k];
       this.inflated[p] = 1;
       const c = p >>> (CHUNK_SHIFT - PAGE_SHIFT);
       perChunk[c]++;
-      if (perChunk[c] + this.pagesPastGuest(c) === PAGES_PER_CHUNK && this.ram.isAllocated(c)) {
-        this.dropChunk(c);
-        dropped++;
-      }
+      if (perChunk[c] + this.pagesPastGuest(c) === PAGES_PER_CHUNK && this.ram.isAllocated(c)) drop.push(c);
     }
     this.inflatedPages += count;
-    return dropped;
+    return this.dropChunks(drop);
   }
 
   /** Takes pages (each inflated: the caller checks) out of the balloon. */
@@ -101,15 +99,12 @@ export class PageReclaim {
         p += n;
       }
     }
-    let dropped = 0;
+    const drop: number[] = [];
     for (const [c, n] of inChunk) {
       const held = this.inflatedPerChunk === null ? 0 : this.inflatedPerChunk[c];
-      if (n + held + this.pagesPastGuest(c) === PAGES_PER_CHUNK && this.ram.isAllocated(c)) {
-        this.dropChunk(c);
-        dropped++;
-      }
+      if (n + held + this.pagesPastGuest(c) === PAGES_PER_CHUNK && this.ram.isAllocated(c)) drop.push(c);
     }
-    return dropped;
+    return this.dropChunks(drop);
   }
 
   /** The pages in the balloon, as [first page, page count] pairs in ascending order. */
@@ -164,8 +159,9 @@ export class PageReclaim {
     return end > this.guestPages ? Math.min(PAGES_PER_CHUNK, end - this.guestPages) : 0;
   }
 
-  private dropChunk(c: number): void {
-    this.drop(c);
-    this.chunksDropped++;
+  private dropChunks(chunks: readonly number[]): number {
+    if (chunks.length !== 0) this.drop(chunks);
+    this.chunksDropped += chunks.length;
+    return chunks.length;
   }
 }

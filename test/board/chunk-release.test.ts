@@ -52,7 +52,7 @@ describe('dropping a RAM chunk', () => {
     const ref = new WeakRef(vm.ram.chunk(5).buffer);
     expect(vm.memoryFigures().residentBytes).toBeGreaterThanOrEqual(CHUNK_SIZE);
     const before = vm.memoryFigures().residentBytes;
-    vm.releaseChunk(5);
+    vm.releaseChunks([5]);
     expect(released()).toBe(1);
     expect(vm.memoryFigures().residentBytes).toBe(before - CHUNK_SIZE);
     expect(vm.memoryFigures().chunksReleased).toBe(1);

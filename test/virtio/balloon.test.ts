@@ -38,7 +38,7 @@ function rig(settings: BalloonSettings = ALL, features?: bigint, guestBytes = RA
   const slot = new VirtioBalloonSlot({
     settings: { ...settings, statsIntervalMs: 0 < settings.statsIntervalMs ? 3_600_000 : 0 }, // tests ask for stats themselves
     ram, guestBytes, base: 0x10008000, irq: (l) => { d.irq = l; }, log: (m) => d.logs.push(m),
-    dropChunk: (c) => { dropped.push(c); ram.release(c); },
+    dropChunks: (cs) => { for (const c of cs) { dropped.push(c); ram.release(c); } },
   });
   d = new TestDriver(slot.balloon, ram);
   ram.writeU8(QUEUES, 0); // the driver's rings are in chunk 0: it is allocated
@@ -312,7 +312,7 @@ describe('virtio-balloon: machine state (vmctl save, snapshots)', () => {
     r.slot.close();
     const slot = new VirtioBalloonSlot({
       settings: { ...ALL, statsIntervalMs: 3_600_000 }, ram: r.ram, guestBytes: RAM_BYTES, base: 0x10008000,
-      irq: (l) => { r.d.irq = l; }, log: (m) => r.d.logs.push(m), dropChunk: (c) => { r.dropped.push(c); r.ram.release(c); },
+      irq: (l) => { r.d.irq = l; }, log: (m) => r.d.logs.push(m), dropChunks: (cs) => { for (const c of cs) { r.dropped.push(c); r.ram.release(c); } },
     });
     slot.transport.loadState(saved);
     (r.d as { dev: unknown }).dev = slot.transport;

@@ -19,8 +19,8 @@ export interface VirtioBalloonSlotOptions {
   readonly ram: GuestRam;
   /** Memory the guest is told about (RAM may be larger, up to its last whole chunk). */
   readonly guestBytes: number;
-  /** Drops one RAM chunk everywhere (VirtMachine.releaseChunk). */
-  readonly dropChunk: (index: number) => void;
+  /** Drops RAM chunks everywhere (VirtMachine.releaseChunks). */
+  readonly dropChunks: (indices: readonly number[]) => void;
   readonly irq: (level: boolean) => void;
   readonly log: (message: string) => void;
   /** Slot base address, for messages. */
@@ -52,7 +52,7 @@ export class VirtioBalloonSlot {
 
   constructor(private readonly opts: VirtioBalloonSlotOptions) {
     const name = `virtio-balloon @0x${opts.base.toString(16)}`;
-    this.reclaim = new PageReclaim(opts.ram, Math.floor(opts.guestBytes / PAGE_SIZE), opts.dropChunk);
+    this.reclaim = new PageReclaim(opts.ram, Math.floor(opts.guestBytes / PAGE_SIZE), opts.dropChunks);
     const s = opts.settings;
     this.balloon = new VirtioBalloon({
       reclaim: this.reclaim, statsVq: s.statsIntervalMs > 0, deflateOnOom: s.deflateOnOom, freePageReporting: s.freePageReporting,
