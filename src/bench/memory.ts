@@ -1,4 +1,4 @@
-// `npm run bench:memory`: host memory of a Linux guest with `memory: 1GiB` and its balloon, on
+// `npm run bench:memory`: host memory of a Linux guest with `memory: 1GiB` (and `--cpus N` harts) and its balloon, on
 // vmctl (the real CLI, daemon and worker thread) and on QEMU (`-device virtio-balloon-device`
 // with free page reporting, `balloon` in the monitor) with the same kernel and initramfs, in the
 // same run. vmctl's figure is the daemon's RSS (VmRSS) minus an idle daemon's, QEMU's its process
@@ -74,7 +74,7 @@ async function scenario(g: Guest): Promise<Row[]> {
   return rows;
 }
 
-async function onVmctl(): Promise<{ idleMiB: number; rows: Row[] }> {
+async function onVmctl(cpus: number): Promise<{ idleMiB: number; rows: Row[] }> {
   const home = mkdtempSync(join(tmpdir(), 'vmctl-bench-memory-'));
   const vmctl = (args: string[]): Promise<string> => vmctlOk(home, args);
   try {
@@ -83,7 +83,7 @@ async function onVmctl(): Promise<{ idleMiB: number; rows: Row[] }> {
     await sleep(3000);
     const idle = rssOf(pid);
     writeFileSync(join(home, 'm.yaml'), [
-      'name: mem', 'cpus: 1', 'memory: {size: 1GiB, min: 96MiB}', 'boot:', '  firmware: builtin', `  kernel: ${join(LINUX, 'Image')}`,
+      'name: mem', `cpus: ${cpus}`, 'memory: {size: 1GiB, min: 96MiB}', 'boot:', '  firmware: builtin', `  kernel: ${join(LINUX, 'Image')}`,
       `  initrd: ${join(LINUX, 'initramfs.cpio.gz')}`, `  cmdline: "${CMDLINE}"`, 'balloon:', '  statsInterval: 1s', '',
     ].join('\n'));
     await vmctl(['create', '-f', join(home, 'm.yaml')]);
@@ -105,7 +105,7 @@ async function onVmctl(): Promise<{ idleMiB: number; rows: Row[] }> {
   }
 }
 
-async function onQemu(): Promise<Row[] | null> {
+async function onQemu(cpus: number): Promise<Row[] | null> {
   if (qemuLinuxMissing() !== null) return null;
   const dir = mkdtempSync(join(tmpdir(), 'vmctl-bench-memory-qemu-'));
   const monitor = join(dir, 'monitor.sock');
@@ -113,7 +113,7 @@ async function onQemu(): Promise<Row[] | null> {
   let q: QemuLinux | null = null;
   try {
     q = await QemuLinux.boot({
-      guest: LINUX, forwards: [], memoryMiB: 1024, monitorSocket: monitor,
+      guest: LINUX, forwards: [], memoryMiB: 1024, cpus, monitorSocket: monitor,
       devices: ['virtio-balloon-device,deflate-on-oom=on,free-page-reporting=on'],
     });
     const vm = q;
@@ -137,10 +137,13 @@ function table(rows: Row[]): string {
     (r.note ? `   (${r.note})` : '')).join('\n');
 }
 
-// Arguments: --only single|overcommit (default both), --no-qemu, --no-compare (the overcommit
-// scenario without its autoBalloon: false run).
+// Arguments: --only single|overcommit (default both), --cpus N (harts of the single guest, and
+// QEMU's -smp; default 1), --no-qemu, --no-compare (the overcommit scenario without its
+// autoBalloon: false run).
 const args = process.argv.slice(2);
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : null;
+const cpusArg = args.includes('--cpus') ? args[args.indexOf('--cpus') + 1] : '1';
+const cpus = Number(cpusArg);
 const config = ((): string => { try { return readFileSync(join(LINUX, 'kernel.config'), 'utf8'); } catch { return ''; } })();
 if (!config.includes('\nCONFIG_VIRTIO_BALLOON=y')) {
   console.log(`bench:memory: ${LINUX} has no Linux build with VIRTIO_BALLOON (run fixtures/linux/build.sh, or set VMCTL_LINUX_DIR)`);
@@ -148,13 +151,16 @@ if (!config.includes('\nCONFIG_VIRTIO_BALLOON=y')) {
 } else if (only !== null && only !== 'single' && only !== 'overcommit') {
   console.log(`bench:memory: --only ${only}: expected single or overcommit`);
   process.exitCode = 2;
+} else if (!/^[1-8]$/.test(cpusArg ?? '')) {
+  console.log(`bench:memory: --cpus ${cpusArg}: expected a number of harts, 1 to 8`);
+  process.exitCode = 2;
 } else {
   const qemu = !args.includes('--no-qemu');
   if (only !== 'overcommit') {
-    console.log('Host memory of the Linux test guest, memory: 1GiB, balloon with free page reporting (1 hart)');
-    const v = await onVmctl();
+    console.log(`Host memory of the Linux test guest, memory: 1GiB, balloon with free page reporting (${cpus} hart${cpus === 1 ? '' : 's'})`);
+    const v = await onVmctl(cpus);
     console.log(`vmctl (daemon RSS minus an idle daemon's ${v.idleMiB} MiB):\n${table(v.rows)}`);
-    const q = qemu ? await onQemu() : null;
+    const q = qemu ? await onQemu(cpus) : null;
     if (q) console.log(`qemu (process RSS; -device virtio-balloon-device,free-page-reporting=on, monitor balloon):\n${table(q)}`);
     else console.log(`qemu: not run (${qemu ? qemuLinuxMissing() : '--no-qemu'})`);
   }

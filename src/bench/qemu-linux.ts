@@ -20,6 +20,8 @@ export interface QemuLinuxOptions {
   /** Bound on 127.0.0.1, as vmctl's forwards. */
   readonly forwards: readonly QemuForward[];
   readonly memoryMiB?: number;
+  /** Harts (-smp), default 1. */
+  readonly cpus?: number;
   readonly bootTimeoutMs?: number;
   /** Further devices, each a `-device` argument (e.g. virtio-balloon-device,free-page-reporting=on). */
   readonly devices?: readonly string[];
@@ -57,7 +59,7 @@ export class QemuLinux {
   static async boot(o: QemuLinuxOptions): Promise<QemuLinux> {
     const fwd = o.forwards.map((f) => `,hostfwd=${f.proto}:127.0.0.1:${f.hostPort}-:${f.guestPort}`).join('');
     const q = spawn(QEMU, [
-      '-machine', 'virt', '-cpu', QEMU_CPU, '-m', `${o.memoryMiB ?? 256}M`, '-smp', '1', '-nographic',
+      '-machine', 'virt', '-cpu', QEMU_CPU, '-m', `${o.memoryMiB ?? 256}M`, '-smp', String(o.cpus ?? 1), '-nographic',
       '-monitor', o.monitorSocket ? `unix:${o.monitorSocket},server=on,wait=off` : 'none',
       '-serial', 'stdio', '-no-reboot', '-bios', OPENSBI, '-kernel', join(o.guest, 'Image'), '-initrd', join(o.guest, 'initramfs.cpio.gz'),
       '-append', 'console=ttyS0 vmctl=shell', '-global', 'virtio-mmio.force-legacy=false',
