@@ -208,6 +208,8 @@ export class SmpHost {
   private readonly ports: MessagePort[] = [];
   private failure: string | null = null;
   private closed = false;
+  /** Inside serve() (see there). */
+  private serving = false;
   private readyThreads = 0;
   private started = false;
   /** States the hart threads posted for a REQ_SAVE (collectStates). */
@@ -268,15 +270,24 @@ export class SmpHost {
   /** Why the machine cannot go on (a hart thread died), or null. */
   get failed(): string | null { return this.failure; }
 
-  /** Serves every forwarded device access waiting (called between hart 0's slices). */
+  /** Serves every forwarded device access waiting (called between hart 0's slices). Not again
+   *  from inside one being served (one that drops RAM chunks, or waits for host memory and
+   *  pauses the machine meanwhile): accesses are served one at a time, as devices expect, and a
+   *  hart waiting for one drops chunks while it waits, so nothing needs it. */
   serve(): void {
-    for (let i = 0; i < this.ports.length; i++) {
-      const port = this.ports[i];
-      for (;;) {
-        const m = receiveMessageOnPort(port);
-        if (m === undefined) break;
-        this.handle(i + 1, m.message as HartMessage);
+    if (this.serving) return;
+    this.serving = true;
+    try {
+      for (let i = 0; i < this.ports.length; i++) {
+        const port = this.ports[i];
+        for (;;) {
+          const m = receiveMessageOnPort(port);
+          if (m === undefined) break;
+          this.handle(i + 1, m.message as HartMessage);
+        }
       }
+    } finally {
+      this.serving = false;
     }
   }
 
