@@ -3,7 +3,8 @@
 // in a loop (fixtures/firmware-tests/chunk-toucher.S); afterwards the two harts, touching it again
 // at once, get one fresh chunk which the machine's thread holds too: each sees the other's stores
 // made after the drop, and a write by the machine's thread (as DMA) into the dropped chunk reaches
-// both. Needs the built dist/hart-worker.js (npm run build).
+// both; a device may drop chunks from inside a hart thread's own access. Needs the built
+// dist/hart-worker.js (npm run build).
 
 import { fileURLToPath } from 'node:url';
 import { setImmediate as tick } from 'node:timers/promises';
@@ -76,6 +77,37 @@ describe('dropping a RAM chunk while harts on threads use it', () => {
     }
     expect(m.memoryFigures().residentBytes).toBeLessThanOrEqual(m.ram.size);
   }, 120_000);
+
+  it('a device dropping chunks inside a hart thread\'s own access (as a balloon notify) does not wait for that hart forever', async () => {
+    const { vm: m } = start();
+    const X = m.ram.base + CHUNK * CHUNK_SIZE;
+    // The harts' stores to `tohost` are forwarded to this thread (a watched range), where this
+    // wrapper plays a device that drops the chunk while the storing hart waits for it.
+    const notify = m.mem.notifyWrite.bind(m.mem);
+    let drops = 0;
+    let dropping = false;
+    m.mem.notifyWrite = (pa, size) => {
+      if (dropping && drops < 20) { drops++; m.releaseChunks([CHUNK]); }
+      notify(pa, size);
+    };
+    const runUntil = async (done: () => boolean, what: string): Promise<void> => {
+      const end = performance.now() + 30_000;
+      while (!done()) {
+        if (performance.now() > end) throw new Error(`timed out waiting until ${what}`);
+        m.run(2);
+        await tick();
+      }
+    };
+    await runUntil(() => m.ram.readU64(X + 8) !== 0 && m.ram.readU64(X + 16) !== 0, 'both harts run');
+    const released = m.ram.chunksReleased;
+    dropping = true;
+    await runUntil(() => drops === 20, '20 drops from inside the harts\' accesses');
+    dropping = false;
+    expect(m.ram.chunksReleased - released).toBeGreaterThanOrEqual(1); // a drop of a chunk already dropped does nothing
+    m.ram.writeU64(X + 0x100, 77);
+    await runUntil(() => [m.ram.readU64(X + 0x208), m.ram.readU64(X + 0x210)].every((v) => Math.floor(v / TWO32) === 77),
+      'both harts see the token and each other\'s stores afterwards');
+  }, 60_000);
 
   it('a chunk nobody touches again stays dropped: resident memory falls and stays down', async () => {
     const { vm: m } = start();
