@@ -348,7 +348,8 @@ export class SmpHost {
   /** RAM chunks the machine's thread has just dropped (and no longer hands out): every hart thread
    *  drops its copy; returns once each hart that executes guest code has (a hart that does not
    *  drops them before it runs again; it is woken so that it lets them go now). Hart threads'
-   *  requests are served meanwhile: one may be waiting for the very device access that dropped them. */
+   *  requests are served meanwhile, unless this runs inside one being served (a balloon notify
+   *  by a hart thread): a hart waiting for its access drops chunks while it waits. */
   dropChunks(indices: readonly number[]): void {
     const c = this.control;
     for (const i of indices) Atomics.add(c.chunkGen, i, 1);
