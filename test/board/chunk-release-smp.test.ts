@@ -30,6 +30,16 @@ function start(): { vm: VirtMachine; logs: string[] } {
   return { vm, logs };
 }
 
+/** Runs the machine (hart 0 sleeps; it serves the hart threads) until `done`. */
+async function runMachineUntil(m: VirtMachine, done: () => boolean, what: string): Promise<void> {
+  const end = performance.now() + 30_000;
+  while (!done()) {
+    if (performance.now() > end) throw new Error(`timed out waiting until ${what}`);
+    m.run(2);
+    await tick();
+  }
+}
+
 describe('dropping a RAM chunk while harts on threads use it', () => {
   it('every thread lets it go; the harts touching it again share one fresh chunk with the machine\'s thread', async () => {
     const { vm: m } = start();
@@ -38,15 +48,7 @@ describe('dropping a RAM chunk while harts on threads use it', () => {
     const seen = (h: number) => m.ram.readU64(X + 0x200 + 8 * h);
     const token = (v: number) => Math.floor(v / TWO32);
     const counter = (v: number) => v % TWO32;
-    /** Runs the machine (hart 0 sleeps; it serves the hart threads) until `done`. */
-    const runUntil = async (done: () => boolean, what: string): Promise<void> => {
-      const end = performance.now() + 30_000;
-      while (!done()) {
-        if (performance.now() > end) throw new Error(`timed out waiting until ${what}`);
-        m.run(2);
-        await tick();
-      }
-    };
+    const runUntil = (done: () => boolean, what: string) => runMachineUntil(m, done, what);
     await runUntil(() => counter(slot(1)) > 0 && counter(slot(2)) > 0, 'both harts run');
     m.ram.writeU64(X + 0x100, 1000);
     await runUntil(() => token(seen(1)) === 1000 && token(seen(2)) === 1000, 'both harts see the first token');
@@ -90,14 +92,7 @@ describe('dropping a RAM chunk while harts on threads use it', () => {
       if (dropping && drops < 20) { drops++; m.releaseChunks([CHUNK]); }
       notify(pa, size);
     };
-    const runUntil = async (done: () => boolean, what: string): Promise<void> => {
-      const end = performance.now() + 30_000;
-      while (!done()) {
-        if (performance.now() > end) throw new Error(`timed out waiting until ${what}`);
-        m.run(2);
-        await tick();
-      }
-    };
+    const runUntil = (done: () => boolean, what: string) => runMachineUntil(m, done, what);
     await runUntil(() => m.ram.readU64(X + 8) !== 0 && m.ram.readU64(X + 16) !== 0, 'both harts run');
     const released = m.ram.chunksReleased;
     dropping = true;
@@ -115,12 +110,7 @@ describe('dropping a RAM chunk while harts on threads use it', () => {
     // Another chunk the harts never touch, filled by the machine's thread.
     const other = 6;
     m.ram.write(m.ram.base + other * CHUNK_SIZE, new Uint8Array(4096).fill(7));
-    const end = performance.now() + 30_000;
-    while (m.ram.readU64(X + 8) === 0 || m.ram.readU64(X + 16) === 0) { // SLOT(1), SLOT(2)
-      if (performance.now() > end) throw new Error('harts did not start');
-      m.run(2);
-      await tick();
-    }
+    await runMachineUntil(m, () => m.ram.readU64(X + 8) !== 0 && m.ram.readU64(X + 16) !== 0, 'both harts run'); // SLOT(1), SLOT(2)
     const before = m.memoryFigures().residentBytes;
     m.releaseChunks([other]);
     for (let i = 0; i < 20; i++) { m.run(2); await tick(); }
