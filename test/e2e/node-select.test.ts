@@ -8,7 +8,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, DEMO, ROOT, VmctlHome, alive, bundledNode, collect, olderNode, requiredNodeMajor, until } from './harness.js';
+import { BIN, DEMO, ROOT, VmctlHome, alive, bundledNode, collect, haveScript, olderNode, onTty, requiredNodeMajor, until } from './harness.js';
 
 const required = requiredNodeMajor();
 const old = olderNode();
@@ -66,6 +66,15 @@ describe.skipIf(old === null)(`vmctl started by an older Node (${old?.version ??
     const pid2 = h2.pid()!;
     process.kill(pid2, 'SIGKILL');
     expect((await ended).signal).toBe('SIGKILL');
+  });
+
+  it.skipIf(!haveScript)('on a terminal: Ctrl-C reaches vmctl once (it and the wrapper are in the foreground group)', async () => {
+    const h = newHome();
+    await h.ok(['create', '-f', join(DEMO, 'demo.yaml')]);
+    await h.ok(['start', 'demo', '--wait-for', 'Hello from a RISC-V guest']);
+    // logs -f ends with 0 at the first SIGINT; a second one would kill it (exit 130).
+    const r = await onTty(h, [], [{ waitFor: /Hello from a RISC-V guest/, send: '\x03' }], {}, undefined, [old!.path, BIN, 'logs', 'demo', '-f']);
+    expect(r.code, r.out).toBe(0);
   });
 
   it('says which Node it needs when there is no suitable one, and never runs itself in a loop', async () => {
