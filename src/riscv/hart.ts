@@ -251,8 +251,10 @@ export class Hart {
   /** Hotness of loop heads (backward-branch targets), hashed by physical address. */
   private readonly hot = new Uint16Array(1 << 14);
   /** Second-tier hotness (see REGION_THRESHOLD), counted over windows of REGION_WINDOW instructions:
-   *  only code that stays hot is worth a region. */
-  private readonly hot2 = new Uint16Array(1 << 14);
+   *  only code that stays hot is worth a region. A head's count is the instructions interpreted
+   *  since the previous loop head or jump target was reached (what a region there would run
+   *  instead), so a long body reached less often counts as much as a short one reached often. */
+  private readonly hot2 = new Uint32Array(1 << 14);
   /** Block starts the interpreter has run (taken and not-taken branch outcomes, jump targets, exits
    *  of translated code), hashed as `hot` is: a region takes in only code that has run
    *  (compileRegion's `seen`). A collision only lets in a block that has not run. */
@@ -717,6 +719,7 @@ export class Hart {
       if (d >= 0 && d < 4096) { pcOff = d | 0; fLim = 4092; } else { fVa = this.pc; }
     }
     let n = 0;
+    let mark = 0; // n when the last loop head or jump target was reached, or translated code left
     loop: for (;;) {
       // ---- fetch ----
       let raw: number;
@@ -891,8 +894,9 @@ export class Hart {
             if (imm < 0 && jit && pcOff >= 0 && pcOff <= fLim) {
               // A backward branch inside the page: its target may head a loop worth translating.
               const slot = pcOff >> 1;
+              const w = n - mark; mark = n;
               let blk = fBlocks[slot];
-              if (blk !== undefined && blk !== null && !blk.full && ++hot2[fHash | slot] >= REGION_THRESHOLD) {
+              if (blk !== undefined && blk !== null && !blk.full && (hot2[fHash | slot] += w) >= REGION_THRESHOLD) {
                 // A first-tier loop entered this often: the code around it is hot too.
                 hot2[fHash | slot] = 0;
                 fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, true).blocks;
@@ -900,11 +904,12 @@ export class Hart {
               }
               if (blk !== undefined && blk !== null && n + blk.size <= budget) {
                 n += this.runRegions(blk, fVa, budget - n, fBlocks);
+                mark = n;
                 if (this.jitTrap) { this.jitTrap = false; return n; }
                 const t = this.pc, d = t - fVa;
                 if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
                 if (this.linesChanged) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-              } else if (blk === undefined ? ++hot[fHash | slot] >= HOT_THRESHOLD : (blk === null || !blk.full) && ++hot2[fHash | slot] >= REGION_THRESHOLD) {
+              } else if (blk === undefined ? ++hot[fHash | slot] >= HOT_THRESHOLD : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= REGION_THRESHOLD) {
                 hot[fHash | slot] = 0; hot2[fHash | slot] = 0;
                 fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, blk !== undefined).blocks;
               }
@@ -973,14 +978,16 @@ export class Hart {
           if (jit && pcOff >= 0 && pcOff <= fLim) {
             // A jump or call inside the page: a translated region may start there.
             const slot = pcOff >> 1;
+            const w = n - mark; mark = n;
             const blk = fBlocks[slot];
             if (blk !== undefined && blk !== null && n + blk.size <= budget) {
               n += this.runRegions(blk, fVa, budget - n, fBlocks);
+              mark = n;
               if (this.jitTrap) { this.jitTrap = false; return n; }
               const t = this.pc, d = t - fVa;
               if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
               if (this.linesChanged) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-            } else if (blk === undefined ? ++hot[fHash | slot] >= HOT_THRESHOLD : (blk === null || !blk.full) && ++hot2[fHash | slot] >= REGION_THRESHOLD) {
+            } else if (blk === undefined ? ++hot[fHash | slot] >= HOT_THRESHOLD : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= REGION_THRESHOLD) {
               hot[fHash | slot] = 0; hot2[fHash | slot] = 0;
               fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, blk !== undefined).blocks;
             }
@@ -1004,6 +1011,7 @@ export class Hart {
             const blk = jit && fLim >= 0 ? fBlocks[pcOff >> 1] : undefined;
             if (blk !== undefined && blk !== null && n + blk.size <= budget) {
               n += this.runRegions(blk, fVa, budget - n, fBlocks);
+              mark = n;
               if (this.jitTrap) { this.jitTrap = false; return n; }
               const t2 = this.pc, d2 = t2 - fVa;
               if (d2 >= 0 && d2 < 4096) pcOff = d2 | 0; else { fVa = t2; pcOff = 0; fLim = -1; }

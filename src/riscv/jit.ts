@@ -4,7 +4,8 @@
 // targets of a page are reached. Two tiers:
 //  1. at HOT_THRESHOLD, a single-block loop (straight-line code ending in a branch back to its head:
 //     checksums, copies, scans) becomes a small function that runs whole iterations;
-//  2. at REGION_THRESHOLD (counted per window of REGION_WINDOW instructions), a region: all the
+//  2. at REGION_THRESHOLD instructions interpreted on a head's behalf (those run since the previous
+//     head or jump target was reached, counted per window of REGION_WINDOW), a region: all the
 //     translatable code of the page reachable from the head through fall-through, branches (both
 //     ways) and jumps, plus the return points of calls, compiled as `for (;;) switch (pc) {...}`
 //     over its blocks. Branches, jumps and returns (JALR) to a block of the region dispatch inside
@@ -48,15 +49,23 @@ import { D32, D64, FENCE_CELL } from '../memory/ram.js';
 
 export const HOT_THRESHOLD = 256;
 /** A first-tier translation (a loop with a straight-line body) is made when a loop head or call
- *  target has been reached HOT_THRESHOLD times; a full region when a head (or first-tier loop)
- *  has been reached REGION_THRESHOLD times within one window of REGION_WINDOW instructions (so
- *  about once per 85 instructions, sustained). The second threshold is high because a region
- *  costs V8 10-20 ms of optimizing compilation and, until that is done, runs 4-15 times slower
- *  than the interpreter: it pays off only for code that stays hot for many millions of
- *  instructions (compute loops), not for the warm code of an OS boot. Measured: 32768 made the
- *  Linux boot ~5% slower than the first tier alone, 49152 does not; 65535 loses the benchmark's
- *  sort loops. */
-export const REGION_THRESHOLD = 49152;
+ *  target has been reached HOT_THRESHOLD times. A full region is made for a head (or first-tier
+ *  loop) once the instructions interpreted on its behalf reach REGION_THRESHOLD within one window
+ *  of REGION_WINDOW instructions: each time a head is reached, it is credited with the instructions
+ *  interpreted since the previous head or jump target was reached (or translated code was left),
+ *  which is what a region there would have run instead. So a head needs 1/16 of a window's
+ *  instructions, sustained: a long loop body reached a few thousand times counts as much as a
+ *  short one reached often. The threshold is high because a region costs V8 10-20 ms of
+ *  optimizing compilation and, until that is done, runs 4-15 times slower than the interpreter:
+ *  it pays off only for code that stays hot for millions of instructions (compute loops), not for
+ *  the warm code of an OS boot.
+ *  Measured (Node 24, `npm run bench -- --only bare,boot,programs`, vmctl CPU time, against
+ *  counting entries, 49152 per window): the busybox programs 2-14% faster, md5sum 2.3x (whose
+ *  long loop body was reached too rarely to count), 28% -> 40% of their instructions translated;
+ *  the boots and bare-metal guests no slower. Counting entries instead, lower thresholds (16384,
+ *  8192) also translate md5sum but make the 1-hart boot 10-20% slower; HOT_THRESHOLD 64 and
+ *  MAX_REGION 256 gained nothing. */
+export const REGION_THRESHOLD = 262144;
 /** Second-tier counts are cleared every REGION_WINDOW instructions retired (per hart). */
 export const REGION_WINDOW = 1 << 22;
 /** Instructions per region at most (the budget check at dispatch points uses it as its margin).

@@ -41,7 +41,9 @@ const fcvtDL = (fd: number, rs1: number) => ((0x69 << 25) | (2 << 20) | (rs1 << 
 const faddD = (fd: number, a: number, b: number) => ((0x01 << 25) | (b << 20) | (a << 15) | (7 << 12) | (fd << 7) | 0x53) >>> 0;
 const fsd = (fs: number, imm: number, rs1: number) => (((imm >> 5) << 25) | (fs << 20) | (rs1 << 15) | (3 << 12) | ((imm & 31) << 7) | 0x27) >>> 0;
 
-const ITER = REGION_THRESHOLD * 2 + 77;
+// A head is credited with the instructions interpreted on its behalf (jit.ts): these loops interpret at
+// least 2 per iteration until translated, so ITER iterations make a region within one window.
+const ITER = REGION_THRESHOLD / 2 + 77;
 
 /** if/else inside the loop, a call to a function in the same page and its return, memory, F/D. */
 const branchy = `
@@ -318,8 +320,10 @@ irq:  sw zero, 0(s4)
       h.setPc(loadElf(m.mem, buildAsm(src)));
       let regionsAtIrq = -1;
       for (let k = 0; k < 100_000 && m.exit === null; k++) {
-        if (k === 400) {
-          // by now (~400k instructions) the loop runs as a region in the translated run
+        if (k === 1000) {
+          // by now (~1M instructions) the loop runs as a region in the translated run (first as a
+          // first-tier loop, which leaves at the inner branch; the instructions interpreted around
+          // it make the region at ~550k)
           regionsAtIrq = h.regionsCompiled;
           h.setInterruptLevel(7, true);
           h.run(1);                   // takes it (MTIP), then runs one handler instruction
