@@ -122,6 +122,7 @@ export class RunLoop {
   /** A state being written from the live RAM: the machine must not run until it is done. */
   private writing: Promise<void> | null = null;
   private lastCollect = 0;
+  private lastIdleCall = 0;
 
   constructor(
     private readonly machine: RunnableMachine,
@@ -134,6 +135,9 @@ export class RunLoop {
     private readonly collect: () => void = () => {},
     /** The VM's host side as a state records it, taken at the same instant as the machine's. */
     private readonly hostSide: () => HostSideState = () => ({}),
+    /** Called when the guest has gone idle (at most every COLLECT_EVERY_MS): the thread's heap
+     *  may be collected then, when a pause costs the guest nothing (collectIfGrown). */
+    private readonly onIdle: () => void = () => {},
   ) {}
 
   start(): void {
@@ -341,6 +345,10 @@ export class RunLoop {
       this.host.released = false;
       this.lastCollect = now;
       this.collect();
+    }
+    if (r === 'idle' && now - this.lastIdleCall >= COLLECT_EVERY_MS) {
+      this.lastIdleCall = now;
+      this.onIdle();
     }
     if (r === 'halted' || this.host.power) {
       if (this.host.power) this.post({ type: 'power', event: this.host.power });
