@@ -5,8 +5,53 @@
 //   Image: Linux Documentation/riscv/boot-image-header.rst: magic2 "RSC\x05" at 0x38,
 //        image_size at 0x10; loaded as a flat binary at a 2 MiB aligned address.
 //   raw: copied as is.
+// A flat image is read from its file straight into guest RAM (never whole into a buffer of its
+// own, which the allocator would keep: megabytes of the VM thread's memory); an ELF is read
+// whole, as its headers may lie anywhere in it.
 
-import type { GuestRam } from '../memory/ram.js';
+/** Where images are loaded: guest RAM (GuestRam), or only its extent when a VM definition is
+ *  checked (RamExtent: the same placement and checks, nothing written). */
+export interface LoadTarget {
+  readonly base: number;
+  readonly size: number;
+  contains(paddr: number, len?: number): boolean;
+  /** Writes `len` bytes of a source, a piece at a time: `source(dst, at)` fills `dst` with the
+   *  source's bytes from offset `at` (GuestRam.writeFrom). */
+  writeFrom(paddr: number, len: number, source: (dst: Uint8Array, at: number) => void): void;
+  zero(paddr: number, len: number): void;
+}
+
+/** A boot image: its size, and its bytes read where they go (host/regular-file.ts's
+ *  RegularFileReader, or bytesImage for bytes already in memory). */
+export interface ImageFile {
+  readonly path: string;
+  readonly size: number;
+  /** Reads `dst.length` bytes at `pos` into `dst`; the count read (less when the file shrank). */
+  read(dst: Uint8Array, pos: number): number;
+}
+
+/** An image whose bytes are in memory already. */
+export function bytesImage(path: string, bytes: Uint8Array): ImageFile {
+  return {
+    path, size: bytes.length,
+    read: (dst, pos) => { const b = bytes.subarray(pos, pos + dst.length); dst.set(b); return b.length; },
+  };
+}
+
+/** The extent of guest RAM without the RAM: images are placed and checked as in GuestRam, and
+ *  nothing is written or read (config/boot-images.ts checks a definition's images with it). */
+export class RamExtent implements LoadTarget {
+  constructor(readonly base: number, readonly size: number) {}
+  contains(paddr: number, len = 1): boolean {
+    return paddr >= this.base && paddr + len <= this.base + this.size;
+  }
+  writeFrom(paddr: number, len: number): void {
+    if (!this.contains(paddr, len)) throw new RangeError(`guest physical range 0x${paddr.toString(16)}+${len} is outside RAM`);
+  }
+  zero(paddr: number, len: number): void {
+    this.writeFrom(paddr, len);
+  }
+}
 
 export interface LoadedImage {
   readonly kind: 'elf' | 'image' | 'raw';
@@ -43,16 +88,18 @@ function u64(dv: DataView, off: number): number {
   return dv.getUint32(off, true) + dv.getUint32(off + 4, true) * 0x1_0000_0000;
 }
 
-function place(ram: GuestRam, path: string, addr: number, data: Uint8Array, memsz: number): void {
+/** Puts `file` at `addr` followed by zeros up to `memsz` (an ELF segment's bss). */
+function place(ram: LoadTarget, file: ImageFile, addr: number, memsz: number): void {
   if (!ram.contains(addr, Math.max(memsz, 1))) {
-    throw new LoadError(path, `0x${addr.toString(16)}+0x${memsz.toString(16)} does not fit in RAM ` +
+    throw new LoadError(file.path, `0x${addr.toString(16)}+0x${memsz.toString(16)} does not fit in RAM ` +
       `0x${ram.base.toString(16)}..0x${(ram.base + ram.size).toString(16)} (more memory, or a different link address?)`);
   }
-  ram.write(addr, data);
-  if (memsz > data.length) ram.zero(addr + data.length, memsz - data.length);
+  // Past the end of a file that shrank while it was read, zeros.
+  ram.writeFrom(addr, file.size, (dst, at) => dst.fill(0, file.read(dst, at)));
+  if (memsz > file.size) ram.zero(addr + file.size, memsz - file.size);
 }
 
-export function loadElf(ram: GuestRam, path: string, b: Uint8Array): LoadedImage {
+export function loadElf(ram: LoadTarget, path: string, b: Uint8Array): LoadedImage {
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   if (b[4] !== 2) throw new LoadError(path, 'not a 64-bit ELF (EI_CLASS != ELFCLASS64)');
   if (b[5] !== 1) throw new LoadError(path, 'not a little-endian ELF');
@@ -74,7 +121,7 @@ export function loadElf(ram: GuestRam, path: string, b: Uint8Array): LoadedImage
     const memsz = u64(dv, ph + 40);
     if (memsz === 0) continue;
     if (offset + filesz > b.length) throw new LoadError(path, `segment ${i} lies outside the file`);
-    place(ram, path, paddr, b.subarray(offset, offset + filesz), memsz);
+    place(ram, bytesImage(path, b.subarray(offset, offset + filesz)), paddr, memsz);
     start = Math.min(start, paddr);
     end = Math.max(end, paddr + memsz);
   }
@@ -106,23 +153,32 @@ function cstr(b: Uint8Array, off: number): string {
   return new TextDecoder().decode(b.subarray(off, e));
 }
 
-/** Loads a Linux `Image` or raw binary at `addr`. */
-export function loadFlat(ram: GuestRam, path: string, b: Uint8Array, addr: number): LoadedImage {
-  if (isLinuxImage(b)) {
-    const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-    // image_size is the memory the kernel occupies once running (bss included); reserve it so
-    // the initrd and device tree are not placed over it.
-    const imageSize = Math.max(u64(dv, 0x10), b.length);
-    place(ram, path, addr, b, b.length);
-    return { kind: 'image', start: addr, end: addr + imageSize, entry: addr };
-  }
-  place(ram, path, addr, b, b.length);
-  return { kind: 'raw', start: addr, end: addr + b.length, entry: addr };
+/** Loads a Linux `Image` or raw binary at `addr`; only its header is read first. */
+export function loadFlat(ram: LoadTarget, file: ImageFile, addr: number): LoadedImage {
+  const head = new Uint8Array(Math.min(file.size, 0x40));
+  file.read(head, 0);
+  if (!isLinuxImage(head)) return loadRaw(ram, file, addr);
+  place(ram, file, addr, file.size);
+  // image_size is the memory the kernel occupies once running (bss included); reserve it so
+  // the initrd and device tree are not placed over it.
+  const imageSize = Math.max(u64(new DataView(head.buffer), 0x10), file.size);
+  return { kind: 'image', start: addr, end: addr + imageSize, entry: addr };
+}
+
+/** Loads a file as it is at `addr` (an initrd, a raw binary). */
+export function loadRaw(ram: LoadTarget, file: ImageFile, addr: number): LoadedImage {
+  place(ram, file, addr, file.size);
+  return { kind: 'raw', start: addr, end: addr + file.size, entry: addr };
 }
 
 /** Loads a kernel or firmware file: ELF at its own addresses, anything else at `addr`. */
-export function loadImage(ram: GuestRam, path: string, bytes: Uint8Array, addr: number): LoadedImage {
+export function loadImage(ram: LoadTarget, file: ImageFile, addr: number): LoadedImage {
   // Loading nothing would leave the harts to run whatever RAM holds (zeros: an illegal-instruction loop).
-  if (bytes.length === 0) throw new LoadError(path, 'the file is empty (0 bytes)');
-  return isElf(bytes) ? loadElf(ram, path, bytes) : loadFlat(ram, path, bytes, addr);
+  if (file.size === 0) throw new LoadError(file.path, 'the file is empty (0 bytes)');
+  const magic = new Uint8Array(Math.min(file.size, 4));
+  file.read(magic, 0);
+  if (!isElf(magic)) return loadFlat(ram, file, addr);
+  const b = new Uint8Array(file.size);
+  b.fill(0, file.read(b, 0));
+  return loadElf(ram, file.path, b);
 }

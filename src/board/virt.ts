@@ -18,7 +18,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { CHUNK_SIZE, GuestRam, type ChunkBudget } from '../memory/ram.js';
-import { FileRefused, readRegular } from '../host/regular-file.js';
+import { FileRefused, withRegular } from '../host/regular-file.js';
 import { PhysicalMemoryMap, type MmioDevice } from '../memory/bus.js';
 import { Hart, type HartState } from '../riscv/hart.js';
 import { ReservationSet } from '../riscv/reservations.js';
@@ -42,7 +42,7 @@ import { VirtioBalloonSlot, type BalloonFigures } from '../devices/virtio/balloo
 import { planVirtioSlots } from './virtio-slots.js';
 import { buildDeviceTree } from './device-tree.js';
 import { BootRom, buildBootRom } from './boot-rom.js';
-import { loadImage, LoadError, type LoadedImage } from './loader.js';
+import { loadImage, loadRaw, LoadError, type ImageFile, type LoadedImage } from './loader.js';
 import { fdtLoadAddress, initrdLoadAddress, kernelLoadAddress } from './boot-layout.js';
 import { Htif } from './htif.js';
 import { BuiltinSbi } from './sbi/builtin-sbi.js';
@@ -314,10 +314,9 @@ export class VirtMachine {
     const ramEnd = DRAM_BASE + cfg.memoryBytes;
     // Each image is read with a bound known in advance, the memory it can go to: a file replaced
     // since `create` by a FIFO or a symlink to /dev/zero is refused, never waited on or read forever.
-    const read = (path: string, what: string, maxBytes: number) => {
+    const open = <T>(path: string, what: string, maxBytes: number, use: (f: ImageFile) => T): T => {
       try {
-        const b = readRegular(path, { maxBytes, tooLarge: (size) => `is ${size} bytes, more than the ${maxBytes} bytes of memory it can go to` });
-        return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+        return withRegular(path, { maxBytes, tooLarge: (size) => `is ${size} bytes, more than the ${maxBytes} bytes of memory it can go to` }, use);
       } catch (e) {
         if (e instanceof FileRefused) throw new LoadError(path, `the ${what} ${e.reason}`);
         throw e;
@@ -326,7 +325,7 @@ export class VirtMachine {
 
     let firmwareEnd = DRAM_BASE;
     if (fw.kind === 'file') {
-      const img = loadImage(this.ram, fw.path, read(fw.path, 'firmware', cfg.memoryBytes), DRAM_BASE);
+      const img = open(fw.path, 'firmware', cfg.memoryBytes, (f) => loadImage(this.ram, f, DRAM_BASE));
       this.firmwareImage = img;
       firmwareEnd = img.end;
       this.watchHtif(img);
@@ -334,7 +333,7 @@ export class VirtMachine {
     let kernel: LoadedImage | null = null;
     if (cfg.kernelPath) {
       const at = kernelLoadAddress(fw.kind, firmwareEnd);
-      kernel = loadImage(this.ram, cfg.kernelPath, read(cfg.kernelPath, 'kernel', cfg.memoryBytes), at);
+      kernel = open(cfg.kernelPath, 'kernel', cfg.memoryBytes, (f) => loadImage(this.ram, f, at));
       this.watchHtif(kernel);
     } else if (fw.kind !== 'file') {
       throw new LoadError('(config)', fw.kind === 'builtin'
@@ -353,9 +352,8 @@ export class VirtMachine {
       if (!kernel) throw new LoadError(cfg.initrdPath, 'an initrd needs a kernel');
       const start = initrdLoadAddress(kernel.entry, cfg.memoryBytes);
       // It goes at `start`: what fits between there and the end of RAM is the bound.
-      const data = read(cfg.initrdPath, 'initrd', Math.max(0, ramEnd - start));
-      this.ram.write(start, data);
-      initrd = { start, end: start + data.length };
+      const img = open(cfg.initrdPath, 'initrd', Math.max(0, ramEnd - start), (f) => loadRaw(this.ram, f, start));
+      initrd = { start, end: img.end };
     }
 
     // A fresh seed on every boot (as QEMU 7.2's virt board): clones of one disk, and every boot

@@ -92,20 +92,52 @@ export function openRegular(path: string, mode: OpenMode, createMode = 0o600): {
 /** Reads are done in pieces of this size (a terminate request is seen between two). */
 const CHUNK = 8 * 1024 * 1024;
 
-function readRange(path: string, fd: number, from: number, length: number): Buffer {
-  const buf = Buffer.allocUnsafe(length);
+/** Reads `dst.length` bytes at `from` into `dst`, in pieces; the count read (less when the file
+ *  shrank under us). */
+function readInto(path: string, fd: number, dst: Uint8Array, from: number): number {
   let got = 0;
-  while (got < length) {
+  while (got < dst.length) {
     let n: number;
     try {
-      n = readSync(fd, buf, got, Math.min(CHUNK, length - got), from + got);
+      n = readSync(fd, dst, got, Math.min(CHUNK, dst.length - got), from + got);
     } catch (e) {
       throw new FileRefused(path, 'IO', `cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }
     if (n === 0) break; // shrunk under us: what is there
     got += n;
   }
+  return got;
+}
+
+function readRange(path: string, fd: number, from: number, length: number): Buffer {
+  const buf = Buffer.allocUnsafe(length);
+  const got = readInto(path, fd, buf, from);
   return got === length ? buf : buf.subarray(0, got);
+}
+
+/** An open regular file, read where its bytes go (withRegular). */
+export interface RegularFileReader {
+  readonly path: string;
+  readonly size: number;
+  /** Reads `dst.length` bytes at `pos` into `dst`; the count read (less when the file shrank). */
+  read(dst: Uint8Array, pos: number): number;
+}
+
+/** Runs `use` on a regular file of at most `limit.maxBytes` bytes, open for positional reads
+ *  into the caller's buffers: a boot image goes straight into guest RAM, never whole into a
+ *  buffer of its own (megabytes the allocator would keep). */
+export function withRegular<T>(path: string, limit: ReadLimit, use: (file: RegularFileReader) => T): T {
+  const { fd, stat } = openRegular(path, 'read');
+  try {
+    if (stat.size > limit.maxBytes) throw tooLargeError(path, stat.size, limit);
+    return use({ path, size: stat.size, read: (dst, pos) => readInto(path, fd, dst, pos) });
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function tooLargeError(path: string, size: number, limit: ReadLimit): FileRefused {
+  return new FileRefused(path, 'TOO_LARGE', limit.tooLarge?.(size) ?? `is ${size} bytes, more than the ${limit.maxBytes} bytes expected`, size);
 }
 
 export interface ReadLimit {
@@ -120,9 +152,7 @@ export interface ReadLimit {
 export function readRegular(path: string, limit: ReadLimit): Buffer {
   const { fd, stat } = openRegular(path, 'read');
   try {
-    if (stat.size > limit.maxBytes) {
-      throw new FileRefused(path, 'TOO_LARGE', limit.tooLarge?.(stat.size) ?? `is ${stat.size} bytes, more than the ${limit.maxBytes} bytes expected`, stat.size);
-    }
+    if (stat.size > limit.maxBytes) throw tooLargeError(path, stat.size, limit);
     return readRange(path, fd, 0, stat.size);
   } finally {
     closeSync(fd);

@@ -170,14 +170,22 @@ export class GuestRam {
 
   /** Copies `src` into guest physical memory. Throws RangeError outside RAM. */
   write(paddr: number, src: Uint8Array): void {
-    this.check(paddr, src.length);
+    this.writeFrom(paddr, src.length, (dst, at) => dst.set(src.subarray(at, at + dst.length)));
+  }
+
+  /** Writes `len` bytes of a source into guest physical memory, one chunk's piece at a time:
+   *  `source(dst, at)` puts the source's bytes from offset `at` into `dst`, a view of the chunk.
+   *  A file goes into RAM this way without a copy of it in between (boot images: loader.ts).
+   *  Throws RangeError outside RAM. */
+  writeFrom(paddr: number, len: number, source: (dst: Uint8Array, at: number) => void): void {
+    this.check(paddr, len);
     let off = paddr - this.base;
     let done = 0;
-    while (done < src.length) {
+    while (done < len) {
       const idx = Math.floor(off / CHUNK_SIZE);
       const inChunk = off % CHUNK_SIZE;
-      const n = Math.min(CHUNK_SIZE - inChunk, src.length - done);
-      this.views(idx).u8.set(src.subarray(done, done + n), inChunk);
+      const n = Math.min(CHUNK_SIZE - inChunk, len - done);
+      source(this.views(idx).u8.subarray(inChunk, inChunk + n), done);
       done += n;
       off += n;
     }

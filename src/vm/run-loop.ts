@@ -47,6 +47,8 @@ const STATS_EVERY_MS = 1000;
 const CONSOLE_FLUSH_BYTES = 64 * 1024;
 /** Dropped RAM chunks are collected at most this often (a full collection takes 20-40 ms). */
 const COLLECT_EVERY_MS = 1000;
+/** onIdle is called once no slice has used its whole budget for this long. */
+const QUIET_MS = 1000;
 
 export class ConsoleBatcher implements MachineHost {
   private chunks: Uint8Array[] = [];
@@ -122,6 +124,9 @@ export class RunLoop {
   /** A state being written from the live RAM: the machine must not run until it is done. */
   private writing: Promise<void> | null = null;
   private lastCollect = 0;
+  private lastIdleCall = 0;
+  /** When a slice last used its whole budget (the guest was busy). */
+  private lastRunning = 0;
 
   constructor(
     private readonly machine: RunnableMachine,
@@ -134,6 +139,10 @@ export class RunLoop {
     private readonly collect: () => void = () => {},
     /** The VM's host side as a state records it, taken at the same instant as the machine's. */
     private readonly hostSide: () => HostSideState = () => ({}),
+    /** Called while the guest is quiet (no slice used its whole budget for QUIET_MS; at most
+     *  every COLLECT_EVERY_MS): the thread's heap may be collected then, when a pause costs the
+     *  guest nothing (collectIfGrown). */
+    private readonly onIdle: () => void = () => {},
   ) {}
 
   start(): void {
@@ -348,8 +357,15 @@ export class RunLoop {
       return;
     }
     if (r === 'running') {
+      this.lastRunning = now;
       this.schedule(0);
       return;
+    }
+    // Quiet for a while (a slice that used its whole budget resets it): not only hart 0 waiting
+    // while hart threads boot, which a pause of this thread (it serves their devices) would slow.
+    if (now - this.lastRunning >= QUIET_MS && now - this.lastIdleCall >= COLLECT_EVERY_MS) {
+      this.lastIdleCall = now;
+      this.onIdle();
     }
     // Round up: waking a fraction of a millisecond early would find the timer not yet due and
     // spin through setImmediate until it is.

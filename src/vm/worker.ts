@@ -8,7 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { parentPort } from 'node:worker_threads';
 import { MachineStateMismatch, VirtMachine } from '../board/virt.js';
 import { readMachineState, StateFileError, type HostSideState } from './machine-state.js';
-import { collectGarbage } from './collect-garbage.js';
+import { collectGarbage, collectIfGrown } from './collect-garbage.js';
 import type { FromWorker, ToWorker, WorkerInit } from './messages.js';
 import { VmNetworks } from './networks.js';
 import { ConsoleBatcher, RunLoop } from './run-loop.js';
@@ -92,7 +92,7 @@ async function host(init: WorkerInit): Promise<void> {
     // thread's heap is collected, which an idle thread would not do by itself. After this turn
     // nothing refers to the machine any more.
     setImmediate(collectGarbage);
-  }, init.vmctlVersion, collectGarbage, () => ({ nat: networks.connections() }));
+  }, init.vmctlVersion, collectGarbage, () => ({ nat: networks.connections() }), collectIfGrown);
   hosting = { loop, networks };
   batcher.onWake = () => loop.wake();
   if (budget) {

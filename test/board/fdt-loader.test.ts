@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FdtWriter } from '../../src/board/fdt.js';
-import { isLinuxImage, loadElf, loadFlat } from '../../src/board/loader.js';
-import { GuestRam } from '../../src/memory/ram.js';
+import { bytesImage, isLinuxImage, loadElf, loadFlat, loadImage, LoadError, RamExtent, type LoadTarget } from '../../src/board/loader.js';
+import { withRegular } from '../../src/host/regular-file.js';
+import { CHUNK_SIZE, GuestRam } from '../../src/memory/ram.js';
 
 const haveDtc = spawnSync('dtc', ['--version'], { stdio: 'ignore' }).status === 0;
 
@@ -79,9 +80,40 @@ describe('loaders', () => {
     img.set([0x52, 0x53, 0x43, 0x05], 0x38);  // "RSC\x05"
     expect(isLinuxImage(img)).toBe(true);
     const ram = new GuestRam(0x80000000, 8 << 20);
-    const r = loadFlat(ram, 'Image', img, 0x80200000);
+    const r = loadFlat(ram, bytesImage('Image', img), 0x80200000);
     expect(r).toMatchObject({ kind: 'image', start: 0x80200000, end: 0x80500000, entry: 0x80200000 });
-    const raw = loadFlat(ram, 'raw', new Uint8Array(10), 0x80000000);
+    const raw = loadFlat(ram, bytesImage('raw', new Uint8Array(10)), 0x80000000);
     expect(raw).toMatchObject({ kind: 'raw', end: 0x8000000a });
+  });
+
+  // A kernel goes from its file straight into the chunks it lands in (no copy of the whole file in
+  // between); checking a definition places it in the RAM's extent only, with the same results.
+  it('a file is read straight into RAM across chunks; the extent-only target places it alike', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmctl-loader-'));
+    const bytes = new Uint8Array(CHUNK_SIZE + 5000).map((_, i) => (i * 7 + (i >> 12)) & 0xff);
+    bytes.set([0x52, 0x53, 0x43, 0x05], 0x38);                    // a Linux Image header...
+    new DataView(bytes.buffer).setBigUint64(0x10, BigInt(3 * CHUNK_SIZE), true); // ...reserving 3 chunks
+    const path = join(dir, 'Image');
+    writeFileSync(path, bytes);
+    const at = 0x80000000 + CHUNK_SIZE - 1000;                     // straddles chunks 0, 1, 2
+    const load = (t: LoadTarget) => withRegular(path, { maxBytes: 64 << 20 }, (f) => loadImage(t, f, at));
+    const ram = new GuestRam(0x80000000, 8 << 20);
+    const img = load(ram);
+    expect(img).toMatchObject({ kind: 'image', start: at, end: at + 3 * CHUNK_SIZE, entry: at });
+    const back = new Uint8Array(bytes.length);
+    ram.read(at, back);
+    expect(Buffer.from(back).equals(Buffer.from(bytes))).toBe(true);
+    expect([0, 1, 2, 3].map((i) => ram.isAllocated(i))).toEqual([true, true, true, false]);
+    expect(load(new RamExtent(0x80000000, 8 << 20))).toEqual(img);
+    // Too little RAM: the same refusal from both targets.
+    const small = (t: LoadTarget) => () => withRegular(path, { maxBytes: 64 << 20 }, (f) => loadImage(t, f, 0x80000000 + (3 << 20)));
+    expect(small(new GuestRam(0x80000000, 4 << 20))).toThrow(LoadError);
+    expect(small(new RamExtent(0x80000000, 4 << 20))).toThrow(/does not fit in RAM 0x80000000..0x80400000/);
+  });
+
+  it('an ELF is placed in the extent as in RAM', () => {
+    const elf = new Uint8Array(readFileSync(fileURLToPath(new URL('../../fixtures/firmware-tests/htif-hello.elf', import.meta.url))));
+    const inRam = loadImage(new GuestRam(0x80000000, 2 << 20), bytesImage('htif-hello.elf', elf), 0x80000000);
+    expect(loadImage(new RamExtent(0x80000000, 2 << 20), bytesImage('htif-hello.elf', elf), 0x80000000)).toEqual(inRam);
   });
 });
