@@ -59,10 +59,21 @@ export class ChunkViews {
     const x = this.f64[o >> 3];
     if (x === x) D64[0] = x; else this.loadNaN64(o);
   }
-  /** load64 for a doubleword whose Float64Array read gave a NaN (the hot paths test that inline). */
+  /** load64 for a doubleword whose Float64Array read gave a NaN (the hot paths test that inline):
+   *  one call of the wasm helper, which returns the bits that are not the exponent as a number
+   *  (atomics64.ts); read again if another hart has made it a non-NaN since. */
   loadNaN64(o: number): void {
-    const at = this.atomic64();
-    D32[0] = at.load(o); D32[1] = at.hi();
+    for (;;) {
+      const m = this.atomic64().loadNaN(o);
+      if (m >= 0) {
+        const h = Math.floor(m / 4294967296);                           // sign << 20 | mantissa bits 51..32
+        D32[0] = m | 0;                                                  // mantissa bits 31..0 (m < 2^53: exact)
+        D32[1] = ((h >> 20) << 31) | 0x7ff00000 | (h & 0xfffff);
+        return;
+      }
+      const x = this.f64[o >> 3];
+      if (x === x) { D64[0] = x; return; }
+    }
   }
   /** Writes (lo, hi) at byte offset `o` (8-aligned) in one single-copy-atomic access: through the
    *  Float64Array view unless the bits are a NaN (see load64), else by the wasm helper. */
