@@ -29,6 +29,15 @@ const FDST = 0x80110000, ADST = 0x80120000;
  *  the two targets; FLD/FSD it to FDST; LR.D/SC.D it to ADST (counting SC failures in s5: SC
  *  compares against what LR read) and AMOMAXU.D it there again (its compare-and-swap loop never
  *  ends if it reads other bits than it compares). */
+/** The end of both programs' outer loop (s3 rounds), then the test finisher. */
+const NEXT_ROUND = `
+  addi s3, s3, -1
+  bnez s3, outer
+  li t0, 0x100000
+  li t1, 0x5555
+  sw t1, 0(t0)
+4: j 4b
+`;
 const FP_AND_ATOMICS = `
   fld ft0, 0(a1)
   add a3, s2, t0
@@ -86,13 +95,7 @@ inner:
 ${fpAndAtomics ? FP_AND_ATOMICS : ''}  addi t0, t0, 8
   li t4, ${N * 8}
   bne t0, t4, inner
-  addi s3, s3, -1
-  bnez s3, outer
-  li t0, 0x100000
-  li t1, 0x5555
-  sw t1, 0(t0)
-4: j 4b
-`;
+${NEXT_ROUND}`;
 
 /** Copies COPY_WORDS signalling-NaN patterns (exponent all ones, quiet bit clear, payloads
  *  1..256, either sign) from SRC_A to DST_A, two doublewords per iteration, COPY_ROUNDS times. */
@@ -113,13 +116,7 @@ outer:
   addi a0, a0, 16
   addi a1, a1, 16
   bltu a0, a2, 1b
-  addi s3, s3, -1
-  bnez s3, outer
-  li t0, 0x100000
-  li t1, 0x5555
-  sw t1, 0(t0)
-4: j 4b
-`;
+${NEXT_ROUND}`;
 
 function readU64s(m: ReturnType<typeof makeMachine>, pa: number): bigint[] {
   const b = new Uint8Array(N * 8);
