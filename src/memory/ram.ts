@@ -11,7 +11,8 @@
 //
 // Every chunk has typed-array views of each width: the integer views are what the ECMAScript
 // memory model makes tear-free for aligned accesses from several threads; doublewords go through
-// the Float64Array view, one 64-bit machine access (see the note for why and how it is checked).
+// the Float64Array view, one 64-bit machine access, except NaN bit patterns, which only the wasm
+// helper keeps exactly (ChunkViews.load64; see the note for why and how it is checked).
 // The soft TLB maps a guest page straight to (chunk views, offset), so the hart never goes
 // through this class on its fast path; loaders, DMA (virtio) and slow paths do.
 
@@ -24,8 +25,9 @@ export const MAX_RAM_BYTES = 16 * 1024 * 1024 * 1024;
 const WASM_PAGE = 65536;
 
 /** A doubleword as two int32 halves: the Float64Array views read and write guest doublewords in
- *  one 64-bit access (single-copy atomic, docs/guest-ram.md); this scratch splits and joins them
- *  (it belongs to the thread, like every module-level value). */
+ *  one 64-bit access (single-copy atomic, docs/guest-ram.md), the wasm helper those whose bits are
+ *  a NaN (ChunkViews.load64); this scratch splits and joins them (it belongs to the thread, like
+ *  every module-level value). */
 export const D64 = new Float64Array(1);
 export const D32 = new Int32Array(D64.buffer);
 /** A word a FENCE does an Atomics read-modify-write on, for the full barrier that comes with it. */
@@ -48,6 +50,37 @@ export class ChunkViews {
   /** 64-bit atomic operations on this chunk (this thread's instance of the wasm helper). */
   atomic64(): Atomics64 {
     return this.atomics ??= atomics64(this.memory);
+  }
+  /** Reads the doubleword at byte offset `o` (8-aligned) into D32[0] (low word) and D32[1] (high)
+   *  in one single-copy-atomic access. Through the Float64Array view unless the bits are a NaN:
+   *  a non-NaN double keeps its bits by the ECMAScript spec, a NaN's bits are V8's choice (Maglev
+   *  in Node 26 quiets signalling NaNs), so a NaN is read again by the wasm helper. */
+  load64(o: number): void {
+    const x = this.f64[o >> 3];
+    if (x === x) D64[0] = x; else this.loadNaN64(o);
+  }
+  /** load64 for a doubleword whose Float64Array read gave a NaN (the hot paths test that inline):
+   *  one call of the wasm helper, which returns the bits that are not the exponent as a number
+   *  (atomics64.ts); read again if another hart has made it a non-NaN since. */
+  loadNaN64(o: number): void {
+    for (;;) {
+      const m = this.atomic64().loadNaN(o);
+      if (m >= 0) {
+        const h = Math.floor(m / 4294967296);                           // sign << 20 | mantissa bits 51..32
+        D32[0] = m | 0;                                                  // mantissa bits 31..0 (m < 2^53: exact)
+        D32[1] = ((h >> 20) << 31) | 0x7ff00000 | (h & 0xfffff);
+        return;
+      }
+      const x = this.f64[o >> 3];
+      if (x === x) { D64[0] = x; return; }
+    }
+  }
+  /** Writes (lo, hi) at byte offset `o` (8-aligned) in one single-copy-atomic access: through the
+   *  Float64Array view unless the bits are a NaN (see load64), else by the wasm helper. */
+  store64(o: number, lo: number, hi: number): void {
+    D32[0] = lo; D32[1] = hi;
+    const x = D64[0];
+    if (x === x) this.f64[o >> 3] = x; else this.atomic64().store(o, lo, hi);
   }
 }
 

@@ -136,6 +136,8 @@ export class Tlb {
   readonly u16: Uint16Array[] = filled(DUMMY.u16);
   readonly i32: Int32Array[] = filled(DUMMY.i32);
   readonly f64: Float64Array[] = filled(DUMMY.f64);
+  /** The page's chunk, for doublewords whose bits are a NaN (ChunkViews.load64/store64). */
+  readonly chunk: ChunkViews[] = filled(DUMMY);
   /** Fetch TLB only: the page's translated code (NO_CODE: none yet), so that entering a page
    *  needs no lookup in Hart.pageCode (a Map: 4% of the busybox programs' CPU time). */
   readonly code: PageCode[] = new Array<PageCode>(TLB_SIZE).fill(NO_CODE);
@@ -370,6 +372,7 @@ export class Hart {
       t.u16.fill(DUMMY.u16);
       t.i32.fill(DUMMY.i32);
       t.f64.fill(DUMMY.f64);
+      t.chunk.fill(DUMMY);
     }
     this.tlbX.code.fill(NO_CODE);
     this.fView = DUMMY_16;
@@ -702,8 +705,8 @@ export class Hart {
   private execBlock(budget: number): number {
     const xl = this.xlo, xh = this.xhi;
     const tr = this.tlbR, tw = this.tlbW;
-    const rTag = tr.tagLo, rTagH = tr.tagHi, rOff = tr.off, r8 = tr.u8, r16 = tr.u16, r32 = tr.i32, r64 = tr.f64;
-    const wTag = tw.tagLo, wTagH = tw.tagHi, wOff = tw.off, wPa = tw.pa, w8 = tw.u8, w16 = tw.u16, w32 = tw.i32, w64 = tw.f64;
+    const rTag = tr.tagLo, rTagH = tr.tagHi, rOff = tr.off, r8 = tr.u8, r16 = tr.u16, r32 = tr.i32, r64 = tr.f64, rCh = tr.chunk;
+    const wTag = tw.tagLo, wTagH = tw.tagHi, wOff = tw.off, wPa = tw.pa, w8 = tw.u8, w16 = tw.u16, w32 = tw.i32, w64 = tw.f64, wCh = tw.chunk;
     const d64 = D64, d32 = D32, smp = this.smp;
     const resv = this.reservations;
     const cexp = CEXP;
@@ -835,7 +838,7 @@ export class Hart {
               case 0: { const v = (r8[e][a] << 24) >> 24; xl[rd] = v; xh[rd] = v >> 31; break; }
               case 1: { const v = (r16[e][a >> 1] << 16) >> 16; xl[rd] = v; xh[rd] = v >> 31; break; }
               case 2: { const v = r32[e][a >> 2]; xl[rd] = v; xh[rd] = v >> 31; break; }
-              case 3: if (smp) { d64[0] = r64[e][a >> 3]; xl[rd] = d32[0]; xh[rd] = d32[1]; } else { const w = r32[e]; xl[rd] = w[a >> 2]; xh[rd] = w[(a >> 2) + 1]; } break;
+              case 3: if (smp) { const x = r64[e][a >> 3]; if (x === x) d64[0] = x; else rCh[e].loadNaN64(a); xl[rd] = d32[0]; xh[rd] = d32[1]; } else { const w = r32[e]; xl[rd] = w[a >> 2]; xh[rd] = w[(a >> 2) + 1]; } break;
               case 4: xl[rd] = r8[e][a]; xh[rd] = 0; break;
               case 5: xl[rd] = r16[e][a >> 1]; xh[rd] = 0; break;
               default: xl[rd] = r32[e][a >> 2]; xh[rd] = 0; break;
@@ -862,7 +865,7 @@ export class Hart {
               case 0: w8[e][a] = xl[rs2]; break;
               case 1: w16[e][a >> 1] = xl[rs2]; break;
               case 2: w32[e][a >> 2] = xl[rs2]; break;
-              default: if (smp) { d32[0] = xl[rs2]; d32[1] = xh[rs2]; w64[e][a >> 3] = d64[0]; } else { const w = w32[e]; w[a >> 2] = xl[rs2]; w[(a >> 2) + 1] = xh[rs2]; } break;
+              default: if (smp) { d32[0] = xl[rs2]; d32[1] = xh[rs2]; const x = d64[0]; if (x === x) w64[e][a >> 3] = x; else wCh[e].store64(a, xl[rs2], xh[rs2]); } else { const w = w32[e]; w[a >> 2] = xl[rs2]; w[(a >> 2) + 1] = xh[rs2]; } break;
             }
             if (resv.active[0] !== 0) resv.storeBy(this.hartId, wPa[e] + po, 1 << f3);
           } else {
@@ -1462,7 +1465,7 @@ export class Hart {
       pteChunk = ram.views(ci);
       pteOff = ro - ci * CHUNK_SIZE;
       // One 64-bit access: a PTE another hart rewrites is never seen torn (RVWMO, priv spec 4.3.2).
-      D64[0] = pteChunk.f64[pteOff >> 3];
+      pteChunk.load64(pteOff);
       pteLo = D32[0]; pteHi = D32[1];
       if ((pteLo & 1) === 0 || (pteLo & 6) === 4 || (pteHi >>> 22) !== 0) { this.trapAddr(PAGE_FAULT[acc], lo, hi); return -1; }
       if ((pteLo & 0xa) !== 0) break; // leaf (R or X)
@@ -1517,6 +1520,7 @@ export class Hart {
     tlb.u16[e] = v.u16;
     tlb.i32[e] = v.i32;
     tlb.f64[e] = v.f64;
+    tlb.chunk[e] = v;
     tlb.off[e] = ro - ci * CHUNK_SIZE;
     tlb.pa[e] = pagePa;
     if (acc === ACC_FETCH) tlb.code[e] = this.pageCode.get(pagePa / 4096) ?? NO_CODE;
@@ -1545,7 +1549,7 @@ export class Hart {
         case 1: this.memLo = v.u8[co]; this.memHi = 0; break;
         case 2: this.memLo = v.u16[co >> 1]; this.memHi = 0; break;
         case 4: this.memLo = v.i32[co >> 2]; this.memHi = 0; break;
-        default: D64[0] = v.f64[co >> 3]; this.memLo = D32[0]; this.memHi = D32[1]; break;
+        default: v.load64(co); this.memLo = D32[0]; this.memHi = D32[1]; break;
       }
       return true;
     }
@@ -1571,7 +1575,7 @@ export class Hart {
           case 1: v.u8[co] = lo; break;
           case 2: v.u16[co >> 1] = lo; break;
           case 4: v.i32[co >> 2] = lo; break;
-          default: D32[0] = lo; D32[1] = hi; v.f64[co >> 3] = D64[0]; break;
+          default: v.store64(co, lo, hi); break;
         }
       }
       this.stored(pa, size);
@@ -1603,7 +1607,7 @@ export class Hart {
       const a = t.off[e] + po;
       switch (f3) {
         case 2: { const v = t.i32[e][a >> 2]; this.memLo = v; this.memHi = v >> 31; return true; }
-        case 3: D64[0] = t.f64[e][a >> 3]; this.memLo = D32[0]; this.memHi = D32[1]; return true;
+        case 3: t.chunk[e].load64(a); this.memLo = D32[0]; this.memHi = D32[1]; return true;
         case 6: this.memLo = t.i32[e][a >> 2]; this.memHi = 0; return true;
         default: break;
       }
@@ -1618,7 +1622,7 @@ export class Hart {
     if ((f3 === 2 || f3 === 3) && t.tagLo[e] === (lo & -4096) && t.tagHi[e] === hi && (po & ((1 << f3) - 1)) === 0) {
       const a = t.off[e] + po;
       if (f3 === 2) t.i32[e][a >> 2] = vlo;
-      else { D32[0] = vlo; D32[1] = vhi; t.f64[e][a >> 3] = D64[0]; }
+      else t.chunk[e].store64(a, vlo, vhi);
       if (this.reservations.active[0] !== 0) this.reservations.storeBy(this.hartId, t.pa[e] + po, 1 << f3);
       return true;
     }
@@ -1779,7 +1783,7 @@ export class Hart {
       const c = this.ramChunk(pa, size);
       let vl: number, vh: number;
       if (c !== null) {
-        if (size === 4) { vl = Atomics.load(c.i32, this.amoOff >> 2); vh = 0; } else { D64[0] = c.f64[this.amoOff >> 3]; vl = D32[0]; vh = D32[1]; }
+        if (size === 4) { vl = Atomics.load(c.i32, this.amoOff >> 2); vh = 0; } else { c.load64(this.amoOff); vl = D32[0]; vh = D32[1]; }
       } else {
         if (!this.physRead(pa, size)) { this.trapAddr(EXC_LOAD_ACCESS, lo, hi); return false; }
         vl = this.memLo; vh = this.memHi;
@@ -1846,7 +1850,7 @@ export class Hart {
         case 0x08: al = at.or(o, bl, bh); ah = at.hi(); break;
         default:
           for (;;) {
-            D64[0] = c.f64[o >> 3];
+            c.load64(o);
             al = D32[0]; ah = D32[1];
             amoResult(f5, al, ah, bl, bh);
             if (at.cas(o, al, ah, AMO[0], AMO[1]) === al && at.hi() === ah) break;

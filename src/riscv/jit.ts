@@ -227,7 +227,7 @@ function gen(insn: number, raw: number, off: number, ilen: number, k: number, sm
         `const v = (r8[e][a] << 24) >> 24; xl[${D}] = v; xh[${D}] = v >> 31;`,
         `const v = (r16[e][a >> 1] << 16) >> 16; xl[${D}] = v; xh[${D}] = v >> 31;`,
         `const v = r32[e][a >> 2]; xl[${D}] = v; xh[${D}] = v >> 31;`,
-        smp ? `d64[0] = r64[e][a >> 3]; xl[${D}] = d32[0]; xh[${D}] = d32[1];` : `const w = r32[e]; xl[${D}] = w[a >> 2]; xh[${D}] = w[(a >> 2) + 1];`,
+        smp ? `const x = r64[e][a >> 3]; if (x === x) d64[0] = x; else rCh[e].loadNaN64(a); xl[${D}] = d32[0]; xh[${D}] = d32[1];` : `const w = r32[e]; xl[${D}] = w[a >> 2]; xh[${D}] = w[(a >> 2) + 1];`,
         `xl[${D}] = r8[e][a]; xh[${D}] = 0;`,
         `xl[${D}] = r16[e][a >> 1]; xh[${D}] = 0;`,
         `xl[${D}] = r32[e][a >> 2]; xh[${D}] = 0;`,
@@ -245,7 +245,7 @@ function gen(insn: number, raw: number, off: number, ilen: number, k: number, sm
         `w8[e][a] = xl[${rs2}];`,
         `w16[e][a >> 1] = xl[${rs2}];`,
         `w32[e][a >> 2] = xl[${rs2}];`,
-        smp ? `d32[0] = xl[${rs2}]; d32[1] = xh[${rs2}]; w64[e][a >> 3] = d64[0];` : `const w = w32[e]; w[a >> 2] = xl[${rs2}]; w[(a >> 2) + 1] = xh[${rs2}];`,
+        smp ? `d32[0] = xl[${rs2}]; d32[1] = xh[${rs2}]; const x = d64[0]; if (x === x) w64[e][a >> 3] = x; else wCh[e].store64(a, xl[${rs2}], xh[${rs2}]);` : `const w = w32[e]; w[a >> 2] = xl[${rs2}]; w[(a >> 2) + 1] = xh[${rs2}];`,
       ][f3];
       const align = (1 << f3) - 1;
       return op(`{ const bl = xl[${rs1}]; const lo = (bl + ${imm}) | 0; const hi = (xh[${rs1}] + ${imm >> 31} + ((lo >>> 0) < (bl >>> 0) ? 1 : 0)) | 0;
@@ -457,8 +457,8 @@ export function compileRegion(view: Uint16Array, base: number, entry: number, fu
 function functionSource(body: string, size: number): string {
   const head = `"use strict"; const { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } = alu;
 return function region(${ARGS.join(', ')}) {
-const rTag = r.tagLo, rTagH = r.tagHi, rOff = r.off, r8 = r.u8, r16 = r.u16, r32 = r.i32, r64 = r.f64;
-const wTag = w.tagLo, wTagH = w.tagHi, wOff = w.off, wPa = w.pa, w8 = w.u8, w16 = w.u16, w32 = w.i32, w64 = w.f64;
+const rTag = r.tagLo, rTagH = r.tagHi, rOff = r.off, r8 = r.u8, r16 = r.u16, r32 = r.i32, r64 = r.f64, rCh = r.chunk;
+const wTag = w.tagLo, wTagH = w.tagHi, wOff = w.off, wPa = w.pa, w8 = w.u8, w16 = w.u16, w32 = w.i32, w64 = w.f64, wCh = w.chunk;
 const d64 = D64, d32 = D32;
 let n = 0, ex = 0, kk = 0, sp = 0;
 const lim = budget - ${size};`;
