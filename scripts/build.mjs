@@ -15,6 +15,7 @@ const entries = {
   'bench-inproc': 'src/bench/boot.ts', // Linux in one process, for profiling (see the file)
   sched: 'src/bench/sched.ts',       // npm run bench:sched (docs/harts.md)
   'bench-memory': 'src/bench/memory.ts', // npm run bench:memory
+  'wasm-tier': 'src/bench/wasm-tier.ts', // npm run bench:wasm (docs/guest-ram.md (e))
 };
 
 const present = Object.fromEntries(Object.entries(entries).filter(([, src]) => existsSync(src)));

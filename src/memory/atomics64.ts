@@ -30,15 +30,16 @@ export interface Atomics64 {
   hi(): number;
 }
 
-const leb = (n: number): number[] => { const o: number[] = []; do { let b = n & 0x7f; n >>>= 7; if (n) b |= 0x80; o.push(b); } while (n); return o; };
-const str = (s: string): number[] => [...leb(s.length), ...Buffer.from(s)];
-const vec = (items: number[][]): number[] => [...leb(items.length), ...items.flat()];
-const section = (id: number, body: number[]): number[] => [id, ...leb(body.length), ...body];
-const I32 = 0x7f, I64 = 0x7e, F64 = 0x7c;
-const sleb = (n: bigint): number[] => { const o: number[] = []; for (;;) { const b = Number(n & 0x7fn); n >>= 7n; if ((n === 0n && (b & 0x40) === 0) || (n === -1n && (b & 0x40) !== 0)) { o.push(b); return o; } o.push(b | 0x80); } };
-const i64const = (n: bigint): number[] => [0x42, ...sleb(n)];
-const funcType = (params: number[], results: number[]): number[] => [0x60, ...vec(params.map((p) => [p])), ...vec(results.map((r) => [r]))];
-const local = (i: number): number[] => [0x20, ...leb(i)];
+// (The byte helpers below are exported for src/bench/wasm-tier.ts, which assembles larger modules.)
+export const leb = (n: number): number[] => { const o: number[] = []; do { let b = n & 0x7f; n >>>= 7; if (n) b |= 0x80; o.push(b); } while (n); return o; };
+export const str = (s: string): number[] => [...leb(s.length), ...Buffer.from(s)];
+export const vec = (items: number[][]): number[] => [...leb(items.length), ...items.flat()];
+export const section = (id: number, body: number[]): number[] => [id, ...leb(body.length), ...body];
+export const I32 = 0x7f, I64 = 0x7e, F64 = 0x7c;
+export const sleb = (n: bigint): number[] => { const o: number[] = []; for (;;) { const b = Number(n & 0x7fn); n >>= 7n; if ((n === 0n && (b & 0x40) === 0) || (n === -1n && (b & 0x40) !== 0)) { o.push(b); return o; } o.push(b | 0x80); } };
+export const i64const = (n: bigint): number[] => [0x42, ...sleb(n)];
+export const funcType = (params: number[], results: number[]): number[] => [0x60, ...vec(params.map((p) => [p])), ...vec(results.map((r) => [r]))];
+export const local = (i: number): number[] => [0x20, ...leb(i)];
 const GET = [0x23, 0], SET = [0x24, 0];
 const atomic = (op: number): number[] => [0xfe, op, 3, 0];                // memarg: align 2^3, offset 0
 const pack = (lo: number, hi: number): number[] => [...local(lo), 0xad, ...local(hi), 0xad, 0x42, 32, 0x86, 0x84]; // (u64)lo | (u64)hi << 32
