@@ -38,8 +38,13 @@ const limits = (flags: number, min: number, max?: number): number[] => [flags, .
 const memImport = (mod: string, name: string, lim: number[]): number[] => [...str(mod), ...str(name), MEM, ...lim];
 /** Memory operand: alignment log2, memory index (multi-memory sets bit 6 of the alignment), offset. */
 const memarg = (align: number, mem: number, offset = 0): number[] => mem === 0 ? [align, ...leb(offset)] : [align | 0x40, ...leb(mem), ...leb(offset)];
-const i32c = (n: number): number[] => [0x41, ...sleb(BigInt(n | 0))];
+/** Signed LEB128 of an int32 without BigInt (atomics64.ts's sleb takes BigInts: ~10x slower,
+ *  which made most of this emitter's time). */
+const sleb32 = (n: number): number[] => { const o: number[] = []; for (;;) { const b = n & 0x7f; n >>= 7; if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) { o.push(b); return o; } o.push(b | 0x80); } };
+const i32c = (n: number): number[] => [0x41, ...sleb32(n | 0)];
 const i64c = (n: bigint): number[] => [0x42, ...sleb(BigInt.asIntN(64, n))];
+/** i64.const of a number in int32 range (the immediates of RISC-V instructions). */
+const i64s = (n: number): number[] => [0x42, ...sleb32(n)];
 const lset = (i: number): number[] => [0x21, ...leb(i)];
 const ltee = (i: number): number[] => [0x22, ...leb(i)];
 
@@ -189,7 +194,7 @@ function translateWasm(code: number[]): Uint8Array<ArrayBuffer> {
   // locals: 0 budget (param), 1 n, 2 addr (i64), 3 pa (i32), then one i64 per used register
   const regs = [...used].sort((a, b) => a - b);
   const L = new Map<number, number>(regs.map((r, i) => [r, 4 + i]));
-  const get = (r: number): number[] => (r === 0 ? i64c(0n) : local(L.get(r)!));
+  const get = (r: number): number[] => (r === 0 ? i64s(0) : local(L.get(r)!));
   const put = (r: number, val: number[]): number[] => (r === 0 ? [] : [...val, ...lset(L.get(r)!)]);
   const b: number[] = [];
   for (const r of regs) b.push(...i32c(0), 0x29, ...memarg(3, 0, 8 * r), ...lset(L.get(r)!));
@@ -197,9 +202,9 @@ function translateWasm(code: number[]): Uint8Array<ArrayBuffer> {
   // Soft TLB lookup of x[rs1] + imm into local 3 (byte offset in the chunk), or leave (depth:
   // blocks between the code and $exit).
   const tlb = (rs1: number, imm: number, align: number, k: number, off: number, depth: number): number[] => [
-    ...get(rs1), ...i64c(BigInt(imm)), 0x7c, ...ltee(2),
+    ...get(rs1), ...i64s(imm), 0x7c, ...ltee(2),
     0xa7, ...i32c(12), 0x76, ...i32c(255), 0x71, ...i32c(3), 0x74, // e*8
-    0x29, ...memarg(3, 0, TLB), ...local(2), ...i64c(-4096n | BigInt(align)), 0x83, 0x52, // tag != addr & ~4095 (misaligned: low bits set, so unequal)
+    0x29, ...memarg(3, 0, TLB), ...local(2), ...i64s(-4096 | align), 0x83, 0x52, // tag != addr & ~4095 (misaligned: low bits set, so unequal)
     0x04, 0x40, ...i32c(0), ...i32c(off), 0x36, ...memarg(2, 0, EXIT), ...local(1), ...i32c(k), 0x6a, ...lset(1), 0x0c, ...leb(depth + 1), 0x0b,
     ...local(2), 0xa7, ...i32c(12), 0x76, ...i32c(255), 0x71, ...i32c(2), 0x74, 0x28, ...memarg(2, 0, TLB_OFF),
     ...local(2), 0xa7, ...i32c(4095), 0x71, 0x6a, ...lset(3),
@@ -211,9 +216,9 @@ function translateWasm(code: number[]): Uint8Array<ArrayBuffer> {
     switch (w & 0x7f) {
       case 0x13: {
         const sh = imm & 63, op = [0x7c, 0, 0, 0, 0x85, 0, 0x84, 0x83][f3];
-        if (f3 === 1) b.push(...put(rd, [...get(rs1), ...i64c(BigInt(sh)), 0x86]));
-        else if (f3 === 5) b.push(...put(rd, [...get(rs1), ...i64c(BigInt(sh)), (w >>> 30) & 1 ? 0x87 : 0x88]));
-        else if (op !== 0) b.push(...put(rd, [...get(rs1), ...i64c(BigInt(imm)), op]));
+        if (f3 === 1) b.push(...put(rd, [...get(rs1), ...i64s(sh), 0x86]));
+        else if (f3 === 5) b.push(...put(rd, [...get(rs1), ...i64s(sh), (w >>> 30) & 1 ? 0x87 : 0x88]));
+        else if (op !== 0) b.push(...put(rd, [...get(rs1), ...i64s(imm), op]));
         else throw new Error(`wasm prototype: unsupported op-imm ${w.toString(16)}`);
         break;
       }
