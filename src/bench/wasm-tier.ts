@@ -14,7 +14,8 @@
 //             each in a fresh process (default tiering, Liftoff only, TurboFan only)
 //   cross     ns per JS->wasm call and per wasm->JS import call
 //   memory    multi-memory: how many memories a module can import, load/store cost in memory 0
-//             vs memory 15; memory64 from JS; RSS of a big memory (and whether pages go back)
+//             vs memory 15 vs one picked at run time (br_table); memory64 from JS; RSS of a big
+//             memory (and whether pages go back)
 // Run with --allow-natives-syntax (the npm script does) so V8's optimization of the JavaScript
 // regions can be timed; without it that column is skipped.
 import { execFileSync } from 'node:child_process';
@@ -511,6 +512,23 @@ function memAccessChild(): void {
   });
   const inst = new WebAssembly.Instance(new WebAssembly.Module(mod), { m: Object.fromEntries(mems.map((c, i) => [`c${i}`, c])) });
   const { m0, mN } = inst.exports as Record<string, (n: number) => void>;
+  // The memory chosen at run time (a TLB entry would carry the slot of its chunk among those
+  // the module imported): br_table over 4 of the imported memories, slot 0 always, or rotating
+  // through 0..3 with each access. Local 1 = slot.
+  const acc = (m: number): number[] => [...local(0), ...i32c(0x3ff8), 0x71, ...local(0), ...i32c(0x3ff8), 0x71, 0x29, ...memarg(3, m), ...i64c(1n), 0x7c, 0x37, ...memarg(3, m)];
+  const select = (slot: number[]): number[] => [0x03, 0x40, ...slot, ...lset(1),
+    0x02, 0x40, 0x02, 0x40, 0x02, 0x40, 0x02, 0x40, 0x02, 0x40,
+    ...local(1), 0x0e, 3, 0, 1, 2, 3, 0x0b,     // br_table m0 m1 m2 m3 (default m3)
+    ...acc(0), 0x0c, 3, 0x0b, ...acc(1), 0x0c, 2, 0x0b, ...acc(2), 0x0c, 1, 0x0b, ...acc(3), 0x0b,
+    ...local(0), ...i32c(8), 0x6b, ...ltee(0), 0x0d, 0, 0x0b];
+  const modSel = wasmModule({
+    types: [funcType([I32], [])],
+    imports: mems.map((_, i) => memImport('m', `c${i}`, shared)),
+    funcs: [{ type: 0, locals: [[1, I32]], body: select(i32c(0)) }, { type: 0, locals: [[1, I32]], body: select([...local(0), ...i32c(3), 0x76, ...i32c(3), 0x71]) },
+      { type: 0, locals: [[1, I32]], body: select([...local(0), ...i32c(16), 0x76, ...i32c(3), 0x71]) }],
+    exports: [['s0', FUNC, 0], ['sR', FUNC, 1], ['sS', FUNC, 2]],
+  });
+  const sel = new WebAssembly.Instance(new WebAssembly.Module(modSel), { m: Object.fromEntries(mems.map((c, i) => [`c${i}`, c])) }).exports as Record<string, (n: number) => void>;
   // the same in one shared 16 GiB memory64, at 8 GiB
   const big = new WebAssembly.Memory({ initial: 262144n, maximum: 262144n, address: 'i64', shared: true } as unknown as WebAssembly.MemoryDescriptor);
   const mod64 = wasmModule({
@@ -523,7 +541,9 @@ function memAccessChild(): void {
   });
   const m64 = new WebAssembly.Instance(new WebAssembly.Module(mod64), { m: { big } }).exports.m64 as (n: number) => void;
   const N = 8 * 20_000_000;
-  for (const [name, f] of [['memory 0', m0], [`memory ${M - 1}`, mN], ['memory 0', m0], [`memory ${M - 1}`, mN], ['a 16 GiB memory64 (at 8 GiB), alone', m64]] as const) {
+  for (const [name, f] of [['memory 0', m0], [`memory ${M - 1}`, mN], ['memory 0', m0], [`memory ${M - 1}`, mN], ['a 16 GiB memory64 (at 8 GiB), alone', m64],
+    ['the memory picked by br_table (always memory 0)', sel.s0], ['the memory picked by br_table (memories 0-3 in turn)', sel.sR],
+    ['the memory picked by br_table (0-3, changing every 8192 accesses)', sel.sS]] as const) {
     f(N); const t = now(); f(N); console.log(`  64-bit load+add+store in ${name}${name.startsWith('memory') ? ` of ${M}` : ''} (${process.execArgv.join(' ') || 'default tiering'}): ${((now() - t) * 1e6 / (N / 8)).toFixed(2)} ns`);
   }
 }
