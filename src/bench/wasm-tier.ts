@@ -552,8 +552,9 @@ const mode = process.argv[2];
 if (mode === 'speed-child') speedChild(process.argv[3]);
 else if (mode === 'memaccess-child') memAccessChild();
 else {
-  const all: Record<string, () => void | Promise<void>> = { features, compile, speed, cross, memory };
-  const pick = mode === undefined ? Object.keys(all) : mode.split(',');
+  // `check` (also the start of `speed`) is what test/bench/wasm-tier.test.ts runs
+  const all: Record<string, () => void | Promise<void>> = { features, compile, speed, cross, memory, check: checkSame };
+  const pick = mode === undefined ? Object.keys(all).filter((p) => p !== 'check') : mode.split(',');
   for (const p of pick) {
     if (!(p in all)) { console.error(`bench:wasm: unknown part '${p}' (expected ${Object.keys(all).join(', ')})`); process.exit(2); }
     await all[p]();
