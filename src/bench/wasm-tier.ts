@@ -317,16 +317,16 @@ function shaEnv(): Env {
 
 // ---------------------------------------------------------------- 2. compile cost
 function compile(): void {
-  console.log(`compile (Node ${process.version}): per block of 20 ALU instructions + addi/bne (a loop, as jit.ts needs)`);
+  console.log(`compile (Node ${process.version}): per block of N ALU instructions + addi/bne (a loop, as jit.ts needs); 120 is near jit.ts's largest region (128)`);
   console.log('  per block:  wasm: emit (this prototype)  Module+Instance  first call (lazy Liftoff)  |  JS: compileRegion (jit.ts)  first call  TurboFan (%OptimizeFunctionOnNextCall + call)');
-  for (const count of [1, 10, 100, 1000]) {
-    const seed0 = count * 7919;
+  for (const [len, count] of [[20, 1], [20, 10], [20, 100], [20, 1000], [120, 1], [120, 10], [120, 100]]) {
+    const seed0 = count * 7919 + len;
     const env = new Env();
     env.set(S1, 1n);
     // wasm: one module per block (a tier would compile blocks as they warm up)
     let t = now();
     const bytes: Uint8Array<ArrayBuffer>[] = [];
-    for (let i = 0; i < count; i++) bytes.push(translateWasm(aluBlock(20, seed0 + i)));
+    for (let i = 0; i < count; i++) bytes.push(translateWasm(aluBlock(len, seed0 + i)));
     const tEmit = now() - t;
     t = now();
     const runs = bytes.map((by) => wasmRun(env, by));
@@ -337,7 +337,7 @@ function compile(): void {
     // JS: jit.ts's own code generator and new Function, then V8's optimization of each
     t = now();
     const fns: BlockFn[] = [];
-    for (let i = 0; i < count; i++) fns.push(jsRegion(aluBlock(20, seed0 + i)));
+    for (let i = 0; i < count; i++) fns.push(jsRegion(aluBlock(len, seed0 + i)));
     const tGen = now() - t;
     t = now();
     for (const f of fns) { env.xl[S1] = 1; f(env.h, PC0, 0, 1000, env.xl, env.xh, env.r, env.w, env.resv); }
@@ -350,7 +350,7 @@ function compile(): void {
       tOpt = now() - t;
     }
     const us = (ms: number): string => `${(1000 * ms / count).toFixed(1).padStart(8)} µs`;
-    console.log(`  ${String(count).padStart(4)} blocks  ${us(tEmit)}  ${us(tInst)}  ${us(tCall)}  |  ${us(tGen)}  ${us(tJsCall)}  ${Number.isNaN(tOpt) ? 'n/a (run with --allow-natives-syntax)' : us(tOpt)}`);
+    console.log(`  N=${len} ${String(count).padStart(4)} blocks  ${us(tEmit)}  ${us(tInst)}  ${us(tCall)}  |  ${us(tGen)}  ${us(tJsCall)}  ${Number.isNaN(tOpt) ? 'n/a (run with --allow-natives-syntax)' : us(tOpt)}`);
   }
 }
 
