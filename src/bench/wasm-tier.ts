@@ -21,8 +21,10 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { compileRegion, type BlockFn } from '../riscv/jit.js';
-import { Tlb } from '../riscv/hart.js';
-import { ChunkViews, CHUNK_SIZE, newChunkMemory } from '../memory/ram.js';
+import { Hart, Tlb } from '../riscv/hart.js';
+import { ReservationSet } from '../riscv/reservations.js';
+import { PhysicalMemoryMap } from '../memory/bus.js';
+import { ChunkViews, CHUNK_SIZE, GuestRam, newChunkMemory } from '../memory/ram.js';
 import { leb, str, vec, section, sleb, funcType, local, I32, I64 } from '../memory/atomics64.js';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -382,7 +384,12 @@ function speedChild(kind: string): void {
   const code = sha256Loop();
   const env = shaEnv();
   const CHUNK = 100_000; // instructions per call (the hart's budget per slice is of this order)
-  if (kind === 'js') {
+  if (kind === 'interpreter' || kind === 'hart') {
+    // The real hart on the same code and data (bare M-mode, no paging: its soft TLB maps physical
+    // pages): its interpreter alone, or with jit.ts as it runs in a VM (tiers, thresholds).
+    const { h } = realHart(code, env, kind === 'hart');
+    timeline(`${kind === 'hart' ? 'hart, jit.ts on' : 'hart, interpreter only'}, ${process.version}`, () => { h.setX(S1, 1 << 30); return h.run(CHUNK); }, 3000);
+  } else if (kind === 'js') {
     const fn = jsRegion(code);
     timeline(`JS region (jit.ts), ${process.version}`, () => { env.xl[S1] = 1 << 30; return fn(env.h, PC0, 0, CHUNK, env.xl, env.xh, env.r, env.w, env.resv); }, 3000);
   } else {
@@ -391,7 +398,21 @@ function speedChild(kind: string): void {
   }
 }
 
-/** The two translations of the SHA-256 loop compute the same registers and memory. */
+/** The real hart (src/riscv/hart.ts) on `code` at PC0, with the registers and data of `env`
+ *  (bare M-mode, no paging: its soft TLB maps physical pages). */
+function realHart(code: number[], env: Env, jit: boolean): { h: Hart; ram: GuestRam } {
+  const ram = new GuestRam(PC0, 4 * CHUNK_SIZE);
+  const h = new Hart(0, new PhysicalMemoryMap(ram), { mtime: () => 0 }, new ReservationSet());
+  ram.write(PC0, new Uint8Array(new Uint32Array(code).buffer));
+  ram.write(DATA, new Uint8Array(env.chunk.buffer, DATA - PC0, 512));
+  for (let r = 1; r < 32; r++) h.setX(r, env.jsReg(r));
+  h.setPc(PC0);
+  h.jitEnabled = jit;
+  return { h, ram };
+}
+
+/** The two translations of the SHA-256 loop compute the same registers and memory as each other
+ *  and as the hart's interpreter. */
 function checkSame(): void {
   const code = sha256Loop();
   const a = shaEnv(), b = shaEnv();
@@ -399,21 +420,33 @@ function checkSame(): void {
   const fn = jsRegion(code);
   let nj = 0, nw = 0;
   while (a.xl[S1] !== 0) nj += fn(a.h, PC0, 0, 1 << 20, a.xl, a.xh, a.r, a.w, a.resv);
+  const c = shaEnv(); c.set(S1, 1000n);
+  const { h, ram } = realHart(code, c, false);
+  let ni = 0;
+  while (h.getX(S1) !== 0n) ni += h.run(code.length); // one iteration per call: none beyond the loop
+  const mi = new Uint8Array(512); ram.read(DATA, mi);
   const run = wasmRun(b, translateWasm(code));
   while (b.wasmReg(S1) !== 0n) nw += run(1 << 20);
+  const badI = [...Array(32).keys()].filter((r) => r > 0 && BigInt.asIntN(64, h.getX(r)) !== b.wasmReg(r));
+  if (badI.length > 0 || ni !== nw || !mi.every((v, i) => v === new Uint8Array(b.chunk.buffer, DATA - 0x80000000, 512)[i])) {
+    console.error(`wasm translation and the hart's interpreter differ: registers ${badI.join(',')}, retired ${nw} vs ${ni}`);
+    process.exit(1);
+  }
   const bad = [...Array(32).keys()].filter((r) => r > 0 && a.jsReg(r) !== b.wasmReg(r));
   const ma = new Uint8Array(a.chunk.buffer, DATA - 0x80000000, 512), mb = new Uint8Array(b.chunk.buffer, DATA - 0x80000000, 512);
   if (bad.length > 0 || nj !== nw || !ma.every((v, i) => v === mb[i])) {
     console.error(`wasm and JS translations differ: registers ${bad.join(',')}, retired ${nj} vs ${nw}`);
     process.exit(1);
   }
-  console.log(`  check: 1000 iterations (${nj} instructions) give the same registers and memory in JS and wasm`);
+  console.log(`  check: 1000 iterations (${nj} instructions) give the same registers and memory in JS and wasm as in the hart's interpreter`);
 }
 
 function speed(): void {
   console.log(`speed: SHA-256 round loop, ${sha256Loop().length} RV64 instructions per iteration, 100 000 per call; each line a fresh process`);
   checkSame();
   const runs: [string, string[]][] = [
+    ['interpreter', []],
+    ['hart', []],
     ['js', []],
     ['default tiering (Liftoff, then TurboFan)', []],
     ['Liftoff only', ['--liftoff-only']],
