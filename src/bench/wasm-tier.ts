@@ -470,15 +470,22 @@ function cross(): void {
   const inst = new WebAssembly.Instance(new WebAssembly.Module(mod), { m: { f: (x: number) => (x + 1) | 0 } });
   const { nop, callJs, loop } = inst.exports as Record<string, (n: number) => number>;
   const N = 10_000_000;
-  const jsLoop = (f: (x: number) => number): number => { let x = 0; for (let i = 0; i < N; i++) x = f(x); return x; };
   const jsNop = (x: number): number => (x + 1) | 0;
+  // one loop per callee, so that each call site stays monomorphic (V8 can inline the JS-to-wasm
+  // wrapper only there)
+  const jsLoop = (): number => { let x = 0; for (let i = 0; i < N; i++) x = jsNop(x); return x; };
+  const wasmLoop = (): number => { let x = 0; for (let i = 0; i < N; i++) x = nop(x); return x; };
   const time = (f: () => number): number => { f(); f(); const t = now(); f(); return (now() - t) * 1e6 / N; };
-  const base = time(() => jsLoop(jsNop));
-  const js2w = time(() => jsLoop(nop));
+  const anyLoop = (f: (x: number) => number): number => { let x = 0; for (let i = 0; i < N; i++) x = f(x); return x; };
+  const base = time(jsLoop);
+  const js2w = time(wasmLoop);
+  time(() => anyLoop(jsNop));
+  const polyW = time(() => anyLoop(nop)), polyJ = time(() => anyLoop(jsNop));
   const w2js = time(() => callJs(N));
   const wloop = time(() => loop(N));
   console.log(`cross (Node ${process.version}): ${N} calls each`);
   console.log(`  JS -> wasm call: ${(js2w - base).toFixed(1)} ns (${js2w.toFixed(1)} ns per iteration, a JS -> JS call ${base.toFixed(1)} ns)`);
+  console.log(`  a call site that calls both (as the hart's call of translated code would): ${polyW.toFixed(1)} ns per iteration calling wasm, ${polyJ.toFixed(1)} calling JS`);
   console.log(`  wasm -> JS import call: ${(w2js - wloop).toFixed(1)} ns (${w2js.toFixed(1)} ns per iteration, the loop alone ${wloop.toFixed(1)} ns)`);
 }
 
