@@ -191,6 +191,21 @@ const TLB = 512, TLB_OFF = TLB + 256 * 8, EXIT = TLB_OFF + 256 * 4;
  *  stored at exit; every iteration adds its instruction count and leaves when over budget; a
  *  load or store missing the soft TLB leaves before itself (EXIT = its page offset). */
 function translateWasm(code: number[]): Uint8Array<ArrayBuffer> {
+  return blockModule([code]);
+}
+
+/** One module holding a function per block (`run0`, `run1`, ...), as a tier translating a whole
+ *  page at once would make. */
+function blockModule(blocks: number[][]): Uint8Array<ArrayBuffer> {
+  return wasmModule({
+    types: [funcType([I32], [I32])],
+    imports: [memImport('m', 'state', limits(0, 1)), memImport('m', 'ram', limits(3, CHUNK_SIZE / 65536, CHUNK_SIZE / 65536))],
+    funcs: blocks.map(blockFunction),
+    exports: blocks.map((_, i) => [`run${i}`, FUNC, i]),
+  });
+}
+
+function blockFunction(code: number[]): { type: number; locals: [number, number][]; body: number[] } {
   const used = new Set<number>();
   for (const w of code) { used.add((w >>> 7) & 31); used.add((w >>> 15) & 31); used.add((w >>> 20) & 31); }
   used.delete(0);
@@ -252,12 +267,7 @@ function translateWasm(code: number[]): Uint8Array<ArrayBuffer> {
   b.push(0x0b, 0x0b); // end loop, end block
   for (const r of regs) b.push(...i32c(0), ...local(L.get(r)!), 0x37, ...memarg(3, 0, 8 * r));
   b.push(...local(1));
-  return wasmModule({
-    types: [funcType([I32], [I32])],
-    imports: [memImport('m', 'state', limits(0, 1)), memImport('m', 'ram', limits(3, CHUNK_SIZE / 65536, CHUNK_SIZE / 65536))],
-    funcs: [{ type: 0, locals: [[1, I32], [1, I64], [1, I32], [regs.length, I64]], body: b }],
-    exports: [['run', FUNC, 0]],
-  });
+  return { type: 0, locals: [[1, I32], [1, I64], [1, I32], [regs.length, I64]], body: b };
 }
 
 // ---------------------------------------------------------------- a hart-shaped environment for both
@@ -308,7 +318,7 @@ function jsRegion(code: number[]): BlockFn {
 }
 function wasmRun(env: Env, bytes: Uint8Array<ArrayBuffer>): (budget: number) => number {
   const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), { m: { state: env.state, ram: env.chunk } });
-  return inst.exports.run as (budget: number) => number;
+  return inst.exports.run0 as (budget: number) => number;
 }
 function shaEnv(): Env {
   const env = new Env();
@@ -320,7 +330,7 @@ function shaEnv(): Env {
 // ---------------------------------------------------------------- 2. compile cost
 function compile(): void {
   console.log(`compile (Node ${process.version}): per block of N ALU instructions + addi/bne (a loop, as jit.ts needs); 120 is near jit.ts's largest region (128)`);
-  console.log('  per block:  wasm: emit (this prototype)  Module+Instance  first call (lazy Liftoff)  |  JS: compileRegion (jit.ts)  first call  TurboFan (%OptimizeFunctionOnNextCall + call)');
+  console.log('  per block:  wasm: emit (this prototype)  Module+Instance  first call (lazy Liftoff)  [all blocks in one module: emit+Module+Instance  first call]  |  JS: compileRegion (jit.ts)  first call  TurboFan (%OptimizeFunctionOnNextCall + call)');
   for (const [len, count] of [[20, 1], [20, 10], [20, 100], [20, 1000], [120, 1], [120, 10], [120, 100]]) {
     const seed0 = count * 7919 + len;
     const env = new Env();
@@ -336,6 +346,13 @@ function compile(): void {
     t = now();
     for (const f of runs) { env.set(S1, 1n); f(1000); }
     const tCall = now() - t;
+    // wasm: the same blocks in one module (a page's worth at a time)
+    t = now();
+    const one = new WebAssembly.Instance(new WebAssembly.Module(blockModule(Array.from({ length: count }, (_, i) => aluBlock(len, seed0 + i)))), { m: { state: env.state, ram: env.chunk } });
+    const tOne = now() - t;
+    t = now();
+    for (let i = 0; i < count; i++) { env.set(S1, 1n); (one.exports[`run${i}`] as (b: number) => number)(1000); }
+    const tOneCall = now() - t;
     // JS: jit.ts's own code generator and new Function, then V8's optimization of each
     t = now();
     const fns: BlockFn[] = [];
@@ -352,7 +369,7 @@ function compile(): void {
       tOpt = now() - t;
     }
     const us = (ms: number): string => `${(1000 * ms / count).toFixed(1).padStart(8)} µs`;
-    console.log(`  N=${len} ${String(count).padStart(4)} blocks  ${us(tEmit)}  ${us(tInst)}  ${us(tCall)}  |  ${us(tGen)}  ${us(tJsCall)}  ${Number.isNaN(tOpt) ? 'n/a (run with --allow-natives-syntax)' : us(tOpt)}`);
+    console.log(`  N=${len} ${String(count).padStart(4)} blocks  ${us(tEmit)}  ${us(tInst)}  ${us(tCall)}  [${us(tOne)}  ${us(tOneCall)}]  |  ${us(tGen)}  ${us(tJsCall)}  ${Number.isNaN(tOpt) ? 'n/a (run with --allow-natives-syntax)' : us(tOpt)}`);
   }
 }
 
