@@ -37,7 +37,7 @@ export const vec = (items: number[][]): number[] => [...leb(items.length), ...it
 export const section = (id: number, body: number[]): number[] => [id, ...leb(body.length), ...body];
 export const I32 = 0x7f, I64 = 0x7e, F64 = 0x7c;
 export const sleb = (n: bigint): number[] => { const o: number[] = []; for (;;) { const b = Number(n & 0x7fn); n >>= 7n; if ((n === 0n && (b & 0x40) === 0) || (n === -1n && (b & 0x40) !== 0)) { o.push(b); return o; } o.push(b | 0x80); } };
-export const i64const = (n: bigint): number[] => [0x42, ...sleb(n)];
+const i64const = (n: bigint): number[] => [0x42, ...sleb(n)];
 export const funcType = (params: number[], results: number[]): number[] => [0x60, ...vec(params.map((p) => [p])), ...vec(results.map((r) => [r]))];
 export const local = (i: number): number[] => [0x20, ...leb(i)];
 const GET = [0x23, 0], SET = [0x24, 0];
