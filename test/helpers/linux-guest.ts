@@ -62,7 +62,10 @@ export function linuxConfig(disks: string | MachineConfig['disks'], extra: Parti
 
 /** Boots the guest on qemu-system-riscv64 with `drives` (QEMU -drive specs, each becoming a
  *  virtio-blk-device), types `script` (which should end with `poweroff -f`) once the shell is
- *  up, and returns the console output when QEMU exits. */
+ *  up, and returns the console output when QEMU exits. `poweroff -f` is a power cut for QEMU's
+ *  disk caches (QEMU 7.2's test finisher calls exit()), and ext2's sync and umount send no flush:
+ *  a script that writes a qcow2 drive flushes it (`sync /dev/vdX`, an fsync of the disk) before
+ *  it powers off, or QEMU's new L2 entries and refcounts can be lost. */
 export function qemuLinuxSession(drives: string[], script: string, timeoutMs: number): Promise<string> {
   return new Promise<string>((resolve, reject) => {
     const q = spawn('qemu-system-riscv64', [
