@@ -9,9 +9,9 @@
 // in a pool for the process's heaps to reuse; a plain gc() leaves them there, resident. Only a
 // "last resort" collection (one that reduces the memory footprint) releases the pool, so a
 // collection here ends with one. Measured on the 1 GiB Linux test guest, `npm run bench:memory
-// -- --only single`, after boot: 93 -> 74-75 MiB (188 -> 120-131 heap pages of 256 KiB resident
-// in the daemon). Node 20's V8 takes the same options but does not free with them alone, hence
-// the plain gc() before.
+// -- --only single`, after boot: 93 -> 74-95 MiB, the rest varying with malloc (188 -> 120-139
+// heap pages of 256 KiB resident in the daemon; docs/guest-ram.md (d)). Node 20's V8 takes the
+// same options but does not free with them alone, hence the plain gc() before.
 
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
