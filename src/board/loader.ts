@@ -9,6 +9,8 @@
 // own, which the allocator would keep: megabytes of the VM thread's memory); an ELF is read
 // whole, as its headers may lie anywhere in it.
 
+import type { RegularFileReader } from '../host/regular-file.js';
+
 /** Where images are loaded: guest RAM (GuestRam), or only its extent when a VM definition is
  *  checked (RamExtent: the same placement and checks, nothing written). */
 export interface LoadTarget {
@@ -21,14 +23,9 @@ export interface LoadTarget {
   zero(paddr: number, len: number): void;
 }
 
-/** A boot image: its size, and its bytes read where they go (host/regular-file.ts's
- *  RegularFileReader, or bytesImage for bytes already in memory). */
-export interface ImageFile {
-  readonly path: string;
-  readonly size: number;
-  /** Reads `dst.length` bytes at `pos` into `dst`; the count read (less when the file shrank). */
-  read(dst: Uint8Array, pos: number): number;
-}
+/** A boot image: its size, and its bytes read where they go (an open file, withRegular; or
+ *  bytesImage for bytes already in memory). */
+export type ImageFile = RegularFileReader;
 
 /** An image whose bytes are in memory already. */
 export function bytesImage(path: string, bytes: Uint8Array): ImageFile {

@@ -109,9 +109,10 @@ function readInto(path: string, fd: number, dst: Uint8Array, from: number): numb
   return got;
 }
 
-function readRange(path: string, fd: number, from: number, length: number): Buffer {
+/** `length` bytes at `from` in a new buffer (shorter when the file shrank), read by `read`. */
+function readRange(read: (dst: Uint8Array, pos: number) => number, from: number, length: number): Buffer {
   const buf = Buffer.allocUnsafe(length);
-  const got = readInto(path, fd, buf, from);
+  const got = read(buf, from);
   return got === length ? buf : buf.subarray(0, got);
 }
 
@@ -129,15 +130,13 @@ export interface RegularFileReader {
 export function withRegular<T>(path: string, limit: ReadLimit, use: (file: RegularFileReader) => T): T {
   const { fd, stat } = openRegular(path, 'read');
   try {
-    if (stat.size > limit.maxBytes) throw tooLargeError(path, stat.size, limit);
+    if (stat.size > limit.maxBytes) {
+      throw new FileRefused(path, 'TOO_LARGE', limit.tooLarge?.(stat.size) ?? `is ${stat.size} bytes, more than the ${limit.maxBytes} bytes expected`, stat.size);
+    }
     return use({ path, size: stat.size, read: (dst, pos) => readInto(path, fd, dst, pos) });
   } finally {
     closeSync(fd);
   }
-}
-
-function tooLargeError(path: string, size: number, limit: ReadLimit): FileRefused {
-  return new FileRefused(path, 'TOO_LARGE', limit.tooLarge?.(size) ?? `is ${size} bytes, more than the ${limit.maxBytes} bytes expected`, size);
 }
 
 export interface ReadLimit {
@@ -150,13 +149,7 @@ export interface ReadLimit {
 
 /** The whole of a regular file of at most `limit.maxBytes` bytes. */
 export function readRegular(path: string, limit: ReadLimit): Buffer {
-  const { fd, stat } = openRegular(path, 'read');
-  try {
-    if (stat.size > limit.maxBytes) throw tooLargeError(path, stat.size, limit);
-    return readRange(path, fd, 0, stat.size);
-  } finally {
-    closeSync(fd);
-  }
+  return withRegular(path, limit, (f) => readRange(f.read, 0, f.size));
 }
 
 /** The last (at most) `maxBytes` bytes of a regular file: for logs, whose start may be dropped. */
@@ -164,7 +157,7 @@ export function readRegularTail(path: string, maxBytes: number): Buffer {
   const { fd, stat } = openRegular(path, 'read');
   try {
     const from = Math.max(0, stat.size - maxBytes);
-    return readRange(path, fd, from, stat.size - from);
+    return readRange((dst, pos) => readInto(path, fd, dst, pos), from, stat.size - from);
   } finally {
     closeSync(fd);
   }
