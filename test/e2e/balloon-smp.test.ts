@@ -22,11 +22,6 @@ async function memory(): Promise<Memory> {
   return (JSON.parse(r.stdout) as { memory: Memory }).memory;
 }
 
-function daemonRss(): number {
-  const status = readFileSync(`/proc/${h.pid()}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
-}
-
 async function exec(cmd: string): Promise<string> {
   const r = await h.run(['exec', 'bal2', '--', cmd], { timeoutMs: 180_000 });
   expect(r.code, `${cmd}: ${r.stdout}${r.stderr}`).toBe(0);
@@ -55,12 +50,12 @@ describe.skipIf(!LINUX)('the memory balloon with a 2-hart Linux guest (memory: 5
   });
 
   it('memory filled from both harts and freed goes back to the host: resident and daemon RSS fall', async () => {
-    const before = daemonRss();
+    const before = h.daemonRss();
     // Two writers at once (the scheduler puts them on both harts), 150 MiB each.
     await exec('(dd if=/dev/zero of=/mnt/a bs=1M count=150 2>/dev/null & dd if=/dev/zero of=/mnt/b bs=1M count=150 2>/dev/null; wait); sync');
     await until(async () => ((await memory()).residentBytes ?? 0) > 300 * MiB, 30_000, 'resident memory to pass 300MiB');
-    expect(daemonRss()).toBeGreaterThan(before + 250 * MiB);
-    const high = daemonRss();
+    expect(h.daemonRss()).toBeGreaterThan(before + 250 * MiB);
+    const high = h.daemonRss();
     await exec('rm /mnt/a /mnt/b');
     // Free page reporting runs on the guest's clock, in batches every 2 s: a loaded host slows it.
     let last: Memory | null = null;
@@ -68,7 +63,7 @@ describe.skipIf(!LINUX)('the memory balloon with a 2-hart Linux guest (memory: 5
       .catch((e: Error) => { throw new Error(`${e.message}; the last figures: ${JSON.stringify(last)}`); }) as Memory;
     expect(after.reportedFreeBytes).toBeGreaterThan(250 * MiB);
     // Every thread let the chunks go (the hart thread's copies too): the process's RSS falls.
-    await until(() => daemonRss() < high - 200 * MiB, 30_000, 'the daemon\'s RSS to fall');
+    await until(() => h.daemonRss() < high - 200 * MiB, 30_000, 'the daemon\'s RSS to fall');
   }, 240_000);
 
   it('set --memory-target 128MiB: resident falls to at most the target + 32MiB; raised again, the guest fills 300MiB without errors', async () => {

@@ -25,12 +25,6 @@ async function memory(name = 'bal'): Promise<Memory> {
   return JSON.parse(r.stdout).memory as Memory;
 }
 
-function daemonRss(): number {
-  const pid = h.pid();
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
-}
-
 async function exec(cmd: string): Promise<string> {
   const r = await h.run(['exec', 'bal', '--', cmd], { timeoutMs: 180_000 });
   expect(r.code, `${cmd}: ${r.stdout}${r.stderr}`).toBe(0);
@@ -86,16 +80,16 @@ describe.skipIf(!LINUX)('the memory balloon with a Linux guest (memory: 1GiB)', 
   });
 
   it('memory the guest fills and frees goes back to the host: resident and daemon RSS fall (free page reporting)', async () => {
-    const before = daemonRss();
+    const before = h.daemonRss();
     await exec('dd if=/dev/zero of=/mnt/f bs=1M count=400 2>/dev/null; sync');
     // The worker sends its figures every second: wait for the one taken after the write.
     await until(async () => ((await memory()).residentBytes ?? 0) > 400 * MiB, 30_000, 'resident memory to pass 400MiB');
-    expect(daemonRss()).toBeGreaterThan(before + 350 * MiB);
-    const high = daemonRss();
+    expect(h.daemonRss()).toBeGreaterThan(before + 350 * MiB);
+    const high = h.daemonRss();
     await exec('rm /mnt/f');
     const after = await until(async () => { const x = await memory(); return x.residentBytes! < 150 * MiB ? x : null; }, 30_000, 'resident memory to fall') as Memory;
     expect(after.reportedFreeBytes).toBeGreaterThan(400 * MiB);
-    await until(() => daemonRss() < high - 300 * MiB, 30_000, 'the daemon\'s RSS to fall');
+    await until(() => h.daemonRss() < high - 300 * MiB, 30_000, 'the daemon\'s RSS to fall');
   }, 240_000);
 
   it('set --memory-target inflates the balloon: the guest\'s free memory falls, MemTotal stays, resident falls to the target', async () => {

@@ -86,6 +86,12 @@ export class VmctlHome {
     return JSON.parse(await this.ok(['info', name, '--json']));
   }
 
+  /** The daemon's resident memory (VmRSS of /proc/PID/status), in bytes. */
+  daemonRss(): number {
+    const status = readFileSync(`/proc/${this.pid()}/status`, 'utf8');
+    return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
+  }
+
   pid(): number | null {
     const f = join(this.home, 'vmd.pid');
     if (!existsSync(f)) return null;
