@@ -38,6 +38,9 @@ line there. Times are exact to about 10 seconds (serial.index marks when output 
       const tail = o.tail !== undefined ? countOption(o.tail, '--tail') : undefined;
       const since = o.since !== undefined ? sinceOption(o.since) : undefined;
       const printer = new LogPrinter(process.stdout.isTTY === true && !o.raw);
+      // With -f, Ctrl-C ends logs with 0. Listen from the start: a Ctrl-C that arrives while the
+      // log so far is printed (before following begins) would otherwise kill it with 130.
+      const interrupted = o.follow ? new Promise<number>((resolve) => process.once('SIGINT', () => resolve(EXIT.ok))) : null;
       const c = await connectDaemon();
       const r = await c.request<LogReply>('vm.log', {
         name,
@@ -55,7 +58,7 @@ line there. Times are exact to about 10 seconds (serial.index marks when output 
         c.close();
         return;
       }
-      const code = await follow(c, name, printer);
+      const code = await follow(c, name, printer, interrupted!);
       printer.end();
       c.close();
       process.exitCode = code;
@@ -63,7 +66,7 @@ line there. Times are exact to about 10 seconds (serial.index marks when output 
 }
 
 /** Prints new output until the VM is deleted (exit 4, saying so), the daemon goes away, or Ctrl-C. */
-async function follow(c: ProtocolClient, name: string, printer: LogPrinter): Promise<number> {
+async function follow(c: ProtocolClient, name: string, printer: LogPrinter, interrupted: Promise<number>): Promise<number> {
   c.onEvent((e: EventMessage) => {
     if (e.vm !== name) return;
     const bootId = e.data.bootId as number | undefined;
@@ -79,7 +82,7 @@ async function follow(c: ProtocolClient, name: string, printer: LogPrinter): Pro
       }
     });
     c.onClose(() => resolve(EXIT.unreachable));
-    process.once('SIGINT', () => resolve(EXIT.ok));
+    void interrupted.then(resolve);
   });
 }
 
