@@ -18,6 +18,12 @@ export const DAEMON_OVERHEAD_BYTES = 96 * MiB;
 /** What a VM's thread holds besides guest RAM: its JavaScript heap, translated code, device
  *  buffers (measured: a Linux guest's worker ~60 MiB, a small bare-metal one ~16 MiB). */
 export const VM_OVERHEAD_BYTES = 64 * MiB;
+/** What each hart thread of a multi-hart VM holds besides (harts 1..N-1 run on threads of their
+ *  own, hart 0 on the VM's thread): a V8 isolate with its heap, the interpreter and its
+ *  translated code, soft TLBs. Measured (Node 24, daemon RSS with a running VM minus an idle
+ *  daemon's): a bare-metal loop guest 33 MiB with 1 hart, 55 with 2, 102 with 4 (23 MiB per
+ *  hart thread); a Linux guest's hart threads compile more code (35 MiB each on Node 20). */
+export const HART_THREAD_OVERHEAD_BYTES = 32 * MiB;
 
 /** The memory this process may use: a cgroup memory limit where there is one (libuv reads
  *  cgroup v1 and v2), else physical memory. */
@@ -32,6 +38,8 @@ export function detectHostMemory(): { bytes: number; source: string } {
 export interface MemorySlot {
   readonly ledger: SharedArrayBuffer;
   readonly control: SharedArrayBuffer;
+  /** What the VM's threads hold besides guest RAM, taken off the limit while it runs. */
+  readonly overheadBytes: number;
 }
 
 export class HostMemory {
@@ -40,7 +48,8 @@ export class HostMemory {
   readonly bytes: number;
   readonly source: string;
   readonly overcommit: number;
-  private slots = 0;
+  /** The overhead of the VM threads attached now (theirs and their hart threads'). */
+  private overhead = 0;
 
   constructor(settings: DaemonSettings, private readonly log: (m: string) => void) {
     const found = detectHostMemory();
@@ -81,11 +90,13 @@ export class HostMemory {
       'stop a VM, give this one less memory, or raise host.overcommit or host.memory in config.yaml');
   }
 
-  /** A VM thread starts: its control block, and one more thread's overhead off the limit. */
-  attach(): MemorySlot {
-    this.slots++;
+  /** A VM thread starts, for a VM of `harts` harts: its control block, and its threads'
+   *  overhead (the VM thread's, and one hart thread's per hart past the first) off the limit. */
+  attach(harts = 1): MemorySlot {
+    const overheadBytes = VM_OVERHEAD_BYTES + Math.max(0, harts - 1) * HART_THREAD_OVERHEAD_BYTES;
+    this.overhead += overheadBytes;
     this.setLimit();
-    return { ledger: this.ledger, control: new SharedArrayBuffer(CONTROL_SLOTS * 4) };
+    return { ledger: this.ledger, control: new SharedArrayBuffer(CONTROL_SLOTS * 4), overheadBytes };
   }
 
   /** A VM thread ended (however it ended): the chunks it held go back to the ledger. */
@@ -93,7 +104,7 @@ export class HostMemory {
     const c = new Int32Array(slot.control);
     const held = Atomics.exchange(c, CONTROL_HELD, 0);
     Atomics.sub(this.L, LEDGER_USED, held);
-    this.slots = Math.max(0, this.slots - 1);
+    this.overhead = Math.max(0, this.overhead - slot.overheadBytes);
     this.setLimit();
   }
 
@@ -104,7 +115,7 @@ export class HostMemory {
   }
 
   private setLimit(): void {
-    const room = this.bytes - DAEMON_OVERHEAD_BYTES - this.slots * VM_OVERHEAD_BYTES;
+    const room = this.bytes - DAEMON_OVERHEAD_BYTES - this.overhead;
     Atomics.store(this.L, LEDGER_LIMIT, Math.max(0, Math.floor(room / CHUNK_SIZE)));
     this.wake();
   }

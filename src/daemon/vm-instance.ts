@@ -529,7 +529,7 @@ export class VmInstance {
     const cpuSlot = sched?.attach(this.name, this.def.cpus, this.def.cpuShares, this.def.cpuCap);
     this.rate = [];
     // The VM's place in the host memory ledger, from here until its machine has closed.
-    const slot = this.env.memory.attach();
+    const slot = this.env.memory.attach(this.def.cpus);
     this.memorySlot = slot;
     const init: WorkerInit = {
       mode: 'run', vmName: this.name, config, hartWorkerPath: this.env.hartWorkerPath, vmctlVersion: this.env.version, switchPorts, memory: slot,

@@ -4,7 +4,7 @@
 
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { DAEMON_OVERHEAD_BYTES, HostMemory, VM_OVERHEAD_BYTES } from '../../src/daemon/host-memory.js';
+import { DAEMON_OVERHEAD_BYTES, HART_THREAD_OVERHEAD_BYTES, HostMemory, VM_OVERHEAD_BYTES } from '../../src/daemon/host-memory.js';
 import { DEFAULT_SETTINGS } from '../../src/config/daemon-settings.js';
 import { CHUNK_SIZE, GuestRam } from '../../src/memory/ram.js';
 import { ProtocolFailure } from '../../src/protocol/messages.js';
@@ -60,6 +60,18 @@ describe('the ledger', () => {
     // The thread ends without giving its chunks back one by one: detach does.
     hm.detach(slot);
     expect(hm.usedBytes).toBe(0);
+    expect(hm.limitBytes).toBe(GiB - DAEMON_OVERHEAD_BYTES);
+  });
+
+  it('takes one hart thread\'s overhead per hart past the first off the limit, and gives it back at detach', () => {
+    const { hm } = host(1 * GiB);
+    const one = hm.attach(1);
+    const four = hm.attach(4);
+    expect(four.overheadBytes).toBe(VM_OVERHEAD_BYTES + 3 * HART_THREAD_OVERHEAD_BYTES);
+    expect(hm.limitBytes).toBe(GiB - DAEMON_OVERHEAD_BYTES - 2 * VM_OVERHEAD_BYTES - 3 * HART_THREAD_OVERHEAD_BYTES);
+    hm.detach(four);
+    expect(hm.limitBytes).toBe(GiB - DAEMON_OVERHEAD_BYTES - VM_OVERHEAD_BYTES);
+    hm.detach(one);
     expect(hm.limitBytes).toBe(GiB - DAEMON_OVERHEAD_BYTES);
   });
 

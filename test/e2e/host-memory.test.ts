@@ -1,7 +1,8 @@
 // Host memory through the real CLI and daemon: `start` is refused (exit 5, the figures) past
 // host.memory × host.overcommit; a guest that touches more memory than the host has for VMs
 // waits, is then paused with the reason `memory` (info shows it), cannot be resumed by hand, and
-// still stops at once; the daemon lives on. Guests: fixtures/demo loop.elf and touch.elf.
+// still stops at once; the daemon lives on, also when the hart that waits runs on a hart thread.
+// Guests: fixtures/demo loop.elf, touch.elf and touch-hart1.elf.
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,9 +19,9 @@ function home(config: string): VmctlHome {
   return h;
 }
 
-function vmFile(h: VmctlHome, name: string, memory: string, elf: string): string {
+function vmFile(h: VmctlHome, name: string, memory: string, elf: string, cpus = 1): string {
   const f = join(h.home, `${name}.yaml`);
-  writeFileSync(f, `name: ${name}\nmemory: ${memory}\nboot:\n  kernel: ${join(DEMO, elf)}\n`);
+  writeFileSync(f, `name: ${name}\nmemory: ${memory}\ncpus: ${cpus}\nboot:\n  kernel: ${join(DEMO, elf)}\n`);
   return f;
 }
 
@@ -63,11 +64,13 @@ describe('admission: host.memory × host.overcommit', () => {
   }, 120_000);
 });
 
-describe('a guest that needs more memory than the host has for VMs', () => {
+describe.each([1, 2])('a guest that needs more memory than the host has for VMs (cpus: %i)', (cpus) => {
   it('waits, is paused with the reason memory, cannot be resumed by hand, and stops at once', async () => {
-    // 256MiB for the host: after the daemon's 96MiB and the VM thread's 64MiB, 96MiB for guest RAM.
-    const h = home('host:\n  memory: 256MiB\n  overcommit: 4\n');
-    expect((await h.run(['create', '-f', vmFile(h, 'hungry', '512MiB', 'touch.elf')])).code).toBe(0);
+    // 256MiB for the host: after the daemon's 96MiB and the VM thread's 64MiB, 96MiB for guest RAM
+    // (with 2 harts, 32MiB more for hart 1's thread; the walk then runs on hart 1, which asks the
+    // VM thread for each new chunk: that thread waits, and the hart waits on it).
+    const h = home(`host:\n  memory: ${256 + (cpus - 1) * 32}MiB\n  overcommit: 4\n`);
+    expect((await h.run(['create', '-f', vmFile(h, 'hungry', '512MiB', cpus === 1 ? 'touch.elf' : 'touch-hart1.elf', cpus)])).code).toBe(0);
     expect((await h.run(['start', 'hungry'])).code).toBe(0);
     const w = await h.run(['wait', 'hungry', '--state', 'paused', '--timeout', '90s'], { timeoutMs: 120_000 });
     expect(w.code, w.stderr).toBe(0);
