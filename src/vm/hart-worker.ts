@@ -6,13 +6,13 @@
 import { workerData } from 'node:worker_threads';
 import { HartThread } from '../board/smp.js';
 import { CpuSlots, SlotGate } from './cpu-slots.js';
-import { collectGarbage } from './collect-garbage.js';
+import { collectGarbage, collectIfGrown } from './collect-garbage.js';
 import type { HartWorkerData } from './hart-threads.js';
 
 const init = workerData as HartWorkerData;
 const gate = init.cpu ? new SlotGate(new CpuSlots(init.cpu.slots), init.cpu.slot) : null;
 try {
-  new HartThread(init, gate, collectGarbage).run();
+  new HartThread(init, gate, collectGarbage, () => { collectIfGrown(); }).run();
 } finally {
   gate?.close(); // the thread's CPU clock (an fd of the process)
 }
