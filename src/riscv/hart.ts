@@ -49,6 +49,8 @@ import { CEXP } from './compressed.js';
 import { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } from './alu.js';
 import { execFp, FP_PRESENT } from './fp/execute.js';
 import { compileRegion, HOT_THRESHOLD, JitStats, REGION_THRESHOLD, REGION_WINDOW, type RegionEntry } from './jit.js';
+import { EXIT, STATE_BYTES, T_OFF, T_SLOT, T_TAGHI, T_TAGLO, TLB_BYTES, TLB_R, TLB_W, translateRegion, XH, XL } from './wasm/translate.js';
+import { ramAccess, type RamAccess } from './wasm/access.js';
 import {
   MS_SIE, MS_MIE, MS_SPIE, MS_MPIE, MS_SPP, MS_MPP_SHIFT, MS_MPP, MS_FS, MS_MPRV, MS_SUM, MS_MXR, MS_TVM, MS_TW, MS_TSR,
   MSTATUS_WMASK, SSTATUS_MASK, MSTATUS_HI, SSTATUS_HI, MIP_SSIP, MIP_STIP, MIP_SEIP, MIE_MASK, S_INTS, MEDELEG_MASK,
@@ -77,7 +79,7 @@ class PageCode {
   }
 }
 /** A head where no region could be made: never entered, never counted again. */
-const NO_REGION: RegionEntry = { fn: () => 0, size: Infinity, pc: 0, full: true };
+const NO_REGION: RegionEntry = { fn: () => 0, size: Infinity, pc: 0, full: true, wasm: null, idx: 0 };
 /** The "page without translated code". */
 const NO_CODE = new PageCode(true);
 
@@ -113,6 +115,11 @@ const IRQ_ORDER = [11, 3, 7, 9, 1, 5];
 const MISA_LO_BASE = (1 << 0) | (1 << 2) | (1 << 8) | (1 << 12) | (1 << 18) | (1 << 20); // A C I M S U
 const MISA_FD = (1 << 3) | (1 << 5);
 
+/** The WebAssembly tier on by default (VMCTL_WASM_TIER=0: off, for measuring against). */
+const WASM_TIER = typeof process === 'undefined' || process.env.VMCTL_WASM_TIER !== '0';
+/** VMCTL_WASM_TIER=only: wasm regions for hot code too (no jit.ts regions made from their heads). */
+const WASM_ONLY = typeof process !== 'undefined' && process.env.VMCTL_WASM_TIER === 'only';
+
 /** Views of no chunk: what an invalid TLB entry points at (never read: its tag never matches). */
 const DUMMY = new ChunkViews(new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }));
 const DUMMY_16 = DUMMY.u16;
@@ -126,10 +133,12 @@ function filled<T>(v: T): T[] {
 /** Soft TLB for one access type: per entry, the views of the page's chunk (one array per width,
  *  so the hot path indexes a typed array directly) and the page's byte offset in it. */
 export class Tlb {
-  readonly tagLo = new Int32Array(TLB_SIZE).fill(TLB_INVALID);
-  readonly tagHi = new Int32Array(TLB_SIZE);
+  readonly tagLo: Int32Array;
+  readonly tagHi: Int32Array;
   /** Byte offset of the page inside its chunk. */
-  readonly off = new Int32Array(TLB_SIZE);
+  readonly off: Int32Array;
+  /** The chunk's slot in the hart's RAM access module (the WebAssembly tier: wasm/access.ts). */
+  readonly slot: Int32Array;
   /** Physical address of the page. */
   readonly pa = new Float64Array(TLB_SIZE);
   readonly u8: Uint8Array[] = filled(DUMMY.u8);
@@ -141,14 +150,22 @@ export class Tlb {
   /** Fetch TLB only: the page's translated code (NO_CODE: none yet), so that entering a page
    *  needs no lookup in Hart.pageCode (a Map: 4% of the busybox programs' CPU time). */
   readonly code: PageCode[] = new Array<PageCode>(TLB_SIZE).fill(NO_CODE);
+  /** The int32 arrays are views on `buffer` from byte `at` (the hart's state memory, which
+   *  translated wasm code reads: wasm/translate.ts), or on a buffer of their own. */
+  constructor(buffer: ArrayBuffer = new ArrayBuffer(TLB_BYTES), at = 0) {
+    this.tagLo = new Int32Array(buffer, at + T_TAGLO, TLB_SIZE).fill(TLB_INVALID);
+    this.tagHi = new Int32Array(buffer, at + T_TAGHI, TLB_SIZE);
+    this.off = new Int32Array(buffer, at + T_OFF, TLB_SIZE);
+    this.slot = new Int32Array(buffer, at + T_SLOT, TLB_SIZE);
+  }
   flush(): void { this.tagLo.fill(TLB_INVALID); }
 }
 
 export class Hart {
   // ---- architectural state ----
   /** x registers as int32 halves; index 32 is a write sink so that writes to x0 vanish. */
-  readonly xlo = new Int32Array(33);
-  readonly xhi = new Int32Array(33);
+  readonly xlo: Int32Array;
+  readonly xhi: Int32Array;
   pc = 0;
   mode = 3;
   readonly fregs = new Int32Array(64);
@@ -242,8 +259,8 @@ export class Hart {
   private csrHi = 0;
 
   // ---- soft TLB and fetch page ----
-  private readonly tlbR = new Tlb();
-  private readonly tlbW = new Tlb();
+  private readonly tlbR: Tlb;
+  private readonly tlbW: Tlb;
   private readonly tlbX = new Tlb();
   private fVa = NaN;          // virtual address of the current fetch page (NaN = none)
   private fView: Uint16Array = DUMMY_16;
@@ -269,6 +286,18 @@ export class Hart {
   smp = false;
   /** Loop translation on/off (jit.ts); off = pure interpreter. */
   jitEnabled = true;
+  /** The WebAssembly tier (wasm/translate.ts) for warm code, instead of jit.ts's first tier; only
+   *  used while the hart is alone on its thread (not `smp`). VMCTL_WASM_TIER=0 turns it off. */
+  wasmTier = WASM_TIER;
+  /** Registers and the read/write soft TLBs live here, where translated wasm code reads them. */
+  private readonly wasmState = new WebAssembly.Memory({ initial: STATE_BYTES / 65536, maximum: STATE_BYTES / 65536 });
+  /** The pc translated wasm code left with (low, high word). */
+  private readonly exitPc: Int32Array;
+  /** RAM access functions for wasm code (the chunks met so far); null until the first region. */
+  private ramAccess: RamAccess | null = null;
+  /** A soft-TLB entry holds a chunk ramAccess does not have: no wasm code runs until it is
+   *  made again (and the regions made against it are dropped). */
+  private wasmStale = false;
   /** Full regions translated so far (statistics; tests check that a path was translated). */
   regionsCompiled = 0;
   /** The translator's figures for this hart (bench --verbose, the VM's log). */
@@ -290,6 +319,12 @@ export class Hart {
 
   constructor(readonly hartId: number, readonly mem: PhysicalMemoryMap, readonly clock: HartClock, reservations?: ReservationSet) {
     this.reservations = reservations ?? new ReservationSet();
+    const st = this.wasmState.buffer;
+    this.xlo = new Int32Array(st, XL, 33);
+    this.xhi = new Int32Array(st, XH, 33);
+    this.tlbR = new Tlb(st, TLB_R);
+    this.tlbW = new Tlb(st, TLB_W);
+    this.exitPc = new Int32Array(st, EXIT, 2);
     this.xlo[10] = hartId;
     if (!warmedUp) { warmedUp = true; warmUp(); }
   }
@@ -377,6 +412,9 @@ export class Hart {
     this.tlbX.code.fill(NO_CODE);
     this.fView = DUMMY_16;
     this.fCode = NO_CODE;
+    // wasm regions import the RAM access module, which imports the chunk
+    this.dropWasm();
+    this.ramAccess = null;
     const first = Math.floor(pa / 4096);
     const end = first + Math.ceil(len / 4096);
     if (this.pageCode.size !== 0) for (const pn of [...this.pageCode.keys()]) if (pn >= first && pn < end) this.pageCode.delete(pn);
@@ -393,7 +431,8 @@ export class Hart {
     this.fVa = NaN; // the next fetch looks its page up again
   }
 
-  /** Translates code at `off` of the fetch page (first tier: a single-block loop; `full`: a region). */
+  /** Translates code at `off` of the fetch page (first tier: a single-block loop, or a region of
+   *  the WebAssembly tier when that is on; `full`: a region of jit.ts). */
   private compileAt(pn: number, slot: number, view: Uint16Array, base: number, off: number, full: boolean): PageCode {
     let code = this.pageCode.get(pn);
     if (code === undefined) {
@@ -403,23 +442,38 @@ export class Hart {
       for (let e = 0; e < TLB_SIZE; e++) if (x.pa[e] === pn * 4096) x.code[e] = code;
     }
     this.fCode = code;
+    const wasm = !full && this.wasmOn();
+    if (wasm && (this.ramAccess === null || this.wasmStale)) this.wasmReset();
     const t0 = performance.now();
     const seen = this.seen, hash = (pn & 7) << 11;
-    const r = compileRegion(view, base, off, full, this.smp, (o) => seen[hash | (o >> 1)] !== 0);
-    this.jitStats.compileMs += performance.now() - t0;
+    const r = wasm ? translateRegion(view, base, off, this.wasmState, this.ramAccess!.exports)
+      : compileRegion(view, base, off, full, this.smp, (o) => seen[hash | (o >> 1)] !== 0);
+    if (wasm) this.jitStats.wasmMs += performance.now() - t0; else this.jitStats.compileMs += performance.now() - t0;
     if (r === null) {
       const old = code.blocks[slot];
       // A first-tier loop stays when no region could be made from its head.
       if (!full) code.blocks[slot] = null; else if (old === undefined || old === null || old.full) code.blocks[slot] = NO_REGION;
       return code;
     }
-    if (full) { this.regionsCompiled++; this.jitStats.regions++; } else this.jitStats.loops++;
-    // A dry run through its exit sequence (no case at -1): a function first optimized while it
-    // runs (on-stack replacement) then has type feedback for the way out too.
-    const pc = this.pc;
-    r.fn(this, 0, -1, 0, this.xlo, this.xhi, this.tlbR, this.tlbW, this.reservations);
-    this.pc = pc;
-    for (const o of r.entries) code.blocks[o >> 1] = { fn: r.fn, size: r.size, pc: o, full };
+    if ('bytes' in r) {
+      this.jitStats.wasmRegions++;
+      this.jitStats.wasmBytes += r.bytes;
+      // Entries of jit.ts's regions (hot code) stay; a wasm region is full when jit.ts's regions
+      // are off (VMCTL_WASM_TIER=only), so that its heads are not counted towards one.
+      const full = WASM_ONLY;
+      r.entries.forEach((o, idx) => {
+        const old = code.blocks[o >> 1];
+        if (old === undefined || old === null || !old.full) code.blocks[o >> 1] = { fn: NO_REGION.fn, size: r.size, pc: o, full, wasm: r.fn, idx };
+      });
+    } else {
+      if (full) { this.regionsCompiled++; this.jitStats.regions++; } else this.jitStats.loops++;
+      // A dry run through its exit sequence (no case at -1): a function first optimized while it
+      // runs (on-stack replacement) then has type feedback for the way out too.
+      const pc = this.pc;
+      r.fn(this, 0, -1, 0, this.xlo, this.xhi, this.tlbR, this.tlbW, this.reservations);
+      this.pc = pc;
+      for (const o of r.entries) code.blocks[o >> 1] = { fn: r.fn, size: r.size, pc: o, full, wasm: null, idx: 0 };
+    }
     const cv = r.covered;
     for (let i = 0; i < cv.length; i += 2) {
       code.covered[cv[i] >> 1] = 1;
@@ -433,6 +487,58 @@ export class Hart {
     return code;
   }
 
+  /** The WebAssembly tier applies: on, and the hart alone on its thread (wasm/translate.ts). */
+  private wasmOn(): boolean { return this.wasmTier && !this.smp; }
+
+  /** Makes the RAM access module again with every chunk allocated now, gives the soft TLB
+   *  entries their chunks' slots in it, and drops the wasm regions made against the old one. */
+  private wasmReset(): void {
+    const ram = this.mem.ram;
+    const chunks: ChunkViews[] = [];
+    for (let i = 0; i < ram.chunkCount; i++) if (ram.isAllocated(i)) chunks.push(ram.views(i));
+    const a = this.ramAccess = ramAccess(chunks);
+    for (const t of [this.tlbR, this.tlbW]) for (let e = 0; e < TLB_SIZE; e++) t.slot[e] = a.slots.get(t.chunk[e]) ?? -1;
+    this.wasmStale = false;
+    this.jitStats.wasmResets++;
+    this.dropWasm();
+  }
+
+  /** Drops every wasm region (their instances import the RAM access module, and so its chunks). */
+  private dropWasm(): void {
+    for (const c of this.pageCode.values()) {
+      if (c.live === 0) continue;
+      const b = c.blocks;
+      for (let i = 0; i < b.length; i++) { const x = b[i]; if (x !== undefined && x !== null && x.wasm !== null) b[i] = undefined; }
+    }
+  }
+
+  /** A TLB entry's slot for chunk `v` in the RAM access module (-1: none yet, which makes it
+   *  stale: see wasmStale). */
+  private slotOf(v: ChunkViews): number {
+    const a = this.ramAccess;
+    if (a === null) return -1;
+    const s = a.slots.get(v);
+    if (s !== undefined) return s;
+    this.wasmStale = true;
+    return -1;
+  }
+
+  /** Runs the wasm region of `blk` (see runRegions); 0 without running it when wasm code may
+   *  not run now: the RAM access module lacks a chunk of the soft TLB (it is made again and the
+   *  wasm regions dropped), or a hart holds an LR reservation (wasm stores do not break them). */
+  private runWasm(blk: RegionEntry, fVa: number, budget: number): number {
+    if (this.wasmStale || this.reservations.active[0] !== 0 || !this.wasmOn()) {
+      if (this.wasmStale) this.wasmReset();
+      this.pc = fVa + blk.pc;
+      return 0;
+    }
+    const n = blk.wasm!(fVa, blk.idx, blk.pc, budget);
+    const x = this.exitPc;
+    this.pc = this.exactPc(x[0], x[1]);
+    this.jitStats.wasmInsns += n;
+    return n;
+  }
+
   /** Runs translated regions (jit.ts) from `blk`, on while the next pc heads a region of the same
    *  page and the budget allows; returns the instructions retired (h.pc = next pc). The one call
    *  site of region functions: its feedback turns megamorphic in the warm-up, so that V8 does not
@@ -441,7 +547,7 @@ export class Hart {
     const xl = this.xlo, xh = this.xhi, r = this.tlbR, w = this.tlbW;
     let n = 0;
     for (;;) {
-      const m = blk.fn(this, fVa, blk.pc, budget - n, xl, xh, r, w, this.reservations);
+      const m = blk.wasm !== null ? this.runWasm(blk, fVa, budget - n) : blk.fn(this, fVa, blk.pc, budget - n, xl, xh, r, w, this.reservations);
       n += m;
       if (this.jitTrap || this.linesChanged) break;
       const d = this.pc - fVa;
@@ -1521,6 +1627,7 @@ export class Hart {
     tlb.i32[e] = v.i32;
     tlb.f64[e] = v.f64;
     tlb.chunk[e] = v;
+    tlb.slot[e] = this.slotOf(v);
     tlb.off[e] = ro - ci * CHUNK_SIZE;
     tlb.pa[e] = pagePa;
     if (acc === ACC_FETCH) tlb.code[e] = this.pageCode.get(pagePa / 4096) ?? NO_CODE;
@@ -1940,12 +2047,17 @@ function warmUp(): void {
   const jStart = base + 0x9000;
   jitWarmUpProgram(HOT_THRESHOLD + 64).forEach((w, i) => ram.writeU32(jStart + 4 * i, w));
   j.setPc(jStart);
+  // and a third the same program with jit.ts's first tier, in place of the WebAssembly tier
+  const j2 = new Hart(0, mem, { mtime: () => 0 });
+  j2.wasmTier = false;
+  j2.setPc(jStart);
   let hDone = false;
-  for (let k = 0; k < 2000 && !(hDone && j.waiting); k++) {
+  for (let k = 0; k < 2000 && !(hDone && j.waiting && j2.waiting); k++) {
     // small budgets first: blocks that end on the budget run before V8 optimizes the loop
     if (!hDone) h.run(k % 2 === 0 ? 57 : 10_000);
     // the compressed tail may wander (c.j, branches); keep it inside RAM
     hDone = h.waiting || !(h.pc >= base && h.pc < base + 0x8000);
     if (!j.waiting) j.run(k % 2 === 0 ? 57 : 1000);
+    if (!j2.waiting) j2.run(k % 2 === 0 ? 57 : 1000);
   }
 }

@@ -46,6 +46,7 @@ import * as alu from './alu.js';
 import { CEXP } from './compressed.js';
 import { execFp } from './fp/execute.js';
 import { D32, D64, FENCE_CELL } from '../memory/ram.js';
+import type { WasmFn } from './wasm/translate.js';
 
 export const HOT_THRESHOLD = 256;
 /** A first-tier translation (a loop with a straight-line body) is made when a loop head or call
@@ -88,18 +89,29 @@ export class JitStats {
   regions = 0;
   /** Time spent generating and compiling translations (ms; V8's later optimization not included). */
   compileMs = 0;
-  /** Instructions retired inside translated code. */
+  /** Instructions retired inside translated code (both tiers). */
   translatedInsns = 0;
+  /** The WebAssembly tier (wasm/translate.ts): regions, their module bytes, time to make them
+   *  (emitting, WebAssembly.Module, Instance; Liftoff compiles lazily at the first call), the
+   *  instructions they retired, and how often the RAM access module was made again. */
+  wasmRegions = 0;
+  wasmBytes = 0;
+  wasmMs = 0;
+  wasmInsns = 0;
+  wasmResets = 0;
 
   add(o: JitStats): void {
     this.loops += o.loops; this.regions += o.regions; this.compileMs += o.compileMs; this.translatedInsns += o.translatedInsns;
+    this.wasmRegions += o.wasmRegions; this.wasmBytes += o.wasmBytes; this.wasmMs += o.wasmMs; this.wasmInsns += o.wasmInsns; this.wasmResets += o.wasmResets;
   }
 
   /** One line for people: what was translated, what it cost, the share of `instret` it ran. */
   describe(instret: number): string {
     const pct = instret > 0 ? (100 * this.translatedInsns / instret).toFixed(1) : '0.0';
+    const wasm = this.wasmRegions === 0 ? '' : `; wasm: ${this.wasmRegions} regions (${(this.wasmBytes / 1024).toFixed(0)} KiB) in ` +
+      `${this.wasmMs.toFixed(0)} ms, ${instret > 0 ? (100 * this.wasmInsns / instret).toFixed(1) : '0.0'}% of instructions, ${this.wasmResets} RAM module resets`;
     return `${this.loops} loops + ${this.regions} regions translated in ${this.compileMs.toFixed(0)} ms; ` +
-      `${pct}% of ${instret} instructions ran translated`;
+      `${pct}% of ${instret} instructions ran translated${wasm}`;
   }
 }
 const FN_CACHE_MAX = 10_000;
@@ -108,7 +120,12 @@ const fnCache = new Map<string, BlockFn>();
  *  instructions it was compiled from; `entries` = offsets it can be entered at. */
 export interface CompiledRegion { readonly fn: BlockFn; readonly size: number; readonly covered: number[]; readonly entries: number[] }
 /** One entry point of a region (what the hart keeps per halfword of a page). */
-export interface RegionEntry { readonly fn: BlockFn; readonly size: number; readonly pc: number; readonly full: boolean }
+export interface RegionEntry {
+  readonly fn: BlockFn; readonly size: number; readonly pc: number; readonly full: boolean;
+  /** A region of the WebAssembly tier (wasm/translate.ts) instead (fn unused), entered at its
+   *  block `idx`; null for jit.ts's regions. */
+  readonly wasm: WasmFn | null; readonly idx: number;
+}
 
 const ARGS = ['h', 'pc0', 'pc', 'budget', 'xl', 'xh', 'r', 'w', 'resv'];
 
@@ -294,9 +311,11 @@ function exitAt(off: number, k: number): string {
 }
 
 /** One decoded instruction of a region. */
-interface Insn { off: number; len: number; insn: number; raw: number }
+export interface Insn { off: number; len: number; insn: number; raw: number }
 
-function decodeAt(view: Uint16Array, base: number, o: number): Insn | null {
+/** The instruction at byte offset `o` of the page (halfwords from `base` of `view`), compressed
+ *  ones expanded; null for reserved encodings and the page's last halfword. */
+export function decodeAt(view: Uint16Array, base: number, o: number): Insn | null {
   if (o < 0 || o > 4092) return null; // the last halfword (and page crossings) stay with the interpreter
   const raw = view[base + (o >> 1)];
   if ((raw & 3) === 3) {

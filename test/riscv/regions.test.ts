@@ -2,7 +2,8 @@
 // the page, F/D instructions, translated into one function. Every test runs the same program
 // with translation on and off and compares the architectural results (registers, memory, trap
 // log, instret); the translated run must also have made a region, or the test proves nothing.
-import { describe, expect, test } from 'vitest';
+import { beforeAll, describe, expect, test } from 'vitest';
+import type { Hart } from '../../src/riscv/hart.js';
 import { runAsm, makeMachine, loadElf, buildAsm, RAM_BASE, type Mini } from './harness.js';
 import { program, DATA, LOG } from './prelude.js';
 import { REGION_THRESHOLD } from '../../src/riscv/jit.js';
@@ -23,9 +24,23 @@ function regs(m: Mini): bigint[] {
   return Array.from({ length: 32 }, (_, i) => h.getX(i));
 }
 
+/** Which translator the tests below exercise: jit.ts's JavaScript regions (the WebAssembly tier
+ *  off), or the WebAssembly tier (wasm/translate.ts), which replaces jit.ts's first tier and runs
+ *  warm code. */
+let tier: 'js' | 'wasm' = 'js';
+/** Translation on (in the tier under test) or off (the interpreter alone). */
+function tierOn(h: Hart, jit: boolean): void {
+  h.jitEnabled = jit;
+  h.wasmTier = tier === 'wasm';
+}
+/** Regions the tier under test made (for the wasm tier, only if wasm code ran at all). */
+function made(h: Hart): number {
+  return tier === 'js' ? h.regionsCompiled : h.jitStats.wasmInsns > 0 ? h.jitStats.wasmRegions : 0;
+}
+
 /** The program run with translation on (a) and off (b), each for at most `max` instructions. */
 function runBoth(src: string, max: number): [Mini, Mini] {
-  const run = (jit: boolean) => runAsm(src, { max, setup: (m) => { m.harts[0].jitEnabled = jit; } });
+  const run = (jit: boolean) => runAsm(src, { max, setup: (m) => { tierOn(m.harts[0], jit); } });
   return [run(true), run(false)];
 }
 /** The run with translation (a) left the same results as the interpreter's (b): the two words the
@@ -127,12 +142,13 @@ str:  .asciz "hello, translated regions"
       .align 2
 `;
 
-describe('region translation', () => {
+for (const t of ['js', 'wasm'] as const) describe(`region translation (${t === 'js' ? "jit.ts's regions" : 'the WebAssembly tier'})`, () => {
+  beforeAll(() => { tier = t; });
   test('recursion inside a region and a loop left from the middle give the same state as the interpreter', () => {
-    const run = (jit: boolean) => runAsm(program(recursive), { max: 50_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
+    const run = (jit: boolean) => runAsm(program(recursive), { max: 50_000_000, setup: (m) => { tierOn(m.harts[0], jit); } });
     const a = run(true), b = run(false);
     expect(a.exit).toEqual({ code: 0 });
-    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    expect(made(a.harts[0])).toBeGreaterThan(0);
     const fib = (n: number): number => (n < 2 ? n : fib(n - 1) + fib(n - 2));
     let sum = 0;
     for (let s1 = 2500; s1 > 0; s1--) sum += fib((s1 & 7) + 3) + 'hello, translated regions'.length;
@@ -141,12 +157,12 @@ describe('region translation', () => {
   });
 
   test('a branchy loop with a call, a return and F/D gives the same state with and without translation', () => {
-    const run = (jit: boolean) => runAsm(program(branchy), { max: 20_000_000, setup: (m) => { m.harts[0].jitEnabled = jit; } });
+    const run = (jit: boolean) => runAsm(program(branchy), { max: 20_000_000, setup: (m) => { tierOn(m.harts[0], jit); } });
     const a = run(true), b = run(false);
     expect(a.exit).toEqual({ code: 0 });
     expect(b.exit).toEqual({ code: 0 });
-    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
-    expect(b.harts[0].regionsCompiled).toBe(0);
+    expect(made(a.harts[0])).toBeGreaterThan(0);
+    expect(made(b.harts[0])).toBe(0);
     for (const off of [8, 16, 24, 32]) expect(u64(a, DATA + off)).toBe(u64(b, DATA + off));
     expect(regs(a)).toEqual(regs(b));
     expect(Array.from(a.harts[0].fregs)).toEqual(Array.from(b.harts[0].fregs));
@@ -155,6 +171,7 @@ describe('region translation', () => {
   test('run(n) never retires more than n instructions, and ends on the same state', () => {
     const m = makeMachine();
     const h = m.harts[0];
+    tierOn(h, true);
     h.setPc(loadElf(m.mem, buildAsm(program(branchy))));
     let total = 0;
     for (let k = 0; k < 2_000_000 && m.exit === null; k++) {
@@ -164,7 +181,7 @@ describe('region translation', () => {
       total += r;
     }
     expect(m.exit).toEqual({ code: 0 });
-    expect(h.regionsCompiled).toBeGreaterThan(0);
+    expect(made(h)).toBeGreaterThan(0);
     expect(total).toBe(h.instret);
     const ref = runAsm(program(branchy), { max: 20_000_000, setup: (mm) => { mm.harts[0].jitEnabled = false; } });
     for (const off of [8, 16, 24, 32]) expect(u64(m, DATA + off)).toBe(u64(ref, DATA + off));
@@ -194,7 +211,7 @@ describe('region translation', () => {
     `);
     const [a, b] = runBoth(src, 20_000_000);
     expect(a.exit).toEqual({ code: 0 });
-    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    expect(made(a.harts[0])).toBeGreaterThan(0);
     const ta = traps(a);
     expect(ta.length).toBe(2);
     expect(ta[0][0]).toBe(5n);                    // load access fault
@@ -235,7 +252,7 @@ patchme:
     `);
     const [a, b] = runBoth(src, 20_000_000);
     expect(a.exit).toEqual({ code: 0 });
-    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    expect(made(a.harts[0])).toBeGreaterThan(0);
     const odd = (n: number) => Math.floor((n + 1) / 2); // odd s1 values in 1..n
     // iterations with s1 in (ITER/8, ITER] add 1 when s1 is odd, the others add 2
     const at = ITER >> 3;
@@ -280,12 +297,12 @@ irq:  sw zero, 0(s4)
     `);
     const run = (jit: boolean) => runAsm(src, { max: 20_000_000, setup: (m) => {
       const h = m.harts[0];
-      h.jitEnabled = jit;
+      tierOn(h, jit);
       m.mem.addDevice(0x2000000, 0x1000, 'msip', { read: () => 0, write: (_o, _s, v) => h.setInterruptLevel(3, (v & 1) !== 0) });
     } });
     const a = run(true), b = run(false);
     expect(a.exit).toEqual({ code: 0 });
-    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    expect(made(a.harts[0])).toBeGreaterThan(0);
     const n = Number(u64(a, DATA + 8) - BigInt(DATA + 64)) / 16;
     expect(n).toBe(Math.floor(ITER / 1024));
     const log = (m: Mini) => Array.from({ length: 2 * n }, (_, i) => u64(m, DATA + 64 + 8 * i));
@@ -316,7 +333,7 @@ irq:  sw zero, 0(s4)
     const run = (jit: boolean) => {
       const m = makeMachine();
       const h = m.harts[0];
-      h.jitEnabled = jit;
+      tierOn(h, jit);
       h.setPc(loadElf(m.mem, buildAsm(src)));
       let regionsAtIrq = -1;
       for (let k = 0; k < 100_000 && m.exit === null; k++) {
@@ -324,7 +341,7 @@ irq:  sw zero, 0(s4)
           // by now (~1M instructions) the loop runs as a region in the translated run (first as a
           // first-tier loop, which leaves at the inner branch; the instructions interpreted around
           // it make the region at ~550k)
-          regionsAtIrq = h.regionsCompiled;
+          regionsAtIrq = made(h);
           h.setInterruptLevel(7, true);
           h.run(1);                   // takes it (MTIP), then runs one handler instruction
           h.setInterruptLevel(7, false);
@@ -375,8 +392,9 @@ far:  add t2, t2, t0
     expect(a.exit).toEqual({ code: 0 });
     const h = a.harts[0];
     // One translation per FENCE.I epoch (8), not one every few calls.
-    expect(h.jitStats.loops + h.jitStats.regions).toBeGreaterThan(0);
-    expect(h.jitStats.loops + h.jitStats.regions).toBeLessThanOrEqual(20);
+    const translations = tier === 'js' ? h.jitStats.loops + h.jitStats.regions : made(h);
+    expect(translations).toBeGreaterThan(0);
+    expect(translations).toBeLessThanOrEqual(20);
     expect(h.jitStats.translatedInsns / h.instret).toBeGreaterThan(0.8);
     expectSameResults(a, b);
   });
@@ -395,7 +413,7 @@ far:  add t2, t2, t0
       const h = m.harts[0];
       const entry = loadElf(m.mem, buildAsm(FAR_LOOP));
       h.setPc(entry);
-      h.jitEnabled = jit;
+      tierOn(h, jit);
       const fence = find(m, entry, 0x0000100f), xor = find(m, fence, XOR);
       let fences = 0;
       for (let left = 20_000_000; m.exit === null && left > 0;) {
@@ -436,7 +454,7 @@ far:  add t2, t2, t0
     `);
     const [a, b] = runBoth(src, 20_000_000);
     expect(a.exit).toEqual({ code: 0 });
-    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    expect(made(a.harts[0])).toBeGreaterThan(0);
     expectSameResults(a, b);
   });
 
@@ -487,7 +505,7 @@ far:  add t2, t2, t0
     `);
     const [a, b] = runBoth(src, 50_000_000);
     expect(a.exit).toEqual({ code: 0 });
-    expect(a.harts[0].regionsCompiled).toBeGreaterThan(0);
+    expect(made(a.harts[0])).toBeGreaterThan(0);
     expectSameResults(a, b);
   });
 
@@ -520,7 +538,7 @@ far:  add t2, t2, t0
     `);
     const [a, b] = runBoth(src, 50_000_000);
     expect(a.exit).toEqual({ code: 0 });
-    expect(a.harts[0].regionsCompiled + a.harts[0].jitStats.loops).toBeGreaterThan(0);
+    expect(made(a.harts[0]) + (tier === 'js' ? a.harts[0].jitStats.loops : 0)).toBeGreaterThan(0);
     expect(a.harts[0].jitStats.translatedInsns).toBeGreaterThan(0);
     expectSameResults(a, b);
     const mem = (m: Mini) => { const x = new Uint8Array(0x200010); m.mem.ram.read(DATA + 0x100000, x); return x; };

@@ -1,0 +1,326 @@
+// The WebAssembly tier (issue 16, docs/guest-ram.md (e)): the code of one RAM page reachable
+// from an entry point, as one wasm function that V8's baseline compiler (Liftoff) makes runnable
+// in well under a millisecond, so that warm code is translated, not only the code jit.ts finds
+// hot enough for a JavaScript region.
+//
+// What a region takes in: as jit.ts's regions, every instruction reached from the entry by
+// falling through, branches (both ways) and JAL within the page (calls too, with their return
+// points), breadth first, at most MAX_REGION instructions. Translated: RV64I and M integer
+// operations (MULH, MULHSU, MULHU excepted), branches, JAL, JALR, loads and stores through the
+// soft TLB, FENCE, and the compressed forms (decoded through CEXP as the interpreter does).
+// Anything else (F/D, AMO, SYSTEM, FENCE.I, MULH*, reserved encodings) is left out: reaching it
+// leaves the function, and the interpreter runs it.
+//
+// The function: (pc0: f64, next: i32, ex: i32, budget: i32) -> retired: i32.
+//   pc0 = virtual address of the page; next = index of the block to start at, ex = its page
+//   offset. The x registers the region uses live in i64 locals, loaded from the hart's register
+//   file (xlo/xhi, which are views on the hart's state memory, imported as memory 0) on entry
+//   and stored back at the one exit; the next pc is written at EXIT (i64) in the same memory.
+//   Blocks dispatch through `loop` + `br_table` on `next`: taken branches and jumps inside the
+//   region set next and go round; the budget is checked there, as in jit.ts (leave when fewer
+//   than `size` instructions remain, so code that only falls through stays within budget).
+//   JALR always leaves (the hart chains to a region at its target).
+// Loads and stores: the soft TLB's tag (tagLo/tagHi), page offset and chunk slot arrays are
+// also views on the state memory (hart.ts, Tlb): the function compares the tag and alignment and
+// leaves before the access on a miss (the interpreter's slow path then runs it: faults, MMIO,
+// misaligned accesses, stores into pages with translated code, whose write entries are never
+// valid), else calls the access module's load or store (access.ts) with the chunk slot.
+// Same contract otherwise as jit.ts (retired count returned, n up to date at every exit; 0
+// retired = left before its first instruction) and the same validity rules (hart.ts drops the
+// page's translations on stores into covered bytes and on FENCE.I).
+// Only for a hart alone on its thread (not `smp`): a store here does not break other harts'
+// LR reservations, so the hart enters wasm code only while no reservation is held (hart.ts), and
+// FENCE needs no barrier.
+import { decodeAt } from '../jit.js';
+import { beginBody, beginModule, Emitter, endBody, F64, I32, I64, type Import } from './emit.js';
+import { LOADS, STORES } from './access.js';
+
+// ---- the hart's state memory (one 64 KiB page, not shared: one hart's) ----
+export const STATE_BYTES = 65536;
+/** x registers: low words (33 int32, index 32 the x0 sink) and high words. */
+export const XL = 0, XH = 256;
+/** The read and write soft TLBs: per table, four int32 arrays of TLB_SIZE entries. */
+export const TLB_R = 1024, TLB_W = 5120, TLB_BYTES = 4096;
+export const T_TAGLO = 0, T_TAGHI = 1024, T_OFF = 2048, T_SLOT = 3072;
+/** The pc a function leaves with (i64). */
+export const EXIT = 9216;
+
+/** Instructions per region at most. */
+const MAX_REGION = 192;
+/** Regions smaller than this are not worth a module. */
+const MIN_REGION = 3;
+/** `ex` of an exit whose pc is in tpc (JALR). */
+const FAR = 0x7fffffff;
+
+export type WasmFn = (pc0: number, next: number, ex: number, budget: number) => number;
+/** A translated region: `entries[i]` = page offset of block i (where it can be entered). */
+export interface WasmRegion { readonly fn: WasmFn; readonly size: number; readonly covered: number[]; readonly entries: number[]; readonly bytes: number }
+
+const OP = 0, BR = 1, JAL = 2, JALR = 3, NONE = -1;
+
+/** How an instruction takes part in a region, NONE when it is not translated. */
+function kindOf(insn: number): number {
+  const f3 = (insn >>> 12) & 7, f7 = insn >>> 25;
+  switch (insn & 0x7f) {
+    case 0x13:
+      if (f3 === 1) return (insn >>> 26) === 0 ? OP : NONE;
+      if (f3 === 5) return (insn >>> 26) === 0 || (insn >>> 26) === 0x10 ? OP : NONE;
+      return OP;
+    case 0x33:
+      if (f7 === 0) return OP;
+      if (f7 === 0x20) return f3 === 0 || f3 === 5 ? OP : NONE;
+      if (f7 === 1) return f3 === 0 || f3 >= 4 ? OP : NONE; // MULH, MULHSU, MULHU stay with the interpreter
+      return NONE;
+    case 0x3b:
+      if (f7 === 0) return f3 === 0 || f3 === 1 || f3 === 5 ? OP : NONE;
+      if (f7 === 0x20) return f3 === 0 || f3 === 5 ? OP : NONE;
+      if (f7 === 1) return f3 === 0 || f3 >= 4 ? OP : NONE;
+      return NONE;
+    case 0x1b:
+      if (f3 === 0) return OP;
+      if (f3 === 1) return f7 === 0 ? OP : NONE;
+      if (f3 === 5) return f7 === 0 || f7 === 0x20 ? OP : NONE;
+      return NONE;
+    case 0x37: case 0x17: return OP;
+    case 0x03: return f3 === 7 ? NONE : OP;
+    case 0x23: return f3 >= 4 ? NONE : OP;
+    case 0x63: return f3 === 2 || f3 === 3 ? NONE : BR;
+    case 0x6f: return JAL;
+    case 0x67: return f3 === 0 ? JALR : NONE;
+    case 0x0f: return f3 === 0 ? OP : NONE; // FENCE; FENCE.I goes to the interpreter
+    default: return NONE;
+  }
+}
+
+interface Node { off: number; len: number; insn: number; kind: number; target: number }
+
+const emitter = new Emitter();
+// Locals of a region function.
+const P_PC0 = 0, P_NEXT = 1, P_EX = 2, P_BUDGET = 3, L_N = 4, L_LIM = 5, L_LO = 6, L_E4 = 7, L_ADDR = 8, L_PC0 = 9, L_TPC = 10, L_REG0 = 11;
+// Function indices: the access module's loads and stores are imported first.
+const F_LOAD = 0, F_STORE = LOADS.length, F_REGION = LOADS.length + STORES.length;
+
+/** The region of the page reachable from byte offset `entry` (page halfwords from index `base`
+ *  of `view`) as a wasm module instantiated against the hart's `state` memory and RAM access
+ *  functions; null when there is too little to translate there. */
+export function translateRegion(view: Uint16Array, base: number, entry: number, state: WebAssembly.Memory, access: WebAssembly.Exports): WasmRegion | null {
+  // ---- discovery (breadth first, as jit.ts's compileRegion) ----
+  const at = new Map<number, Node>();
+  const leaders = new Set<number>([entry]);
+  const work = [entry];
+  let count = 0;
+  const visit = (o: number, leader: boolean): void => {
+    if (leader) leaders.add(o);
+    if (o >= 0 && o <= 4092 && !at.has(o)) work.push(o);
+  };
+  while (work.length > 0 && count < MAX_REGION) {
+    const o = work.shift()!;
+    if (at.has(o)) continue;
+    const i = decodeAt(view, base, o);
+    if (i === null) continue;
+    const kind = kindOf(i.insn);
+    if (kind === NONE) continue;
+    const insn = i.insn;
+    let target = 0;
+    if (kind === BR) target = o + (((insn >> 31) << 12) | (((insn >>> 7) & 1) << 11) | (((insn >>> 25) & 63) << 5) | (((insn >>> 8) & 15) << 1));
+    else if (kind === JAL) target = o + (((insn >> 31) << 20) | (insn & 0xff000) | (((insn >>> 20) & 1) << 11) | (((insn >>> 21) & 1023) << 1));
+    at.set(o, { off: o, len: i.len, insn, kind, target });
+    count++;
+    switch (kind) {
+      case OP: visit(o + i.len, false); break;
+      case BR: visit(target, true); visit(o + i.len, true); break;
+      case JAL: visit(target, true); if (((insn >>> 7) & 31) !== 0) visit(o + i.len, true); break;
+      default: break; // JALR leaves
+    }
+  }
+  if (count < MIN_REGION || !at.has(entry)) return null;
+  const offs = [...at.keys()].sort((a, b) => a - b);
+  // Blocks: a leader, or an instruction not reached by falling through from the one before.
+  const starts: number[] = [];
+  const index = new Map<number, number>();
+  for (let x = 0; x < offs.length; x++) {
+    const o = offs[x];
+    const prev = x > 0 ? at.get(offs[x - 1])! : null;
+    const fallsIn = prev !== null && prev.off + prev.len === o && (prev.kind === OP || prev.kind === BR);
+    if (leaders.has(o) || !fallsIn) { index.set(o, starts.length); starts.push(o); }
+  }
+  // Registers: one i64 local each for those the region reads or writes.
+  const used = new Set<number>(), written = new Set<number>();
+  for (const nd of at.values()) {
+    const w = nd.insn, op = w & 0x7f;
+    const rd = (w >>> 7) & 31, rs1 = (w >>> 15) & 31, rs2 = (w >>> 20) & 31;
+    if (op !== 0x23 && op !== 0x63 && op !== 0x0f && rd !== 0) { used.add(rd); written.add(rd); }
+    if (op !== 0x37 && op !== 0x17 && op !== 0x6f && op !== 0x0f && rs1 !== 0) used.add(rs1);
+    if ((op === 0x33 || op === 0x3b || op === 0x23 || op === 0x63) && rs2 !== 0) used.add(rs2);
+  }
+  const regs = [...used].sort((a, b) => a - b);
+  const L = new Int32Array(32);
+  regs.forEach((r, i) => { L[r] = L_REG0 + i; });
+
+  // ---- the module ----
+  const e = emitter;
+  const imports: Import[] = [{ module: 'h', name: 's', kind: 'memory', min: 1, max: 1, shared: false }];
+  for (const n of LOADS) imports.push({ module: 'a', name: n, kind: 'func', type: 1 });
+  for (const n of STORES) imports.push({ module: 'a', name: n, kind: 'func', type: 2 });
+  const code = beginModule(e, [
+    { params: [F64, I32, I32, I32], results: [I32] },
+    { params: [I32, I32], results: [I64] },
+    { params: [I32, I32, I64], results: [] },
+  ], imports, [0], [['r', F_REGION]]);
+  const body = beginBody(e, [[4, I32], [3 + regs.length, I64]]);
+  const size = count;
+  const get = (r: number): void => { if (r === 0) e.i64c(0); else e.get(L[r]); };
+  const put = (r: number): void => { if (r === 0) e.byte(0x1a); else e.set(L[r]); };
+  const addN = (k: number): void => { if (k !== 0) { e.get(L_N); e.i32c(k); e.byte(0x6a); e.set(L_N); } };
+  // entry: pc0 as an integer, the budget limit, the registers
+  e.get(P_PC0); e.byte(0xb0); e.set(L_PC0);
+  e.get(P_BUDGET); e.i32c(size); e.byte(0x6b); e.set(L_LIM);
+  for (const r of regs) {
+    e.i32c(0); e.mem(0x28, 2, XL + 4 * r); e.byte(0xad);
+    e.i32c(0); e.mem(0x28, 2, XH + 4 * r); e.byte(0xac); e.i64c(32); e.byte(0x86);
+    e.byte(0x84); e.set(L[r]);
+  }
+  const K = starts.length;
+  e.byte2(0x02, 0x40); // block $exit
+  e.byte2(0x03, 0x40); // loop $loop
+  e.get(L_N); e.get(L_LIM); e.byte(0x4a); e.brIf(1); // n > lim: leave (ex = the next block's offset)
+  for (let i = 0; i < K; i++) e.byte2(0x02, 0x40);
+  e.get(P_NEXT);
+  e.byte(0x0e); e.u32(K); for (let i = 0; i < K; i++) e.u32(i); e.u32(K + 1);
+  let blk = -1;   // index of the block being written
+  let k = 0;      // instructions of the block before the one being written
+  // Leaves the region (depth `d` = blocks/ifs between here and the current block's level).
+  const exit = (t: number, d: number): void => { e.i32c(t); e.set(P_EX); e.br(K - blk + d); };
+  const jump = (t: number, d: number): void => {
+    const x = index.get(t);
+    if (x === undefined) { exit(t, d); return; }
+    e.i32c(t); e.set(P_EX); e.i32c(x); e.set(P_NEXT); e.br(K - 1 - blk + d);
+  };
+  // Soft-TLB lookup of x[rs1] + imm for an access of 2^align bytes in table `tlb`: on a miss,
+  // leave before the instruction; else leaves (slot, chunk offset) on the stack.
+  const lookup = (rs1: number, imm: number, align: number, tlb: number, off: number): void => {
+    get(rs1); e.i64c(imm); e.byte(0x7c); e.tee(L_ADDR);
+    e.byte(0xa7); e.tee(L_LO);
+    e.i32c(12); e.byte(0x76); e.i32c(255); e.byte(0x71); e.i32c(2); e.byte(0x74); e.tee(L_E4);
+    e.mem(0x28, 2, tlb + T_TAGLO); e.get(L_LO); e.i32c(-4096); e.byte(0x71); e.byte(0x73);
+    e.get(L_E4); e.mem(0x28, 2, tlb + T_TAGHI); e.get(L_ADDR); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.byte(0x73); e.byte(0x72);
+    if (align !== 0) { e.get(L_LO); e.i32c((1 << align) - 1); e.byte(0x71); e.byte(0x72); }
+    e.byte2(0x04, 0x40); addN(k); exit(off, 1); e.byte(0x0b);
+    e.get(L_E4); e.mem(0x28, 2, tlb + T_SLOT);
+    e.get(L_E4); e.mem(0x28, 2, tlb + T_OFF); e.get(L_LO); e.i32c(4095); e.byte(0x71); e.byte(0x6a);
+  };
+  // 64-bit division and remainder as RISC-V defines them (M: by zero, overflow), which wasm
+  // would trap on: `wide` = i64 operands, else the low words (the *W forms).
+  const divide = (f3: number, rs1: number, rs2: number, wide: boolean): void => {
+    const T = wide ? 0x7e : 0x7f;
+    const a = (): void => { get(rs1); if (!wide) e.byte(0xa7); };
+    const b = (): void => { get(rs2); if (!wide) e.byte(0xa7); };
+    const c = (n: number): void => { if (wide) e.i64c(n); else e.i32c(n); };
+    const op = (w: number, n: number): void => { e.byte(wide ? w : n); };
+    b(); op(0x50, 0x45); e.byte2(0x04, T); // divisor 0
+    if (f3 === 4 || f3 === 5) c(-1); else a();
+    e.byte(0x05);
+    if (f3 === 4) {
+      // overflow (MIN / -1 = MIN): b = -1 gives 0 - a, which wraps to MIN there
+      b(); c(-1); op(0x51, 0x46); e.byte2(0x04, T); c(0); a(); op(0x7d, 0x6b); e.byte(0x05); a(); b(); op(0x7f, 0x6d); e.byte(0x0b);
+    } else {
+      a(); b(); op([0, 0, 0, 0, 0x7f, 0x80, 0x81, 0x82][f3], [0, 0, 0, 0, 0x6d, 0x6e, 0x6f, 0x70][f3]); // rem_s of MIN by -1 is 0 in wasm, as in RISC-V
+    }
+    e.byte(0x0b);
+    if (!wide) e.byte(0xac);
+  };
+
+  for (let x = 0; x < offs.length; x++) {
+    const nd = at.get(offs[x])!;
+    const o = nd.off, w = nd.insn, next = o + nd.len;
+    if (index.get(o) !== undefined) {
+      e.byte(0x0b); // end of the block before: this block's code
+      blk = index.get(o)!;
+      k = 0;
+    }
+    const rd = (w >>> 7) & 31, rs1 = (w >>> 15) & 31, rs2 = (w >>> 20) & 31, f3 = (w >>> 12) & 7, f7 = w >>> 25;
+    const imm = w >> 20;
+    switch (w & 0x7f) {
+      case 0x13:
+        get(rs1);
+        if (f3 === 1 || f3 === 5) { e.i64c(imm & 63); e.byte(f3 === 1 ? 0x86 : (w >>> 30) & 1 ? 0x87 : 0x88); } else {
+          e.i64c(imm);
+          e.byte([0x7c, 0, 0x53, 0x54, 0x85, 0, 0x84, 0x83][f3]);
+          if (f3 === 2 || f3 === 3) e.byte(0xad);
+        }
+        put(rd);
+        break;
+      case 0x33:
+        if (f7 === 1 && f3 >= 4) divide(f3, rs1, rs2, true);
+        else {
+          get(rs1); get(rs2);
+          if (f7 === 1) e.byte(0x7e);
+          else if (f7 === 0x20) e.byte(f3 === 0 ? 0x7d : 0x87);
+          else { e.byte([0x7c, 0x86, 0x53, 0x54, 0x85, 0x88, 0x84, 0x83][f3]); if (f3 === 2 || f3 === 3) e.byte(0xad); }
+        }
+        put(rd);
+        break;
+      case 0x3b:
+        if (f7 === 1 && f3 >= 4) divide(f3, rs1, rs2, false);
+        else if (f3 === 0) { get(rs1); get(rs2); e.byte(f7 === 1 ? 0x7e : f7 === 0x20 ? 0x7d : 0x7c); e.byte(0xc4); }
+        else { get(rs1); e.byte(0xa7); get(rs2); e.byte(0xa7); e.byte(f3 === 1 ? 0x74 : f7 === 0x20 ? 0x75 : 0x76); e.byte(0xac); }
+        put(rd);
+        break;
+      case 0x1b:
+        get(rs1);
+        if (f3 === 0) { e.i64c(imm); e.byte(0x7c); e.byte(0xc4); } else { e.byte(0xa7); e.i32c(rs2); e.byte(f3 === 1 ? 0x74 : f7 === 0x20 ? 0x75 : 0x76); e.byte(0xac); }
+        put(rd);
+        break;
+      case 0x37: e.i64c(w & 0xfffff000); put(rd); break;
+      case 0x17: e.get(L_PC0); e.i64c(o + (w & 0xfffff000)); e.byte(0x7c); put(rd); break;
+      case 0x03: lookup(rs1, imm, f3 & 3, TLB_R, o); e.call(F_LOAD + f3); put(rd); break;
+      case 0x23:
+        lookup(rs1, ((w >> 25) << 5) | ((w >>> 7) & 31), f3, TLB_W, o);
+        get(rs2); e.call(F_STORE + f3);
+        break;
+      case 0x0f: break; // FENCE: one hart on its thread
+      case 0x63:
+        addN(k + 1); k = 0;
+        get(rs1); get(rs2); e.byte([0x51, 0x52, 0, 0, 0x53, 0x59, 0x54, 0x5a][f3]);
+        e.byte2(0x04, 0x40); jump(nd.target, 1); e.byte(0x0b);
+        if (!at.has(next)) exit(next, 0);
+        continue;
+      case 0x6f:
+        e.get(L_PC0); e.i64c(next); e.byte(0x7c); put(rd);
+        addN(k + 1); k = 0;
+        jump(nd.target, 0);
+        continue;
+      case 0x67:
+        // the target first (rd may be rs1), then the link
+        get(rs1); e.i64c(imm); e.byte(0x7c); e.i64c(-2); e.byte(0x83); e.set(L_TPC);
+        e.get(L_PC0); e.i64c(next); e.byte(0x7c); put(rd);
+        addN(k + 1); k = 0;
+        exit(FAR, 0);
+        continue;
+      default: throw new Error(`wasm tier: no code for ${w.toString(16)}`); // kindOf let in only what is handled above
+    }
+    k++;
+    const nn = at.get(next);
+    if (nn === undefined) { addN(k); exit(next, 0); } else if (index.get(next) !== undefined) addN(k);
+  }
+  e.byte(0x0b); // end loop
+  e.byte(0x0b); // end $exit
+  // the one exit: the next pc, the registers written
+  e.get(P_EX); e.i32c(FAR); e.byte(0x47); e.byte2(0x04, 0x40);
+  e.get(L_PC0); e.get(P_EX); e.byte(0xac); e.byte(0x7c); e.set(L_TPC);
+  e.byte(0x0b);
+  for (const r of regs) {
+    if (!written.has(r)) continue;
+    e.i32c(0); e.get(L[r]); e.byte(0xa7); e.mem(0x36, 2, XL + 4 * r);
+    e.i32c(0); e.get(L[r]); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.mem(0x36, 2, XH + 4 * r);
+  }
+  e.i32c(0); e.get(L_TPC); e.mem(0x37, 3, EXIT);
+  e.get(L_N);
+  endBody(e, body);
+  e.end(code);
+  const bytes = e.bytes();
+  const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), { h: { s: state }, a: access });
+  const covered: number[] = [];
+  for (const o of offs) covered.push(o, at.get(o)!.len);
+  return { fn: inst.exports.r as WasmFn, size, covered, entries: starts, bytes: bytes.length };
+}
