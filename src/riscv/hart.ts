@@ -50,7 +50,7 @@ import { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } from './a
 import { execFp, FP_PRESENT } from './fp/execute.js';
 import { compileRegion, HOT_THRESHOLD, JitStats, REGION_THRESHOLD, REGION_WINDOW, type RegionEntry } from './jit.js';
 import { EXIT, STATE_BYTES, T_OFF, T_SLOT, T_TAGHI, T_TAGLO, TLB_BYTES, TLB_R, TLB_W, translateRegion, XH, XL } from './wasm/translate.js';
-import { ramAccess, type RamAccess } from './wasm/access.js';
+import { ACCESS_TABLE, ramAccess, WASM_TIER_SUPPORTED } from './wasm/access.js';
 import {
   MS_SIE, MS_MIE, MS_SPIE, MS_MPIE, MS_SPP, MS_MPP_SHIFT, MS_MPP, MS_FS, MS_MPRV, MS_SUM, MS_MXR, MS_TVM, MS_TW, MS_TSR,
   MSTATUS_WMASK, SSTATUS_MASK, MSTATUS_HI, SSTATUS_HI, MIP_SSIP, MIP_STIP, MIP_SEIP, MIE_MASK, S_INTS, MEDELEG_MASK,
@@ -116,7 +116,13 @@ const MISA_LO_BASE = (1 << 0) | (1 << 2) | (1 << 8) | (1 << 12) | (1 << 18) | (1
 const MISA_FD = (1 << 3) | (1 << 5);
 
 /** The WebAssembly tier on by default (VMCTL_WASM_TIER=0: off, for measuring against). */
-const WASM_TIER = typeof process === 'undefined' || process.env.VMCTL_WASM_TIER !== '0';
+const WASM_TIER = WASM_TIER_SUPPORTED && (typeof process === 'undefined' || process.env.VMCTL_WASM_TIER !== '0');
+/** Reaches of a loop head, jump target or page entry that make a wasm region there. */
+const WASM_SEEN = process.env.VMCTL_WASM_SEEN === '1';
+const WASM_HOT = Number(process.env.VMCTL_WASM_HOT ?? 256);
+/** The access module is made again at most once per this many instructions (a guest touching
+ *  new RAM chunks one after the other would otherwise have it made for each). */
+const WASM_REFRESH = Number(process.env.VMCTL_WASM_REFRESH ?? 1 << 20);
 /** VMCTL_WASM_TIER=only: wasm regions for hot code too (no jit.ts regions made from their heads). */
 const WASM_ONLY = typeof process !== 'undefined' && process.env.VMCTL_WASM_TIER === 'only';
 
@@ -291,13 +297,18 @@ export class Hart {
   wasmTier = WASM_TIER;
   /** Registers and the read/write soft TLBs live here, where translated wasm code reads them. */
   private readonly wasmState = new WebAssembly.Memory({ initial: STATE_BYTES / 65536, maximum: STATE_BYTES / 65536 });
-  /** The pc translated wasm code left with (low, high word). */
+  /** The pc translated wasm code left with (low, high word), and why (EXIT_*). */
   private readonly exitPc: Int32Array;
-  /** RAM access functions for wasm code (the chunks met so far); null until the first region. */
-  private ramAccess: RamAccess | null = null;
-  /** A soft-TLB entry holds a chunk ramAccess does not have: no wasm code runs until it is
-   *  made again (and the regions made against it are dropped). */
-  private wasmStale = false;
+  /** RAM access functions for wasm code (wasm/access.ts): the table regions call them through,
+   *  the chunk of each slot (null: a slot no longer used) and the slot of each chunk. */
+  private readonly wasmTable = new WebAssembly.Table({ element: 'anyfunc', initial: ACCESS_TABLE, maximum: ACCESS_TABLE });
+  private wasmChunks: (ChunkViews | null)[] = [];
+  private wasmSlots = new Map<ChunkViews, number>();
+  /** A soft-TLB entry holds a chunk the access module lacks (slot -1: wasm code leaves before
+   *  accesses to it); the module is made again at the next region entry at least
+   *  WASM_REFRESH instructions after the last time (instret then). */
+  private wasmStale = true;
+  private wasmRefreshed = -Infinity;
   /** Full regions translated so far (statistics; tests check that a path was translated). */
   regionsCompiled = 0;
   /** The translator's figures for this hart (bench --verbose, the VM's log). */
@@ -324,7 +335,7 @@ export class Hart {
     this.xhi = new Int32Array(st, XH, 33);
     this.tlbR = new Tlb(st, TLB_R);
     this.tlbW = new Tlb(st, TLB_W);
-    this.exitPc = new Int32Array(st, EXIT, 2);
+    this.exitPc = new Int32Array(st, EXIT, 3);
     this.xlo[10] = hartId;
     if (!warmedUp) { warmedUp = true; warmUp(); }
   }
@@ -412,9 +423,8 @@ export class Hart {
     this.tlbX.code.fill(NO_CODE);
     this.fView = DUMMY_16;
     this.fCode = NO_CODE;
-    // wasm regions import the RAM access module, which imports the chunk
-    this.dropWasm();
-    this.ramAccess = null;
+    // the RAM access module imports the chunk
+    this.wasmForget();
     const first = Math.floor(pa / 4096);
     const end = first + Math.ceil(len / 4096);
     if (this.pageCode.size !== 0) for (const pn of [...this.pageCode.keys()]) if (pn >= first && pn < end) this.pageCode.delete(pn);
@@ -443,10 +453,10 @@ export class Hart {
     }
     this.fCode = code;
     const wasm = !full && this.wasmOn();
-    if (wasm && (this.ramAccess === null || this.wasmStale)) this.wasmReset();
+    if (wasm) this.wasmFresh();
     const t0 = performance.now();
     const seen = this.seen, hash = (pn & 7) << 11;
-    const r = wasm ? translateRegion(view, base, off, this.wasmState, this.ramAccess!.exports)
+    const r = wasm ? translateRegion(view, base, off, this.wasmState, this.wasmTable, WASM_SEEN ? (o) => seen[hash | (o >> 1)] !== 0 : () => true)
       : compileRegion(view, base, off, full, this.smp, (o) => seen[hash | (o >> 1)] !== 0);
     if (wasm) this.jitStats.wasmMs += performance.now() - t0; else this.jitStats.compileMs += performance.now() - t0;
     if (r === null) {
@@ -490,52 +500,57 @@ export class Hart {
   /** The WebAssembly tier applies: on, and the hart alone on its thread (wasm/translate.ts). */
   private wasmOn(): boolean { return this.wasmTier && !this.smp; }
 
-  /** Makes the RAM access module again with every chunk allocated now, gives the soft TLB
-   *  entries their chunks' slots in it, and drops the wasm regions made against the old one. */
-  private wasmReset(): void {
-    const ram = this.mem.ram;
-    const chunks: ChunkViews[] = [];
-    for (let i = 0; i < ram.chunkCount; i++) if (ram.isAllocated(i)) chunks.push(ram.views(i));
-    const a = this.ramAccess = ramAccess(chunks);
-    for (const t of [this.tlbR, this.tlbW]) for (let e = 0; e < TLB_SIZE; e++) t.slot[e] = a.slots.get(t.chunk[e]) ?? -1;
-    this.wasmStale = false;
-    this.jitStats.wasmResets++;
-    this.dropWasm();
+  /** Makes the RAM access module again when it is stale, at most once per WASM_REFRESH. */
+  private wasmFresh(): void {
+    if (this.wasmStale && this.instret - this.wasmRefreshed >= WASM_REFRESH) this.wasmRefresh();
   }
 
-  /** Drops every wasm region (their instances import the RAM access module, and so its chunks). */
-  private dropWasm(): void {
-    for (const c of this.pageCode.values()) {
-      if (c.live === 0) continue;
-      const b = c.blocks;
-      for (let i = 0; i < b.length; i++) { const x = b[i]; if (x !== undefined && x !== null && x.wasm !== null) b[i] = undefined; }
+  /** Makes the RAM access module again with every chunk allocated now (new ones get new slots)
+   *  and gives the soft TLB entries their chunks' slots. */
+  private wasmRefresh(): void {
+    const ram = this.mem.ram;
+    for (let i = 0; i < ram.chunkCount; i++) {
+      if (!ram.isAllocated(i)) continue;
+      const v = ram.views(i);
+      if (!this.wasmSlots.has(v)) { this.wasmSlots.set(v, this.wasmChunks.length); this.wasmChunks.push(v); }
     }
+    ramAccess(this.wasmChunks, this.wasmTable);
+    for (const t of [this.tlbR, this.tlbW]) for (let e = 0; e < TLB_SIZE; e++) t.slot[e] = this.wasmSlots.get(t.chunk[e]) ?? -1;
+    this.wasmStale = false;
+    this.wasmRefreshed = this.instret;
+    this.jitStats.wasmResets++;
+  }
+
+  /** Forgets the RAM access module's chunks (the balloon dropped some): every slot is given up,
+   *  so that the chunks' memories can be freed; the module is made again before wasm code next
+   *  reaches RAM. The soft TLB has been flushed (no entry holds a slot). */
+  private wasmForget(): void {
+    this.wasmChunks = [];
+    this.wasmSlots = new Map();
+    ramAccess([], this.wasmTable);
+    this.wasmStale = true;
+    this.wasmRefreshed = -Infinity;
   }
 
   /** A TLB entry's slot for chunk `v` in the RAM access module (-1: none yet, which makes it
    *  stale: see wasmStale). */
   private slotOf(v: ChunkViews): number {
-    const a = this.ramAccess;
-    if (a === null) return -1;
-    const s = a.slots.get(v);
+    const s = this.wasmSlots.get(v);
     if (s !== undefined) return s;
     this.wasmStale = true;
     return -1;
   }
 
-  /** Runs the wasm region of `blk` (see runRegions); 0 without running it when wasm code may
-   *  not run now: the RAM access module lacks a chunk of the soft TLB (it is made again and the
-   *  wasm regions dropped), or a hart holds an LR reservation (wasm stores do not break them). */
+  /** Runs the wasm region of `blk` (see runRegions); 0 without running it when a hart holds an
+   *  LR reservation (wasm stores do not break them) or the hart is no longer alone on its thread. */
   private runWasm(blk: RegionEntry, fVa: number, budget: number): number {
-    if (this.wasmStale || this.reservations.active[0] !== 0 || !this.wasmOn()) {
-      if (this.wasmStale) this.wasmReset();
-      this.pc = fVa + blk.pc;
-      return 0;
-    }
+    if (this.reservations.active[0] !== 0 || !this.wasmOn()) { this.pc = fVa + blk.pc; return 0; }
+    this.wasmFresh();
     const n = blk.wasm!(fVa, blk.idx, blk.pc, budget);
     const x = this.exitPc;
     this.pc = this.exactPc(x[0], x[1]);
     this.jitStats.wasmInsns += n;
+    this.jitStats.wasmExits[x[2]]++;
     return n;
   }
 
@@ -545,14 +560,27 @@ export class Hart {
    *  deoptimize the interpreter each time a new region runs. */
   private runRegions(blk: RegionEntry, fVa: number, budget: number, blocks: BlockSlot[]): number {
     const xl = this.xlo, xh = this.xhi, r = this.tlbR, w = this.tlbW;
-    let n = 0;
+    let n = 0, hash = (this.fPn & 7) << 11;
     for (;;) {
       const m = blk.wasm !== null ? this.runWasm(blk, fVa, budget - n) : blk.fn(this, fVa, blk.pc, budget - n, xl, xh, r, w, this.reservations);
       n += m;
       if (this.jitTrap || this.linesChanged) break;
       const d = this.pc - fVa;
-      if (!(d >= 0 && d <= 4092)) break;
-      this.seen[((this.fPn & 7) << 11) | (d >> 1)] = 1;
+      if (!(d >= 0 && d <= 4092)) {
+        // Another page: wasm regions chain on into its wasm region, if the fetch TLB maps it
+        // (a call, a return, a jump to another page; else the interpreter fetches it).
+        if (blk.wasm === null || m === 0) break;
+        const t = this.pc, lo = t | 0, hi = Math.floor(t / TWO32) | 0;
+        const x = this.tlbX, e = (lo >>> 12) & TLB_MASK, o = lo & 4095;
+        if (x.tagLo[e] !== (lo & -4096) || x.tagHi[e] !== hi || o > 4092) break;
+        const nb = x.code[e].blocks[o >> 1];
+        hash = ((x.pa[e] / 4096) & 7) << 11;
+        this.seen[hash | (o >> 1)] = 1;
+        if (nb === undefined || nb === null || nb.wasm === null || n + nb.size > budget) break;
+        fVa = t - o; blocks = x.code[e].blocks; blk = nb;
+        continue;
+      }
+      this.seen[hash | (d >> 1)] = 1;
       // m = 0: it left before its first instruction (a load or store the interpreter must do)
       if (m === 0) break;
       const next = blocks[d >> 1];
@@ -822,6 +850,8 @@ export class Hart {
     let fVa = this.fVa, fView = this.fView, fOff = this.fOff;
     let fBlocks = this.fCode.blocks, fPn = this.fPn, fHash = (fPn & 7) << 11;
     const jit = this.jitEnabled, hot = this.hot, hot2 = this.hot2, seen = this.seen;
+    const wasm = jit && this.wasmOn();
+    const hotAt = wasm ? WASM_HOT : HOT_THRESHOLD;
     let pcOff = 0, fLim = -1;
     {
       const d = this.pc - fVa;
@@ -846,6 +876,27 @@ export class Hart {
         fBlocks = this.fCode.blocks; fPn = this.fPn; fHash = (fPn & 7) << 11;
         const nb = this.fVa;
         if (nb === nb) { fVa = nb; pcOff = (pc - nb) | 0; fLim = 4092; } else { fVa = pc; pcOff = 0; fLim = -1; }
+        if (wasm && fLim >= 0) {
+          // Code entered from another page (a call, a return, a jump, a trap, falling through):
+          // with the WebAssembly tier, translated code may start here too, so that functions
+          // without loops are translated.
+          const slot = pcOff >> 1;
+          const blk = fBlocks[slot];
+          if (blk !== undefined && blk !== null) {
+            if (n + blk.size <= budget) {
+              n += this.runRegions(blk, fVa, budget - n, fBlocks);
+              mark = n;
+              if (this.jitTrap) { this.jitTrap = false; return n; }
+              const t = this.pc, d = t - fVa;
+              if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
+              if (this.linesChanged || n >= budget) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
+              continue;
+            }
+          } else if (blk === undefined && ++hot[fHash | slot] >= hotAt) {
+            hot[fHash | slot] = 0;
+            fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, false).blocks;
+          }
+        }
       }
       let insn: number, ilen: number;
       if ((raw & 3) === 3) { insn = raw; ilen = 4; } else {
@@ -1018,7 +1069,7 @@ export class Hart {
                 const t = this.pc, d = t - fVa;
                 if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
                 if (this.linesChanged) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-              } else if (blk === undefined ? ++hot[fHash | slot] >= HOT_THRESHOLD : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= REGION_THRESHOLD) {
+              } else if (blk === undefined ? ++hot[fHash | slot] >= hotAt : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= REGION_THRESHOLD) {
                 hot[fHash | slot] = 0; hot2[fHash | slot] = 0;
                 fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, blk !== undefined).blocks;
               }
@@ -1096,7 +1147,7 @@ export class Hart {
               const t = this.pc, d = t - fVa;
               if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
               if (this.linesChanged) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-            } else if (blk === undefined ? ++hot[fHash | slot] >= HOT_THRESHOLD : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= REGION_THRESHOLD) {
+            } else if (blk === undefined ? ++hot[fHash | slot] >= hotAt : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= REGION_THRESHOLD) {
               hot[fHash | slot] = 0; hot2[fHash | slot] = 0;
               fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, blk !== undefined).blocks;
             }

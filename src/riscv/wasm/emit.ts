@@ -100,7 +100,8 @@ export class Emitter {
 export interface FuncType { params: readonly number[]; results: readonly number[] }
 export type Import =
   | { module: string; name: string; kind: 'memory'; min: number; max: number; shared: boolean }
-  | { module: string; name: string; kind: 'func'; type: number };
+  | { module: string; name: string; kind: 'func'; type: number }
+  | { module: string; name: string; kind: 'table'; size: number }; // funcref, fixed size
 
 /** Writes the module header, type, import and function sections and the export of function
  *  `exportIndex` as `exportName`, then leaves the emitter at the start of the code section: the
@@ -121,7 +122,9 @@ export function beginModule(e: Emitter, types: readonly FuncType[], imports: rea
   e.u32(imports.length);
   for (const im of imports) {
     e.name(im.module); e.name(im.name);
-    if (im.kind === 'func') { e.byte(0x00); e.u32(im.type); } else {
+    if (im.kind === 'func') { e.byte(0x00); e.u32(im.type); } else if (im.kind === 'table') {
+      e.byte3(0x01, 0x70, 1); e.u32(im.size); e.u32(im.size);
+    } else {
       e.byte(0x02); e.byte(im.shared ? 3 : 1); e.u32(im.min); e.u32(im.max);
     }
   }

@@ -19,12 +19,14 @@
 //   Blocks dispatch through `loop` + `br_table` on `next`: taken branches and jumps inside the
 //   region set next and go round; the budget is checked there, as in jit.ts (leave when fewer
 //   than `size` instructions remain, so code that only falls through stays within budget).
-//   JALR always leaves (the hart chains to a region at its target).
+//   A JALR whose target is the return point of a call in the region goes on there; any other
+//   leaves (the hart chains to a region at its target).
 // Loads and stores: the soft TLB's tag (tagLo/tagHi), page offset and chunk slot arrays are
 // also views on the state memory (hart.ts, Tlb): the function compares the tag and alignment and
 // leaves before the access on a miss (the interpreter's slow path then runs it: faults, MMIO,
 // misaligned accesses, stores into pages with translated code, whose write entries are never
-// valid), else calls the access module's load or store (access.ts) with the chunk slot.
+// valid) or when the page's chunk has no slot in the access module yet, else calls the access
+// module's load or store (access.ts, through the hart's function table) with the chunk slot.
 // Same contract otherwise as jit.ts (retired count returned, n up to date at every exit; 0
 // retired = left before its first instruction) and the same validity rules (hart.ts drops the
 // page's translations on stores into covered bytes and on FENCE.I).
@@ -33,7 +35,7 @@
 // FENCE needs no barrier.
 import { decodeAt } from '../jit.js';
 import { beginBody, beginModule, Emitter, endBody, F64, I32, I64, type Import } from './emit.js';
-import { LOADS, STORES } from './access.js';
+import { ACCESS_TABLE, LOADS } from './access.js';
 
 // ---- the hart's state memory (one 64 KiB page, not shared: one hart's) ----
 export const STATE_BYTES = 65536;
@@ -42,11 +44,16 @@ export const XL = 0, XH = 256;
 /** The read and write soft TLBs: per table, four int32 arrays of TLB_SIZE entries. */
 export const TLB_R = 1024, TLB_W = 5120, TLB_BYTES = 4096;
 export const T_TAGLO = 0, T_TAGHI = 1024, T_OFF = 2048, T_SLOT = 3072;
-/** The pc a function leaves with (i64). */
-export const EXIT = 9216;
+/** The pc a function leaves with (i64), and why it left (int32: EXIT_*). */
+export const EXIT = 9216, EXIT_WHY = 9224;
+/** Why: a load or store its fast path cannot do (soft-TLB miss, misaligned, chunk without slot),
+ *  a JALR, a branch or jump or falling through out of the region, the budget. */
+export const EXIT_MISS = 0, EXIT_JALR = 1, EXIT_OUT = 2, EXIT_BUDGET = 3;
 
 /** Instructions per region at most. */
-const MAX_REGION = 192;
+const MAX_REGION = Number(process.env.VMCTL_WASM_MAX ?? 192);
+/** Return points a JALR compares its target with before leaving the region. */
+const MAX_RETURNS = 8;
 /** Regions smaller than this are not worth a module. */
 const MIN_REGION = 3;
 /** `ex` of an exit whose pc is in tpc (JALR). */
@@ -95,22 +102,29 @@ function kindOf(insn: number): number {
 interface Node { off: number; len: number; insn: number; kind: number; target: number }
 
 const emitter = new Emitter();
+export const PROF = [0, 0, 0, 0];
+if (process.env.VMCTL_WASM_PROF === '1') process.on('exit', () => console.error(`wasm prof: emit ${PROF[0].toFixed(0)} ms, Module ${PROF[1].toFixed(0)} ms, Instance ${PROF[2].toFixed(0)} ms, ${PROF[3]} regions`));
 // Locals of a region function.
-const P_PC0 = 0, P_NEXT = 1, P_EX = 2, P_BUDGET = 3, L_N = 4, L_LIM = 5, L_LO = 6, L_E4 = 7, L_ADDR = 8, L_PC0 = 9, L_TPC = 10, L_REG0 = 11;
-// Function indices: the access module's loads and stores are imported first.
-const F_LOAD = 0, F_STORE = LOADS.length, F_REGION = LOADS.length + STORES.length;
+const P_PC0 = 0, P_NEXT = 1, P_EX = 2, P_BUDGET = 3, L_N = 4, L_LIM = 5, L_LO = 6, L_E4 = 7, L_SLOT = 8, L_ADDR = 9, L_PC0 = 10, L_TPC = 11, L_REG0 = 12;
+// Entries of the hart's function table (access.ts): loads by funct3, then stores.
+const F_LOAD = 0, F_STORE = LOADS.length;
 
 /** The region of the page reachable from byte offset `entry` (page halfwords from index `base`
  *  of `view`) as a wasm module instantiated against the hart's `state` memory and RAM access
  *  functions; null when there is too little to translate there. */
-export function translateRegion(view: Uint16Array, base: number, entry: number, state: WebAssembly.Memory, access: WebAssembly.Exports): WasmRegion | null {
+export function translateRegion(view: Uint16Array, base: number, entry: number, state: WebAssembly.Memory, access: WebAssembly.Table,
+  seen: (off: number) => boolean): WasmRegion | null {
+  const t0 = performance.now();
   // ---- discovery (breadth first, as jit.ts's compileRegion) ----
   const at = new Map<number, Node>();
   const leaders = new Set<number>([entry]);
   const work = [entry];
   let count = 0;
   const visit = (o: number, leader: boolean): void => {
-    if (leader) leaders.add(o);
+    if (leader) {
+      if (!seen(o)) return;
+      leaders.add(o);
+    }
     if (o >= 0 && o <= 4092 && !at.has(o)) work.push(o);
   };
   while (work.length > 0 && count < MAX_REGION) {
@@ -144,6 +158,11 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     const fallsIn = prev !== null && prev.off + prev.len === o && (prev.kind === OP || prev.kind === BR);
     if (leaders.has(o) || !fallsIn) { index.set(o, starts.length); starts.push(o); }
   }
+  // Return points of the region's calls (JAL with a link), where its JALRs look first.
+  const rets: number[] = [];
+  for (const nd of at.values()) {
+    if (nd.kind === JAL && ((nd.insn >>> 7) & 31) !== 0 && index.has(nd.off + nd.len) && rets.length < MAX_RETURNS) rets.push(nd.off + nd.len);
+  }
   // Registers: one i64 local each for those the region reads or writes.
   const used = new Set<number>(), written = new Set<number>();
   for (const nd of at.values()) {
@@ -159,15 +178,16 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
 
   // ---- the module ----
   const e = emitter;
-  const imports: Import[] = [{ module: 'h', name: 's', kind: 'memory', min: 1, max: 1, shared: false }];
-  for (const n of LOADS) imports.push({ module: 'a', name: n, kind: 'func', type: 1 });
-  for (const n of STORES) imports.push({ module: 'a', name: n, kind: 'func', type: 2 });
+  const imports: Import[] = [
+    { module: 'h', name: 's', kind: 'memory', min: STATE_BYTES / 65536, max: STATE_BYTES / 65536, shared: false },
+    { module: 'h', name: 't', kind: 'table', size: ACCESS_TABLE },
+  ];
   const code = beginModule(e, [
     { params: [F64, I32, I32, I32], results: [I32] },
     { params: [I32, I32], results: [I64] },
     { params: [I32, I32, I64], results: [] },
-  ], imports, [0], [['r', F_REGION]]);
-  const body = beginBody(e, [[4, I32], [3 + regs.length, I64]]);
+  ], imports, [0], [['r', 0]]);
+  const body = beginBody(e, [[5, I32], [3 + regs.length, I64]]);
   const size = count;
   const get = (r: number): void => { if (r === 0) e.i64c(0); else e.get(L[r]); };
   const put = (r: number): void => { if (r === 0) e.byte(0x1a); else e.set(L[r]); };
@@ -183,17 +203,21 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   const K = starts.length;
   e.byte2(0x02, 0x40); // block $exit
   e.byte2(0x03, 0x40); // loop $loop
-  e.get(L_N); e.get(L_LIM); e.byte(0x4a); e.brIf(1); // n > lim: leave (ex = the next block's offset)
+  // n > lim: leave (ex = the next block's offset)
+  e.get(L_N); e.get(L_LIM); e.byte(0x4a); e.byte2(0x04, 0x40); e.i32c(0); e.i32c(EXIT_BUDGET); e.mem(0x36, 2, EXIT_WHY); e.br(2); e.byte(0x0b);
   for (let i = 0; i < K; i++) e.byte2(0x02, 0x40);
   e.get(P_NEXT);
   e.byte(0x0e); e.u32(K); for (let i = 0; i < K; i++) e.u32(i); e.u32(K + 1);
   let blk = -1;   // index of the block being written
   let k = 0;      // instructions of the block before the one being written
   // Leaves the region (depth `d` = blocks/ifs between here and the current block's level).
-  const exit = (t: number, d: number): void => { e.i32c(t); e.set(P_EX); e.br(K - blk + d); };
+  const exit = (t: number, d: number, why: number): void => {
+    e.i32c(0); e.i32c(why); e.mem(0x36, 2, EXIT_WHY);
+    e.i32c(t); e.set(P_EX); e.br(K - blk + d);
+  };
   const jump = (t: number, d: number): void => {
     const x = index.get(t);
-    if (x === undefined) { exit(t, d); return; }
+    if (x === undefined) { exit(t, d, EXIT_OUT); return; }
     e.i32c(t); e.set(P_EX); e.i32c(x); e.set(P_NEXT); e.br(K - 1 - blk + d);
   };
   // Soft-TLB lookup of x[rs1] + imm for an access of 2^align bytes in table `tlb`: on a miss,
@@ -205,10 +229,12 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     e.mem(0x28, 2, tlb + T_TAGLO); e.get(L_LO); e.i32c(-4096); e.byte(0x71); e.byte(0x73);
     e.get(L_E4); e.mem(0x28, 2, tlb + T_TAGHI); e.get(L_ADDR); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.byte(0x73); e.byte(0x72);
     if (align !== 0) { e.get(L_LO); e.i32c((1 << align) - 1); e.byte(0x71); e.byte(0x72); }
-    e.byte2(0x04, 0x40); addN(k); exit(off, 1); e.byte(0x0b);
-    e.get(L_E4); e.mem(0x28, 2, tlb + T_SLOT);
+    e.get(L_E4); e.mem(0x28, 2, tlb + T_SLOT); e.tee(L_SLOT); e.i32c(31); e.byte(0x76); e.byte(0x72); // slot -1: chunk not in the access module yet
+    e.byte2(0x04, 0x40); addN(k); exit(off, 1, EXIT_MISS); e.byte(0x0b);
+    e.get(L_SLOT);
     e.get(L_E4); e.mem(0x28, 2, tlb + T_OFF); e.get(L_LO); e.i32c(4095); e.byte(0x71); e.byte(0x6a);
   };
+  const callAccess = (f: number, type: number): void => { e.i32c(f); e.byte(0x11); e.u32(type); e.byte(0); };
   // 64-bit division and remainder as RISC-V defines them (M: by zero, overflow), which wasm
   // would trap on: `wide` = i64 operands, else the low words (the *W forms).
   const divide = (f3: number, rs1: number, rs2: number, wide: boolean): void => {
@@ -273,17 +299,17 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
         break;
       case 0x37: e.i64c(w & 0xfffff000); put(rd); break;
       case 0x17: e.get(L_PC0); e.i64c(o + (w & 0xfffff000)); e.byte(0x7c); put(rd); break;
-      case 0x03: lookup(rs1, imm, f3 & 3, TLB_R, o); e.call(F_LOAD + f3); put(rd); break;
+      case 0x03: lookup(rs1, imm, f3 & 3, TLB_R, o); callAccess(F_LOAD + f3, 1); put(rd); break;
       case 0x23:
         lookup(rs1, ((w >> 25) << 5) | ((w >>> 7) & 31), f3, TLB_W, o);
-        get(rs2); e.call(F_STORE + f3);
+        get(rs2); callAccess(F_STORE + f3, 2);
         break;
       case 0x0f: break; // FENCE: one hart on its thread
       case 0x63:
         addN(k + 1); k = 0;
         get(rs1); get(rs2); e.byte([0x51, 0x52, 0, 0, 0x53, 0x59, 0x54, 0x5a][f3]);
         e.byte2(0x04, 0x40); jump(nd.target, 1); e.byte(0x0b);
-        if (!at.has(next)) exit(next, 0);
+        if (!at.has(next)) exit(next, 0, EXIT_OUT);
         continue;
       case 0x6f:
         e.get(L_PC0); e.i64c(next); e.byte(0x7c); put(rd);
@@ -295,13 +321,18 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
         get(rs1); e.i64c(imm); e.byte(0x7c); e.i64c(-2); e.byte(0x83); e.set(L_TPC);
         e.get(L_PC0); e.i64c(next); e.byte(0x7c); put(rd);
         addN(k + 1); k = 0;
-        exit(FAR, 0);
+        // a return to a call of this region: dispatched here (as jit.ts's regions do)
+        for (const r of rets) {
+          e.get(L_TPC); e.get(L_PC0); e.byte(0x7d); e.i64c(r); e.byte(0x51);
+          e.byte2(0x04, 0x40); jump(r, 1); e.byte(0x0b);
+        }
+        exit(FAR, 0, EXIT_JALR);
         continue;
       default: throw new Error(`wasm tier: no code for ${w.toString(16)}`); // kindOf let in only what is handled above
     }
     k++;
     const nn = at.get(next);
-    if (nn === undefined) { addN(k); exit(next, 0); } else if (index.get(next) !== undefined) addN(k);
+    if (nn === undefined) { addN(k); exit(next, 0, EXIT_OUT); } else if (index.get(next) !== undefined) addN(k);
   }
   e.byte(0x0b); // end loop
   e.byte(0x0b); // end $exit
@@ -319,7 +350,12 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   endBody(e, body);
   e.end(code);
   const bytes = e.bytes();
-  const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), { h: { s: state }, a: access });
+  const t1 = performance.now();
+  const mod = new WebAssembly.Module(bytes);
+  const t2 = performance.now();
+  const inst = new WebAssembly.Instance(mod, { h: { s: state, t: access } });
+  const t3 = performance.now();
+  PROF[0] += t1 - t0; PROF[1] += t2 - t1; PROF[2] += t3 - t2; PROF[3]++;
   const covered: number[] = [];
   for (const o of offs) covered.push(o, at.get(o)!.len);
   return { fn: inst.exports.r as WasmFn, size, covered, entries: starts, bytes: bytes.length };
