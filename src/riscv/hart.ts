@@ -49,7 +49,7 @@ import { CEXP } from './compressed.js';
 import { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } from './alu.js';
 import { execFp, FP_PRESENT } from './fp/execute.js';
 import { compileRegion, HOT_THRESHOLD, JitStats, REGION_THRESHOLD, REGION_WINDOW, type RegionEntry } from './jit.js';
-import { EXIT, STATE_BYTES, T_OFF, T_SLOT, T_TAGHI, T_TAGLO, TLB_BYTES, TLB_R, TLB_W, translateRegion, XH, XL } from './wasm/translate.js';
+import { EXIT, EXIT_TRAP, SCRATCH, STATE_BYTES, type WasmImports, T_OFF, T_SLOT, T_TAGHI, T_TAGLO, TLB_BYTES, TLB_R, TLB_W, translateRegion, XH, XL } from './wasm/translate.js';
 import { ACCESS_TABLE, ramAccess, WASM_TIER_SUPPORTED } from './wasm/access.js';
 import {
   MS_SIE, MS_MIE, MS_SPIE, MS_MPIE, MS_SPP, MS_MPP_SHIFT, MS_MPP, MS_FS, MS_MPRV, MS_SUM, MS_MXR, MS_TVM, MS_TW, MS_TSR,
@@ -118,13 +118,11 @@ const MISA_FD = (1 << 3) | (1 << 5);
 /** The WebAssembly tier on by default (VMCTL_WASM_TIER=0: off, for measuring against). */
 const WASM_TIER = WASM_TIER_SUPPORTED && (typeof process === 'undefined' || process.env.VMCTL_WASM_TIER !== '0');
 /** Reaches of a loop head, jump target or page entry that make a wasm region there. */
-const WASM_SEEN = process.env.VMCTL_WASM_SEEN === '1';
-const WASM_HOT = Number(process.env.VMCTL_WASM_HOT ?? 256);
+const WASM_HOT = HOT_THRESHOLD;
 /** The access module is made again at most once per this many instructions (a guest touching
  *  new RAM chunks one after the other would otherwise have it made for each). */
-const WASM_REFRESH = Number(process.env.VMCTL_WASM_REFRESH ?? 1 << 20);
-/** VMCTL_WASM_TIER=only: wasm regions for hot code too (no jit.ts regions made from their heads). */
-const WASM_ONLY = typeof process !== 'undefined' && process.env.VMCTL_WASM_TIER === 'only';
+const WASM_REFRESH = 1 << 20;
+
 
 /** Views of no chunk: what an invalid TLB entry points at (never read: its tag never matches). */
 const DUMMY = new ChunkViews(new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true }));
@@ -299,6 +297,8 @@ export class Hart {
   private readonly wasmState = new WebAssembly.Memory({ initial: STATE_BYTES / 65536, maximum: STATE_BYTES / 65536 });
   /** The pc translated wasm code left with (low, high word), and why (EXIT_*). */
   private readonly exitPc: Int32Array;
+  /** What wasm regions import (wasm/translate.ts). */
+  private readonly wasmImports: WasmImports;
   /** RAM access functions for wasm code (wasm/access.ts): the table regions call them through,
    *  the chunk of each slot (null: a slot no longer used) and the slot of each chunk. */
   private readonly wasmTable = new WebAssembly.Table({ element: 'anyfunc', initial: ACCESS_TABLE, maximum: ACCESS_TABLE });
@@ -336,6 +336,22 @@ export class Hart {
     this.tlbR = new Tlb(st, TLB_R);
     this.tlbW = new Tlb(st, TLB_W);
     this.exitPc = new Int32Array(st, EXIT, 3);
+    const scratch = new Int32Array(st, SCRATCH, 2);
+    this.wasmImports = {
+      s: this.wasmState, t: this.wasmTable,
+      ld: (pc, lo, hi, f3) => {
+        this.pc = pc;
+        if (!this.loadSlow(lo, hi, f3)) return 0;
+        scratch[0] = this.memLo; scratch[1] = this.memHi;
+        return 1;
+      },
+      st: (pc, lo, hi, f3, vlo, vhi) => {
+        this.pc = pc;
+        if (!this.storeSlow(lo, hi, f3, vlo, vhi)) return 0;
+        if (this.codeDirty || this.linesChanged) { this.codeDirty = false; return 2; }
+        return 1;
+      },
+    };
     this.xlo[10] = hartId;
     if (!warmedUp) { warmedUp = true; warmUp(); }
   }
@@ -456,7 +472,7 @@ export class Hart {
     if (wasm) this.wasmFresh();
     const t0 = performance.now();
     const seen = this.seen, hash = (pn & 7) << 11;
-    const r = wasm ? translateRegion(view, base, off, this.wasmState, this.wasmTable, WASM_SEEN ? (o) => seen[hash | (o >> 1)] !== 0 : () => true)
+    const r = wasm ? translateRegion(view, base, off, this.wasmImports)
       : compileRegion(view, base, off, full, this.smp, (o) => seen[hash | (o >> 1)] !== 0);
     if (wasm) this.jitStats.wasmMs += performance.now() - t0; else this.jitStats.compileMs += performance.now() - t0;
     if (r === null) {
@@ -468,12 +484,10 @@ export class Hart {
     if ('bytes' in r) {
       this.jitStats.wasmRegions++;
       this.jitStats.wasmBytes += r.bytes;
-      // Entries of jit.ts's regions (hot code) stay; a wasm region is full when jit.ts's regions
-      // are off (VMCTL_WASM_TIER=only), so that its heads are not counted towards one.
-      const full = WASM_ONLY;
+      // Entries of jit.ts's regions stay (made for hot code before the tier was switched on).
       r.entries.forEach((o, idx) => {
         const old = code.blocks[o >> 1];
-        if (old === undefined || old === null || !old.full) code.blocks[o >> 1] = { fn: NO_REGION.fn, size: r.size, pc: o, full, wasm: r.fn, idx };
+        if (old === undefined || old === null || !old.full) code.blocks[o >> 1] = { fn: NO_REGION.fn, size: r.size, pc: o, full: false, wasm: r.fn, idx };
       });
     } else {
       if (full) { this.regionsCompiled++; this.jitStats.regions++; } else this.jitStats.loops++;
@@ -548,7 +562,8 @@ export class Hart {
     this.wasmFresh();
     const n = blk.wasm!(fVa, blk.idx, blk.pc, budget);
     const x = this.exitPc;
-    this.pc = this.exactPc(x[0], x[1]);
+    if (x[2] === EXIT_TRAP) this.jitTrap = true; // the pc is the trap vector
+    else this.pc = this.exactPc(x[0], x[1]);
     this.jitStats.wasmInsns += n;
     this.jitStats.wasmExits[x[2]]++;
     return n;

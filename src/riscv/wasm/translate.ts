@@ -23,10 +23,12 @@
 //   leaves (the hart chains to a region at its target).
 // Loads and stores: the soft TLB's tag (tagLo/tagHi), page offset and chunk slot arrays are
 // also views on the state memory (hart.ts, Tlb): the function compares the tag and alignment and
-// leaves before the access on a miss (the interpreter's slow path then runs it: faults, MMIO,
-// misaligned accesses, stores into pages with translated code, whose write entries are never
-// valid) or when the page's chunk has no slot in the access module yet, else calls the access
-// module's load or store (access.ts, through the hart's function table) with the chunk slot.
+// calls the access module's load or store (access.ts, through the hart's function table) with
+// the chunk slot; on a miss, or when the page's chunk has no slot in the access module yet, it
+// calls the hart's slow path (an import: page walks, MMIO, misaligned accesses, faults, stores
+// into pages with translated code, whose write entries are never valid), and leaves after a
+// trap there or a store the interpreter must look at (an interrupt line changed by a device,
+// translated code dropped).
 // Same contract otherwise as jit.ts (retired count returned, n up to date at every exit; 0
 // retired = left before its first instruction) and the same validity rules (hart.ts drops the
 // page's translations on stores into covered bytes and on FENCE.I).
@@ -44,14 +46,15 @@ export const XL = 0, XH = 256;
 /** The read and write soft TLBs: per table, four int32 arrays of TLB_SIZE entries. */
 export const TLB_R = 1024, TLB_W = 5120, TLB_BYTES = 4096;
 export const T_TAGLO = 0, T_TAGHI = 1024, T_OFF = 2048, T_SLOT = 3072;
-/** The pc a function leaves with (i64), and why it left (int32: EXIT_*). */
-export const EXIT = 9216, EXIT_WHY = 9224;
-/** Why: a load or store its fast path cannot do (soft-TLB miss, misaligned, chunk without slot),
- *  a JALR, a branch or jump or falling through out of the region, the budget. */
-export const EXIT_MISS = 0, EXIT_JALR = 1, EXIT_OUT = 2, EXIT_BUDGET = 3;
+/** The pc a function leaves with (i64), why it left (int32: EXIT_*), a slow load's value (i64). */
+export const EXIT = 9216, EXIT_WHY = 9224, SCRATCH = 9232;
+/** Why: a trap in a load or store (the hart's pc is already the trap vector), a JALR, a branch
+ *  or jump or falling through out of the region, the budget, a store after which the interpreter
+ *  must look. */
+export const EXIT_TRAP = 0, EXIT_JALR = 1, EXIT_OUT = 2, EXIT_BUDGET = 3, EXIT_STORE = 4;
 
 /** Instructions per region at most. */
-const MAX_REGION = Number(process.env.VMCTL_WASM_MAX ?? 192);
+const MAX_REGION = 192;
 /** Return points a JALR compares its target with before leaving the region. */
 const MAX_RETURNS = 8;
 /** Regions smaller than this are not worth a module. */
@@ -59,6 +62,16 @@ const MIN_REGION = 3;
 /** `ex` of an exit whose pc is in tpc (JALR). */
 const FAR = 0x7fffffff;
 
+/** What a region module imports from its hart (hart.ts): the state memory, the RAM access
+ *  table, and the slow paths of loads and stores: (pc of the instruction, address low and high
+ *  word, funct3[, value low and high word]) -> 0 when it trapped (the hart's pc is then the trap
+ *  vector), 1 when done (a load's value at SCRATCH), 2 (stores) when done and the interpreter
+ *  must look before the next instruction. */
+export interface WasmImports {
+  s: WebAssembly.Memory; t: WebAssembly.Table;
+  ld: (pc: number, lo: number, hi: number, f3: number) => number;
+  st: (pc: number, lo: number, hi: number, f3: number, vlo: number, vhi: number) => number;
+}
 export type WasmFn = (pc0: number, next: number, ex: number, budget: number) => number;
 /** A translated region: `entries[i]` = page offset of block i (where it can be entered). */
 export interface WasmRegion { readonly fn: WasmFn; readonly size: number; readonly covered: number[]; readonly entries: number[]; readonly bytes: number }
@@ -102,29 +115,25 @@ function kindOf(insn: number): number {
 interface Node { off: number; len: number; insn: number; kind: number; target: number }
 
 const emitter = new Emitter();
-export const PROF = [0, 0, 0, 0];
-if (process.env.VMCTL_WASM_PROF === '1') process.on('exit', () => console.error(`wasm prof: emit ${PROF[0].toFixed(0)} ms, Module ${PROF[1].toFixed(0)} ms, Instance ${PROF[2].toFixed(0)} ms, ${PROF[3]} regions`));
+
 // Locals of a region function.
 const P_PC0 = 0, P_NEXT = 1, P_EX = 2, P_BUDGET = 3, L_N = 4, L_LIM = 5, L_LO = 6, L_E4 = 7, L_SLOT = 8, L_ADDR = 9, L_PC0 = 10, L_TPC = 11, L_REG0 = 12;
 // Entries of the hart's function table (access.ts): loads by funct3, then stores.
 const F_LOAD = 0, F_STORE = LOADS.length;
+// Imported functions: the hart's slow paths (hart.ts, wasmImports); the region function is next.
+const F_SLOW_LOAD = 0, F_SLOW_STORE = 1, F_REGION = 2;
 
 /** The region of the page reachable from byte offset `entry` (page halfwords from index `base`
  *  of `view`) as a wasm module instantiated against the hart's `state` memory and RAM access
  *  functions; null when there is too little to translate there. */
-export function translateRegion(view: Uint16Array, base: number, entry: number, state: WebAssembly.Memory, access: WebAssembly.Table,
-  seen: (off: number) => boolean): WasmRegion | null {
-  const t0 = performance.now();
+export function translateRegion(view: Uint16Array, base: number, entry: number, imports: WasmImports): WasmRegion | null {
   // ---- discovery (breadth first, as jit.ts's compileRegion) ----
   const at = new Map<number, Node>();
   const leaders = new Set<number>([entry]);
   const work = [entry];
   let count = 0;
   const visit = (o: number, leader: boolean): void => {
-    if (leader) {
-      if (!seen(o)) return;
-      leaders.add(o);
-    }
+    if (leader) leaders.add(o);
     if (o >= 0 && o <= 4092 && !at.has(o)) work.push(o);
   };
   while (work.length > 0 && count < MAX_REGION) {
@@ -178,15 +187,19 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
 
   // ---- the module ----
   const e = emitter;
-  const imports: Import[] = [
+  const mi: Import[] = [
     { module: 'h', name: 's', kind: 'memory', min: STATE_BYTES / 65536, max: STATE_BYTES / 65536, shared: false },
     { module: 'h', name: 't', kind: 'table', size: ACCESS_TABLE },
+    { module: 'h', name: 'ld', kind: 'func', type: 3 },
+    { module: 'h', name: 'st', kind: 'func', type: 4 },
   ];
   const code = beginModule(e, [
     { params: [F64, I32, I32, I32], results: [I32] },
     { params: [I32, I32], results: [I64] },
     { params: [I32, I32, I64], results: [] },
-  ], imports, [0], [['r', 0]]);
+    { params: [F64, I32, I32, I32], results: [I32] },
+    { params: [F64, I32, I32, I32, I32, I32], results: [I32] },
+  ], mi, [0], [['r', F_REGION]]);
   const body = beginBody(e, [[5, I32], [3 + regs.length, I64]]);
   const size = count;
   const get = (r: number): void => { if (r === 0) e.i64c(0); else e.get(L[r]); };
@@ -220,9 +233,14 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     if (x === undefined) { exit(t, d, EXIT_OUT); return; }
     e.i32c(t); e.set(P_EX); e.i32c(x); e.set(P_NEXT); e.br(K - 1 - blk + d);
   };
-  // Soft-TLB lookup of x[rs1] + imm for an access of 2^align bytes in table `tlb`: on a miss,
-  // leave before the instruction; else leaves (slot, chunk offset) on the stack.
-  const lookup = (rs1: number, imm: number, align: number, tlb: number, off: number): void => {
+  // A load (store: `store`) of 2^align bytes at x[rs1] + imm: the soft-TLB lookup in table
+  // `tlb` and, on a hit, the access module's function `f` (through the table). On a miss the
+  // hart's slow path is called (an import: page walk, MMIO, misaligned accesses, faults); a
+  // trap there leaves the region (the pc is the trap vector), and so does a store after which
+  // the interpreter must look (an interrupt line changed, translated code was dropped).
+  // A load leaves its value on the stack.
+  const access = (rs1: number, imm: number, align: number, f3: number, store: boolean, rs2: number, off: number, next: number): void => {
+    const tlb = store ? TLB_W : TLB_R;
     get(rs1); e.i64c(imm); e.byte(0x7c); e.tee(L_ADDR);
     e.byte(0xa7); e.tee(L_LO);
     e.i32c(12); e.byte(0x76); e.i32c(255); e.byte(0x71); e.i32c(2); e.byte(0x74); e.tee(L_E4);
@@ -230,9 +248,22 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     e.get(L_E4); e.mem(0x28, 2, tlb + T_TAGHI); e.get(L_ADDR); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.byte(0x73); e.byte(0x72);
     if (align !== 0) { e.get(L_LO); e.i32c((1 << align) - 1); e.byte(0x71); e.byte(0x72); }
     e.get(L_E4); e.mem(0x28, 2, tlb + T_SLOT); e.tee(L_SLOT); e.i32c(31); e.byte(0x76); e.byte(0x72); // slot -1: chunk not in the access module yet
-    e.byte2(0x04, 0x40); addN(k); exit(off, 1, EXIT_MISS); e.byte(0x0b);
+    e.byte2(0x04, store ? 0x40 : 0x7e);
+    // slow path: (pc, lo, hi, funct3[, value lo, value hi]) -> status
+    e.get(L_PC0); e.i64c(off); e.byte(0x7c); e.byte(0xb9); // f64.convert_i64_s
+    e.get(L_LO); e.get(L_ADDR); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.i32c(f3);
+    if (store) { get(rs2); e.byte(0xa7); get(rs2); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.call(F_SLOW_STORE); } else e.call(F_SLOW_LOAD);
+    e.tee(L_SLOT); e.byte(0x45); // status 0: trapped
+    e.byte2(0x04, 0x40); addN(k); exit(off, 2, EXIT_TRAP); e.byte(0x0b);
+    if (store) {
+      e.get(L_SLOT); e.i32c(2); e.byte(0x46); // status 2: done, the interpreter must look
+      e.byte2(0x04, 0x40); addN(k + 1); exit(next, 2, EXIT_STORE); e.byte(0x0b);
+    } else { e.i32c(0); e.mem(0x29, 3, SCRATCH); }
+    e.byte(0x05); // else: the fast path
     e.get(L_SLOT);
     e.get(L_E4); e.mem(0x28, 2, tlb + T_OFF); e.get(L_LO); e.i32c(4095); e.byte(0x71); e.byte(0x6a);
+    if (store) { get(rs2); callAccess(F_STORE + f3, 2); } else callAccess(F_LOAD + f3, 1);
+    e.byte(0x0b);
   };
   const callAccess = (f: number, type: number): void => { e.i32c(f); e.byte(0x11); e.u32(type); e.byte(0); };
   // 64-bit division and remainder as RISC-V defines them (M: by zero, overflow), which wasm
@@ -299,10 +330,9 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
         break;
       case 0x37: e.i64c(w & 0xfffff000); put(rd); break;
       case 0x17: e.get(L_PC0); e.i64c(o + (w & 0xfffff000)); e.byte(0x7c); put(rd); break;
-      case 0x03: lookup(rs1, imm, f3 & 3, TLB_R, o); callAccess(F_LOAD + f3, 1); put(rd); break;
+      case 0x03: access(rs1, imm, f3 & 3, f3, false, 0, o, next); put(rd); break;
       case 0x23:
-        lookup(rs1, ((w >> 25) << 5) | ((w >>> 7) & 31), f3, TLB_W, o);
-        get(rs2); callAccess(F_STORE + f3, 2);
+        access(rs1, ((w >> 25) << 5) | ((w >>> 7) & 31), f3, f3, true, rs2, o, next);
         break;
       case 0x0f: break; // FENCE: one hart on its thread
       case 0x63:
@@ -350,12 +380,7 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   endBody(e, body);
   e.end(code);
   const bytes = e.bytes();
-  const t1 = performance.now();
-  const mod = new WebAssembly.Module(bytes);
-  const t2 = performance.now();
-  const inst = new WebAssembly.Instance(mod, { h: { s: state, t: access } });
-  const t3 = performance.now();
-  PROF[0] += t1 - t0; PROF[1] += t2 - t1; PROF[2] += t3 - t2; PROF[3]++;
+  const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), { h: imports as unknown as WebAssembly.ModuleImports });
   const covered: number[] = [];
   for (const o of offs) covered.push(o, at.get(o)!.len);
   return { fn: inst.exports.r as WasmFn, size, covered, entries: starts, bytes: bytes.length };
