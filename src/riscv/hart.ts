@@ -117,8 +117,14 @@ const MISA_FD = (1 << 3) | (1 << 5);
 
 /** The WebAssembly tier on by default (VMCTL_WASM_TIER=0: off, for measuring against). */
 const WASM_TIER = WASM_TIER_SUPPORTED && (typeof process === 'undefined' || process.env.VMCTL_WASM_TIER !== '0');
-/** Reaches of a loop head, jump target or page entry that make a wasm region there. */
-const WASM_HOT = HOT_THRESHOLD;
+/** Reaches of a loop head, jump target or page entry that make a wasm region there (Hart.wasmHot).
+ *  Measured (Node 24, Linux guest in one process, load 2-3; wall / CPU s): at 256 (jit.ts's
+ *  HOT_THRESHOLD) the boot made 2 800 regions (11 MiB of wasm) and took 2.0-2.3 / 3.1-3.2 s against
+ *  1.2-1.7 / 1.6-1.8 without the tier, mke2fs 2.8-3.4 s against 2.2; at 1024 the boot 2.3-2.4 /
+ *  2.4; at 4096 1.3-1.4 / 1.8; at 8192 1.2 / 1.8 (as without the tier) with every busybox program
+ *  as fast as or faster than at 256 or 4096 (the whole vmctl=bench run 17.1 s against 24.0 at 256,
+ *  18.6 at 4096 and 28.3 without the tier); at 16384 the boot 1.8-1.9 s. */
+const WASM_HOT = 8192;
 /** The access module is made again at most once per this many instructions (a guest touching
  *  new RAM chunks one after the other would otherwise have it made for each). */
 const WASM_REFRESH = 1 << 20;
@@ -293,6 +299,8 @@ export class Hart {
   /** The WebAssembly tier (wasm/translate.ts) for warm code, instead of jit.ts's first tier; only
    *  used while the hart is alone on its thread (not `smp`). VMCTL_WASM_TIER=0 turns it off. */
   wasmTier = WASM_TIER;
+  /** Reaches that make a wasm region (WASM_HOT; tests lower it). */
+  wasmHot = WASM_HOT;
   /** Registers and the read/write soft TLBs live here, where translated wasm code reads them. */
   private readonly wasmState = new WebAssembly.Memory({ initial: STATE_BYTES / 65536, maximum: STATE_BYTES / 65536 });
   /** The pc translated wasm code left with (low, high word), and why (EXIT_*). */
@@ -866,7 +874,7 @@ export class Hart {
     let fBlocks = this.fCode.blocks, fPn = this.fPn, fHash = (fPn & 7) << 11;
     const jit = this.jitEnabled, hot = this.hot, hot2 = this.hot2, seen = this.seen;
     const wasm = jit && this.wasmOn();
-    const hotAt = wasm ? WASM_HOT : HOT_THRESHOLD;
+    const hotAt = wasm ? this.wasmHot : HOT_THRESHOLD;
     let pcOff = 0, fLim = -1;
     {
       const d = this.pc - fVa;
