@@ -14,15 +14,15 @@
 // Translating is expensive (V8 parses and optimizes each function: ~10-20 ms for a region), so
 // only code that stays hot is translated; an OS boot's warm code stays with the interpreter.
 // The WebAssembly tier (wasm/translate.ts, issue 16) takes warm code instead, where it applies (a
-// hart alone on its thread): at HOT_THRESHOLD a loop head, jump target or page entry becomes a
-// wasm region (the same discovery as the regions here, same contract and validity rules), made
-// in ~0.1-0.3 ms by V8's baseline compiler, so that tier 1 below is not made; regions here are
-// still made where a head's count reaches REGION_THRESHOLD on interpreted instructions (code the
-// wasm tier could not take). Measured (Node 24, load 2-4, `npm run bench -- --only
-// bare,boot,programs`, docs/guest-ram.md (e)): busybox programs 1.3-3.4x faster (92% of their
-// instructions translated instead of 40%), mke2fs 1.3x slower, the 1-hart boot's wall time
-// about the same and its CPU time higher (V8 compiles the hot wasm functions again in the
-// background).
+// hart alone on its thread): a loop head, jump target or page entry reached 8192 times (hart.ts,
+// WASM_HOT) becomes a wasm region (the same discovery as the regions here, the same contract and
+// validity rules), made in 0.1-0.3 ms and compiled by V8's baseline compiler, so tier 1 below is
+// not made; regions here are still made where a head's count reaches REGION_THRESHOLD on
+// interpreted instructions (code the wasm tier did not take). Measured (Node 24, load 2-3.6,
+// `npm run bench -- --only bare,boot,programs`, same run with VMCTL_WASM_TIER=0; docs/guest-ram.md
+// (e)): geometric mean of the vmctl/QEMU ratios 5.92 -> 4.44, the busybox programs 1.2-3.5x
+// faster (86% of their instructions translated instead of 39-40%), the 1-hart boot as fast,
+// mke2fs 5-25% slower.
 //
 // The generated code is the interpreter's semantics with the decoded fields as constants (same
 // expressions as in hart.ts, 64-bit compares and shifts without short-circuit), the same soft-TLB
