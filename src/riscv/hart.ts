@@ -554,6 +554,9 @@ export class Hart {
     this.wasmRefreshed = -Infinity;
   }
 
+  /** @internal The RAM chunks the wasm tier's access module holds now (tests: none after dropRam). */
+  wasmRamChunks(): number { return this.wasmSlots.size; }
+
   /** A TLB entry's slot for chunk `v` in the RAM access module (-1: none yet, which makes it
    *  stale: see wasmStale). */
   private slotOf(v: ChunkViews): number {

@@ -4,6 +4,7 @@
 // log, instret); the translated run must also have made a region, or the test proves nothing.
 import { beforeAll, describe, expect, test } from 'vitest';
 import type { Hart } from '../../src/riscv/hart.js';
+import { CHUNK_SIZE } from '../../src/memory/ram.js';
 import { runAsm, makeMachine, loadElf, buildAsm, RAM_BASE, type Mini } from './harness.js';
 import { program, DATA, LOG } from './prelude.js';
 import { HOT_THRESHOLD, REGION_THRESHOLD } from '../../src/riscv/jit.js';
@@ -545,6 +546,58 @@ far:  add t2, t2, t0
     expect(a.harts[0].jitStats.translatedInsns).toBeGreaterThan(0);
     expectSameResults(a, b);
     const mem = (m: Mini) => { const x = new Uint8Array(0x200010); m.mem.ram.read(DATA + 0x100000, x); return x; };
+    expect(Buffer.compare(mem(a), mem(b))).toBe(0);
+  });
+});
+
+describe('the WebAssembly tier and chunked RAM', () => {
+  test('a RAM chunk dropped (balloon) while wasm regions use it reads as zeros from then on, as in the interpreter', () => {
+    // A loop reads and writes doublewords of chunk 3; after DROP_AT instructions the chunk is
+    // given up (GuestRam.release + Hart.dropRam, as VirtMachine.releaseChunks does): the wasm
+    // regions, which reach RAM through the hart's access module, must not keep using the old
+    // memory. Then it is touched again (a fresh, zeroed chunk gets a new slot).
+    const CHUNK3 = RAM_BASE + 3 * CHUNK_SIZE;
+    const src = program(`
+      li s0, ${DATA}
+      li s2, ${CHUNK3}
+      li s1, ${ITER}
+      li a0, 0
+1:    andi t0, s1, 511
+      slli t0, t0, 3
+      add t1, s2, t0
+      ld t2, 0(t1)
+      add a0, a0, t2
+      addi t2, s1, 7
+      sd t2, 0(t1)
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+    `);
+    const DROP_AT = 300_000;
+    const run = (jit: boolean): Mini => {
+      const m = makeMachine();
+      const h = m.harts[0];
+      h.jitEnabled = jit;
+      h.wasmTier = true;
+      h.wasmHot = HOT_THRESHOLD;
+      h.setPc(loadElf(m.mem, buildAsm(src)));
+      while (h.instret < DROP_AT && m.exit === null) h.run(Math.min(1000, DROP_AT - h.instret));
+      expect(h.instret).toBe(DROP_AT);
+      if (jit) expect(h.jitStats.wasmInsns).toBeGreaterThan(0);
+      if (jit) expect(h.wasmRamChunks()).toBeGreaterThan(0);
+      m.mem.ram.release(3);
+      h.dropRam(CHUNK3, CHUNK_SIZE);
+      expect(h.wasmRamChunks()).toBe(0); // nothing of the hart holds the dropped memory
+      for (let k = 0; k < 100_000 && m.exit === null; k++) h.run(1000);
+      return m;
+    };
+    const a = run(true), b = run(false);
+    expect(a.exit).toEqual({ code: 0 });
+    expect(a.harts[0].jitStats.wasmInsns).toBeGreaterThan(DROP_AT);
+    expectSameResults(a, b);
+    const mem = (m: Mini) => { const x = new Uint8Array(4096); m.mem.ram.read(CHUNK3, x); return x; };
     expect(Buffer.compare(mem(a), mem(b))).toBe(0);
   });
 });
