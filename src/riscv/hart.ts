@@ -2124,6 +2124,7 @@ function warmUp(): void {
   const jStart = base + 0x9000;
   jitWarmUpProgram(HOT_THRESHOLD + 64).forEach((w, i) => ram.writeU32(jStart + 4 * i, w));
   j.setPc(jStart);
+  j.wasmHot = HOT_THRESHOLD; // the program is sized for it: the wasm tier's paths get feedback too
   // and a third the same program with jit.ts's first tier, in place of the WebAssembly tier
   const j2 = new Hart(0, mem, { mtime: () => 0 });
   j2.wasmTier = false;
