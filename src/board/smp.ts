@@ -59,7 +59,7 @@ export interface HartThreadInit {
   readonly chunkGens: Int32Array;
   readonly control: SharedArrayBuffer;
   readonly clock: SharedArrayBuffer;
-  readonly reservations: SharedArrayBuffer;
+  readonly reservations: WebAssembly.Memory;
   /** Device regions of the machine; `rom`: a copy to serve locally, else forwarded. */
   readonly regions: { base: number; size: number; name: string; rom?: Uint8Array }[];
   /** RAM ranges with a write watcher on the machine's thread (HTIF tohost). */

@@ -216,7 +216,7 @@ export class VirtMachine {
       memories: this.ram.memories(),
       chunkGens: Int32Array.from(smp.control.chunkGen), // as of these memories
       clock: this.clock.sharedState,
-      reservations: reservations.sharedBuffer,
+      reservations: reservations.memory,
       regions: this.mem.listDevices().map((r) => ({ base: r.base, size: r.size, name: r.name, rom: r.base === BOOT_ROM_BASE ? this.romImage : undefined })),
       watched: this.htif ? [{ base: this.htif.tohost, size: 8 }] : [],
       builtinSbi: this.sbi ? { trapSink: BOOT_ROM_BASE, uartBase: UART0_BASE } : null,

@@ -296,8 +296,8 @@ export class Hart {
   smp = false;
   /** Loop translation on/off (jit.ts); off = pure interpreter. */
   jitEnabled = true;
-  /** The WebAssembly tier (wasm/translate.ts) for warm code, instead of jit.ts's first tier; only
-   *  used while the hart is alone on its thread (not `smp`). VMCTL_WASM_TIER=0 turns it off. */
+  /** The WebAssembly tier (wasm/translate.ts) for warm code, instead of jit.ts's first tier.
+   *  VMCTL_WASM_TIER=0 turns it off. */
   wasmTier = WASM_TIER;
   /** Reaches that make a wasm region (WASM_HOT; tests lower it). */
   wasmHot = WASM_HOT;
@@ -346,7 +346,7 @@ export class Hart {
     this.exitPc = new Int32Array(st, EXIT, 3);
     const scratch = new Int32Array(st, SCRATCH, 2);
     this.wasmImports = {
-      s: this.wasmState, t: this.wasmTable,
+      s: this.wasmState, t: this.wasmTable, r: this.reservations.memory,
       ld: (pc, lo, hi, f3) => {
         this.pc = pc;
         if (!this.loadSlow(lo, hi, f3)) return 0;
@@ -480,7 +480,7 @@ export class Hart {
     if (wasm) this.wasmFresh();
     const t0 = performance.now();
     const seen = this.seen, hash = (pn & 7) << 11;
-    const r = wasm ? translateRegion(view, base, off, this.wasmImports)
+    const r = wasm ? translateRegion(view, base, off, this.wasmImports, this.smp)
       : compileRegion(view, base, off, full, this.smp, (o) => seen[hash | (o >> 1)] !== 0);
     if (wasm) this.jitStats.wasmMs += performance.now() - t0; else this.jitStats.compileMs += performance.now() - t0;
     if (r === null) {
@@ -519,8 +519,8 @@ export class Hart {
     return code;
   }
 
-  /** The WebAssembly tier applies: on, and the hart alone on its thread (wasm/translate.ts). */
-  private wasmOn(): boolean { return this.wasmTier && !this.smp; }
+  /** The WebAssembly tier applies (wasm/translate.ts). */
+  private wasmOn(): boolean { return this.wasmTier; }
 
   /** Makes the RAM access module again when it is stale, at most once per WASM_REFRESH. */
   private wasmFresh(): void {
@@ -566,10 +566,11 @@ export class Hart {
     return -1;
   }
 
-  /** Runs the wasm region of `blk` (see runRegions); 0 without running it when a hart holds an
-   *  LR reservation (wasm stores do not break them) or the hart is no longer alone on its thread. */
+  /** Runs the wasm region of `blk` (see runRegions); 0 without running it when the tier was
+   *  switched off, or, for harts sharing a thread, a hart holds an LR reservation (their wasm
+   *  stores do not look at reservations: no other hart runs meanwhile to take one). */
   private runWasm(blk: RegionEntry, fVa: number, budget: number): number {
-    if (this.reservations.active[0] !== 0 || !this.wasmOn()) { this.pc = fVa + blk.pc; return 0; }
+    if ((!this.smp && this.reservations.active[0] !== 0) || !this.wasmOn()) { this.pc = fVa + blk.pc; return 0; }
     this.wasmFresh();
     const n = blk.wasm!(fVa, blk.idx, blk.pc, budget);
     const x = this.exitPc;

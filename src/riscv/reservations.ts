@@ -20,21 +20,19 @@ export class ReservationSet {
   /** Reserved granule (physical address / 8, as uint32 bits) per hart id, NONE = none. */
   private readonly granule: Int32Array;
 
-  /** `buffer`: shared memory from `ReservationSet.buffer(harts)` to share the set across threads. */
-  constructor(readonly harts = 8, buffer?: SharedArrayBuffer) {
-    const b = buffer ?? ReservationSet.buffer(harts);
+  /** The shared memory the set lives in: translated wasm code reads `active` there (it is a
+   *  WebAssembly.Memory so that wasm code can import it; wasm/translate.ts). */
+  readonly memory: WebAssembly.Memory;
+
+  /** `memory`: from another ReservationSet (`.memory`), to share the set across threads. */
+  constructor(readonly harts = 8, memory?: WebAssembly.Memory) {
+    const m = memory ?? new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+    this.memory = m;
+    const b = m.buffer;
     this.active = new Int32Array(b, 0, 1);
     this.granule = new Int32Array(b, 4, harts);
-    if (!buffer) this.granule.fill(NONE);
+    if (!memory) this.granule.fill(NONE);
   }
-
-  static buffer(harts: number): SharedArrayBuffer {
-    const b = new SharedArrayBuffer(4 * (1 + harts));
-    new Int32Array(b, 4, harts).fill(NONE);
-    return b;
-  }
-
-  get sharedBuffer(): SharedArrayBuffer { return this.active.buffer as SharedArrayBuffer; }
 
   /** Records hart `hartId`'s reservation on physical address `pa`. */
   set(hartId: number, pa: number): void {

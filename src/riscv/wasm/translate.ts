@@ -32,9 +32,11 @@
 // Same contract otherwise as jit.ts (retired count returned, n up to date at every exit; 0
 // retired = left before its first instruction) and the same validity rules (hart.ts drops the
 // page's translations on stores into covered bytes and on FENCE.I).
-// Only for a hart alone on its thread (not `smp`): a store here does not break other harts'
-// LR reservations, so the hart enters wasm code only while no reservation is held (hart.ts), and
-// FENCE needs no barrier.
+// Harts on threads of their own (`smp`): a store takes the slow path (which breaks other harts'
+// LR reservations) while any reservation is held, the set's `active` word read from its shared
+// memory (imported); FENCE is atomic.fence; aligned doublewords are single i64 accesses. Harts
+// sharing a thread enter wasm code only while no reservation is held (hart.ts), and a FENCE
+// needs no barrier there.
 import { decodeAt } from '../jit.js';
 import { beginBody, beginModule, Emitter, endBody, F64, I32, I64, type Import } from './emit.js';
 import { ACCESS_TABLE, LOADS } from './access.js';
@@ -71,6 +73,8 @@ export interface WasmImports {
   s: WebAssembly.Memory; t: WebAssembly.Table;
   ld: (pc: number, lo: number, hi: number, f3: number) => number;
   st: (pc: number, lo: number, hi: number, f3: number, vlo: number, vhi: number) => number;
+  /** The hart's ReservationSet memory (imported by regions of `smp` harts). */
+  r: WebAssembly.Memory;
 }
 export type WasmFn = (pc0: number, next: number, ex: number, budget: number) => number;
 /** A translated region: `entries[i]` = page offset of block i (where it can be entered). */
@@ -126,7 +130,7 @@ const F_SLOW_LOAD = 0, F_SLOW_STORE = 1, F_REGION = 2;
 /** The region of the page reachable from byte offset `entry` (page halfwords from index `base`
  *  of `view`) as a wasm module instantiated against the hart's `state` memory and RAM access
  *  functions; null when there is too little to translate there. */
-export function translateRegion(view: Uint16Array, base: number, entry: number, imports: WasmImports): WasmRegion | null {
+export function translateRegion(view: Uint16Array, base: number, entry: number, imports: WasmImports, smp: boolean): WasmRegion | null {
   // ---- discovery (breadth first, as jit.ts's compileRegion) ----
   const at = new Map<number, Node>();
   const leaders = new Set<number>([entry]);
@@ -193,6 +197,9 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     { module: 'h', name: 'ld', kind: 'func', type: 3 },
     { module: 'h', name: 'st', kind: 'func', type: 4 },
   ];
+  // harts on other threads: the LR/SC reservation set (memory 1), whose `active` word a store
+  // checks (see access)
+  if (smp) mi.push({ module: 'h', name: 'r', kind: 'memory', min: 1, max: 1, shared: true });
   const code = beginModule(e, [
     { params: [F64, I32, I32, I32], results: [I32] },
     { params: [I32, I32], results: [I64] },
@@ -247,6 +254,8 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     e.mem(0x28, 2, tlb + T_TAGLO); e.get(L_LO); e.i32c(-4096); e.byte(0x71); e.byte(0x73);
     e.get(L_E4); e.mem(0x28, 2, tlb + T_TAGHI); e.get(L_ADDR); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.byte(0x73); e.byte(0x72);
     if (align !== 0) { e.get(L_LO); e.i32c((1 << align) - 1); e.byte(0x71); e.byte(0x72); }
+    // a store while some hart holds a reservation: the slow path, which breaks it (storeBy)
+    if (store && smp) { e.i32c(0); e.mem(0x28, 2, 0, 1); e.byte(0x72); }
     e.get(L_E4); e.mem(0x28, 2, tlb + T_SLOT); e.tee(L_SLOT); e.i32c(31); e.byte(0x76); e.byte(0x72); // slot -1: chunk not in the access module yet
     e.byte2(0x04, store ? 0x40 : 0x7e);
     // slow path: (pc, lo, hi, funct3[, value lo, value hi]) -> status
@@ -334,7 +343,7 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
       case 0x23:
         access(rs1, ((w >> 25) << 5) | ((w >>> 7) & 31), f3, f3, true, rs2, o, next);
         break;
-      case 0x0f: break; // FENCE: one hart on its thread
+      case 0x0f: if (smp) e.byte3(0xfe, 0x03, 0x00); break; // FENCE: atomic.fence when other harts run on other threads
       case 0x63:
         addN(k + 1); k = 0;
         get(rs1); get(rs2); e.byte([0x51, 0x52, 0, 0, 0x53, 0x59, 0x54, 0x5a][f3]);
