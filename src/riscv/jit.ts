@@ -13,8 +13,7 @@
 //     its own region, and the hart chains regions of a page without interpreting in between.
 // Translating is expensive (V8 parses and optimizes each function: ~10-20 ms for a region), so
 // only code that stays hot is translated; an OS boot's warm code stays with the interpreter.
-// The WebAssembly tier (wasm/translate.ts, issue 16) takes warm code instead, where it applies (a
-// hart alone on its thread): a loop head, jump target or page entry reached 8192 times (hart.ts,
+// The WebAssembly tier (wasm/translate.ts, issue 16) takes warm code instead: a loop head, jump target or page entry reached 8192 times (hart.ts,
 // WASM_HOT) becomes a wasm region (the same discovery as the regions here, the same contract and
 // validity rules), made in 0.1-0.3 ms and compiled by V8's baseline compiler, so tier 1 below is
 // not made; regions here are still made where a head's count reaches REGION_THRESHOLD on
