@@ -63,6 +63,14 @@ const fsd = (fs: number, imm: number, rs1: number) => (((imm >> 5) << 25) | (fs 
 // A head is credited with the instructions interpreted on its behalf (jit.ts): these loops interpret at
 // least 2 per iteration until translated, so ITER iterations make a region within one window.
 const ITER = REGION_THRESHOLD / 2 + 77;
+/** The end of a loop counting s1 down from ITER (its head labelled 1): then a0 and rdinstret go to
+ *  DATA and DATA + 8. */
+const LOOP_END = `
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)`;
 
 /** if/else inside the loop, a call to a function in the same page and its return, memory, F/D. */
 const branchy = `
@@ -534,11 +542,7 @@ far:  add t2, t2, t0
       add a0, a0, t2
       add a0, a0, t3
       add a0, a0, t4
-      addi s1, s1, -1
-      bnez s1, 1b
-      sd a0, 0(s0)
-      rdinstret t0
-      sd t0, 8(s0)
+${LOOP_END}
     `);
     const [a, b] = runBoth(src, 50_000_000);
     expect(a.exit).toEqual({ code: 0 });
@@ -569,11 +573,7 @@ describe('the WebAssembly tier and chunked RAM', () => {
       add a0, a0, t2
       addi t2, s1, 7
       sd t2, 0(t1)
-      addi s1, s1, -1
-      bnez s1, 1b
-      sd a0, 0(s0)
-      rdinstret t0
-      sd t0, 8(s0)
+${LOOP_END}
     `);
     const DROP_AT = 300_000;
     const run = (jit: boolean): Mini => {
