@@ -139,6 +139,8 @@ export interface RegionEntry {
   /** A region of the WebAssembly tier (wasm/translate.ts) instead (fn unused), entered at its
    *  block `idx`; null for jit.ts's regions. */
   readonly wasm: WasmFn | null; readonly idx: number;
+  /** Its function's slot in the hart's region table (wasm regions; -1 for others). */
+  readonly slot: number;
 }
 
 const ARGS = ['h', 'pc0', 'pc', 'budget', 'xl', 'xh', 'r', 'w', 'resv'];
