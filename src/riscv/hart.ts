@@ -357,12 +357,14 @@ export class Hart {
       s: this.wasmState, t: this.wasmTable, c: this.regionTable, r: this.reservations.memory,
       ld: (pc, lo, hi, f3) => {
         this.pc = pc;
+        this.jitStats.wasmSlow++;
         if (!this.loadSlow(lo, hi, f3)) return 0;
         scratch[0] = this.memLo; scratch[1] = this.memHi;
         return 1;
       },
       st: (pc, lo, hi, f3, vlo, vhi) => {
         this.pc = pc;
+        this.jitStats.wasmSlow++;
         if (!this.storeSlow(lo, hi, f3, vlo, vhi)) return 0;
         if (this.codeDirty || this.linesChanged) { this.codeDirty = false; return 2; }
         return 1;
