@@ -49,7 +49,7 @@ import { CEXP } from './compressed.js';
 import { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } from './alu.js';
 import { execFp, FP_PRESENT } from './fp/execute.js';
 import { compileRegion, HOT_THRESHOLD, JitStats, REGION_THRESHOLD, REGION_WINDOW, type RegionEntry } from './jit.js';
-import { CHAIN, CHAIN_INVALID, CHAIN_MASK, CHAIN_SIZE, EXIT, EXIT_TRAP, REGION_TABLE, SCRATCH, STATE_BYTES, type WasmImports, T_OFF, T_SLOT, T_TAGHI, T_TAGLO, TLB_BYTES, TLB_R, TLB_W, translateRegion, XH, XL } from './wasm/translate.js';
+import { CHAIN, CHAIN_INVALID, CHAIN_SIZE, CHAINS, chainIndex, EXIT, EXIT_TRAP, REGION_TABLE, SCRATCH, STATE_BYTES, type WasmImports, T_OFF, T_SLOT, T_TAGHI, T_TAGLO, TLB_BYTES, TLB_R, TLB_W, translateRegion, XH, XL } from './wasm/translate.js';
 import { ACCESS_TABLE, ramAccess, WASM_TIER_SUPPORTED } from './wasm/access.js';
 import {
   MS_SIE, MS_MIE, MS_SPIE, MS_MPIE, MS_SPP, MS_MPP_SHIFT, MS_MPP, MS_FS, MS_MPRV, MS_SUM, MS_MXR, MS_TVM, MS_TW, MS_TSR,
@@ -323,6 +323,8 @@ export class Hart {
   private regionSlots = 0;
   /** The chain cache (translate.ts, CHAIN): entry e at [4e, 4e + 4). */
   private readonly chain: Int32Array;
+  /** Chained calls so far (translate.ts CHAINS; jitStats.wasmChains). */
+  private readonly chains: Uint32Array;
   /** Full regions translated so far (statistics; tests check that a path was translated). */
   regionsCompiled = 0;
   /** The translator's figures for this hart (bench --verbose, the VM's log). */
@@ -350,6 +352,7 @@ export class Hart {
     this.tlbR = new Tlb(st, TLB_R);
     this.tlbW = new Tlb(st, TLB_W);
     this.exitPc = new Int32Array(st, EXIT, 3);
+    this.chains = new Uint32Array(st, CHAINS, 1);
     this.chain = new Int32Array(st, CHAIN, 4 * CHAIN_SIZE);
     this.chainClear();
     const scratch = new Int32Array(st, SCRATCH, 2);
@@ -598,7 +601,7 @@ export class Hart {
     if ((!this.smp && this.reservations.active[0] !== 0) || !this.wasmOn()) { this.pc = fVa + blk.pc; return 0; }
     this.wasmFresh();
     // the chain cache maps this pc to the region from now on (regions leaving for it go on there)
-    const pc = fVa + blk.pc, lo = pc | 0, c = this.chain, e = ((lo >>> 1) & CHAIN_MASK) << 2;
+    const pc = fVa + blk.pc, lo = pc | 0, c = this.chain, e = chainIndex(lo) << 2;
     c[e] = lo; c[e + 1] = Math.floor(pc / TWO32) | 0; c[e + 2] = blk.slot; c[e + 3] = blk.idx;
     const n = blk.wasm!(fVa, blk.idx, blk.pc, budget, 0);
     const x = this.exitPc;
@@ -606,6 +609,7 @@ export class Hart {
     else this.pc = this.exactPc(x[0], x[1]);
     this.jitStats.wasmInsns += n;
     this.jitStats.wasmExits[x[2]]++;
+    this.jitStats.wasmChains += this.chains[0]; this.chains[0] = 0;
     return n;
   }
 

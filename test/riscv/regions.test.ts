@@ -601,3 +601,131 @@ ${LOOP_END}
     expect(Buffer.compare(mem(a), mem(b))).toBe(0);
   });
 });
+
+/** Calls and returns across three pages, 3000 times: the loop (page 0) calls fa (page 1), which
+ *  calls fb (page 2) and, every 4th time, hlp back on page 0. With `rewrite`, the loop stores a
+ *  new instruction into fb (slli by 2 instead of 1, no FENCE.I) when s1 reaches 1500: from then on
+ *  fb computes something else, in the interpreter at once. With `irq`, MTIE and MIE are on. */
+const chainProgram = (rewrite: boolean, irq: boolean): string => program(`
+      li s0, ${DATA}
+      li sp, ${DATA + 0x10000}
+      ${irq ? 'li t0, 0x80\n      csrw mie, t0\n      csrsi mstatus, 8' : ''}
+      li s1, 3000
+      li a0, 0
+1:    mv a1, s1
+      ${rewrite ? `li t1, 1500
+      bne s1, t1, 3f
+      la t3, fbop
+      la t4, newop
+      lw t4, 0(t4)
+      sw t4, 0(t3)
+3:` : ''}
+      jal ra, fa
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass
+hlp:  xor a0, a0, a1
+      ret
+      .option push
+      .option norvc
+newop: slli t2, a0, 2
+      .option pop
+      .align 12
+fa:   addi sp, sp, -16
+      sd ra, 0(sp)
+      add a0, a0, a1
+      jal ra, fb
+      andi t1, a1, 3
+      bnez t1, 1f
+      jal ra, hlp
+1:    ld ra, 0(sp)
+      addi sp, sp, 16
+      ret
+      .align 12
+fb:   li t0, 3
+      .option push
+      .option norvc
+2:
+fbop: slli t2, a0, 1
+      .option pop
+      add a0, a0, t2
+      addi t0, t0, -1
+      bnez t0, 2b
+      ret
+`);
+
+describe('the WebAssembly tier: regions chained inside wasm', () => {
+  beforeAll(() => { tier = 'wasm'; });
+
+  test('calls and returns across pages chain from region to region and give the same state as the interpreter', () => {
+    const [a, b] = runBoth(chainProgram(false, false), 20_000_000);
+    expect(a.exit).toEqual({ code: 0 });
+    const h = a.harts[0];
+    expect(made(h)).toBeGreaterThan(0);
+    expect(h.jitStats.wasmChains).toBeGreaterThan(3000);
+    expectSameResults(a, b);
+  });
+
+  test('a region rewritten by a store while others chain to it is never entered again', () => {
+    const [a, b] = runBoth(chainProgram(true, false), 20_000_000);
+    expect(a.exit).toEqual({ code: 0 });
+    const h = a.harts[0];
+    expect(h.jitStats.wasmChains).toBeGreaterThan(3000);
+    expectSameResults(a, b);
+    // the rewrite changed the result (else the test could not tell a stale region from the new code)
+    const [c] = runBoth(chainProgram(false, false), 20_000_000);
+    expect(u64(a, DATA)).not.toBe(u64(c, DATA));
+  });
+
+  test('run(n) never retires more than n instructions along a chain, and ends on the same state', () => {
+    const m = makeMachine();
+    const h = m.harts[0];
+    tierOn(h, true);
+    h.setPc(loadElf(m.mem, buildAsm(chainProgram(true, false))));
+    let total = 0;
+    for (let k = 0; k < 2_000_000 && m.exit === null; k++) {
+      const budget = k % 5 === 0 ? 5000 + (k % 3001) : 1 + (k % 300);
+      const r = h.run(budget);
+      expect(r).toBeLessThanOrEqual(budget);
+      total += r;
+    }
+    expect(m.exit).toEqual({ code: 0 });
+    expect(h.jitStats.wasmChains).toBeGreaterThan(0);
+    expect(total).toBe(h.instret);
+    const ref = runAsm(chainProgram(true, false), { max: 20_000_000, setup: (mm) => { mm.harts[0].jitEnabled = false; } });
+    expect(u64(m, DATA)).toBe(u64(ref, DATA));
+    expect(u64(m, DATA + 8)).toBe(u64(ref, DATA + 8));
+  });
+
+  test('an interrupt that becomes pending while regions chain is taken at the same instruction as in the interpreter', () => {
+    const run = (jit: boolean) => {
+      const m = makeMachine();
+      const h = m.harts[0];
+      tierOn(h, jit);
+      h.setPc(loadElf(m.mem, buildAsm(chainProgram(false, true))));
+      let chainsAtIrq = -1;
+      for (let k = 0; k < 100_000 && m.exit === null; k++) {
+        if (k === 40) {
+          chainsAtIrq = h.jitStats.wasmChains;
+          h.setInterruptLevel(7, true);
+          h.run(1);                   // takes it (MTIP), then runs one handler instruction
+          h.setInterruptLevel(7, false);
+        }
+        h.run(1000);
+      }
+      return { m, chainsAtIrq };
+    };
+    const a = run(true), b = run(false);
+    expect(a.m.exit).toEqual({ code: 0 });
+    expect(a.chainsAtIrq).toBeGreaterThan(0);
+    const ta = traps(a.m);
+    expect(ta.length).toBe(1);
+    expect(ta[0][0]).toBe((1n << 63n) | 7n);
+    expect(ta).toEqual(traps(b.m));               // same mepc
+    expect(u64(a.m, DATA)).toBe(u64(b.m, DATA));
+    expect(u64(a.m, DATA + 8)).toBe(u64(b.m, DATA + 8));
+  });
+});

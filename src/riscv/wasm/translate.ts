@@ -50,16 +50,21 @@ export const TLB_R = 1024, TLB_W = 5120, TLB_BYTES = 4096;
 export const T_TAGLO = 0, T_TAGHI = 1024, T_OFF = 2048, T_SLOT = 3072;
 /** The pc a function leaves with (i64), why it left (int32: EXIT_*), a slow load's value (i64). */
 export const EXIT = 9216, EXIT_WHY = 9224, SCRATCH = 9232;
+/** Calls from one region into the next through the chain cache (uint32, wraps; statistics). */
+export const CHAINS = 9240;
 /** Why: a trap in a load or store (the hart's pc is already the trap vector), a JALR, a branch
  *  or jump or falling through out of the region, the budget, a store after which the interpreter
  *  must look. */
 export const EXIT_TRAP = 0, EXIT_JALR = 1, EXIT_OUT = 2, EXIT_BUDGET = 3, EXIT_STORE = 4;
 /** The chain cache: CHAIN_SIZE entries of four int32 (virtual pc low and high word, the region's
- *  slot in the region table, its block index), indexed by (pc low word >>> 1) & CHAIN_MASK. A
+ *  slot in the region table, its block index), indexed by chainIndex (the page number mixed in:
+ *  functions often start at the same offset of their pages). A
  *  region leaving at a JALR or out of itself goes on there itself (a tail call through the
  *  region table) when the entry holds its next pc; the hart fills entries as it enters regions
  *  and empties them all whenever translated code or the fetch translation may have changed. */
-export const CHAIN = 16384, CHAIN_SIZE = 1024, CHAIN_MASK = CHAIN_SIZE - 1;
+export const CHAIN = 16384, CHAIN_SIZE = 2048, CHAIN_MASK = CHAIN_SIZE - 1;
+/** The chain cache entry of a pc (its low word; the same in wasm code: see translateRegion). */
+export function chainIndex(lo: number): number { return ((lo >>> 1) ^ (lo >>> 12)) & CHAIN_MASK; }
 /** A chain tag no pc has (pcs are even). */
 export const CHAIN_INVALID = 1;
 /** Region functions the region table holds (the hart drops all translated code when full). */
@@ -404,11 +409,13 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   e.i32c(0); e.mem(0x28, 2, EXIT_WHY); e.i32c(EXIT_JALR); e.byte(0x6b); e.i32c(2); e.byte(0x49);
   e.byte2(0x04, 0x40);
   e.get(L_TPC); e.byte(0xa7); e.tee(L_LO);
-  e.i32c(1); e.byte(0x76); e.i32c(CHAIN_MASK); e.byte(0x71); e.i32c(4); e.byte(0x74); e.tee(L_E4);
+  e.i32c(1); e.byte(0x76); e.get(L_LO); e.i32c(12); e.byte(0x76); e.byte(0x73); // chainIndex
+  e.i32c(CHAIN_MASK); e.byte(0x71); e.i32c(4); e.byte(0x74); e.tee(L_E4);
   e.mem(0x28, 2, CHAIN); e.get(L_LO); e.byte(0x46);
   e.get(L_E4); e.mem(0x28, 2, CHAIN + 4); e.get(L_TPC); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.byte(0x46);
   e.byte(0x71);
   e.byte2(0x04, 0x40);
+  e.i32c(0); e.i32c(0); e.mem(0x28, 2, CHAINS); e.i32c(1); e.byte(0x6a); e.mem(0x36, 2, CHAINS);
   e.get(L_TPC); e.i64c(-4096); e.byte(0x83); e.byte(0xb9); // pc0
   e.get(L_E4); e.mem(0x28, 2, CHAIN + 12); // next
   e.get(L_LO); e.i32c(4095); e.byte(0x71); // ex
