@@ -482,7 +482,6 @@ export class Hart {
   flushCode(): void {
     if (this.pageCode.size === 0) return;
     this.chainClear();
-    this.regionSlots = 0;
     this.pageCode = new Map();
     this.tlbX.code.fill(NO_CODE);
     this.fCode = NO_CODE;
@@ -896,7 +895,10 @@ export class Hart {
 
   /** Executes up to `budget` instructions; returns how many retired. */
   private execBlock(budget: number): number {
-    if (this.regionSlots >= REGION_TABLE) this.flushCode(); // the region table is full (compileAt)
+    // The region table is full (compileAt): all translated code is dropped and the slots are used
+    // again (only here, where no region entry is held: entries held by a running execBlock after
+    // a FENCE.I would fill the chain cache with slots of other regions).
+    if (this.regionSlots >= REGION_TABLE) { this.flushCode(); this.regionSlots = 0; }
     const xl = this.xlo, xh = this.xhi;
     const tr = this.tlbR, tw = this.tlbW;
     const rTag = tr.tagLo, rTagH = tr.tagHi, rOff = tr.off, r8 = tr.u8, r16 = tr.u16, r32 = tr.i32, r64 = tr.f64, rCh = tr.chunk;
