@@ -11,7 +11,8 @@
 // Anything else (F/D, AMO, SYSTEM, FENCE.I, MULH*, reserved encodings) is left out: reaching it
 // leaves the function, and the interpreter runs it.
 //
-// The function: (pc0: f64, next: i32, ex: i32, budget: i32) -> retired: i32.
+// The function: (pc0: f64, next: i32, ex: i32, budget: i32, n: i32) -> retired: i32 (n = retired
+// before, in the regions that chained into this one: the budget is checked on the sum).
 //   pc0 = virtual address of the page; next = index of the block to start at, ex = its page
 //   offset. The x registers the region uses live in i64 locals, loaded from the hart's register
 //   file (xlo/xhi, which are views on the hart's state memory, imported as memory 0) on entry
@@ -19,8 +20,10 @@
 //   Blocks dispatch through `loop` + `br_table` on `next`: taken branches and jumps inside the
 //   region set next and go round; the budget is checked there, as in jit.ts (leave when fewer
 //   than `size` instructions remain, so code that only falls through stays within budget).
-//   A JALR whose target is the return point of a call in the region goes on there; any other
-//   leaves (the hart chains to a region at its target).
+//   A JALR whose target is the return point of a call in the region goes on there; any other,
+//   and a jump out of the region, goes on into the region at its target when the chain cache
+//   (CHAIN, filled by the hart) holds the pc: a tail call through the region table, whose
+//   function checks the budget before its first block; else the function returns to the hart.
 // Loads and stores: the soft TLB's tag (tagLo/tagHi), page offset and chunk slot arrays are
 // also views on the state memory (hart.ts, Tlb): the function compares the tag and alignment and
 // calls the access module's load or store (access.ts, through the hart's function table) with
