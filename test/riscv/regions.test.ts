@@ -55,6 +55,61 @@ function expectSameResults(a: Mini, b: Mini): void {
   expect(regs(a)).toEqual(regs(b));
 }
 
+/** Runs `src` translated with run(n) for many different n: none retires more than n, they add up
+ *  to instret, `probe` is above 0 at the end (the translation was in use), and the words at
+ *  DATA + `offs` are the interpreter's. */
+function expectBudgetsKept(src: string, offs: number[], probe: (h: Hart) => number): void {
+  const m = makeMachine();
+  const h = m.harts[0];
+  tierOn(h, true);
+  h.setPc(loadElf(m.mem, buildAsm(src)));
+  let total = 0;
+  for (let k = 0; k < 2_000_000 && m.exit === null; k++) {
+    const budget = k % 5 === 0 ? 5000 + (k % 3001) : 1 + (k % 300);
+    const r = h.run(budget);
+    expect(r).toBeLessThanOrEqual(budget);
+    total += r;
+  }
+  expect(m.exit).toEqual({ code: 0 });
+  expect(probe(h)).toBeGreaterThan(0);
+  expect(total).toBe(h.instret);
+  const ref = runAsm(src, { max: 20_000_000, setup: (mm) => { mm.harts[0].jitEnabled = false; } });
+  for (const off of offs) expect(u64(m, DATA + off)).toBe(u64(ref, DATA + off));
+}
+
+/** Runs `src` in slices of 1000 instructions, translated and not; before slice `at`, raises the
+ *  machine timer interrupt for one instruction (taken at once, then one handler instruction).
+ *  `probe` (translated run, at that point) must be above 0: the translation was in use. Both
+ *  runs must log the one interrupt at the same mepc and end on the same results. */
+function expectIrqAsInterpreter(src: string, at: number, probe: (h: Hart) => number): void {
+  const run = (jit: boolean) => {
+    const m = makeMachine();
+    const h = m.harts[0];
+    tierOn(h, jit);
+    h.setPc(loadElf(m.mem, buildAsm(src)));
+    let probed = -1;
+    for (let k = 0; k < 100_000 && m.exit === null; k++) {
+      if (k === at) {
+        probed = probe(h);
+        h.setInterruptLevel(7, true);
+        h.run(1);                   // takes it (MTIP), then runs one handler instruction
+        h.setInterruptLevel(7, false);
+      }
+      h.run(1000);
+    }
+    return { m, probed };
+  };
+  const a = run(true), b = run(false);
+  expect(a.m.exit).toEqual({ code: 0 });
+  expect(a.probed).toBeGreaterThan(0);
+  const ta = traps(a.m);
+  expect(ta.length).toBe(1);
+  expect(ta[0][0]).toBe((1n << 63n) | 7n);      // machine timer interrupt
+  expect(ta).toEqual(traps(b.m));               // same mepc
+  expect(u64(a.m, DATA)).toBe(u64(b.m, DATA));
+  expect(u64(a.m, DATA + 8)).toBe(u64(b.m, DATA + 8)); // rdinstret after the loop
+}
+
 // F/D encodings (the test assembler is rv64imac): fcvt.d.l, fadd.d, fsd.
 const fcvtDL = (fd: number, rs1: number) => ((0x69 << 25) | (2 << 20) | (rs1 << 15) | (7 << 12) | (fd << 7) | 0x53) >>> 0;
 const faddD = (fd: number, a: number, b: number) => ((0x01 << 25) | (b << 20) | (a << 15) | (7 << 12) | (fd << 7) | 0x53) >>> 0;
@@ -181,22 +236,7 @@ for (const t of ['js', 'wasm'] as const) describe(`region translation (${t === '
   });
 
   test('run(n) never retires more than n instructions, and ends on the same state', () => {
-    const m = makeMachine();
-    const h = m.harts[0];
-    tierOn(h, true);
-    h.setPc(loadElf(m.mem, buildAsm(program(branchy))));
-    let total = 0;
-    for (let k = 0; k < 2_000_000 && m.exit === null; k++) {
-      const budget = k % 5 === 0 ? 5000 + (k % 3001) : 1 + (k % 300);
-      const r = h.run(budget);
-      expect(r).toBeLessThanOrEqual(budget);
-      total += r;
-    }
-    expect(m.exit).toEqual({ code: 0 });
-    expect(made(h)).toBeGreaterThan(0);
-    expect(total).toBe(h.instret);
-    const ref = runAsm(program(branchy), { max: 20_000_000, setup: (mm) => { mm.harts[0].jitEnabled = false; } });
-    for (const off of [8, 16, 24, 32]) expect(u64(m, DATA + off)).toBe(u64(ref, DATA + off));
+    expectBudgetsKept(program(branchy), [8, 16, 24, 32], made);
   });
 
   test('a fault in a later block of a translated region has the exact mepc, mtval, registers and instret', () => {
@@ -342,35 +382,10 @@ irq:  sw zero, 0(s4)
       rdinstret t0
       sd t0, 8(t2)
     `);
-    const run = (jit: boolean) => {
-      const m = makeMachine();
-      const h = m.harts[0];
-      tierOn(h, jit);
-      h.setPc(loadElf(m.mem, buildAsm(src)));
-      let regionsAtIrq = -1;
-      for (let k = 0; k < 100_000 && m.exit === null; k++) {
-        if (k === 1000) {
-          // by now (~1M instructions) the loop runs as a region in the translated run (first as a
-          // first-tier loop, which leaves at the inner branch; the instructions interpreted around
-          // it make the region at ~550k)
-          regionsAtIrq = made(h);
-          h.setInterruptLevel(7, true);
-          h.run(1);                   // takes it (MTIP), then runs one handler instruction
-          h.setInterruptLevel(7, false);
-        }
-        h.run(1000);
-      }
-      return { m, regionsAtIrq };
-    };
-    const a = run(true), b = run(false);
-    expect(a.m.exit).toEqual({ code: 0 });
-    expect(a.regionsAtIrq).toBeGreaterThan(0);
-    const ta = traps(a.m);
-    expect(ta.length).toBe(1);
-    expect(ta[0][0]).toBe((1n << 63n) | 7n);      // machine timer interrupt
-    expect(ta).toEqual(traps(b.m));               // same mepc
-    expect(u64(a.m, DATA)).toBe(u64(b.m, DATA));
-    expect(u64(a.m, DATA + 8)).toBe(u64(b.m, DATA + 8)); // rdinstret after the loop
+    // by k = 1000 (~1M instructions) the loop runs as a region in the translated run (first as a
+    // first-tier loop, which leaves at the inner branch; the instructions interpreted around it
+    // make the region at ~550k)
+    expectIrqAsInterpreter(src, 1000, made);
   });
   /** A call from one page to a loop on the next page, 2000 times; a FENCE.I before every 256th
    *  (drops all translated code). t2: the result; the xor has no compressed form (t2 is x7). */
@@ -681,51 +696,10 @@ describe('the WebAssembly tier: regions chained inside wasm', () => {
   });
 
   test('run(n) never retires more than n instructions along a chain, and ends on the same state', () => {
-    const m = makeMachine();
-    const h = m.harts[0];
-    tierOn(h, true);
-    h.setPc(loadElf(m.mem, buildAsm(chainProgram(true, false))));
-    let total = 0;
-    for (let k = 0; k < 2_000_000 && m.exit === null; k++) {
-      const budget = k % 5 === 0 ? 5000 + (k % 3001) : 1 + (k % 300);
-      const r = h.run(budget);
-      expect(r).toBeLessThanOrEqual(budget);
-      total += r;
-    }
-    expect(m.exit).toEqual({ code: 0 });
-    expect(h.jitStats.wasmChains).toBeGreaterThan(0);
-    expect(total).toBe(h.instret);
-    const ref = runAsm(chainProgram(true, false), { max: 20_000_000, setup: (mm) => { mm.harts[0].jitEnabled = false; } });
-    expect(u64(m, DATA)).toBe(u64(ref, DATA));
-    expect(u64(m, DATA + 8)).toBe(u64(ref, DATA + 8));
+    expectBudgetsKept(chainProgram(true, false), [0, 8], (h) => h.jitStats.wasmChains);
   });
 
   test('an interrupt that becomes pending while regions chain is taken at the same instruction as in the interpreter', () => {
-    const run = (jit: boolean) => {
-      const m = makeMachine();
-      const h = m.harts[0];
-      tierOn(h, jit);
-      h.setPc(loadElf(m.mem, buildAsm(chainProgram(false, true))));
-      let chainsAtIrq = -1;
-      for (let k = 0; k < 100_000 && m.exit === null; k++) {
-        if (k === 40) {
-          chainsAtIrq = h.jitStats.wasmChains;
-          h.setInterruptLevel(7, true);
-          h.run(1);                   // takes it (MTIP), then runs one handler instruction
-          h.setInterruptLevel(7, false);
-        }
-        h.run(1000);
-      }
-      return { m, chainsAtIrq };
-    };
-    const a = run(true), b = run(false);
-    expect(a.m.exit).toEqual({ code: 0 });
-    expect(a.chainsAtIrq).toBeGreaterThan(0);
-    const ta = traps(a.m);
-    expect(ta.length).toBe(1);
-    expect(ta[0][0]).toBe((1n << 63n) | 7n);
-    expect(ta).toEqual(traps(b.m));               // same mepc
-    expect(u64(a.m, DATA)).toBe(u64(b.m, DATA));
-    expect(u64(a.m, DATA + 8)).toBe(u64(b.m, DATA + 8));
+    expectIrqAsInterpreter(chainProgram(false, true), 40, (h) => h.jitStats.wasmChains);
   });
 });
