@@ -323,6 +323,9 @@ export class Hart {
   private regionSlots = 0;
   /** The chain cache (translate.ts, CHAIN): entry e at [4e, 4e + 4). */
   private readonly chain: Int32Array;
+  /** The chain cache entries (index × 4) filled since it was last emptied, chainCount of them. */
+  private readonly chainFilled = new Int32Array(CHAIN_SIZE);
+  private chainCount = 0;
   /** Chained calls so far (translate.ts CHAINS; jitStats.wasmChains). */
   private readonly chains: Uint32Array;
   /** Full regions translated so far (statistics; tests check that a path was translated). */
@@ -354,7 +357,7 @@ export class Hart {
     this.exitPc = new Int32Array(st, EXIT, 3);
     this.chains = new Uint32Array(st, CHAINS, 1);
     this.chain = new Int32Array(st, CHAIN, 4 * CHAIN_SIZE);
-    this.chainClear();
+    for (let i = 0; i < this.chain.length; i += 4) this.chain[i] = CHAIN_INVALID;
     const scratch = new Int32Array(st, SCRATCH, 2);
     this.wasmImports = {
       s: this.wasmState, t: this.wasmTable, c: this.regionTable, r: this.reservations.memory,
@@ -450,8 +453,12 @@ export class Hart {
    *  enters the regions again): whenever translated code is dropped or the fetch translation
    *  (satp, SFENCE.VMA, privilege mode, MPRV …: flushTlb) may have changed. */
   private chainClear(): void {
-    const c = this.chain;
-    for (let i = 0; i < c.length; i += 4) c[i] = CHAIN_INVALID;
+    // only the entries filled since the last time: flushTlb runs at every trap and xRET that
+    // changes the privilege mode, where clearing all 2048 made a stream of interrupts outrun the
+    // guest (irqstress)
+    const c = this.chain, f = this.chainFilled;
+    for (let i = 0; i < this.chainCount; i++) c[f[i]] = CHAIN_INVALID;
+    this.chainCount = 0;
   }
 
   /** A RAM chunk at physical [pa, pa+len) was dropped (balloon): forgets every reference to its
@@ -601,6 +608,7 @@ export class Hart {
     this.wasmFresh();
     // the chain cache maps this pc to the region from now on (regions leaving for it go on there)
     const pc = fVa + blk.pc, lo = pc | 0, c = this.chain, e = chainIndex(lo) << 2;
+    if (c[e] === CHAIN_INVALID) this.chainFilled[this.chainCount++] = e;
     c[e] = lo; c[e + 1] = Math.floor(pc / TWO32) | 0; c[e + 2] = blk.slot; c[e + 3] = blk.idx;
     const n = blk.wasm!(fVa, blk.idx, blk.pc, budget, 0);
     const x = this.exitPc;
