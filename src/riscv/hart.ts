@@ -49,7 +49,7 @@ import { CEXP } from './compressed.js';
 import { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } from './alu.js';
 import { execFp, FP_PRESENT } from './fp/execute.js';
 import { compileRegion, HOT_THRESHOLD, JitStats, REGION_THRESHOLD, REGION_WINDOW, type RegionEntry } from './jit.js';
-import { EXIT, EXIT_TRAP, SCRATCH, STATE_BYTES, type WasmImports, T_OFF, T_SLOT, T_TAGHI, T_TAGLO, TLB_BYTES, TLB_R, TLB_W, translateRegion, XH, XL } from './wasm/translate.js';
+import { CHAIN, CHAIN_INVALID, CHAIN_SIZE, CHAINS, chainIndex, EXIT, EXIT_TRAP, REGION_TABLE, SCRATCH, STATE_BYTES, type WasmImports, T_OFF, T_SLOT, T_TAGHI, T_TAGLO, TLB_BYTES, TLB_R, TLB_W, translateRegion, XH, XL } from './wasm/translate.js';
 import { ACCESS_TABLE, ramAccess, WASM_TIER_SUPPORTED } from './wasm/access.js';
 import {
   MS_SIE, MS_MIE, MS_SPIE, MS_MPIE, MS_SPP, MS_MPP_SHIFT, MS_MPP, MS_FS, MS_MPRV, MS_SUM, MS_MXR, MS_TVM, MS_TW, MS_TSR,
@@ -79,7 +79,7 @@ class PageCode {
   }
 }
 /** A head where no region could be made: never entered, never counted again. */
-const NO_REGION: RegionEntry = { fn: () => 0, size: Infinity, pc: 0, full: true, wasm: null, idx: 0 };
+const NO_REGION: RegionEntry = { fn: () => 0, size: Infinity, pc: 0, full: true, wasm: null, idx: 0, slot: -1 };
 /** The "page without translated code". */
 const NO_CODE = new PageCode(true);
 
@@ -317,6 +317,17 @@ export class Hart {
    *  WASM_REFRESH instructions after the last time (instret then). */
   private wasmStale = true;
   private wasmRefreshed = -Infinity;
+  /** The region table (wasm/translate.ts, REGION_TABLE): every wasm region function made since
+   *  the last drop of all translated code, by slot (RegionEntry.slot); regions chain through it. */
+  private readonly regionTable = new WebAssembly.Table({ element: 'anyfunc', initial: REGION_TABLE, maximum: REGION_TABLE });
+  private regionSlots = 0;
+  /** The chain cache (translate.ts, CHAIN): entry e at [4e, 4e + 4). */
+  private readonly chain: Int32Array;
+  /** The chain cache entries (index × 4) filled since it was last emptied, chainCount of them. */
+  private readonly chainFilled = new Int32Array(CHAIN_SIZE);
+  private chainCount = 0;
+  /** Chained calls so far (translate.ts CHAINS; jitStats.wasmChains). */
+  private readonly chains: Uint32Array;
   /** Full regions translated so far (statistics; tests check that a path was translated). */
   regionsCompiled = 0;
   /** The translator's figures for this hart (bench --verbose, the VM's log). */
@@ -344,17 +355,22 @@ export class Hart {
     this.tlbR = new Tlb(st, TLB_R);
     this.tlbW = new Tlb(st, TLB_W);
     this.exitPc = new Int32Array(st, EXIT, 3);
+    this.chains = new Uint32Array(st, CHAINS, 1);
+    this.chain = new Int32Array(st, CHAIN, 4 * CHAIN_SIZE);
+    for (let i = 0; i < this.chain.length; i += 4) this.chain[i] = CHAIN_INVALID;
     const scratch = new Int32Array(st, SCRATCH, 2);
     this.wasmImports = {
-      s: this.wasmState, t: this.wasmTable, r: this.reservations.memory,
+      s: this.wasmState, t: this.wasmTable, c: this.regionTable, r: this.reservations.memory,
       ld: (pc, lo, hi, f3) => {
         this.pc = pc;
+        this.jitStats.wasmSlow++;
         if (!this.loadSlow(lo, hi, f3)) return 0;
         scratch[0] = this.memLo; scratch[1] = this.memHi;
         return 1;
       },
       st: (pc, lo, hi, f3, vlo, vhi) => {
         this.pc = pc;
+        this.jitStats.wasmSlow++;
         if (!this.storeSlow(lo, hi, f3, vlo, vhi)) return 0;
         if (this.codeDirty || this.linesChanged) { this.codeDirty = false; return 2; }
         return 1;
@@ -430,6 +446,19 @@ export class Hart {
     this.tlbW.flush();
     this.tlbX.flush();
     this.fVa = NaN;
+    this.chainClear();
+  }
+
+  /** Empties the chain cache (wasm regions then chain only through runRegions until the hart
+   *  enters the regions again): whenever translated code is dropped or the fetch translation
+   *  (satp, SFENCE.VMA, privilege mode, MPRV …: flushTlb) may have changed. */
+  private chainClear(): void {
+    // only the entries filled since the last time: flushTlb runs at every trap and xRET that
+    // changes the privilege mode, where clearing all 2048 made a stream of interrupts outrun the
+    // guest (irqstress)
+    const c = this.chain, f = this.chainFilled;
+    for (let i = 0; i < this.chainCount; i++) c[f[i]] = CHAIN_INVALID;
+    this.chainCount = 0;
   }
 
   /** A RAM chunk at physical [pa, pa+len) was dropped (balloon): forgets every reference to its
@@ -459,6 +488,7 @@ export class Hart {
    *  remote_fence_i). */
   flushCode(): void {
     if (this.pageCode.size === 0) return;
+    this.chainClear();
     this.pageCode = new Map();
     this.tlbX.code.fill(NO_CODE);
     this.fCode = NO_CODE;
@@ -476,7 +506,9 @@ export class Hart {
       for (let e = 0; e < TLB_SIZE; e++) if (x.pa[e] === pn * 4096) x.code[e] = code;
     }
     this.fCode = code;
-    const wasm = !full && this.wasmOn();
+    // the region table full: no wasm region until execBlock has dropped all translated code
+    const wasm = !full && this.wasmOn() && this.regionSlots < REGION_TABLE;
+    if (!full && this.wasmOn() && !wasm) { code.blocks[slot] = undefined; return code; }
     if (wasm) this.wasmFresh();
     const t0 = performance.now();
     const seen = this.seen, hash = (pn & 7) << 11;
@@ -492,10 +524,12 @@ export class Hart {
     if ('bytes' in r) {
       this.jitStats.wasmRegions++;
       this.jitStats.wasmBytes += r.bytes;
+      const tix = this.regionSlots++;
+      this.regionTable.set(tix, r.fn);
       // Entries of jit.ts's regions stay (made for hot code before the tier was switched on).
       r.entries.forEach((o, idx) => {
         const old = code.blocks[o >> 1];
-        if (old === undefined || old === null || !old.full) code.blocks[o >> 1] = { fn: NO_REGION.fn, size: r.size, pc: o, full: false, wasm: r.fn, idx };
+        if (old === undefined || old === null || !old.full) code.blocks[o >> 1] = { fn: NO_REGION.fn, size: r.size, pc: o, full: false, wasm: r.fn, idx, slot: tix };
       });
     } else {
       if (full) { this.regionsCompiled++; this.jitStats.regions++; } else this.jitStats.loops++;
@@ -504,7 +538,7 @@ export class Hart {
       const pc = this.pc;
       r.fn(this, 0, -1, 0, this.xlo, this.xhi, this.tlbR, this.tlbW, this.reservations);
       this.pc = pc;
-      for (const o of r.entries) code.blocks[o >> 1] = { fn: r.fn, size: r.size, pc: o, full, wasm: null, idx: 0 };
+      for (const o of r.entries) code.blocks[o >> 1] = { fn: r.fn, size: r.size, pc: o, full, wasm: null, idx: 0, slot: -1 };
     }
     const cv = r.covered;
     for (let i = 0; i < cv.length; i += 2) {
@@ -572,12 +606,17 @@ export class Hart {
   private runWasm(blk: RegionEntry, fVa: number, budget: number): number {
     if ((!this.smp && this.reservations.active[0] !== 0) || !this.wasmOn()) { this.pc = fVa + blk.pc; return 0; }
     this.wasmFresh();
-    const n = blk.wasm!(fVa, blk.idx, blk.pc, budget);
+    // the chain cache maps this pc to the region from now on (regions leaving for it go on there)
+    const pc = fVa + blk.pc, lo = pc | 0, c = this.chain, e = chainIndex(lo) << 2;
+    if (c[e] === CHAIN_INVALID) this.chainFilled[this.chainCount++] = e;
+    c[e] = lo; c[e + 1] = Math.floor(pc / TWO32) | 0; c[e + 2] = blk.slot; c[e + 3] = blk.idx;
+    const n = blk.wasm!(fVa, blk.idx, blk.pc, budget, 0);
     const x = this.exitPc;
     if (x[2] === EXIT_TRAP) this.jitTrap = true; // the pc is the trap vector
     else this.pc = this.exactPc(x[0], x[1]);
     this.jitStats.wasmInsns += n;
     this.jitStats.wasmExits[x[2]]++;
+    this.jitStats.wasmChains += this.chains[0]; this.chains[0] = 0;
     return n;
   }
 
@@ -625,7 +664,7 @@ export class Hart {
     const c = this.pageCode.get(pn);
     if (c !== undefined && c.live !== 0) {
       for (let i = o >> 1; i <= Math.min(2047, (o + size - 1) >> 1); i++) {
-        if (c.covered[i]) { c.clear(); this.codeDirty = true; break; }
+        if (c.covered[i]) { c.clear(); this.chainClear(); this.codeDirty = true; break; }
       }
     }
     if (o + size > 4096) this.storeToCode((pn + 1) * 4096, o + size - 4096);
@@ -864,6 +903,10 @@ export class Hart {
 
   /** Executes up to `budget` instructions; returns how many retired. */
   private execBlock(budget: number): number {
+    // The region table is full (compileAt): all translated code is dropped and the slots are used
+    // again (only here, where no region entry is held: entries held by a running execBlock after
+    // a FENCE.I would fill the chain cache with slots of other regions).
+    if (this.regionSlots >= REGION_TABLE) { this.flushCode(); this.regionSlots = 0; }
     const xl = this.xlo, xh = this.xhi;
     const tr = this.tlbR, tw = this.tlbW;
     const rTag = tr.tagLo, rTagH = tr.tagHi, rOff = tr.off, r8 = tr.u8, r16 = tr.u16, r32 = tr.i32, r64 = tr.f64, rCh = tr.chunk;

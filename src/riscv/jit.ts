@@ -111,10 +111,15 @@ export class JitStats {
    *  store, a JALR, a jump out of the region, the budget, a store the interpreter must look at. */
   readonly wasmExits = [0, 0, 0, 0, 0];
   wasmResets = 0;
+  /** Loads and stores of wasm regions that took the hart's slow path (soft-TLB miss, a chunk
+   *  not in the access module yet, MMIO, a page with translated code, misaligned). */
+  wasmSlow = 0;
+  /** Calls from a wasm region straight into the next one (its chain cache: wasm/translate.ts). */
+  wasmChains = 0;
 
   add(o: JitStats): void {
     this.loops += o.loops; this.regions += o.regions; this.compileMs += o.compileMs; this.translatedInsns += o.translatedInsns;
-    this.wasmRegions += o.wasmRegions; this.wasmBytes += o.wasmBytes; this.wasmMs += o.wasmMs; this.wasmInsns += o.wasmInsns; for (let i = 0; i < 5; i++) this.wasmExits[i] += o.wasmExits[i]; this.wasmResets += o.wasmResets;
+    this.wasmRegions += o.wasmRegions; this.wasmBytes += o.wasmBytes; this.wasmMs += o.wasmMs; this.wasmInsns += o.wasmInsns; for (let i = 0; i < 5; i++) this.wasmExits[i] += o.wasmExits[i]; this.wasmResets += o.wasmResets; this.wasmSlow += o.wasmSlow; this.wasmChains += o.wasmChains;
   }
 
   /** One line for people: what was translated, what it cost, the share of `instret` it ran. */
@@ -122,8 +127,8 @@ export class JitStats {
     const pct = instret > 0 ? (100 * this.translatedInsns / instret).toFixed(1) : '0.0';
     const wasm = this.wasmRegions === 0 ? '' : `; wasm: ${this.wasmRegions} regions (${(this.wasmBytes / 1024).toFixed(0)} KiB) in ` +
       `${this.wasmMs.toFixed(0)} ms, ${instret > 0 ? (100 * this.wasmInsns / instret).toFixed(1) : '0.0'}% of instructions ` +
-      `(${(this.wasmInsns / Math.max(1, this.wasmExits.reduce((a, b) => a + b))).toFixed(0)} per call; calls ended by a trap ${this.wasmExits[0]}, ` +
-      `JALR ${this.wasmExits[1]}, leaving the region ${this.wasmExits[2]}, budget ${this.wasmExits[3]}, a store ${this.wasmExits[4]}), RAM access module made ${this.wasmResets} times`;
+      `(${(this.wasmInsns / Math.max(1, this.wasmExits.reduce((a, b) => a + b))).toFixed(0)} per call from the hart, ${this.wasmChains} regions entered from another; calls ended by a trap ${this.wasmExits[0]}, ` +
+      `JALR ${this.wasmExits[1]}, leaving the region ${this.wasmExits[2]}, budget ${this.wasmExits[3]}, a store ${this.wasmExits[4]}), RAM access module made ${this.wasmResets} times, ${this.wasmSlow} slow loads and stores`;
     return `${this.loops} loops + ${this.regions} regions translated in ${this.compileMs.toFixed(0)} ms; ` +
       `${pct}% of ${instret} instructions ran translated${wasm}`;
   }
@@ -139,6 +144,8 @@ export interface RegionEntry {
   /** A region of the WebAssembly tier (wasm/translate.ts) instead (fn unused), entered at its
    *  block `idx`; null for jit.ts's regions. */
   readonly wasm: WasmFn | null; readonly idx: number;
+  /** Its function's slot in the hart's region table (wasm regions; -1 for others). */
+  readonly slot: number;
 }
 
 const ARGS = ['h', 'pc0', 'pc', 'budget', 'xl', 'xh', 'r', 'w', 'resv'];

@@ -55,6 +55,61 @@ function expectSameResults(a: Mini, b: Mini): void {
   expect(regs(a)).toEqual(regs(b));
 }
 
+/** Runs `src` translated with run(n) for many different n: none retires more than n, they add up
+ *  to instret, `probe` is above 0 at the end (the translation was in use), and the words at
+ *  DATA + `offs` are the interpreter's. */
+function expectBudgetsKept(src: string, offs: number[], probe: (h: Hart) => number): void {
+  const m = makeMachine();
+  const h = m.harts[0];
+  tierOn(h, true);
+  h.setPc(loadElf(m.mem, buildAsm(src)));
+  let total = 0;
+  for (let k = 0; k < 2_000_000 && m.exit === null; k++) {
+    const budget = k % 5 === 0 ? 5000 + (k % 3001) : 1 + (k % 300);
+    const r = h.run(budget);
+    expect(r).toBeLessThanOrEqual(budget);
+    total += r;
+  }
+  expect(m.exit).toEqual({ code: 0 });
+  expect(probe(h)).toBeGreaterThan(0);
+  expect(total).toBe(h.instret);
+  const ref = runAsm(src, { max: 20_000_000, setup: (mm) => { mm.harts[0].jitEnabled = false; } });
+  for (const off of offs) expect(u64(m, DATA + off)).toBe(u64(ref, DATA + off));
+}
+
+/** Runs `src` in slices of 1000 instructions, translated and not; before slice `at`, raises the
+ *  machine timer interrupt for one instruction (taken at once, then one handler instruction).
+ *  `probe` (translated run, at that point) must be above 0: the translation was in use. Both
+ *  runs must log the one interrupt at the same mepc and end on the same results. */
+function expectIrqAsInterpreter(src: string, at: number, probe: (h: Hart) => number): void {
+  const run = (jit: boolean) => {
+    const m = makeMachine();
+    const h = m.harts[0];
+    tierOn(h, jit);
+    h.setPc(loadElf(m.mem, buildAsm(src)));
+    let probed = -1;
+    for (let k = 0; k < 100_000 && m.exit === null; k++) {
+      if (k === at) {
+        probed = probe(h);
+        h.setInterruptLevel(7, true);
+        h.run(1);                   // takes it (MTIP), then runs one handler instruction
+        h.setInterruptLevel(7, false);
+      }
+      h.run(1000);
+    }
+    return { m, probed };
+  };
+  const a = run(true), b = run(false);
+  expect(a.m.exit).toEqual({ code: 0 });
+  expect(a.probed).toBeGreaterThan(0);
+  const ta = traps(a.m);
+  expect(ta.length).toBe(1);
+  expect(ta[0][0]).toBe((1n << 63n) | 7n);      // machine timer interrupt
+  expect(ta).toEqual(traps(b.m));               // same mepc
+  expect(u64(a.m, DATA)).toBe(u64(b.m, DATA));
+  expect(u64(a.m, DATA + 8)).toBe(u64(b.m, DATA + 8)); // rdinstret after the loop
+}
+
 // F/D encodings (the test assembler is rv64imac): fcvt.d.l, fadd.d, fsd.
 const fcvtDL = (fd: number, rs1: number) => ((0x69 << 25) | (2 << 20) | (rs1 << 15) | (7 << 12) | (fd << 7) | 0x53) >>> 0;
 const faddD = (fd: number, a: number, b: number) => ((0x01 << 25) | (b << 20) | (a << 15) | (7 << 12) | (fd << 7) | 0x53) >>> 0;
@@ -181,22 +236,7 @@ for (const t of ['js', 'wasm'] as const) describe(`region translation (${t === '
   });
 
   test('run(n) never retires more than n instructions, and ends on the same state', () => {
-    const m = makeMachine();
-    const h = m.harts[0];
-    tierOn(h, true);
-    h.setPc(loadElf(m.mem, buildAsm(program(branchy))));
-    let total = 0;
-    for (let k = 0; k < 2_000_000 && m.exit === null; k++) {
-      const budget = k % 5 === 0 ? 5000 + (k % 3001) : 1 + (k % 300);
-      const r = h.run(budget);
-      expect(r).toBeLessThanOrEqual(budget);
-      total += r;
-    }
-    expect(m.exit).toEqual({ code: 0 });
-    expect(made(h)).toBeGreaterThan(0);
-    expect(total).toBe(h.instret);
-    const ref = runAsm(program(branchy), { max: 20_000_000, setup: (mm) => { mm.harts[0].jitEnabled = false; } });
-    for (const off of [8, 16, 24, 32]) expect(u64(m, DATA + off)).toBe(u64(ref, DATA + off));
+    expectBudgetsKept(program(branchy), [8, 16, 24, 32], made);
   });
 
   test('a fault in a later block of a translated region has the exact mepc, mtval, registers and instret', () => {
@@ -342,35 +382,10 @@ irq:  sw zero, 0(s4)
       rdinstret t0
       sd t0, 8(t2)
     `);
-    const run = (jit: boolean) => {
-      const m = makeMachine();
-      const h = m.harts[0];
-      tierOn(h, jit);
-      h.setPc(loadElf(m.mem, buildAsm(src)));
-      let regionsAtIrq = -1;
-      for (let k = 0; k < 100_000 && m.exit === null; k++) {
-        if (k === 1000) {
-          // by now (~1M instructions) the loop runs as a region in the translated run (first as a
-          // first-tier loop, which leaves at the inner branch; the instructions interpreted around
-          // it make the region at ~550k)
-          regionsAtIrq = made(h);
-          h.setInterruptLevel(7, true);
-          h.run(1);                   // takes it (MTIP), then runs one handler instruction
-          h.setInterruptLevel(7, false);
-        }
-        h.run(1000);
-      }
-      return { m, regionsAtIrq };
-    };
-    const a = run(true), b = run(false);
-    expect(a.m.exit).toEqual({ code: 0 });
-    expect(a.regionsAtIrq).toBeGreaterThan(0);
-    const ta = traps(a.m);
-    expect(ta.length).toBe(1);
-    expect(ta[0][0]).toBe((1n << 63n) | 7n);      // machine timer interrupt
-    expect(ta).toEqual(traps(b.m));               // same mepc
-    expect(u64(a.m, DATA)).toBe(u64(b.m, DATA));
-    expect(u64(a.m, DATA + 8)).toBe(u64(b.m, DATA + 8)); // rdinstret after the loop
+    // by k = 1000 (~1M instructions) the loop runs as a region in the translated run (first as a
+    // first-tier loop, which leaves at the inner branch; the instructions interpreted around it
+    // make the region at ~550k)
+    expectIrqAsInterpreter(src, 1000, made);
   });
   /** A call from one page to a loop on the next page, 2000 times; a FENCE.I before every 256th
    *  (drops all translated code). t2: the result; the xor has no compressed form (t2 is x7). */
@@ -599,5 +614,92 @@ ${LOOP_END}
     expectSameResults(a, b);
     const mem = (m: Mini) => { const x = new Uint8Array(4096); m.mem.ram.read(CHUNK3, x); return x; };
     expect(Buffer.compare(mem(a), mem(b))).toBe(0);
+  });
+});
+
+/** Calls and returns across three pages, 3000 times: the loop (page 0) calls fa (page 1), which
+ *  calls fb (page 2) and, every 4th time, hlp back on page 0. With `rewrite`, the loop stores a
+ *  new instruction into fb (slli by 2 instead of 1, no FENCE.I) when s1 reaches 1500: from then on
+ *  fb computes something else, in the interpreter at once. With `irq`, MTIE and MIE are on. */
+const chainProgram = (rewrite: boolean, irq: boolean): string => program(`
+      li s0, ${DATA}
+      li sp, ${DATA + 0x10000}
+      ${irq ? 'li t0, 0x80\n      csrw mie, t0\n      csrsi mstatus, 8' : ''}
+      li s1, 3000
+      li a0, 0
+1:    mv a1, s1
+      ${rewrite ? `li t1, 1500
+      bne s1, t1, 3f
+      la t3, fbop
+      la t4, newop
+      lw t4, 0(t4)
+      sw t4, 0(t3)
+3:` : ''}
+      jal ra, fa
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass
+hlp:  xor a0, a0, a1
+      ret
+      .option push
+      .option norvc
+newop: slli t2, a0, 2
+      .option pop
+      .align 12
+fa:   addi sp, sp, -16
+      sd ra, 0(sp)
+      add a0, a0, a1
+      jal ra, fb
+      andi t1, a1, 3
+      bnez t1, 1f
+      jal ra, hlp
+1:    ld ra, 0(sp)
+      addi sp, sp, 16
+      ret
+      .align 12
+fb:   li t0, 3
+      .option push
+      .option norvc
+2:
+fbop: slli t2, a0, 1
+      .option pop
+      add a0, a0, t2
+      addi t0, t0, -1
+      bnez t0, 2b
+      ret
+`);
+
+describe('the WebAssembly tier: regions chained inside wasm', () => {
+  beforeAll(() => { tier = 'wasm'; });
+
+  test('calls and returns across pages chain from region to region and give the same state as the interpreter', () => {
+    const [a, b] = runBoth(chainProgram(false, false), 20_000_000);
+    expect(a.exit).toEqual({ code: 0 });
+    const h = a.harts[0];
+    expect(made(h)).toBeGreaterThan(0);
+    expect(h.jitStats.wasmChains).toBeGreaterThan(3000);
+    expectSameResults(a, b);
+  });
+
+  test('a region rewritten by a store while others chain to it is never entered again', () => {
+    const [a, b] = runBoth(chainProgram(true, false), 20_000_000);
+    expect(a.exit).toEqual({ code: 0 });
+    const h = a.harts[0];
+    expect(h.jitStats.wasmChains).toBeGreaterThan(3000);
+    expectSameResults(a, b);
+    // the rewrite changed the result (else the test could not tell a stale region from the new code)
+    const [c] = runBoth(chainProgram(false, false), 20_000_000);
+    expect(u64(a, DATA)).not.toBe(u64(c, DATA));
+  });
+
+  test('run(n) never retires more than n instructions along a chain, and ends on the same state', () => {
+    expectBudgetsKept(chainProgram(true, false), [0, 8], (h) => h.jitStats.wasmChains);
+  });
+
+  test('an interrupt that becomes pending while regions chain is taken at the same instruction as in the interpreter', () => {
+    expectIrqAsInterpreter(chainProgram(false, true), 40, (h) => h.jitStats.wasmChains);
   });
 });

@@ -11,7 +11,8 @@
 // Anything else (F/D, AMO, SYSTEM, FENCE.I, MULH*, reserved encodings) is left out: reaching it
 // leaves the function, and the interpreter runs it.
 //
-// The function: (pc0: f64, next: i32, ex: i32, budget: i32) -> retired: i32.
+// The function: (pc0: f64, next: i32, ex: i32, budget: i32, n: i32) -> retired: i32 (n = retired
+// before, in the regions that chained into this one: the budget is checked on the sum).
 //   pc0 = virtual address of the page; next = index of the block to start at, ex = its page
 //   offset. The x registers the region uses live in i64 locals, loaded from the hart's register
 //   file (xlo/xhi, which are views on the hart's state memory, imported as memory 0) on entry
@@ -19,8 +20,10 @@
 //   Blocks dispatch through `loop` + `br_table` on `next`: taken branches and jumps inside the
 //   region set next and go round; the budget is checked there, as in jit.ts (leave when fewer
 //   than `size` instructions remain, so code that only falls through stays within budget).
-//   A JALR whose target is the return point of a call in the region goes on there; any other
-//   leaves (the hart chains to a region at its target).
+//   A JALR whose target is the return point of a call in the region goes on there; any other,
+//   and a jump out of the region, goes on into the region at its target when the chain cache
+//   (CHAIN, filled by the hart) holds the pc: a tail call through the region table, whose
+//   function checks the budget before its first block; else the function returns to the hart.
 // Loads and stores: the soft TLB's tag (tagLo/tagHi), page offset and chunk slot arrays are
 // also views on the state memory (hart.ts, Tlb): the function compares the tag and alignment and
 // calls the access module's load or store (access.ts, through the hart's function table) with
@@ -50,10 +53,25 @@ export const TLB_R = 1024, TLB_W = 5120, TLB_BYTES = 4096;
 export const T_TAGLO = 0, T_TAGHI = 1024, T_OFF = 2048, T_SLOT = 3072;
 /** The pc a function leaves with (i64), why it left (int32: EXIT_*), a slow load's value (i64). */
 export const EXIT = 9216, EXIT_WHY = 9224, SCRATCH = 9232;
+/** Calls from one region into the next through the chain cache (uint32, wraps; statistics). */
+export const CHAINS = 9240;
 /** Why: a trap in a load or store (the hart's pc is already the trap vector), a JALR, a branch
  *  or jump or falling through out of the region, the budget, a store after which the interpreter
  *  must look. */
 export const EXIT_TRAP = 0, EXIT_JALR = 1, EXIT_OUT = 2, EXIT_BUDGET = 3, EXIT_STORE = 4;
+/** The chain cache: CHAIN_SIZE entries of four int32 (virtual pc low and high word, the region's
+ *  slot in the region table, its block index), indexed by chainIndex (the page number mixed in:
+ *  functions often start at the same offset of their pages). A
+ *  region leaving at a JALR or out of itself goes on there itself (a tail call through the
+ *  region table) when the entry holds its next pc; the hart fills entries as it enters regions
+ *  and empties them all whenever translated code or the fetch translation may have changed. */
+export const CHAIN = 16384, CHAIN_SIZE = 2048, CHAIN_MASK = CHAIN_SIZE - 1;
+/** The chain cache entry of a pc (its low word; the same in wasm code: see translateRegion). */
+export function chainIndex(lo: number): number { return ((lo >>> 1) ^ (lo >>> 12)) & CHAIN_MASK; }
+/** A chain tag no pc has (pcs are even). */
+export const CHAIN_INVALID = 1;
+/** Region functions the region table holds (the hart drops all translated code when full). */
+export const REGION_TABLE = 8192;
 
 /** Instructions per region at most. */
 const MAX_REGION = 192;
@@ -71,12 +89,16 @@ const FAR = 0x7fffffff;
  *  must look before the next instruction. */
 export interface WasmImports {
   s: WebAssembly.Memory; t: WebAssembly.Table;
+  /** The region table (REGION_TABLE region functions, by slot), chained regions call through. */
+  c: WebAssembly.Table;
   ld: (pc: number, lo: number, hi: number, f3: number) => number;
   st: (pc: number, lo: number, hi: number, f3: number, vlo: number, vhi: number) => number;
   /** The hart's ReservationSet memory (imported by regions of `smp` harts). */
   r: WebAssembly.Memory;
 }
-export type WasmFn = (pc0: number, next: number, ex: number, budget: number) => number;
+/** (page's virtual address, block index, its page offset, budget, instructions retired before) ->
+ *  instructions retired, the ones before included. */
+export type WasmFn = (pc0: number, next: number, ex: number, budget: number, n: number) => number;
 /** A translated region: `entries[i]` = page offset of block i (where it can be entered). */
 export interface WasmRegion { readonly fn: WasmFn; readonly size: number; readonly covered: number[]; readonly entries: number[]; readonly bytes: number }
 
@@ -121,7 +143,7 @@ interface Node { off: number; len: number; insn: number; kind: number; target: n
 const emitter = new Emitter();
 
 // Locals of a region function.
-const P_PC0 = 0, P_NEXT = 1, P_EX = 2, P_BUDGET = 3, L_N = 4, L_LIM = 5, L_LO = 6, L_E4 = 7, L_SLOT = 8, L_ADDR = 9, L_PC0 = 10, L_TPC = 11, L_REG0 = 12;
+const P_PC0 = 0, P_NEXT = 1, P_EX = 2, P_BUDGET = 3, L_N = 4 /* a parameter: retired before */, L_LIM = 5, L_LO = 6, L_E4 = 7, L_SLOT = 8, L_ADDR = 9, L_PC0 = 10, L_TPC = 11, L_REG0 = 12;
 // Entries of the hart's function table (access.ts): loads by funct3, then stores.
 const F_LOAD = 0, F_STORE = LOADS.length;
 // Imported functions: the hart's slow paths (hart.ts, wasmImports); the region function is next.
@@ -194,6 +216,7 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   const mi: Import[] = [
     { module: 'h', name: 's', kind: 'memory', min: STATE_BYTES / 65536, max: STATE_BYTES / 65536, shared: false },
     { module: 'h', name: 't', kind: 'table', size: ACCESS_TABLE },
+    { module: 'h', name: 'c', kind: 'table', size: REGION_TABLE },
     { module: 'h', name: 'ld', kind: 'func', type: 3 },
     { module: 'h', name: 'st', kind: 'func', type: 4 },
   ];
@@ -201,13 +224,13 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   // checks (see access)
   if (smp) mi.push({ module: 'h', name: 'r', kind: 'memory', min: 1, max: 1, shared: true });
   const code = beginModule(e, [
-    { params: [F64, I32, I32, I32], results: [I32] },
+    { params: [F64, I32, I32, I32, I32], results: [I32] },
     { params: [I32, I32], results: [I64] },
     { params: [I32, I32, I64], results: [] },
     { params: [F64, I32, I32, I32], results: [I32] },
     { params: [F64, I32, I32, I32, I32, I32], results: [I32] },
   ], mi, [0], [['r', F_REGION]]);
-  const body = beginBody(e, [[5, I32], [3 + regs.length, I64]]);
+  const body = beginBody(e, [[4, I32], [3 + regs.length, I64]]);
   const size = count;
   const get = (r: number): void => { if (r === 0) e.i64c(0); else e.get(L[r]); };
   const put = (r: number): void => { if (r === 0) e.byte(0x1a); else e.set(L[r]); };
@@ -385,6 +408,25 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     e.i32c(0); e.get(L[r]); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.mem(0x36, 2, XH + 4 * r);
   }
   e.i32c(0); e.get(L_TPC); e.mem(0x37, 3, EXIT);
+  // a JALR or a way out of the region: on into the region the chain cache maps the pc to
+  e.i32c(0); e.mem(0x28, 2, EXIT_WHY); e.i32c(EXIT_JALR); e.byte(0x6b); e.i32c(2); e.byte(0x49);
+  e.byte2(0x04, 0x40);
+  e.get(L_TPC); e.byte(0xa7); e.tee(L_LO);
+  e.i32c(1); e.byte(0x76); e.get(L_LO); e.i32c(12); e.byte(0x76); e.byte(0x73); // chainIndex
+  e.i32c(CHAIN_MASK); e.byte(0x71); e.i32c(4); e.byte(0x74); e.tee(L_E4);
+  e.mem(0x28, 2, CHAIN); e.get(L_LO); e.byte(0x46);
+  e.get(L_E4); e.mem(0x28, 2, CHAIN + 4); e.get(L_TPC); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.byte(0x46);
+  e.byte(0x71);
+  e.byte2(0x04, 0x40);
+  e.i32c(0); e.i32c(0); e.mem(0x28, 2, CHAINS); e.i32c(1); e.byte(0x6a); e.mem(0x36, 2, CHAINS);
+  e.get(L_TPC); e.i64c(-4096); e.byte(0x83); e.byte(0xb9); // pc0
+  e.get(L_E4); e.mem(0x28, 2, CHAIN + 12); // next
+  e.get(L_LO); e.i32c(4095); e.byte(0x71); // ex
+  e.get(P_BUDGET); e.get(L_N);
+  e.get(L_E4); e.mem(0x28, 2, CHAIN + 8);
+  e.byte(0x13); e.u32(0); e.u32(1); // return_call_indirect (type 0, table 1): the budget is checked there
+  e.byte(0x0b);
+  e.byte(0x0b);
   e.get(L_N);
   endBody(e, body);
   e.end(code);
