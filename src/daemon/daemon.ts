@@ -23,7 +23,6 @@ import { SwitchHub } from './switches.js';
 import type { InstanceEnv, VmEvent, VmInstance } from './vm-instance.js';
 import { HostMemory } from './host-memory.js';
 import { BalloonPolicy } from './balloon-policy.js';
-import { applyDaemonV8Flags } from './v8-flags.js';
 
 /** How often the balloon policy looks at the host's memory. */
 const POLICY_EVERY_MS = 1000;
@@ -111,8 +110,6 @@ function takePidLock(p: HomePaths, log: (m: string) => void): void {
 export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const paths = homePaths(opts.home);
   ensureHome(paths);
-  // Before any thread: the VM threads' compilers then work on those threads (src/daemon/v8-flags.ts).
-  applyDaemonV8Flags();
   // vmd.log is written by the daemon itself, not inherited as stderr: a file that is some
   // process's stderr can never be rotated (the process keeps writing to the moved file), and
   // Node cannot dup2 a new file over fd 2. It is rotated at config.yaml's daemonLogMaxSize,
