@@ -506,9 +506,9 @@ export class Hart {
       for (let e = 0; e < TLB_SIZE; e++) if (x.pa[e] === pn * 4096) x.code[e] = code;
     }
     this.fCode = code;
+    const wasm = !full && this.wasmTier;
     // the region table full: no wasm region until execBlock has dropped all translated code
-    const wasm = !full && this.wasmOn() && this.regionSlots < REGION_TABLE;
-    if (!full && this.wasmOn() && !wasm) { code.blocks[slot] = undefined; return code; }
+    if (wasm && this.regionSlots >= REGION_TABLE) { code.blocks[slot] = undefined; return code; }
     if (wasm) this.wasmFresh();
     const t0 = performance.now();
     const seen = this.seen, hash = (pn & 7) << 11;
@@ -552,9 +552,6 @@ export class Hart {
     }
     return code;
   }
-
-  /** The WebAssembly tier applies (wasm/translate.ts). */
-  private wasmOn(): boolean { return this.wasmTier; }
 
   /** Makes the RAM access module again when it is stale, at most once per WASM_REFRESH. */
   private wasmFresh(): void {
@@ -604,7 +601,7 @@ export class Hart {
    *  switched off, or, for harts sharing a thread, a hart holds an LR reservation (their wasm
    *  stores do not look at reservations: no other hart runs meanwhile to take one). */
   private runWasm(blk: RegionEntry, fVa: number, budget: number): number {
-    if ((!this.smp && this.reservations.active[0] !== 0) || !this.wasmOn()) { this.pc = fVa + blk.pc; return 0; }
+    if ((!this.smp && this.reservations.active[0] !== 0) || !this.wasmTier) { this.pc = fVa + blk.pc; return 0; }
     this.wasmFresh();
     // the chain cache maps this pc to the region from now on (regions leaving for it go on there)
     const pc = fVa + blk.pc, lo = pc | 0, c = this.chain, e = chainIndex(lo) << 2;
@@ -920,7 +917,7 @@ export class Hart {
     let fVa = this.fVa, fView = this.fView, fOff = this.fOff;
     let fBlocks = this.fCode.blocks, fPn = this.fPn, fHash = (fPn & 7) << 11;
     const jit = this.jitEnabled, hot = this.hot, hot2 = this.hot2, seen = this.seen;
-    const wasm = jit && this.wasmOn();
+    const wasm = jit && this.wasmTier;
     const hotAt = wasm ? this.wasmHot : HOT_THRESHOLD;
     let pcOff = 0, fLim = -1;
     {
