@@ -206,7 +206,11 @@ export async function onTty(h: VmctlHome, args: string[], keys: Key[] = [], env:
   const cmd = (argv ?? [process.execPath, BIN, ...args]).map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
   const e = h.env(env);
   if (!('NO_COLOR' in env)) delete e.NO_COLOR;
-  const child = spawn('script', ['-qec', cmd, '/dev/null'], { env: { ...e, TERM: 'xterm-256color' }, stdio: ['pipe', 'pipe', 'pipe'], cwd });
+  // `exec`: script runs the command through $SHELL -c, or /bin/sh where SHELL is unset (as in CI).
+  // dash does not exec a lone command, and it would then sit in the terminal's foreground group and
+  // die of the Ctrl-C meant for vmctl (script exits 130). A user's interactive shell puts the
+  // command in a process group of its own, which exec gives here.
+  const child = spawn('script', ['-qec', `exec ${cmd}`, '/dev/null'], { env: { ...e, TERM: 'xterm-256color' }, stdio: ['pipe', 'pipe', 'pipe'], cwd });
   let out = '';
   child.stdout!.on('data', (b: Buffer) => { out += b.toString(); });
   child.stderr!.on('data', (b: Buffer) => { out += b.toString(); });
