@@ -498,9 +498,9 @@ export class HartThread {
   private readonly drop = (): void => this.dropChunks();
   /** Chunks were dropped since the last collection (see run). */
   private released = false;
-  private lastCollect = 0;
-  /** When collectIdle was last called (see idleCollect). */
-  private lastIdleCollect = 0;
+  /** collect and collectIdle each run at most every COLLECT_EVERY_MS. */
+  private readonly collectDue = new Throttle(COLLECT_EVERY_MS);
+  private readonly idleCollectDue = new Throttle(COLLECT_EVERY_MS);
   private lines = 0;
   private idle = false;
   /** The WAKE word just before the hart's last slice: a wake that came during the slice ends the
@@ -652,19 +652,14 @@ export class HartThread {
   /** Dropped chunks go back to the OS once collected; a hart thread allocates little, so V8
    *  would not collect soon by itself. At most once a second (a collection takes a few ms). */
   private collectDropped(): void {
-    const now = performance.now();
-    if (this.collect === null || now - this.lastCollect < COLLECT_EVERY_MS) return;
+    if (this.collect === null || !this.collectDue.take()) return;
     this.released = false;
-    this.lastCollect = now;
     this.collect();
   }
 
   /** collectIdle, at most every COLLECT_EVERY_MS (the hart waits: a pause costs its guest little). */
   private idleCollect(): void {
-    const now = performance.now();
-    if (now - this.lastIdleCollect < COLLECT_EVERY_MS) return;
-    this.lastIdleCollect = now;
-    this.collectIdle!();
+    if (this.idleCollectDue.take()) this.collectIdle!();
   }
 
   /** Copies changed interrupt lines into the hart; returns the bits that changed. */
@@ -684,5 +679,18 @@ export class HartThread {
     this.link.post({ k: 'log', m: `hart ${h.hartId}: unexpected trap into M-mode under the builtin SBI (mcause ${hex(0x342)}, mepc ${hex(0x341)}, mtval ${hex(0x343)})` });
     h.stopRequested = true;
     this.link.post({ k: 'power', ev: { kind: 'poweroff', code: 255, source: 'other', failed: true } });
+  }
+}
+
+/** Lets something happen at most once every `ms` milliseconds. */
+class Throttle {
+  private last = 0;
+  constructor(private readonly ms: number) {}
+  /** Whether it may happen now (not in the first `ms` of the thread, as performance.now() counts); if so, the next time is `ms` from now. */
+  take(): boolean {
+    const now = performance.now();
+    if (now - this.last < this.ms) return false;
+    this.last = now;
+    return true;
   }
 }
