@@ -1,0 +1,105 @@
+// Which translator takes which code (hart.ts, compileAt's callers in execBlock). With the
+// WebAssembly tier on, warm code gets wasm regions, and a JavaScript region (jit.ts) is still
+// made where the interpreter keeps running on a head's behalf (REGION_THRESHOLD): where the wasm
+// tier made no region, and over a wasm region that leaves to the interpreter in the middle of a
+// loop (an instruction it does not translate). The second is what keeps the bare-metal `bench`
+// guest's multiply/divide loops fast: without it that guest ran 25-30% longer (docs/guest-ram.md
+// (e), "Tier policy"). Each program is also run by the interpreter alone: the translated runs
+// must leave the same registers, memory and instret.
+import { describe, expect, test } from 'vitest';
+import type { Hart } from '../../src/riscv/hart.js';
+import { runAsm, type Mini } from './harness.js';
+import { program, DATA } from './prelude.js';
+import { HOT_THRESHOLD, REGION_THRESHOLD } from '../../src/riscv/jit.js';
+
+function u64(m: Mini, addr: number): bigint {
+  const b = new Uint8Array(8);
+  m.mem.ram.read(addr, b);
+  return new DataView(b.buffer).getBigUint64(0, true);
+}
+
+/** Iterations enough for a head to be credited with REGION_THRESHOLD interpreted instructions
+ *  within one window even at 2 interpreted instructions per iteration. */
+const ITER = REGION_THRESHOLD / 2 + 99;
+
+/** A loop whose head the wasm tier translates (4 instructions: a region needs 3), with MULHU
+ *  (which it leaves to the interpreter) in the middle: each iteration leaves the wasm region
+ *  there and the interpreter runs the other 4, crediting the head with them. */
+const mulhuInside = `
+      li s0, ${DATA}
+      li s1, ${ITER}
+      li t1, 0
+      li t2, 0x9e3779b97f4a7c15
+1:    xor t1, t1, s1
+      addi t1, t1, 5
+      slli t4, t1, 3
+      xor t1, t1, t4
+      mulhu t3, t1, t2
+      add t1, t1, t3
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd t1, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass`;
+
+/** A loop that starts with MULHU: the wasm tier can make no region at its head. */
+const mulhuFirst = `
+      li s0, ${DATA}
+      li s1, ${ITER}
+      li t1, 0
+      li t2, 0x9e3779b97f4a7c15
+1:    mulhu t3, t1, t2
+      xor t1, t1, s1
+      add t1, t1, t3
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd t1, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass`;
+
+/** Runs `src` with translation on (wasm tier on or off) and with the interpreter alone. */
+function run(src: string, mode: 'wasm' | 'js' | 'interpreter'): Hart {
+  const m = runAsm(program(src), {
+    max: 20_000_000,
+    setup: (x) => {
+      const h = x.harts[0];
+      h.jitEnabled = mode !== 'interpreter';
+      h.wasmTier = mode === 'wasm';
+      h.wasmHot = HOT_THRESHOLD;
+    },
+  });
+  expect(m.exit).not.toBeNull();
+  const ref = runAsm(program(src), { max: 20_000_000, setup: (x) => { x.harts[0].jitEnabled = false; } });
+  expect(u64(m, DATA)).toBe(u64(ref, DATA));
+  expect(u64(m, DATA + 8)).toBe(u64(ref, DATA + 8));
+  for (let i = 0; i < 32; i++) expect(m.harts[0].getX(i)).toBe(ref.harts[0].getX(i));
+  return m.harts[0];
+}
+
+describe('tier policy', () => {
+  test('with the WebAssembly tier, a wasm region left in the middle of a hot loop is replaced by a JavaScript region', () => {
+    const h = run(mulhuInside, 'wasm');
+    expect(h.jitStats.wasmRegions).toBeGreaterThan(0);
+    expect(h.jitStats.wasmInsns).toBeGreaterThan(0); // the wasm region ran the loop's head first
+    expect(h.regionsCompiled).toBeGreaterThan(0);
+    // the JavaScript region then ran most of the loop
+    expect(h.jitStats.translatedInsns - h.jitStats.wasmInsns).toBeGreaterThan(ITER);
+  });
+
+  test('with the WebAssembly tier, a JavaScript region is made where the wasm tier made none', () => {
+    const h = run(mulhuFirst, 'wasm');
+    expect(h.regionsCompiled).toBeGreaterThan(0);
+    expect(h.jitStats.translatedInsns).toBeGreaterThan(ITER);
+  });
+
+  test('without the WebAssembly tier, jit.ts alone translates the same loops (single-block loops: its first tier)', () => {
+    for (const src of [mulhuInside, mulhuFirst]) {
+      const h = run(src, 'js');
+      expect(h.jitStats.loops).toBeGreaterThan(0);
+      expect(h.jitStats.translatedInsns).toBeGreaterThan(ITER);
+      expect(h.jitStats.wasmRegions).toBe(0);
+    }
+  });
+});
