@@ -22,20 +22,14 @@ function u64(m: Mini, addr: number): bigint {
  *  within one window even at 2 interpreted instructions per iteration. */
 const ITER = REGION_THRESHOLD / 2 + 99;
 
-/** A loop whose head the wasm tier translates (4 instructions: a region needs 3), with MULHU
- *  (which it leaves to the interpreter) in the middle: each iteration leaves the wasm region
- *  there and the interpreter runs the other 4, crediting the head with them. */
-const mulhuInside = `
+/** A loop counting s1 down from ITER around `body` (which updates t1), then t1 and rdinstret
+ *  go to DATA and DATA + 8. */
+const loop = (body: string): string => `
       li s0, ${DATA}
       li s1, ${ITER}
       li t1, 0
       li t2, 0x9e3779b97f4a7c15
-1:    xor t1, t1, s1
-      addi t1, t1, 5
-      slli t4, t1, 3
-      xor t1, t1, t4
-      mulhu t3, t1, t2
-      add t1, t1, t3
+1:    ${body}
       addi s1, s1, -1
       bnez s1, 1b
       sd t1, 0(s0)
@@ -43,21 +37,20 @@ const mulhuInside = `
       sd t0, 8(s0)
       j pass`;
 
+/** A loop whose head the wasm tier translates (4 instructions: a region needs 3), with MULHU
+ *  (which it leaves to the interpreter) in the middle: each iteration leaves the wasm region
+ *  there and the interpreter runs the other 4, crediting the head with them. */
+const mulhuInside = loop(`xor t1, t1, s1
+      addi t1, t1, 5
+      slli t4, t1, 3
+      xor t1, t1, t4
+      mulhu t3, t1, t2
+      add t1, t1, t3`);
+
 /** A loop that starts with MULHU: the wasm tier can make no region at its head. */
-const mulhuFirst = `
-      li s0, ${DATA}
-      li s1, ${ITER}
-      li t1, 0
-      li t2, 0x9e3779b97f4a7c15
-1:    mulhu t3, t1, t2
+const mulhuFirst = loop(`mulhu t3, t1, t2
       xor t1, t1, s1
-      add t1, t1, t3
-      addi s1, s1, -1
-      bnez s1, 1b
-      sd t1, 0(s0)
-      rdinstret t0
-      sd t0, 8(s0)
-      j pass`;
+      add t1, t1, t3`);
 
 /** Runs `src` with translation on (wasm tier on or off) and with the interpreter alone. */
 function run(src: string, mode: 'wasm' | 'js' | 'interpreter'): Hart {
