@@ -623,6 +623,7 @@ export class Hart {
    *  deoptimize the interpreter each time a new region runs. */
   private runRegions(blk: RegionEntry, fVa: number, budget: number, blocks: BlockSlot[]): number {
     const xl = this.xlo, xh = this.xhi, r = this.tlbR, w = this.tlbW;
+    const fVa0 = fVa, blocks0 = blocks;
     let n = 0, hash = (this.fPn & 7) << 11;
     for (;;) {
       const m = blk.wasm !== null ? this.runWasm(blk, fVa, budget - n) : blk.fn(this, fVa, blk.pc, budget - n, xl, xh, r, w, this.reservations);
@@ -651,7 +652,26 @@ export class Hart {
       blk = next;
     }
     this.jitStats.translatedInsns += n;
+    // Left for code of the fetch page where no translated code starts: see exitedTo.
+    if (this.wasmTier && !this.jitTrap) {
+      const d = this.pc - fVa0;
+      if (d >= 0 && d <= 4092 && blocks0[d >> 1] === undefined) this.exitedTo(d);
+    }
     return n;
+  }
+
+  /** Translated code left for offset `off` of the fetch page, where no translated code starts
+   *  (a JALR's target: a function called through a pointer, a return point; a branch out of a
+   *  region cut at its size limit; the way out of a jit.ts region). The interpreter counts only
+   *  the loop heads, jump targets and page entries it reaches itself, so code reached this way
+   *  stayed interpreted (md5sum: 16% of its instructions, mostly md5's block function, called
+   *  through a pointer; measured with an opcode and exit histogram): the exit counts as a reach
+   *  of `off`, which makes a wasm region there at wasmHot as those do. */
+  private exitedTo(off: number): void {
+    const slot = off >> 1, h = ((this.fPn & 7) << 11) | slot;
+    if (++this.hot[h] < this.wasmHot) return;
+    this.hot[h] = 0;
+    this.compileAt(this.fPn, slot, this.fView, this.fOff, off, false);
   }
 
   /** A store to RAM at `pa`: drops the page's translated loops if the bytes were part of one. */
