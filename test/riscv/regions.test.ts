@@ -703,3 +703,58 @@ describe('the WebAssembly tier: regions chained inside wasm', () => {
     expectIrqAsInterpreter(chainProgram(false, true), 40, (h) => h.jitStats.wasmChains);
   });
 });
+
+/** A loop that calls a function of its own page through a pointer (JALR) 3000 times: the
+ *  function and the return point after the JALR are reached only from translated code, never
+ *  by a jump or branch the interpreter takes itself. */
+const pointerCallProgram = program(`
+      li s0, ${DATA}
+      li s1, 3000
+      li a0, 0
+      la s2, fn
+1:    mv a1, s1
+      addi a2, a2, 3
+      jalr ra, s2
+      xor a0, a0, s1
+      slli t1, a0, 3
+      add a0, a0, t1
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass
+fn:   add a0, a0, a1
+      slli t2, a0, 7
+      srli t3, a0, 5
+      xor a0, a0, t2
+      add a0, a0, t3
+      addi t4, a1, 11
+      mul t4, t4, a1
+      add a0, a0, t4
+      srai t2, a0, 9
+      sub a0, a0, t2
+      andi t3, a1, 63
+      sll t3, a0, t3
+      xor a0, a0, t3
+      addi a0, a0, 1
+      ret
+`);
+
+describe('the WebAssembly tier: code reached only from translated code', () => {
+  beforeAll(() => { tier = 'wasm'; });
+
+  test('a function called through a pointer and the return point after the call get wasm regions, with the same state as the interpreter', () => {
+    const [a, b] = runBoth(pointerCallProgram, 20_000_000);
+    expect(a.exit).toEqual({ code: 0 });
+    const h = a.harts[0];
+    expect(made(h)).toBeGreaterThanOrEqual(3); // the loop, the function, the return point
+    // the loop body is 7 instructions, the function 15: most of the run is in wasm
+    expect(h.jitStats.wasmInsns / Number(u64(a, DATA + 8))).toBeGreaterThan(0.8);
+    expectSameResults(a, b);
+  });
+
+  test('run(n) never retires more than n instructions there, and ends on the same state', () => {
+    expectBudgetsKept(pointerCallProgram, [0, 8], (h) => h.jitStats.wasmInsns);
+  });
+});
