@@ -49,7 +49,7 @@ import { CEXP } from './compressed.js';
 import { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } from './alu.js';
 import { execFp, FP_PRESENT } from './fp/execute.js';
 import { compileRegion, HOT_THRESHOLD, JitStats, REGION_THRESHOLD, REGION_WINDOW, type RegionEntry } from './jit.js';
-import { CHAIN, CHAIN_INVALID, CHAIN_SIZE, CHAINS, chainIndex, EXIT, EXIT_TRAP, REGION_TABLE, SCRATCH, STATE_BYTES, type WasmImports, T_OFF, T_SLOT, T_TAGHI, T_TAGLO, TLB_BYTES, TLB_R, TLB_W, translateRegion, XH, XL } from './wasm/translate.js';
+import { CHAIN, CHAIN_INVALID, CHAIN_SIZE, CHAINS, chainIndex, EXIT, EXIT_TRAP, FP_ON, FREGS, REGION_TABLE, SCRATCH, STATE_BYTES, type WasmImports, T_OFF, T_SLOT, T_TAGHI, T_TAGLO, TLB_BYTES, TLB_R, TLB_W, translateRegion, XH, XL } from './wasm/translate.js';
 import { ACCESS_TABLE, ramAccess, WASM_TIER_SUPPORTED } from './wasm/access.js';
 import {
   MS_SIE, MS_MIE, MS_SPIE, MS_MPIE, MS_SPP, MS_MPP_SHIFT, MS_MPP, MS_FS, MS_MPRV, MS_SUM, MS_MXR, MS_TVM, MS_TW, MS_TSR,
@@ -178,8 +178,9 @@ export class Hart {
   readonly xhi: Int32Array;
   pc = 0;
   mode = 3;
-  readonly fregs = new Int32Array(64);
-  readonly fregsF64 = new Float64Array(this.fregs.buffer);
+  /** Views on the state memory (wasm/translate.ts FREGS), where wasm code loads and stores them. */
+  readonly fregs: Int32Array;
+  readonly fregsF64: Float64Array;
   fflags = 0;
   frm = 0;
 
@@ -328,6 +329,8 @@ export class Hart {
   private chainCount = 0;
   /** Chained calls so far (translate.ts CHAINS; jitStats.wasmChains). */
   private readonly chains: Uint32Array;
+  /** translate.ts FP_ON, FP_DIRTY: the FP unit is on; wasm code loaded an f register. */
+  private readonly fpState: Int32Array;
   /** Full regions translated so far (statistics; tests check that a path was translated). */
   regionsCompiled = 0;
   /** The translator's figures for this hart (bench --verbose, the VM's log). */
@@ -356,6 +359,9 @@ export class Hart {
     this.tlbW = new Tlb(st, TLB_W);
     this.exitPc = new Int32Array(st, EXIT, 3);
     this.chains = new Uint32Array(st, CHAINS, 1);
+    this.fpState = new Int32Array(st, FP_ON, 2);
+    this.fregs = new Int32Array(st, FREGS, 64);
+    this.fregsF64 = new Float64Array(st, FREGS, 32);
     this.chain = new Int32Array(st, CHAIN, 4 * CHAIN_SIZE);
     for (let i = 0; i < this.chain.length; i += 4) this.chain[i] = CHAIN_INVALID;
     const scratch = new Int32Array(st, SCRATCH, 2);
@@ -607,7 +613,10 @@ export class Hart {
     const pc = fVa + blk.pc, lo = pc | 0, c = this.chain, e = chainIndex(lo) << 2;
     if (c[e] === CHAIN_INVALID) this.chainFilled[this.chainCount++] = e;
     c[e] = lo; c[e + 1] = Math.floor(pc / TWO32) | 0; c[e + 2] = blk.slot; c[e + 3] = blk.idx;
+    const fp = this.fpState;
+    fp[0] = this.fpEnabled() ? 1 : 0; // mstatus does not change while wasm code runs
     const n = blk.wasm!(fVa, blk.idx, blk.pc, budget, 0);
+    if (fp[1] !== 0) { fp[1] = 0; this.markFpDirty(); }
     const x = this.exitPc;
     if (x[2] === EXIT_TRAP) this.jitTrap = true; // the pc is the trap vector
     else this.pc = this.exactPc(x[0], x[1]);

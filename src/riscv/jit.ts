@@ -108,8 +108,9 @@ export class JitStats {
   wasmMs = 0;
   wasmInsns = 0;
   /** Calls of wasm regions by how they ended (wasm/translate.ts EXIT_*): a trap in a load or
-   *  store, a JALR, a jump out of the region, the budget, a store the interpreter must look at. */
-  readonly wasmExits = [0, 0, 0, 0, 0];
+   *  store, a JALR, a jump out of the region, the budget, a store the interpreter must look at,
+   *  an F/D load or store with the FP unit off. */
+  readonly wasmExits = [0, 0, 0, 0, 0, 0];
   wasmResets = 0;
   /** Loads and stores of wasm regions that took the hart's slow path (soft-TLB miss, a chunk
    *  not in the access module yet, MMIO, a page with translated code, misaligned). */
@@ -119,7 +120,7 @@ export class JitStats {
 
   add(o: JitStats): void {
     this.loops += o.loops; this.regions += o.regions; this.compileMs += o.compileMs; this.translatedInsns += o.translatedInsns;
-    this.wasmRegions += o.wasmRegions; this.wasmBytes += o.wasmBytes; this.wasmMs += o.wasmMs; this.wasmInsns += o.wasmInsns; for (let i = 0; i < 5; i++) this.wasmExits[i] += o.wasmExits[i]; this.wasmResets += o.wasmResets; this.wasmSlow += o.wasmSlow; this.wasmChains += o.wasmChains;
+    this.wasmRegions += o.wasmRegions; this.wasmBytes += o.wasmBytes; this.wasmMs += o.wasmMs; this.wasmInsns += o.wasmInsns; for (let i = 0; i < this.wasmExits.length; i++) this.wasmExits[i] += o.wasmExits[i]; this.wasmResets += o.wasmResets; this.wasmSlow += o.wasmSlow; this.wasmChains += o.wasmChains;
   }
 
   /** One line for people: what was translated, what it cost, the share of `instret` it ran. */
@@ -128,7 +129,7 @@ export class JitStats {
     const wasm = this.wasmRegions === 0 ? '' : `; wasm: ${this.wasmRegions} regions (${(this.wasmBytes / 1024).toFixed(0)} KiB) in ` +
       `${this.wasmMs.toFixed(0)} ms, ${instret > 0 ? (100 * this.wasmInsns / instret).toFixed(1) : '0.0'}% of instructions ` +
       `(${(this.wasmInsns / Math.max(1, this.wasmExits.reduce((a, b) => a + b))).toFixed(0)} per call from the hart, ${this.wasmChains} regions entered from another; calls ended by a trap ${this.wasmExits[0]}, ` +
-      `JALR ${this.wasmExits[1]}, leaving the region ${this.wasmExits[2]}, budget ${this.wasmExits[3]}, a store ${this.wasmExits[4]}), RAM access module made ${this.wasmResets} times, ${this.wasmSlow} slow loads and stores`;
+      `JALR ${this.wasmExits[1]}, leaving the region ${this.wasmExits[2]}, budget ${this.wasmExits[3]}, a store ${this.wasmExits[4]}, FP off ${this.wasmExits[5]}), RAM access module made ${this.wasmResets} times, ${this.wasmSlow} slow loads and stores`;
     return `${this.loops} loops + ${this.regions} regions translated in ${this.compileMs.toFixed(0)} ms; ` +
       `${pct}% of ${instret} instructions ran translated${wasm}`;
   }

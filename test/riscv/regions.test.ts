@@ -114,6 +114,9 @@ function expectIrqAsInterpreter(src: string, at: number, probe: (h: Hart) => num
 const fcvtDL = (fd: number, rs1: number) => ((0x69 << 25) | (2 << 20) | (rs1 << 15) | (7 << 12) | (fd << 7) | 0x53) >>> 0;
 const faddD = (fd: number, a: number, b: number) => ((0x01 << 25) | (b << 20) | (a << 15) | (7 << 12) | (fd << 7) | 0x53) >>> 0;
 const fsd = (fs: number, imm: number, rs1: number) => (((imm >> 5) << 25) | (fs << 20) | (rs1 << 15) | (3 << 12) | ((imm & 31) << 7) | 0x27) >>> 0;
+const fsw = (fs: number, imm: number, rs1: number) => (((imm >> 5) << 25) | (fs << 20) | (rs1 << 15) | (2 << 12) | ((imm & 31) << 7) | 0x27) >>> 0;
+const fld = (fd: number, imm: number, rs1: number) => (((imm & 0xfff) << 20) | (rs1 << 15) | (3 << 12) | (fd << 7) | 0x07) >>> 0;
+const flw = (fd: number, imm: number, rs1: number) => (((imm & 0xfff) << 20) | (rs1 << 15) | (2 << 12) | (fd << 7) | 0x07) >>> 0;
 
 // A head is credited with the instructions interpreted on its behalf (jit.ts): these loops interpret at
 // least 2 per iteration until translated, so ITER iterations make a region within one window.
@@ -756,5 +759,85 @@ describe('the WebAssembly tier: code reached only from translated code', () => {
 
   test('run(n) never retires more than n instructions there, and ends on the same state', () => {
     expectBudgetsKept(pointerCallProgram, [0, 8], (h) => h.jitStats.wasmInsns);
+  });
+});
+
+/** F/D loads and stores in a loop (FLD, FSD, FSW, FLW with its NaN-boxing, a misaligned FLD),
+ *  every 64th iteration FS read (a2 adds it up: Dirty after the loads) and set to Off, then to
+ *  Initial again; with `offLater`, FS stays Off in the second half, where every F/D load and
+ *  store traps (illegal instruction, logged and skipped by the prelude's handler). */
+const FP_ITER = 4000; // few enough that no jit.ts region (REGION_THRESHOLD) takes the loop over
+const fpMemoryProgram = (offLater: boolean): string => program(`
+      li t0, 0x2000
+      csrs mstatus, t0          # FS = Initial
+      li s0, ${DATA}
+      li s1, ${FP_ITER}
+      li a0, 5
+      li a1, 0
+      li a2, 0
+loop: addi a0, a0, 3
+      sd a0, 88(s0)
+      .word ${fld(2, 88, 8)}
+      .word ${fsd(2, 64, 8)}
+      .word ${fsw(2, 72, 8)}
+      .word ${flw(3, 72, 8)}
+      .word ${fsd(3, 96, 8)}
+      .word ${fld(4, 68, 8)}
+      .word ${fsd(4, 80, 8)}
+      ld t1, 80(s0)
+      add a1, a1, t1
+      ld t2, 96(s0)
+      xor a1, a1, t2
+      andi t3, s1, 63
+      bnez t3, 2f
+      csrr t4, mstatus
+      srli t4, t4, 13
+      andi t4, t4, 3
+      add a2, a2, t4
+      li t0, 0x6000
+      csrc mstatus, t0          # FS = Off
+      ${offLater ? `li t0, ${FP_ITER / 2}
+      blt s1, t0, 2f` : ''}
+      li t0, 0x2000
+      csrs mstatus, t0          # FS = Initial
+2:    addi s1, s1, -1
+      bnez s1, loop
+      sd a1, 0(s0)
+      sd a2, 16(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass
+`);
+
+describe('the WebAssembly tier: F/D loads and stores', () => {
+  beforeAll(() => { tier = 'wasm'; });
+  const mem = (m: Mini) => Array.from({ length: 14 }, (_, i) => u64(m, DATA + 8 * i));
+
+  for (const offLater of [false, true]) {
+    test(`FLD, FSD, FLW, FSW${offLater ? ' with the FP unit off half of the time (illegal instruction)' : ''} give the same state as the interpreter, FS = Dirty included`, () => {
+      const [a, b] = runBoth(fpMemoryProgram(offLater), 20_000_000);
+      expect(a.exit).toEqual({ code: 0 });
+      const h = a.harts[0];
+      expect(made(h)).toBeGreaterThan(0);
+      expect(h.jitStats.wasmInsns).toBeGreaterThan(FP_ITER * (offLater ? 6 : 12));
+      expectSameResults(a, b);
+      expect(mem(a)).toEqual(mem(b));
+      expect(Array.from(h.fregs)).toEqual(Array.from(b.harts[0].fregs));
+      expect(h.mstatus).toBe(b.harts[0].mstatus);
+      expect(traps(a)).toEqual(traps(b));
+      // FS read as Dirty every time it was on; the NaN-boxed single in memory
+      let on = 0, fs = true;
+      for (let s1 = FP_ITER; s1 >= 1; s1--) if (s1 % 64 === 0) { if (fs) on++; if (offLater && s1 < FP_ITER / 2) fs = false; }
+      expect(u64(a, DATA + 16)).toBe(BigInt(3 * on));
+      expect(u64(a, DATA + 96) >> 32n).toBe(0xffffffffn);
+      if (offLater) {
+        expect(traps(a).length).toBeGreaterThan(FP_ITER / 2 * 6);
+        expect(h.jitStats.wasmExits[5]).toBeGreaterThan(0);
+      } else expect(traps(a)).toEqual([]);
+    });
+  }
+
+  test('run(n) never retires more than n instructions there, and ends on the same state', () => {
+    expectBudgetsKept(fpMemoryProgram(true), [0, 8, 16, 64, 72, 80, 96], (h) => h.jitStats.wasmInsns);
   });
 });

@@ -7,9 +7,15 @@
 // falling through, branches (both ways) and JAL within the page (calls too, with their return
 // points), breadth first, at most MAX_REGION instructions. Translated: RV64I and M integer
 // operations (MULH, MULHSU, MULHU excepted), branches, JAL, JALR, loads and stores through the
-// soft TLB, FENCE, and the compressed forms (decoded through CEXP as the interpreter does).
-// Anything else (F/D, AMO, SYSTEM, FENCE.I, MULH*, reserved encodings) is left out: reaching it
-// leaves the function, and the interpreter runs it.
+// soft TLB (FLW, FLD, FSW, FSD too), FENCE, and the compressed forms (decoded through CEXP as the
+// interpreter does). Anything else (other F/D, AMO, SYSTEM, FENCE.I, MULH*, reserved encodings)
+// is left out: reaching it leaves the function, and the interpreter runs it.
+// F/D loads and stores (function prologues and epilogues saving fs0-fs11 cut the busybox
+// programs' regions: sort and awk) read and write the f registers in the state memory (FREGS);
+// the hart tells whether the FP unit is on (FP_ON: mstatus.FS, which nothing in wasm code can
+// change) before each call, and an FLW or FLD sets FP_DIRTY, which the hart turns into
+// mstatus.FS = Dirty when the call returns. With the unit off they leave (EXIT_FP) before the
+// instruction, which the interpreter then runs (an illegal-instruction trap).
 //
 // The function: (pc0: f64, next: i32, ex: i32, budget: i32, n: i32) -> retired: i32 (n = retired
 // before, in the regions that chained into this one: the budget is checked on the sum).
@@ -55,10 +61,15 @@ export const T_TAGLO = 0, T_TAGHI = 1024, T_OFF = 2048, T_SLOT = 3072;
 export const EXIT = 9216, EXIT_WHY = 9224, SCRATCH = 9232;
 /** Calls from one region into the next through the chain cache (uint32, wraps; statistics). */
 export const CHAINS = 9240;
+/** Int32 words: the FP unit is on (set by the hart before each call), an F/D load wrote an f
+ *  register (set by wasm code, cleared by the hart). */
+export const FP_ON = 9244, FP_DIRTY = 9248;
+/** The f registers (32 × 8 bytes, raw bits; the hart's fregs and fregsF64 are views on them). */
+export const FREGS = 9472;
 /** Why: a trap in a load or store (the hart's pc is already the trap vector), a JALR, a branch
  *  or jump or falling through out of the region, the budget, a store after which the interpreter
- *  must look. */
-export const EXIT_TRAP = 0, EXIT_JALR = 1, EXIT_OUT = 2, EXIT_BUDGET = 3, EXIT_STORE = 4;
+ *  must look, an F/D load or store with the FP unit off. */
+export const EXIT_TRAP = 0, EXIT_JALR = 1, EXIT_OUT = 2, EXIT_BUDGET = 3, EXIT_STORE = 4, EXIT_FP = 5;
 /** The chain cache: CHAIN_SIZE entries of four int32 (virtual pc low and high word, the region's
  *  slot in the region table, its block index), indexed by chainIndex (the page number mixed in:
  *  functions often start at the same offset of their pages). A
@@ -130,6 +141,7 @@ function kindOf(insn: number): number {
     case 0x37: case 0x17: return OP;
     case 0x03: return f3 === 7 ? NONE : OP;
     case 0x23: return f3 >= 4 ? NONE : OP;
+    case 0x07: case 0x27: return f3 === 2 || f3 === 3 ? OP : NONE; // FLW, FLD, FSW, FSD
     case 0x63: return f3 === 2 || f3 === 3 ? NONE : BR;
     case 0x6f: return JAL;
     case 0x67: return f3 === 0 ? JALR : NONE;
@@ -143,7 +155,7 @@ interface Node { off: number; len: number; insn: number; kind: number; target: n
 const emitter = new Emitter();
 
 // Locals of a region function.
-const P_PC0 = 0, P_NEXT = 1, P_EX = 2, P_BUDGET = 3, L_N = 4 /* a parameter: retired before */, L_LIM = 5, L_LO = 6, L_E4 = 7, L_SLOT = 8, L_ADDR = 9, L_PC0 = 10, L_TPC = 11, L_REG0 = 12;
+const P_PC0 = 0, P_NEXT = 1, P_EX = 2, P_BUDGET = 3, L_N = 4 /* a parameter: retired before */, L_LIM = 5, L_LO = 6, L_E4 = 7, L_SLOT = 8, L_ADDR = 9, L_PC0 = 10, L_TPC = 11, L_F = 12, L_REG0 = 13;
 // Entries of the hart's function table (access.ts): loads by funct3, then stores.
 const F_LOAD = 0, F_STORE = LOADS.length;
 // Imported functions: the hart's slow paths (hart.ts, wasmImports); the region function is next.
@@ -203,7 +215,7 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   for (const nd of at.values()) {
     const w = nd.insn, op = w & 0x7f;
     const rd = (w >>> 7) & 31, rs1 = (w >>> 15) & 31, rs2 = (w >>> 20) & 31;
-    if (op !== 0x23 && op !== 0x63 && op !== 0x0f && rd !== 0) { used.add(rd); written.add(rd); }
+    if (op !== 0x23 && op !== 0x63 && op !== 0x0f && op !== 0x07 && op !== 0x27 && rd !== 0) { used.add(rd); written.add(rd); } // F/D: rd, rs2 are f registers
     if (op !== 0x37 && op !== 0x17 && op !== 0x6f && op !== 0x0f && rs1 !== 0) used.add(rs1);
     if ((op === 0x33 || op === 0x3b || op === 0x23 || op === 0x63) && rs2 !== 0) used.add(rs2);
   }
@@ -230,7 +242,7 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     { params: [F64, I32, I32, I32], results: [I32] },
     { params: [F64, I32, I32, I32, I32, I32], results: [I32] },
   ], mi, [0], [['r', F_REGION]]);
-  const body = beginBody(e, [[4, I32], [3 + regs.length, I64]]);
+  const body = beginBody(e, [[4, I32], [4 + regs.length, I64]]);
   const size = count;
   const get = (r: number): void => { if (r === 0) e.i64c(0); else e.get(L[r]); };
   const put = (r: number): void => { if (r === 0) e.byte(0x1a); else e.set(L[r]); };
@@ -269,7 +281,8 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   // trap there leaves the region (the pc is the trap vector), and so does a store after which
   // the interpreter must look (an interrupt line changed, translated code was dropped).
   // A load leaves its value on the stack.
-  const access = (rs1: number, imm: number, align: number, f3: number, store: boolean, rs2: number, off: number, next: number): void => {
+  // A store's value (i64) comes from `value`.
+  const access = (rs1: number, imm: number, align: number, f3: number, store: boolean, value: () => void, off: number, next: number): void => {
     const tlb = store ? TLB_W : TLB_R;
     get(rs1); e.i64c(imm); e.byte(0x7c); e.tee(L_ADDR);
     e.byte(0xa7); e.tee(L_LO);
@@ -284,7 +297,7 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     // slow path: (pc, lo, hi, funct3[, value lo, value hi]) -> status
     e.get(L_PC0); e.i64c(off); e.byte(0x7c); e.byte(0xb9); // f64.convert_i64_s
     e.get(L_LO); e.get(L_ADDR); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.i32c(f3);
-    if (store) { get(rs2); e.byte(0xa7); get(rs2); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.call(F_SLOW_STORE); } else e.call(F_SLOW_LOAD);
+    if (store) { value(); e.byte(0xa7); value(); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.call(F_SLOW_STORE); } else e.call(F_SLOW_LOAD);
     e.tee(L_SLOT); e.byte(0x45); // status 0: trapped
     e.byte2(0x04, 0x40); addN(k); exit(off, 2, EXIT_TRAP); e.byte(0x0b);
     if (store) {
@@ -294,10 +307,16 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     e.byte(0x05); // else: the fast path
     e.get(L_SLOT);
     e.get(L_E4); e.mem(0x28, 2, tlb + T_OFF); e.get(L_LO); e.i32c(4095); e.byte(0x71); e.byte(0x6a);
-    if (store) { get(rs2); callAccess(F_STORE + f3, 2); } else callAccess(F_LOAD + f3, 1);
+    if (store) { value(); callAccess(F_STORE + f3, 2); } else callAccess(F_LOAD + f3, 1);
     e.byte(0x0b);
   };
   const callAccess = (f: number, type: number): void => { e.i32c(f); e.byte(0x11); e.u32(type); e.byte(0); };
+  const noValue = (): void => {};
+  // An F/D load or store at `off`: leaves before it when the FP unit is off.
+  const fpOn = (off: number): void => {
+    e.i32c(0); e.mem(0x28, 2, FP_ON); e.byte(0x45);
+    e.byte2(0x04, 0x40); addN(k); exit(off, 1, EXIT_FP); e.byte(0x0b);
+  };
   // 64-bit division and remainder as RISC-V defines them (M: by zero, overflow), which wasm
   // would trap on: `wide` = i64 operands, else the low words (the *W forms).
   const divide = (f3: number, rs1: number, rs2: number, wide: boolean): void => {
@@ -362,9 +381,20 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
         break;
       case 0x37: e.i64c(w & 0xfffff000); put(rd); break;
       case 0x17: e.get(L_PC0); e.i64c(o + (w & 0xfffff000)); e.byte(0x7c); put(rd); break;
-      case 0x03: access(rs1, imm, f3 & 3, f3, false, 0, o, next); put(rd); break;
+      case 0x03: access(rs1, imm, f3 & 3, f3, false, noValue, o, next); put(rd); break;
       case 0x23:
-        access(rs1, ((w >> 25) << 5) | ((w >>> 7) & 31), f3, f3, true, rs2, o, next);
+        access(rs1, ((w >> 25) << 5) | ((w >>> 7) & 31), f3, f3, true, () => get(rs2), o, next);
+        break;
+      case 0x07: // FLW (LWU, NaN-boxed), FLD into f[rd]
+        fpOn(o);
+        access(rs1, imm, f3, f3 === 2 ? 6 : 3, false, noValue, o, next);
+        if (f3 === 2) { e.i64c(-4294967296); e.byte(0x84); }
+        e.set(L_F); e.i32c(0); e.get(L_F); e.mem(0x37, 3, FREGS + 8 * rd);
+        e.i32c(0); e.i32c(1); e.mem(0x36, 2, FP_DIRTY);
+        break;
+      case 0x27: // FSW, FSD of f[rs2]
+        fpOn(o);
+        access(rs1, ((w >> 25) << 5) | ((w >>> 7) & 31), f3, f3, true, () => { e.i32c(0); e.mem(0x29, 3, FREGS + 8 * rs2); }, o, next);
         break;
       case 0x0f: if (smp) e.byte3(0xfe, 0x03, 0x00); break; // FENCE: atomic.fence when other harts run on other threads
       case 0x63:
