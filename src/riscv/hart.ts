@@ -1272,6 +1272,12 @@ export class Hart {
               const t2 = this.pc, d2 = t2 - fVa;
               if (d2 >= 0 && d2 < 4096) pcOff = d2 | 0; else { fVa = t2; pcOff = 0; fLim = -1; }
               if (this.linesChanged) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
+            } else if (wasm && fLim >= 0 && blk === undefined && ++hot[fHash | (pcOff >> 1)] >= hotAt) {
+              // A target reached only through JALRs (a function called through a pointer, a
+              // switch case) is counted as jump targets are: the WebAssembly tier translates
+              // code without loops too (fnptr's tree visitors ran interpreted: 21% of it).
+              hot[fHash | (pcOff >> 1)] = 0;
+              fBlocks = this.compileAt(fPn, pcOff >> 1, fView, fOff, pcOff, false).blocks;
             }
           } else { fVa = t; pcOff = 0; fLim = -1; }
           break;
