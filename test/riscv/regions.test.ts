@@ -117,6 +117,9 @@ const fsd = (fs: number, imm: number, rs1: number) => (((imm >> 5) << 25) | (fs 
 const fsw = (fs: number, imm: number, rs1: number) => (((imm >> 5) << 25) | (fs << 20) | (rs1 << 15) | (2 << 12) | ((imm & 31) << 7) | 0x27) >>> 0;
 const fld = (fd: number, imm: number, rs1: number) => (((imm & 0xfff) << 20) | (rs1 << 15) | (3 << 12) | (fd << 7) | 0x07) >>> 0;
 const flw = (fd: number, imm: number, rs1: number) => (((imm & 0xfff) << 20) | (rs1 << 15) | (2 << 12) | (fd << 7) | 0x07) >>> 0;
+const fmvDX = (fd: number, rs1: number) => ((0x79 << 25) | (rs1 << 15) | (fd << 7) | 0x53) >>> 0;
+const fmvXD = (rd: number, fs1: number) => ((0x71 << 25) | (fs1 << 15) | (rd << 7) | 0x53) >>> 0;
+const fsgnjD = (fd: number, a: number, b: number, f3: number) => ((0x11 << 25) | (b << 20) | (a << 15) | (f3 << 12) | (fd << 7) | 0x53) >>> 0;
 
 // A head is credited with the instructions interpreted on its behalf (jit.ts): these loops interpret at
 // least 2 per iteration until translated, so ITER iterations make a region within one window.
@@ -775,11 +778,13 @@ describe('the WebAssembly tier: code reached only from translated code', () => {
   }
 });
 
-/** F/D loads and stores in a loop (FLD, FSD, FSW, FLW with its NaN-boxing, a misaligned FLD),
+/** F/D loads, stores and moves in a loop (FLD, FSD, FSW, FLW with its NaN-boxing, a misaligned
+ *  FLD, FMV.D.X, FMV.X.D (one to x0), FSGNJ.D, FSGNJN.D, FSGNJX.D on both signs),
  *  every 64th iteration FS read (a2 adds it up: Dirty after the loads) and set to Off, then to
- *  Initial again; with `offLater`, FS stays Off in the second half, where every F/D load and
- *  store traps (illegal instruction, logged and skipped by the prelude's handler). */
+ *  Initial again; with `offLater`, FS stays Off from s1 < FP_OFF on, where every F/D instruction
+ *  traps (illegal instruction, logged and skipped by the prelude's handler). */
 const FP_ITER = 4000; // few enough that no jit.ts region (REGION_THRESHOLD) takes the loop over
+const FP_OFF = 500;   // s1 below which FS stays Off (offLater); the trap log must not reach DATA
 const fpMemoryProgram = (offLater: boolean): string => program(`
       li t0, 0x2000
       csrs mstatus, t0          # FS = Initial
@@ -801,6 +806,21 @@ loop: addi a0, a0, 3
       add a1, a1, t1
       ld t2, 96(s0)
       xor a1, a1, t2
+      .word ${fmvDX(5, 10)}
+      neg t5, a0
+      .word ${fmvDX(6, 30)}
+      .word ${fsgnjD(7, 5, 6, 0)}
+      .word ${fsgnjD(8, 6, 5, 1)}
+      .word ${fsgnjD(9, 6, 6, 2)}
+      .word ${fsgnjD(10, 5, 6, 2)}
+      .word ${fmvXD(31, 7)}
+      add a1, a1, t6
+      .word ${fmvXD(31, 8)}
+      xor a1, a1, t6
+      .word ${fmvXD(31, 9)}
+      add a1, a1, t6
+      .word ${fmvXD(0, 10)}
+      .word ${fsd(10, 104, 8)}
       andi t3, s1, 63
       bnez t3, 2f
       csrr t4, mstatus
@@ -809,7 +829,7 @@ loop: addi a0, a0, 3
       add a2, a2, t4
       li t0, 0x6000
       csrc mstatus, t0          # FS = Off
-      ${offLater ? `li t0, ${FP_ITER / 2}
+      ${offLater ? `li t0, ${FP_OFF}
       blt s1, t0, 2f` : ''}
       li t0, 0x2000
       csrs mstatus, t0          # FS = Initial
@@ -824,15 +844,15 @@ loop: addi a0, a0, 3
 
 describe('the WebAssembly tier: F/D loads and stores', () => {
   beforeAll(() => { tier = 'wasm'; });
-  const mem = (m: Mini) => Array.from({ length: 14 }, (_, i) => u64(m, DATA + 8 * i));
+  const mem = (m: Mini) => Array.from({ length: 15 }, (_, i) => u64(m, DATA + 8 * i));
 
   for (const offLater of [false, true]) {
-    test(`FLD, FSD, FLW, FSW${offLater ? ' with the FP unit off half of the time (illegal instruction)' : ''} give the same state as the interpreter, FS = Dirty included`, () => {
+    test(`FLD, FSD, FLW, FSW, FMV.D.X, FMV.X.D, FSGNJ*.D${offLater ? ' with the FP unit off half of the time (illegal instruction)' : ''} give the same state as the interpreter, FS = Dirty included`, () => {
       const [a, b] = runBoth(fpMemoryProgram(offLater), 20_000_000);
       expect(a.exit).toEqual({ code: 0 });
       const h = a.harts[0];
       expect(made(h)).toBeGreaterThan(0);
-      expect(h.jitStats.wasmInsns).toBeGreaterThan(FP_ITER * (offLater ? 6 : 12));
+      expect(h.jitStats.wasmInsns).toBeGreaterThan(FP_ITER * (offLater ? 6 : 25));
       expectSameResults(a, b);
       expect(mem(a)).toEqual(mem(b));
       expect(Array.from(h.fregs)).toEqual(Array.from(b.harts[0].fregs));
@@ -840,17 +860,17 @@ describe('the WebAssembly tier: F/D loads and stores', () => {
       expect(traps(a)).toEqual(traps(b));
       // FS read as Dirty every time it was on; the NaN-boxed single in memory
       let on = 0, fs = true;
-      for (let s1 = FP_ITER; s1 >= 1; s1--) if (s1 % 64 === 0) { if (fs) on++; if (offLater && s1 < FP_ITER / 2) fs = false; }
+      for (let s1 = FP_ITER; s1 >= 1; s1--) if (s1 % 64 === 0) { if (fs) on++; if (offLater && s1 < FP_OFF) fs = false; }
       expect(u64(a, DATA + 16)).toBe(BigInt(3 * on));
       expect(u64(a, DATA + 96) >> 32n).toBe(0xffffffffn);
       if (offLater) {
-        expect(traps(a).length).toBeGreaterThan(FP_ITER / 2 * 6);
+        expect(traps(a).length).toBeGreaterThan(400 * 16);
         expect(h.jitStats.wasmExits[5]).toBeGreaterThan(0);
       } else expect(traps(a)).toEqual([]);
     });
   }
 
   test('run(n) never retires more than n instructions there, and ends on the same state', () => {
-    expectBudgetsKept(fpMemoryProgram(true), [0, 8, 16, 64, 72, 80, 96], (h) => h.jitStats.wasmInsns);
+    expectBudgetsKept(fpMemoryProgram(true), [0, 8, 16, 64, 72, 80, 96, 104], (h) => h.jitStats.wasmInsns);
   });
 });

@@ -7,13 +7,14 @@
 // falling through, branches (both ways) and JAL within the page (calls too, with their return
 // points), breadth first, at most MAX_REGION instructions. Translated: RV64I and M integer
 // operations (MULH, MULHSU, MULHU excepted), branches, JAL, JALR, loads and stores through the
-// soft TLB (FLW, FLD, FSW, FSD too), FENCE, and the compressed forms (decoded through CEXP as the
-// interpreter does). Anything else (other F/D, AMO, SYSTEM, FENCE.I, MULH*, reserved encodings)
-// is left out: reaching it leaves the function, and the interpreter runs it.
-// F/D loads and stores (function prologues and epilogues saving fs0-fs11 cut the busybox
+// soft TLB (FLW, FLD, FSW, FSD too), FENCE, the D moves without rounding (FSGNJ*.D, FMV.X.D,
+// FMV.D.X), and the compressed forms (decoded through CEXP as the interpreter does). Anything
+// else (other F/D, AMO, SYSTEM, FENCE.I, MULH*, reserved encodings) is left out: reaching it
+// leaves the function, and the interpreter runs it.
+// F/D loads, stores and moves (function prologues and epilogues saving fs0-fs11 cut the busybox
 // programs' regions: sort and awk) read and write the f registers in the state memory (FREGS);
 // the hart tells whether the FP unit is on (FP_ON: mstatus.FS, which nothing in wasm code can
-// change) before each call, and an FLW or FLD sets FP_DIRTY, which the hart turns into
+// change) before each call, and a write of an f register sets FP_DIRTY, which the hart turns into
 // mstatus.FS = Dirty when the call returns. With the unit off they leave (EXIT_FP) before the
 // instruction, which the interpreter then runs (an illegal-instruction trap).
 //
@@ -142,6 +143,9 @@ function kindOf(insn: number): number {
     case 0x03: return f3 === 7 ? NONE : OP;
     case 0x23: return f3 >= 4 ? NONE : OP;
     case 0x07: case 0x27: return f3 === 2 || f3 === 3 ? OP : NONE; // FLW, FLD, FSW, FSD
+    case 0x53: // FSGNJ.D, FSGNJN.D, FSGNJX.D; FMV.X.D, FMV.D.X: bits moved, no rounding, no flags
+      if (f7 === 0x11) return f3 <= 2 ? OP : NONE;
+      return (f7 === 0x71 || f7 === 0x79) && f3 === 0 && ((insn >>> 20) & 31) === 0 ? OP : NONE;
     case 0x63: return f3 === 2 || f3 === 3 ? NONE : BR;
     case 0x6f: return JAL;
     case 0x67: return f3 === 0 ? JALR : NONE;
@@ -215,8 +219,10 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   for (const nd of at.values()) {
     const w = nd.insn, op = w & 0x7f;
     const rd = (w >>> 7) & 31, rs1 = (w >>> 15) & 31, rs2 = (w >>> 20) & 31;
-    if (op !== 0x23 && op !== 0x63 && op !== 0x0f && op !== 0x07 && op !== 0x27 && rd !== 0) { used.add(rd); written.add(rd); } // F/D: rd, rs2 are f registers
-    if (op !== 0x37 && op !== 0x17 && op !== 0x6f && op !== 0x0f && rs1 !== 0) used.add(rs1);
+    // F/D: rd and rs2 are f registers, and rs1 too for OP-FP but FMV.D.X; FMV.X.D writes x[rd]
+    const fp = op === 0x07 || op === 0x27 || op === 0x53;
+    if (op !== 0x23 && op !== 0x63 && op !== 0x0f && (!fp || (w >>> 25) === 0x71) && rd !== 0) { used.add(rd); written.add(rd); }
+    if (op !== 0x37 && op !== 0x17 && op !== 0x6f && op !== 0x0f && (op !== 0x53 || (w >>> 25) === 0x79) && rs1 !== 0) used.add(rs1);
     if ((op === 0x33 || op === 0x3b || op === 0x23 || op === 0x63) && rs2 !== 0) used.add(rs2);
   }
   const regs = [...used].sort((a, b) => a - b);
@@ -395,6 +401,22 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
       case 0x27: // FSW, FSD of f[rs2]
         fpOn(o);
         access(rs1, ((w >> 25) << 5) | ((w >>> 7) & 31), f3, f3, true, () => { e.i32c(0); e.mem(0x29, 3, FREGS + 8 * rs2); }, o, next);
+        break;
+      case 0x53:
+        fpOn(o);
+        if (f7 === 0x71) { e.i32c(0); e.mem(0x29, 3, FREGS + 8 * rs1); put(rd); break; } // FMV.X.D
+        e.i32c(0);
+        if (f7 === 0x79) get(rs1); // FMV.D.X
+        else {
+          // FSGNJ.D (f3 0), FSGNJN.D (1), FSGNJX.D (2): f[rs1] without its sign, the sign of
+          // f[rs2], of its complement, of f[rs1] ^ f[rs2]
+          e.i32c(0); e.mem(0x29, 3, FREGS + 8 * rs1); e.i64c(1); e.byte(0x86); e.i64c(1); e.byte(0x88);
+          e.i32c(0); e.mem(0x29, 3, FREGS + 8 * rs2);
+          if (f3 === 1) { e.i64c(-1); e.byte(0x85); } else if (f3 === 2) { e.i32c(0); e.mem(0x29, 3, FREGS + 8 * rs1); e.byte(0x85); }
+          e.i64c(63); e.byte(0x88); e.i64c(63); e.byte(0x86); e.byte(0x84);
+        }
+        e.mem(0x37, 3, FREGS + 8 * rd);
+        e.i32c(0); e.i32c(1); e.mem(0x36, 2, FP_DIRTY);
         break;
       case 0x0f: if (smp) e.byte3(0xfe, 0x03, 0x00); break; // FENCE: atomic.fence when other harts run on other threads
       case 0x63:
