@@ -724,12 +724,7 @@ const pointerCallProgram = (interpreted: boolean): string => program(`
       jalr ra, s2
       xor a0, a0, s1
       slli t1, a0, 3
-      add a0, a0, t1
-      addi s1, s1, -1
-      bnez s1, 1b
-      sd a0, 0(s0)
-      rdinstret t0
-      sd t0, 8(s0)
+      add a0, a0, t1${LOOP_END}
       j pass
 fn:   add a0, a0, a1
       slli t2, a0, 7
