@@ -302,6 +302,9 @@ export class Hart {
   wasmTier = WASM_TIER;
   /** Reaches that make a wasm region (WASM_HOT; tests lower it). */
   wasmHot = WASM_HOT;
+  /** Instructions interpreted on behalf of a head that make a full region there (REGION_THRESHOLD;
+   *  the warm-up lowers it). */
+  regionHot = REGION_THRESHOLD;
   /** Registers and the read/write soft TLBs live here, where translated wasm code reads them. */
   private readonly wasmState = new WebAssembly.Memory({ initial: STATE_BYTES / 65536, maximum: STATE_BYTES / 65536 });
   /** The pc translated wasm code left with (low, high word), and why (EXIT_*). */
@@ -954,7 +957,7 @@ export class Hart {
     let fBlocks = this.fCode.blocks, fPn = this.fPn, fHash = (fPn & 7) << 11;
     const jit = this.jitEnabled, hot = this.hot, hot2 = this.hot2, seen = this.seen;
     const wasm = jit && this.wasmTier;
-    const hotAt = wasm ? this.wasmHot : HOT_THRESHOLD;
+    const hotAt = wasm ? this.wasmHot : HOT_THRESHOLD, regionAt = this.regionHot;
     let pcOff = 0, fLim = -1;
     {
       const d = this.pc - fVa;
@@ -1172,7 +1175,7 @@ export class Hart {
               const slot = pcOff >> 1;
               const w = n - mark; mark = n;
               let blk = fBlocks[slot];
-              if (blk !== undefined && blk !== null && !blk.full && (hot2[fHash | slot] += w) >= REGION_THRESHOLD) {
+              if (blk !== undefined && blk !== null && !blk.full && (hot2[fHash | slot] += w) >= regionAt) {
                 // A first-tier loop entered this often: the code around it is hot too.
                 hot2[fHash | slot] = 0;
                 fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, true).blocks;
@@ -1185,7 +1188,7 @@ export class Hart {
                 const t = this.pc, d = t - fVa;
                 if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
                 if (this.linesChanged || this.budgetOut) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-              } else if (blk === undefined ? ++hot[fHash | slot] >= hotAt : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= REGION_THRESHOLD) {
+              } else if (blk === undefined ? ++hot[fHash | slot] >= hotAt : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= regionAt) {
                 hot[fHash | slot] = 0; hot2[fHash | slot] = 0;
                 fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, blk !== undefined).blocks;
               }
@@ -1263,7 +1266,7 @@ export class Hart {
               const t = this.pc, d = t - fVa;
               if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
               if (this.linesChanged || this.budgetOut) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-            } else if (blk === undefined ? ++hot[fHash | slot] >= hotAt : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= REGION_THRESHOLD) {
+            } else if (blk === undefined ? ++hot[fHash | slot] >= hotAt : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= regionAt) {
               hot[fHash | slot] = 0; hot2[fHash | slot] = 0;
               fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, blk !== undefined).blocks;
             }
@@ -2200,6 +2203,10 @@ function warmUp(): void {
   const h = new Hart(0, mem, { mtime: () => 0 });
   // A device whose stores change an interrupt line of the hart (MSIP; never enabled here).
   mem.addDevice(0x2000000, 0x1000, 'warm-up', { read: () => 0, write: (_o, _s, v) => h.setInterruptLevel(3, (v & 1) !== 0) });
+  // A device whose stores end the translated harts' regions (linesChanged; the interrupt is never enabled).
+  mem.addDevice(0x2001000, 0x1000, 'warm-up-jit', {
+    read: () => 0, write: (_o, _s, v) => { j.setInterruptLevel(3, (v & 1) !== 0); j2.setInterruptLevel(3, (v & 1) !== 0); },
+  });
   h.jitEnabled = false;
   const { words, halves } = warmUpProgram(300);
   WARMUP_HANDLER.forEach((w, i) => ram.writeU32(base + 4 * i, w));
@@ -2224,6 +2231,7 @@ function warmUp(): void {
   // and a third the same program with jit.ts's first tier, in place of the WebAssembly tier
   const j2 = new Hart(0, mem, { mtime: () => 0 });
   j2.wasmTier = false;
+  j2.regionHot = 1; // and its first-tier loops are made full regions (the interpreter's promotion path)
   j2.setPc(jStart);
   let hDone = false;
   for (let k = 0; k < 2000 && !(hDone && j.waiting && j2.waiting); k++) {
@@ -2234,4 +2242,8 @@ function warmUp(): void {
     if (!j.waiting) j.run(k % 2 === 0 ? 57 : 1000);
     if (!j2.waiting) j2.run(k % 2 === 0 ? 57 : 1000);
   }
+  // an instruction fetch that faults (nothing at 0)
+  h.waiting = false;
+  h.setPc(0);
+  h.run(1);
 }

@@ -23,16 +23,18 @@ const J = (imm: number, rd: number): number =>
   ((((imm >> 20) & 1) << 31) | (((imm >> 1) & 0x3ff) << 21) | (((imm >> 11) & 1) << 20) | (((imm >> 12) & 0xff) << 12) | (rd << 7) | 0x6f) >>> 0;
 
 /** Registers used: s0 (x8) = data pointer (set by the caller), s1 (x9) = data + 4093 - 8 (page-crossing),
- *  a0..a5 (x10..x15) = operands, t0..t2 (x5..x7) = results, s2 (x18) = loop counter. */
+ *  a0..a7 (x10..x17) = operands, t0..t2 (x5..x7) = results, s2 (x18) = loop counter. */
 export function warmUpProgram(loopCount: number): { words: number[]; halves: number[] } {
   if (loopCount < 1 || loopCount > 2047) throw new RangeError("loopCount must fit an addi immediate");
   const w: number[] = [];
   // operand set-up: a0 = -7 (negative), a1 = 3, a2 = big, a3 = 0, a4 = -1, a5 = 0x8000_0000
   w.push(I(-7, 0, 0, 10, 0x13), I(3, 0, 0, 11, 0x13), (0x12345 << 12 | (12 << 7) | 0x37) >>> 0, I(0, 0, 0, 13, 0x13),
     I(-1, 0, 0, 14, 0x13), ((0x80000 << 12) | (15 << 7) | 0x37) >>> 0, I(loopCount, 0, 0, 18, 0x13));
+  // a6 = INT64_MIN, a7 = INT64_MAX: upper halves whose sums overflow an int32 (addi, add, sub), as a5's lower half does
+  w.push(I(-1, 0, 0, 16, 0x13), I(63, 16, 1, 16, 0x13), I(-1, 0, 0, 17, 0x13), I(1, 17, 5, 17, 0x13));
   const loopStart = w.length;
   w.push(0x00010001); // c.nop; c.nop: the compressed path runs in the loop too (the forms below run once, after it)
-  for (const [a, b] of [[10, 11], [12, 14], [13, 15], [14, 10]]) {
+  for (const [a, b] of [[10, 11], [12, 14], [13, 15], [14, 10], [15, 15], [16, 17], [17, 17]]) {
     for (let f3 = 0; f3 < 8; f3++) {
       w.push(R(0, b, a, f3, 5, 0x33), R(1, b, a, f3, 6, 0x33)); // OP, M
       w.push(I(f3 === 1 || f3 === 5 ? 13 : -5, a, f3, 7, 0x13)); // OP-IMM
@@ -50,6 +52,7 @@ export function warmUpProgram(loopCount: number): { words: number[]; halves: num
     for (let f3 = 0; f3 < 7; f3++) w.push(I(8, base, f3, 5, 0x03));
     for (let f3 = 0; f3 < 7; f3++) w.push(I(1, base, f3, 5, 0x03));
   }
+  w.push(I(-8, 8, 3, 5, 0x03), S(-16, 12, 8, 3, 0x23)); // negative offsets (a carry into the upper half)
   w.push(((0x1 << 12) | (5 << 7) | 0x17) >>> 0); // auipc
   w.push(J(8, 1), I(0, 0, 0, 0, 0x13)); // jal over a nop
   w.push(((0 << 12) | (6 << 7) | 0x17) >>> 0, I(12, 6, 0, 1, 0x67), I(0, 0, 0, 0, 0x13)); // auipc t1; jalr ra, 12(t1)
@@ -100,27 +103,58 @@ export const WARMUP_HANDLER = [
   0x30200073,                 // mret
 ];
 
-/** A second warm-up, with translation on: four hot loops and a hot function called from a loop,
- *  so that the hart's one call site of translated regions has seen several of them (megamorphic
- *  feedback) and the interpreter's region entries (branch, JAL, JALR) have run before V8 first
- *  optimizes it. Without this, each new region a guest runs deoptimizes the interpreter loop
- *  ("wrong call target"), which costs ~50 ms of recompilation each time. */
+/** A second warm-up, with translation on, on two pages (the second starts at word JIT_PAGE2): four
+ *  hot loops, then a loop calling four functions: F (a loop at its entry), H (no loop: the JAL to
+ *  it makes it hot), K (a store to the caller's device at 0x2001000, which ends the region) and G
+ *  (the same, on the second page: entered from another page), so that the hart's one call site of
+ *  translated regions has seen several of them (megamorphic feedback) and the interpreter's region
+ *  entries (page entry, branch, JAL, JALR) and compilations (page entry, branch, JAL) have run
+ *  before V8 first optimizes it. Then, once each, F's region is entered by an interpreted JAL,
+ *  JALR and backward branch, and K's by a JAL, with ra on the second page, so that the region
+ *  leaves to another page and the return is a JALR across pages. Without this, each of these paths
+ *  first taken by a guest deoptimizes the interpreter loop ("insufficient type feedback", "wrong
+ *  call target"), which costs 50-130 ms of recompilation each time. */
+export const JIT_PAGE2 = 1024;
 export function jitWarmUpProgram(loopCount: number): number[] {
   const w: number[] = [];
+  const jal = (target: number, rd: number): number => J((target - w.length) * 4, rd);
+  w.push(0);                                              // j MAIN (patched below)
+  const f = w.length;                                     // F: a loop at the function's entry; ret
+  w.push(I(-1, 7, 0, 7, 0x13), B(-4, 0, 7, 1), I(0, 1, 0, 0, 0x67));
+  const h = w.length;                                     // H: no loop; ret
+  w.push(I(1, 28, 0, 28, 0x13), I(0, 1, 0, 0, 0x67));
+  const k = w.length;                                     // K: a store to the caller's device at 0x2001000 (ends the region); ret
+  w.push(S(0, 0, 20, 2, 0x23), I(0, 1, 0, 0, 0x67));
+  w[0] = J(w.length * 4, 0);
+  w.push(((0x2001 << 12) | (20 << 7) | 0x37) >>> 0);     // lui s4, 0x2001
   for (let v = 1; v <= 4; v++) {
     w.push(I(loopCount, 0, 0, 5, 0x13));                  // li t0, loopCount
     w.push(I(-1, 5, 0, 5, 0x13), I(v, 6, 0, 6, 0x13));    // L: addi t0, t0, -1; addi t1, t1, v
     w.push(B(-8, 0, 5, 1));                               // bnez t0, L
   }
+  const g = JIT_PAGE2, pad = JIT_PAGE2 + 2;
   w.push(I(loopCount, 0, 0, 18, 0x13));                   // li s2, loopCount
+  const c = w.length;
   w.push(I(2, 0, 0, 7, 0x13));                            // C: li t2, 2
-  const call = w.length;
-  w.push(0);                                              // jal ra, F (patched below)
-  w.push(I(-1, 18, 0, 18, 0x13), B(-12, 0, 18, 1));       // addi s2, s2, -1; bnez s2, C
+  for (const fn of [f, h, k, g]) w.push(jal(fn, 1));      // call F, H, K, G
+  w.push(I(-1, 18, 0, 18, 0x13));                         // addi s2, s2, -1
+  w.push(B((c - w.length) * 4, 0, 18, 1));                // bnez s2, C
+  // F's region entered once by each of JAL, JALR and a backward branch, returning to the pad on
+  // the second page (ra), which jumps back to the continuation (s3) with a JALR across pages
+  for (const [entry, fn] of [['jal', f], ['jalr', f], ['branch', f], ['jal', k]] as const) {
+    w.push(I(2, 0, 0, 7, 0x13));                          // li t2, 2
+    const s3 = w.length;
+    w.push((19 << 7) | 0x17, 0);                          // auipc s3, 0; addi s3, s3, (continuation) patched below
+    const d = (pad - w.length) * 4, hi = (d + 0x800) >> 12;
+    w.push(((hi << 12) | (1 << 7) | 0x17) >>> 0, I(d - (hi << 12), 1, 0, 1, 0x13)); // ra = the pad
+    if (entry === 'jal') w.push(jal(fn, 0));
+    else if (entry === 'branch') w.push(jal(f + 1, 0));  // onto F's bnez, taken back to F
+    else w.push((6 << 7) | 0x17, I((f - w.length) * 4, 6, 0, 0, 0x67)); // auipc t1, 0; jalr x0, F-.(t1)
+    w[s3 + 1] = I((w.length - s3) * 4, 19, 0, 19, 0x13);
+  }
   w.push(0x10500073);                                     // wfi: the end
-  const f = w.length;
-  // F: a loop at the function's entry (the call enters its translation), twice; ret
-  w.push(I(-1, 7, 0, 7, 0x13), B(-4, 0, 7, 1), I(0, 1, 0, 0, 0x67));
-  w[call] = J((f - call) * 4, 1);
+  while (w.length < JIT_PAGE2) w.push(I(0, 0, 0, 0, 0x13));
+  w.push(S(0, 0, 20, 2, 0x23), I(0, 1, 0, 0, 0x67));     // G: a store to the device; ret
+  w.push(I(0, 19, 0, 0, 0x67));                           // pad (G + 8): jr s3
   return w;
 }
