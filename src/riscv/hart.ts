@@ -2246,4 +2246,9 @@ function warmUp(): void {
   h.waiting = false;
   h.setPc(0);
   h.run(1);
+  // Every CSR written twice with different values and the code caches dropped: V8 tracks a
+  // field never written since construction as a constant, and optimized code that relies on it is
+  // thrown away when a guest first writes it (mie, frm, stimecmp, ...: "field constness changed").
+  for (let csr = 0; csr < 4096; csr++) { h.writeCsr(csr, 0n); h.writeCsr(csr, -1n); }
+  j.flushCode(); j2.flushCode();
 }
