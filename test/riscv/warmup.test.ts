@@ -10,6 +10,15 @@ import { PhysicalMemoryMap } from '../../src/memory/bus.js';
 
 const BASE = 0x80000000;
 
+/** A hart on one chunk of RAM at BASE, with a device at `device` that counts the stores to it. */
+function scratch(device: number): { ram: GuestRam; h: Hart; stores: () => number } {
+  const ram = new GuestRam(BASE, CHUNK_SIZE);
+  const mem = new PhysicalMemoryMap(ram);
+  let n = 0;
+  mem.addDevice(device, 0x1000, 'test', { read: () => 0, write: () => { n++; } });
+  return { ram, h: new Hart(0, mem, { mtime: () => 0 }), stores: () => n };
+}
+
 function runToWfi(h: Hart, budget: number): void {
   for (let k = 0; k < 10_000 && !h.waiting; k++) h.run(budget);
 }
@@ -20,11 +29,7 @@ describe('warm-up programs', () => {
     ["jit.ts's first tier, promoted to full regions", false],
   ])('jitWarmUpProgram with %s: every function called, every tail entry made, translated, ends on WFI', (_name, wasm) => {
     const loops = HOT_THRESHOLD + 64;
-    const ram = new GuestRam(BASE, CHUNK_SIZE);
-    const mem = new PhysicalMemoryMap(ram);
-    let stores = 0;
-    mem.addDevice(0x2001000, 0x1000, 'test', { read: () => 0, write: () => { stores++; } });
-    const h = new Hart(0, mem, { mtime: () => 0 });
+    const { ram, h, stores } = scratch(0x2001000);
     h.wasmTier = wasm;
     if (wasm) h.wasmHot = HOT_THRESHOLD; else h.regionHot = 1;
     const words = jitWarmUpProgram(loops);
@@ -34,7 +39,7 @@ describe('warm-up programs', () => {
     runToWfi(h, 1000);
     expect(h.waiting).toBe(true);
     expect(h.getX(28)).toBe(BigInt(loops));                 // H, once per round
-    expect(stores).toBe(2 * loops + 1);                      // G and K per round, K once more from the tail
+    expect(stores()).toBe(2 * loops + 1);                      // G and K per round, K once more from the tail
     expect(h.getX(18)).toBe(0n);
     // the last tail entry returned through the pad on the second page to its continuation
     expect(Number(h.getX(19)) - BASE).toBe(4 * (words.indexOf(0x10500073)));
@@ -43,11 +48,7 @@ describe('warm-up programs', () => {
   });
 
   test('warmUpProgram: the loop and the compressed tail run to WFI, each trap skipped by the handler', () => {
-    const ram = new GuestRam(BASE, CHUNK_SIZE);
-    const mem = new PhysicalMemoryMap(ram);
-    let stores = 0;
-    mem.addDevice(0x2000000, 0x1000, 'test', { read: () => 0, write: () => { stores++; } });
-    const h = new Hart(0, mem, { mtime: () => 0 });
+    const { ram, h, stores } = scratch(0x2000000);
     h.jitEnabled = false;
     const { words, halves } = warmUpProgram(3);
     WARMUP_HANDLER.forEach((w, i) => ram.writeU32(BASE + 4 * i, w));
@@ -64,7 +65,7 @@ describe('warm-up programs', () => {
     runToWfi(h, 10_000);
     expect(h.waiting).toBe(true);
     expect(h.getX(18)).toBe(0n);
-    expect(stores).toBe(2 * 3);                              // two stores to the device per round
+    expect(stores()).toBe(2 * 3);                              // two stores to the device per round
     expect(h.getX(16)).toBe(0x8000000000000000n);           // a6 = INT64_MIN, a7 = INT64_MAX
     expect(h.getX(17)).toBe(0x7fffffffffffffffn);
   });
