@@ -104,16 +104,17 @@ export const WARMUP_HANDLER = [
 ];
 
 /** A second warm-up, with translation on, on two pages (the second starts at word JIT_PAGE2): four
- *  hot loops, then a loop calling four functions: F (a loop at its entry), H (no loop: the JAL to
- *  it makes it hot), K (a store to the caller's device at 0x2001000, which ends the region) and G
- *  (the same, on the second page: entered from another page), so that the hart's one call site of
- *  translated regions has seen several of them (megamorphic feedback) and the interpreter's region
- *  entries (page entry, branch, JAL, JALR) and compilations (page entry, branch, JAL) have run
- *  before V8 first optimizes it. Then, once each, F's region is entered by an interpreted JAL,
- *  JALR and backward branch, and K's by a JAL, with ra on the second page, so that the region
- *  leaves to another page and the return is a JALR across pages. Without this, each of these paths
- *  first taken by a guest deoptimizes the interpreter loop ("insufficient type feedback", "wrong
- *  call target"), which costs 50-130 ms of recompilation each time. */
+ *  hot loops, then a loop calling five functions: F (a loop at its entry), H (no loop: the JAL to
+ *  it makes it hot), K (a store to the caller's device at 0x2001000, which ends the region), G
+ *  (the same, on the second page: entered from another page) and P (reached only by JALR, as
+ *  through a function pointer), so that the hart's one call site of translated regions has seen
+ *  several of them (megamorphic feedback) and the interpreter's region entries (page entry,
+ *  branch, JAL, JALR) and compilations (page entry, branch, JAL, JALR) have run before V8 first
+ *  optimizes it. Then, once each, F's region is entered by an interpreted JAL, JALR and backward
+ *  branch, and K's by a JAL, with ra on the second page, so that the region leaves to another page
+ *  and the return is a JALR across pages. Without this, each of these paths first taken by a
+ *  guest deoptimizes the interpreter loop ("insufficient type feedback", "wrong call target"),
+ *  which costs 50-130 ms of recompilation each time. */
 export const JIT_PAGE2 = 1024;
 export function jitWarmUpProgram(loopCount: number): number[] {
   const w: number[] = [];
@@ -125,6 +126,8 @@ export function jitWarmUpProgram(loopCount: number): number[] {
   w.push(I(1, 28, 0, 28, 0x13), I(0, 1, 0, 0, 0x67));
   const k = w.length;                                     // K: a store to the caller's device at 0x2001000 (ends the region); ret
   w.push(S(0, 0, 20, 2, 0x23), I(0, 1, 0, 0, 0x67));
+  const p = w.length;                                     // P: no loop, reached only by JALR; ret
+  w.push(I(1, 31, 0, 31, 0x13), I(0, 1, 0, 0, 0x67));
   w[0] = J(w.length * 4, 0);
   w.push(((0x2001 << 12) | (20 << 7) | 0x37) >>> 0);     // lui s4, 0x2001
   for (let v = 1; v <= 4; v++) {
@@ -137,6 +140,7 @@ export function jitWarmUpProgram(loopCount: number): number[] {
   const c = w.length;
   w.push(I(2, 0, 0, 7, 0x13));                            // C: li t2, 2
   for (const fn of [f, h, k, g]) w.push(jal(fn, 1));      // call F, H, K, G
+  w.push((6 << 7) | 0x17, I((p - w.length) * 4, 6, 0, 1, 0x67)); // auipc t1, 0; jalr ra, P-.(t1)
   w.push(I(-1, 18, 0, 18, 0x13));                         // addi s2, s2, -1
   w.push(B((c - w.length) * 4, 0, 18, 1));                // bnez s2, C
   // F's region entered once by each of JAL, JALR and a backward branch, returning to the pad on

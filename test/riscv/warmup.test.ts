@@ -39,6 +39,7 @@ describe('warm-up programs', () => {
     runToWfi(h, 1000);
     expect(h.waiting).toBe(true);
     expect(h.getX(28)).toBe(BigInt(loops));                 // H, once per round
+    expect(h.getX(31)).toBe(BigInt(loops));                 // P, once per round (by JALR)
     expect(stores()).toBe(2 * loops + 1);                      // G and K per round, K once more from the tail
     expect(h.getX(18)).toBe(0n);
     // the last tail entry returned through the pad on the second page to its continuation
