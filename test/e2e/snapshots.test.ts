@@ -35,7 +35,8 @@ function lastSeq(path: string): number {
 
 async function seqs(boot?: number): Promise<number[]> {
   const log = await h.expectExit(['logs', 'seq', ...(boot !== undefined ? ['--boot', String(boot)] : [])]);
-  return [...log.matchAll(/^seq (\d+)/gm)].map((m) => Number(m[1]));
+  // Whole lines only: a VM paused while the guest prints "seq 48682" may have printed "seq 486".
+  return [...log.matchAll(/^seq (\d+)\r?\n/gm)].map((m) => Number(m[1]));
 }
 
 async function snapList(): Promise<{ current: string | null; snapshots: any[] }> {
