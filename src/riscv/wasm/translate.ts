@@ -318,6 +318,9 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   };
   const callAccess = (f: number, type: number): void => { e.i32c(f); e.byte(0x11); e.u32(type); e.byte(0); };
   const noValue = (): void => {};
+  // f[r]'s 64 bits onto the stack; an f register was written (the hart sets mstatus.FS = Dirty)
+  const getF = (r: number): void => { e.i32c(0); e.mem(0x29, 3, FREGS + 8 * r); };
+  const fDirty = (): void => { e.i32c(0); e.i32c(1); e.mem(0x36, 2, FP_DIRTY); };
   // An F/D load or store at `off`: leaves before it when the FP unit is off.
   const fpOn = (off: number): void => {
     e.i32c(0); e.mem(0x28, 2, FP_ON); e.byte(0x45);
@@ -396,27 +399,27 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
         access(rs1, imm, f3, f3 === 2 ? 6 : 3, false, noValue, o, next);
         if (f3 === 2) { e.i64c(-4294967296); e.byte(0x84); }
         e.set(L_F); e.i32c(0); e.get(L_F); e.mem(0x37, 3, FREGS + 8 * rd);
-        e.i32c(0); e.i32c(1); e.mem(0x36, 2, FP_DIRTY);
+        fDirty();
         break;
       case 0x27: // FSW, FSD of f[rs2]
         fpOn(o);
-        access(rs1, ((w >> 25) << 5) | ((w >>> 7) & 31), f3, f3, true, () => { e.i32c(0); e.mem(0x29, 3, FREGS + 8 * rs2); }, o, next);
+        access(rs1, ((w >> 25) << 5) | ((w >>> 7) & 31), f3, f3, true, () => getF(rs2), o, next);
         break;
       case 0x53:
         fpOn(o);
-        if (f7 === 0x71) { e.i32c(0); e.mem(0x29, 3, FREGS + 8 * rs1); put(rd); break; } // FMV.X.D
+        if (f7 === 0x71) { getF(rs1); put(rd); break; } // FMV.X.D
         e.i32c(0);
         if (f7 === 0x79) get(rs1); // FMV.D.X
         else {
           // FSGNJ.D (f3 0), FSGNJN.D (1), FSGNJX.D (2): f[rs1] without its sign, the sign of
           // f[rs2], of its complement, of f[rs1] ^ f[rs2]
-          e.i32c(0); e.mem(0x29, 3, FREGS + 8 * rs1); e.i64c(1); e.byte(0x86); e.i64c(1); e.byte(0x88);
-          e.i32c(0); e.mem(0x29, 3, FREGS + 8 * rs2);
-          if (f3 === 1) { e.i64c(-1); e.byte(0x85); } else if (f3 === 2) { e.i32c(0); e.mem(0x29, 3, FREGS + 8 * rs1); e.byte(0x85); }
+          getF(rs1); e.i64c(1); e.byte(0x86); e.i64c(1); e.byte(0x88);
+          getF(rs2);
+          if (f3 === 1) { e.i64c(-1); e.byte(0x85); } else if (f3 === 2) { getF(rs1); e.byte(0x85); }
           e.i64c(63); e.byte(0x88); e.i64c(63); e.byte(0x86); e.byte(0x84);
         }
         e.mem(0x37, 3, FREGS + 8 * rd);
-        e.i32c(0); e.i32c(1); e.mem(0x36, 2, FP_DIRTY);
+        fDirty();
         break;
       case 0x0f: if (smp) e.byte3(0xfe, 0x03, 0x00); break; // FENCE: atomic.fence when other harts run on other threads
       case 0x63:
