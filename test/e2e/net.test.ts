@@ -3,13 +3,13 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { get } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, fetchText, VmctlHome } from './harness.js';
+import { BIN, fetchText, haveScript, onTty, VmctlHome } from './harness.js';
 import { createLinuxVm, findLinux, guestRun, startLinuxVm } from './linux-guest.js';
 import { NET_CHECKS, type NetGuest } from './net-checks.js';
 
@@ -17,7 +17,6 @@ const LINUX = findLinux(['VIRTIO_NET', 'INET', 'PACKET']);
 // vmctl ssh needs the host's ssh client, and a guest build with dropbear in it.
 const SSH = spawnSync('ssh', ['-V']).status === 0 && LINUX !== undefined && existsSync(join(LINUX, 'build-info.txt')) &&
   readFileSync(join(LINUX, 'build-info.txt'), 'utf8').includes('dropbear');
-const SCRIPT = spawnSync('script', ['--version']).status === 0;
 const h = new VmctlHome();
 afterAll(() => h.cleanup());
 
@@ -80,18 +79,11 @@ describe.skipIf(!LINUX)('user-mode networking with the Linux guest', () => {
     expect((await h.run(['port', 'net1'])).stdout).toMatch(/tcp {2}127\.0\.0\.1:\d+ +-> guest 22/);
   }, 300_000);
 
-  it.skipIf(!SSH || !SCRIPT)('vmctl ssh NAME on a terminal: an interactive shell with a pseudo-terminal', async () => {
-    const cmd = [process.execPath, BIN, 'ssh', 'net1'].map((a) => `'${a}'`).join(' ');
-    const child = spawn('script', ['-qec', cmd, '/dev/null'], { env: { ...h.env(), TERM: 'xterm' }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
-    const code = new Promise<number | null>((r) => child.on('close', (c) => r(c)));
-    const deadline = Date.now() + 200_000;
-    while (!out.includes('vmctl-guest:~# ') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-    child.stdin.write('tty; echo tty-$((40+2)); exit 5\n');
-    expect(await code).toBe(5);
-    expect(out).toMatch(/\/dev\/pts\/\d+/);
-    expect(out).toContain('tty-42');
+  it.skipIf(!SSH || !haveScript)('vmctl ssh NAME on a terminal: an interactive shell with a pseudo-terminal', async () => {
+    const r = await onTty(h, ['ssh', 'net1'], [{ waitFor: /vmctl-guest:~# /, send: 'tty; echo tty-$((40+2)); exit 5\n', timeoutMs: 200_000 }]);
+    expect(r.code).toBe(5);
+    expect(r.out).toMatch(/\/dev\/pts\/\d+/);
+    expect(r.out).toContain('tty-42');
   }, 300_000);
 
   // The commands net-qemu.test.ts runs on QEMU's slirp too; after vmctl port's test, which
