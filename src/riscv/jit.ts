@@ -120,7 +120,9 @@ export class JitStats {
 
   add(o: JitStats): void {
     this.loops += o.loops; this.regions += o.regions; this.compileMs += o.compileMs; this.translatedInsns += o.translatedInsns;
-    this.wasmRegions += o.wasmRegions; this.wasmBytes += o.wasmBytes; this.wasmMs += o.wasmMs; this.wasmInsns += o.wasmInsns; for (let i = 0; i < this.wasmExits.length; i++) this.wasmExits[i] += o.wasmExits[i]; this.wasmResets += o.wasmResets; this.wasmSlow += o.wasmSlow; this.wasmChains += o.wasmChains;
+    this.wasmRegions += o.wasmRegions; this.wasmBytes += o.wasmBytes; this.wasmMs += o.wasmMs; this.wasmInsns += o.wasmInsns;
+    for (let i = 0; i < this.wasmExits.length; i++) this.wasmExits[i] += o.wasmExits[i];
+    this.wasmResets += o.wasmResets; this.wasmSlow += o.wasmSlow; this.wasmChains += o.wasmChains;
   }
 
   /** One line for people: what was translated, what it cost, the share of `instret` it ran. */
