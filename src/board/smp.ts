@@ -31,6 +31,7 @@ import { Hart, type HartState } from '../riscv/hart.js';
 import { ReservationSet } from '../riscv/reservations.js';
 import { VirtClock } from '../devices/clock.js';
 import { BootRom } from './boot-rom.js';
+import { COLLECT_EVERY_MS, Throttle } from './throttle.js';
 import { BuiltinSbi, raiseSsip, remoteFence, type SbiHarts } from './sbi/builtin-sbi.js';
 import type { PowerEvent } from './machine-types.js';
 import {
@@ -45,8 +46,6 @@ const POLL_MS = 50;
 /** How long a hart rests when its guest polls (Hart.polling: waits for another hart), unless woken. */
 export const POLLING_REST_MS = 1;
 const TWO32 = 4294967296;
-/** A hart thread that dropped RAM chunks collects its heap at most this often. */
-const COLLECT_EVERY_MS = 1000;
 
 /** What a hart thread is started with (structured-clonable: it crosses to the thread). */
 export interface HartThreadInit {
@@ -679,18 +678,5 @@ export class HartThread {
     this.link.post({ k: 'log', m: `hart ${h.hartId}: unexpected trap into M-mode under the builtin SBI (mcause ${hex(0x342)}, mepc ${hex(0x341)}, mtval ${hex(0x343)})` });
     h.stopRequested = true;
     this.link.post({ k: 'power', ev: { kind: 'poweroff', code: 255, source: 'other', failed: true } });
-  }
-}
-
-/** Lets something happen at most once every `ms` milliseconds. */
-class Throttle {
-  private last = 0;
-  constructor(private readonly ms: number) {}
-  /** Whether it may happen now (not in the first `ms` of the thread, as performance.now() counts); if so, the next time is `ms` from now. */
-  take(): boolean {
-    const now = performance.now();
-    if (now - this.last < this.ms) return false;
-    this.last = now;
-    return true;
   }
 }

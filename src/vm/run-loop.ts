@@ -4,6 +4,7 @@
 
 import type { MachineHost, MachineState, NicAttachment, PowerEvent } from '../board/machine-types.js';
 import type { NetBackend } from '../net/nic.js';
+import { COLLECT_EVERY_MS, Throttle } from '../board/throttle.js';
 import { LogLimiter } from './log-limiter.js';
 import { writeMachineState, type HostSideState } from './machine-state.js';
 import type { DiskSwitch, FromWorker, MemoryFigures, ToWorker } from './messages.js';
@@ -45,8 +46,6 @@ const MAX_IDLE_SLEEP_MS = 250;
 const STATS_EVERY_MS = 1000;
 /** Console bytes are batched per slice; a chatty guest is flushed sooner. */
 const CONSOLE_FLUSH_BYTES = 64 * 1024;
-/** Dropped RAM chunks are collected at most this often (a full collection takes 20-40 ms). */
-const COLLECT_EVERY_MS = 1000;
 /** onIdle is called once no slice has used its whole budget for this long. */
 const QUIET_MS = 1000;
 
@@ -123,8 +122,8 @@ export class RunLoop {
   private statsTimer: NodeJS.Timeout | null = null;
   /** A state being written from the live RAM: the machine must not run until it is done. */
   private writing: Promise<void> | null = null;
-  private lastCollect = 0;
-  private lastIdleCall = 0;
+  private readonly collectDue = new Throttle(COLLECT_EVERY_MS);
+  private readonly idleCallDue = new Throttle(COLLECT_EVERY_MS);
   /** When a slice last used its whole budget (the guest was busy). */
   private lastRunning = 0;
 
@@ -346,9 +345,8 @@ export class RunLoop {
     }
     this.host.flush();
     const now = Date.now();
-    if (this.host.released && now - this.lastCollect >= COLLECT_EVERY_MS) {
+    if (this.host.released && this.collectDue.take()) {
       this.host.released = false;
-      this.lastCollect = now;
       this.collect();
     }
     if (r === 'halted' || this.host.power) {
@@ -363,8 +361,7 @@ export class RunLoop {
     }
     // Quiet for a while (a slice that used its whole budget resets it): not only hart 0 waiting
     // while hart threads boot, which a pause of this thread (it serves their devices) would slow.
-    if (now - this.lastRunning >= QUIET_MS && now - this.lastIdleCall >= COLLECT_EVERY_MS) {
-      this.lastIdleCall = now;
+    if (now - this.lastRunning >= QUIET_MS && this.idleCallDue.take()) {
       this.onIdle();
     }
     // Round up: waking a fraction of a millisecond early would find the timer not yet due and

@@ -25,7 +25,7 @@ function vmFile(name: string, disk: string, size: string): string {
 
 /** Every "seq N" line in `text` (complete lines only). */
 function seqs(text: string): number[] {
-  return [...text.matchAll(/^seq (\d+)\r?$/gm)].map((m) => Number(m[1]));
+  return [...text.matchAll(/^seq (\d+)\r?\n/gm)].map((m) => Number(m[1]));
 }
 
 function expectInImage(img: string, reported: number[]): void {

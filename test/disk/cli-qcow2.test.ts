@@ -167,7 +167,7 @@ describe('vmctl disk with qcow2', () => {
     const con = h.spawn(['console', 'kill']);
     let seen = '';
     con.stdout!.on('data', (b: Buffer) => { seen += b.toString('latin1'); });
-    const seqs = (t: string) => [...t.matchAll(/^seq (\d+)\r?$/gm)].map((m) => Number(m[1]));
+    const seqs = (t: string) => [...t.matchAll(/^seq (\d+)\r?\n/gm)].map((m) => Number(m[1]));
     await until(() => seqs(seen).length > 2000, 60_000, 'console output');
     await sleep(100 + Math.floor(Math.random() * 1000));
     const pid = h.pid()!;
