@@ -220,6 +220,7 @@ export class SmpHost {
   private started = false;
   /** Started from saved states (a restored machine): every hart thread must be up first. */
   private restored = false;
+  private everyUp = false;
   /** States the hart threads posted for a REQ_SAVE (collectStates). */
   private readonly states: (HartState | undefined)[] = [];
 
@@ -245,10 +246,10 @@ export class SmpHost {
   /** Starts the harts; true when they run. A fresh machine starts at once: hart 0 runs while the
    *  other threads start (a fresh V8 isolate and the interpreter's warm-up each, 0.3-2 s on a
    *  shared 2-core host), and each hart joins when its thread is up, as if it had left reset
-   *  later. Nothing waits for such a hart but what needs it to answer: an HSM start (builtin SBI)
-   *  or an IPI to it (MSIP: OpenSBI's HSM start) waits until it is up, so the
-   *  guest's own timeouts for a started hart begin when it runs. A restored machine starts once
-   *  every hart thread is up (all its harts were running). */
+   *  later. Guest time starts only once every hart thread is up (VirtMachine.run), so to the
+   *  guest hart 0 merely ran faster meanwhile. What needs a hart to answer waits for it: an HSM
+   *  start (builtin SBI) or an IPI to it (MSIP: OpenSBI's HSM start) returns once it is up. A
+   *  restored machine starts once every hart thread is up (all its harts were running). */
   tryStart(): boolean {
     if (this.started) return true;
     this.serve();
@@ -279,6 +280,14 @@ export class SmpHost {
       });
       this.threads.push(t);
     }
+  }
+
+  /** Is every hart thread up (hart-control.ts UP)? */
+  allUp(): boolean {
+    if (this.everyUp) return true;
+    for (let h = 1; h < this.p.harts; h++) if (!this.control.up(h)) return false;
+    this.everyUp = true;
+    return true;
   }
 
   /** Why the machine cannot go on (a hart thread died), or null. */
@@ -574,8 +583,8 @@ export class HartThread {
       hart.loadState(init.state);
       this.lines = init.state.mipLines;
     }
+    this.ctl.setUp(id); // before `ready`: the machine's thread, woken by it, finds every hart it counted up
     this.link.post({ k: 'ready' });
-    this.ctl.setUp(id);
   }
 
   /** The hart's loop: returns when the machine stops. */

@@ -1,8 +1,10 @@
 // A fresh machine whose harts run on threads starts hart 0 at once, without waiting for its hart
 // threads to come up (src/board/smp.ts SmpHost.tryStart): here every hart thread sleeps a while
-// before it starts (test/helpers/late-hart-worker.mjs). Hart 0 runs meanwhile; the guest's HSM
-// start (builtin SBI) or IPI (OpenSBI) of a hart still starting waits until its thread is up; a
-// snapshot taken while the threads start holds them once they are up. The guest is
+// before it starts (test/helpers/late-hart-worker.mjs). Hart 0 runs meanwhile, but guest time
+// starts only once they are all up; the guest's HSM start (builtin SBI) or IPI (OpenSBI) of a
+// hart still starting waits until its thread is up; a snapshot taken while the threads start
+// holds them once they are up. (test/board/board-selftest.test.ts: a guest that gives the other
+// harts 200 ms of its time to check in still counts them all.) The guest is
 // fixtures/firmware-tests/sbi-calls.c (as test/board/sbi.test.ts runs it). Needs the built
 // dist/hart-worker.js (npm run build).
 import { existsSync } from 'node:fs';
@@ -79,6 +81,16 @@ describe('hart threads that come up late', () => {
     expect(text).toContain('hart 1 running: opaque 0x1234, SIE clear\n');
     expect(text).toContain('hart 1 stopped\n');
     expect(text).toMatch(/sbi-calls: done\n$/);
+  }, 90_000);
+
+  it('guest time starts once every hart thread is up', async () => {
+    const { m } = create({ kind: 'builtin' }, 3, 1000);
+    m.run(20, 1000); // hart 0 runs 1000 instructions, harts 1 and 2 still starting
+    expect(m.hartInstructions()[0]).toBe(1000);
+    expect(m.clock.mtime()).toBe(0);
+    const end = performance.now() + 30_000;
+    while (m.clock.mtime() === 0 && performance.now() < end) { m.run(5, 1000); await tick(); }
+    expect(m.clock.mtime()).toBeGreaterThan(0);
   }, 90_000);
 
   it('a snapshot taken while they start waits until they are up and holds them', () => {
