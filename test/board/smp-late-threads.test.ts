@@ -21,10 +21,11 @@ const PROGRAM = fileURLToPath(new URL('../../fixtures/firmware-tests/sbi-calls.b
 const FW_DYNAMIC = '/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin';
 const LATE = new URL('../helpers/late-hart-worker.mjs', import.meta.url);
 
-/** Hart threads that each sleep `lateMs` before they start; `up` counts those started. */
+/** Hart threads that each sleep `lateMs` before they start. */
 function lateThreads(lateMs: number): StartHartThread {
   return (init): HartThreadHandle => {
-    const w = new Worker(LATE, { workerData: { ...init, lateMs, hartWorker: HART_WORKER.href }, transferList: [init.port] });
+    const w = new Worker(LATE, { workerData: { lateMs, hartWorker: HART_WORKER.href } });
+    w.postMessage({ k: 'run', init }, [init.port]); // as src/vm/hart-threads.ts gives a hart thread its hart
     let error: Error | null = null;
     w.on('error', (e) => { error = e; });
     return { onExit(cb) { w.on('exit', () => cb(error)); }, terminate() { void w.terminate(); } };
