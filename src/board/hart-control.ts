@@ -19,9 +19,6 @@
 //            before reading RUNNING, and sequential consistency makes one of them see the other)
 //   HSM      SBI HSM state: HSM_STARTED / HSM_STOPPED / HSM_START_PENDING
 //   RESP_*   the answer to the hart's last forwarded device read (smp.ts)
-//   UP       1 once the hart's thread is up (its hart built, about to run): a fresh machine's
-//            harts start before their threads are (smp.ts), and whoever needs a hart to answer
-//            (HSM start, an interrupt line raised) waits for this first (waitUp)
 // Machine: CTRL (run / pause / stop), HELD (harts parked for a pause), PENDING (forwarded device
 // accesses the machine's thread has not served yet).
 // Figures per hart (doubles, written by the hart's thread only): INSTRET.
@@ -32,7 +29,7 @@
 
 export const WAKE = 0, LINES = 1, REQ = 2, RUNNING = 3, HSM = 4;
 export const START_PC_LO = 5, START_PC_HI = 6, START_ARG_LO = 7, START_ARG_HI = 8;
-export const RESP_SEQ = 9, RESP_LO = 10, RESP_HI = 11, UP = 12;
+export const RESP_SEQ = 9, RESP_LO = 10, RESP_HI = 11;
 const STRIDE = 16;
 
 export const REQ_SSIP = 1, REQ_FENCE_I = 2, REQ_SFENCE = 4, REQ_START = 8, REQ_SAVE = 16, REQ_DROP = 32;
@@ -115,25 +112,6 @@ export class HartControl {
       if ((req & bit) === 0 || this.load(h, RUNNING) === 0 || this.ctrl === CTRL_STOP) return;
       whileWaiting();
       Atomics.wait(this.words, i, req, 1);
-    }
-  }
-
-  /** Is hart `h`'s thread up (UP)? */
-  up(h: number): boolean { return Atomics.load(this.words, this.at(h, UP)) !== 0; }
-
-  /** Hart `h`'s thread is up: wakes whoever waits for it. */
-  setUp(h: number): void {
-    Atomics.store(this.words, this.at(h, UP), 1);
-    Atomics.notify(this.words, this.at(h, UP));
-  }
-
-  /** Waits until hart `h`'s thread is up (or the machine stops, or `ms` passed); `whileWaiting`
-   *  serves what the calling thread must serve meanwhile. */
-  waitUp(h: number, ms: number, whileWaiting: () => void): void {
-    const i = this.at(h, UP), end = Date.now() + ms;
-    while (Atomics.load(this.words, i) === 0 && this.ctrl !== CTRL_STOP && Date.now() < end) {
-      whileWaiting();
-      Atomics.wait(this.words, i, 0, 2);
     }
   }
 

@@ -46,10 +46,6 @@ const POLL_MS = 50;
 /** How long a hart rests when its guest polls (Hart.polling: waits for another hart), unless woken. */
 export const POLLING_REST_MS = 1;
 const TWO32 = 4294967296;
-/** mip.MSIP: the line of a hart's IPIs. */
-const MSIP_BIT = 3;
-/** How long a thread waits at most for a hart thread to come up (see SmpHost.tryStart). */
-const STARTUP_WAIT_MS = 60_000;
 
 /** What a hart thread is started with (structured-clonable: it crosses to the thread). */
 export interface HartThreadInit {
@@ -161,9 +157,6 @@ export class SharedHarts implements SbiHarts {
       return true;
     }
     if (Atomics.compareExchange(c.words, c.at(id, HSM), HSM_STOPPED, HSM_START_PENDING) !== HSM_STOPPED) return false;
-    // A hart whose thread is still starting (SmpHost.tryStart) starts once it is up: the guest
-    // waits for it from here (Linux gives a started hart 1 s to come online).
-    c.waitUp(id, STARTUP_WAIT_MS, this.whileWaiting);
     const v = BigInt.asUintN(64, opaque);
     c.store(id, START_PC_LO, pc | 0);
     c.store(id, START_PC_HI, Math.floor(pc / TWO32) | 0);
@@ -218,9 +211,6 @@ export class SmpHost {
   private serving = false;
   private readyThreads = 0;
   private started = false;
-  /** Started from saved states (a restored machine): every hart thread must be up first. */
-  private restored = false;
-  private everyUp = false;
   /** States the hart threads posted for a REQ_SAVE (collectStates). */
   private readonly states: (HartState | undefined)[] = [];
 
@@ -236,24 +226,19 @@ export class SmpHost {
     wake: () => void;
   }) {
     this.control = new HartControl(p.harts, undefined, p.mem.ram.chunkCount);
-    // Hart threads take a while to start (a fresh V8 isolate, the interpreter's warm-up): see tryStart.
+    // Hart threads take a while to start (a fresh V8 isolate, the interpreter's warm-up); they
+    // are held until every one of them is there, so that all harts start at once, at power-on.
     this.control.setCtrl(CTRL_PAUSE);
   }
 
-  /** Have the harts started (tryStart)? Hart threads may still be starting (hart-control.ts UP). */
+  /** Have the harts started (every hart thread up, see the constructor)? */
   get running(): boolean { return this.started; }
 
-  /** Starts the harts; true when they run. A fresh machine starts at once: hart 0 runs while the
-   *  other threads start (a fresh V8 isolate and the interpreter's warm-up each, 0.3-2 s on a
-   *  shared 2-core host), and each hart joins when its thread is up, as if it had left reset
-   *  later. Guest time starts only once every hart thread is up (VirtMachine.run), so to the
-   *  guest hart 0 merely ran faster meanwhile. What needs a hart to answer waits for it: an HSM
-   *  start (builtin SBI) or an IPI to it (MSIP: OpenSBI's HSM start) returns once it is up. A
-   *  restored machine starts once every hart thread is up (all its harts were running). */
+  /** Starts the harts once every hart thread is up; true when they run. */
   tryStart(): boolean {
     if (this.started) return true;
     this.serve();
-    if (this.restored && this.readyThreads < this.p.harts - 1) return false;
+    if (this.readyThreads < this.p.harts - 1) return false;
     this.started = true;
     this.release();
     return true;
@@ -262,7 +247,6 @@ export class SmpHost {
   /** Starts harts 1..N-1 on their threads (from `states[id]`, a restored machine's, when given). */
   start(spawn: StartHartThread, init: Omit<HartThreadInit, 'hartId' | 'port' | 'harts' | 'control' | 'state'> & { states?: readonly HartState[] }): void {
     const { states, ...base } = init;
-    this.restored = states !== undefined;
     for (let id = 1; id < this.p.harts; id++) {
       const state = states?.[id];
       // The device lines the hart saw are in its state: the LINES word starts from them.
@@ -280,14 +264,6 @@ export class SmpHost {
       });
       this.threads.push(t);
     }
-  }
-
-  /** Is every hart thread up (hart-control.ts UP)? */
-  allUp(): boolean {
-    if (this.everyUp) return true;
-    for (let h = 1; h < this.p.harts; h++) if (!this.control.up(h)) return false;
-    this.everyUp = true;
-    return true;
   }
 
   /** Why the machine cannot go on (a hart thread died), or null. */
@@ -397,9 +373,6 @@ export class SmpHost {
    *  to a hart whose MSIP is still set) wakes the hart too: a hart polling with WFI (Hart.polling)
    *  may be resting until exactly that IPI's message. */
   setLine(h: number, bit: number, level: boolean): void {
-    // An IPI (MSIP) for a hart whose thread is still starting waits until it is up (see
-    // tryStart: OpenSBI's HSM start). Other lines do not: MTIP is up from power-on (mtimecmp 0).
-    if (bit === MSIP_BIT && level && !this.control.up(h)) this.control.waitUp(h, STARTUP_WAIT_MS, () => this.serve());
     if (this.control.setLine(h, bit, level) || level) this.control.wake(h);
   }
 
@@ -418,10 +391,7 @@ export class SmpHost {
   /** Holds every hart thread (a pause): true once they are all parked (within `ms`). */
   hold(ms: number): boolean {
     this.control.setCtrl(CTRL_PAUSE);
-    // A hart thread still starting (tryStart) parks once it is up.
-    let starting = false;
-    for (let h = 1; h < this.p.harts; h++) if (!this.control.up(h)) starting = true;
-    const end = Date.now() + ms + (starting ? STARTUP_WAIT_MS : 0);
+    const end = Date.now() + ms;
     // Parking harts may wait for a device read: keep serving until they are all held.
     for (;;) {
       this.serve();
@@ -583,7 +553,6 @@ export class HartThread {
       hart.loadState(init.state);
       this.lines = init.state.mipLines;
     }
-    this.ctl.setUp(id); // before `ready`: the machine's thread, woken by it, finds every hart it counted up
     this.link.post({ k: 'ready' });
   }
 

@@ -123,11 +123,6 @@ export class VirtMachine {
   private sbi: BuiltinSbi | null = null;
   private halted = false;
   private clockPaused = false;
-  /** With hart threads: guest time starts once every hart thread is up (run()), though hart 0 runs
-   *  before (smp.ts SmpHost.tryStart), so that no guest sees a hart come late: to the guest, hart
-   *  0 only ran faster than usual meanwhile (a self-test that gives the other harts 200 ms of its
-   *  time to check in counted 1 of 4 harts when time ran from power-on). */
-  private clockWaitsForHarts = false;
   private nextHart = 0;
   /** Harts 1..N-1 on threads of their own (null: every hart runs on this thread). */
   private readonly smp: SmpHost | null = null;
@@ -199,7 +194,6 @@ export class VirtMachine {
     }
     // A restored machine's clock stays paused at the saved mtime until its runtime resumes it.
     // With hart threads, time starts when they are all up (run()).
-    this.clockWaitsForHarts = this.smp !== null;
     if (saved) this.clockPaused = true;
     else if (this.smp === null) this.clock.resume();
   }
@@ -558,9 +552,8 @@ export class VirtMachine {
     const smp = this.smp;
     if (smp !== null) {
       if (smp.failed !== null) throw new Error(smp.failed);
-      if (!smp.running && !smp.tryStart()) return 'idle'; // hart threads still starting: their message wakes us
-      if (this.clockWaitsForHarts && smp.allUp()) {
-        this.clockWaitsForHarts = false;
+      if (!smp.running) {
+        if (!smp.tryStart()) return 'idle'; // hart threads still starting: their message wakes us
         if (!this.clockPaused) this.clock.resume();
       }
     }
@@ -669,8 +662,8 @@ export class VirtMachine {
   resumeClock(): void {
     this.clockPaused = false;
     for (const n of this.nics) n.setPaused(false);
-    if (this.smp && !this.smp.running) return; // run() starts the harts, and the clock once the hart threads are up
-    if (!this.clockWaitsForHarts) this.clock.resume();
+    if (this.smp && !this.smp.running) return; // run() starts the clock once the hart threads are up
+    this.clock.resume();
     this.smp?.release();
   }
 
