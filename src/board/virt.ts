@@ -20,7 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { CHUNK_SIZE, GuestRam, type ChunkBudget } from '../memory/ram.js';
 import { FileRefused, withRegular } from '../host/regular-file.js';
 import { PhysicalMemoryMap, type MmioDevice } from '../memory/bus.js';
-import { deferWarmUp, Hart, warmUpNow, type HartState } from '../riscv/hart.js';
+import { Hart, type HartState } from '../riscv/hart.js';
 import { ReservationSet } from '../riscv/reservations.js';
 import { JitStats } from '../riscv/jit.js';
 import { VirtClock } from '../devices/clock.js';
@@ -155,7 +155,6 @@ export class VirtMachine {
         putchar: (b) => this.out.push(b), power: (ev) => this.power(ev), log: (m) => this.host.log(m),
         wake: () => this.onWake(),
       });
-      deferWarmUp(); // until the hart threads are spawned (below): their start and this warm-up overlap
       const h0 = new Hart(0, this.mem, this.clock, reservations);
       h0.smp = true;
       this.harts.push(h0);
@@ -189,8 +188,6 @@ export class VirtMachine {
     } catch (e) {
       this.close(); // release the disk images opened so far (locks, file handles)
       throw e;
-    } finally {
-      warmUpNow();
     }
     // A restored machine's clock stays paused at the saved mtime until its runtime resumes it.
     // With hart threads, time starts when they are all up (run()).

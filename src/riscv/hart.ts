@@ -390,7 +390,7 @@ export class Hart {
       },
     };
     this.xlo[10] = hartId;
-    if (!warmedUp && !warmUpDeferred) { warmedUp = true; warmUp(); }
+    if (!warmedUp) { warmedUp = true; warmUp(); }
   }
 
   // ================= public helpers (not hot) =================
@@ -2195,22 +2195,6 @@ export interface HartState {
 // ================= warm-up (see warmup.ts) =================
 
 let warmedUp = false;
-/** Harts made meanwhile skip the warm-up (deferWarmUp). */
-let warmUpDeferred = false;
-
-/** Harts made from now on leave the warm-up (once per thread) to warmUpNow(): a machine whose
- *  harts run on threads makes hart 0 first, then starts the hart threads, and warms up once they
- *  are spawned, so that the warm-ups of all threads run at once (src/board/virt.ts). */
-export function deferWarmUp(): void { warmUpDeferred = true; }
-
-/** Has this thread run the warm-up? (For tests.) */
-export function hartWarmedUp(): boolean { return warmedUp; }
-
-/** Runs the warm-up now if this thread has not yet (and ends deferWarmUp). */
-export function warmUpNow(): void {
-  warmUpDeferred = false;
-  if (!warmedUp) { warmedUp = true; warmUp(); }
-}
 
 function warmUp(): void {
   const base = 0x80000000;
