@@ -388,6 +388,12 @@ export class Hart {
         if (this.codeDirty || this.linesChanged) { this.codeDirty = false; return 2; }
         return 1;
       },
+      fp: (pc, insn) => {
+        this.pc = pc;
+        this.rawInsn = insn;
+        this.jitStats.wasmFp++;
+        return execFp(this, insn) ? 1 : 0;
+      },
     };
     this.xlo[10] = hartId;
     if (!warmedUp) { warmedUp = true; warmUp(); }
