@@ -897,6 +897,8 @@ const FA_ITER = 3000;   // iterations of the loop (s1 counts down)
 const FA_OFF = 40;      // s1 below which FS stays Off (offLater): every F/D instruction traps
 /** An OP-FP instruction with a reserved rounding mode (5, 6): fadd.d f10, f1, f2 / fmul.s f11, f4, f5. */
 const faddDrm = (rm: number) => ((0x01 << 25) | (2 << 20) | (1 << 15) | (rm << 12) | (10 << 7) | 0x53) >>> 0;
+/** fcvt.d.w (u = 0) / fcvt.d.wu (u = 1) fd, x[rs1] with rounding mode rm (the assembler takes none). */
+const fcvtDW = (fd: number, rs1: number, rm: number, u: number) => ((0x69 << 25) | (u << 20) | (rs1 << 15) | (rm << 12) | (fd << 7) | 0x53) >>> 0;
 const fmulSrm = (rm: number) => ((0x08 << 25) | (5 << 20) | (4 << 15) | (rm << 12) | (11 << 7) | 0x53) >>> 0;
 
 /** A loop running every F/D arithmetic instruction (S and D) on operands picked from the tables
@@ -929,7 +931,7 @@ const fpArithProgram = (offLater: boolean): string => {
     x('feq.d a4, f1, f2'), x('flt.d a4, f1, f3'), x('fle.d a4, f2, f1'), x('fclass.d a4, f1'),
     ...['rtz', 'rne', 'dyn'].map((rm) => x(`fcvt.w.d a4, f1, ${rm}`)),
     x('fcvt.wu.d a4, f2, rup'), x('fcvt.l.d a4, f1, rdn'), x('fcvt.lu.d a4, f3, rmm'), x('fcvt.l.d a4, f2, dyn'),
-    'fmv.x.d a6, f2', f('fcvt.d.l f10, a6, rne'), f('fcvt.d.l f10, a6, dyn'), f('fcvt.d.lu f10, a6, rtz'), f('fcvt.d.w f10, a6'), f('fcvt.d.wu f10, a6'),
+    'fmv.x.d a6, f2', f('fcvt.d.l f10, a6, rne'), f('fcvt.d.l f10, a6, dyn'), f('fcvt.d.lu f10, a6, rtz'), f('fcvt.d.w f10, a6'), f('fcvt.d.wu f10, a6'), f(`.word ${fcvtDW(10, 16, 7, 0)}`), f(`.word ${fcvtDW(10, 16, 1, 1)}`),
     f('fcvt.d.l f10, zero'), x('fcvt.l.d zero, f2, rne'),
     ...['rne', 'rtz', 'dyn'].map((rm) => f(`fadd.s f11, f4, f5, ${rm}`, 'f11')),
     f('fsub.s f11, f5, f6, rdn', 'f11'), f('fmul.s f11, f4, f5, rup', 'f11'), f('fmul.s f11, f4, f6, dyn', 'f11'),
@@ -942,6 +944,18 @@ const fpArithProgram = (offLater: boolean): string => {
     x('fcvt.w.s a4, f4, rtz'), x('fcvt.l.s a4, f5, dyn'), x('fcvt.wu.s a4, f6, rup'),
     f('fcvt.s.l f11, a6, rne', 'f11'), f('fcvt.s.w f11, a6, dyn', 'f11'), f('fcvt.s.wu f11, a6, rmm', 'f11'), f('fmv.w.x f11, a6', 'f11'),
   ].map((s, i) => (i % 8 === 7 ? `${s}\nj 1f\n1:` : s)).join('\n'); // jumps: where the interpreter enters wasm code again after a trap
+  // Each operation's own flags (fflags read and cleared after it; the CSR access ends the wasm
+  // region, which the jump after it enters again): those done inline in wasm when they can be
+  // (FADD.D and FSUB.D in RNE, FEQ/FLT/FLE.D, FCVT.D.W[U]) and a few through the hart.
+  // (the result folded first: a region needs 3 instructions before the CSR access)
+  const probe = (insn: string, rd = 'f12') => `${insn}\n${rd.startsWith('f') ? foldF(rd) : foldX(rd)}csrrw a4, fflags, zero\n${foldX('a4')}j 1f\n1:`;
+  const probes = [
+    ...['rne', 'dyn'].map((rm) => probe(`fadd.d f12, f1, f2, ${rm}`)), probe('fadd.d f12, f1, f1, rne'), probe('fadd.d f12, f2, f3, dyn'),
+    probe('fsub.d f12, f1, f2, rne'), probe('fsub.d f12, f1, f1, dyn'), probe('fsub.d f12, f3, f2, rne'),
+    probe('feq.d a6, f1, f2', 'a6'), probe('flt.d a6, f2, f3', 'a6'), probe('fle.d a6, f1, f1', 'a6'), probe('feq.d a6, f3, f3', 'a6'),
+    probe(`.word ${fcvtDW(12, 11, 7, 0)}`), probe(`.word ${fcvtDW(12, 12, 0, 1)}`),
+    probe('fmul.d f12, f1, f2, rne'), probe('fdiv.d f12, f2, f1, dyn'), probe('fadd.s f12, f4, f5, rne'),
+  ].join('\n');
   return program(`
       .option arch, +d
       li t0, 0x2000
@@ -955,6 +969,7 @@ const fpArithProgram = (offLater: boolean): string => {
       li a3, 0
 loop:
 ${body}
+${probes}
       andi t0, s1, 63
       bnez t0, 2f
       .word ${faddDrm(5)}

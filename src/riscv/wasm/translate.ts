@@ -74,6 +74,11 @@ export const CHAINS = 9240;
 /** Int32 words: the FP unit is on (set by the hart before each call), an F/D load wrote an f
  *  register (set by wasm code, cleared by the hart). */
 export const FP_ON = 9244, FP_DIRTY = 9248;
+/** Int32 words: fflags bits raised by wasm code's inline F/D operations (the hart ORs them into
+ *  fflags and clears the word after each call: the fp import's operations accrue into fflags
+ *  themselves, and nothing reads fflags while wasm code runs), and the hart's frm (set by the
+ *  hart before each call: nothing in wasm code can change it). */
+export const FP_FLAGS = 9252, FP_FRM = 9256;
 /** The f registers (32 × 8 bytes, raw bits; the hart's fregs and fregsF64 are views on them). */
 export const FREGS = 9472;
 /** Why: a trap in a load or store (the hart's pc is already the trap vector), a JALR, a branch
@@ -182,19 +187,24 @@ const FP_CALL_XS = 3;
 /** The same, with x[rd] as its result (FEQ/FLT/FLE, FCVT.W/WU/L/LU.S/D, FMV.X.W, FCLASS). */
 const FP_CALL_XD = 4;
 
+/** FADD.D, FSUB.D (round to nearest, even), FEQ.D, FLT.D, FLE.D, FCVT.D.W, FCVT.D.WU: inline for
+ *  operands and results where no flag but NX can arise (see fpInline), else through the import. */
+const FP_FAST = 5;
+
 /** FP_* for an OP-FP instruction (0x53), as execute.ts's opFp decodes it. */
 function fpKind(insn: number): number {
   const fmt = (insn >>> 25) & 3, f5 = insn >>> 27, f3 = (insn >>> 12) & 7, rs2 = (insn >>> 20) & 31;
   if (fmt > 1) return FP_NONE;
   switch (f5) {
-    case 0x00: case 0x01: case 0x02: case 0x03: return FP_CALL; // FADD FSUB FMUL FDIV
+    case 0x00: case 0x01: return fmt === 1 && (f3 === 0 || f3 === 7) ? FP_FAST : FP_CALL; // FADD FSUB
+    case 0x02: case 0x03: return FP_CALL; // FMUL FDIV
     case 0x0b: return rs2 === 0 ? FP_CALL : FP_NONE; // FSQRT
     case 0x04: return f3 > 2 ? FP_NONE : fmt === 1 ? FP_MOVE : FP_CALL; // FSGNJ*
     case 0x05: return f3 > 1 ? FP_NONE : FP_CALL; // FMIN FMAX
     case 0x08: return rs2 === (fmt === 1 ? 0 : 1) ? FP_CALL : FP_NONE; // FCVT.S.D, FCVT.D.S
-    case 0x14: return f3 > 2 ? FP_NONE : FP_CALL_XD; // FLE FLT FEQ
+    case 0x14: return f3 > 2 ? FP_NONE : fmt === 1 ? FP_FAST : FP_CALL_XD; // FLE FLT FEQ
     case 0x18: return rs2 > 3 ? FP_NONE : FP_CALL_XD; // FCVT.int.S/D
-    case 0x1a: return rs2 > 3 ? FP_NONE : FP_CALL_XS; // FCVT.S/D.int
+    case 0x1a: return rs2 > 3 ? FP_NONE : fmt === 1 && rs2 < 2 && (f3 <= 4 || f3 === 7) ? FP_FAST : FP_CALL_XS; // FCVT.S/D.int
     case 0x1c: return rs2 !== 0 || f3 > 1 ? FP_NONE : f3 === 0 && fmt === 1 ? FP_MOVE : FP_CALL_XD; // FMV.X.W/D, FCLASS
     case 0x1e: return rs2 !== 0 || f3 !== 0 ? FP_NONE : fmt === 1 ? FP_MOVE : FP_CALL_XS; // FMV.W.X, FMV.D.X
     default: return FP_NONE;
@@ -271,7 +281,8 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     // and FMV.X.D
     const fp = op === 0x07 || op === 0x27 || op === 0x53 || op === 0x43 || op === 0x47 || op === 0x4b || op === 0x4f;
     const fk = op === 0x53 ? fpKind(w) : FP_NONE, f5 = w >>> 27;
-    const xd = fk === FP_CALL_XD || (fk === FP_MOVE && f5 === 0x1c), xs = fk === FP_CALL_XS || (fk === FP_MOVE && f5 === 0x1e);
+    const xd = fk === FP_CALL_XD || ((fk === FP_MOVE || fk === FP_FAST) && (f5 === 0x1c || f5 === 0x14));
+    const xs = fk === FP_CALL_XS || ((fk === FP_MOVE || fk === FP_FAST) && (f5 === 0x1e || f5 === 0x1a));
     if (op !== 0x23 && op !== 0x63 && op !== 0x0f && (!fp || xd) && rd !== 0) { used.add(rd); written.add(rd); }
     if (op !== 0x37 && op !== 0x17 && op !== 0x6f && op !== 0x0f && (!fp || op === 0x07 || op === 0x27 || xs) && rs1 !== 0) used.add(rs1);
     if ((op === 0x33 || op === 0x3b || op === 0x23 || op === 0x63) && rs2 !== 0) used.add(rs2);
@@ -301,7 +312,8 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     { params: [F64, I32, I32, I32, I32, I32], results: [I32] },
     { params: [F64, I32], results: [I32] },
   ], mi, [0], [['r', F_REGION]]);
-  const body = beginBody(e, [[4, I32], [4 + regs.length, I64]]);
+  const body = beginBody(e, [[4, I32], [4 + regs.length, I64], [3, F64]]);
+  const L_FA = L_REG0 + regs.length, L_FB = L_FA + 1, L_FS = L_FA + 2; // f64 operands and result
   const size = count;
   const get = (r: number): void => { if (r === 0) e.i64c(0); else e.get(L[r]); };
   const put = (r: number): void => { if (r === 0) e.byte(0x1a); else e.set(L[r]); };
@@ -382,18 +394,73 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   // An F/D instruction through the hart's fp import: x[rs1] stored for it first (FP_CALL_XS),
   // x[rd] loaded from the state memory after (FP_CALL_XD); a trap leaves the region (the pc is the
   // trap vector), not counting the instruction.
-  const fpCall = (off: number, w: number, kind: number, rd: number, rs1: number): void => {
+  const fpCall = (off: number, w: number, kind: number, rd: number, rs1: number, d: number): void => {
     if (kind === FP_CALL_XS && rs1 !== 0) {
       e.i32c(0); get(rs1); e.byte(0xa7); e.mem(0x36, 2, XL + 4 * rs1);
       e.i32c(0); get(rs1); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.mem(0x36, 2, XH + 4 * rs1);
     }
     e.get(L_PC0); e.i64c(off); e.byte(0x7c); e.byte(0xb9); e.i32c(w); e.call(F_FP);
-    e.byte(0x45); e.byte2(0x04, 0x40); addN(k); exit(off, 1, EXIT_TRAP); e.byte(0x0b);
+    e.byte(0x45); e.byte2(0x04, 0x40); addN(k); exit(off, 1 + d, EXIT_TRAP); e.byte(0x0b);
     if (kind === FP_CALL_XD && rd !== 0) {
       e.i32c(0); e.mem(0x28, 2, XL + 4 * rd); e.byte(0xad);
       e.i32c(0); e.mem(0x28, 2, XH + 4 * rd); e.byte(0xac); e.i64c(32); e.byte(0x86);
       e.byte(0x84); put(rd);
     }
+  };
+  // FP_FAST: inline where the result is the host's and no flag but NX can be raised, else (NaN
+  // operands, infinite or overflowing sums, a rounding mode other than RNE for the sums, a
+  // reserved one for the conversions) through the import as FP_CALL*:
+  //  - FADD.D / FSUB.D in RNE (static, or DYN with frm = RNE): the sum finite (and so the
+  //    operands); NX when Fast2Sum's error (softfloat.ts twoSumErr: exact when the sum is finite) is
+  //    not zero; a sum in the subnormal range is exact (no UF); zeros' signs are IEEE's, as wasm's.
+  //  - FEQ.D / FLT.D / FLE.D: neither operand a NaN (no NV possible).
+  //  - FCVT.D.W / FCVT.D.WU: exact, no flag; only the rounding mode's validity matters (DYN: frm).
+  const fpInline = (off: number, w: number, rd: number, rs1: number, rs2: number): void => {
+    const f5 = w >>> 27, f3 = (w >>> 12) & 7;
+    const loadF = (r: number): void => { e.i32c(0); e.mem(0x2b, 3, FREGS + 8 * r); };
+    const notNaN = (l: number): void => { e.get(l); e.get(l); e.byte(0x61); };
+    const frmIs = (ok: () => void): void => { e.i32c(0); e.mem(0x28, 2, FP_FRM); ok(); };
+    if (f5 === 0x1a) {
+      // the fast path's condition: a valid rounding mode (DYN: frm <= 4)
+      if (f3 === 7) { frmIs(() => { e.i32c(5); e.byte(0x49); }); } else e.i32c(1);
+      e.byte2(0x04, 0x40);
+      e.i32c(0); get(rs1); e.byte(0xa7); e.byte(((w >>> 20) & 31) === 0 ? 0xb7 : 0xb8); e.mem(0x39, 3, FREGS + 8 * rd);
+      fDirty();
+      e.byte(0x05);
+      fpCall(off, w, FP_CALL_XS, rd, rs1, 1);
+      e.byte(0x0b);
+      return;
+    }
+    loadF(rs1); e.set(L_FA); loadF(rs2); e.set(L_FB);
+    if (f5 === 0x14) {
+      notNaN(L_FA); notNaN(L_FB); e.byte(0x71);
+      e.byte2(0x04, 0x40);
+      e.get(L_FA); e.get(L_FB); e.byte(f3 === 2 ? 0x61 : f3 === 1 ? 0x63 : 0x65); e.byte(0xad); put(rd);
+      e.byte(0x05);
+      fpCall(off, w, FP_CALL_XD, rd, rs1, 1);
+      e.byte(0x0b);
+      return;
+    }
+    // FADD.D, FSUB.D (a - b = a + -b, also for zeros' signs)
+    if (f5 === 1) { e.get(L_FB); e.byte(0x9a); e.set(L_FB); }
+    e.get(L_FA); e.get(L_FB); e.byte(0xa0); e.set(L_FS);
+    // the sum finite (so were the operands): its exponent not all ones (i64.reinterpret, << 1,
+    // < 0xffe0...0 unsigned)
+    e.get(L_FS); e.byte(0xbd); e.i64c(1); e.byte(0x86); e.i64c(-(2 ** 53)); e.byte(0x54);
+    if (f3 === 7) { frmIs(() => { e.byte(0x45); }); e.byte(0x71); }
+    e.byte2(0x04, 0x40);
+    e.i32c(0); e.get(L_FS); e.mem(0x39, 3, FREGS + 8 * rd);
+    fDirty();
+    // Fast2Sum's error: |a| >= |b| ? b - (s - a) : a - (s - b); NX when not zero
+    e.get(L_FB); e.get(L_FS); e.get(L_FA); e.byte(0xa1); e.byte(0xa1);
+    e.get(L_FA); e.get(L_FS); e.get(L_FB); e.byte(0xa1); e.byte(0xa1);
+    e.get(L_FA); e.byte(0x99); e.get(L_FB); e.byte(0x99); e.byte(0x66);
+    e.byte(0x1b); // select
+    e.i64c(0); e.byte(0xbf); e.byte(0x62); // f64.ne 0 (f64.reinterpret_i64 of 0 = +0)
+    e.byte2(0x04, 0x40); e.i32c(0); e.i32c(0); e.mem(0x28, 2, FP_FLAGS); e.i32c(1); e.byte(0x72); e.mem(0x36, 2, FP_FLAGS); e.byte(0x0b);
+    e.byte(0x05);
+    fpCall(off, w, FP_CALL, rd, rs1, 1);
+    e.byte(0x0b);
   };
   // 64-bit division and remainder as RISC-V defines them (M: by zero, overflow), which wasm
   // would trap on: `wide` = i64 operands, else the low words (the *W forms).
@@ -476,11 +543,12 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
         break;
       case 0x43: case 0x47: case 0x4b: case 0x4f:
         fpOn(o);
-        fpCall(o, w, FP_CALL, rd, rs1);
+        fpCall(o, w, FP_CALL, rd, rs1, 0);
         break;
       case 0x53:
         fpOn(o);
-        if (fpKind(w) !== FP_MOVE) { fpCall(o, w, fpKind(w), rd, rs1); break; }
+        if (fpKind(w) === FP_FAST) { fpInline(o, w, rd, rs1, rs2); break; }
+        if (fpKind(w) !== FP_MOVE) { fpCall(o, w, fpKind(w), rd, rs1, 0); break; }
         if (f7 === 0x71) { getF(rs1); put(rd); break; } // FMV.X.D
         e.i32c(0);
         if (f7 === 0x79) get(rs1); // FMV.D.X
