@@ -631,8 +631,12 @@ export class Hart {
     fp[0] = this.fpEnabled() ? 1 : 0; // mstatus and frm do not change while wasm code runs
     fp[3] = this.frm;
     const n = blk.wasm!(fVa, blk.idx, blk.pc, budget, 0);
-    if (fp[1] !== 0) { fp[1] = 0; this.markFpDirty(); }
-    if (fp[2] !== 0) { this.fflags |= fp[2]; fp[2] = 0; this.markFpDirty(); }
+    // an f register written or flags raised: FS = Dirty; without a branch, whose first taking
+    // by a guest long after the warm-up would throw V8's optimized code of the loop away
+    const fl = fp[2], dirty = fp[1] | fl;
+    this.fflags |= fl;
+    this.mstatus |= ((dirty | -dirty) >> 31) & MS_FS;
+    fp[1] = 0; fp[2] = 0;
     const x = this.exitPc;
     if (x[2] === EXIT_TRAP) this.jitTrap = true; // the pc is the trap vector
     else this.pc = this.exactPc(x[0], x[1]);
