@@ -18,8 +18,10 @@
 // memory, fflags/frm/mstatus stay in the hart (nothing in wasm code reads them), and an x source
 // or result goes through the register file in the state memory around the call. A reserved
 // rounding mode traps there (illegal instruction), which leaves the region as a trapping load
-// does. Calling it costs a wasm -> JS call (~5 ns) where leaving the region cost an exit, the
-// interpreter up to its next branch and an entry (docs/guest-ram.md (e), "F/D arithmetic").
+// does. A call costs about what the interpreter takes for the instruction (execFp is most of
+// it), where leaving the region cost an exit, the interpreter up to its next branch and an entry;
+// the commonest cases are inline instead (FP_FAST, fpInline). docs/guest-ram.md (e), "F/D
+// arithmetic", has the figures.
 // F/D loads, stores and moves (function prologues and epilogues saving fs0-fs11 cut the busybox
 // programs' regions: sort and awk) read and write the f registers in the state memory (FREGS);
 // the hart tells whether the FP unit is on (FP_ON: mstatus.FS, which nothing in wasm code can
