@@ -332,7 +332,8 @@ export class Hart {
   private chainCount = 0;
   /** Chained calls so far (translate.ts CHAINS; jitStats.wasmChains). */
   private readonly chains: Uint32Array;
-  /** translate.ts FP_ON, FP_DIRTY: the FP unit is on; wasm code loaded an f register. */
+  /** translate.ts FP_ON, FP_DIRTY, FP_FLAGS, FP_FRM: the FP unit is on; wasm code wrote an f
+   *  register; fflags bits wasm code raised; frm. */
   private readonly fpState: Int32Array;
   /** Full regions translated so far (statistics; tests check that a path was translated). */
   regionsCompiled = 0;
@@ -366,7 +367,7 @@ export class Hart {
     this.tlbW = new Tlb(st, TLB_W);
     this.exitPc = new Int32Array(st, EXIT, 3);
     this.chains = new Uint32Array(st, CHAINS, 1);
-    this.fpState = new Int32Array(st, FP_ON, 2);
+    this.fpState = new Int32Array(st, FP_ON, 4);
     this.fregs = new Int32Array(st, FREGS, 64);
     this.fregsF64 = new Float64Array(st, FREGS, 32);
     this.chain = new Int32Array(st, CHAIN, 4 * CHAIN_SIZE);
@@ -387,6 +388,12 @@ export class Hart {
         if (!this.storeSlow(lo, hi, f3, vlo, vhi)) return 0;
         if (this.codeDirty || this.linesChanged) { this.codeDirty = false; return 2; }
         return 1;
+      },
+      fp: (pc, insn) => {
+        this.pc = pc;
+        this.rawInsn = insn;
+        this.jitStats.wasmFp++;
+        return execFp(this, insn) ? 1 : 0;
       },
     };
     this.xlo[10] = hartId;
@@ -621,9 +628,15 @@ export class Hart {
     if (c[e] === CHAIN_INVALID) this.chainFilled[this.chainCount++] = e;
     c[e] = lo; c[e + 1] = Math.floor(pc / TWO32) | 0; c[e + 2] = blk.slot; c[e + 3] = blk.idx;
     const fp = this.fpState;
-    fp[0] = this.fpEnabled() ? 1 : 0; // mstatus does not change while wasm code runs
+    fp[0] = this.fpEnabled() ? 1 : 0; // mstatus and frm do not change while wasm code runs
+    fp[3] = this.frm;
     const n = blk.wasm!(fVa, blk.idx, blk.pc, budget, 0);
-    if (fp[1] !== 0) { fp[1] = 0; this.markFpDirty(); }
+    // an f register written or flags raised: FS = Dirty; without a branch, whose first taking
+    // by a guest long after the warm-up would throw V8's optimized code of the loop away
+    const fl = fp[2], dirty = fp[1] | fl;
+    this.fflags |= fl;
+    this.mstatus |= ((dirty | -dirty) >> 31) & MS_FS;
+    fp[1] = 0; fp[2] = 0;
     const x = this.exitPc;
     if (x[2] === EXIT_TRAP) this.jitTrap = true; // the pc is the trap vector
     else this.pc = this.exactPc(x[0], x[1]);

@@ -869,3 +869,171 @@ describe('the WebAssembly tier: F/D loads and stores', () => {
     expectBudgetsKept(fpMemoryProgram(true), [0, 8, 16, 64, 72, 80, 96, 104], (h) => h.jitStats.wasmInsns);
   });
 });
+
+// ---- F/D arithmetic in wasm regions (issue 16: sort's and awk's doubles) ----
+
+/** Operands, binary64 (the first 32) and binary32 (the next 32): zeros, ±1, exact and inexact
+ *  quotients, the largest finite numbers, the smallest normal numbers, subnormals, infinities,
+ *  quiet NaNs (canonical and not) and signalling NaNs, integer-conversion edges (2^31, 2^63,
+ *  -2^31 - 1), products that underflow; in the binary64 half, NaN-boxed singles (and so every
+ *  other binary64 operand read as a single is the canonical NaN). */
+const F64_OPERANDS = [
+  0x0000000000000000n, 0x8000000000000000n, 0x3ff0000000000000n, 0xbff0000000000000n,
+  0x3ff8000000000000n, 0x4008000000000000n, 0x3fd5555555555555n, 0x7fefffffffffffffn,
+  0xffefffffffffffffn, 0x0010000000000000n, 0x000fffffffffffffn, 0x0000000000000001n,
+  0x8000000000000003n, 0x7ff0000000000000n, 0xfff0000000000000n, 0x7ff8000000000000n,
+  0x7ff0000000000001n, 0xfff8000000000123n, 0x41e0000000000000n, 0xc1e0000000200000n,
+  0x43e0000000000000n, 0x4330000000000001n, 0x3fe0000000000001n, 0x4000000000000001n,
+  0x7fe0000000000000n, 0x3ca0000000000000n, 0x0020000000000001n, 0xffffffff3f800000n,
+  0xffffffff7f800001n, 0xffffffff00000001n, 0xffffffff7f7fffffn, 0xc0091eb851eb851fn,
+];
+const F32_OPERANDS = [
+  0x00000000, 0x80000000, 0x3f800000, 0xbf800000, 0x3fc00000, 0x40400000, 0x3eaaaaab, 0x7f7fffff,
+  0xff7fffff, 0x00800000, 0x007fffff, 0x00000001, 0x80000003, 0x7f800000, 0xff800000, 0x7fc00000,
+  0x7f800001, 0xffc00123, 0x4f000000, 0xcf000001, 0x5f000000, 0x4b000001, 0x3f000001, 0x40000001,
+  0x7f000000, 0x33800000, 0x01000001, 0x3f7fffff, 0x4effffff, 0x00400000, 0x7e800000, 0xc048f5c3,
+];
+const FA_ITER = 3000;   // iterations of the loop (s1 counts down)
+const FA_OFF = 40;      // s1 below which FS stays Off (offLater): every F/D instruction traps
+/** An OP-FP instruction with a reserved rounding mode (5, 6): fadd.d f10, f1, f2 / fmul.s f11, f4, f5. */
+const faddDrm = (rm: number) => ((0x01 << 25) | (2 << 20) | (1 << 15) | (rm << 12) | (10 << 7) | 0x53) >>> 0;
+/** fcvt.d.w (u = 0) / fcvt.d.wu (u = 1) fd, x[rs1] with rounding mode rm (the assembler takes none). */
+const fcvtDW = (fd: number, rs1: number, rm: number, u: number) => ((0x69 << 25) | (u << 20) | (rs1 << 15) | (rm << 12) | (fd << 7) | 0x53) >>> 0;
+const fmulSrm = (rm: number) => ((0x08 << 25) | (5 << 20) | (4 << 15) | (rm << 12) | (11 << 7) | 0x53) >>> 0;
+
+/** A loop running every F/D arithmetic instruction (S and D) on operands picked from the tables
+ *  by the iteration count, in every rounding mode (static, and DYN with frm changed every 128
+ *  iterations to each of its values, the reserved 5, 6, 7 included: DYN instructions then trap),
+ *  with reserved static rounding modes every 64th iteration (illegal instruction); the results'
+ *  bits are folded into a1 (f results) and a2 (x results), fflags into a3 every 128 iterations
+ *  (then cleared). With `offLater`, FS stays Off from s1 < FA_OFF on. The trap handler clobbers
+ *  t5, t6 and a7: not used here. */
+const fpArithProgram = (offLater: boolean): string => {
+  const foldF = (f: string) => `fmv.x.d a4, ${f}\n slli a5, a1, 5\n sub a1, a5, a1\n add a1, a1, a4\n`;
+  const foldX = (x: string) => `slli a5, a2, 5\n sub a2, a5, a2\n add a2, a2, ${x}\n`;
+  const f = (insn: string, rd = 'f10') => `${insn}\n${foldF(rd)}`;
+  const x = (insn: string) => `${insn}\n${foldX('a4')}`;
+  const body = [
+    // operands: f1, f2, f3 binary64 (t0, t1, t2 their indices), f4, f5, f6 binary32, f7 a binary64 read as a single
+    'andi t0, s1, 31', 'li t3, 7', 'mul t1, s1, t3', 'andi t1, t1, 31', 'li t3, 13', 'mul t2, s1, t3', 'addi t2, t2, 5', 'andi t2, t2, 31',
+    'slli t3, t0, 3', 'add t3, t3, s2', 'fld f1, 0(t3)', 'slli t3, t1, 3', 'add t3, t3, s2', 'fld f2, 0(t3)', 'slli t3, t2, 3', 'add t3, t3, s2', 'fld f3, 0(t3)',
+    'slli t3, t1, 2', 'add t3, t3, s3', 'flw f4, 0(t3)', 'slli t3, t2, 2', 'add t3, t3, s3', 'flw f5, 0(t3)', 'slli t3, t0, 2', 'add t3, t3, s3', 'flw f6, 0(t3)',
+    'slli t3, t2, 3', 'add t3, t3, s2', 'fld f7, 0(t3)',
+    ...['rne', 'rtz', 'rdn', 'rup', 'rmm', 'dyn'].map((rm) => f(`fadd.d f10, f1, f2, ${rm}`)),
+    f('fsub.d f10, f1, f3, rdn'), f('fsub.d f10, f2, f1, dyn'),
+    ...['rne', 'rtz', 'rup', 'dyn'].map((rm) => f(`fmul.d f10, f1, f2, ${rm}`)),
+    ...['rne', 'rdn', 'rmm', 'dyn'].map((rm) => f(`fdiv.d f10, f1, f2, ${rm}`)),
+    ...['rne', 'rup', 'dyn'].map((rm) => f(`fsqrt.d f10, f1, ${rm}`)),
+    f('fmin.d f10, f1, f2'), f('fmax.d f10, f2, f3'),
+    ...['rne', 'rtz', 'dyn'].map((rm) => f(`fmadd.d f10, f1, f2, f3, ${rm}`)),
+    f('fmsub.d f10, f1, f2, f3, rne'), f('fnmsub.d f10, f2, f3, f1, rdn'), f('fnmadd.d f10, f3, f1, f2, rup'),
+    ...['rne', 'rtz', 'dyn'].map((rm) => f(`fcvt.s.d f10, f1, ${rm}`)), f('fcvt.d.s f10, f4'), f('fcvt.d.s f10, f7'),
+    x('feq.d a4, f1, f2'), x('flt.d a4, f1, f3'), x('fle.d a4, f2, f1'), x('fclass.d a4, f1'),
+    ...['rtz', 'rne', 'dyn'].map((rm) => x(`fcvt.w.d a4, f1, ${rm}`)),
+    x('fcvt.wu.d a4, f2, rup'), x('fcvt.l.d a4, f1, rdn'), x('fcvt.lu.d a4, f3, rmm'), x('fcvt.l.d a4, f2, dyn'),
+    'fmv.x.d a6, f2', f('fcvt.d.l f10, a6, rne'), f('fcvt.d.l f10, a6, dyn'), f('fcvt.d.lu f10, a6, rtz'), f('fcvt.d.w f10, a6'), f('fcvt.d.wu f10, a6'), f(`.word ${fcvtDW(10, 16, 7, 0)}`), f(`.word ${fcvtDW(10, 16, 1, 1)}`),
+    f('fcvt.d.l f10, zero'), x('fcvt.l.d zero, f2, rne'),
+    ...['rne', 'rtz', 'dyn'].map((rm) => f(`fadd.s f11, f4, f5, ${rm}`, 'f11')),
+    f('fsub.s f11, f5, f6, rdn', 'f11'), f('fmul.s f11, f4, f5, rup', 'f11'), f('fmul.s f11, f4, f6, dyn', 'f11'),
+    f('fdiv.s f11, f4, f5, rdn', 'f11'), f('fdiv.s f11, f5, f4, dyn', 'f11'), f('fsqrt.s f11, f4, rmm', 'f11'),
+    f('fmin.s f11, f4, f5', 'f11'), f('fmax.s f11, f5, f6', 'f11'), f('fmin.s f11, f7, f4', 'f11'),
+    f('fmadd.s f11, f4, f5, f6, rne', 'f11'), f('fmadd.s f11, f4, f5, f6, dyn', 'f11'), f('fnmadd.s f11, f6, f4, f5, rtz', 'f11'),
+    f('fsgnj.s f11, f4, f5', 'f11'), f('fsgnjn.s f11, f7, f5', 'f11'), f('fsgnjx.s f11, f4, f6', 'f11'),
+    f('fadd.s f11, f7, f4, rne', 'f11'),
+    x('feq.s a4, f4, f5'), x('flt.s a4, f5, f6'), x('fle.s a4, f4, f7'), x('fclass.s a4, f4'), x('fclass.s a4, f7'), x('fmv.x.w a4, f4'),
+    x('fcvt.w.s a4, f4, rtz'), x('fcvt.l.s a4, f5, dyn'), x('fcvt.wu.s a4, f6, rup'),
+    f('fcvt.s.l f11, a6, rne', 'f11'), f('fcvt.s.w f11, a6, dyn', 'f11'), f('fcvt.s.wu f11, a6, rmm', 'f11'), f('fmv.w.x f11, a6', 'f11'),
+  ].map((s, i) => (i % 8 === 7 ? `${s}\nj 1f\n1:` : s)).join('\n'); // jumps: where the interpreter enters wasm code again after a trap
+  // Each operation's own flags (fflags read and cleared after it; the CSR access ends the wasm
+  // region, which the jump after it enters again): those done inline in wasm when they can be
+  // (FADD.D and FSUB.D in RNE, FEQ/FLT/FLE.D, FCVT.D.W[U]) and a few through the hart.
+  // (the result folded first: a region needs 3 instructions before the CSR access)
+  const probe = (insn: string, rd = 'f12') => `${insn}\n${rd.startsWith('f') ? foldF(rd) : foldX(rd)}csrrw a4, fflags, zero\n${foldX('a4')}j 1f\n1:`;
+  const probes = [
+    ...['rne', 'dyn'].map((rm) => probe(`fadd.d f12, f1, f2, ${rm}`)), probe('fadd.d f12, f1, f1, rne'), probe('fadd.d f12, f2, f3, dyn'),
+    probe('fsub.d f12, f1, f2, rne'), probe('fsub.d f12, f1, f1, dyn'), probe('fsub.d f12, f3, f2, rne'),
+    probe('feq.d a6, f1, f2', 'a6'), probe('flt.d a6, f2, f3', 'a6'), probe('fle.d a6, f1, f1', 'a6'), probe('feq.d a6, f3, f3', 'a6'),
+    probe(`.word ${fcvtDW(12, 11, 7, 0)}`), probe(`.word ${fcvtDW(12, 12, 0, 1)}`),
+    probe('fmul.d f12, f1, f2, rne'), probe('fdiv.d f12, f2, f1, dyn'), probe('fadd.s f12, f4, f5, rne'),
+  ].join('\n');
+  return program(`
+      .option arch, +d
+      li t0, 0x2000
+      csrs mstatus, t0          # FS = Initial
+      li s0, ${DATA}
+      la s2, f64ops
+      la s3, f32ops
+      li s1, ${FA_ITER}
+      li a1, 0
+      li a2, 0
+      li a3, 0
+loop:
+${body}
+${probes}
+      andi t0, s1, 63
+      bnez t0, 2f
+      .word ${faddDrm(5)}
+      .word ${fmulSrm(6)}
+      ${foldF('f10')}
+2:    andi t0, s1, 127
+      bnez t0, 3f
+      csrr t3, fflags
+      add a3, a3, t3
+      csrw fflags, zero
+      srli t3, s1, 7            # frm: (s1 >> 7) % 5 down to s1 = 1024, then 7, 6, ..., 0
+      li t4, 8
+      bltu t3, t4, 4f
+      li t4, 5
+      remu t3, t3, t4
+4:    csrw frm, t3
+3:    ${offLater ? `li t3, ${FA_OFF}
+      bge s1, t3, 5f
+      li t3, 0x6000
+      csrc mstatus, t3          # FS = Off` : ''}
+5:    addi s1, s1, -1
+      bnez s1, loop
+      sd a1, 0(s0)
+      sd a2, 16(s0)
+      sd a3, 24(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass
+      .align 3
+f64ops: ${F64_OPERANDS.map((v) => `.dword 0x${v.toString(16)}`).join('\n')}
+f32ops: ${F32_OPERANDS.map((v) => `.word 0x${v.toString(16)}`).join('\n')}
+`);
+};
+
+describe('the WebAssembly tier: F/D arithmetic', () => {
+  beforeAll(() => { tier = 'wasm'; });
+  const mem = (m: Mini) => Array.from({ length: 4 }, (_, i) => u64(m, DATA + 8 * i));
+
+  for (const offLater of [false, true]) {
+    test(`every F/D operation in every rounding mode, on NaNs, infinities, zeros, subnormals and overflowing operands, with reserved rounding modes${offLater ? ' and the FP unit off at the end' : ''}, gives the interpreter's registers, fflags, traps and instret`, () => {
+      const [a, b] = runBoth(fpArithProgram(offLater), 50_000_000);
+      expect(a.exit).toEqual({ code: 0 });
+      expect(b.exit).toEqual({ code: 0 });
+      const h = a.harts[0], hb = b.harts[0];
+      expect(made(h)).toBeGreaterThan(0);
+      // most of the F/D work ran in wasm regions, not in the interpreter
+      expect(h.jitStats.wasmInsns).toBeGreaterThan(FA_ITER * 100);
+      expect(h.jitStats.wasmFp).toBeGreaterThan(FA_ITER * 40);
+      expectSameResults(a, b);
+      expect(mem(a)).toEqual(mem(b));
+      expect(Array.from(h.fregs)).toEqual(Array.from(hb.fregs));
+      expect(h.fflags).toBe(hb.fflags);
+      expect(h.frm).toBe(hb.frm);
+      expect(h.mstatus).toBe(hb.mstatus);
+      expect(h.instret).toBe(hb.instret);
+      const ta = traps(a);
+      expect(ta).toEqual(traps(b));
+      // illegal instructions: the reserved static modes, DYN with frm 5, 6, 7 (and FS off)
+      expect(ta.length).toBeGreaterThan(2 * (FA_ITER / 64));
+      expect(ta.every((t) => t[0] === 2n)).toBe(true);
+    });
+  }
+
+  test('run(n) never retires more than n instructions there, and ends on the same state', () => {
+    expectBudgetsKept(fpArithProgram(true), [0, 8, 16, 24], (h) => h.jitStats.wasmInsns);
+  });
+});

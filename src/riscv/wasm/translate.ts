@@ -8,9 +8,20 @@
 // points), breadth first, at most MAX_REGION instructions. Translated: RV64I and M integer
 // operations (MULH, MULHSU, MULHU excepted), branches, JAL, JALR, loads and stores through the
 // soft TLB (FLW, FLD, FSW, FSD too), FENCE, the D moves without rounding (FSGNJ*.D, FMV.X.D,
-// FMV.D.X), and the compressed forms (decoded through CEXP as the interpreter does). Anything
-// else (other F/D, AMO, SYSTEM, FENCE.I, MULH*, reserved encodings) is left out: reaching it
-// leaves the function, and the interpreter runs it.
+// FMV.D.X) inline, the other F/D instructions (arithmetic, FMA, conversions, compares, FCLASS,
+// FMIN/FMAX, the S moves) through a call of the hart's fp import (fpKind), and the compressed
+// forms (decoded through CEXP as the interpreter does). Anything else (AMO, SYSTEM, FENCE.I,
+// MULH*, reserved encodings) is left out: reaching it leaves the function, and the interpreter
+// runs it.
+// The fp import runs the interpreter's own execFp (fp/execute.ts: softfloat, bit-exact, fflags,
+// frm for DYN, canonical NaNs, NaN-boxing) on the hart: the f registers are already in the state
+// memory, fflags/frm/mstatus stay in the hart (nothing in wasm code reads them), and an x source
+// or result goes through the register file in the state memory around the call. A reserved
+// rounding mode traps there (illegal instruction), which leaves the region as a trapping load
+// does. A call costs about what the interpreter takes for the instruction (execFp is most of
+// it), where leaving the region cost an exit, the interpreter up to its next branch and an entry;
+// the commonest cases are inline instead (FP_FAST, fpInline). docs/guest-ram.md (e), "F/D
+// arithmetic", has the figures.
 // F/D loads, stores and moves (function prologues and epilogues saving fs0-fs11 cut the busybox
 // programs' regions: sort and awk) read and write the f registers in the state memory (FREGS);
 // the hart tells whether the FP unit is on (FP_ON: mstatus.FS, which nothing in wasm code can
@@ -65,6 +76,11 @@ export const CHAINS = 9240;
 /** Int32 words: the FP unit is on (set by the hart before each call), an F/D load wrote an f
  *  register (set by wasm code, cleared by the hart). */
 export const FP_ON = 9244, FP_DIRTY = 9248;
+/** Int32 words: fflags bits raised by wasm code's inline F/D operations (the hart ORs them into
+ *  fflags and clears the word after each call: the fp import's operations accrue into fflags
+ *  themselves, and nothing reads fflags while wasm code runs), and the hart's frm (set by the
+ *  hart before each call: nothing in wasm code can change it). */
+export const FP_FLAGS = 9252, FP_FRM = 9256;
 /** The f registers (32 × 8 bytes, raw bits; the hart's fregs and fregsF64 are views on them). */
 export const FREGS = 9472;
 /** Why: a trap in a load or store (the hart's pc is already the trap vector), a JALR, a branch
@@ -104,6 +120,11 @@ export interface WasmImports {
   /** The region table (REGION_TABLE region functions, by slot), chained regions call through. */
   c: WebAssembly.Table;
   ld: (pc: number, lo: number, hi: number, f3: number) => number;
+  /** An F/D instruction the region does not do inline: (its pc, its bits) -> 1 when it retired,
+   *  0 when it trapped (the hart's pc is then the trap vector: a reserved rounding mode). It runs
+   *  on the hart's state (f registers in the state memory, x[rs1] and x[rd] there too: the region
+   *  stores its source before and loads its result after, fflags, frm, mstatus.FS). */
+  fp: (pc: number, insn: number) => number;
   st: (pc: number, lo: number, hi: number, f3: number, vlo: number, vhi: number) => number;
   /** The hart's ReservationSet memory (imported by regions of `smp` harts). */
   r: WebAssembly.Memory;
@@ -143,14 +164,52 @@ function kindOf(insn: number): number {
     case 0x03: return f3 === 7 ? NONE : OP;
     case 0x23: return f3 >= 4 ? NONE : OP;
     case 0x07: case 0x27: return f3 === 2 || f3 === 3 ? OP : NONE; // FLW, FLD, FSW, FSD
-    case 0x53: // FSGNJ.D, FSGNJN.D, FSGNJX.D; FMV.X.D, FMV.D.X: bits moved, no rounding, no flags
-      if (f7 === 0x11) return f3 <= 2 ? OP : NONE;
-      return (f7 === 0x71 || f7 === 0x79) && f3 === 0 && ((insn >>> 20) & 31) === 0 ? OP : NONE;
+    case 0x53: // OP-FP, S and D: inline or through the hart's fp import (see fpKind)
+      return fpKind(insn) !== FP_NONE ? OP : NONE;
+    case 0x43: case 0x47: case 0x4b: case 0x4f: return (f7 & 3) <= 1 ? OP : NONE; // FMADD, FMSUB, FNMSUB, FNMADD (S, D)
     case 0x63: return f3 === 2 || f3 === 3 ? NONE : BR;
     case 0x6f: return JAL;
     case 0x67: return f3 === 0 ? JALR : NONE;
     case 0x0f: return f3 === 0 ? OP : NONE; // FENCE; FENCE.I goes to the interpreter
     default: return NONE;
+  }
+}
+
+// How an F/D arithmetic instruction (OP-FP, and the FMA family) is translated.
+/** Not translated: an encoding the interpreter rejects whatever the state (H/Q formats, funct5 or
+ *  funct3 or rs2 out of range). */
+const FP_NONE = 0;
+/** FSGNJ*.D, FMV.X.D, FMV.D.X: bits moved inline, no rounding, no flags. */
+const FP_MOVE = 1;
+/** Through the hart's fp import (execFp on the f registers in the state memory, fflags and frm in
+ *  the hart, a reserved rounding mode an illegal-instruction trap there): f registers only. */
+const FP_CALL = 2;
+/** The same, with x[rs1] as its source (FCVT.S/D.W/WU/L/LU, FMV.W.X). */
+const FP_CALL_XS = 3;
+/** The same, with x[rd] as its result (FEQ/FLT/FLE, FCVT.W/WU/L/LU.S/D, FMV.X.W, FCLASS). */
+const FP_CALL_XD = 4;
+
+/** FADD.D, FSUB.D (round to nearest, even), FEQ.D, FLT.D, FLE.D, FCVT.D.W, FCVT.D.WU: inline for
+ *  operands and results where no flag but NX can arise (see fpInline), else through the import. */
+const FP_FAST = 5;
+
+/** FP_* for an OP-FP instruction (0x53), as execute.ts's opFp decodes it. */
+function fpKind(insn: number): number {
+  const fmt = (insn >>> 25) & 3, f5 = insn >>> 27, f3 = (insn >>> 12) & 7, rs2 = (insn >>> 20) & 31;
+  if (fmt > 1) return FP_NONE;
+  switch (f5) {
+    case 0x00: case 0x01: return fmt === 1 && (f3 === 0 || f3 === 7) ? FP_FAST : FP_CALL; // FADD FSUB
+    case 0x02: case 0x03: return FP_CALL; // FMUL FDIV
+    case 0x0b: return rs2 === 0 ? FP_CALL : FP_NONE; // FSQRT
+    case 0x04: return f3 > 2 ? FP_NONE : fmt === 1 ? FP_MOVE : FP_CALL; // FSGNJ*
+    case 0x05: return f3 > 1 ? FP_NONE : FP_CALL; // FMIN FMAX
+    case 0x08: return rs2 === (fmt === 1 ? 0 : 1) ? FP_CALL : FP_NONE; // FCVT.S.D, FCVT.D.S
+    case 0x14: return f3 > 2 ? FP_NONE : fmt === 1 ? FP_FAST : FP_CALL_XD; // FLE FLT FEQ
+    case 0x18: return rs2 > 3 ? FP_NONE : FP_CALL_XD; // FCVT.int.S/D
+    case 0x1a: return rs2 > 3 ? FP_NONE : fmt === 1 && rs2 < 2 && (f3 <= 4 || f3 === 7) ? FP_FAST : FP_CALL_XS; // FCVT.S/D.int
+    case 0x1c: return rs2 !== 0 || f3 > 1 ? FP_NONE : f3 === 0 && fmt === 1 ? FP_MOVE : FP_CALL_XD; // FMV.X.W/D, FCLASS
+    case 0x1e: return rs2 !== 0 || f3 !== 0 ? FP_NONE : fmt === 1 ? FP_MOVE : FP_CALL_XS; // FMV.W.X, FMV.D.X
+    default: return FP_NONE;
   }
 }
 
@@ -163,7 +222,7 @@ const P_PC0 = 0, P_NEXT = 1, P_EX = 2, P_BUDGET = 3, L_N = 4 /* a parameter: ret
 // Entries of the hart's function table (access.ts): loads by funct3, then stores.
 const F_LOAD = 0, F_STORE = LOADS.length;
 // Imported functions: the hart's slow paths (hart.ts, wasmImports); the region function is next.
-const F_SLOW_LOAD = 0, F_SLOW_STORE = 1, F_REGION = 2;
+const F_SLOW_LOAD = 0, F_SLOW_STORE = 1, F_FP = 2, F_REGION = 3;
 
 /** The region of the page reachable from byte offset `entry` (page halfwords from index `base`
  *  of `view`) as a wasm module instantiated against the hart's `state` memory and RAM access
@@ -219,10 +278,15 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   for (const nd of at.values()) {
     const w = nd.insn, op = w & 0x7f;
     const rd = (w >>> 7) & 31, rs1 = (w >>> 15) & 31, rs2 = (w >>> 20) & 31;
-    // F/D: rd and rs2 are f registers, and rs1 too for OP-FP but FMV.D.X; FMV.X.D writes x[rd]
-    const fp = op === 0x07 || op === 0x27 || op === 0x53;
-    if (op !== 0x23 && op !== 0x63 && op !== 0x0f && (!fp || (w >>> 25) === 0x71) && rd !== 0) { used.add(rd); written.add(rd); }
-    if (op !== 0x37 && op !== 0x17 && op !== 0x6f && op !== 0x0f && (op !== 0x53 || (w >>> 25) === 0x79) && rs1 !== 0) used.add(rs1);
+    // F/D: rd and rs2 (rs3) are f registers, and rs1 too for OP-FP and the FMA family but where
+    // fpKind says x[rs1] is the source (FP_CALL_XS, FMV.D.X); x[rd] is the result of FP_CALL_XD
+    // and FMV.X.D
+    const fp = op === 0x07 || op === 0x27 || op === 0x53 || op === 0x43 || op === 0x47 || op === 0x4b || op === 0x4f;
+    const fk = op === 0x53 ? fpKind(w) : FP_NONE, f5 = w >>> 27;
+    const xd = fk === FP_CALL_XD || ((fk === FP_MOVE || fk === FP_FAST) && (f5 === 0x1c || f5 === 0x14));
+    const xs = fk === FP_CALL_XS || ((fk === FP_MOVE || fk === FP_FAST) && (f5 === 0x1e || f5 === 0x1a));
+    if (op !== 0x23 && op !== 0x63 && op !== 0x0f && (!fp || xd) && rd !== 0) { used.add(rd); written.add(rd); }
+    if (op !== 0x37 && op !== 0x17 && op !== 0x6f && op !== 0x0f && (!fp || op === 0x07 || op === 0x27 || xs) && rs1 !== 0) used.add(rs1);
     if ((op === 0x33 || op === 0x3b || op === 0x23 || op === 0x63) && rs2 !== 0) used.add(rs2);
   }
   const regs = [...used].sort((a, b) => a - b);
@@ -237,6 +301,7 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     { module: 'h', name: 'c', kind: 'table', size: REGION_TABLE },
     { module: 'h', name: 'ld', kind: 'func', type: 3 },
     { module: 'h', name: 'st', kind: 'func', type: 4 },
+    { module: 'h', name: 'fp', kind: 'func', type: 5 },
   ];
   // harts on other threads: the LR/SC reservation set (memory 1), whose `active` word a store
   // checks (see access)
@@ -247,8 +312,10 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     { params: [I32, I32, I64], results: [] },
     { params: [F64, I32, I32, I32], results: [I32] },
     { params: [F64, I32, I32, I32, I32, I32], results: [I32] },
+    { params: [F64, I32], results: [I32] },
   ], mi, [0], [['r', F_REGION]]);
-  const body = beginBody(e, [[4, I32], [4 + regs.length, I64]]);
+  const body = beginBody(e, [[4, I32], [4 + regs.length, I64], [3, F64]]);
+  const L_FA = L_REG0 + regs.length, L_FB = L_FA + 1, L_FS = L_FA + 2; // f64 operands and result
   const size = count;
   const get = (r: number): void => { if (r === 0) e.i64c(0); else e.get(L[r]); };
   const put = (r: number): void => { if (r === 0) e.byte(0x1a); else e.set(L[r]); };
@@ -325,6 +392,77 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   const fpOn = (off: number): void => {
     e.i32c(0); e.mem(0x28, 2, FP_ON); e.byte(0x45);
     e.byte2(0x04, 0x40); addN(k); exit(off, 1, EXIT_FP); e.byte(0x0b);
+  };
+  // An F/D instruction through the hart's fp import: x[rs1] stored for it first (FP_CALL_XS),
+  // x[rd] loaded from the state memory after (FP_CALL_XD); a trap leaves the region (the pc is the
+  // trap vector), not counting the instruction.
+  const fpCall = (off: number, w: number, kind: number, rd: number, rs1: number, d: number): void => {
+    if (kind === FP_CALL_XS && rs1 !== 0) {
+      e.i32c(0); get(rs1); e.byte(0xa7); e.mem(0x36, 2, XL + 4 * rs1);
+      e.i32c(0); get(rs1); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.mem(0x36, 2, XH + 4 * rs1);
+    }
+    e.get(L_PC0); e.i64c(off); e.byte(0x7c); e.byte(0xb9); e.i32c(w); e.call(F_FP);
+    e.byte(0x45); e.byte2(0x04, 0x40); addN(k); exit(off, 1 + d, EXIT_TRAP); e.byte(0x0b);
+    if (kind === FP_CALL_XD && rd !== 0) {
+      e.i32c(0); e.mem(0x28, 2, XL + 4 * rd); e.byte(0xad);
+      e.i32c(0); e.mem(0x28, 2, XH + 4 * rd); e.byte(0xac); e.i64c(32); e.byte(0x86);
+      e.byte(0x84); put(rd);
+    }
+  };
+  // FP_FAST: inline where the result is the host's and no flag but NX can be raised, else (NaN
+  // operands, infinite or overflowing sums, a rounding mode other than RNE for the sums, a
+  // reserved one for the conversions) through the import as FP_CALL*:
+  //  - FADD.D / FSUB.D in RNE (static, or DYN with frm = RNE): the sum finite (and so the
+  //    operands); NX when Fast2Sum's error (softfloat.ts twoSumErr: exact when the sum is finite) is
+  //    not zero; a sum in the subnormal range is exact (no UF); zeros' signs are IEEE's, as wasm's.
+  //  - FEQ.D / FLT.D / FLE.D: neither operand a NaN (no NV possible).
+  //  - FCVT.D.W / FCVT.D.WU: exact, no flag; only the rounding mode's validity matters (DYN: frm).
+  const fpInline = (off: number, w: number, rd: number, rs1: number, rs2: number): void => {
+    const f5 = w >>> 27, f3 = (w >>> 12) & 7;
+    const loadF = (r: number): void => { e.i32c(0); e.mem(0x2b, 3, FREGS + 8 * r); };
+    const notNaN = (l: number): void => { e.get(l); e.get(l); e.byte(0x61); };
+    const frmIs = (ok: () => void): void => { e.i32c(0); e.mem(0x28, 2, FP_FRM); ok(); };
+    if (f5 === 0x1a) {
+      // the fast path's condition: a valid rounding mode (DYN: frm <= 4)
+      if (f3 === 7) { frmIs(() => { e.i32c(5); e.byte(0x49); }); } else e.i32c(1);
+      e.byte2(0x04, 0x40);
+      e.i32c(0); get(rs1); e.byte(0xa7); e.byte(((w >>> 20) & 31) === 0 ? 0xb7 : 0xb8); e.mem(0x39, 3, FREGS + 8 * rd);
+      fDirty();
+      e.byte(0x05);
+      fpCall(off, w, FP_CALL_XS, rd, rs1, 1);
+      e.byte(0x0b);
+      return;
+    }
+    loadF(rs1); e.set(L_FA); loadF(rs2); e.set(L_FB);
+    if (f5 === 0x14) {
+      notNaN(L_FA); notNaN(L_FB); e.byte(0x71);
+      e.byte2(0x04, 0x40);
+      e.get(L_FA); e.get(L_FB); e.byte(f3 === 2 ? 0x61 : f3 === 1 ? 0x63 : 0x65); e.byte(0xad); put(rd);
+      e.byte(0x05);
+      fpCall(off, w, FP_CALL_XD, rd, rs1, 1);
+      e.byte(0x0b);
+      return;
+    }
+    // FADD.D, FSUB.D (a - b = a + -b, also for zeros' signs)
+    if (f5 === 1) { e.get(L_FB); e.byte(0x9a); e.set(L_FB); }
+    e.get(L_FA); e.get(L_FB); e.byte(0xa0); e.set(L_FS);
+    // the sum finite (so were the operands): its exponent not all ones (i64.reinterpret, << 1,
+    // < 0xffe0...0 unsigned)
+    e.get(L_FS); e.byte(0xbd); e.i64c(1); e.byte(0x86); e.i64c(-(2 ** 53)); e.byte(0x54);
+    if (f3 === 7) { frmIs(() => { e.byte(0x45); }); e.byte(0x71); }
+    e.byte2(0x04, 0x40);
+    e.i32c(0); e.get(L_FS); e.mem(0x39, 3, FREGS + 8 * rd);
+    fDirty();
+    // Fast2Sum's error: |a| >= |b| ? b - (s - a) : a - (s - b); NX when not zero
+    e.get(L_FB); e.get(L_FS); e.get(L_FA); e.byte(0xa1); e.byte(0xa1);
+    e.get(L_FA); e.get(L_FS); e.get(L_FB); e.byte(0xa1); e.byte(0xa1);
+    e.get(L_FA); e.byte(0x99); e.get(L_FB); e.byte(0x99); e.byte(0x66);
+    e.byte(0x1b); // select
+    e.i64c(0); e.byte(0xbf); e.byte(0x62); // f64.ne 0 (f64.reinterpret_i64 of 0 = +0)
+    e.byte2(0x04, 0x40); e.i32c(0); e.i32c(0); e.mem(0x28, 2, FP_FLAGS); e.i32c(1); e.byte(0x72); e.mem(0x36, 2, FP_FLAGS); e.byte(0x0b);
+    e.byte(0x05);
+    fpCall(off, w, FP_CALL, rd, rs1, 1);
+    e.byte(0x0b);
   };
   // 64-bit division and remainder as RISC-V defines them (M: by zero, overflow), which wasm
   // would trap on: `wide` = i64 operands, else the low words (the *W forms).
@@ -405,8 +543,14 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
         fpOn(o);
         access(rs1, ((w >> 25) << 5) | ((w >>> 7) & 31), f3, f3, true, () => getF(rs2), o, next);
         break;
+      case 0x43: case 0x47: case 0x4b: case 0x4f:
+        fpOn(o);
+        fpCall(o, w, FP_CALL, rd, rs1, 0);
+        break;
       case 0x53:
         fpOn(o);
+        if (fpKind(w) === FP_FAST) { fpInline(o, w, rd, rs1, rs2); break; }
+        if (fpKind(w) !== FP_MOVE) { fpCall(o, w, fpKind(w), rd, rs1, 0); break; }
         if (f7 === 0x71) { getF(rs1); put(rd); break; } // FMV.X.D
         e.i32c(0);
         if (f7 === 0x79) get(rs1); // FMV.D.X
