@@ -987,6 +987,14 @@ export class Hart {
         const t = this.pc, d = t - fVa;
         if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
         if (this.linesChanged || this.budgetOut || n >= budget) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
+      } else if (wasm && blk === undefined && ++hot[fHash | (pcOff >> 1)] >= hotAt) {
+        // Code where a block starts: after a SYSTEM instruction (a CSR write of sstatus
+        // re-enabling interrupts, an SRET, an ECALL's return), a trap or interrupt, the end of a
+        // slice. It counts as a reach, as a page entry does: code after a CSR access, which no
+        // region can take in, ran interpreted up to the next branch (mke2fs: 12% of what it
+        // interpreted).
+        hot[fHash | (pcOff >> 1)] = 0;
+        fBlocks = this.compileAt(fPn, pcOff >> 1, fView, fOff, pcOff, false).blocks;
       }
     }
     loop: for (;;) {

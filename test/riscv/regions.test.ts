@@ -1056,3 +1056,44 @@ describe('the WebAssembly tier: MULH, MULHSU, MULHU', () => {
     expect(u64(a, DATA + 24)).toBe(u64(b, DATA + 24));
   });
 });
+
+/** A loop with a CSR write in the middle (which no region takes in, and after which the
+ *  interpreter ends its block): the code after it is a block start the hart counts, so it gets a
+ *  wasm region of its own instead of being interpreted up to the loop's branch. */
+const CSR_ITER = 4000;
+const csrInsideProgram = program(`
+      li s0, ${DATA}
+      li s1, ${CSR_ITER}
+      li a0, 1
+1:    addi a0, a0, 3
+      xor a1, a1, a0
+      slli t0, a0, 2
+      add a1, a1, t0
+      csrw mscratch, a1
+      srli t1, a1, 3
+      xor a0, a0, t1
+      addi a2, a2, 1
+      add a3, a3, a0
+      xor a3, a3, a2
+      slli t2, a3, 1
+      add a0, a0, t2
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass
+`);
+
+describe('the WebAssembly tier: code after a CSR access', () => {
+  beforeAll(() => { tier = 'wasm'; });
+  test('runs in a region of its own (a block start is counted as a reach), with the interpreter\'s results', () => {
+    const [a, b] = runBoth(csrInsideProgram, 20_000_000);
+    expect(a.exit).toEqual({ code: 0 });
+    const h = a.harts[0];
+    expect(made(h)).toBeGreaterThan(0);
+    // 14 of the loop's 15 instructions: the 10 after the CSR write too
+    expect(h.jitStats.wasmInsns).toBeGreaterThan(CSR_ITER * 12);
+    expectSameResults(a, b);
+  });
+});
