@@ -47,7 +47,9 @@
 // LR reservations) while any reservation is held, the set's `active` word read from its shared
 // memory (imported); FENCE is atomic.fence; aligned doublewords are single i64 accesses. Harts
 // sharing a thread enter wasm code only while no reservation is held (hart.ts), and a FENCE
-// needs no barrier there.
+// needs no barrier there; an LR inside a region (run by the hart, see hartExec) may leave one
+// held while the region and those it chains into go on: their stores are the hart's own, which
+// do not break it, and no other hart runs meanwhile.
 import { decodeAt } from '../jit.js';
 import { beginBody, beginModule, Emitter, endBody, F64, I32, I64, type Import } from './emit.js';
 import { ACCESS_TABLE, LOADS } from './access.js';
