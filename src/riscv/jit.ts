@@ -119,12 +119,14 @@ export class JitStats {
   wasmChains = 0;
   /** F/D instructions wasm regions ran through the hart's fp import (wasm/translate.ts FP_CALL*). */
   wasmFp = 0;
+  /** Instructions of wasm regions the hart ran for them (AMO, LR, SC: wasm/translate.ts). */
+  wasmHartExec = 0;
 
   add(o: JitStats): void {
     this.loops += o.loops; this.regions += o.regions; this.compileMs += o.compileMs; this.translatedInsns += o.translatedInsns;
     this.wasmRegions += o.wasmRegions; this.wasmBytes += o.wasmBytes; this.wasmMs += o.wasmMs; this.wasmInsns += o.wasmInsns;
     for (let i = 0; i < this.wasmExits.length; i++) this.wasmExits[i] += o.wasmExits[i];
-    this.wasmResets += o.wasmResets; this.wasmSlow += o.wasmSlow; this.wasmChains += o.wasmChains; this.wasmFp += o.wasmFp;
+    this.wasmResets += o.wasmResets; this.wasmSlow += o.wasmSlow; this.wasmChains += o.wasmChains; this.wasmFp += o.wasmFp; this.wasmHartExec += o.wasmHartExec;
   }
 
   /** One line for people: what was translated, what it cost, the share of `instret` it ran. */
@@ -133,7 +135,7 @@ export class JitStats {
     const wasm = this.wasmRegions === 0 ? '' : `; wasm: ${this.wasmRegions} regions (${(this.wasmBytes / 1024).toFixed(0)} KiB) in ` +
       `${this.wasmMs.toFixed(0)} ms, ${instret > 0 ? (100 * this.wasmInsns / instret).toFixed(1) : '0.0'}% of instructions ` +
       `(${(this.wasmInsns / Math.max(1, this.wasmExits.reduce((a, b) => a + b))).toFixed(0)} per call from the hart, ${this.wasmChains} regions entered from another; calls ended by a trap ${this.wasmExits[0]}, ` +
-      `JALR ${this.wasmExits[1]}, leaving the region ${this.wasmExits[2]}, budget ${this.wasmExits[3]}, a store ${this.wasmExits[4]}, FP off ${this.wasmExits[5]}), RAM access module made ${this.wasmResets} times, ${this.wasmSlow} slow loads and stores, ${this.wasmFp} F/D operations through the hart`;
+      `JALR ${this.wasmExits[1]}, leaving the region ${this.wasmExits[2]}, budget ${this.wasmExits[3]}, a store ${this.wasmExits[4]}, FP off ${this.wasmExits[5]}), RAM access module made ${this.wasmResets} times, ${this.wasmSlow} slow loads and stores, ${this.wasmFp} F/D operations and ${this.wasmHartExec} AMOs run by the hart`;
     return `${this.loops} loops + ${this.regions} regions translated in ${this.compileMs.toFixed(0)} ms; ` +
       `${pct}% of ${instret} instructions ran translated${wasm}`;
   }

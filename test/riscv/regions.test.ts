@@ -1037,3 +1037,231 @@ describe('the WebAssembly tier: F/D arithmetic', () => {
     expectBudgetsKept(fpArithProgram(true), [0, 8, 16, 24], (h) => h.jitStats.wasmInsns);
   });
 });
+
+/** AMOs, LR and SC in a loop the WebAssembly tier translates (the hart runs them for the region:
+ *  wasm/translate.ts hartExec): every AMO of .W and .D with changing operands, rd = x0 and rd =
+ *  rs2, an LR/SC increment and an SC without a reservation; with `faults`, every 64th iteration
+ *  also a misaligned AMO (store/AMO misaligned), an AMO on a device register (UART scratch) and
+ *  one on an address nothing answers (store/AMO access fault), which the M handler logs and
+ *  skips. */
+const AMO_ITER = 3000;
+const amoProgram = (faults: boolean): string => program(`
+      li s0, ${DATA}
+      li s1, ${AMO_ITER}
+      li a0, 0x12345
+      li a1, -3
+      addi s2, s0, 64
+      addi s3, s0, 128
+      addi s7, s2, 8
+      addi s8, s2, 16
+      addi s9, s2, 24
+      addi s10, s2, 32
+      addi a3, s2, 40
+      addi a4, s2, 48
+      addi a5, s2, 56
+      addi a6, s3, 8
+      addi ra, s3, 16
+      li s4, 0x10000004
+      li s5, 0x20000000
+      li s6, 0
+1:    slli t0, s1, 29
+      xor a0, a0, t0
+      addi a0, a0, 0x5a5
+      amoadd.d t1, a0, (s2)
+      amoswap.w t2, a1, (s2)
+      amoxor.d t3, a0, (s2)
+      add s6, s6, t1
+      xor s6, s6, t2
+      add s6, s6, t3
+      amoand.w t1, a0, (s7)
+      amoor.d t2, a0, (s2)
+      amomin.w t3, a0, (s8)
+      add s6, s6, t1
+      add s6, s6, t2
+      xor s6, s6, t3
+      amomax.d t1, a1, (s9)
+      amominu.d t2, a0, (s10)
+      amomaxu.w t3, a0, (a3)
+      add s6, s6, t1
+      add s6, s6, t2
+      add s6, s6, t3
+      amomin.d t1, a0, (a4)
+      amomax.w t2, a0, (a5)
+      amominu.w t3, a1, (s2)
+      amomaxu.d t4, a1, (s7)
+      amoxor.w t1, a1, (s8)
+      amoand.d t2, a0, (s9)
+      amoor.w t3, a1, (s10)
+      amoswap.d t4, a0, (a3)
+      add s6, s6, t1
+      add s6, s6, t2
+      add s6, s6, t3
+      add s6, s6, t4
+      amoadd.w x0, a0, (a4)
+      mv a2, a0
+      amoadd.d a2, a2, (a5)
+      add s6, s6, a2
+2:    lr.d t1, (s3)
+      add t1, t1, s1
+      sc.d t2, t1, (s3)
+      bnez t2, 2b
+      lr.w t3, (a6)
+      addi t3, t3, 3
+      sc.w t4, t3, (a6)
+      sc.w t2, a0, (ra)
+      add s6, s6, t4
+      add s6, s6, t2
+      addi a1, a1, -7
+${faults ? `      andi t0, s1, 63
+      bnez t0, 3f
+      addi t1, s2, 2
+      amoadd.w t2, a0, (t1)
+      amoor.w t3, a0, (s4)
+      amoswap.d t4, a0, (s5)
+      add s6, s6, t3
+3:` : ''}
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd s6, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass
+`);
+
+describe('the WebAssembly tier: AMOs, LR and SC', () => {
+  beforeAll(() => { tier = 'wasm'; });
+  const mem = (m: Mini) => Array.from({ length: 20 }, (_, i) => u64(m, DATA + 64 + 8 * i));
+
+  for (const faults of [false, true]) {
+    test(`give the same registers, memory, traps and instret as the interpreter${faults ? ', with misaligned, device and access-fault AMOs' : ''}`, () => {
+      const [a, b] = runBoth(amoProgram(faults), 20_000_000);
+      expect(a.exit).toEqual({ code: 0 });
+      const h = a.harts[0];
+      expect(made(h)).toBeGreaterThan(0);
+      // the loop's AMOs ran inside its region: 19 AMOs, 5 LR/SC per iteration
+      expect(h.jitStats.wasmHartExec).toBeGreaterThan(AMO_ITER * 20);
+      expect(h.jitStats.wasmInsns).toBeGreaterThan(AMO_ITER * 40);
+      expectSameResults(a, b);
+      expect(mem(a)).toEqual(mem(b));
+      expect(traps(a)).toEqual(traps(b));
+      if (faults) {
+        const t = traps(a);
+        expect(t.length).toBe(2 * Math.floor(AMO_ITER / 64));
+        expect(t[0][0]).toBe(6n); // store/AMO address misaligned
+        expect(t[1][0]).toBe(7n); // store/AMO access fault
+      } else expect(traps(a)).toEqual([]);
+    });
+  }
+
+  test('run(n) never retires more than n instructions there, and ends on the same state', () => {
+    expectBudgetsKept(amoProgram(true), [0, 8, 64, 72, 80, 88, 96, 104, 112, 120, 128, 136], (h) => h.jitStats.wasmHartExec);
+  });
+});
+
+/** MULH, MULHSU, MULHU (and MUL) on every pair of 16 corner values (0, ±1, INT64_MIN/MAX,
+ *  32-bit boundaries, mixed halves), rd = rs1 and rd = x0 included, in a loop the WebAssembly
+ *  tier translates: each result is folded into an accumulator. */
+const MUL_ITER = 4096;
+const mulhProgram = program(`
+      li s0, ${DATA}
+      li s1, ${MUL_ITER}
+      la s2, 9f
+      li s6, 0
+      li s7, 0
+      li s8, 0
+1:    andi t0, s1, 15
+      slli t0, t0, 3
+      add t0, t0, s2
+      ld a0, 0(t0)
+      srli t1, s1, 4
+      andi t1, t1, 15
+      slli t1, t1, 3
+      add t1, t1, s2
+      ld a1, 0(t1)
+      mulh t2, a0, a1
+      mulhsu t3, a0, a1
+      mulhu t4, a0, a1
+      mul s9, a0, a1
+      mulh x0, a0, a1
+      slli t0, s6, 7
+      srli s6, s6, 57
+      or s6, s6, t0
+      xor s6, s6, t2
+      add s7, s7, t3
+      slli t0, s7, 3
+      xor s7, s7, t0
+      xor s8, s8, t4
+      add s8, s8, s9
+      mv a2, a0
+      mulhsu a2, a2, a1
+      sub s8, s8, a2
+      mulhu a1, a1, a1
+      add s7, s7, a1
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd s6, 0(s0)
+      sd s7, 16(s0)
+      sd s8, 24(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass
+      .align 3
+9:    .dword 0, 1, -1, 0x8000000000000000, 0x7fffffffffffffff, 0xffffffff, 0x100000000, 0x80000000
+      .dword 0xffffffff80000000, 0x9e3779b97f4a7c15, 0xfffffffe00000001, 0x00000001ffffffff, 3, -2, 0x123456789abcdef0, 0xfedcba9876543210
+`);
+
+describe('the WebAssembly tier: MULH, MULHSU, MULHU', () => {
+  beforeAll(() => { tier = 'wasm'; });
+  test('give the interpreter\'s results on corner values, inside the region', () => {
+    const [a, b] = runBoth(mulhProgram, 20_000_000);
+    expect(a.exit).toEqual({ code: 0 });
+    const h = a.harts[0];
+    expect(made(h)).toBeGreaterThan(0);
+    expect(h.jitStats.wasmInsns).toBeGreaterThan(MUL_ITER * 25); // the loop ran in wasm, its multiplies too
+    expect(h.regionsCompiled).toBe(0);
+    expectSameResults(a, b);
+    expect(u64(a, DATA + 16)).toBe(u64(b, DATA + 16));
+    expect(u64(a, DATA + 24)).toBe(u64(b, DATA + 24));
+  });
+});
+
+/** A loop with a CSR write in the middle (which no region takes in, and after which the
+ *  interpreter ends its block): the code after it is a block start the hart counts, so it gets a
+ *  wasm region of its own instead of being interpreted up to the loop's branch. */
+const CSR_ITER = 4000;
+const csrInsideProgram = program(`
+      li s0, ${DATA}
+      li s1, ${CSR_ITER}
+      li a0, 1
+1:    addi a0, a0, 3
+      xor a1, a1, a0
+      slli t0, a0, 2
+      add a1, a1, t0
+      csrw mscratch, a1
+      srli t1, a1, 3
+      xor a0, a0, t1
+      addi a2, a2, 1
+      add a3, a3, a0
+      xor a3, a3, a2
+      slli t2, a3, 1
+      add a0, a0, t2
+      addi s1, s1, -1
+      bnez s1, 1b
+      sd a0, 0(s0)
+      rdinstret t0
+      sd t0, 8(s0)
+      j pass
+`);
+
+describe('the WebAssembly tier: code after a CSR access', () => {
+  beforeAll(() => { tier = 'wasm'; });
+  test('runs in a region of its own (a block start is counted as a reach), with the interpreter\'s results', () => {
+    const [a, b] = runBoth(csrInsideProgram, 20_000_000);
+    expect(a.exit).toEqual({ code: 0 });
+    const h = a.harts[0];
+    expect(made(h)).toBeGreaterThan(0);
+    // 14 of the loop's 15 instructions: the 10 after the CSR write too
+    expect(h.jitStats.wasmInsns).toBeGreaterThan(CSR_ITER * 12);
+    expectSameResults(a, b);
+  });
+});

@@ -6,12 +6,13 @@
 // What a region takes in: as jit.ts's regions, every instruction reached from the entry by
 // falling through, branches (both ways) and JAL within the page (calls too, with their return
 // points), breadth first, at most MAX_REGION instructions. Translated: RV64I and M integer
-// operations (MULH, MULHSU, MULHU excepted), branches, JAL, JALR, loads and stores through the
+// operations, branches, JAL, JALR, loads and stores through the
 // soft TLB (FLW, FLD, FSW, FSD too), FENCE, the D moves without rounding (FSGNJ*.D, FMV.X.D,
 // FMV.D.X) inline, the other F/D instructions (arithmetic, FMA, conversions, compares, FCLASS,
 // FMIN/FMAX, the S moves) through a call of the hart's fp import (fpKind), and the compressed
-// forms (decoded through CEXP as the interpreter does). Anything else (AMO, SYSTEM, FENCE.I,
-// MULH*, reserved encodings) is left out: reaching it leaves the function, and the interpreter
+// forms (decoded through CEXP as the interpreter does). AMOs, LR and SC are run by the hart
+// for the region (the import `x`: see hartExec). Anything else (SYSTEM, FENCE.I, reserved
+// encodings) is left out: reaching it leaves the function, and the interpreter
 // runs it.
 // The fp import runs the interpreter's own execFp (fp/execute.ts: softfloat, bit-exact, fflags,
 // frm for DYN, canonical NaNs, NaN-boxing) on the hart: the f registers are already in the state
@@ -57,7 +58,9 @@
 // LR reservations) while any reservation is held, the set's `active` word read from its shared
 // memory (imported); FENCE is atomic.fence; aligned doublewords are single i64 accesses. Harts
 // sharing a thread enter wasm code only while no reservation is held (hart.ts), and a FENCE
-// needs no barrier there.
+// needs no barrier there; an LR inside a region (run by the hart, see hartExec) may leave one
+// held while the region and those it chains into go on: their stores are the hart's own, which
+// do not break it, and no other hart runs meanwhile.
 import { decodeAt } from '../jit.js';
 import { beginBody, beginModule, Emitter, endBody, F64, I32, I64, type Import } from './emit.js';
 import { ACCESS_TABLE, LOADS } from './access.js';
@@ -126,6 +129,9 @@ export interface WasmImports {
    *  stores its source before and loads its result after, fflags, frm, mstatus.FS). */
   fp: (pc: number, insn: number) => number;
   st: (pc: number, lo: number, hi: number, f3: number, vlo: number, vhi: number) => number;
+  /** Runs one instruction (pc, its bits) for the region, with the registers it reads in the
+   *  register file: status as `st`'s. */
+  x: (pc: number, insn: number) => number;
   /** The hart's ReservationSet memory (imported by regions of `smp` harts). */
   r: WebAssembly.Memory;
 }
@@ -148,7 +154,7 @@ function kindOf(insn: number): number {
     case 0x33:
       if (f7 === 0) return OP;
       if (f7 === 0x20) return f3 === 0 || f3 === 5 ? OP : NONE;
-      if (f7 === 1) return f3 === 0 || f3 >= 4 ? OP : NONE; // MULH, MULHSU, MULHU stay with the interpreter
+      if (f7 === 1) return OP; // MUL, MULH, MULHSU, MULHU, DIV, DIVU, REM, REMU
       return NONE;
     case 0x3b:
       if (f7 === 0) return f3 === 0 || f3 === 1 || f3 === 5 ? OP : NONE;
@@ -171,6 +177,20 @@ function kindOf(insn: number): number {
     case 0x6f: return JAL;
     case 0x67: return f3 === 0 ? JALR : NONE;
     case 0x0f: return f3 === 0 ? OP : NONE; // FENCE; FENCE.I goes to the interpreter
+    case 0x2f: return amoKind(insn);
+    default: return NONE;
+  }
+}
+
+/** AMOs, LR and SC (A, .W and .D): run by the hart itself (the import `x`, hart.ts execAmo)
+ *  without leaving the region; other encodings of the opcode are left to the interpreter (an
+ *  illegal-instruction trap). */
+function amoKind(insn: number): number {
+  const f3 = (insn >>> 12) & 7, f5 = insn >>> 27;
+  if (f3 !== 2 && f3 !== 3) return NONE;
+  switch (f5) {
+    case 0x02: return ((insn >>> 20) & 31) === 0 ? OP : NONE; // LR: rs2 must be 0
+    case 0x03: case 0x01: case 0x00: case 0x04: case 0x0c: case 0x08: case 0x10: case 0x14: case 0x18: case 0x1c: return OP;
     default: return NONE;
   }
 }
@@ -222,7 +242,7 @@ const P_PC0 = 0, P_NEXT = 1, P_EX = 2, P_BUDGET = 3, L_N = 4 /* a parameter: ret
 // Entries of the hart's function table (access.ts): loads by funct3, then stores.
 const F_LOAD = 0, F_STORE = LOADS.length;
 // Imported functions: the hart's slow paths (hart.ts, wasmImports); the region function is next.
-const F_SLOW_LOAD = 0, F_SLOW_STORE = 1, F_FP = 2, F_REGION = 3;
+const F_SLOW_LOAD = 0, F_SLOW_STORE = 1, F_FP = 2, F_EXEC = 3, F_REGION = 4;
 
 /** The region of the page reachable from byte offset `entry` (page halfwords from index `base`
  *  of `view`) as a wasm module instantiated against the hart's `state` memory and RAM access
@@ -287,7 +307,7 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     const xs = fk === FP_CALL_XS || ((fk === FP_MOVE || fk === FP_FAST) && (f5 === 0x1e || f5 === 0x1a));
     if (op !== 0x23 && op !== 0x63 && op !== 0x0f && (!fp || xd) && rd !== 0) { used.add(rd); written.add(rd); }
     if (op !== 0x37 && op !== 0x17 && op !== 0x6f && op !== 0x0f && (!fp || op === 0x07 || op === 0x27 || xs) && rs1 !== 0) used.add(rs1);
-    if ((op === 0x33 || op === 0x3b || op === 0x23 || op === 0x63) && rs2 !== 0) used.add(rs2);
+    if ((op === 0x33 || op === 0x3b || op === 0x23 || op === 0x63 || op === 0x2f) && rs2 !== 0) used.add(rs2);
   }
   const regs = [...used].sort((a, b) => a - b);
   const L = new Int32Array(32);
@@ -302,6 +322,7 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     { module: 'h', name: 'ld', kind: 'func', type: 3 },
     { module: 'h', name: 'st', kind: 'func', type: 4 },
     { module: 'h', name: 'fp', kind: 'func', type: 5 },
+    { module: 'h', name: 'x', kind: 'func', type: 5 },
   ];
   // harts on other threads: the LR/SC reservation set (memory 1), whose `active` word a store
   // checks (see access)
@@ -464,6 +485,46 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     fpCall(off, w, FP_CALL, rd, rs1, 1);
     e.byte(0x0b);
   };
+  // An instruction the hart runs for the region (import `x`: AMO, LR, SC): rs1 and rs2 go to
+  // the register file first, rd comes back from it; a trap there leaves before the instruction
+  // (the pc is the trap vector), a store the interpreter must look at (translated code dropped,
+  // an interrupt line changed) after it.
+  const hartExec = (off: number, insn: number, next: number, rs1: number, rs2: number, rd: number): void => {
+    for (const r of rs1 === rs2 ? [rs1] : [rs1, rs2]) {
+      if (r === 0) continue;
+      e.i32c(0); e.get(L[r]); e.byte(0xa7); e.mem(0x36, 2, XL + 4 * r);
+      e.i32c(0); e.get(L[r]); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.mem(0x36, 2, XH + 4 * r);
+    }
+    e.get(L_PC0); e.i64c(off); e.byte(0x7c); e.byte(0xb9); e.i32c(insn | 0); e.call(F_EXEC); e.set(L_SLOT);
+    if (rd !== 0) {
+      e.i32c(0); e.mem(0x28, 2, XL + 4 * rd); e.byte(0xad);
+      e.i32c(0); e.mem(0x28, 2, XH + 4 * rd); e.byte(0xac); e.i64c(32); e.byte(0x86);
+      e.byte(0x84); e.set(L[rd]);
+    }
+    e.get(L_SLOT); e.byte(0x45); // status 0: trapped
+    e.byte2(0x04, 0x40); addN(k); exit(off, 1, EXIT_TRAP); e.byte(0x0b);
+    e.get(L_SLOT); e.i32c(2); e.byte(0x46); // status 2: done, the interpreter must look
+    e.byte2(0x04, 0x40); addN(k + 1); exit(next, 1, EXIT_STORE); e.byte(0x0b);
+  };
+  // The high 64 bits of the 128-bit product (MULH: f3 1, both signed; MULHSU: 2, rs1 signed;
+  // MULHU: 3), which wasm has no instruction for: the unsigned product from four 32x32-bit
+  // products, then for a signed operand less than 0 the other operand subtracted (x - 2^64 as
+  // the signed value). Temporaries: L_ADDR, L_TPC, L_F (free between instructions).
+  const mulHigh = (f3: number, rs1: number, rs2: number): void => {
+    const lo = (r: number): void => { get(r); e.i64c(0xffffffff); e.byte(0x83); };
+    const hi = (r: number): void => { get(r); e.i64c(32); e.byte(0x88); };
+    lo(rs1); hi(rs2); e.byte(0x7e); e.set(L_ADDR);              // p01 = a0 * b1
+    hi(rs1); lo(rs2); e.byte(0x7e); e.set(L_TPC);               // p10 = a1 * b0
+    lo(rs1); lo(rs2); e.byte(0x7e); e.i64c(32); e.byte(0x88);   // (a0 * b0) >> 32
+    e.get(L_ADDR); e.i64c(0xffffffff); e.byte(0x83); e.byte(0x7c);
+    e.get(L_TPC); e.i64c(0xffffffff); e.byte(0x83); e.byte(0x7c); e.set(L_F); // mid
+    hi(rs1); hi(rs2); e.byte(0x7e);                             // a1 * b1
+    e.get(L_ADDR); e.i64c(32); e.byte(0x88); e.byte(0x7c);
+    e.get(L_TPC); e.i64c(32); e.byte(0x88); e.byte(0x7c);
+    e.get(L_F); e.i64c(32); e.byte(0x88); e.byte(0x7c);         // the unsigned high word
+    if (f3 !== 3) { get(rs1); e.i64c(63); e.byte(0x87); get(rs2); e.byte(0x83); e.byte(0x7d); } // - (a < 0 ? b : 0)
+    if (f3 === 1) { get(rs2); e.i64c(63); e.byte(0x87); get(rs1); e.byte(0x83); e.byte(0x7d); } // - (b < 0 ? a : 0)
+  };
   // 64-bit division and remainder as RISC-V defines them (M: by zero, overflow), which wasm
   // would trap on: `wide` = i64 operands, else the low words (the *W forms).
   const divide = (f3: number, rs1: number, rs2: number, wide: boolean): void => {
@@ -507,6 +568,7 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
         break;
       case 0x33:
         if (f7 === 1 && f3 >= 4) divide(f3, rs1, rs2, true);
+        else if (f7 === 1 && f3 !== 0) mulHigh(f3, rs1, rs2);
         else {
           get(rs1); get(rs2);
           if (f7 === 1) e.byte(0x7e);
@@ -566,6 +628,7 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
         fDirty();
         break;
       case 0x0f: if (smp) e.byte3(0xfe, 0x03, 0x00); break; // FENCE: atomic.fence when other harts run on other threads
+      case 0x2f: hartExec(o, w, next, rs1, rs2, rd); break;
       case 0x63:
         addN(k + 1); k = 0;
         get(rs1); get(rs2); e.byte([0x51, 0x52, 0, 0, 0x53, 0x59, 0x54, 0x5a][f3]);
