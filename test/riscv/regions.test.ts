@@ -1024,7 +1024,8 @@ describe('the WebAssembly tier: F/D arithmetic', () => {
       expect(h.fflags).toBe(hb.fflags);
       expect(h.frm).toBe(hb.frm);
       expect(h.mstatus).toBe(hb.mstatus);
-      expect(h.instret).toBe(hb.instret);
+      // instret: rdinstret before `pass`, at DATA + 8 (mem above); the hart's final instret also
+      // counts the spin after the finisher's store, which depends on where each run stops
       const ta = traps(a);
       expect(ta).toEqual(traps(b));
       // illegal instructions: the reserved static modes, DYN with frm 5, 6, 7 (and FS off)
