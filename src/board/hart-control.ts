@@ -21,11 +21,14 @@
 //   RESP_*   the answer to the hart's last forwarded device read (smp.ts)
 // Machine: CTRL (run / pause / stop), HELD (harts parked for a pause), PENDING (forwarded device
 // accesses the machine's thread has not served yet).
-// Figures per hart (doubles, written by the hart's thread only): INSTRET.
+// Figures per hart (doubles, written by the hart's thread only): INSTRET, then from JIT the
+// translators' figures (src/riscv/jit.ts JitStats.writeTo).
 // Per RAM chunk: GEN, bumped by the machine's thread each time it drops the chunk (docs/guest-ram.md
 // (b)). Chunks are made only on the machine's thread; a hart thread asks for one (smp.ts) and gets
 // its memory with its GEN, and holds it while its GEN stays so. A hart that finds its copy's GEN
 // outdated drops it; so does one that was asleep through any number of drops, when it wakes.
+
+import { JIT_FIGURES } from '../riscv/jit.js';
 
 export const WAKE = 0, LINES = 1, REQ = 2, RUNNING = 3, HSM = 4;
 export const START_PC_LO = 5, START_PC_HI = 6, START_ARG_LO = 7, START_ARG_HI = 8;
@@ -39,8 +42,8 @@ export const HSM_STARTED = 0, HSM_STOPPED = 1, HSM_START_PENDING = 2;
 export const CTRL_RUN = 0, CTRL_PAUSE = 1, CTRL_STOP = 2;
 const CTRL = 0, HELD = 1, PENDING = 2;
 const MACHINE_WORDS = 4;
-export const INSTRET = 0;
-const F_STRIDE = 4;
+export const INSTRET = 0, JIT = 1;
+const F_STRIDE = JIT + JIT_FIGURES;
 
 export class HartControl {
   readonly words: Int32Array;
@@ -61,6 +64,8 @@ export class HartControl {
 
   figure(h: number, f: number): number { return this.figures[F_STRIDE * h + f]; }
   setFigure(h: number, f: number, v: number): void { this.figures[F_STRIDE * h + f] = v; }
+  /** Index in `figures` of figure `f` of hart `h`. */
+  figureAt(h: number, f: number): number { return F_STRIDE * h + f; }
 
   get buffer(): SharedArrayBuffer { return this.words.buffer as SharedArrayBuffer; }
 

@@ -29,13 +29,14 @@ import { CHUNK_SIZE, GuestRam, newChunkMemory } from '../memory/ram.js';
 import { PhysicalMemoryMap, type MmioDevice, type MmioRegion } from '../memory/bus.js';
 import { Hart, type HartState } from '../riscv/hart.js';
 import { ReservationSet } from '../riscv/reservations.js';
+import type { JitStats } from '../riscv/jit.js';
 import { VirtClock } from '../devices/clock.js';
 import { BootRom } from './boot-rom.js';
 import { COLLECT_EVERY_MS, Throttle } from './throttle.js';
 import { BuiltinSbi, raiseSsip, remoteFence, type SbiHarts } from './sbi/builtin-sbi.js';
 import type { PowerEvent } from './machine-types.js';
 import {
-  CTRL_PAUSE, CTRL_RUN, CTRL_STOP, HartControl, INSTRET, HSM, HSM_START_PENDING, HSM_STARTED, HSM_STOPPED, LINES, REQ, REQ_DROP, REQ_FENCE_I, REQ_SAVE,
+  CTRL_PAUSE, CTRL_RUN, CTRL_STOP, HartControl, INSTRET, JIT, HSM, HSM_START_PENDING, HSM_STARTED, HSM_STOPPED, LINES, REQ, REQ_DROP, REQ_FENCE_I, REQ_SAVE,
   REQ_SFENCE, REQ_SSIP, REQ_START, RESP_HI, RESP_LO, RESP_SEQ, RUNNING, START_ARG_HI, START_ARG_LO, START_PC_HI, START_PC_LO, WAKE,
 } from './hart-control.js';
 
@@ -361,6 +362,11 @@ export class SmpHost {
     return this.control.figure(h, INSTRET);
   }
 
+  /** Adds hart `h`'s translator figures (as its thread last published them) to `into`. */
+  addJitStats(h: number, into: JitStats): void {
+    into.addFrom(this.control.figures, this.control.figureAt(h, JIT));
+  }
+
   /** The forwarded access of hart `h` is done: it may go on. */
   private done(h: number): void {
     const c = this.control;
@@ -610,6 +616,7 @@ export class HartThread {
         gate.ran(performance.now() - t0);
       } else h.run(SLICE);
       c.setFigure(id, INSTRET, h.instret);
+      h.jitStats.writeTo(c.figures, c.figureAt(id, JIT));
       if (h.mode === 3 && h.ecallHook !== null) this.builtinTrapped();
     }
   }

@@ -678,6 +678,9 @@ export class VirtMachine {
   jitStats(): JitStats {
     const s = new JitStats();
     for (const h of this.harts) s.add(h.jitStats);
+    // harts 1..N-1 on threads of their own: the figures their threads publish after each slice
+    const smp = this.smp;
+    if (smp !== null) for (let i = 1; i < this.config.cpus; i++) smp.addJitStats(i, s);
     return s;
   }
 

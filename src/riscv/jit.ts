@@ -129,6 +129,23 @@ export class JitStats {
     this.wasmResets += o.wasmResets; this.wasmSlow += o.wasmSlow; this.wasmChains += o.wasmChains; this.wasmFp += o.wasmFp; this.wasmHartExec += o.wasmHartExec;
   }
 
+  /** Its figures into `a` from index `o` (JIT_FIGURES numbers): a hart thread publishes them so
+   *  (src/board/hart-control.ts), and the machine's thread adds them up with addFrom. */
+  writeTo(a: Float64Array, o: number): void {
+    a[o] = this.loops; a[o + 1] = this.regions; a[o + 2] = this.compileMs; a[o + 3] = this.translatedInsns;
+    a[o + 4] = this.wasmRegions; a[o + 5] = this.wasmBytes; a[o + 6] = this.wasmMs; a[o + 7] = this.wasmInsns;
+    a[o + 8] = this.wasmResets; a[o + 9] = this.wasmSlow; a[o + 10] = this.wasmChains; a[o + 11] = this.wasmFp; a[o + 12] = this.wasmHartExec;
+    for (let i = 0; i < this.wasmExits.length; i++) a[o + 13 + i] = this.wasmExits[i];
+  }
+
+  /** Adds figures written by writeTo. */
+  addFrom(a: Float64Array, o: number): void {
+    this.loops += a[o]; this.regions += a[o + 1]; this.compileMs += a[o + 2]; this.translatedInsns += a[o + 3];
+    this.wasmRegions += a[o + 4]; this.wasmBytes += a[o + 5]; this.wasmMs += a[o + 6]; this.wasmInsns += a[o + 7];
+    this.wasmResets += a[o + 8]; this.wasmSlow += a[o + 9]; this.wasmChains += a[o + 10]; this.wasmFp += a[o + 11]; this.wasmHartExec += a[o + 12];
+    for (let i = 0; i < this.wasmExits.length; i++) this.wasmExits[i] += a[o + 13 + i];
+  }
+
   /** One line for people: what was translated, what it cost, the share of `instret` it ran. */
   describe(instret: number): string {
     const pct = instret > 0 ? (100 * this.translatedInsns / instret).toFixed(1) : '0.0';
@@ -140,6 +157,8 @@ export class JitStats {
       `${pct}% of ${instret} instructions ran translated${wasm}`;
   }
 }
+/** How many numbers JitStats.writeTo writes. */
+export const JIT_FIGURES = 19;
 const FN_CACHE_MAX = 10_000;
 const fnCache = new Map<string, BlockFn>();
 /** A compiled region: `size` instructions; `covered` = (offset, length) pairs of the

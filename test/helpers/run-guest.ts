@@ -6,6 +6,7 @@ import { VirtMachine } from '../../src/board/virt.js';
 import { hartThreads } from '../../src/vm/hart-threads.js';
 import type { MachineConfig, NicAttachment, PowerEvent } from '../../src/board/machine-types.js';
 import type { NetBackend } from '../../src/net/nic.js';
+import type { JitStats } from '../../src/riscv/jit.js';
 
 export interface RunGuestResult {
   /** Everything the guest wrote to its console (UART, SBI or HTIF), decoded as latin1. */
@@ -13,6 +14,8 @@ export interface RunGuestResult {
   power: PowerEvent | null;
   instret: number;
   timedOut: boolean;
+  /** The translators' figures over all harts (VirtMachine.jitStats). */
+  jit: JitStats;
 }
 
 export interface RunGuestOptions {
@@ -70,6 +73,7 @@ export async function runGuest(cfg: GuestConfig, opts: RunGuestOptions): Promise
   const script = [...(opts.script ?? [])];
   const deadline = performance.now() + opts.timeoutMs;
   let timedOut = false;
+  let jit: JitStats;
   try {
     for (;;) {
       while (script.length > 0) {
@@ -99,7 +103,8 @@ export async function runGuest(cfg: GuestConfig, opts: RunGuestOptions): Promise
       }
     }
   } finally {
+    jit = vm.jitStats();
     vm.close();
   }
-  return { output: chunks.join(''), power, instret: vm.instructionsRetired(), timedOut };
+  return { output: chunks.join(''), power, instret: vm.instructionsRetired(), timedOut, jit };
 }
