@@ -341,14 +341,21 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   const get = (r: number): void => { if (r === 0) e.i64c(0); else e.get(L[r]); };
   const put = (r: number): void => { if (r === 0) e.byte(0x1a); else e.set(L[r]); };
   const addN = (k: number): void => { if (k !== 0) { e.get(L_N); e.i32c(k); e.byte(0x6a); e.set(L_N); } };
+  // x[r] (r != 0) between its local and the register file in the state memory (XL/XH halves):
+  // loadX leaves the i64 on the stack, storeX stores the local
+  const loadX = (r: number): void => {
+    e.i32c(0); e.mem(0x28, 2, XL + 4 * r); e.byte(0xad);
+    e.i32c(0); e.mem(0x28, 2, XH + 4 * r); e.byte(0xac); e.i64c(32); e.byte(0x86);
+    e.byte(0x84);
+  };
+  const storeX = (r: number): void => {
+    e.i32c(0); e.get(L[r]); e.byte(0xa7); e.mem(0x36, 2, XL + 4 * r);
+    e.i32c(0); e.get(L[r]); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.mem(0x36, 2, XH + 4 * r);
+  };
   // entry: pc0 as an integer, the budget limit, the registers
   e.get(P_PC0); e.byte(0xb0); e.set(L_PC0);
   e.get(P_BUDGET); e.i32c(size); e.byte(0x6b); e.set(L_LIM);
-  for (const r of regs) {
-    e.i32c(0); e.mem(0x28, 2, XL + 4 * r); e.byte(0xad);
-    e.i32c(0); e.mem(0x28, 2, XH + 4 * r); e.byte(0xac); e.i64c(32); e.byte(0x86);
-    e.byte(0x84); e.set(L[r]);
-  }
+  for (const r of regs) { loadX(r); e.set(L[r]); }
   const K = starts.length;
   e.byte2(0x02, 0x40); // block $exit
   e.byte2(0x03, 0x40); // loop $loop
@@ -418,17 +425,10 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   // x[rd] loaded from the state memory after (FP_CALL_XD); a trap leaves the region (the pc is the
   // trap vector), not counting the instruction.
   const fpCall = (off: number, w: number, kind: number, rd: number, rs1: number, d: number): void => {
-    if (kind === FP_CALL_XS && rs1 !== 0) {
-      e.i32c(0); get(rs1); e.byte(0xa7); e.mem(0x36, 2, XL + 4 * rs1);
-      e.i32c(0); get(rs1); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.mem(0x36, 2, XH + 4 * rs1);
-    }
+    if (kind === FP_CALL_XS && rs1 !== 0) storeX(rs1);
     e.get(L_PC0); e.i64c(off); e.byte(0x7c); e.byte(0xb9); e.i32c(w); e.call(F_FP);
     e.byte(0x45); e.byte2(0x04, 0x40); addN(k); exit(off, 1 + d, EXIT_TRAP); e.byte(0x0b);
-    if (kind === FP_CALL_XD && rd !== 0) {
-      e.i32c(0); e.mem(0x28, 2, XL + 4 * rd); e.byte(0xad);
-      e.i32c(0); e.mem(0x28, 2, XH + 4 * rd); e.byte(0xac); e.i64c(32); e.byte(0x86);
-      e.byte(0x84); put(rd);
-    }
+    if (kind === FP_CALL_XD && rd !== 0) { loadX(rd); e.set(L[rd]); }
   };
   // FP_FAST: inline where the result is the host's and no flag but NX can be raised, else (NaN
   // operands, infinite or overflowing sums, a rounding mode other than RNE for the sums, a
@@ -490,17 +490,10 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   // (the pc is the trap vector), a store the interpreter must look at (translated code dropped,
   // an interrupt line changed) after it.
   const hartExec = (off: number, insn: number, next: number, rs1: number, rs2: number, rd: number): void => {
-    for (const r of rs1 === rs2 ? [rs1] : [rs1, rs2]) {
-      if (r === 0) continue;
-      e.i32c(0); e.get(L[r]); e.byte(0xa7); e.mem(0x36, 2, XL + 4 * r);
-      e.i32c(0); e.get(L[r]); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.mem(0x36, 2, XH + 4 * r);
-    }
+    if (rs1 !== 0) storeX(rs1);
+    if (rs2 !== 0 && rs2 !== rs1) storeX(rs2);
     e.get(L_PC0); e.i64c(off); e.byte(0x7c); e.byte(0xb9); e.i32c(insn | 0); e.call(F_EXEC); e.set(L_SLOT);
-    if (rd !== 0) {
-      e.i32c(0); e.mem(0x28, 2, XL + 4 * rd); e.byte(0xad);
-      e.i32c(0); e.mem(0x28, 2, XH + 4 * rd); e.byte(0xac); e.i64c(32); e.byte(0x86);
-      e.byte(0x84); e.set(L[rd]);
-    }
+    if (rd !== 0) { loadX(rd); e.set(L[rd]); }
     e.get(L_SLOT); e.byte(0x45); // status 0: trapped
     e.byte2(0x04, 0x40); addN(k); exit(off, 1, EXIT_TRAP); e.byte(0x0b);
     e.get(L_SLOT); e.i32c(2); e.byte(0x46); // status 2: done, the interpreter must look
@@ -664,11 +657,7 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   e.get(P_EX); e.i32c(FAR); e.byte(0x47); e.byte2(0x04, 0x40);
   e.get(L_PC0); e.get(P_EX); e.byte(0xac); e.byte(0x7c); e.set(L_TPC);
   e.byte(0x0b);
-  for (const r of regs) {
-    if (!written.has(r)) continue;
-    e.i32c(0); e.get(L[r]); e.byte(0xa7); e.mem(0x36, 2, XL + 4 * r);
-    e.i32c(0); e.get(L[r]); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.mem(0x36, 2, XH + 4 * r);
-  }
+  for (const r of regs) if (written.has(r)) storeX(r);
   e.i32c(0); e.get(L_TPC); e.mem(0x37, 3, EXIT);
   // a JALR or a way out of the region: on into the region the chain cache maps the pc to
   e.i32c(0); e.mem(0x28, 2, EXIT_WHY); e.i32c(EXIT_JALR); e.byte(0x6b); e.i32c(2); e.byte(0x49);
