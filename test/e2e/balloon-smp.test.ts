@@ -28,6 +28,19 @@ async function exec(cmd: string): Promise<string> {
   return r.stdout;
 }
 
+const RAM = 512 * MiB;
+
+/** Guest memory free in blocks of 4 MiB or more (orders >= 10 of /proc/buddyinfo, 4 KiB pages):
+ *  what Linux's free page reporting can report on this kernel. */
+async function reportableFree(): Promise<number> {
+  let bytes = 0;
+  for (const line of (await exec('cat /proc/buddyinfo')).split('\n')) {
+    const m = /zone\s+\S+\s+(.*)$/.exec(line);
+    if (m) m[1].trim().split(/\s+/).forEach((n, order) => { if (order >= 10) bytes += Number(n) * 4096 * 2 ** order; });
+  }
+  return bytes;
+}
+
 describe.skipIf(!LINUX)('the memory balloon with a 2-hart Linux guest (memory: 512MiB)', () => {
   beforeAll(async () => {
     const f = join(h.home, 'bal2.yaml');
@@ -49,26 +62,47 @@ describe.skipIf(!LINUX)('the memory balloon with a 2-hart Linux guest (memory: 5
     expect(m.residentBytes).toBeLessThan(200 * MiB);
   });
 
-  it('memory filled from both harts and freed goes back to the host: resident and daemon RSS fall', async () => {
+  it('memory filled from both harts and freed goes back to the host: every free block the guest can report is released, resident and daemon RSS fall', async () => {
     const before = h.daemonRss();
-    // Two writers at once (the scheduler puts them on both harts), 150 MiB each.
-    await exec('(dd if=/dev/zero of=/mnt/a bs=1M count=150 2>/dev/null & dd if=/dev/zero of=/mnt/b bs=1M count=150 2>/dev/null; wait); sync');
-    await until(async () => ((await memory()).residentBytes ?? 0) > 300 * MiB, 30_000, 'resident memory to pass 300MiB');
-    expect(h.daemonRss()).toBeGreaterThan(before + 250 * MiB);
-    const high = h.daemonRss();
-    await exec('rm /mnt/a /mnt/b');
-    // Free page reporting runs on the guest's clock, in batches every 2 s: a loaded host slows it.
+    // Linux reports free blocks of 4 MiB only (page_reporting_order: MAX_ORDER - 1 on this kernel,
+    // which has no hugetlbfs). How much of the freed memory merges back into such blocks is the
+    // guest's business: the two writers' pages come interleaved with slab and page tables the
+    // kernel keeps, and in 3 of 8 fill/free rounds on a loaded host 60-110 MiB, once nearly all
+    // of it, stayed in smaller free blocks, reported by nobody (QEMU would not release them
+    // either). What the device owes: every 4 MiB block free in the guest is out of the VM's
+    // resident memory (the 2 MiB chunks it covers are dropped), i.e. resident <= RAM - (free
+    // memory in blocks of order >= 10), once the guest's reporting (in batches every 2 s, on its
+    // clock: slow on a loaded host) has caught up. That is checked in every round; a round in
+    // which the guest could report less than 64 MiB of what it freed is tried again (4 at most).
     let last: Memory | null = null;
-    const after = await until(async () => { last = await memory(); return last.residentBytes! < 150 * MiB ? last : null; }, 120_000, 'resident memory to fall')
-      .catch((e: Error) => { throw new Error(`${e.message}; the last figures: ${JSON.stringify(last)}`); }) as Memory;
-    expect(after.reportedFreeBytes).toBeGreaterThan(250 * MiB);
-    // Every thread let the chunks go (the hart thread's copies too): the process's RSS falls. The
-    // guest may still be reporting (its batches run on its clock, slow on a loaded host), so the
-    // wait is generous, and a timeout says where things stood.
+    let reportable = 0, fell = 0, high = 0;
+    let after: Memory | null = null;
+    for (let round = 1; round <= 4 && fell <= 64 * MiB; round++) {
+      // Two writers at once (the scheduler puts them on both harts), 150 MiB each.
+      await exec('(dd if=/dev/zero of=/mnt/a bs=1M count=150 2>/dev/null & dd if=/dev/zero of=/mnt/b bs=1M count=150 2>/dev/null; wait); sync');
+      const full = await until(async () => { const x = await memory(); return (x.residentBytes ?? 0) > 300 * MiB ? x : null; }, 30_000, 'resident memory to pass 300MiB') as Memory;
+      expect(h.daemonRss()).toBeGreaterThan(before + 250 * MiB);
+      high = h.daemonRss();
+      await exec('rm /mnt/a /mnt/b');
+      const t0 = Date.now();
+      after = await until(async () => {
+        reportable = await reportableFree();
+        last = await memory();
+        if (last.residentBytes! > RAM - reportable + 16 * MiB) return null;
+        return full.residentBytes! - last.residentBytes! > 64 * MiB || Date.now() - t0 > 20_000 ? last : null;
+      }, 120_000, `round ${round}: resident memory to fall to the RAM less the guest's free 4 MiB blocks (+16MiB)`)
+        .catch((e: Error) => { throw new Error(`${e.message}; free in 4 MiB blocks: ${(reportable / MiB).toFixed(0)} MiB; the last figures: ${JSON.stringify(last)}`); }) as Memory;
+      fell = full.residentBytes! - after.residentBytes!;
+      console.log(`round ${round}: resident ${(full.residentBytes! / MiB).toFixed(0)} -> ${(after.residentBytes! / MiB).toFixed(0)} MiB, guest free in 4 MiB blocks ${(reportable / MiB).toFixed(0)} MiB`);
+    }
+    expect(fell, `resident fell by ${(fell / MiB).toFixed(0)} MiB`).toBeGreaterThan(64 * MiB);
+    expect(after!.reportedFreeBytes).toBeGreaterThan(fell);
+    // Every thread let the chunks go (the hart thread's copies too): the process's RSS falls with
+    // the resident memory. The wait is generous, and a timeout says where things stood.
     let rss = 0;
-    await until(async () => { rss = h.daemonRss(); last = await memory(); return rss < high - 200 * MiB; }, 90_000, 'the daemon\'s RSS to fall')
-      .catch((e: Error) => { throw new Error(`${e.message}: ${(rss / MiB).toFixed(0)} MiB, from ${(high / MiB).toFixed(0)} MiB full; the VM's last figures: ${JSON.stringify(last)}`); });
-  }, 300_000);
+    await until(async () => { rss = h.daemonRss(); last = await memory(); return rss < high - fell + 48 * MiB; }, 90_000, 'the daemon\'s RSS to fall')
+      .catch((e: Error) => { throw new Error(`${e.message}: ${(rss / MiB).toFixed(0)} MiB, from ${(high / MiB).toFixed(0)} MiB full, resident fell by ${(fell / MiB).toFixed(0)} MiB; the VM's last figures: ${JSON.stringify(last)}`); });
+  }, 600_000);
 
   it('set --memory-target 128MiB: resident falls to at most the target + 32MiB; raised again, the guest fills 300MiB without errors', async () => {
     await exec('dd if=/dev/zero of=/mnt/g bs=1M count=200 2>/dev/null'); // the guest holds memory again first
