@@ -556,7 +556,7 @@ export class Hart {
       this.jitStats.wasmRegions++;
       this.jitStats.wasmBytes += r.bytes;
       const tix = this.regionSlots++;
-      this.regionTable.set(tix, r.fn);
+      this.regionTable.set(tix, r.body);
       // Entries of jit.ts's regions stay (made for hot code before the tier was switched on).
       r.entries.forEach((o, idx) => {
         const old = code.blocks[o >> 1];
