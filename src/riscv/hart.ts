@@ -2270,8 +2270,9 @@ function warmUp(): void {
   // Counters that grow without bound hold values past V8's small integers (2^31 on Node's 64-bit
   // builds) from the start. V8 keeps a field that has only held small integers in that form, and the
   // first larger value changes its representation: a new Hart (or JitStats) map, which throws
-  // away the optimized code of every function that uses one (execBlock, run, runRegions, the
-  // slow paths, the machine's run loop: ~25 functions, a "wrong map" each) while the guest runs.
+  // away the optimized code of every function that uses one while the guest runs (execBlock, run,
+  // runRegions, the slow paths, the machine's run loop: 35 "wrong map" deoptimizations in one
+  // programs run).
   // instret passes 2^31 about 2.1 G instructions into a VM's life (during sort in the bench
   // programs run); the warm-up harts' own counters take such values here instead.
   for (const x of [h, j, j2]) {
