@@ -556,7 +556,7 @@ export class Hart {
       this.jitStats.wasmRegions++;
       this.jitStats.wasmBytes += r.bytes;
       const tix = this.regionSlots++;
-      this.regionTable.set(tix, r.fn);
+      this.regionTable.set(tix, r.body);
       // Entries of jit.ts's regions stay (made for hot code before the tier was switched on).
       r.entries.forEach((o, idx) => {
         const old = code.blocks[o >> 1];
@@ -665,7 +665,9 @@ export class Hart {
     const xl = this.xlo, xh = this.xhi, r = this.tlbR, w = this.tlbW;
     const fVa0 = fVa, blocks0 = blocks;
     let n = 0, hash = (this.fPn & 7) << 11;
-    this.budgetOut = false;
+    // (execBlock's call sites only read jitTrap: a store there would be code V8 has no feedback
+    // for until a region first traps at that site, and its optimized execBlock deoptimizes then)
+    this.budgetOut = false; this.jitTrap = false;
     for (;;) {
       const m = blk.wasm !== null ? this.runWasm(blk, fVa, budget - n) : blk.fn(this, fVa, blk.pc, budget - n, xl, xh, r, w, this.reservations);
       n += m;
@@ -996,7 +998,7 @@ export class Hart {
       if (blk !== undefined && blk !== null && blk.size <= budget) {
         n = this.runRegions(blk, fVa, budget, fBlocks);
         mark = n;
-        if (this.jitTrap) { this.jitTrap = false; return n; }
+        if (this.jitTrap) return n;
         const t = this.pc, d = t - fVa;
         if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
         if (this.linesChanged || this.budgetOut || n >= budget) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
@@ -1037,7 +1039,7 @@ export class Hart {
             if (n + blk.size <= budget) {
               n += this.runRegions(blk, fVa, budget - n, fBlocks);
               mark = n;
-              if (this.jitTrap) { this.jitTrap = false; return n; }
+              if (this.jitTrap) return n;
               const t = this.pc, d = t - fVa;
               if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
               if (this.linesChanged || this.budgetOut || n >= budget) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
@@ -1216,7 +1218,7 @@ export class Hart {
               if (blk !== undefined && blk !== null && n + blk.size <= budget) {
                 n += this.runRegions(blk, fVa, budget - n, fBlocks);
                 mark = n;
-                if (this.jitTrap) { this.jitTrap = false; return n; }
+                if (this.jitTrap) return n;
                 const t = this.pc, d = t - fVa;
                 if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
                 if (this.linesChanged || this.budgetOut) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
@@ -1294,7 +1296,7 @@ export class Hart {
             if (blk !== undefined && blk !== null && n + blk.size <= budget) {
               n += this.runRegions(blk, fVa, budget - n, fBlocks);
               mark = n;
-              if (this.jitTrap) { this.jitTrap = false; return n; }
+              if (this.jitTrap) return n;
               const t = this.pc, d = t - fVa;
               if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
               if (this.linesChanged || this.budgetOut) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
@@ -1323,7 +1325,7 @@ export class Hart {
             if (blk !== undefined && blk !== null && n + blk.size <= budget) {
               n += this.runRegions(blk, fVa, budget - n, fBlocks);
               mark = n;
-              if (this.jitTrap) { this.jitTrap = false; return n; }
+              if (this.jitTrap) return n;
               const t2 = this.pc, d2 = t2 - fVa;
               if (d2 >= 0 && d2 < 4096) pcOff = d2 | 0; else { fVa = t2; pcOff = 0; fLim = -1; }
               if (this.linesChanged || this.budgetOut) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
@@ -2265,6 +2267,19 @@ function warmUp(): void {
   j2.wasmTier = false;
   j2.regionHot = 1; // and its first-tier loops are made full regions (the interpreter's promotion path)
   j2.setPc(jStart);
+  // Counters that grow without bound hold values past V8's small integers (2^31 on Node's 64-bit
+  // builds) from the start. V8 keeps a field that has only held small integers in that form, and the
+  // first larger value changes its representation: a new Hart (or JitStats) map, which throws
+  // away the optimized code of every function that uses one while the guest runs (execBlock, run,
+  // runRegions, the slow paths, the machine's run loop: 35 "wrong map" deoptimizations in one
+  // programs run).
+  // instret passes 2^31 about 2.1 G instructions into a VM's life (during sort in the bench
+  // programs run); the warm-up harts' own counters take such values here instead.
+  for (const x of [h, j, j2]) {
+    x.instret = 2 ** 32;
+    const st = x.jitStats as unknown as Record<string, unknown>;
+    for (const k of Object.keys(st)) if (typeof st[k] === 'number') st[k] = 2 ** 32;
+  }
   let hDone = false;
   for (let k = 0; k < 2000 && !(hDone && j.waiting && j2.waiting); k++) {
     // small budgets first: blocks that end on the budget run before V8 optimizes the loop

@@ -710,6 +710,96 @@ describe('the WebAssembly tier: regions chained inside wasm', () => {
   });
 });
 
+/** Registers that only some regions of a chain use: the loop (page 1) sets s2-s10 and t0-t4 and
+ *  calls fa (page 2), which uses a0, a1, ra and sp only (and takes an access fault every 64th
+ *  call, and runs an AMO through the hart), and calls fb (page 3), which reads them all and
+ *  writes some back, then returns through fa. Regions chain through fa without it touching those
+ *  registers, so their values cross it from region to region (as parameters of the region
+ *  bodies: wasm/translate.ts), and a trap or an AMO in fa must see, and leave, all of them. */
+const passThroughProgram = (): string => program(`
+      li s0, ${DATA}
+      li sp, ${DATA + 0x10000}
+      li s1, 3000
+      li a0, 0
+1:    slli s2, s1, 1
+      addi s3, s1, 7
+      xori s4, s1, 0x55
+      slli s5, s1, 33
+      add s6, s5, s3
+      addi s7, s2, -9
+      srli s8, s5, 3
+      or s9, s4, s7
+      sub s10, zero, s1
+      addi t0, s1, 100
+      slli t1, s1, 40
+      xor t2, t1, s2
+      addi t3, s3, 5
+      mul t4, s1, s1
+      mv a1, s1
+      jal ra, fa
+      add a0, a0, s3
+      xor a0, a0, t3
+      add a0, a0, s10${LOOP_END}
+      j pass
+      .align 12
+fa:   addi sp, sp, -16
+      sd ra, 0(sp)
+      andi a1, a1, 63
+      bnez a1, 2f
+      ld a1, 8(zero)               # an access fault every 64th call (the handler skips it)
+2:    addi a1, s0, 256
+      li ra, 3
+      amoadd.d ra, ra, (a1)
+      add a0, a0, ra
+      jal ra, fb
+      ld ra, 0(sp)
+      addi sp, sp, 16
+      ret
+      .align 12
+fb:   add a0, a0, s2
+      xor a0, a0, s3
+      add a0, a0, s4
+      xor a0, a0, s5
+      add a0, a0, s6
+      xor a0, a0, s7
+      add a0, a0, s8
+      xor a0, a0, s9
+      add a0, a0, s10
+      xor a0, a0, t0
+      add a0, a0, t1
+      xor a0, a0, t2
+      add a0, a0, t3
+      xor a0, a0, t4
+      slli a0, a0, 1
+      addi s3, s3, 1
+      xori t3, t3, 0x33
+      ret
+`);
+
+describe('the WebAssembly tier: registers through a chain of regions', () => {
+  beforeAll(() => { tier = 'wasm'; });
+
+  test('registers a chained region does not use reach the next ones, and traps and AMOs there, as in the interpreter', () => {
+    const [a, b] = runBoth(passThroughProgram(), 20_000_000);
+    expect(a.exit).toEqual({ code: 0 });
+    const h = a.harts[0];
+    expect(made(h)).toBeGreaterThan(0);
+    expect(h.jitStats.wasmChains).toBeGreaterThan(3000);
+    expect(h.jitStats.wasmHartExec).toBeGreaterThan(2000);
+    expect(h.jitStats.wasmExits[0]).toBeGreaterThan(0); // faults inside wasm code
+    expectSameResults(a, b);
+    const t = traps(a);
+    expect(t.length).toBe(Math.floor(3000 / 64));
+    expect(t[0][0]).toBe(5n); // load access fault
+    expect(t).toEqual(traps(b));
+    expect(u64(a, DATA + 256)).toBe(u64(b, DATA + 256));
+  });
+
+  test('run(n) never retires more than n instructions along it, and ends on the same state', () => {
+    expectBudgetsKept(passThroughProgram(), [0, 8, 256], (h) => h.jitStats.wasmChains);
+  });
+});
+
 /** A loop that calls a function of its own page through a pointer (JALR) 3000 times: the
  *  function and the return point after the JALR are reached only from translated code, never
  *  by a jump or branch the interpreter takes itself. */

@@ -7,6 +7,7 @@ import { HOT_THRESHOLD } from '../../src/riscv/jit.js';
 import { jitWarmUpProgram, JIT_PAGE2, warmUpProgram, WARMUP_HANDLER } from '../../src/riscv/warmup.js';
 import { CHUNK_SIZE, GuestRam } from '../../src/memory/ram.js';
 import { PhysicalMemoryMap } from '../../src/memory/bus.js';
+import { setFlagsFromString } from 'node:v8';
 
 const BASE = 0x80000000;
 
@@ -69,5 +70,25 @@ describe('warm-up programs', () => {
     expect(stores()).toBe(2 * 3);                              // two stores to the device per round
     expect(h.getX(16)).toBe(0x8000000000000000n);           // a6 = INT64_MIN, a7 = INT64_MAX
     expect(h.getX(17)).toBe(0x7fffffffffffffffn);
+  });
+});
+
+describe('counters past the small-integer range', () => {
+  test('instret and the translator figures beyond 2^31 keep the Hart and JitStats maps (the warm-up took such values first)', () => {
+    // V8 keeps a field that has only held small integers as one; the first larger value changes
+    // the object's map, which deoptimizes every optimized function that uses a hart (execBlock)
+    // when a guest's instret first passes 2^31. %HaveSameMap tells whether that happened.
+    setFlagsFromString('--allow-natives-syntax');
+    const sameMap = new Function('a', 'b', 'return %HaveSameMap(a, b)') as (a: unknown, b: unknown) => boolean;
+    const a = scratch(0x2001000).h, b = scratch(0x2001000).h;
+    expect(sameMap(a, b)).toBe(true);
+    b.instret = 2 ** 33 + 1;
+    b.run(50); // run() moves instret and the end of the hot window on from there
+    expect(b.instret).toBeGreaterThan(2 ** 33);
+    expect(sameMap(a, b)).toBe(true);
+    b.jitStats.translatedInsns = 2 ** 33;
+    b.jitStats.wasmInsns = 2 ** 33;
+    b.jitStats.wasmChains = 2 ** 33;
+    expect(sameMap(a.jitStats, b.jitStats)).toBe(true);
   });
 });

@@ -33,16 +33,19 @@
 // The function: (pc0: f64, next: i32, ex: i32, budget: i32, n: i32) -> retired: i32 (n = retired
 // before, in the regions that chained into this one: the budget is checked on the sum).
 //   pc0 = virtual address of the page; next = index of the block to start at, ex = its page
-//   offset. The x registers the region uses live in i64 locals, loaded from the hart's register
-//   file (xlo/xhi, which are views on the hart's state memory, imported as memory 0) on entry
-//   and stored back at the one exit; the next pc is written at EXIT (i64) in the same memory.
+//   offset. That function (the hart's entry) loads x1..x31 from the hart's register file
+//   (xlo/xhi, which are views on the hart's state memory, imported as memory 0) and calls the
+//   region's body, which has them as i64 parameters after those five; the body stores them all
+//   back when it returns to the hart. The next pc is written at EXIT (i64) in the same memory.
 //   Blocks dispatch through `loop` + `br_table` on `next`: taken branches and jumps inside the
 //   region set next and go round; the budget is checked there, as in jit.ts (leave when fewer
 //   than `size` instructions remain, so code that only falls through stays within budget).
 //   A JALR whose target is the return point of a call in the region goes on there; any other,
 //   and a jump out of the region, goes on into the region at its target when the chain cache
-//   (CHAIN, filled by the hart) holds the pc: a tail call through the region table, whose
-//   function checks the budget before its first block; else the function returns to the hart.
+//   (CHAIN, filled by the hart) holds the pc: a tail call of that region's body through the
+//   region table, the registers passed as its parameters (a region no longer loads the ones it
+//   uses and stores the ones it wrote at each such step), whose body checks the budget before its
+//   first block; else the function returns to the hart.
 // Loads and stores: the soft TLB's tag (tagLo/tagHi), page offset and chunk slot arrays are
 // also views on the state memory (hart.ts, Tlb): the function compares the tag and alignment and
 // calls the access module's load or store (access.ts, through the hart's function table) with
@@ -138,8 +141,11 @@ export interface WasmImports {
 /** (page's virtual address, block index, its page offset, budget, instructions retired before) ->
  *  instructions retired, the ones before included. */
 export type WasmFn = (pc0: number, next: number, ex: number, budget: number, n: number) => number;
+/** A region's body: WasmFn's parameters, then x1..x31 (i64). The region table holds these; only
+ *  wasm code calls them (its entry, and the regions chaining into it). */
+export type WasmBody = (...args: never[]) => number;
 /** A translated region: `entries[i]` = page offset of block i (where it can be entered). */
-export interface WasmRegion { readonly fn: WasmFn; readonly size: number; readonly covered: number[]; readonly entries: number[]; readonly bytes: number }
+export interface WasmRegion { readonly fn: WasmFn; readonly body: WasmBody; readonly size: number; readonly covered: number[]; readonly entries: number[]; readonly bytes: number }
 
 const OP = 0, BR = 1, JAL = 2, JALR = 3, NONE = -1;
 
@@ -237,12 +243,18 @@ interface Node { off: number; len: number; insn: number; kind: number; target: n
 
 const emitter = new Emitter();
 
-// Locals of a region function.
-const P_PC0 = 0, P_NEXT = 1, P_EX = 2, P_BUDGET = 3, L_N = 4 /* a parameter: retired before */, L_LIM = 5, L_LO = 6, L_E4 = 7, L_SLOT = 8, L_ADDR = 9, L_PC0 = 10, L_TPC = 11, L_F = 12, L_REG0 = 13;
+// Locals of a region's body function: its parameters (those of WasmFn, then x1..x31 as i64: X0 + r),
+// then its own.
+const P_PC0 = 0, P_NEXT = 1, P_EX = 2, P_BUDGET = 3, L_N = 4 /* a parameter: retired before */, X0 = 4;
+const L_LIM = 36, L_LO = 37, L_E4 = 38, L_SLOT = 39, L_ADDR = 40, L_PC0 = 41, L_TPC = 42, L_F = 43, L_FA = 44, L_FB = 45, L_FS = 46;
 // Entries of the hart's function table (access.ts): loads by funct3, then stores.
 const F_LOAD = 0, F_STORE = LOADS.length;
-// Imported functions: the hart's slow paths (hart.ts, wasmImports); the region function is next.
-const F_SLOW_LOAD = 0, F_SLOW_STORE = 1, F_FP = 2, F_EXEC = 3, F_REGION = 4;
+// Imported functions: the hart's slow paths (hart.ts, wasmImports); then the region's entry from
+// the hart and its body.
+const F_SLOW_LOAD = 0, F_SLOW_STORE = 1, F_FP = 2, F_EXEC = 3, F_REGION = 4, F_BODY = 5;
+/** Type indices: the hart's entry (WasmFn), the body (WasmFn's parameters and x1..x31). */
+const T_ENTRY = 0, T_BODY = 6;
+const BODY_PARAMS = [F64, I32, I32, I32, I32, ...new Array<number>(31).fill(I64)];
 
 /** The region of the page reachable from byte offset `entry` (page halfwords from index `base`
  *  of `view`) as a wasm module instantiated against the hart's `state` memory and RAM access
@@ -293,25 +305,10 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   for (const nd of at.values()) {
     if (nd.kind === JAL && ((nd.insn >>> 7) & 31) !== 0 && index.has(nd.off + nd.len) && rets.length < MAX_RETURNS) rets.push(nd.off + nd.len);
   }
-  // Registers: one i64 local each for those the region reads or writes.
-  const used = new Set<number>(), written = new Set<number>();
-  for (const nd of at.values()) {
-    const w = nd.insn, op = w & 0x7f;
-    const rd = (w >>> 7) & 31, rs1 = (w >>> 15) & 31, rs2 = (w >>> 20) & 31;
-    // F/D: rd and rs2 (rs3) are f registers, and rs1 too for OP-FP and the FMA family but where
-    // fpKind says x[rs1] is the source (FP_CALL_XS, FMV.D.X); x[rd] is the result of FP_CALL_XD
-    // and FMV.X.D
-    const fp = op === 0x07 || op === 0x27 || op === 0x53 || op === 0x43 || op === 0x47 || op === 0x4b || op === 0x4f;
-    const fk = op === 0x53 ? fpKind(w) : FP_NONE, f5 = w >>> 27;
-    const xd = fk === FP_CALL_XD || ((fk === FP_MOVE || fk === FP_FAST) && (f5 === 0x1c || f5 === 0x14));
-    const xs = fk === FP_CALL_XS || ((fk === FP_MOVE || fk === FP_FAST) && (f5 === 0x1e || f5 === 0x1a));
-    if (op !== 0x23 && op !== 0x63 && op !== 0x0f && (!fp || xd) && rd !== 0) { used.add(rd); written.add(rd); }
-    if (op !== 0x37 && op !== 0x17 && op !== 0x6f && op !== 0x0f && (!fp || op === 0x07 || op === 0x27 || xs) && rs1 !== 0) used.add(rs1);
-    if ((op === 0x33 || op === 0x3b || op === 0x23 || op === 0x63 || op === 0x2f) && rs2 !== 0) used.add(rs2);
-  }
-  const regs = [...used].sort((a, b) => a - b);
+  // Registers: x1..x31 are the body's parameters (X0 + r), passed on to the next region when it
+  // chains (see the exit): no register goes through the state memory between regions.
   const L = new Int32Array(32);
-  regs.forEach((r, i) => { L[r] = L_REG0 + i; });
+  for (let r = 1; r < 32; r++) L[r] = X0 + r;
 
   // ---- the module ----
   const e = emitter;
@@ -334,9 +331,8 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     { params: [F64, I32, I32, I32], results: [I32] },
     { params: [F64, I32, I32, I32, I32, I32], results: [I32] },
     { params: [F64, I32], results: [I32] },
-  ], mi, [0], [['r', F_REGION]]);
-  const body = beginBody(e, [[4, I32], [4 + regs.length, I64], [3, F64]]);
-  const L_FA = L_REG0 + regs.length, L_FB = L_FA + 1, L_FS = L_FA + 2; // f64 operands and result
+    { params: BODY_PARAMS, results: [I32] },
+  ], mi, [T_ENTRY, T_BODY], [['r', F_REGION], ['b', F_BODY]]);
   const size = count;
   const get = (r: number): void => { if (r === 0) e.i64c(0); else e.get(L[r]); };
   const put = (r: number): void => { if (r === 0) e.byte(0x1a); else e.set(L[r]); };
@@ -352,10 +348,16 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
     e.i32c(0); e.get(L[r]); e.byte(0xa7); e.mem(0x36, 2, XL + 4 * r);
     e.i32c(0); e.get(L[r]); e.i64c(32); e.byte(0x88); e.byte(0xa7); e.mem(0x36, 2, XH + 4 * r);
   };
-  // entry: pc0 as an integer, the budget limit, the registers
+  // The hart's entry: the body with the registers from the register file.
+  const entryBody = beginBody(e, []);
+  for (let p = 0; p <= L_N; p++) e.get(p);
+  for (let r = 1; r < 32; r++) loadX(r);
+  e.call(F_BODY);
+  endBody(e, entryBody);
+  // The body. Entry: pc0 as an integer, the budget limit.
+  const body = beginBody(e, [[4, I32], [4, I64], [3, F64]]);
   e.get(P_PC0); e.byte(0xb0); e.set(L_PC0);
   e.get(P_BUDGET); e.i32c(size); e.byte(0x6b); e.set(L_LIM);
-  for (const r of regs) { loadX(r); e.set(L[r]); }
   const K = starts.length;
   e.byte2(0x02, 0x40); // block $exit
   e.byte2(0x03, 0x40); // loop $loop
@@ -653,11 +655,10 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   }
   e.byte(0x0b); // end loop
   e.byte(0x0b); // end $exit
-  // the one exit: the next pc, the registers written
+  // the one exit: the next pc
   e.get(P_EX); e.i32c(FAR); e.byte(0x47); e.byte2(0x04, 0x40);
   e.get(L_PC0); e.get(P_EX); e.byte(0xac); e.byte(0x7c); e.set(L_TPC);
   e.byte(0x0b);
-  for (const r of regs) if (written.has(r)) storeX(r);
   e.i32c(0); e.get(L_TPC); e.mem(0x37, 3, EXIT);
   // a JALR or a way out of the region: on into the region the chain cache maps the pc to
   e.i32c(0); e.mem(0x28, 2, EXIT_WHY); e.i32c(EXIT_JALR); e.byte(0x6b); e.i32c(2); e.byte(0x49);
@@ -674,10 +675,13 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   e.get(L_E4); e.mem(0x28, 2, CHAIN + 12); // next
   e.get(L_LO); e.i32c(4095); e.byte(0x71); // ex
   e.get(P_BUDGET); e.get(L_N);
+  for (let r = 1; r < 32; r++) e.get(L[r]);
   e.get(L_E4); e.mem(0x28, 2, CHAIN + 8);
-  e.byte(0x13); e.u32(0); e.u32(1); // return_call_indirect (type 0, table 1): the budget is checked there
+  e.byte(0x13); e.u32(T_BODY); e.u32(1); // return_call_indirect (the body's type, table 1): the budget is checked there
   e.byte(0x0b);
   e.byte(0x0b);
+  // back to the hart: every register (this region's and those it chained from) to the register file
+  for (let r = 1; r < 32; r++) storeX(r);
   e.get(L_N);
   endBody(e, body);
   e.end(code);
@@ -685,5 +689,5 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), { h: imports as unknown as WebAssembly.ModuleImports });
   const covered: number[] = [];
   for (const o of offs) covered.push(o, at.get(o)!.len);
-  return { fn: inst.exports.r as WasmFn, size, covered, entries: starts, bytes: bytes.length };
+  return { fn: inst.exports.r as WasmFn, body: inst.exports.b as WasmBody, size, covered, entries: starts, bytes: bytes.length };
 }
