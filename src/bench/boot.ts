@@ -6,8 +6,8 @@
 // With several harts they run in parallel on hart threads, as in a VM's worker (dist/hart-worker.js:
 // build first), unless --one-thread.
 // --boots N: N machines one after the other in this process (the same threads: see
-// wasm/region-cache.ts), each with its own figures.
-//   node dist/bench-inproc.js [--cpus N] [--opensbi] [--no-jit] [--programs] [--one-thread] [--boots N]
+// wasm/region-cache.ts), each with its own figures; --cpus 1,4: the boots' harts in turn.
+//   node dist/bench-inproc.js [--cpus N[,N...]] [--opensbi] [--no-jit] [--programs] [--one-thread] [--boots N]
 import { homedir, tmpdir } from 'node:os';
 import { mkdtempSync, rmSync, writeFileSync, closeSync, openSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,7 +18,7 @@ import { benchText } from './text.js';
 
 const OUT = process.env.VMCTL_LINUX_DIR ?? join(homedir(), '.cache/vmctl/linux/out');
 const arg = (name: string): string | undefined => { const i = process.argv.indexOf(name); return i < 0 ? undefined : process.argv[i + 1]; };
-const cpus = Number(arg('--cpus') ?? 1);
+const cpusList = (arg('--cpus') ?? '1').split(',').map(Number);
 const programs = process.argv.includes('--programs');
 const MARKER = programs ? 'vmctl-bench: done' : 'vmctl-linux: userspace up';
 const tmp = mkdtempSync(join(tmpdir(), 'vmctl-inproc-'));
@@ -31,7 +31,9 @@ if (programs) {
   disks.push({ path: join(tmp, 'data.img'), readonly: true, name: 'bench-data' }, { path: join(tmp, 'scratch.img'), readonly: false, name: 'bench-scratch' });
 }
 const threads = process.argv.includes('--one-thread') ? undefined : hartThreads(pathToFileURL(join(process.cwd(), 'dist/hart-worker.js')));
-for (let boot = Number(arg('--boots') ?? 1); boot > 0; boot--) {
+const boots = Number(arg('--boots') ?? 1);
+for (let boot = 0; boot < boots; boot++) {
+const cpus = cpusList[boot % cpusList.length];
 let text = '';
 let done = false;
 const vm = VirtMachine.create(

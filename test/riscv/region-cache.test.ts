@@ -5,7 +5,8 @@
 // interpreter alone (the two words the program stores, one of them rdinstret, and the registers).
 import { beforeEach, describe, expect, test } from 'vitest';
 import type { Hart } from '../../src/riscv/hart.js';
-import { clearRegionCache, regionCacheBytes, regionCacheStats } from '../../src/riscv/wasm/region-cache.js';
+import { MessageChannel } from 'node:worker_threads';
+import { clearRegionCache, type CachedRegion, exportRegionCache, importRegionCache, regionCacheBytes, regionCacheStats } from '../../src/riscv/wasm/region-cache.js';
 import { runAsm, type Mini } from './harness.js';
 import { program, DATA } from './prelude.js';
 
@@ -40,12 +41,13 @@ const loop = (step: number): string => program(`
 const HOT = 2000, PROBE = 16;
 
 /** `src` with the WebAssembly tier (cache on or off), checked against the interpreter alone. */
-function run(src: string, cache = true): Hart {
+function run(src: string, cache = true, smp = false): Hart {
   const m = runAsm(src, {
     max: 5_000_000,
     setup: (x) => {
       const h = x.harts[0];
       h.jitEnabled = true; h.wasmTier = true; h.wasmHot = HOT; h.wasmProbe = cache ? PROBE : -1; h.wasmCache = cache;
+      h.smp = smp;
     },
   });
   expect(m.exit).not.toBeNull();
@@ -91,5 +93,31 @@ describe('the WebAssembly tier: the translation cache', () => {
     const b = run(loop(5), false);
     expect(b.jitStats.wasmCached).toBe(0);
     expect(b.jitStats.wasmInsns).toBe(a.jitStats.wasmInsns);
+  });
+
+  test("a hart of the other kind (smp) cannot use the module but makes its region at the probe, on the cache's word, with the interpreter's results", () => {
+    const a = run(loop(5));
+    const b = run(loop(5), true, true);
+    expect(b.jitStats.wasmCached).toBe(0);
+    expect(b.jitStats.wasmHinted).toBeGreaterThan(0);
+    expect(b.jitStats.wasmInsns).toBeGreaterThan(a.jitStats.wasmInsns + 9 * (HOT - 8 * PROBE));
+    // and its own region serves the next smp hart
+    const c = run(loop(5), true, true);
+    expect(c.jitStats.wasmCached).toBeGreaterThan(0);
+    expect(c.jitStats.wasmHinted).toBe(0);
+  });
+
+  test('the cache posted to another thread (a hart thread gets its VM thread\'s: hart-threads.ts) serves there', async () => {
+    run(loop(5));
+    const { port1, port2 } = new MessageChannel();
+    const got = new Promise<CachedRegion[]>((resolve) => port2.once('message', resolve));
+    port1.postMessage(exportRegionCache());
+    const entries = await got;
+    port1.close(); port2.close();
+    expect(entries.length).toBeGreaterThan(0);
+    clearRegionCache();
+    importRegionCache(entries);
+    const b = run(loop(5));
+    expect(b.jitStats.wasmCached).toBeGreaterThan(0);
   });
 });

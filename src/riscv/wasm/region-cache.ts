@@ -43,6 +43,18 @@ export function cachedRegion(va: number, view: Uint16Array, base: number, smp: b
   return e.m;
 }
 
+/** The region at `va` is in the cache, made from the same halfwords, for harts of the other
+ *  kind (`smp` not as asked: a 1-hart machine's region, asked by a hart of a multi-hart one):
+ *  its module cannot serve (translate.ts bakes `smp` in), but the code was hot in a machine
+ *  before, so making the region now is likely worth it. */
+export function hintedRegion(va: number, view: Uint16Array, base: number, smp: boolean): boolean {
+  const e = maps[smp ? 0 : 1].get(va);
+  if (e === undefined) return false;
+  const r = e.m.reads, v = e.vals;
+  for (let i = 0; i < r.length; i++) if (view[base + r[i]] !== v[i]) return false;
+  return true;
+}
+
 /** Keeps the module of the region made at `va` from the page's halfwords (view from `base`). */
 export function cacheRegion(va: number, view: Uint16Array, base: number, smp: boolean, m: WasmModule): void {
   const map = maps[smp ? 1 : 0];
@@ -60,6 +72,26 @@ export function cacheRegion(va: number, view: Uint16Array, base: number, smp: bo
     held -= from.get(k)!.m.bytes;
     from.delete(k);
     regionCacheStats.evicted++;
+  }
+}
+
+/** The cache's entries, least recently used first, to post to another thread (structured
+ *  clone: a WebAssembly.Module is shared, not copied, between the threads of a process). */
+export interface CachedRegion { readonly va: number; readonly smp: boolean; readonly m: WasmModule; readonly vals: Uint16Array }
+export function exportRegionCache(): CachedRegion[] {
+  const out: CachedRegion[] = [];
+  for (const smp of [false, true]) for (const [va, e] of maps[smp ? 1 : 0]) out.push({ va, smp, m: e.m, vals: e.vals });
+  return out;
+}
+
+/** Adds entries exported by another thread (exportRegionCache) where this one has none for their
+ *  address (a hart thread starting a hart takes its VM thread's cache: hart-threads.ts). */
+export function importRegionCache(entries: readonly CachedRegion[]): void {
+  for (const x of entries) {
+    const map = maps[x.smp ? 1 : 0];
+    if (map.has(x.va) || held + x.m.bytes > CACHE_BYTES) continue;
+    map.set(x.va, { m: x.m, vals: x.vals });
+    held += x.m.bytes;
   }
 }
 
