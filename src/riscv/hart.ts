@@ -50,7 +50,7 @@ import { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } from './a
 import { execFp, FP_PRESENT } from './fp/execute.js';
 import { compileRegion, HOT_THRESHOLD, JitStats, REGION_THRESHOLD, REGION_WINDOW, type RegionEntry } from './jit.js';
 import { CHAIN, CHAIN_INVALID, CHAIN_SIZE, CHAINS, chainIndex, EXIT, EXIT_TRAP, FP_ON, FREGS, instantiateRegion, REGION_TABLE, SCRATCH, STATE_BYTES, type WasmImports, type WasmModule, T_OFF, T_SLOT, T_TAGHI, T_TAGLO, TLB_BYTES, TLB_R, TLB_W, translateModule, XH, XL } from './wasm/translate.js';
-import { cachedRegion, cacheRegion, hintedRegion } from './wasm/region-cache.js';
+import { cachedRegion, cacheRegion } from './wasm/region-cache.js';
 import { ACCESS_TABLE, ramAccess, WASM_TIER_SUPPORTED } from './wasm/access.js';
 import {
   MS_SIE, MS_MIE, MS_SPIE, MS_MPIE, MS_SPP, MS_MPP_SHIFT, MS_MPP, MS_FS, MS_MPRV, MS_SUM, MS_MXR, MS_TVM, MS_TW, MS_TSR,
@@ -550,10 +550,7 @@ export class Hart {
       cached = cachedRegion(va + off, view, base, this.smp);
       if (cached === null) {
         this.jitStats.wasmCacheMisses++;
-        // hot in a machine before, with harts of the other kind: made now
-        const hinted = probe && hintedRegion(va + off, view, base, this.smp);
-        if (hinted) this.jitStats.wasmHinted++;
-        if (probe && !hinted) { this.jitStats.wasmMs += performance.now() - t0; return this.pageCode.get(pn) ?? NO_CODE; }
+        if (probe) { this.jitStats.wasmMs += performance.now() - t0; return this.pageCode.get(pn) ?? NO_CODE; }
       }
     } else if (probe) return this.pageCode.get(pn) ?? NO_CODE;
     let code = this.pageCode.get(pn);

@@ -43,18 +43,6 @@ export function cachedRegion(va: number, view: Uint16Array, base: number, smp: b
   return e.m;
 }
 
-/** The region at `va` is in the cache, made from the same halfwords, for harts of the other
- *  kind (`smp` not as asked: a 1-hart machine's region, asked by a hart of a multi-hart one):
- *  its module cannot serve (translate.ts bakes `smp` in), but the code was hot in a machine
- *  before, so making the region now is likely worth it. */
-export function hintedRegion(va: number, view: Uint16Array, base: number, smp: boolean): boolean {
-  const e = maps[smp ? 0 : 1].get(va);
-  if (e === undefined) return false;
-  const r = e.m.reads, v = e.vals;
-  for (let i = 0; i < r.length; i++) if (view[base + r[i]] !== v[i]) return false;
-  return true;
-}
-
 /** Keeps the module of the region made at `va` from the page's halfwords (view from `base`). */
 export function cacheRegion(va: number, view: Uint16Array, base: number, smp: boolean, m: WasmModule): void {
   const map = maps[smp ? 1 : 0];
