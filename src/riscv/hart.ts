@@ -129,12 +129,9 @@ const WASM_HOT = 8192;
 /** VMCTL_WASM_HOT=N: another threshold (for measuring, and for running the ISA tests with the
  *  tier taking nearly all code). */
 const WASM_HOT_ENV = typeof process === 'undefined' ? NaN : Number(process.env.VMCTL_WASM_HOT ?? NaN);
-/** The translation cache (wasm/region-cache.ts): off unless VMCTL_WASM_CACHE=1. With it on,
- *  test/e2e/balloon-smp.test.ts's "memory filled from both harts and freed goes back" failed in
- *  3 of 4 runs (the guest's resident memory stayed at 180-272 MiB for 120 s, where it falls
- *  below 150 MiB within 15 s without the cache): not understood yet (docs/guest-ram.md (e), "A
- *  translation cache"). */
-const WASM_CACHE = typeof process !== 'undefined' && process.env.VMCTL_WASM_CACHE === '1';
+/** The translation cache (wasm/region-cache.ts) on by default (VMCTL_WASM_CACHE=0: off, for
+ *  measuring against). */
+const WASM_CACHE = typeof process === 'undefined' || process.env.VMCTL_WASM_CACHE !== '0';
 /** Reaches at which the translation cache is asked for a region there (Hart.wasmProbe), once:
  *  a hit costs an instantiation, not a translation, so code a machine before this one made a
  *  region of gets it long before wasmHot. */
@@ -319,7 +316,7 @@ export class Hart {
   wasmHot = WASM_HOT_ENV >= 1 ? WASM_HOT_ENV : WASM_HOT;
   /** Reaches at which the translation cache is asked (WASM_PROBE; -1: never, only at wasmHot). */
   wasmProbe = !WASM_CACHE ? -1 : WASM_PROBE_ENV >= 1 ? WASM_PROBE_ENV : WASM_PROBE;
-  /** The translation cache (wasm/region-cache.ts) used (VMCTL_WASM_CACHE=1; tests set it). */
+  /** The translation cache (wasm/region-cache.ts) used (VMCTL_WASM_CACHE=0: not; tests). */
   wasmCache = WASM_CACHE;
   /** Instructions interpreted on behalf of a head that make a full region there (REGION_THRESHOLD;
    *  the warm-up lowers it). */
