@@ -5,7 +5,9 @@
 // time, instructions and the translator's figures.
 // With several harts they run in parallel on hart threads, as in a VM's worker (dist/hart-worker.js:
 // build first), unless --one-thread.
-//   node dist/bench-inproc.js [--cpus N] [--opensbi] [--no-jit] [--programs] [--one-thread]
+// --boots N: N machines one after the other in this process (the same threads: see
+// wasm/region-cache.ts), each with its own figures; --cpus 1,4: the boots' harts in turn.
+//   node dist/bench-inproc.js [--cpus N[,N...]] [--opensbi] [--no-jit] [--programs] [--one-thread] [--boots N]
 import { homedir, tmpdir } from 'node:os';
 import { mkdtempSync, rmSync, writeFileSync, closeSync, openSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,7 +18,7 @@ import { benchText } from './text.js';
 
 const OUT = process.env.VMCTL_LINUX_DIR ?? join(homedir(), '.cache/vmctl/linux/out');
 const arg = (name: string): string | undefined => { const i = process.argv.indexOf(name); return i < 0 ? undefined : process.argv[i + 1]; };
-const cpus = Number(arg('--cpus') ?? 1);
+const cpusList = (arg('--cpus') ?? '1').split(',').map(Number);
 const programs = process.argv.includes('--programs');
 const MARKER = programs ? 'vmctl-bench: done' : 'vmctl-linux: userspace up';
 const tmp = mkdtempSync(join(tmpdir(), 'vmctl-inproc-'));
@@ -28,6 +30,10 @@ if (programs) {
   closeSync(fd);
   disks.push({ path: join(tmp, 'data.img'), readonly: true, name: 'bench-data' }, { path: join(tmp, 'scratch.img'), readonly: false, name: 'bench-scratch' });
 }
+const threads = process.argv.includes('--one-thread') ? undefined : hartThreads(pathToFileURL(join(process.cwd(), 'dist/hart-worker.js')));
+const boots = Number(arg('--boots') ?? 1);
+for (let boot = 0; boot < boots; boot++) {
+const cpus = cpusList[boot % cpusList.length];
 let text = '';
 let done = false;
 const vm = VirtMachine.create(
@@ -40,7 +46,7 @@ const vm = VirtMachine.create(
     if (programs) for (const l of s.split('\n')) if (l.startsWith('vmctl-bench:')) console.log(l);
     text += s; if (text.includes(MARKER)) done = true;
   }, powerEvent: () => { done = true; }, log: () => {} },
-  process.argv.includes('--one-thread') ? undefined : hartThreads(pathToFileURL(join(process.cwd(), 'dist/hart-worker.js'))),
+  threads,
 );
 if (process.argv.includes('--no-jit')) for (const h of vm.harts) h.jitEnabled = false;
 let wake: (() => void) | null = null;
@@ -61,9 +67,10 @@ while (!done) {
 const ms = performance.now() - start;
 const cpu = process.cpuUsage(cpu0);
 vm.close();
-rmSync(tmp, { recursive: true, force: true });
 const instret = vm.instructionsRetired();
 const uptime = /\[\s*([\d.]+)\] Run \/init/.exec(text)?.[1];
 console.log(`${cpus} hart(s), ${uptime ? `guest uptime at Run /init ${uptime} s, ` : ''}${programs ? 'bench mode' : 'boot to marker'}: ${(ms / 1000).toFixed(3)} s (cpu ${((cpu.user + cpu.system) / 1e6).toFixed(3)} s), ` +
   `${instret} instructions, idle ~${idle.toFixed(0)} ms, ${text.includes(MARKER) ? 'marker seen' : 'NO MARKER'}`);
 console.log(`translator: ${vm.jitStats().describe(instret)}`);
+}
+rmSync(tmp, { recursive: true, force: true });

@@ -49,7 +49,8 @@ import { CEXP } from './compressed.js';
 import { res, mul64, mulh64, mulhsu64, mulhu64, div64, divu64, div32 } from './alu.js';
 import { execFp, FP_PRESENT } from './fp/execute.js';
 import { compileRegion, HOT_THRESHOLD, JitStats, REGION_THRESHOLD, REGION_WINDOW, type RegionEntry } from './jit.js';
-import { CHAIN, CHAIN_INVALID, CHAIN_SIZE, CHAINS, chainIndex, EXIT, EXIT_TRAP, FP_ON, FREGS, REGION_TABLE, SCRATCH, STATE_BYTES, type WasmImports, T_OFF, T_SLOT, T_TAGHI, T_TAGLO, TLB_BYTES, TLB_R, TLB_W, translateRegion, XH, XL } from './wasm/translate.js';
+import { CHAIN, CHAIN_INVALID, CHAIN_SIZE, CHAINS, chainIndex, EXIT, EXIT_TRAP, FP_ON, FREGS, instantiateRegion, REGION_TABLE, SCRATCH, STATE_BYTES, type WasmImports, type WasmModule, T_OFF, T_SLOT, T_TAGHI, T_TAGLO, TLB_BYTES, TLB_R, TLB_W, translateModule, XH, XL } from './wasm/translate.js';
+import { cachedRegion, cacheRegion } from './wasm/region-cache.js';
 import { ACCESS_TABLE, ramAccess, WASM_TIER_SUPPORTED } from './wasm/access.js';
 import {
   MS_SIE, MS_MIE, MS_SPIE, MS_MPIE, MS_SPP, MS_MPP_SHIFT, MS_MPP, MS_FS, MS_MPRV, MS_SUM, MS_MXR, MS_TVM, MS_TW, MS_TSR,
@@ -128,6 +129,14 @@ const WASM_HOT = 8192;
 /** VMCTL_WASM_HOT=N: another threshold (for measuring, and for running the ISA tests with the
  *  tier taking nearly all code). */
 const WASM_HOT_ENV = typeof process === 'undefined' ? NaN : Number(process.env.VMCTL_WASM_HOT ?? NaN);
+/** The translation cache (wasm/region-cache.ts) on by default (VMCTL_WASM_CACHE=0: off, for
+ *  measuring against). */
+const WASM_CACHE = typeof process === 'undefined' || process.env.VMCTL_WASM_CACHE !== '0';
+/** Reaches at which the translation cache is asked for a region there (Hart.wasmProbe), once:
+ *  a hit costs an instantiation, not a translation, so code a machine before this one made a
+ *  region of gets it long before wasmHot. */
+const WASM_PROBE = 64;
+const WASM_PROBE_ENV = typeof process === 'undefined' ? NaN : Number(process.env.VMCTL_WASM_PROBE ?? NaN);
 /** The access module is made again at most once per this many instructions (a guest touching
  *  new RAM chunks one after the other would otherwise have it made for each). */
 const WASM_REFRESH = 1 << 20;
@@ -305,6 +314,10 @@ export class Hart {
   wasmTier = WASM_TIER;
   /** Reaches that make a wasm region (WASM_HOT; tests lower it). */
   wasmHot = WASM_HOT_ENV >= 1 ? WASM_HOT_ENV : WASM_HOT;
+  /** Reaches at which the translation cache is asked (WASM_PROBE; -1: never, only at wasmHot). */
+  wasmProbe = !WASM_CACHE ? -1 : WASM_PROBE_ENV >= 1 ? WASM_PROBE_ENV : WASM_PROBE;
+  /** The translation cache (wasm/region-cache.ts) used (VMCTL_WASM_CACHE=0: not; tests). */
+  wasmCache = WASM_CACHE;
   /** Instructions interpreted on behalf of a head that make a full region there (REGION_THRESHOLD;
    *  the warm-up lowers it). */
   regionHot = REGION_THRESHOLD;
@@ -528,7 +541,18 @@ export class Hart {
 
   /** Translates code at `off` of the fetch page (first tier: a single-block loop, or a region of
    *  the WebAssembly tier when that is on; `full`: a region of jit.ts). */
-  private compileAt(pn: number, slot: number, view: Uint16Array, base: number, off: number, full: boolean): PageCode {
+  private compileAt(va: number, pn: number, slot: number, view: Uint16Array, base: number, off: number, full: boolean, probe = false): PageCode {
+    // the translation cache: a region made before from the same code (`probe`: only that)
+    const wasm = !full && this.wasmTier;
+    let cached: WasmModule | null = null;
+    if (wasm && this.wasmCache && va === va) {
+      const t0 = performance.now();
+      cached = cachedRegion(va + off, view, base, this.smp);
+      if (cached === null) {
+        this.jitStats.wasmCacheMisses++;
+        if (probe) { this.jitStats.wasmMs += performance.now() - t0; return this.pageCode.get(pn) ?? NO_CODE; }
+      }
+    } else if (probe) return this.pageCode.get(pn) ?? NO_CODE;
     let code = this.pageCode.get(pn);
     if (code === undefined) {
       code = new PageCode();
@@ -537,14 +561,20 @@ export class Hart {
       for (let e = 0; e < TLB_SIZE; e++) if (x.pa[e] === pn * 4096) x.code[e] = code;
     }
     this.fCode = code;
-    const wasm = !full && this.wasmTier;
     // the region table full: no wasm region until execBlock has dropped all translated code
     if (wasm && this.regionSlots >= REGION_TABLE) { code.blocks[slot] = undefined; return code; }
     if (wasm) this.wasmFresh();
     const t0 = performance.now();
     const seen = this.seen, hash = (pn & 7) << 11;
-    const r = wasm ? translateRegion(view, base, off, this.wasmImports, this.smp)
-      : compileRegion(view, base, off, full, this.smp, (o) => seen[hash | (o >> 1)] !== 0);
+    let r;
+    if (wasm) {
+      let m = cached;
+      if (m === null) {
+        m = translateModule(view, base, off, this.smp);
+        if (m !== null && this.wasmCache && va === va) cacheRegion(va + off, view, base, this.smp, m);
+      } else this.jitStats.wasmCached++;
+      r = m === null ? null : instantiateRegion(m, this.wasmImports);
+    } else r = compileRegion(view, base, off, full, this.smp, (o) => seen[hash | (o >> 1)] !== 0);
     if (wasm) this.jitStats.wasmMs += performance.now() - t0; else this.jitStats.compileMs += performance.now() - t0;
     if (r === null) {
       const old = code.blocks[slot];
@@ -714,9 +744,10 @@ export class Hart {
    *  of `off`, which makes a wasm region there at wasmHot as those do. */
   private exitedTo(off: number): void {
     const slot = off >> 1, h = ((this.fPn & 7) << 11) | slot;
-    if (++this.hot[h] < this.wasmHot) return;
+    const c = ++this.hot[h];
+    if (c < this.wasmHot) { if (c === this.wasmProbe) this.compileAt(this.fVa, this.fPn, slot, this.fView, this.fOff, off, false, true); return; }
     this.hot[h] = 0;
-    this.compileAt(this.fPn, slot, this.fView, this.fOff, off, false);
+    this.compileAt(this.fVa, this.fPn, slot, this.fView, this.fOff, off, false);
   }
 
   /** A store to RAM at `pa`: drops the page's translated loops if the bytes were part of one. */
@@ -984,6 +1015,9 @@ export class Hart {
     const jit = this.jitEnabled, hot = this.hot, hot2 = this.hot2, seen = this.seen;
     const wasm = jit && this.wasmTier;
     const hotAt = wasm ? this.wasmHot : HOT_THRESHOLD, regionAt = this.regionHot;
+    // a reach count at which only the translation cache is asked (compileAt's probe)
+    const probeAt = wasm ? this.wasmProbe : -1;
+    let c = 0;
     let pcOff = 0, fLim = -1;
     {
       const d = this.pc - fVa;
@@ -1002,14 +1036,14 @@ export class Hart {
         const t = this.pc, d = t - fVa;
         if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
         if (this.linesChanged || this.budgetOut || n >= budget) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-      } else if (wasm && blk === undefined && ++hot[fHash | (pcOff >> 1)] >= hotAt) {
+      } else if (wasm && blk === undefined && ((c = ++hot[fHash | (pcOff >> 1)]) >= hotAt || c === probeAt)) {
         // Code where a block starts: after a SYSTEM instruction (a CSR write of sstatus
         // re-enabling interrupts, an SRET, an ECALL's return), a trap or interrupt, the end of a
         // slice. It counts as a reach, as a page entry does: code after a CSR access, which no
         // region can take in, ran interpreted up to the next branch (mke2fs: 12% of what it
         // interpreted).
-        hot[fHash | (pcOff >> 1)] = 0;
-        fBlocks = this.compileAt(fPn, pcOff >> 1, fView, fOff, pcOff, false).blocks;
+        if (c >= hotAt) hot[fHash | (pcOff >> 1)] = 0;
+        fBlocks = this.compileAt(fVa, fPn, pcOff >> 1, fView, fOff, pcOff, false, c < hotAt).blocks;
       }
     }
     loop: for (;;) {
@@ -1045,9 +1079,9 @@ export class Hart {
               if (this.linesChanged || this.budgetOut || n >= budget) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
               continue;
             }
-          } else if (blk === undefined && ++hot[fHash | slot] >= hotAt) {
-            hot[fHash | slot] = 0;
-            fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, false).blocks;
+          } else if (blk === undefined && ((c = ++hot[fHash | slot]) >= hotAt || c === probeAt)) {
+            if (c >= hotAt) hot[fHash | slot] = 0;
+            fBlocks = this.compileAt(fVa, fPn, slot, fView, fOff, pcOff, false, c < hotAt).blocks;
           }
         }
       }
@@ -1212,7 +1246,7 @@ export class Hart {
               if (blk !== undefined && blk !== null && !blk.full && (hot2[fHash | slot] += w) >= regionAt) {
                 // A first-tier loop entered this often: the code around it is hot too.
                 hot2[fHash | slot] = 0;
-                fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, true).blocks;
+                fBlocks = this.compileAt(fVa, fPn, slot, fView, fOff, pcOff, true).blocks;
                 blk = fBlocks[slot];
               }
               if (blk !== undefined && blk !== null && n + blk.size <= budget) {
@@ -1222,9 +1256,12 @@ export class Hart {
                 const t = this.pc, d = t - fVa;
                 if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
                 if (this.linesChanged || this.budgetOut) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-              } else if (blk === undefined ? ++hot[fHash | slot] >= hotAt : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= regionAt) {
-                hot[fHash | slot] = 0; hot2[fHash | slot] = 0;
-                fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, blk !== undefined).blocks;
+              } else if (blk === undefined ? (c = ++hot[fHash | slot]) >= hotAt || c === probeAt : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= regionAt) {
+                if (blk === undefined && c < hotAt) fBlocks = this.compileAt(fVa, fPn, slot, fView, fOff, pcOff, false, true).blocks;
+                else {
+                  hot[fHash | slot] = 0; hot2[fHash | slot] = 0;
+                  fBlocks = this.compileAt(fVa, fPn, slot, fView, fOff, pcOff, blk !== undefined).blocks;
+                }
               }
             }
           } else { pcOff += ilen; seen[fHash | ((pcOff >>> 1) & 2047)] = 1; }
@@ -1300,9 +1337,12 @@ export class Hart {
               const t = this.pc, d = t - fVa;
               if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
               if (this.linesChanged || this.budgetOut) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-            } else if (blk === undefined ? ++hot[fHash | slot] >= hotAt : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= regionAt) {
-              hot[fHash | slot] = 0; hot2[fHash | slot] = 0;
-              fBlocks = this.compileAt(fPn, slot, fView, fOff, pcOff, blk !== undefined).blocks;
+            } else if (blk === undefined ? (c = ++hot[fHash | slot]) >= hotAt || c === probeAt : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= regionAt) {
+              if (blk === undefined && c < hotAt) fBlocks = this.compileAt(fVa, fPn, slot, fView, fOff, pcOff, false, true).blocks;
+              else {
+                hot[fHash | slot] = 0; hot2[fHash | slot] = 0;
+                fBlocks = this.compileAt(fVa, fPn, slot, fView, fOff, pcOff, blk !== undefined).blocks;
+              }
             }
           }
           break;
@@ -1329,12 +1369,12 @@ export class Hart {
               const t2 = this.pc, d2 = t2 - fVa;
               if (d2 >= 0 && d2 < 4096) pcOff = d2 | 0; else { fVa = t2; pcOff = 0; fLim = -1; }
               if (this.linesChanged || this.budgetOut) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-            } else if (wasm && fLim >= 0 && blk === undefined && ++hot[fHash | (pcOff >> 1)] >= hotAt) {
+            } else if (wasm && fLim >= 0 && blk === undefined && ((c = ++hot[fHash | (pcOff >> 1)]) >= hotAt || c === probeAt)) {
               // A target reached only through JALRs (a function called through a pointer, a
               // switch case) is counted as jump targets are: the WebAssembly tier translates
               // code without loops too (fnptr's tree visitors ran interpreted: 21% of it).
-              hot[fHash | (pcOff >> 1)] = 0;
-              fBlocks = this.compileAt(fPn, pcOff >> 1, fView, fOff, pcOff, false).blocks;
+              if (c >= hotAt) hot[fHash | (pcOff >> 1)] = 0;
+              fBlocks = this.compileAt(fVa, fPn, pcOff >> 1, fView, fOff, pcOff, false, c < hotAt).blocks;
             }
           } else { fVa = t; pcOff = 0; fLim = -1; }
           break;

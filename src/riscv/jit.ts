@@ -121,12 +121,17 @@ export class JitStats {
   wasmFp = 0;
   /** Instructions of wasm regions the hart ran for them (AMO, LR, SC: wasm/translate.ts). */
   wasmHartExec = 0;
+  /** Wasm regions that came from the translation cache (wasm/region-cache.ts: instantiated, not
+   *  made; counted in wasmRegions too), and lookups there that found nothing usable. */
+  wasmCached = 0;
+  wasmCacheMisses = 0;
 
   add(o: JitStats): void {
     this.loops += o.loops; this.regions += o.regions; this.compileMs += o.compileMs; this.translatedInsns += o.translatedInsns;
     this.wasmRegions += o.wasmRegions; this.wasmBytes += o.wasmBytes; this.wasmMs += o.wasmMs; this.wasmInsns += o.wasmInsns;
     for (let i = 0; i < this.wasmExits.length; i++) this.wasmExits[i] += o.wasmExits[i];
     this.wasmResets += o.wasmResets; this.wasmSlow += o.wasmSlow; this.wasmChains += o.wasmChains; this.wasmFp += o.wasmFp; this.wasmHartExec += o.wasmHartExec;
+    this.wasmCached += o.wasmCached; this.wasmCacheMisses += o.wasmCacheMisses;
   }
 
   /** Its figures into `a` from index `o` (JIT_FIGURES numbers): a hart thread publishes them so
@@ -136,6 +141,7 @@ export class JitStats {
     a[o + 4] = this.wasmRegions; a[o + 5] = this.wasmBytes; a[o + 6] = this.wasmMs; a[o + 7] = this.wasmInsns;
     a[o + 8] = this.wasmResets; a[o + 9] = this.wasmSlow; a[o + 10] = this.wasmChains; a[o + 11] = this.wasmFp; a[o + 12] = this.wasmHartExec;
     for (let i = 0; i < this.wasmExits.length; i++) a[o + 13 + i] = this.wasmExits[i];
+    a[o + 19] = this.wasmCached; a[o + 20] = this.wasmCacheMisses;
   }
 
   /** Adds figures written by writeTo. */
@@ -144,12 +150,13 @@ export class JitStats {
     this.wasmRegions += a[o + 4]; this.wasmBytes += a[o + 5]; this.wasmMs += a[o + 6]; this.wasmInsns += a[o + 7];
     this.wasmResets += a[o + 8]; this.wasmSlow += a[o + 9]; this.wasmChains += a[o + 10]; this.wasmFp += a[o + 11]; this.wasmHartExec += a[o + 12];
     for (let i = 0; i < this.wasmExits.length; i++) this.wasmExits[i] += a[o + 13 + i];
+    this.wasmCached += a[o + 19]; this.wasmCacheMisses += a[o + 20];
   }
 
   /** One line for people: what was translated, what it cost, the share of `instret` it ran. */
   describe(instret: number): string {
     const pct = instret > 0 ? (100 * this.translatedInsns / instret).toFixed(1) : '0.0';
-    const wasm = this.wasmRegions === 0 ? '' : `; wasm: ${this.wasmRegions} regions (${(this.wasmBytes / 1024).toFixed(0)} KiB) in ` +
+    const wasm = this.wasmRegions === 0 ? '' : `; wasm: ${this.wasmRegions} regions (${(this.wasmBytes / 1024).toFixed(0)} KiB; ${this.wasmCached} from the translation cache, ${this.wasmCacheMisses} lookups there missed) in ` +
       `${this.wasmMs.toFixed(0)} ms, ${instret > 0 ? (100 * this.wasmInsns / instret).toFixed(1) : '0.0'}% of instructions ` +
       `(${(this.wasmInsns / Math.max(1, this.wasmExits.reduce((a, b) => a + b))).toFixed(0)} per call from the hart, ${this.wasmChains} regions entered from another; calls ended by a trap ${this.wasmExits[0]}, ` +
       `JALR ${this.wasmExits[1]}, leaving the region ${this.wasmExits[2]}, budget ${this.wasmExits[3]}, a store ${this.wasmExits[4]}, FP off ${this.wasmExits[5]}), RAM access module made ${this.wasmResets} times, ${this.wasmSlow} slow loads and stores, ${this.wasmFp} F/D operations and ${this.wasmHartExec} AMOs run by the hart`;
@@ -158,7 +165,7 @@ export class JitStats {
   }
 }
 /** How many numbers JitStats.writeTo writes. */
-export const JIT_FIGURES = 19;
+export const JIT_FIGURES = 21;
 const FN_CACHE_MAX = 10_000;
 const fnCache = new Map<string, BlockFn>();
 /** A compiled region: `size` instructions; `covered` = (offset, length) pairs of the

@@ -9,10 +9,14 @@
 
 import { Worker } from 'node:worker_threads';
 import type { HartThreadHandle, HartThreadInit, StartHartThread } from '../board/smp.js';
+import { type CachedRegion, exportRegionCache } from '../riscv/wasm/region-cache.js';
 
 /** What a hart thread gets: the machine's part, and its CPU slot (src/vm/cpu-slots.ts). */
 export interface HartWorkerData extends HartThreadInit {
   readonly cpu?: { readonly slots: SharedArrayBuffer; readonly slot: number };
+  /** The starting thread's translation cache (riscv/wasm/region-cache.ts), which the hart
+   *  thread adds to its own: a machine's new hart threads get the regions its VM thread made. */
+  readonly code?: readonly CachedRegion[];
 }
 
 /** Idle hart threads kept at most (more are ended at once). */
@@ -56,7 +60,7 @@ function keepIdle(worker: Worker, script: string): void {
 export function hartThreads(script: URL = new URL('./hart-worker.js', import.meta.url), cpu?: { slots: SharedArrayBuffer; slot: readonly number[] }): StartHartThread {
   const href = script.href;
   return (init): HartThreadHandle => {
-    const data: HartWorkerData = { ...init, ...(cpu ? { cpu: { slots: cpu.slots, slot: cpu.slot[init.hartId] } } : {}) };
+    const data: HartWorkerData = { ...init, ...(cpu ? { cpu: { slots: cpu.slots, slot: cpu.slot[init.hartId] } } : {}), code: exportRegionCache() };
     let w = takeIdle(href);
     if (w === null) {
       started++;

@@ -10,9 +10,11 @@ import { HartThread } from '../board/smp.js';
 import { CpuSlots, SlotGate } from './cpu-slots.js';
 import { collectGarbage, collectIfGrown } from './collect-garbage.js';
 import type { HartWorkerData } from './hart-threads.js';
+import { importRegionCache } from '../riscv/wasm/region-cache.js';
 
 /** Runs one machine's hart until that machine stops. */
 function runHart(init: HartWorkerData): void {
+  if (init.code) importRegionCache(init.code);
   const gate = init.cpu ? new SlotGate(new CpuSlots(init.cpu.slots), init.cpu.slot) : null;
   try {
     new HartThread(init, gate, collectGarbage, () => { collectIfGrown(); }).run();

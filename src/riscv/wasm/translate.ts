@@ -146,6 +146,13 @@ export type WasmFn = (pc0: number, next: number, ex: number, budget: number, n: 
 export type WasmBody = (...args: never[]) => number;
 /** A translated region: `entries[i]` = page offset of block i (where it can be entered). */
 export interface WasmRegion { readonly fn: WasmFn; readonly body: WasmBody; readonly size: number; readonly covered: number[]; readonly entries: number[]; readonly bytes: number }
+/** A region's module before instantiation: what it was made from is `reads` (the page's
+ *  halfword indices discovery looked at, each instruction's first and second halfword, also
+ *  where it found nothing to translate) with `smp` and the entry offset; nothing else goes into
+ *  the module (the page's virtual address is a parameter of its function, RAM and the hart's
+ *  state are imports), so it serves any hart, page and address where those halfwords are the
+ *  same (wasm/region-cache.ts). */
+export interface WasmModule { readonly module: WebAssembly.Module; readonly size: number; readonly covered: number[]; readonly entries: number[]; readonly bytes: number; readonly reads: number[] }
 
 const OP = 0, BR = 1, JAL = 2, JALR = 3, NONE = -1;
 
@@ -260,8 +267,21 @@ const BODY_PARAMS = [F64, I32, I32, I32, I32, ...new Array<number>(31).fill(I64)
  *  of `view`) as a wasm module instantiated against the hart's `state` memory and RAM access
  *  functions; null when there is too little to translate there. */
 export function translateRegion(view: Uint16Array, base: number, entry: number, imports: WasmImports, smp: boolean): WasmRegion | null {
+  const m = translateModule(view, base, entry, smp);
+  return m === null ? null : instantiateRegion(m, imports);
+}
+
+/** A region's module instantiated against a hart's imports. */
+export function instantiateRegion(m: WasmModule, imports: WasmImports): WasmRegion {
+  const inst = new WebAssembly.Instance(m.module, { h: imports as unknown as WebAssembly.ModuleImports });
+  return { fn: inst.exports.r as WasmFn, body: inst.exports.b as WasmBody, size: m.size, covered: m.covered, entries: m.entries, bytes: m.bytes };
+}
+
+/** translateRegion's module (not instantiated), with what it was made from (WasmModule). */
+export function translateModule(view: Uint16Array, base: number, entry: number, smp: boolean): WasmModule | null {
   // ---- discovery (breadth first, as jit.ts's compileRegion) ----
   const at = new Map<number, Node>();
+  const reads: number[] = [];
   const leaders = new Set<number>([entry]);
   const work = [entry];
   let count = 0;
@@ -272,6 +292,7 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   while (work.length > 0 && count < MAX_REGION) {
     const o = work.shift()!;
     if (at.has(o)) continue;
+    if (o >= 0 && o <= 4092) reads.push(o >> 1, (o >> 1) + 1); // what decodeAt may read
     const i = decodeAt(view, base, o);
     if (i === null) continue;
     const kind = kindOf(i.insn);
@@ -686,8 +707,8 @@ export function translateRegion(view: Uint16Array, base: number, entry: number, 
   endBody(e, body);
   e.end(code);
   const bytes = e.bytes();
-  const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), { h: imports as unknown as WebAssembly.ModuleImports });
+  const module = new WebAssembly.Module(bytes);
   const covered: number[] = [];
   for (const o of offs) covered.push(o, at.get(o)!.len);
-  return { fn: inst.exports.r as WasmFn, body: inst.exports.b as WasmBody, size, covered, entries: starts, bytes: bytes.length };
+  return { module, size, covered, entries: starts, bytes: bytes.length, reads };
 }
