@@ -27,8 +27,7 @@
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { CHUNK_SIZE, GuestRam, newChunkMemory } from '../memory/ram.js';
 import { PhysicalMemoryMap, type MmioDevice, type MmioRegion } from '../memory/bus.js';
-import { Hart, WASM_REPROBE, type HartState } from '../riscv/hart.js';
-import { type CachedRegion, importRegionCache, regionsSharedTo, shareRegions } from '../riscv/wasm/region-cache.js';
+import { Hart, type HartState } from '../riscv/hart.js';
 import { ReservationSet } from '../riscv/reservations.js';
 import type { JitStats } from '../riscv/jit.js';
 import { VirtClock } from '../devices/clock.js';
@@ -48,9 +47,6 @@ const POLL_MS = 50;
 /** How long a hart rests when its guest polls (Hart.polling: waits for another hart), unless woken. */
 export const POLLING_REST_MS = 1;
 const TWO32 = 4294967296;
-/** The threads of a machine post each other the wasm regions they make, as they make them
- *  (region-cache.ts shareRegions; docs/guest-ram.md (e)); VMCTL_WASM_SHARE=0: not (measuring). */
-export const SHARE = typeof process === 'undefined' || process.env.VMCTL_WASM_SHARE !== '0';
 
 /** What a hart thread is started with (structured-clonable: it crosses to the thread). */
 export interface HartThreadInit {
@@ -90,13 +86,10 @@ export type HartMessage =
   | { k: 'log'; m: string }
   | { k: 'ready' }                                                 // the thread built its hart
   | { k: 'state'; s: HartState }                                   // its saved state (REQ_SAVE)
-  | { k: 'wake' }                                                  // hart 0 has requests
-  | { k: 'code'; x: CachedRegion };                                // a wasm region it made (relayed to the others)
+  | { k: 'wake' };                                                 // hart 0 has requests
 
 /** The machine's thread's answer to a hart thread's `chunk` request, on the hart's port. */
 interface ChunkReply { readonly c: number; readonly g: number; readonly m: WebAssembly.Memory }
-/** A wasm region another thread of the machine made, on a hart's port (SHARE). */
-interface CodeMessage { readonly code: CachedRegion }
 
 /** How a hart's thread keeps to the host CPU time it is granted (src/vm/cpu-slots.ts: the
  *  daemon's scheduler sets the allowance; the thread charges what it uses and waits when it has
@@ -219,8 +212,6 @@ export class SmpHost {
   private serving = false;
   private readyThreads = 0;
   private started = false;
-  /** Posts a region made on this thread to every hart thread (SHARE; region-cache.ts). */
-  private readonly share = (x: CachedRegion): void => { for (const p of this.ports) p.postMessage({ code: x } satisfies CodeMessage); };
   /** States the hart threads posted for a REQ_SAVE (collectStates). */
   private readonly states: (HartState | undefined)[] = [];
 
@@ -257,7 +248,6 @@ export class SmpHost {
   /** Starts harts 1..N-1 on their threads (from `states[id]`, a restored machine's, when given). */
   start(spawn: StartHartThread, init: Omit<HartThreadInit, 'hartId' | 'port' | 'harts' | 'control' | 'state'> & { states?: readonly HartState[] }): void {
     const { states, ...base } = init;
-    if (SHARE) shareRegions(this.share);
     for (let id = 1; id < this.p.harts; id++) {
       const state = states?.[id];
       // The device lines the hart saw are in its state: the LINES word starts from them.
@@ -331,10 +321,6 @@ export class SmpHost {
       case 'ready': this.readyThreads++; break;
       case 'state': this.states[hartId] = m.s; break;
       case 'wake': break;
-      case 'code': // kept here (hart 0's probes find it) and relayed to the other hart threads
-        importRegionCache([m.x]);
-        for (let i = 0; i < this.ports.length; i++) if (i !== hartId - 1) this.ports[i].postMessage({ code: m.x } satisfies CodeMessage);
-        break;
     }
   }
 
@@ -432,7 +418,6 @@ export class SmpHost {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (regionsSharedTo() === this.share) shareRegions(null);
     this.control.setCtrl(CTRL_STOP);
     for (const t of this.threads) t.terminate();
     for (const p of this.ports) p.close();
@@ -553,10 +538,6 @@ export class HartThread {
     const hart = new Hart(id, mem, this.clock, new ReservationSet(init.harts, init.reservations));
     hart.smp = true;
     hart.jitEnabled = init.jit;
-    if (SHARE) {
-      hart.wasmProbeMask = WASM_REPROBE;
-      shareRegions((x) => this.link.post({ k: 'code', x }));
-    }
     this.hart = hart;
     if (init.builtinSbi) {
       const harts = new SharedHarts(this.ctl, hart, () => this.link.post({ k: 'wake' }), () => applyRequests(this.ctl, hart, this.drop));
@@ -586,7 +567,7 @@ export class HartThread {
     const c = this.ctl, h = this.hart, id = h.hartId;
     for (;;) {
       const ctrl = c.ctrl;
-      if (ctrl === CTRL_STOP) { shareRegions(null); return; }
+      if (ctrl === CTRL_STOP) return;
       if (this.released) this.collectDropped();
       if (ctrl === CTRL_PAUSE) {
         c.store(id, RUNNING, 0);
@@ -634,7 +615,6 @@ export class HartThread {
         h.run(SLICE);
         gate.ran(performance.now() - t0);
       } else h.run(SLICE);
-      this.takeCode();
       c.setFigure(id, INSTRET, h.instret);
       h.jitStats.writeTo(c.figures, c.figureAt(id, JIT));
       if (h.mode === 3 && h.ecallHook !== null) this.builtinTrapped();
@@ -647,12 +627,12 @@ export class HartThread {
     const c = this.ctl;
     for (;;) {
       this.link.call({ k: 'chunk', c: index });
-      let r = this.receive();
+      let r = receiveMessageOnPort(this.link.port);
       while (r === undefined) {
         // The machine stopped before it answered: this hart executes nothing more.
         if (c.ctrl === CTRL_STOP) return newChunkMemory();
         Atomics.wait(c.chunkGen, index, Atomics.load(c.chunkGen, index), 1);
-        r = this.receive();
+        r = receiveMessageOnPort(this.link.port);
       }
       const reply = r.message as ChunkReply;
       if (reply.c !== index) throw new Error(`hart ${this.hart.hartId} asked for RAM chunk ${index} and got chunk ${reply.c}`);
@@ -661,22 +641,6 @@ export class HartThread {
         return reply.m;
       }
     }
-  }
-
-  /** The next message on the hart's port that is not a region (those go to the cache). */
-  private receive(): { message: unknown } | undefined {
-    for (;;) {
-      const r = receiveMessageOnPort(this.link.port);
-      if (r === undefined || !('code' in (r.message as object))) return r;
-      importRegionCache([(r.message as CodeMessage).code]);
-    }
-  }
-
-  /** Regions the other threads made since (SHARE): into this thread's cache, where the hart's
-   *  next probe there finds them. Outside fetchChunk only regions come on the port. */
-  private takeCode(): void {
-    const r = this.receive();
-    if (r !== undefined) throw new Error(`hart ${this.hart.hartId}: unexpected message from the machine's thread`);
   }
 
   /** REQ_DROP: forgets every chunk the machine's thread dropped since this thread got it (its

@@ -20,7 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { CHUNK_SIZE, GuestRam, type ChunkBudget } from '../memory/ram.js';
 import { FileRefused, withRegular } from '../host/regular-file.js';
 import { PhysicalMemoryMap, type MmioDevice } from '../memory/bus.js';
-import { Hart, WASM_REPROBE, type HartState } from '../riscv/hart.js';
+import { Hart, type HartState } from '../riscv/hart.js';
 import { ReservationSet } from '../riscv/reservations.js';
 import { JitStats } from '../riscv/jit.js';
 import { VirtClock } from '../devices/clock.js';
@@ -46,7 +46,7 @@ import { loadImage, loadRaw, LoadError, type ImageFile, type LoadedImage } from 
 import { fdtLoadAddress, initrdLoadAddress, kernelLoadAddress } from './boot-layout.js';
 import { Htif } from './htif.js';
 import { BuiltinSbi } from './sbi/builtin-sbi.js';
-import { POLLING_REST_MS, SHARE, SharedHarts, SmpHost, type CpuGate, type StartHartThread } from './smp.js';
+import { POLLING_REST_MS, SharedHarts, SmpHost, type CpuGate, type StartHartThread } from './smp.js';
 import { HSM, HSM_STARTED, HSM_STOPPED } from './hart-control.js';
 import {
   BOOT_ROM_BASE, BOOT_ROM_SIZE, CLINT_BASE, CLINT_SIZE, DRAM_BASE, KERNEL_BASE_WITH_FIRMWARE, MAX_CPUS,
@@ -157,7 +157,6 @@ export class VirtMachine {
       });
       const h0 = new Hart(0, this.mem, this.clock, reservations);
       h0.smp = true;
-      if (SHARE) h0.wasmProbeMask = WASM_REPROBE;
       this.harts.push(h0);
     } else {
       for (let i = 0; i < config.cpus; i++) this.harts.push(new Hart(i, this.mem, this.clock, reservations));

@@ -136,8 +136,6 @@ const WASM_CACHE = typeof process === 'undefined' || process.env.VMCTL_WASM_CACH
  *  a hit costs an instantiation, not a translation, so code a machine before this one made a
  *  region of gets it long before wasmHot. */
 const WASM_PROBE = 64;
-/** wasmProbeMask of the harts of a machine sharing its regions live (smp.ts). */
-export const WASM_REPROBE = 1023;
 const WASM_PROBE_ENV = typeof process === 'undefined' ? NaN : Number(process.env.VMCTL_WASM_PROBE ?? NaN);
 /** The access module is made again at most once per this many instructions (a guest touching
  *  new RAM chunks one after the other would otherwise have it made for each). */
@@ -318,11 +316,6 @@ export class Hart {
   wasmHot = WASM_HOT_ENV >= 1 ? WASM_HOT_ENV : WASM_HOT;
   /** Reaches at which the translation cache is asked (WASM_PROBE; -1: never, only at wasmHot). */
   wasmProbe = !WASM_CACHE ? -1 : WASM_PROBE_ENV >= 1 ? WASM_PROBE_ENV : WASM_PROBE;
-  /** The cache is asked again every wasmProbeMask + 1 reaches after wasmProbe (-1: only at
-   *  wasmProbe). Set (WASM_REPROBE) on the harts of a machine whose threads post each other the
-   *  regions they make (region-cache.ts shareRegions): another hart may make a region of the
-   *  code this one runs after this one's probe at wasmProbe missed. */
-  wasmProbeMask = -1;
   /** The translation cache (wasm/region-cache.ts) used (VMCTL_WASM_CACHE=0: not; tests). */
   wasmCache = WASM_CACHE;
   /** Instructions interpreted on behalf of a head that make a full region there (REGION_THRESHOLD;
@@ -752,7 +745,7 @@ export class Hart {
   private exitedTo(off: number): void {
     const slot = off >> 1, h = ((this.fPn & 7) << 11) | slot;
     const c = ++this.hot[h];
-    if (c < this.wasmHot) { if ((c & this.wasmProbeMask) === this.wasmProbe) this.compileAt(this.fVa, this.fPn, slot, this.fView, this.fOff, off, false, true); return; }
+    if (c < this.wasmHot) { if (c === this.wasmProbe) this.compileAt(this.fVa, this.fPn, slot, this.fView, this.fOff, off, false, true); return; }
     this.hot[h] = 0;
     this.compileAt(this.fVa, this.fPn, slot, this.fView, this.fOff, off, false);
   }
@@ -1023,7 +1016,7 @@ export class Hart {
     const wasm = jit && this.wasmTier;
     const hotAt = wasm ? this.wasmHot : HOT_THRESHOLD, regionAt = this.regionHot;
     // a reach count at which only the translation cache is asked (compileAt's probe)
-    const probeAt = wasm ? this.wasmProbe : -1, probeMask = this.wasmProbeMask;
+    const probeAt = wasm ? this.wasmProbe : -1;
     let c = 0;
     let pcOff = 0, fLim = -1;
     {
@@ -1043,7 +1036,7 @@ export class Hart {
         const t = this.pc, d = t - fVa;
         if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
         if (this.linesChanged || this.budgetOut || n >= budget) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-      } else if (wasm && blk === undefined && ((c = ++hot[fHash | (pcOff >> 1)]) >= hotAt || (c & probeMask) === probeAt)) {
+      } else if (wasm && blk === undefined && ((c = ++hot[fHash | (pcOff >> 1)]) >= hotAt || c === probeAt)) {
         // Code where a block starts: after a SYSTEM instruction (a CSR write of sstatus
         // re-enabling interrupts, an SRET, an ECALL's return), a trap or interrupt, the end of a
         // slice. It counts as a reach, as a page entry does: code after a CSR access, which no
@@ -1086,7 +1079,7 @@ export class Hart {
               if (this.linesChanged || this.budgetOut || n >= budget) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
               continue;
             }
-          } else if (blk === undefined && ((c = ++hot[fHash | slot]) >= hotAt || (c & probeMask) === probeAt)) {
+          } else if (blk === undefined && ((c = ++hot[fHash | slot]) >= hotAt || c === probeAt)) {
             if (c >= hotAt) hot[fHash | slot] = 0;
             fBlocks = this.compileAt(fVa, fPn, slot, fView, fOff, pcOff, false, c < hotAt).blocks;
           }
@@ -1263,7 +1256,7 @@ export class Hart {
                 const t = this.pc, d = t - fVa;
                 if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
                 if (this.linesChanged || this.budgetOut) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-              } else if (blk === undefined ? (c = ++hot[fHash | slot]) >= hotAt || (c & probeMask) === probeAt : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= regionAt) {
+              } else if (blk === undefined ? (c = ++hot[fHash | slot]) >= hotAt || c === probeAt : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= regionAt) {
                 if (blk === undefined && c < hotAt) fBlocks = this.compileAt(fVa, fPn, slot, fView, fOff, pcOff, false, true).blocks;
                 else {
                   hot[fHash | slot] = 0; hot2[fHash | slot] = 0;
@@ -1344,7 +1337,7 @@ export class Hart {
               const t = this.pc, d = t - fVa;
               if (d >= 0 && d < 4096) pcOff = d | 0; else { fVa = t; pcOff = 0; fLim = -1; }
               if (this.linesChanged || this.budgetOut) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-            } else if (blk === undefined ? (c = ++hot[fHash | slot]) >= hotAt || (c & probeMask) === probeAt : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= regionAt) {
+            } else if (blk === undefined ? (c = ++hot[fHash | slot]) >= hotAt || c === probeAt : (blk === null || !blk.full) && (hot2[fHash | slot] += w) >= regionAt) {
               if (blk === undefined && c < hotAt) fBlocks = this.compileAt(fVa, fPn, slot, fView, fOff, pcOff, false, true).blocks;
               else {
                 hot[fHash | slot] = 0; hot2[fHash | slot] = 0;
@@ -1376,7 +1369,7 @@ export class Hart {
               const t2 = this.pc, d2 = t2 - fVa;
               if (d2 >= 0 && d2 < 4096) pcOff = d2 | 0; else { fVa = t2; pcOff = 0; fLim = -1; }
               if (this.linesChanged || this.budgetOut) { this.linesChanged = false; this.pc = fVa + pcOff; return n; }
-            } else if (wasm && fLim >= 0 && blk === undefined && ((c = ++hot[fHash | (pcOff >> 1)]) >= hotAt || (c & probeMask) === probeAt)) {
+            } else if (wasm && fLim >= 0 && blk === undefined && ((c = ++hot[fHash | (pcOff >> 1)]) >= hotAt || c === probeAt)) {
               // A target reached only through JALRs (a function called through a pointer, a
               // switch case) is counted as jump targets are: the WebAssembly tier translates
               // code without loops too (fnptr's tree visitors ran interpreted: 21% of it).

@@ -4,10 +4,10 @@
 // wasmHot; code at the same address with other bytes is a miss. Every run is compared with the
 // interpreter alone (the two words the program stores, one of them rdinstret, and the registers).
 import { beforeEach, describe, expect, test } from 'vitest';
-import { WASM_REPROBE, type Hart } from '../../src/riscv/hart.js';
-import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads';
-import { clearRegionCache, type CachedRegion, exportRegionCache, importRegionCache, regionCacheBytes, regionCacheStats, shareRegions } from '../../src/riscv/wasm/region-cache.js';
-import { buildAsm, loadElf, makeMachine, runAsm, type Mini } from './harness.js';
+import type { Hart } from '../../src/riscv/hart.js';
+import { MessageChannel } from 'node:worker_threads';
+import { clearRegionCache, type CachedRegion, exportRegionCache, importRegionCache, regionCacheBytes, regionCacheStats } from '../../src/riscv/wasm/region-cache.js';
+import { runAsm, type Mini } from './harness.js';
 import { program, DATA } from './prelude.js';
 
 function u64(m: Mini, addr: number): bigint {
@@ -117,59 +117,5 @@ describe('the WebAssembly tier: the translation cache', () => {
     importRegionCache(entries);
     const b = run(loop(5));
     expect(b.jitStats.wasmCached).toBeGreaterThan(0);
-  });
-
-  // Regions shared live between a machine's threads (smp.ts SHARE): hart B (on "another thread":
-  // its cache is emptied, then gets only what was posted) runs the loop past its probe at PROBE
-  // reaches, which misses; hart A makes the region at HOT and posts it as it is made; B, going on,
-  // finds it at its next probe (PROBE + WASM_REPROBE + 1 < HOT), long before its own wasmHot.
-  function liveShared(mask: number): Hart {
-    const src = loop(5), elf = buildAsm(src);
-    const mk = (): Mini => {
-      const m = makeMachine();
-      const h = m.harts[0];
-      h.setPc(loadElf(m.mem, elf));
-      h.jitEnabled = true; h.wasmTier = true; h.wasmHot = HOT; h.wasmProbe = PROBE; h.wasmCache = true; h.wasmProbeMask = mask;
-      return m;
-    };
-    const { port1, port2 } = new MessageChannel();
-    try {
-      const b = mk();
-      b.harts[0].run(300 * 10); // 300 iterations: past PROBE
-      expect(b.harts[0].jitStats.wasmCacheMisses).toBeGreaterThan(0);
-      const posted: CachedRegion[] = [];
-      shareRegions((x) => port1.postMessage({ code: x }));
-      const a = mk();
-      while (a.exit === null) a.harts[0].run(1000);
-      shareRegions(null);
-      expect(a.harts[0].jitStats.wasmRegions).toBeGreaterThan(0);
-      clearRegionCache(); // B's thread holds only what was posted to it
-      for (let r = receiveMessageOnPort(port2); r !== undefined; r = receiveMessageOnPort(port2)) posted.push((r.message as { code: CachedRegion }).code);
-      expect(posted.length).toBeGreaterThan(0);
-      importRegionCache(posted);
-      for (let i = 0; i < 5000 && b.exit === null; i++) b.harts[0].run(1000);
-      expect(b.exit).not.toBeNull();
-      const ref = runAsm(src, { max: 5_000_000, setup: (x) => { x.harts[0].jitEnabled = false; } });
-      expect(u64(b, DATA)).toBe(u64(ref, DATA));
-      expect(u64(b, DATA + 8)).toBe(u64(ref, DATA + 8));
-      for (let i = 0; i < 32; i++) expect(b.harts[0].getX(i)).toBe(ref.harts[0].getX(i));
-      expect(b.harts[0].instret).toBe(ref.harts[0].instret);
-      return b.harts[0];
-    } finally {
-      shareRegions(null);
-      port1.close(); port2.close();
-    }
-  }
-
-  test('a region made by one hart, posted as it is made, serves another hart whose first probe had missed, at its next probe (wasmProbeMask), with the interpreter\'s results', () => {
-    const b = liveShared(WASM_REPROBE);
-    expect(b.jitStats.wasmCached).toBeGreaterThan(0);
-    // from the reach PROBE + WASM_REPROBE + 1 on, in wasm (the loop's 9 instructions an iteration)
-    expect(b.jitStats.wasmInsns).toBeGreaterThan(9 * (ITER - (PROBE + WASM_REPROBE + 1) - 8 * PROBE));
-  });
-
-  test('without probes after the first (wasmProbeMask -1, a hart alone), the posted region is found only at wasmHot', () => {
-    const b = liveShared(-1);
-    expect(b.jitStats.wasmInsns).toBeLessThan(9 * (ITER - HOT + 8 * PROBE));
   });
 });

@@ -52,7 +52,6 @@ export function cacheRegion(va: number, view: Uint16Array, base: number, smp: bo
   for (let i = 0; i < r.length; i++) vals[i] = view[base + r[i]];
   map.set(va, { m, vals });
   held += m.bytes;
-  shared?.({ va, smp, m, vals });
   while (held > CACHE_BYTES) {
     // the least recently used of either map (the other map is most often empty)
     const a = maps[0].keys().next(), b = maps[1].keys().next();
@@ -83,14 +82,6 @@ export function importRegionCache(entries: readonly CachedRegion[]): void {
     held += x.m.bytes;
   }
 }
-
-/** Where the modules made on this thread go as they are made (null: nowhere): a machine whose
- *  harts run on several threads posts them to its other threads (smp.ts), whose harts' probes
- *  (Hart.wasmProbeMask) then find them. Only one machine at a time on a thread shares. */
-let shared: ((x: CachedRegion) => void) | null = null;
-export function shareRegions(to: ((x: CachedRegion) => void) | null): void { shared = to; }
-/** The function shareRegions was given last (to unset it only if it is still one's own). */
-export function regionsSharedTo(): ((x: CachedRegion) => void) | null { return shared; }
 
 /** Empties the cache (tests). */
 export function clearRegionCache(): void {
