@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { VirtMachine } from '../board/virt.js';
 import { hartThreads } from '../vm/hart-threads.js';
+import { JitStats } from '../riscv/jit.js';
 import { benchText } from './text.js';
 
 const OUT = process.env.VMCTL_LINUX_DIR ?? join(homedir(), '.cache/vmctl/linux/out');
@@ -72,5 +73,13 @@ const uptime = /\[\s*([\d.]+)\] Run \/init/.exec(text)?.[1];
 console.log(`${cpus} hart(s), ${uptime ? `guest uptime at Run /init ${uptime} s, ` : ''}${programs ? 'bench mode' : 'boot to marker'}: ${(ms / 1000).toFixed(3)} s (cpu ${((cpu.user + cpu.system) / 1e6).toFixed(3)} s), ` +
   `${instret} instructions, idle ~${idle.toFixed(0)} ms, ${text.includes(MARKER) ? 'marker seen' : 'NO MARKER'}`);
 console.log(`translator: ${vm.jitStats().describe(instret)}`);
+if (process.argv.includes('--per-hart')) {
+  const per = vm.hartInstructions();
+  for (let i = 0; i < cpus; i++) {
+    const s = new JitStats();
+    if (i === 0) s.add(vm.harts[0].jitStats); else (vm as unknown as { smp: { addJitStats(h: number, s: JitStats): void } }).smp.addJitStats(i, s);
+    console.log(`  hart ${i}: ${s.describe(per[i])}`);
+  }
+}
 }
 rmSync(tmp, { recursive: true, force: true });
