@@ -73,11 +73,14 @@ describe.skipIf(!LINUX)('the memory balloon with a 2-hart Linux guest (memory: 5
     // resident memory (the 2 MiB chunks it covers are dropped), i.e. resident <= RAM - (free
     // memory in blocks of order >= 10), once the guest's reporting (in batches every 2 s, on its
     // clock: slow on a loaded host) has caught up. That is checked in every round; a round in
-    // which the guest could report less than 64 MiB of what it freed is tried again (4 at most).
+    // which the guest could report less than 200 of the 300 MiB it freed is tried again (4 at
+    // most; the next test's balloon bound needs a guest whose memory is not left spread over
+    // the chunks: once in CI, after a round that gave back 110 MiB, resident stayed above the
+    // target + 32 MiB there), and the test wants more than 64 MiB back in one round.
     let last: Memory | null = null;
     let reportable = 0, fell = 0, high = 0;
     let after: Memory | null = null;
-    for (let round = 1; round <= 4 && fell <= 64 * MiB; round++) {
+    for (let round = 1; round <= 4 && fell <= 200 * MiB; round++) {
       // Two writers at once (the scheduler puts them on both harts), 150 MiB each.
       await exec('(dd if=/dev/zero of=/mnt/a bs=1M count=150 2>/dev/null & dd if=/dev/zero of=/mnt/b bs=1M count=150 2>/dev/null; wait); sync');
       const full = await until(async () => { const x = await memory(); return (x.residentBytes ?? 0) > 300 * MiB ? x : null; }, 30_000, 'resident memory to pass 300MiB') as Memory;
@@ -89,7 +92,7 @@ describe.skipIf(!LINUX)('the memory balloon with a 2-hart Linux guest (memory: 5
         reportable = await reportableFree();
         last = await memory();
         if (last.residentBytes! > RAM - reportable + 16 * MiB) return null;
-        return full.residentBytes! - last.residentBytes! > 64 * MiB || Date.now() - t0 > 20_000 ? last : null;
+        return full.residentBytes! - last.residentBytes! > 200 * MiB || Date.now() - t0 > 20_000 ? last : null;
       }, 120_000, `round ${round}: resident memory to fall to the RAM less the guest's free 4 MiB blocks (+16MiB)`)
         .catch((e: Error) => { throw new Error(`${e.message}; free in 4 MiB blocks: ${(reportable / MiB).toFixed(0)} MiB; the last figures: ${JSON.stringify(last)}`); }) as Memory;
       fell = full.residentBytes! - after.residentBytes!;
@@ -111,7 +114,9 @@ describe.skipIf(!LINUX)('the memory balloon with a 2-hart Linux guest (memory: 5
     expect((await h.run(['set', 'bal2', '--memory-target', '128MiB'])).code).toBe(0);
     const m = await until(async () => { const x = await memory(); return x.balloonBytes === 384 * MiB ? x : null; }, 120_000, 'the balloon to reach 384MiB') as Memory;
     expect(m.actualBytes).toBe(128 * MiB);
-    await until(async () => ((await memory()).residentBytes ?? Infinity) <= 160 * MiB, 30_000, 'resident memory to fall to the target + 32MiB');
+    let seen: Memory | null = null;
+    await until(async () => { seen = await memory(); return (seen.residentBytes ?? Infinity) <= 160 * MiB; }, 30_000, 'resident memory to fall to the target + 32MiB')
+      .catch(async (e: Error) => { throw new Error(`${e.message}; the last figures: ${JSON.stringify(seen)}; the guest's /proc/buddyinfo: ${await exec('cat /proc/buddyinfo')}`); });
     expect((await h.run(['set', 'bal2', '--memory-target', '512MiB'])).code).toBe(0);
     await until(async () => (await memory()).balloonBytes === 0, 120_000, 'the balloon to empty');
     expect(await exec('(dd if=/dev/zero of=/mnt/a bs=1M count=150 2>&1 | tail -1 & dd if=/dev/zero of=/mnt/b bs=1M count=150 2>&1 | tail -1; wait); rm /mnt/a /mnt/b'))
