@@ -53,7 +53,9 @@ export function cacheRegion(va: number, view: Uint16Array, base: number, smp: bo
   map.set(va, { m, vals });
   held += m.bytes;
   while (held > CACHE_BYTES) {
-    // the least recently used of either map (the other map is most often empty)
+    // the least recently used entry of one map: the other kind's when both hold entries (a
+    // thread runs harts of one kind at a time, so that map holds the older machines' regions),
+    // else the only non-empty one; not the oldest over both maps
     const a = maps[0].keys().next(), b = maps[1].keys().next();
     const from = a.done ? maps[1] : b.done ? maps[0] : maps[smp ? 0 : 1];
     const k = from.keys().next().value!;
